@@ -1,0 +1,1 @@
+"""Dramatiq actors; `crawlhub.worker` installs the broker before importing them."""

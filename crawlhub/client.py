@@ -1,0 +1,120 @@
+"""The HTTP client behind CrawlHub's command-line client commands."""
+
+import io
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from crawlhub.context import read_token_file
+from crawlhub.errors import CrawlhubError
+
+# Directories a project tree carries that a spider never needs.
+SKIP_DIRS = {
+    ".git", ".hg", ".svn", "__pycache__", ".venv", "venv", "node_modules",
+    ".mypy_cache", ".pytest_cache", ".ruff_cache", ".tox", ".idea", ".vscode",
+}  # fmt: skip
+SKIP_SUFFIXES = (".pyc", ".pyo")
+
+
+class ApiError(CrawlhubError):
+    """The server answered with an error envelope (or not at all)."""
+
+    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
+        super().__init__(message, details=details, code=code)
+        self.status = status
+
+
+@dataclass
+class Package:
+    """What `deploy` uploads: a file name, its bytes and the spider kind it looks like."""
+
+    filename: str
+    data: bytes
+    kind: str
+
+
+class Client:
+    """A thin client of the /api routes, configured from CRAWLHUB_URL and CRAWLHUB_TOKEN."""
+
+    def __init__(self, url: str, token: str | None, timeout: float = 60.0) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
+
+    @classmethod
+    def from_env(cls, data_dir: Path, port: int) -> "Client":
+        """Defaults to the embedded instance on this machine and the token it stored."""
+        url = os.environ.get("CRAWLHUB_URL") or f"http://127.0.0.1:{port}"
+        token = os.environ.get("CRAWLHUB_TOKEN") or next(iter(read_token_file(data_dir)), None)
+        return cls(url, token)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Send a request; an error envelope becomes an ApiError."""
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ApiError(0, "unreachable", f"cannot reach {self.http.base_url}: {exc}") from exc
+        if response.status_code >= 400:
+            try:
+                error = response.json()["error"]
+            except (ValueError, KeyError, TypeError):
+                raise ApiError(response.status_code, "http_error", response.text[:500]) from None
+            raise ApiError(response.status_code, error["code"], error["message"], error["details"])
+        return response.json() if response.content else None
+
+    def deploy(
+        self, package: Package, name: str, *, entry: str | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any], bool]:
+        """Create the spider if needed, then upload the package as its next version."""
+        created = False
+        try:
+            spider = self.request("GET", f"/api/spiders/{name}")
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            body: dict[str, Any] = {"name": name, "kind": package.kind}
+            if entry:
+                body["entry"] = entry
+            spider = self.request("POST", "/api/spiders", json=body)
+            created = True
+        files = {"file": (package.filename, package.data, "application/octet-stream")}
+        version = self.request("POST", f"/api/spiders/{spider['id']}/versions", files=files)
+        return spider, version, created
+
+
+def build_package(path: Path, kind: str | None = None) -> Package:
+    """Zip a project directory, or take a .py / .zip / .tar.gz file as it is."""
+    if path.is_dir():
+        data = zip_directory(path)
+        guessed = "scrapy" if (path / "scrapy.cfg").is_file() else "python"
+        return Package(f"{path.resolve().name or 'package'}.zip", data, kind or guessed)
+    if not path.is_file():
+        raise CrawlhubError(f"{path}: no such file or directory")
+    data = path.read_bytes()
+    if path.suffix == ".py":
+        return Package(path.name, data, kind or "python")
+    guessed = "python"
+    if path.suffix == ".zip":
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            names = {name.split("/", 1)[-1] for name in archive.namelist()} | set(
+                archive.namelist()
+            )
+            guessed = "scrapy" if "scrapy.cfg" in names else "python"
+    return Package(path.name, data, kind or guessed)
+
+
+def zip_directory(root: Path) -> bytes:
+    """The files under root as a zip, paths relative to root; links and caches left out."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
+            for filename in sorted(filenames):
+                file = Path(dirpath, filename)
+                if file.is_symlink() or not file.is_file() or filename.endswith(SKIP_SUFFIXES):
+                    continue
+                archive.write(file, file.relative_to(root).as_posix())
+    return buffer.getvalue()

@@ -1,0 +1,105 @@
+"""Settings read from the environment and validated once at start-up."""
+
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from crawlhub.errors import ConfigError
+
+# Env vars a PaaS sets without our prefix; everything else is CRAWLHUB_<FIELD>.
+_UNPREFIXED = {"database_url": "DATABASE_URL", "redis_url": "REDIS_URL", "port": "PORT"}
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Every knob of CrawlHub; see the README's configuration table."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CRAWLHUB_", extra="ignore", frozen=True, populate_by_name=True
+    )
+
+    database_url: SecretStr = Field(
+        SecretStr("sqlite:///./crawlhub.db"), validation_alias=AliasChoices("DATABASE_URL")
+    )
+    redis_url: SecretStr | None = Field(None, validation_alias=AliasChoices("REDIS_URL"))
+    port: int = Field(8000, ge=1, le=65535, validation_alias=AliasChoices("PORT"))
+    host: str | None = None  # web: 0.0.0.0, up: 127.0.0.1
+    api_tokens: SecretStr | None = None
+    data_dir: Path = Path("./crawlhub-data")
+    log_level: str = "INFO"
+    worker_concurrency: int = Field(4, ge=1, le=256)
+    default_timeout_s: int = Field(3600, ge=1)
+    max_upload_bytes: int = Field(50 * MiB, ge=1024)
+    max_unpacked_bytes: int = Field(500 * MiB, ge=1024)
+    max_archive_files: int = Field(10_000, ge=1)
+    max_request_bytes: int = Field(1 * MiB, ge=1024)
+    retention_days: int | None = Field(None, ge=1)
+    db_pool_size: int = Field(10, ge=1)
+    smtp_host: str | None = None
+    smtp_port: int = Field(587, ge=1, le=65535)
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str = "crawlhub@localhost"
+    smtp_starttls: bool = True
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalise_database_url(cls, value: SecretStr) -> SecretStr:
+        url = value.get_secret_value().strip()
+        # Heroku-style postgres:// and bare postgresql:// both mean psycopg 3 here.
+        for prefix in ("postgres://", "postgresql://"):
+            if url.startswith(prefix):
+                url = "postgresql+psycopg://" + url[len(prefix) :]
+        if not url.startswith(("postgresql+psycopg://", "sqlite://")):
+            raise ValueError("must be a postgresql:// or sqlite:// URL")
+        return SecretStr(url)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        if not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    @cached_property
+    def tokens(self) -> tuple[str, ...]:
+        """The bearer tokens from CRAWLHUB_API_TOKENS, blanks dropped."""
+        if self.api_tokens is None:
+            return ()
+        raw = self.api_tokens.get_secret_value().split(",")
+        return tuple(token.strip() for token in raw if token.strip())
+
+    @property
+    def is_sqlite(self) -> bool:
+        """Whether the database is the embedded SQLite file."""
+        return self.database_url.get_secret_value().startswith("sqlite")
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets a settings field."""
+    return _UNPREFIXED.get(field, "CRAWLHUB_" + field.upper())
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings; an invalid value raises ConfigError naming its variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "?"
+        name = env_name(field) if field in Settings.model_fields else field
+        raise ConfigError(f"{name}: {first['msg']}") from exc

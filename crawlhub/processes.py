@@ -1,0 +1,131 @@
+"""Process entry points: web, worker, ticker, migrate and the embedded `up`."""
+
+import logging
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+
+import uvicorn
+from dramatiq import Worker
+
+from crawlhub.api import create_app
+from crawlhub.config import Settings
+from crawlhub.context import Context, ensure_token_file, token_path
+from crawlhub.errors import ConfigError
+from crawlhub.keys import QUEUES
+from crawlhub.repo import migrate as migrations
+from crawlhub.ticker import Ticker
+
+logger = logging.getLogger(__name__)
+
+WORKER_STOP_TIMEOUT_MS = 10_000
+
+
+def migrate(settings: Settings) -> None:
+    """Bring the database schema to the newest migration."""
+    context = Context.build(settings)
+    try:
+        migrations.upgrade(context.db.engine)
+        logger.info("database migrated to %s", migrations.head_revision())
+    finally:
+        context.close()
+
+
+def web(settings: Settings) -> None:
+    """Serve the API with uvicorn on $PORT until SIGTERM/SIGINT."""
+    _require_redis(settings, "web")
+    context = Context.build(settings)
+    if not context.tokens:
+        raise ConfigError("CRAWLHUB_API_TOKENS: set at least one token for `crawlhub web`")
+    try:
+        _serve(context, settings.host or "0.0.0.0")  # noqa: S104 - a PaaS routes to any interface
+    finally:
+        context.close()
+
+
+def worker(settings: Settings) -> None:
+    """Replace this process with the dramatiq worker for the run and alert queues."""
+    _require_redis(settings, "worker")
+    argv = [
+        sys.executable, "-m", "dramatiq", "crawlhub.worker",
+        "--processes", "1",
+        "--threads", str(settings.worker_concurrency),
+        "--queues", *QUEUES,
+        "--skip-logging",
+    ]  # fmt: skip
+    logger.info("starting dramatiq with %d thread(s)", settings.worker_concurrency)
+    sys.stdout.flush()
+    os.execv(sys.executable, argv)  # noqa: S606 - argv is ours, not user input
+
+
+def ticker(settings: Settings) -> None:
+    """Run the scheduler loop until SIGTERM/SIGINT."""
+    _require_redis(settings, "ticker")
+    context = Context.build(settings)
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        logger.info("ticker: %s received, stopping after this round", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        Ticker(context).run(stop)
+    finally:
+        context.close()
+
+
+def up(settings: Settings) -> None:
+    """Embedded mode: migrate, then web, worker threads and ticker in this one process."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if not settings.tokens:
+        created = ensure_token_file(settings.data_dir)
+        if created is not None:
+            print(
+                f"API token (stored in {token_path(settings.data_dir)}; shown only now):\n"
+                f"  {created}",
+                flush=True,
+            )
+    context = Context.build(settings)
+    migrations.upgrade(context.db.engine)
+    worker = Worker(context.broker, queues=set(QUEUES), worker_threads=settings.worker_concurrency)
+    worker.start()
+    stop = threading.Event()
+    ticker_thread = threading.Thread(
+        target=Ticker(context).run, args=(stop,), name="crawlhub-ticker", daemon=True
+    )
+    ticker_thread.start()
+    host = settings.host or "127.0.0.1"
+    logger.info("embedded CrawlHub on http://%s:%d (database %s)", host, settings.port,
+                "sqlite" if settings.is_sqlite else "postgresql")  # fmt: skip
+    try:
+        _serve(context, host)
+    finally:
+        logger.info("stopping ticker and worker")
+        stop.set()
+        ticker_thread.join(timeout=5)
+        worker.stop(timeout=WORKER_STOP_TIMEOUT_MS)
+        context.close()
+        logger.info("stopped")
+
+
+def _serve(context: Context, host: str) -> None:
+    config = uvicorn.Config(
+        create_app(context),
+        host=host,
+        port=context.settings.port,
+        log_config=None,  # our logging set-up already owns stdout
+        proxy_headers=True,
+        timeout_graceful_shutdown=20,
+    )
+    uvicorn.Server(config).run()
+
+
+def _require_redis(settings: Settings, process: str) -> None:
+    if settings.redis_url is None:
+        raise ConfigError(
+            f"REDIS_URL: required for `crawlhub {process}` (or run everything with `crawlhub up`)"
+        )

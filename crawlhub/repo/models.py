@@ -1,0 +1,238 @@
+"""Tables of SPEC §3; the only place the schema is declared (migrations mirror it)."""
+
+import uuid
+from datetime import datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from crawlhub.repo.types import BigIntPK, JSONType, UTCDateTime, utcnow
+
+# Deterministic constraint names so migrations can address them on both dialects.
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSONType,
+    }
+
+
+def _uuid() -> uuid.UUID:
+    return uuid.uuid4()
+
+
+class Spider(Base):
+    __tablename__ = "spider"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=_uuid)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    entry: Mapped[str] = mapped_column(String(255))
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    env: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    timeout_s: Mapped[int] = mapped_column(Integer, default=3600)
+    max_retries: Mapped[int] = mapped_column(Integer, default=3)
+    retry_backoff_min_s: Mapped[int] = mapped_column(Integer, default=10)
+    retry_backoff_max_s: Mapped[int] = mapped_column(Integer, default=600)
+    dedup_keys: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
+    alert_on_zero_items: Mapped[bool] = mapped_column(Boolean, default=False)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    current_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (Index(None, "created_at"),)
+
+
+class SpiderVersion(Base):
+    __tablename__ = "spider_version"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=_uuid)
+    spider_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("spider.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    archive: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    format: Mapped[str] = mapped_column(String(16))
+    filename: Mapped[str] = mapped_column(String(255))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    files: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (UniqueConstraint("spider_id", "number"),)
+
+
+class Schedule(Base):
+    __tablename__ = "schedule"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=_uuid)
+    spider_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("spider.id", ondelete="CASCADE"))
+    cron: Mapped[str] = mapped_column(String(255))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    overlap: Mapped[str] = mapped_column(String(16), default="forbid")
+    catchup: Mapped[str] = mapped_column(String(16), default="latest")
+    starting_deadline_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    jitter_s: Mapped[int] = mapped_column(Integer, default=0)
+    next_fire_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    last_fire_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (
+        Index(None, "next_fire_at"),
+        Index(None, "spider_id", "created_at"),
+    )
+
+
+class Task(Base):
+    __tablename__ = "task"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=_uuid)
+    spider_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("spider.id", ondelete="CASCADE"))
+    version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    schedule_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("schedule.id", ondelete="SET NULL"), nullable=True
+    )
+    trigger: Mapped[str] = mapped_column(String(16))
+    scheduled_for: Mapped[datetime | None] = mapped_column(nullable=True)
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    retry_count: Mapped[int] = mapped_column(Integer, default=0)
+    max_retries: Mapped[int] = mapped_column(Integer, default=0)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    items_count: Mapped[int] = mapped_column(Integer, default=0)
+    items_duplicate: Mapped[int] = mapped_column(Integer, default=0)
+    items_invalid: Mapped[int] = mapped_column(Integer, default=0)
+    log_lines: Mapped[int] = mapped_column(Integer, default=0)
+    stats: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    worker: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    message_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("schedule_id", "scheduled_for"),
+        Index(None, "created_at"),
+        Index(None, "spider_id", "created_at"),
+        Index(None, "status", "created_at"),
+        Index(None, "trigger", "created_at"),
+        Index(None, "schedule_id", "created_at"),
+        # The reaper scans running tasks by heartbeat age.
+        Index(None, "status", "heartbeat_at"),
+    )
+
+
+class LogLine(Base):
+    __tablename__ = "log_line"
+
+    task_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("task.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    stream: Mapped[str] = mapped_column(String(8))
+    ts: Mapped[datetime] = mapped_column()
+    text: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (Index(None, "task_id", "attempt", "seq"), Index(None, "ts"))
+
+
+class Item(Base):
+    __tablename__ = "item"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    spider_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("spider.id", ondelete="CASCADE"))
+    task_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("task.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    data: Mapped[dict[str, Any]] = mapped_column()
+    dedup_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        # NULL hashes (no dedup_keys) never collide: NULLs are distinct in both dialects.
+        UniqueConstraint("spider_id", "dedup_hash"),
+        Index(None, "spider_id", "id"),
+        Index(None, "task_id", "id"),
+        Index(None, "created_at"),
+    )
+
+
+class Alert(Base):
+    __tablename__ = "alert"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=_uuid)
+    type: Mapped[str] = mapped_column(String(32))
+    level: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text)
+    spider_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("spider.id", ondelete="CASCADE"), nullable=True
+    )
+    task_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("task.id", ondelete="SET NULL"), nullable=True
+    )
+    is_read: Mapped[bool] = mapped_column(Boolean, default=False)
+    count: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        Index(None, "created_at"),
+        Index(None, "is_read", "level"),
+        # Folding looks up the latest alert of a type for a spider.
+        Index(None, "spider_id", "type", "last_seen_at"),
+    )
+
+
+class Channel(Base):
+    __tablename__ = "channel"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=_uuid)
+    kind: Mapped[str] = mapped_column(String(16))
+    target: Mapped[str] = mapped_column(String(2048))
+    secret: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    min_level: Mapped[str] = mapped_column(String(16), default="error")
+    spider_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("spider.id", ondelete="CASCADE"), nullable=True
+    )
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Delivery(Base):
+    __tablename__ = "delivery"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=_uuid)
+    alert_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("alert.id", ondelete="CASCADE"))
+    channel_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("channel.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (UniqueConstraint("alert_id", "channel_id"), Index(None, "channel_id"))

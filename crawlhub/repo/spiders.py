@@ -1,0 +1,132 @@
+"""Spiders and their immutable versions."""
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, undefer
+
+from crawlhub.errors import Conflict, NotFound
+from crawlhub.repo.models import Spider, SpiderVersion, Task
+from crawlhub.repo.pages import paginate
+
+ACTIVE_STATUSES = ("pending", "running", "retrying")
+MAX_NAME = 64
+
+
+def _parse_uuid(ref: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(ref)
+    except ValueError:
+        return None
+
+
+def get_spider(session: Session, ref: str, *, for_update: bool = False) -> Spider:
+    """The spider with this id or name; NotFound otherwise."""
+    spider_id = _parse_uuid(ref)
+    if spider_id is None and (len(ref) > MAX_NAME or "\x00" in ref):
+        # No stored name can match, and PostgreSQL rejects NUL in text parameters.
+        raise NotFound(f"spider '{ref[:80]}' not found")
+    where = Spider.id == spider_id if spider_id is not None else Spider.name == ref
+    stmt = select(Spider).where(where)
+    if for_update:
+        stmt = stmt.with_for_update()
+    spider = session.scalar(stmt)
+    if spider is None:
+        raise NotFound(f"spider '{ref}' not found")
+    return spider
+
+
+def list_spiders(
+    session: Session,
+    *,
+    page: int,
+    page_size: int,
+    kind: str | None = None,
+    enabled: bool | None = None,
+) -> tuple[Sequence[Spider], int]:
+    """A page of spiders, newest first."""
+    stmt = select(Spider).order_by(Spider.created_at.desc(), Spider.id)
+    if kind is not None:
+        stmt = stmt.where(Spider.kind == kind)
+    if enabled is not None:
+        stmt = stmt.where(Spider.enabled == enabled)
+    return paginate(session, stmt, page, page_size)
+
+
+def create_spider(session: Session, fields: dict[str, Any]) -> Spider:
+    """Insert a spider; Conflict when the name is taken."""
+    spider = Spider(**fields)
+    session.add(spider)
+    _flush_unique_name(session, fields["name"])
+    return spider
+
+
+def update_spider(session: Session, spider: Spider, changes: dict[str, Any]) -> Spider:
+    """Apply changes to a spider; Conflict when a rename collides."""
+    for key, value in changes.items():
+        setattr(spider, key, value)
+    _flush_unique_name(session, spider.name)
+    return spider
+
+
+def _flush_unique_name(session: Session, name: str) -> None:
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        raise Conflict(f"a spider named '{name}' already exists") from exc
+
+
+def delete_spider(session: Session, spider: Spider) -> None:
+    """Delete a spider with its versions, schedules, tasks, logs and items."""
+    active = session.scalar(
+        select(func.count())
+        .select_from(Task)
+        .where(Task.spider_id == spider.id, Task.status.in_(ACTIVE_STATUSES))
+    )
+    if active:
+        raise Conflict(
+            f"spider '{spider.name}' has {active} active task(s); cancel them first",
+            details={"active_tasks": active},
+        )
+    session.delete(spider)
+    session.flush()
+
+
+def add_version(session: Session, spider: Spider, fields: dict[str, Any]) -> SpiderVersion:
+    """Store a new version numbered after the last one and make it current."""
+    # The caller locked the spider row, so concurrent uploads number one after another.
+    last = session.scalar(
+        select(func.max(SpiderVersion.number)).where(SpiderVersion.spider_id == spider.id)
+    )
+    version = SpiderVersion(spider_id=spider.id, number=(last or 0) + 1, **fields)
+    session.add(version)
+    spider.current_version = version.number
+    session.flush()
+    return version
+
+
+def list_versions(
+    session: Session, spider: Spider, *, page: int, page_size: int
+) -> tuple[Sequence[SpiderVersion], int]:
+    """A page of a spider's versions, newest first (archives not loaded)."""
+    stmt = (
+        select(SpiderVersion)
+        .where(SpiderVersion.spider_id == spider.id)
+        .order_by(SpiderVersion.number.desc())
+    )
+    return paginate(session, stmt, page, page_size)
+
+
+def get_version(session: Session, spider: Spider, number: int) -> SpiderVersion:
+    """One version of a spider with its archive bytes loaded; NotFound otherwise."""
+    version = session.scalar(
+        select(SpiderVersion)
+        .options(undefer(SpiderVersion.archive))
+        .where(SpiderVersion.spider_id == spider.id, SpiderVersion.number == number)
+    )
+    if version is None:
+        raise NotFound(f"spider '{spider.name}' has no version {number}")
+    return version

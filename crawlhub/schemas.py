@@ -1,0 +1,225 @@
+"""Pydantic models of the HTTP API: request bodies, query strings and responses."""
+
+import re
+import uuid
+from datetime import datetime
+from typing import Any, Generic, Literal, Self, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SLUG = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+PYTHON_ENTRY = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$", re.ASCII)
+SCRAPY_ENTRY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+MAX_TIMEOUT_S = 7 * 24 * 3600
+
+SpiderKind = Literal["scrapy", "python"]
+T = TypeVar("T")
+
+
+class Strict(BaseModel):
+    """Request models reject unknown fields so typos do not pass silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Out(BaseModel):
+    """Response models read ORM objects by attribute."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+# --- errors and pages -------------------------------------------------------------------
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorResponse(BaseModel):
+    """The envelope of every error response."""
+
+    error: ErrorBody
+
+
+class PageQuery(Strict):
+    page: int = Field(1, ge=1)
+    page_size: int = Field(20, ge=1, le=100)
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list."""
+
+    items: list[T]
+    total: int
+    page: int
+    page_size: int
+    total_pages: int
+
+    @classmethod
+    def of(cls, items: list[T], total: int, query: PageQuery) -> Self:
+        """A page built from its rows, the total count and the query that asked for it."""
+        pages = (total + query.page_size - 1) // query.page_size
+        return cls(
+            items=items, total=total, page=query.page, page_size=query.page_size, total_pages=pages
+        )
+
+
+# --- health -----------------------------------------------------------------------------
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = {}
+
+
+# --- spiders ----------------------------------------------------------------------------
+
+
+def check_env(env: dict[str, str]) -> dict[str, str]:
+    """Environment names must be shell-safe and not shadow CrawlHub's own variables."""
+    for name, value in env.items():
+        if not ENV_NAME.match(name):
+            raise ValueError(f"env name '{name}' is not a valid variable name")
+        if name.upper().startswith("CRAWLHUB_"):
+            raise ValueError(f"env name '{name}' is reserved (CRAWLHUB_*)")
+        if "\x00" in value:
+            raise ValueError(f"env value of '{name}' contains a NUL byte")
+    return env
+
+
+def check_dedup_keys(keys: list[str] | None) -> list[str] | None:
+    """Dedup keys are distinct, non-empty field names."""
+    if keys is None:
+        return None
+    if len(set(keys)) != len(keys):
+        raise ValueError("dedup_keys must not repeat a field")
+    return keys
+
+
+def check_entry(kind: str, entry: str) -> None:
+    """A python entry is `module:function`; a scrapy entry is a spider name."""
+    if kind == "python" and not PYTHON_ENTRY.match(entry):
+        raise ValueError(f"entry '{entry}' must be 'module:function' for a python spider")
+    if kind == "scrapy" and not SCRAPY_ENTRY.match(entry):
+        raise ValueError(f"entry '{entry}' is not a valid Scrapy spider name")
+
+
+# The only spider field a client may set to null (null turns dedup off).
+NULLABLE_FIELDS = frozenset({"dedup_keys"})
+
+
+class SpiderFields(Strict):
+    """Fields a spider can be created or patched with."""
+
+    params: dict[str, Any] | None = None
+    env: dict[str, str] | None = None
+    timeout_s: int | None = Field(None, ge=1, le=MAX_TIMEOUT_S)
+    max_retries: int | None = Field(None, ge=0, le=20)
+    retry_backoff_min_s: int | None = Field(None, ge=1, le=86_400)
+    retry_backoff_max_s: int | None = Field(None, ge=1, le=86_400)
+    dedup_keys: list[str] | None = Field(None, min_length=1, max_length=16)
+    alert_on_zero_items: bool | None = None
+    enabled: bool | None = None
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        return None if value is None else check_env(value)
+
+    @field_validator("dedup_keys")
+    @classmethod
+    def _dedup(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and any(not key or len(key) > 255 for key in value):
+            raise ValueError("dedup_keys must be field names of 1 to 255 characters")
+        return check_dedup_keys(value)
+
+    @model_validator(mode="after")
+    def _no_explicit_nulls(self) -> Self:
+        for name in self.model_fields_set:
+            if getattr(self, name) is None and name not in NULLABLE_FIELDS:
+                raise ValueError(f"{name} must not be null")
+        return self
+
+    @model_validator(mode="after")
+    def _backoff(self) -> Self:
+        low, high = self.retry_backoff_min_s, self.retry_backoff_max_s
+        if low is not None and high is not None and low > high:
+            raise ValueError("retry_backoff_min_s must not exceed retry_backoff_max_s")
+        return self
+
+
+class SpiderCreate(SpiderFields):
+    """Body of POST /api/spiders."""
+
+    name: str = Field(pattern=SLUG)
+    kind: SpiderKind = "python"
+    entry: str | None = Field(None, max_length=255)
+
+    @model_validator(mode="after")
+    def _entry(self) -> Self:
+        if self.entry is not None:
+            check_entry(self.kind, self.entry)
+        return self
+
+
+class SpiderPatch(SpiderFields):
+    """Body of PATCH /api/spiders/{id}; absent fields stay as they are."""
+
+    name: str | None = Field(None, pattern=SLUG)
+    kind: SpiderKind | None = None
+    entry: str | None = Field(None, max_length=255)
+
+
+class SpiderOut(Out):
+    id: uuid.UUID
+    name: str
+    kind: SpiderKind
+    entry: str
+    params: dict[str, Any]
+    env: dict[str, str]
+    timeout_s: int
+    max_retries: int
+    retry_backoff_min_s: int
+    retry_backoff_max_s: int
+    dedup_keys: list[str] | None
+    alert_on_zero_items: bool
+    enabled: bool
+    current_version: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class SpiderListQuery(PageQuery):
+    kind: SpiderKind | None = None
+    enabled: bool | None = None
+
+
+class SpiderPage(Page[SpiderOut]):
+    pass
+
+
+class VersionUpload(BaseModel):
+    """Multipart body of POST /api/spiders/{id}/versions."""
+
+    file: bytes = Field(
+        description="a .zip or .tar.gz of the project, or a single .py file",
+        json_schema_extra={"format": "binary"},
+    )
+
+
+class VersionOut(Out):
+    number: int
+    spider_id: uuid.UUID
+    format: str
+    filename: str
+    sha256: str
+    size: int
+    files: int
+    created_at: datetime
+
+
+class VersionPage(Page[VersionOut]):
+    pass

@@ -274,7 +274,10 @@ def inspect_archive(
     if not files:
         raise InvalidArchive("the archive is empty")
     flat = any(len(p) == 1 for p in files)
-    strip = 1 if fmt is not ArchiveFormat.PY and len(tops) == 1 and not flat else 0
+    # A lone top folder is the project's own folder, unless it is itself a Python package
+    # (`mypkg/__init__.py`): then `mypkg.module:run` must keep finding it.
+    package = len(tops) == 1 and (min(tops), "__init__.py") in files
+    strip = 1 if fmt is not ArchiveFormat.PY and len(tops) == 1 and not flat and not package else 0
     root = f"{min(tops)}/" if strip else ""
     listed = tuple(sorted("/".join(p[strip:]) for p in files))
     return ArchiveInfo(format=fmt, root=root, files=listed, unpacked_size=total)
@@ -308,6 +311,7 @@ class _Budget:
     def __init__(self, limit: int) -> None:
         self.limit, self.left = limit, limit
         self.out: IO[bytes] | None = None
+        self.dirs: set[pathlib.Path] = set()  # directories already created and checked
 
     def write(self, b: bytes) -> int:
         if len(b) > self.left:
@@ -318,10 +322,12 @@ class _Budget:
 
 
 def _write(entry: _Entry, target: pathlib.Path, base: pathlib.Path, budget: _Budget) -> None:
-    target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-    parent = target.parent.resolve(strict=True)
-    if parent != target.parent or not parent.is_relative_to(base):  # a link slipped in
-        raise InvalidArchive(f"archive entry {entry.name!r} escapes the package directory")
+    if target.parent not in budget.dirs:
+        target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        parent = target.parent.resolve(strict=True)
+        if parent != target.parent or not parent.is_relative_to(base):  # a link slipped in
+            raise InvalidArchive(f"archive entry {entry.name!r} escapes the package directory")
+        budget.dirs.add(parent)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     with os.fdopen(os.open(target, flags, 0o600), "wb") as out, entry.open() as src:
         budget.out = out

@@ -55,7 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"crawlhub: {exc.message}", file=sys.stderr)
         return 2 if exc.code == "config_error" else 1
     except KeyboardInterrupt:
-        return 130
+        # uvicorn re-raises Ctrl-C after its clean shutdown; a process stopped that way succeeded.
+        return 0 if args.command in PROCESSES else 130
 
 
 def deploy(settings: Settings, args: argparse.Namespace) -> int:

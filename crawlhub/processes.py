@@ -113,6 +113,9 @@ def up(settings: Settings) -> None:
 
 
 def _serve(context: Context, host: str) -> None:
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal; ours turns it into a
+    # normal exit so the caller's clean-up (worker, ticker, connections) still runs.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     config = uvicorn.Config(
         create_app(context),
         host=host,
@@ -122,6 +125,10 @@ def _serve(context: Context, host: str) -> None:
         timeout_graceful_shutdown=20,
     )
     uvicorn.Server(config).run()
+
+
+def _exit_cleanly(signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 def _require_redis(settings: Settings, process: str) -> None:

@@ -148,7 +148,9 @@ def test_delete_removes_the_spider_and_its_versions(client: TestClient) -> None:
 def test_delete_with_an_active_task_is_refused(client: TestClient, context: Context) -> None:
     spider = create(client)
     with context.db.session() as session:
-        session.add(Task(spider_id=uuid.UUID(str(spider["id"])), trigger="manual", status="running"))
+        session.add(
+            Task(spider_id=uuid.UUID(str(spider["id"])), trigger="manual", status="running")
+        )
     response = client.delete("/api/spiders/books")
     assert response.status_code == 409
     assert response.json()["error"]["details"] == {"active_tasks": 1}

@@ -96,7 +96,11 @@ def test_python_archive_without_its_entry_module_is_rejected(client: TestClient)
 @pytest.mark.usefixtures("python_spider")
 @pytest.mark.parametrize(
     ("name", "fragment"),
-    [("../evil.py", "../evil.py"), ("/etc/cron.d/x", "/etc/cron.d/x"), ("a/../../b.py", "a/../../b.py")],
+    [
+        ("../evil.py", "../evil.py"),
+        ("/etc/cron.d/x", "/etc/cron.d/x"),
+        ("a/../../b.py", "a/../../b.py"),
+    ],
 )
 def test_zip_slip_entries_are_rejected(client: TestClient, name: str, fragment: str) -> None:
     response = upload(client, make_zip(("main.py", SCRIPT), (name, b"x")))
@@ -131,7 +135,9 @@ def test_too_many_files_are_rejected(database_url: str, tmp_path: Path) -> None:
 
 @pytest.mark.usefixtures("python_spider")
 def test_upload_over_the_size_limit_is_413(database_url: str, tmp_path: Path) -> None:
-    context = Context.build(make_settings(tmp_path, database_url=database_url, max_upload_bytes=4096))
+    context = Context.build(
+        make_settings(tmp_path, database_url=database_url, max_upload_bytes=4096)
+    )
     headers = {"Authorization": f"Bearer {TOKEN}"}
     with TestClient(create_app(context), headers=headers) as small:
         big = make_zip(("main.py", SCRIPT + b"#" + bytes(range(256)) * 64))

@@ -311,6 +311,14 @@ def test_tar_that_decompresses_far_beyond_the_limit_in_junk_is_too_large() -> No
         inspect_archive(data, "p.tar.gz", Limits(1_000_000, 10, 1_000))
 
 
+def test_tar_with_a_huge_long_name_header_is_too_large() -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz", format=tarfile.GNU_FORMAT) as tf:
+        tf.addfile(tar_info("a" * (3 << 20)), io.BytesIO(b""))
+    with pytest.raises(TooLarge):
+        inspect_archive(buf.getvalue(), "p.tar.gz", Limits(1_000_000, 10, 1_000))
+
+
 @pytest.mark.parametrize(
     "data",
     [make_zip(), make_zip(("dir/", b"")), make_zip(("__MACOSX/._a", b""), (".DS_Store", b""))],
@@ -486,3 +494,13 @@ def test_extract_requires_an_empty_destination(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="empty"):
         extract(data, inspect_archive(data, "p.zip", LIMITS), tmp_path, max_unpacked_bytes=100)
     assert tree(tmp_path) == {"keep.txt": b"mine"}
+
+
+def test_zipped_python_package_folder_keeps_its_name_so_its_entry_is_found() -> None:
+    data = make_zip(
+        ("mypkg/__init__.py", b""), ("mypkg/spider.py", b"def run(p):\n    return []\n")
+    )
+    info = inspect_archive(data, "mypkg.zip", LIMITS)
+    assert info.root == ""
+    assert "mypkg/spider.py" in info.files
+    check_runnable(info, "python", "mypkg.spider:run")

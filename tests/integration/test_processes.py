@@ -1,0 +1,209 @@
+"""The real processes: `crawlhub up` end to end, and web/worker/ticker/migrate on PG + Redis."""
+
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "spiders"
+START_TIMEOUT_S = 30
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def base_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("CRAWLHUB_", "DATABASE_", "REDIS_"))
+    }
+    env.update({"CRAWLHUB_DATA_DIR": str(tmp_path / "data"), "PYTHONUNBUFFERED": "1", **extra})
+    return env
+
+
+def crawlhub(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "crawlhub", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+class Process:
+    """A crawlhub process started in the background, its output kept in a file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
+        self.log = cwd / f"{args[0]}-{time.monotonic_ns()}.log"
+        self.out = self.log.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "crawlhub", *args],
+            env=env,
+            cwd=cwd,
+            stdout=self.out,
+            stderr=subprocess.STDOUT,
+        )
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def wait_for(self, url: str) -> httpx.Response:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"process exited early:\n{self.output()}"
+            try:
+                return httpx.get(url, timeout=2)
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise AssertionError(f"{url} did not answer in {START_TIMEOUT_S}s:\n{self.output()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout=timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            self.out.close()
+        return code
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Iterator[Path]:
+    yield tmp_path
+
+
+def test_up_serves_the_api_with_a_generated_token_and_deploy_creates_versions(
+    workdir: Path,
+) -> None:
+    port = free_port()
+    env = base_env(workdir, PORT=str(port), DATABASE_URL=f"sqlite:///{workdir / 'hub.db'}")
+    up = Process(["up"], env, workdir)
+    try:
+        assert up.wait_for(f"http://127.0.0.1:{port}/readyz").json()["status"] == "ok"
+        token_file = workdir / "data" / "api-token"
+        token = token_file.read_text().strip()
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        assert token in up.output()  # printed once, on first start
+        api = f"http://127.0.0.1:{port}/api/spiders"
+        assert httpx.get(api).status_code == 401
+        listed = httpx.get(api, headers={"Authorization": f"Bearer {token}"})
+        assert listed.status_code == 200 and listed.json()["total"] == 0
+
+        client_env = {**env, "CRAWLHUB_URL": f"http://127.0.0.1:{port}"}  # token from the data dir
+        scrapy = crawlhub(
+            "deploy", str(FIXTURES / "pages_scrapy"), "--name", "pages", env=client_env, cwd=workdir
+        )
+        assert scrapy.returncode == 0, scrapy.stderr
+        assert "version 1" in scrapy.stdout
+        script = crawlhub(
+            "deploy", str(FIXTURES / "hello.py"), "--name", "hello", env=client_env, cwd=workdir
+        )
+        assert script.returncode == 0, script.stderr
+        again = crawlhub(
+            "deploy", str(FIXTURES / "hello.py"), "--name", "hello", env=client_env, cwd=workdir
+        )
+        assert "version 2" in again.stdout, again.stderr
+
+        headers = {"Authorization": f"Bearer {token}"}
+        pages = httpx.get(f"{api}/pages", headers=headers).json()
+        assert (
+            pages["kind"] == "scrapy"
+            and pages["entry"] == "pages"
+            and pages["current_version"] == 1
+        )
+        hello = httpx.get(f"{api}/hello/versions", headers=headers).json()
+        assert [v["number"] for v in hello["items"]] == [2, 1]
+        assert hello["items"][0]["format"] == "py"
+    finally:
+        code = up.stop(signal.SIGINT)
+    assert code == 0, up.output()
+    assert "stopped" in up.output()
+
+    # A second start keeps the token and does not print it again.
+    second = Process(["up"], env, workdir)
+    try:
+        second.wait_for(f"http://127.0.0.1:{port}/healthz")
+        headers = {"Authorization": f"Bearer {token}"}
+        assert (
+            httpx.get(f"http://127.0.0.1:{port}/api/spiders", headers=headers).json()["total"] == 2
+        )
+    finally:
+        assert second.stop() == 0
+    assert token not in second.output()
+
+
+def test_deploy_reports_api_errors_and_unreachable_servers(workdir: Path) -> None:
+    env = base_env(workdir, CRAWLHUB_URL=f"http://127.0.0.1:{free_port()}", CRAWLHUB_TOKEN="x")
+    down = crawlhub("deploy", str(FIXTURES / "hello.py"), "--name", "hello", env=env, cwd=workdir)
+    assert down.returncode == 1
+    assert "cannot reach" in down.stderr
+    missing = crawlhub("deploy", str(workdir / "nope.py"), "--name", "hello", env=env, cwd=workdir)
+    assert missing.returncode == 1 and "no such file" in missing.stderr
+
+
+def test_distributed_processes_start_and_stop_on_sigterm(
+    workdir: Path, postgres_url: str, redis_url: str
+) -> None:
+    port = free_port()
+    env = base_env(
+        workdir,
+        PORT=str(port),
+        DATABASE_URL=postgres_url.replace("postgresql+psycopg://", "postgres://"),
+        REDIS_URL=redis_url,
+        CRAWLHUB_API_TOKENS="secret-one,secret-two",
+    )
+    migrated = crawlhub("migrate", env=env, cwd=workdir)
+    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+    web = Process(["web"], env, workdir)
+    worker = Process(["worker"], env, workdir)
+    ticker = Process(["ticker"], env, workdir)
+    try:
+        ready = web.wait_for(f"http://127.0.0.1:{port}/readyz")
+        assert ready.json()["checks"] == {"database": "ok", "migrations": "ok", "redis": "ok"}
+        headers = {"Authorization": "Bearer secret-two"}
+        assert httpx.get(f"http://127.0.0.1:{port}/api/spiders", headers=headers).status_code == 200
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while "Worker process is ready" not in worker.output() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "Worker process is ready" in worker.output(), worker.output()
+        assert "ticker started" in ticker.output()
+    finally:
+        codes = [proc.stop() for proc in (web, worker, ticker)]
+    assert codes == [0, 0, 0], [p.output() for p in (web, worker, ticker)]
+    for proc in (web, worker, ticker):
+        assert "secret-one" not in proc.output()
+        assert postgres_url.split("@")[0] not in proc.output() or "postgres@" in postgres_url
+
+
+def test_separate_processes_refuse_to_start_without_redis(workdir: Path) -> None:
+    env = base_env(workdir, DATABASE_URL=f"sqlite:///{workdir / 'x.db'}", CRAWLHUB_API_TOKENS="t")
+    for command in ("web", "worker", "ticker"):
+        result = crawlhub(command, env=env, cwd=workdir)
+        assert result.returncode == 2
+        expected = f"crawlhub: REDIS_URL: required for `crawlhub {command}`"
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(expected)
+
+
+def test_invalid_setting_stops_a_process_with_one_line_naming_it(workdir: Path) -> None:
+    result = crawlhub("migrate", env=base_env(workdir, PORT="http"), cwd=workdir)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("crawlhub: PORT: ")

@@ -1,14 +1,16 @@
 """The `crawlhub` command: process entry points and client commands."""
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from crawlhub import __version__, processes
 from crawlhub.client import Client, build_package
-from crawlhub.config import Settings, load_settings
+from crawlhub.config import load_settings
 from crawlhub.errors import CrawlhubError
 from crawlhub.logs import setup_logging
 
@@ -38,6 +40,19 @@ def parser() -> argparse.ArgumentParser:
     deploy.add_argument("--name", required=True, help="spider name (a slug); created if missing")
     deploy.add_argument("--kind", choices=["scrapy", "python"], help="default: guessed")
     deploy.add_argument("--entry", help="Scrapy spider name or module:function (on creation)")
+    run = sub.add_parser("run", help="start a run of a spider")
+    run.add_argument("name", help="spider name or id")
+    run.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                     help="a run parameter (VALUE parsed as JSON when it is JSON)")  # fmt: skip
+    run.add_argument("--follow", "-f", action="store_true",
+                     help="follow its log; exit 0 only if it completes")  # fmt: skip
+    logs = sub.add_parser("logs", help="print a run's log")
+    logs.add_argument("task", help="task id")
+    logs.add_argument("--follow", "-f", action="store_true", help="keep printing until it ends")
+    listing = sub.add_parser("tasks", help="list recent runs")
+    listing.add_argument("--spider", help="spider name or id")
+    listing.add_argument("--status", help="pending, running, completed, failed, …")
+    listing.add_argument("--limit", type=int, default=20, help="how many (at most 100)")
     return root
 
 
@@ -50,7 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in PROCESSES:
             PROCESSES[args.command](settings)
             return 0
-        return deploy(settings, args)
+        client = Client.from_env(settings.data_dir, settings.port)
+        return int(CLIENT[args.command](client, args))
     except CrawlhubError as exc:
         print(f"crawlhub: {exc.message}", file=sys.stderr)
         return 2 if exc.code == "config_error" else 1
@@ -59,10 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if args.command in PROCESSES else 130
 
 
-def deploy(settings: Settings, args: argparse.Namespace) -> int:
+def deploy(client: Client, args: argparse.Namespace) -> int:
     """`crawlhub deploy`: create the spider if needed and upload a new version."""
     package = build_package(args.path, args.kind)
-    client = Client.from_env(settings.data_dir, settings.port)
     spider, version, created = client.deploy(package, args.name, entry=args.entry)
     action = "created spider" if created else "spider"
     print(
@@ -71,6 +86,78 @@ def deploy(settings: Settings, args: argparse.Namespace) -> int:
         f"sha256 {version['sha256'][:12]}"
     )
     return 0
+
+
+def run(client: Client, args: argparse.Namespace) -> int:
+    """`crawlhub run`: start a run; with --follow, stream its log and exit with its outcome."""
+    params = dict(parse_param(p) for p in args.param)
+    task = client.request("POST", f"/api/spiders/{args.name}/run", json={"params": params})
+    print(f"task {task['id']} {task['status']}", file=sys.stderr if args.follow else sys.stdout)
+    if not args.follow:
+        return 0
+    return follow(client, task["id"])
+
+
+def logs(client: Client, args: argparse.Namespace) -> int:
+    """`crawlhub logs`: print a run's persisted log, or follow it to the end."""
+    if args.follow:
+        return follow(client, args.task)
+    after = 0
+    while True:
+        page = client.request("GET", f"/api/tasks/{args.task}/logs",
+                              params={"after_seq": after, "limit": 1000})  # fmt: skip
+        for line in page["items"]:
+            print_line(line["stream"], line["text"])
+        if not page["items"]:
+            return 0
+        after = page["next_after_seq"]
+
+
+def follow(client: Client, task_id: str) -> int:
+    """Print log events until the status event; 0 when the run completed."""
+    for kind, data in client.events(f"/api/tasks/{task_id}/logs/stream"):
+        if kind == "log":
+            print_line(data["stream"], data["line"])
+        elif kind == "status":
+            reason = f" ({data['reason']})" if data.get("reason") else ""
+            print(f"task {task_id} {data['status']}{reason}: {data['items_count']} items",
+                  file=sys.stderr)  # fmt: skip
+            return 0 if data["status"] == "completed" else 1
+    return 1
+
+
+def tasks(client: Client, args: argparse.Namespace) -> int:
+    """`crawlhub tasks`: a table of recent runs."""
+    params = {"page_size": max(1, min(args.limit, 100))}
+    params.update({k: v for k, v in (("spider_id", args.spider), ("status", args.status)) if v})
+    page = client.request("GET", "/api/tasks", params=params)
+    print(f"{'TASK':36}  {'STATUS':9}  {'TRIGGER':8}  {'ITEMS':>7}  CREATED")
+    for t in page["items"]:
+        print(f"{t['id']:36}  {t['status']:9}  {t['trigger']:8}  {t['items_count']:>7}  "
+              f"{t['created_at'][:19]}")  # fmt: skip
+    return 0
+
+
+def print_line(stream: str, text: str) -> None:
+    """A log line on our stdout or stderr like the spider printed it; system lines marked."""
+    if stream == "system":
+        print(f"[crawlhub] {text}", file=sys.stderr)
+    else:
+        print(text, file=sys.stderr if stream == "stderr" else sys.stdout, flush=True)
+
+
+def parse_param(text: str) -> tuple[str, Any]:
+    """KEY=VALUE with VALUE read as JSON when it parses, else as a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise CrawlhubError(f"parameter {text!r} is not KEY=VALUE")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+CLIENT = {"deploy": deploy, "run": run, "logs": logs, "tasks": tasks}
 
 
 if __name__ == "__main__":

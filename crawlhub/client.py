@@ -1,8 +1,11 @@
 """The HTTP client behind CrawlHub's command-line client commands."""
 
 import io
+import json
 import os
+import time
 import zipfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,7 @@ SKIP_DIRS = {
     ".mypy_cache", ".pytest_cache", ".ruff_cache", ".tox", ".idea", ".vscode",
 }  # fmt: skip
 SKIP_SUFFIXES = (".pyc", ".pyo")
+STREAM_RECONNECTS = 5  # a followed log survives this many dropped connections
 
 
 class ApiError(CrawlhubError):
@@ -83,6 +87,53 @@ class Client:
         files = {"file": (package.filename, package.data, "application/octet-stream")}
         version = self.request("POST", f"/api/spiders/{spider['id']}/versions", files=files)
         return spider, version, created
+
+    def events(self, path: str, method: str = "GET", **kwargs: Any) -> Iterator[tuple[str, Any]]:
+        """Server-sent events of a stream as (event, data); resumes with Last-Event-ID on drops."""
+        last_id: str | None = None
+        for attempt in range(STREAM_RECONNECTS + 1):
+            headers = {"Last-Event-ID": last_id} if last_id else {}
+            try:
+                with self.http.stream(method, path, headers=headers, timeout=None, **kwargs) as r:
+                    if r.status_code >= 400:
+                        r.read()
+                        error = r.json().get("error", {})
+                        raise ApiError(r.status_code, error.get("code", "http_error"),
+                                       error.get("message", r.text[:500]))  # fmt: skip
+                    for event_id, kind, data in parse_sse(r.iter_lines()):
+                        if event_id is not None:
+                            last_id = event_id
+                        yield kind, data
+                        if kind == "status":
+                            return
+                return
+            except httpx.TransportError as exc:
+                if attempt == STREAM_RECONNECTS or method != "GET":
+                    raise ApiError(0, "unreachable", f"stream broke: {exc}") from exc
+                time.sleep(1)
+
+
+def parse_sse(lines: Iterable[str]) -> Iterator[tuple[str | None, str, Any]]:
+    """(id, event, JSON data) of each frame in an event stream."""
+    event_id: str | None = None
+    kind = "message"
+    data: list[str] = []
+    for line in lines:
+        if not line:
+            if data:
+                yield event_id, kind, json.loads("\n".join(data))
+            event_id, kind, data = None, "message", []
+        elif line.startswith(":"):
+            continue
+        else:
+            name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if name == "id":
+                event_id = value
+            elif name == "event":
+                kind = value
+            elif name == "data":
+                data.append(value)
 
 
 def build_package(path: Path, kind: str | None = None) -> Package:

@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     max_archive_files: int = Field(10_000, ge=1)
     max_request_bytes: int = Field(1 * MiB, ge=1024)
     retention_days: int | None = Field(None, ge=1)
+    kill_grace_s: float = Field(10.0, ge=0.1, le=600)
+    heartbeat_s: float = Field(5.0, ge=0.5, le=300)
+    max_log_line_bytes: int = Field(8192, ge=256)
+    max_log_lines: int = Field(100_000, ge=100)
+    max_item_bytes: int = Field(16 * MiB, ge=1024)
+    memory_limit_mb: int | None = Field(None, ge=64)
     db_pool_size: int = Field(10, ge=1)
     smtp_host: str | None = None
     smtp_port: int = Field(587, ge=1, le=65535)

@@ -4,12 +4,15 @@ import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import dramatiq
 import redis
 
+from crawlhub.actors import run as run_actor
 from crawlhub.broker import install_broker
 from crawlhub.config import Settings
+from crawlhub.livelog import LiveLog, MemoryLiveLog, RedisLiveLog
 from crawlhub.repo.db import Database
 
 TOKEN_FILE = "api-token"  # noqa: S105 - a file name, not a secret
@@ -23,7 +26,9 @@ class Context:
     db: Database
     broker: dramatiq.Broker
     redis: "redis.Redis | None"
+    live: LiveLog
     tokens: tuple[str, ...] = field(default=())
+    run_actor: "dramatiq.Actor[[str], None] | Any" = None  # set by build()
 
     @classmethod
     def build(cls, settings: Settings) -> "Context":
@@ -35,13 +40,21 @@ class Context:
                 settings.redis_url.get_secret_value(), socket_timeout=5, socket_connect_timeout=5
             )
         tokens = settings.tokens + read_token_file(settings.data_dir)
-        return cls(settings, db, install_broker(settings), client, tokens)
+        live: LiveLog = (
+            MemoryLiveLog()
+            if settings.redis_url is None
+            else RedisLiveLog(settings.redis_url.get_secret_value())
+        )
+        context = cls(settings, db, install_broker(settings), client, live, tokens)
+        context.run_actor = run_actor.declare(context)
+        return context
 
     def close(self) -> None:
         """Release connections and the broker."""
         self.db.dispose()
         if self.redis is not None:
             self.redis.close()
+        self.live.close()
         self.broker.close()
 
 

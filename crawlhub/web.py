@@ -143,6 +143,14 @@ def body_of(request: Request, model: type[M]) -> M:
     return value
 
 
+def parse(model: type[M], data: Any) -> M:
+    """Validate data as a model; InvalidInput (422) with pydantic's details otherwise."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInput("invalid request", details=validation_details(exc)) from exc
+
+
 def _in_threadpool(func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -89,6 +89,17 @@ def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
         f"migrated_{'postgres' if request.param == 'postgresql' else request.param}"
     )
     yield url
+    empty_tables(url)
+
+
+@pytest.fixture
+def pg_url(migrated_postgres: str) -> Iterator[str]:
+    """The migrated PostgreSQL database, emptied after the test."""
+    yield migrated_postgres
+    empty_tables(migrated_postgres)
+
+
+def empty_tables(url: str) -> None:
     engine = make_engine(url)
     with engine.begin() as conn:
         for table in reversed(Base.metadata.sorted_tables):

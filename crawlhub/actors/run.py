@@ -1,0 +1,31 @@
+"""The `run` actor: executes one attempt of a task on a worker thread."""
+
+import uuid
+from typing import TYPE_CHECKING
+
+import dramatiq
+
+from crawlhub import runner
+from crawlhub.keys import RUNS_QUEUE
+
+if TYPE_CHECKING:
+    from crawlhub.context import Context
+
+# Dramatiq's TimeLimit cannot interrupt the supervisor's blocking waits; the runner enforces
+# each spider's own timeout instead, so the actor's limit is effectively off.
+NO_TIME_LIMIT_MS = 10 * 365 * 24 * 3600 * 1000
+
+
+def declare(context: "Context") -> "dramatiq.Actor[[str], None]":
+    """The run actor, bound to the context's broker, database and live log."""
+
+    def run(task_id: str) -> None:
+        runner.execute(context.db, context.live, context.settings, uuid.UUID(task_id))
+
+    return dramatiq.actor(
+        actor_name="run",
+        queue_name=RUNS_QUEUE,
+        broker=context.broker,
+        time_limit=NO_TIME_LIMIT_MS,
+        max_retries=0,  # failures are recorded on the task; retries with backoff: issue 5
+    )(run)

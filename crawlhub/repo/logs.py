@@ -1,0 +1,57 @@
+"""Persisted log lines of task runs."""
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import func, insert, select
+from sqlalchemy.orm import Session
+
+from crawlhub.repo.bulk import copy_rows
+from crawlhub.repo.models import LogLine
+
+LogRow = tuple[int, int, str, datetime, str]  # attempt, seq, stream, ts, text
+COLUMNS = ("task_id", "attempt", "seq", "stream", "ts", "text")
+
+
+def insert_lines(session: Session, task_id: uuid.UUID, rows: Sequence[LogRow]) -> None:
+    """Store a batch of log lines (COPY on PostgreSQL)."""
+    if not rows:
+        return
+    if copy_rows(session, "log_line", COLUMNS, [(task_id, *row) for row in rows]):
+        return
+    session.execute(
+        insert(LogLine),
+        [
+            {"task_id": task_id, "attempt": a, "seq": q, "stream": s, "ts": t, "text": x}
+            for a, q, s, t, x in rows
+        ],
+    )
+
+
+def last_seq(session: Session, task_id: uuid.UUID) -> int:
+    """The highest stored seq of a task, 0 when it has none."""
+    return session.scalar(select(func.max(LogLine.seq)).where(LogLine.task_id == task_id)) or 0
+
+
+def list_lines(
+    session: Session,
+    task_id: uuid.UUID,
+    *,
+    after_seq: int = 0,
+    limit: int = 1000,
+    stream: str | None = None,
+    attempt: int | None = None,
+) -> Sequence[LogLine]:
+    """Stored lines of a task in seq order, after `after_seq`."""
+    stmt = (
+        select(LogLine)
+        .where(LogLine.task_id == task_id, LogLine.seq > after_seq)
+        .order_by(LogLine.seq)
+        .limit(limit)
+    )
+    if stream is not None:
+        stmt = stmt.where(LogLine.stream == stream)
+    if attempt is not None:
+        stmt = stmt.where(LogLine.attempt == attempt)
+    return session.scalars(stmt).all()

@@ -1,0 +1,181 @@
+"""Tasks (runs): creation, the claim compare-and-set, progress, completion, cancel."""
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from crawlhub.errors import NotFound
+from crawlhub.repo.models import Spider, Task
+from crawlhub.repo.pages import paginate
+from crawlhub.repo.types import utcnow
+
+CLAIMABLE = ("pending", "retrying")
+FINISHED = ("completed", "failed", "cancelled", "skipped")
+
+
+def parse_task_id(ref: str) -> uuid.UUID:
+    """A task id from a path or query parameter; NotFound when it is not a UUID."""
+    try:
+        return uuid.UUID(ref)
+    except ValueError:
+        raise NotFound(f"task '{ref[:80]}' not found") from None
+
+
+def create_task(session: Session, fields: dict[str, Any]) -> Task:
+    """Insert a pending task."""
+    task = Task(status="pending", **fields)
+    session.add(task)
+    session.flush()
+    return task
+
+
+def get_task(session: Session, task_id: uuid.UUID) -> Task:
+    """One task; NotFound otherwise."""
+    task = session.get(Task, task_id)
+    if task is None:
+        raise NotFound(f"task '{task_id}' not found")
+    return task
+
+
+def list_tasks(
+    session: Session,
+    *,
+    page: int,
+    page_size: int,
+    spider_id: uuid.UUID | None = None,
+    status: str | None = None,
+    trigger: str | None = None,
+    schedule_id: uuid.UUID | None = None,
+) -> tuple[Sequence[Task], int]:
+    """A page of tasks, newest first."""
+    stmt = select(Task).order_by(Task.created_at.desc(), Task.id.desc())
+    if spider_id is not None:
+        stmt = stmt.where(Task.spider_id == spider_id)
+    if status is not None:
+        stmt = stmt.where(Task.status == status)
+    if trigger is not None:
+        stmt = stmt.where(Task.trigger == trigger)
+    if schedule_id is not None:
+        stmt = stmt.where(Task.schedule_id == schedule_id)
+    return paginate(session, stmt, page, page_size)
+
+
+def set_message_id(session: Session, task_id: uuid.UUID, message_id: str) -> None:
+    """Record the broker message that carries a task."""
+    session.execute(update(Task).where(Task.id == task_id).values(message_id=message_id))
+
+
+def claim_task(session: Session, task_id: uuid.UUID, worker: str) -> Task | None:
+    """Move a pending or retrying task to running (compare-and-set); None when not claimable."""
+    now = utcnow()
+    claimed = session.execute(
+        update(Task)
+        .where(Task.id == task_id, Task.status.in_(CLAIMABLE))
+        .values(status="running", started_at=now, heartbeat_at=now, worker=worker, finished_at=None)
+        .returning(Task.id)
+    ).first()
+    if claimed is None:
+        return None
+    session.expire_all()
+    return session.get(Task, task_id)
+
+
+def heartbeat(session: Session, task_id: uuid.UUID) -> str | None:
+    """Refresh a running task's heartbeat; returns its status (None when it is gone)."""
+    session.execute(
+        update(Task)
+        .where(Task.id == task_id, Task.status == "running")
+        .values(heartbeat_at=utcnow())
+    )
+    status: str | None = session.scalar(select(Task.status).where(Task.id == task_id))
+    return status
+
+
+def task_status(session: Session, task_id: uuid.UUID) -> str | None:
+    """A task's status, None when it is gone."""
+    status: str | None = session.scalar(select(Task.status).where(Task.id == task_id))
+    return status
+
+
+def add_progress(
+    session: Session,
+    task_id: uuid.UUID,
+    *,
+    items: int = 0,
+    duplicates: int = 0,
+    invalid: int = 0,
+    log_lines: int = 0,
+) -> None:
+    """Add counts to a task (called per ingest batch, so the API shows progress)."""
+    session.execute(
+        update(Task)
+        .where(Task.id == task_id)
+        .values(
+            items_count=Task.items_count + items,
+            items_duplicate=Task.items_duplicate + duplicates,
+            items_invalid=Task.items_invalid + invalid,
+            log_lines=Task.log_lines + log_lines,
+        )
+    )
+
+
+def finish_task(
+    session: Session,
+    task_id: uuid.UUID,
+    *,
+    status: str,
+    reason: str | None,
+    exit_code: int | None,
+    error_message: str | None,
+    stats: dict[str, Any] | None,
+) -> bool:
+    """End a running task; False when it was no longer running (cancelled meanwhile)."""
+    now = utcnow()
+    done = session.execute(
+        update(Task)
+        .where(Task.id == task_id, Task.status == "running")
+        .values(
+            status=status,
+            reason=reason,
+            exit_code=exit_code,
+            error_message=error_message,
+            stats=stats,
+            finished_at=now,
+            heartbeat_at=now,
+        )
+        .returning(Task.id)
+    ).first()
+    if done is None:
+        # Cancelled while running: keep the status, still record how the process ended.
+        session.execute(
+            update(Task)
+            .where(Task.id == task_id)
+            .values(exit_code=exit_code, stats=stats, heartbeat_at=now)
+        )
+    return done is not None
+
+
+def cancel_task(session: Session, task_id: uuid.UUID) -> str | None:
+    """Cancel a task that has not finished; returns the status it had, None if already finished."""
+    before = session.scalar(select(Task.status).where(Task.id == task_id).with_for_update())
+    if before is None:
+        raise NotFound(f"task '{task_id}' not found")
+    if before in FINISHED:
+        return None
+    session.execute(
+        update(Task)
+        .where(Task.id == task_id, Task.status.notin_(FINISHED))
+        .values(status="cancelled", reason="user", finished_at=utcnow())
+    )
+    return before
+
+
+def spider_of(session: Session, task: Task) -> Spider:
+    """The spider a task belongs to."""
+    spider = session.get(Spider, task.spider_id)
+    if spider is None:
+        raise NotFound(f"spider of task '{task.id}' not found")
+    return spider

@@ -1,0 +1,353 @@
+"""Executing one run attempt: claim the task, start the spider, supervise it, record the outcome."""
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from crawlhub import archive, workspace
+from crawlhub.capture import ItemSink, LogSink, read_lines
+from crawlhub.config import Settings
+from crawlhub.livelog import LiveLog
+from crawlhub.repo import logs as log_repo
+from crawlhub.repo import spiders as spider_repo
+from crawlhub.repo import tasks as task_repo
+from crawlhub.repo.db import Database
+
+logger = logging.getLogger(__name__)
+
+TICK_S = 0.1  # supervisor loop period: live log flush and exit detection
+STATUS_EVERY_S = 0.5  # how often a running task's status is read (cancel detection)
+CANCEL_GRACE_S = 2.0  # SIGTERM → SIGKILL delay on cancel: the group is gone within 3 s
+READER_JOIN_S = 10.0  # how long to wait for output readers after the process ended
+ERROR_MESSAGE_CHARS = 4000
+STATS_FILE = ".crawlhub-stats.json"
+
+
+@dataclass
+class Outcome:
+    """How a run attempt ended."""
+
+    status: str  # completed | failed | cancelled
+    reason: str | None
+    exit_code: int | None
+    error_message: str | None = None
+
+
+@dataclass
+class Attempt:
+    """Everything needed to start one attempt, read in the claim transaction."""
+
+    task_id: uuid.UUID
+    spider_id: uuid.UUID
+    spider_name: str
+    kind: str
+    entry: str
+    params: dict[str, Any]
+    env: dict[str, str]
+    timeout_s: int
+    attempt: int
+    first_seq: int
+    version: int
+    sha256: str
+    filename: str
+    archive: bytes
+
+
+def worker_name() -> str:
+    """host:pid:thread, recorded on the task that this thread runs."""
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.current_thread().name}"
+
+
+def execute(db: Database, live: LiveLog, settings: Settings, task_id: uuid.UUID) -> Outcome | None:
+    """Run a task if it can be claimed; None when it could not (duplicate delivery, cancelled)."""
+    attempt = claim(db, task_id)
+    if attempt is None:
+        logger.info("task %s is not claimable; message acknowledged and ignored", task_id)
+        return None
+    return Run(db, live, settings, attempt).run()
+
+
+def claim(db: Database, task_id: uuid.UUID) -> Attempt | None:
+    """Compare-and-set the task to running and gather what the attempt needs."""
+    with db.session() as session:
+        task = task_repo.claim_task(session, task_id, worker_name())
+        if task is None:
+            return None
+        spider = task_repo.spider_of(session, task)
+        if task.version is None:
+            raise RuntimeError("task has no spider version")  # guarded at creation
+        version = spider_repo.get_version(session, spider, task.version)
+        return Attempt(
+            task_id=task.id,
+            spider_id=spider.id,
+            spider_name=spider.name,
+            kind=spider.kind,
+            entry=spider.entry,
+            params=dict(task.params or {}),
+            env=dict(spider.env or {}),
+            timeout_s=spider.timeout_s,
+            attempt=task.retry_count + 1,
+            first_seq=log_repo.last_seq(session, task.id) + 1,
+            version=version.number,
+            sha256=version.sha256,
+            filename=version.filename,
+            archive=version.archive,
+        )
+
+
+class Run:
+    """One attempt of one task, from work dir to recorded outcome."""
+
+    def __init__(self, db: Database, live: LiveLog, settings: Settings, attempt: Attempt) -> None:
+        self.db = db
+        self.live = live
+        self.settings = settings
+        self.a = attempt
+        self.logs = LogSink(
+            db, live, attempt.task_id, attempt.attempt,
+            first_seq=attempt.first_seq, max_lines=settings.max_log_lines,
+        )  # fmt: skip
+        self.items = ItemSink(db, self.logs, attempt.spider_id, attempt.task_id, attempt.attempt)
+        self.work: Path | None = None
+
+    def run(self) -> Outcome:
+        started = time.monotonic()
+        try:
+            outcome = self._run()
+        except Exception as exc:
+            logger.exception("task %s: run failed inside CrawlHub", self.a.task_id)
+            outcome = Outcome("failed", "error", None, f"{type(exc).__name__}: {exc}")
+            self.logs.system(f"CrawlHub could not run the spider: {outcome.error_message}")
+        duration = time.monotonic() - started
+        stats = self._stats()
+        if (
+            self.a.kind == "scrapy"
+            and stats is not None
+            and not stats.get("response_received_count")
+        ):
+            self.logs.system(
+                "Scrapy crawled 0 pages. Since Scrapy 2.13 `start_requests()` is not called: "
+                "define `async def start()` in the spider."
+            )
+        self.logs.system(
+            f"{outcome.status} after {duration:.2f} s: {self.items.count} items, "
+            f"{self.items.invalid} invalid, {self.logs.produced} log lines"
+        )
+        self.items.flush()
+        self.logs.flush()
+        with self.db.session() as session:
+            recorded = task_repo.finish_task(
+                session, self.a.task_id, status=outcome.status, reason=outcome.reason,
+                exit_code=outcome.exit_code, error_message=outcome.error_message, stats=stats,
+            )  # fmt: skip
+        self.live.finish(str(self.a.task_id))
+        if self.work is not None:
+            workspace.remove_workdir(self.work)
+        logger.info(
+            "task %s %s (reason %s, exit %s) in %.2f s, %d items",
+            self.a.task_id, outcome.status if recorded else "cancelled", outcome.reason,
+            outcome.exit_code, duration, self.items.count,
+        )  # fmt: skip
+        return outcome
+
+    def _run(self) -> Outcome:
+        self.work = self._prepare()
+        command = self._command()
+        self.logs.system(
+            f"attempt {self.a.attempt}: {self.a.kind} spider {self.a.spider_name} "
+            f"version {self.a.version} ({self.a.entry})"
+        )
+        items_read, items_write = os.pipe()
+        try:
+            proc = subprocess.Popen(
+                command,
+                cwd=self.work,
+                env=self._environment(items_write),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=(items_write,),
+                start_new_session=True,  # its own process group, so the whole tree can be killed
+            )
+        finally:
+            os.close(items_write)
+        readers = self._start_readers(proc, os.fdopen(items_read, "rb"))
+        outcome = self._supervise(proc)
+        for reader in readers:
+            reader.join(READER_JOIN_S)
+            if reader.is_alive():
+                self.logs.system("output still open after the process ended; stopped reading it")
+        return outcome
+
+    def _prepare(self) -> Path:
+        limits = archive.Limits(
+            max_bytes=self.settings.max_upload_bytes,
+            max_files=self.settings.max_archive_files,
+            max_unpacked_bytes=self.settings.max_unpacked_bytes,
+        )
+        module = archive.module_path(self.a.entry) if self.a.kind == "python" else "main.py"
+        source = workspace.extracted_version(
+            self.settings.data_dir, self.a.sha256, self.a.archive, self.a.filename, module, limits
+        )
+        self.a.archive = b""  # no need to hold the package for the rest of the run
+        return workspace.fresh_workdir(
+            self.settings.data_dir, source, f"{self.a.task_id}-{self.a.attempt}"
+        )
+
+    def _command(self) -> list[str]:
+        base = [sys.executable, "-m", "crawlhub.bootstrap", self.a.kind, self.a.entry]
+        if self.a.kind == "python":
+            return base
+        for key, value in self.a.params.items():
+            text = value if isinstance(value, str) else json.dumps(value)
+            base += ["-a", f"{key}={text}"]
+        return base
+
+    def _environment(self, items_fd: int) -> dict[str, str]:
+        assert self.work is not None
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "HOME": str(self.work),
+            "LANG": os.environ.get("LANG", "C.UTF-8"),
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONIOENCODING": "utf-8",
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+        if "TZ" in os.environ:
+            env["TZ"] = os.environ["TZ"]
+        env.update(self.a.env)
+        env.update(
+            {
+                "CRAWLHUB_TASK_ID": str(self.a.task_id),
+                "CRAWLHUB_SPIDER": self.a.spider_name,
+                "CRAWLHUB_ATTEMPT": str(self.a.attempt),
+                "CRAWLHUB_PARAMS": json.dumps(self.a.params),
+                "CRAWLHUB_ITEMS_FD": str(items_fd),
+                "CRAWLHUB_PARENT_PID": str(os.getpid()),
+                "CRAWLHUB_STATS_PATH": str(self.work / STATS_FILE),
+            }
+        )
+        if self.settings.memory_limit_mb:
+            env["CRAWLHUB_MEMORY_LIMIT_MB"] = str(self.settings.memory_limit_mb)
+        return env
+
+    def _start_readers(
+        self, proc: subprocess.Popen[bytes], items: IO[bytes]
+    ) -> list[threading.Thread]:
+        assert proc.stdout is not None and proc.stderr is not None
+        line_cap, item_cap = self.settings.max_log_line_bytes, self.settings.max_item_bytes
+
+        def pump_log(stream: str, pipe: IO[bytes]) -> None:
+            with pipe:
+                for raw, dropped in read_lines(pipe, line_cap):
+                    self.logs.line(stream, raw, dropped)
+
+        def pump_items() -> None:
+            with items:
+                for raw, dropped in read_lines(items, item_cap):
+                    self.items.line(raw, dropped)
+
+        threads = [
+            threading.Thread(target=self._guard(pump_log), args=("stdout", proc.stdout)),
+            threading.Thread(target=self._guard(pump_log), args=("stderr", proc.stderr)),
+            threading.Thread(target=self._guard(pump_items)),
+        ]
+        for thread in threads:
+            thread.daemon = True
+            thread.start()
+        return threads
+
+    def _guard(self, target: Any) -> Any:
+        def guarded(*args: Any) -> None:
+            try:
+                target(*args)
+            except Exception:
+                logger.exception("task %s: output reader failed", self.a.task_id)
+
+        return guarded
+
+    def _supervise(self, proc: subprocess.Popen[bytes]) -> Outcome:
+        started = time.monotonic()
+        deadline = started + self.a.timeout_s
+        next_status = started + STATUS_EVERY_S
+        next_beat = started + self.settings.heartbeat_s
+        while True:
+            code = proc.poll()
+            if code is not None:
+                break
+            now = time.monotonic()
+            self._flush_quietly()
+            if now >= deadline:
+                self.logs.system(f"timeout after {self.a.timeout_s} s: stopping the spider")
+                self._stop(proc, self.settings.kill_grace_s)
+                return Outcome("failed", "timeout", proc.returncode,
+                               f"timed out after {self.a.timeout_s} s")  # fmt: skip
+            if now >= next_status:
+                next_status = now + STATUS_EVERY_S
+                status = self._status(beat=now >= next_beat)
+                if now >= next_beat:
+                    next_beat = now + self.settings.heartbeat_s
+                if status != "running":
+                    self.logs.system(f"task is {status}: stopping the spider")
+                    self._stop(proc, CANCEL_GRACE_S)
+                    return Outcome("cancelled", "user", proc.returncode)
+            time.sleep(TICK_S)
+        _kill_group(proc.pid, signal.SIGKILL)  # leftovers the spider started and left behind
+        if code == 0:
+            return Outcome("completed", None, 0)
+        tail = "\n".join(self.logs.stderr_tail)[-ERROR_MESSAGE_CHARS:]
+        how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        self.logs.system(f"spider failed: {how}")
+        return Outcome("failed", "exit_code", code, f"{how}\n{tail}".strip())
+
+    def _status(self, *, beat: bool) -> str | None:
+        try:
+            with self.db.session() as session:
+                if beat:
+                    return task_repo.heartbeat(session, self.a.task_id)
+                return task_repo.task_status(session, self.a.task_id)
+        except Exception as exc:  # the database restarting must not kill the run
+            logger.warning("task %s: status check failed: %s", self.a.task_id, exc)
+            return "running"
+
+    def _flush_quietly(self) -> None:
+        try:
+            self.logs.flush()
+            self.items.flush()
+        except Exception as exc:
+            logger.warning("task %s: flush failed, will retry: %s", self.a.task_id, exc)
+
+    def _stop(self, proc: subprocess.Popen[bytes], grace: float) -> None:
+        """SIGTERM to the whole group, SIGKILL after the grace period."""
+        _kill_group(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            self.logs.system(f"still running {grace:g} s after SIGTERM: SIGKILL")
+        _kill_group(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def _stats(self) -> dict[str, Any] | None:
+        if self.work is None:
+            return None
+        try:
+            stats = json.loads((self.work / STATS_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        return stats if isinstance(stats, dict) else None
+
+
+def _kill_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is already gone
+        os.killpg(pgid, sig)

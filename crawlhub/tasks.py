@@ -1,0 +1,107 @@
+"""Runs of spiders: create and enqueue, look up, list, cancel."""
+
+import logging
+import uuid
+from typing import Any
+
+from crawlhub.context import Context
+from crawlhub.errors import Conflict
+from crawlhub.repo import logs as log_repo
+from crawlhub.repo import spiders as spider_repo
+from crawlhub.repo import tasks as repo
+from crawlhub.repo.models import LogLine, Task
+
+logger = logging.getLogger(__name__)
+
+
+def create_run(context: Context, ref: str, params: dict[str, Any], trigger: str = "manual") -> Task:
+    """Insert a pending task for the spider's current version, then enqueue its message."""
+    with context.db.session() as session:
+        spider = spider_repo.get_spider(session, ref)
+        if spider.current_version is None:
+            raise Conflict(f"spider '{spider.name}' has no version yet: upload one first")
+        if not spider.enabled and trigger != "test":
+            raise Conflict(f"spider '{spider.name}' is disabled")
+        task = repo.create_task(
+            session,
+            {
+                "spider_id": spider.id,
+                "version": spider.current_version,
+                "trigger": trigger,
+                "params": {**(spider.params or {}), **params},
+                "max_retries": spider.max_retries,
+            },
+        )
+    # Only after the commit: a worker must find the row the message points to.
+    enqueue(context, task)
+    return task
+
+
+def enqueue(context: Context, task: Task) -> None:
+    """Send a task's run message and record its id; on failure the ticker's sweep resends it."""
+    try:
+        message = context.run_actor.send(str(task.id))
+    except Exception as exc:  # the broker being down must not lose the committed task
+        logger.error("task %s: enqueue failed (%s); it stays pending for the sweep", task.id, exc)
+        return
+    task.message_id = message.message_id
+    with context.db.session() as session:
+        repo.set_message_id(session, task.id, message.message_id)
+
+
+def get_task(context: Context, ref: str) -> Task:
+    """One task by id."""
+    with context.db.session() as session:
+        return repo.get_task(session, repo.parse_task_id(ref))
+
+
+def list_tasks(
+    context: Context,
+    *,
+    page: int,
+    page_size: int,
+    spider: str | None = None,
+    status: str | None = None,
+    trigger: str | None = None,
+    schedule_id: uuid.UUID | None = None,
+) -> tuple[list[Task], int]:
+    """A page of tasks, newest first; `spider` is an id or a name."""
+    with context.db.session() as session:
+        spider_id = spider_repo.get_spider(session, spider).id if spider else None
+        rows, total = repo.list_tasks(
+            session, page=page, page_size=page_size, spider_id=spider_id, status=status,
+            trigger=trigger, schedule_id=schedule_id,
+        )  # fmt: skip
+        return list(rows), total
+
+
+def cancel(context: Context, ref: str) -> Task:
+    """Cancel a task: at once when it has not started, within 3 s when it runs (SPEC §5)."""
+    task_id = repo.parse_task_id(ref)
+    with context.db.session() as session:
+        before = repo.cancel_task(session, task_id)
+        if before is None:
+            status = repo.get_task(session, task_id).status
+            raise Conflict(f"task is already {status}", details={"status": status})
+        task = repo.get_task(session, task_id)
+    logger.info("task %s cancelled by user (was %s)", task_id, before)
+    return task
+
+
+def log_lines(
+    context: Context,
+    ref: str,
+    *,
+    after_seq: int,
+    limit: int,
+    stream: str | None = None,
+    attempt: int | None = None,
+) -> list[LogLine]:
+    """Persisted log lines of a task after a seq."""
+    task_id = repo.parse_task_id(ref)
+    with context.db.session() as session:
+        repo.get_task(session, task_id)  # 404 for an unknown task
+        rows = log_repo.list_lines(
+            session, task_id, after_seq=after_seq, limit=limit, stream=stream, attempt=attempt
+        )
+        return list(rows)

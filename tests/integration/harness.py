@@ -1,0 +1,142 @@
+"""A CrawlHub under test: context, real worker threads, API client, and helpers to wait on runs."""
+
+import io
+import textwrap
+import threading
+import time
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from dramatiq import Worker
+from starlette.testclient import TestClient
+
+from crawlhub.api import create_app
+from crawlhub.context import Context
+from tests.conftest import TOKEN, make_settings
+
+FINISHED = {"completed", "failed", "cancelled", "skipped"}
+
+
+@dataclass
+class Hub:
+    context: Context
+    client: TestClient
+    tmp: Path
+
+    def deploy(
+        self, name: str, files: dict[str, str], *, kind: str = "python", **spider: Any
+    ) -> str:
+        """Create a spider from source files (dedented) and upload them as a zip."""
+        body = {"name": name, "kind": kind, **spider}
+        created = self.client.post("/api/spiders", json=body)
+        assert created.status_code == 201, created.text
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            for path, source in files.items():
+                archive.writestr(path, textwrap.dedent(source))
+        uploaded = self.client.post(
+            f"/api/spiders/{name}/versions", files={"file": ("pkg.zip", buffer.getvalue())}
+        )
+        assert uploaded.status_code == 201, uploaded.text
+        return str(created.json()["id"])
+
+    def run(self, name: str, **params: Any) -> dict[str, Any]:
+        response = self.client.post(f"/api/spiders/{name}/run", json={"params": params})
+        assert response.status_code == 202, response.text
+        return response.json()  # type: ignore[no-any-return]
+
+    def task(self, task_id: str) -> dict[str, Any]:
+        response = self.client.get(f"/api/tasks/{task_id}")
+        assert response.status_code == 200, response.text
+        return response.json()  # type: ignore[no-any-return]
+
+    def wait(
+        self, task_id: str, statuses: set[str] = FINISHED, timeout: float = 60
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            task = self.task(task_id)
+            if task["status"] in statuses:
+                return task
+            time.sleep(0.05)
+        raise AssertionError(
+            f"task {task_id} still {self.task(task_id)['status']} after {timeout}s"
+        )
+
+    def logs(self, task_id: str, **query: Any) -> list[dict[str, Any]]:
+        lines: list[dict[str, Any]] = []
+        after = 0
+        while True:
+            page = self.client.get(
+                f"/api/tasks/{task_id}/logs", params={"after_seq": after, "limit": 1000, **query}
+            ).json()
+            lines += page["items"]
+            if not page["items"]:
+                return lines
+            after = page["next_after_seq"]
+
+
+@contextmanager
+def running_hub(database_url: str, tmp_path: Path, redis_url: str | None = None,
+                threads: int = 4, **settings: Any) -> Iterator[Hub]:  # fmt: skip
+    """A context with `threads` real Dramatiq worker threads consuming its broker."""
+    context = Context.build(
+        make_settings(tmp_path, database_url=database_url, redis_url=redis_url, **settings)
+    )
+    worker = Worker(context.broker, worker_threads=threads, worker_timeout=100)
+    worker.start()
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        with TestClient(create_app(context), headers=headers) as client:
+            yield Hub(context, client, tmp_path)
+    finally:
+        worker.stop(timeout=30_000)
+        context.close()
+
+
+class Site:
+    """A local web site of `pages` linked pages on 127.0.0.1, served from a thread."""
+
+    def __init__(self, pages: int) -> None:
+        self.pages = pages
+        self.hits = 0
+        site = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                site.hits += 1
+                number = int(self.path.strip("/").split("/")[-1] or 0) if self.path != "/" else 0
+                links = "".join(f'<a href="/page/{n}">{n}</a>' for n in range(1, site.pages))
+                body = f"<html><head><title>page {number}</title></head><body>{links}</body></html>"
+                data = body.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"

@@ -1,0 +1,461 @@
+"""Running real spiders as child processes: outcomes, limits, cancel, hostile output (SPEC §4-5)."""
+
+import json
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from crawlhub.client import zip_directory
+from crawlhub.repo.models import Item, LogLine
+from tests.integration.harness import Hub, Site, pid_alive, running_hub
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "spiders"
+
+
+@pytest.fixture(params=["distributed", "embedded"])
+def hub(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Hub]:
+    """PostgreSQL + Redis broker + Redis streams, or SQLite + in-process broker and streams."""
+    if request.param == "distributed":
+        url, redis_url = request.getfixturevalue("pg_url"), request.getfixturevalue("redis_url")
+    else:
+        url, redis_url = request.getfixturevalue("migrated_sqlite"), None
+        request.addfinalizer(lambda: __import__("tests.conftest").conftest.empty_tables(url))
+    with running_hub(url, tmp_path, redis_url) as running:
+        yield running
+
+
+@pytest.fixture
+def pg_hub(pg_url: str, redis_url: str, tmp_path: Path) -> Iterator[Hub]:
+    with running_hub(pg_url, tmp_path, redis_url) as running:
+        yield running
+
+
+@pytest.fixture
+def site() -> Iterator[Site]:
+    served = Site(pages=5)
+    yield served
+    served.close()
+
+
+def test_scrapy_project_crawls_the_local_site_and_stores_one_item_per_page(
+    hub: Hub, site: Site
+) -> None:
+    created = hub.client.post("/api/spiders", json={"name": "pages", "kind": "scrapy"})
+    assert created.status_code == 201
+    upload = hub.client.post(
+        "/api/spiders/pages/versions",
+        files={"file": ("pages.zip", zip_directory(FIXTURES / "pages_scrapy"))},
+    )
+    assert upload.status_code == 201
+    task = hub.wait(hub.run("pages", start_url=site.url)["id"])
+    assert task["status"] == "completed", hub.logs(task["id"])
+    assert task["exit_code"] == 0
+    assert task["items_count"] == site.pages
+    with hub.context.db.session() as session:
+        urls = session.scalars(select(Item.data).where(Item.task_id == uuid.UUID(task["id"]))).all()
+    assert sorted(d["url"] for d in urls) == sorted(
+        [site.url] + [f"{site.url}page/{n}" for n in range(1, site.pages)]
+    )
+    assert task["stats"]["response_received_count"] == site.pages
+    assert task["stats"]["item_scraped_count"] == site.pages
+    assert task["stats"]["finish_reason"] == "finished"
+
+
+def test_python_spider_that_yields_items_completes_with_them(hub: Hub) -> None:
+    hub.deploy("gen", {"main.py": """
+        def run(params):
+            for n in range(params["count"]):
+                yield {"n": n, "text": "ünïcødé 🕷"}
+    """})  # fmt: skip
+    task = hub.wait(hub.run("gen", count=250)["id"])
+    assert task["status"] == "completed"
+    assert task["items_count"] == 250
+    with hub.context.db.session() as session:
+        data = session.scalars(
+            select(Item.data).where(Item.task_id == uuid.UUID(task["id"])).order_by(Item.id)
+        ).all()
+    assert [d["n"] for d in data] == list(range(250))
+    assert data[0]["text"] == "ünïcødé 🕷"
+
+
+def test_python_spider_that_returns_a_list_and_uses_the_sdk(hub: Hub) -> None:
+    hub.deploy("listy", {"main.py": """
+        from crawlhub.sdk import save_item, save_items
+
+        def run(params):
+            save_item({"from": "sdk"})
+            save_items({"from": "sdk-many", "i": i} for i in range(3))
+            return [{"from": "return", "i": i} for i in range(4)]
+    """})  # fmt: skip
+    task = hub.wait(hub.run("listy")["id"])
+    assert task["status"] == "completed", hub.logs(task["id"])
+    assert task["items_count"] == 8
+
+
+def test_non_zero_exit_fails_with_the_code_and_stderr_tail(hub: Hub) -> None:
+    hub.deploy("broken", {"main.py": """
+        import sys
+
+        def run(params):
+            print("about to fail")
+            print("the database said no", file=sys.stderr)
+            sys.exit(3)
+    """})  # fmt: skip
+    task = hub.wait(hub.run("broken")["id"])
+    assert task["status"] == "failed"
+    assert task["reason"] == "exit_code"
+    assert task["exit_code"] == 3
+    assert "the database said no" in task["error_message"]
+    texts = [line["text"] for line in hub.logs(task["id"])]
+    assert "about to fail" in texts
+
+
+def test_exception_in_the_spider_fails_with_its_traceback(hub: Hub) -> None:
+    hub.deploy("raises", {"main.py": """
+        def run(params):
+            yield {"ok": 1}
+            raise ValueError("page layout changed")
+    """})  # fmt: skip
+    task = hub.wait(hub.run("raises")["id"])
+    assert task["status"] == "failed" and task["exit_code"] == 1
+    assert "ValueError: page layout changed" in task["error_message"]
+    assert task["items_count"] == 1
+
+
+SLEEPER = """
+    import os, subprocess, sys, time, signal
+
+    def run(params):
+        if params.get("ignore_term"):
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        child = subprocess.Popen([sys.executable, "-c",
+            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"])
+        print("pids", os.getpid(), child.pid, flush=True)
+        time.sleep(600)
+"""
+
+
+def pids_of(hub: Hub, task_id: str, timeout: float = 30) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in hub.logs(task_id):
+            if line["text"].startswith("pids "):
+                return [int(p) for p in line["text"].split()[1:]]
+        time.sleep(0.05)
+    raise AssertionError("spider never printed its pids")
+
+
+def test_timeout_kills_the_process_group_and_fails_with_reason_timeout(hub: Hub) -> None:
+    hub.deploy("slow", {"main.py": SLEEPER}, timeout_s=2)
+    task_id = hub.run("slow", ignore_term=True)["id"]
+    pids = pids_of(hub, task_id)
+    task = hub.wait(task_id, timeout=30)
+    assert task["status"] == "failed" and task["reason"] == "timeout"
+    assert not any(pid_alive(pid) for pid in pids)
+
+
+def test_cancel_of_a_running_spider_that_ignores_sigterm_ends_its_group_within_3s(hub: Hub) -> None:
+    hub.deploy("stubborn", {"main.py": SLEEPER})
+    task_id = hub.run("stubborn", ignore_term=True)["id"]
+    pids = pids_of(hub, task_id)
+    assert all(pid_alive(pid) for pid in pids)
+    cancelled_at = time.monotonic()
+    response = hub.client.post(f"/api/tasks/{task_id}/cancel")
+    assert response.status_code == 200 and response.json()["status"] == "cancelled"
+    while any(pid_alive(pid) for pid in pids) and time.monotonic() - cancelled_at < 10:
+        time.sleep(0.05)
+    assert time.monotonic() - cancelled_at < 3.0
+    assert not any(pid_alive(pid) for pid in pids)
+    time.sleep(0.5)
+    task = hub.task(task_id)
+    assert task["status"] == "cancelled" and task["reason"] == "user"
+    again = hub.client.post(f"/api/tasks/{task_id}/cancel")
+    assert again.status_code == 409
+
+
+def test_cancel_of_a_pending_task_means_it_never_starts(
+    pg_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    marker = tmp_path / "started"
+    with running_hub(pg_url, tmp_path, redis_url, threads=1) as hub:
+        hub.deploy(
+            "blocker", {"main.py": "import time\ndef run(p):\n    time.sleep(float(p['s']))\n"}
+        )
+        hub.deploy(
+            "marker", {"main.py": f"def run(p):\n    open({str(marker)!r}, 'w').write('x')\n"}
+        )
+        blocker = hub.run("blocker", s=1.5)["id"]  # keeps the only worker thread busy
+        hub.wait(blocker, {"running"})
+        pending = hub.run("marker")["id"]
+        cancelled = hub.client.post(f"/api/tasks/{pending}/cancel")
+        assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+        hub.wait(blocker)
+        time.sleep(1.0)
+        task = hub.task(pending)
+    assert task["status"] == "cancelled" and task["started_at"] is None
+    assert not marker.exists()
+
+
+def test_spider_environment_has_no_database_redis_url_or_token(pg_hub: Hub) -> None:
+    pg_hub.deploy("envy", {"main.py": """
+        import json, os
+
+        def run(params):
+            print(json.dumps(dict(os.environ)))
+    """}, env={"MY_SETTING": "on"})  # fmt: skip
+    task = pg_hub.wait(pg_hub.run("envy")["id"])
+    assert task["status"] == "completed"
+    line = next(x["text"] for x in pg_hub.logs(task["id"]) if x["text"].startswith("{"))
+    env = json.loads(line)
+    assert env["MY_SETTING"] == "on"
+    assert env["CRAWLHUB_TASK_ID"] == task["id"] and env["CRAWLHUB_SPIDER"] == "envy"
+    assert env["HOME"].endswith(f"{task['id']}-1")
+    for name in env:
+        assert "DATABASE" not in name and "REDIS" not in name and "TOKEN" not in name
+    settings = pg_hub.context.settings
+    secrets = [settings.database_url.get_secret_value(), *settings.tokens]
+    if settings.redis_url is not None:
+        secrets.append(settings.redis_url.get_secret_value())
+    for secret in secrets:
+        assert secret not in line
+
+
+def test_duplicate_delivery_of_one_message_runs_the_spider_once(
+    pg_hub: Hub, tmp_path: Path
+) -> None:
+    marks = tmp_path / "marks"
+    pg_hub.deploy("once", {"main.py": f"""
+        import time
+        def run(params):
+            with open({str(marks)!r}, "a") as f:
+                f.write("ran\\n")
+            time.sleep(0.5)
+    """})  # fmt: skip
+    task_id = pg_hub.run("once")["id"]
+    for _ in range(3):
+        pg_hub.context.run_actor.send(task_id)  # the same task delivered again
+    task = pg_hub.wait(task_id)
+    time.sleep(1.0)
+    assert task["status"] == "completed"
+    assert marks.read_text().count("ran") == 1
+
+
+def test_hostile_output_does_not_break_the_run_and_memory_stays_bounded(pg_hub: Hub) -> None:
+    pg_hub.deploy("hostile", {"main.py": """
+        import os, sys
+
+        def run(params):
+            out = sys.stdout.buffer
+            out.write(b"bad utf8 \\xff\\xfe here\\n")
+            out.write(b"nul \\x00 byte\\n")
+            out.write(b"x" * (50 * 1024 * 1024) + b"\\n")
+            out.flush()
+            fd = int(os.environ["CRAWLHUB_ITEMS_FD"])
+            os.write(fd, b'{"ok": 1}\\nnot json\\n[1, 2]\\n"text"\\n')
+            os.write(fd, b'{"nul": "a\\\\u0000b"}\\n{"nan": NaN}\\n')
+            os.write(fd, b'{"big": "' + b"y" * (20 * 1024 * 1024) + b'"}\\n')
+            for n in range(int(params["lines"])):
+                out.write(b"line %d\\n" % n)
+            out.flush()
+    """})  # fmt: skip
+    baseline = _rss_reset()
+    task = pg_hub.wait(pg_hub.run("hostile", lines=1_000_000)["id"], timeout=120)
+    growth_mb = (_peak_rss() - baseline) / 1024
+    assert task["status"] == "completed", task
+    assert task["items_count"] == 5  # ok, [1,2] wrapped, "text" wrapped, nul cleaned, nan -> null
+    assert task["items_invalid"] == 2  # "not json" and the 20 MB line over the item size limit
+    assert task["log_lines"] >= 1_000_003
+    lines = pg_hub.logs(task["id"])
+    texts = [line["text"] for line in lines]
+    assert "bad utf8 \ufffd\ufffd here" in texts
+    assert "nul  byte" in texts
+    assert any(t.startswith("x" * 100) and "truncated" in t for t in texts)
+    assert any("log limit of" in t for t in texts)
+    assert any("malformed item line" in t for t in texts)
+    assert len(lines) <= pg_hub.context.settings.max_log_lines + 50
+    with pg_hub.context.db.session() as session:
+        data = session.scalars(select(Item.data).where(Item.task_id == uuid.UUID(task["id"]))).all()
+        stored = session.scalar(
+            select(func.count())
+            .select_from(LogLine)
+            .where(LogLine.task_id == uuid.UUID(task["id"]))
+        )
+    assert {"value": [1, 2]} in data and {"value": "text"} in data
+    assert {"nul": "ab"} in data and {"nan": None} in data
+    assert stored == len(lines)
+    assert growth_mb < 150, f"worker grew by {growth_mb:.0f} MB"
+
+
+def _rss_reset() -> int:
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+    return _status_kb("VmRSS")
+
+
+def _peak_rss() -> int:
+    return _status_kb("VmHWM")
+
+
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(field)
+
+
+def test_live_log_stream_delivers_lines_while_the_spider_runs(hub: Hub, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    hub.deploy("chatty", {"main.py": f"""
+        import os, time
+
+        def run(params):
+            print("first line", flush=True)
+            while not os.path.exists({str(gate)!r}):
+                time.sleep(0.05)
+            print("last line", flush=True)
+    """})  # fmt: skip
+    task_id = hub.run("chatty")["id"]
+    seen: list[dict[str, object]] = []
+    status = None
+    with hub.client.stream("GET", f"/api/tasks/{task_id}/logs/stream") as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        kind = None
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: ") and kind == "log":
+                seen.append(json.loads(line[6:]))
+                if seen[-1]["line"] == "first line":
+                    assert hub.task(task_id)["status"] == "running"  # live, before the exit
+                    gate.write_text("go")
+            elif line.startswith("data: ") and kind == "status":
+                status = json.loads(line[6:])
+                break
+    texts = [str(e["line"]) for e in seen]
+    assert texts.index("first line") < texts.index("last line")
+    assert [e["seq"] for e in seen] == list(range(1, len(seen) + 1))
+    assert status is not None and status["status"] == "completed"
+
+    # Resuming with Last-Event-ID replays only what came after it.
+    with hub.client.stream(
+        "GET", f"/api/tasks/{task_id}/logs/stream", headers={"Last-Event-ID": "2"}
+    ) as response:
+        frames = [line for line in response.iter_lines() if line.startswith("id: ")]
+    assert [int(f[4:]) for f in frames] == list(range(3, len(seen) + 1))
+
+
+def test_test_run_streams_logs_then_its_final_status(hub: Hub) -> None:
+    hub.deploy(
+        "probe",
+        {"main.py": "def run(p):\n    print('probing', p.get('x'))\n    return [{'a': 1}]\n"},
+    )
+    with hub.client.stream(
+        "POST", "/api/spiders/probe/test-run", json={"params": {"x": 7}}
+    ) as response:
+        assert response.status_code == 200
+        body = "\n".join(response.iter_lines())
+    assert "event: log" in body and "probing 7" in body
+    status = json.loads(body.split("event: status\ndata: ")[1].split("\n")[0])
+    assert (
+        status["status"] == "completed"
+        and status["trigger"] == "test"
+        and status["items_count"] == 1
+    )
+
+
+def test_run_api_rejects_what_cannot_run(hub: Hub) -> None:
+    assert hub.client.post("/api/spiders", json={"name": "empty"}).status_code == 201
+    no_version = hub.client.post("/api/spiders/empty/run", json={})
+    assert no_version.status_code == 409
+    assert hub.client.post("/api/spiders/ghost/run", json={}).status_code == 404
+    hub.deploy("off", {"main.py": "def run(p):\n    return []\n"}, enabled=False)
+    assert hub.client.post("/api/spiders/off/run", json={}).status_code == 409
+    assert hub.client.post("/api/spiders/off/run", json={"params": [1]}).status_code == 422
+    assert hub.client.post("/api/spiders/off/run", json={"bogus": 1}).status_code == 422
+    assert hub.client.get("/api/tasks/not-a-uuid").status_code == 404
+    assert hub.client.post(f"/api/tasks/{'0' * 32}/cancel").status_code == 404
+    assert hub.client.get("/api/tasks", params={"status": "exploded"}).status_code == 422
+    assert hub.client.get(f"/api/tasks/{'0' * 32}/logs").status_code == 404
+    assert hub.client.get(f"/api/tasks/{'0' * 32}/logs", params={"limit": 5000}).status_code == 422
+
+
+def test_tasks_list_filters_and_logs_filter_by_stream(hub: Hub) -> None:
+    hub.deploy(
+        "a",
+        {
+            "main.py": (
+                "import sys\ndef run(p):\n    print('out')\n    print('err', file=sys.stderr)\n"
+            )
+        },
+    )
+    hub.deploy("b", {"main.py": "def run(p):\n    return []\n"})
+    first = hub.wait(hub.run("a")["id"])
+    hub.wait(hub.run("b")["id"])
+    listed = hub.client.get("/api/tasks", params={"spider_id": "a"}).json()
+    assert [t["id"] for t in listed["items"]] == [first["id"]]
+    assert hub.client.get("/api/tasks", params={"status": "completed"}).json()["total"] == 2
+    assert hub.client.get("/api/tasks", params={"trigger": "schedule"}).json()["total"] == 0
+    stderr = hub.logs(first["id"], stream="stderr")
+    assert [line["text"] for line in stderr] == ["err"]
+    assert all(line["attempt"] == 1 for line in hub.logs(first["id"]))
+
+
+def test_items_arrive_while_the_spider_is_still_running(pg_hub: Hub, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    pg_hub.deploy("stream", {"main.py": f"""
+        import os, time
+        from crawlhub.sdk import save_item
+
+        def run(params):
+            for n in range(10):
+                save_item({{"n": n}})
+            from crawlhub import sdk
+            sdk.flush()
+            while not os.path.exists({str(gate)!r}):
+                time.sleep(0.05)
+    """})  # fmt: skip
+    task_id = pg_hub.run("stream")["id"]
+    deadline = time.monotonic() + 30
+    while pg_hub.task(task_id)["items_count"] < 10 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pg_hub.task(task_id)["status"] == "running"
+    assert pg_hub.task(task_id)["items_count"] == 10
+    gate.write_text("go")
+    assert pg_hub.wait(task_id)["status"] == "completed"
+
+
+def test_children_die_with_their_worker_process(tmp_path: Path) -> None:
+    """The parent-death signal: a spider never outlives the process that started it."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "spider.py"
+    script.write_text("import time\ndef run(p):\n    time.sleep(600)\n")
+    parent = subprocess.Popen(
+        [sys.executable, "-c", (
+            "import os, subprocess, sys, time\n"
+            f"env = dict(os.environ, CRAWLHUB_PARENT_PID=str(os.getpid()), CRAWLHUB_ITEMS_FD='1')\n"
+            "argv = [sys.executable, '-m', 'crawlhub.bootstrap', 'python', 'spider:run']\n"
+            "child = subprocess.Popen(argv,"
+            f" cwd={str(tmp_path)!r}, env=env, pass_fds=(1,))\n"
+            "print(child.pid, flush=True)\n"
+            "time.sleep(600)\n"
+        )],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert parent.stdout is not None
+    with parent.stdout:
+        child_pid = int(parent.stdout.readline())
+    time.sleep(0.5)
+    assert pid_alive(child_pid)
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 5
+    while pid_alive(child_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pid_alive(child_pid)

@@ -1,8 +1,10 @@
 """The HTTP API (SPEC §8): thin handlers that parse, call one domain function and serialise."""
 
+import contextlib
 import logging
 import re
 import unicodedata
+from collections.abc import AsyncIterator
 from typing import Any
 
 from spectree import Response as Resp
@@ -327,7 +329,17 @@ def create_app(context: Context) -> Starlette:
             large_paths=UPLOAD_PATHS,
         ),
     ]
-    app = Starlette(routes=ROUTES, middleware=middleware, exception_handlers=EXCEPTION_HANDLERS)
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        yield
+        await context.live.aclose()
+
+    app = Starlette(
+        routes=ROUTES,
+        middleware=middleware,
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )
     app.state.ctx = context
     spec.app = app  # spectree reads routes from here; we serve the document ourselves
     return app

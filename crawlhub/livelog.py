@@ -53,6 +53,8 @@ class LiveLog(Protocol):
 
     async def read(self, task_id: str, cursor: str, block_ms: int) -> LiveRead: ...
 
+    async def aclose(self) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -115,6 +117,13 @@ class RedisLiveLog:
                 )
         return LiveRead(events, cursor, ended)
 
+    async def aclose(self) -> None:
+        """Close the readers' async client (on the web app's shutdown, in its event loop)."""
+        with self._lock:
+            client, self._async = self._async, None
+        if client is not None:
+            await client.aclose()
+
     def close(self) -> None:
         self.sync.close()
 
@@ -172,6 +181,9 @@ class MemoryLiveLog:
             if time.monotonic() >= deadline:
                 return LiveRead([], cursor, False)
             await asyncio.sleep(MEMORY_POLL_S)
+
+    async def aclose(self) -> None:
+        pass
 
     def close(self) -> None:
         self._streams.clear()

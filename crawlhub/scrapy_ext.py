@@ -65,7 +65,9 @@ class StatsFileWriter:
         try:
             write_atomically(self.path, dumps(stats, default=_stats_value))
         except OSError as exc:
-            logger.error("Could not save the crawl stats to %s: %s", self.path, exc)
+            logger.error(
+                "Could not save the crawl stats to %s; the task will have none: %s", self.path, exc
+            )
 
 
 def write_atomically(path: str, text: str) -> None:

@@ -207,3 +207,40 @@ def test_invalid_setting_stops_a_process_with_one_line_naming_it(workdir: Path) 
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("crawlhub: PORT: ")
+
+
+def test_cli_runs_follows_and_lists_runs_of_the_embedded_instance(workdir: Path) -> None:
+    port = free_port()
+    env = base_env(workdir, PORT=str(port), DATABASE_URL=f"sqlite:///{workdir / 'hub.db'}")
+    client_env = {**env, "CRAWLHUB_URL": f"http://127.0.0.1:{port}"}
+    (workdir / "failing.py").write_text(
+        "import sys\ndef run(p):\n    print('giving up', file=sys.stderr)\n    sys.exit(4)\n"
+    )
+    up = Process(["up"], env, workdir)
+    try:
+        up.wait_for(f"http://127.0.0.1:{port}/readyz")
+        deployed = crawlhub(
+            "deploy", str(FIXTURES / "hello.py"), "--name", "hello", env=client_env, cwd=workdir
+        )
+        assert deployed.returncode == 0, deployed.stderr
+        followed = crawlhub("run", "hello", "-p", "count=4", "-p", "greeting=hej", "--follow",
+                            env=client_env, cwd=workdir)  # fmt: skip
+        assert followed.returncode == 0, followed.stderr
+        assert "completed: 4 items" in followed.stderr
+        task_id = followed.stderr.split()[1]
+        printed = crawlhub("logs", task_id, env=client_env, cwd=workdir)
+        assert printed.returncode == 0
+        assert "[crawlhub] completed after" in printed.stderr
+        listed = crawlhub("tasks", "--spider", "hello", env=client_env, cwd=workdir)
+        assert task_id in listed.stdout and "completed" in listed.stdout
+
+        crawlhub(
+            "deploy", str(workdir / "failing.py"), "--name", "failing", env=client_env, cwd=workdir
+        )
+        failed = crawlhub("run", "failing", "--follow", env=client_env, cwd=workdir)
+        assert failed.returncode == 1
+        assert "giving up" in failed.stderr and "failed (exit_code)" in failed.stderr
+        bad_param = crawlhub("run", "hello", "-p", "novalue", env=client_env, cwd=workdir)
+        assert bad_param.returncode == 1 and "KEY=VALUE" in bad_param.stderr
+    finally:
+        assert up.stop() == 0, up.output()

@@ -75,7 +75,7 @@ class Child:
         finally:
             os.close(write_fd)
         self._chunks: list[bytes] = []
-        self._reader = threading.Thread(target=self._drain, args=(read_fd,))
+        self._reader = threading.Thread(target=self._drain, args=(read_fd,), daemon=True)
         self._reader.start()
 
     def _drain(self, fd: int) -> None:
@@ -296,11 +296,12 @@ def run(params):
     (tmp_path / "main.py").write_text(source)
     child = Child(tmp_path, ["python", "main:run"], {})
     assert child.process.stdout is not None
-    assert child.process.stdout.readline() == b"saved\n"
+    ready = child.process.stdout.readline()
 
     child.process.send_signal(signal.SIGTERM)
     run = child.finish()
 
+    assert ready == b"saved\n", run.stderr
     assert run.returncode == 143
     assert run.items == [{"n": 0}, {"n": 1}, {"n": 2}]
     assert run.stdout == "cleaned up\n"

@@ -184,6 +184,19 @@ def test_distributed_processes_start_and_stop_on_sigterm(
             time.sleep(0.2)
         assert "Worker process is ready" in worker.output(), worker.output()
         assert "ticker started" in ticker.output()
+        client_env = {
+            **env,
+            "CRAWLHUB_URL": f"http://127.0.0.1:{port}",
+            "CRAWLHUB_TOKEN": "secret-one",
+        }
+        deployed = crawlhub(
+            "deploy", str(FIXTURES / "hello.py"), "--name", "hello", env=client_env, cwd=workdir
+        )
+        assert deployed.returncode == 0, deployed.stderr
+        ran = crawlhub("run", "hello", "--follow", env=client_env, cwd=workdir)
+        assert ran.returncode == 0, ran.stderr + worker.output()
+        assert "completed: 3 items" in ran.stderr
+        assert "hello" in worker.output()  # the run was executed by the worker process
     finally:
         codes = [proc.stop() for proc in (web, worker, ticker)]
     assert codes == [0, 0, 0], [p.output() for p in (web, worker, ticker)]

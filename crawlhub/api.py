@@ -329,6 +329,7 @@ def create_app(context: Context) -> Starlette:
             large_paths=UPLOAD_PATHS,
         ),
     ]
+
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         yield

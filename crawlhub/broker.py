@@ -27,3 +27,18 @@ def install_broker(settings: Settings) -> dramatiq.Broker:
     broker = build_broker(settings)
     dramatiq.set_broker(broker)
     return broker
+
+
+def has_message(broker: dramatiq.Broker, queue: str, message_id: str) -> bool:
+    """Whether the broker still holds a message (ready, delayed or being worked on).
+
+    The in-process broker cannot lose a message while its process lives, and after a
+    restart `crawlhub up` re-sends every pending task, so it always answers True.
+    """
+    if not isinstance(broker, RedisBroker):
+        return True
+    prefix = f"{DRAMATIQ_NAMESPACE}:{queue}"
+    with broker.client.pipeline(transaction=False) as pipe:
+        pipe.hexists(f"{prefix}.msgs", message_id)
+        pipe.hexists(f"{prefix}.DQ.msgs", message_id)
+        return any(pipe.execute())

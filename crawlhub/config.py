@@ -4,7 +4,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from crawlhub.errors import ConfigError
@@ -40,6 +47,7 @@ class Settings(BaseSettings):
     retention_days: int | None = Field(None, ge=1)
     kill_grace_s: float = Field(10.0, ge=0.1, le=600)
     heartbeat_s: float = Field(5.0, ge=0.5, le=300)
+    lease_s: float = Field(60.0, ge=5, le=3600)  # a running task silent this long is lost
     max_log_line_bytes: int = Field(8192, ge=256)
     max_log_lines: int = Field(100_000, ge=100)
     max_item_bytes: int = Field(16 * MiB, ge=1024)
@@ -80,6 +88,12 @@ class Settings(BaseSettings):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return level
+
+    @model_validator(mode="after")
+    def _lease_covers_heartbeats(self) -> "Settings":
+        if self.lease_s < 3 * self.heartbeat_s:
+            raise ValueError("lease_s must be at least three heartbeats (3 x CRAWLHUB_HEARTBEAT_S)")
+        return self
 
     @cached_property
     def tokens(self) -> tuple[str, ...]:

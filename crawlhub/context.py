@@ -2,6 +2,7 @@
 
 import os
 import secrets
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ class Context:
     redis: "redis.Redis | None"
     live: LiveLog
     tokens: tuple[str, ...] = field(default=())
+    # Set when a schedule changes, so a ticker in this process re-reads its next due time.
+    wake_ticker: threading.Event = field(default_factory=threading.Event)
     run_actor: "dramatiq.Actor[[str], None] | Any" = None  # set by build()
 
     @classmethod

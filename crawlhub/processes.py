@@ -10,6 +10,7 @@ from types import FrameType
 import uvicorn
 from dramatiq import Worker
 
+from crawlhub import scheduler
 from crawlhub.api import create_app
 from crawlhub.config import Settings
 from crawlhub.context import Context, ensure_token_file, token_path
@@ -64,16 +65,16 @@ def ticker(settings: Settings) -> None:
     """Run the scheduler loop until SIGTERM/SIGINT."""
     _require_redis(settings, "ticker")
     context = Context.build(settings)
-    stop = threading.Event()
+    loop = Ticker(context)
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
         logger.info("ticker: %s received, stopping after this round", signal.Signals(signum).name)
-        stop.set()
+        loop.stop()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     try:
-        Ticker(context).run(stop)
+        loop.run()
     finally:
         context.close()
 
@@ -93,10 +94,13 @@ def up(settings: Settings) -> None:
     migrations.upgrade(context.db.engine)
     worker = Worker(context.broker, queues=set(QUEUES), worker_threads=settings.worker_concurrency)
     worker.start()
-    stop = threading.Event()
-    ticker_thread = threading.Thread(
-        target=Ticker(context).run, args=(stop,), name="crawlhub-ticker", daemon=True
-    )
+    if settings.redis_url is None:
+        # The in-process broker's queue died with the last process: send pending runs again.
+        resent = scheduler.resend_pending(context)
+        if resent:
+            logger.info("re-sent %d pending run(s) from before the restart", resent)
+    loop = Ticker(context)
+    ticker_thread = threading.Thread(target=loop.run, name="crawlhub-ticker", daemon=True)
     ticker_thread.start()
     host = settings.host or "127.0.0.1"
     logger.info("embedded CrawlHub on http://%s:%d (database %s)", host, settings.port,
@@ -105,7 +109,7 @@ def up(settings: Settings) -> None:
         _serve(context, host)
     finally:
         logger.info("stopping ticker and worker")
-        stop.set()
+        loop.stop()
         ticker_thread.join(timeout=5)
         worker.stop(timeout=WORKER_STOP_TIMEOUT_MS)
         context.close()

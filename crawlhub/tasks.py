@@ -33,20 +33,26 @@ def create_run(context: Context, ref: str, params: dict[str, Any], trigger: str 
             },
         )
     # Only after the commit: a worker must find the row the message points to.
-    enqueue(context, task)
+    task.message_id = enqueue(context, task.id)
     return task
 
 
-def enqueue(context: Context, task: Task) -> None:
-    """Send a task's run message and record its id; on failure the ticker's sweep resends it."""
+def enqueue(context: Context, task_id: uuid.UUID, delay_ms: int = 0) -> str | None:
+    """Send a committed task's run message and record its id; None when the broker failed.
+
+    A task whose message could not be sent stays pending and the ticker's sweep resends it;
+    a task sent twice runs once (the worker's claim is a compare-and-set).
+    """
     try:
-        message = context.run_actor.send(str(task.id))
+        message = context.run_actor.send_with_options(args=(str(task_id),), delay=delay_ms or None)
     except Exception as exc:  # the broker being down must not lose the committed task
-        logger.error("task %s: enqueue failed (%s); it stays pending for the sweep", task.id, exc)
-        return
-    task.message_id = message.message_id
+        logger.error("task %s: enqueue failed (%s); it stays pending for the sweep", task_id, exc)
+        return None
+    # The Redis broker files a message under its own id (the key in `dramatiq:<queue>.msgs`).
+    message_id = str(message.options.get("redis_message_id", message.message_id))
     with context.db.session() as session:
-        repo.set_message_id(session, task.id, message.message_id)
+        repo.set_message_id(session, task_id, message_id)
+    return message_id
 
 
 def get_task(context: Context, ref: str) -> Task:

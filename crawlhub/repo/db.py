@@ -6,7 +6,8 @@ from typing import Any
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session as Session  # re-exported for type hints outside repo/
+from sqlalchemy.orm import sessionmaker
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:

@@ -2,6 +2,7 @@
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
@@ -158,7 +159,7 @@ def finish_task(
     return done is not None
 
 
-def cancel_task(session: Session, task_id: uuid.UUID) -> str | None:
+def cancel_task(session: Session, task_id: uuid.UUID, reason: str = "user") -> str | None:
     """Cancel a task that has not finished; returns the status it had, None if already finished."""
     before = session.scalar(select(Task.status).where(Task.id == task_id).with_for_update())
     if before is None:
@@ -168,9 +169,51 @@ def cancel_task(session: Session, task_id: uuid.UUID) -> str | None:
     session.execute(
         update(Task)
         .where(Task.id == task_id, Task.status.notin_(FINISHED))
-        .values(status="cancelled", reason="user", finished_at=utcnow())
+        .values(status="cancelled", reason=reason, finished_at=utcnow())
     )
     return before
+
+
+def unsent(session: Session, created_before: datetime, limit: int) -> Sequence[Task]:
+    """Pending tasks whose message was never sent, locked (others' locked rows skipped)."""
+    return session.scalars(
+        select(Task)
+        .where(
+            Task.status == "pending", Task.message_id.is_(None), Task.created_at < created_before
+        )
+        .order_by(Task.created_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+
+
+def waiting(session: Session, created_before: datetime, limit: int) -> Sequence[Task]:
+    """The oldest pending tasks that were sent a message (to check the broker still has it)."""
+    return session.scalars(
+        select(Task)
+        .where(
+            Task.status == "pending", Task.message_id.is_not(None), Task.created_at < created_before
+        )
+        .order_by(Task.created_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+
+
+def pending_ids(session: Session) -> Sequence[uuid.UUID]:
+    """Every pending or retrying task (to re-send after the in-process broker restarted)."""
+    return session.scalars(select(Task.id).where(Task.status.in_(CLAIMABLE))).all()
+
+
+def stale_running(session: Session, heartbeat_before: datetime, limit: int) -> Sequence[Task]:
+    """Running tasks whose worker stopped refreshing their heartbeat, locked."""
+    return session.scalars(
+        select(Task)
+        .where(Task.status == "running", Task.heartbeat_at < heartbeat_before)
+        .order_by(Task.heartbeat_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
 
 
 def spider_of(session: Session, task: Task) -> Spider:

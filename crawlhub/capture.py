@@ -157,6 +157,12 @@ class LogSink:
                 counted, self.unsaved_count = self.unsaved_count, 0
             if not batch and not counted:
                 return
+            # Live first (readers want lines now), then the database (the record): a reader
+            # that sees a line before it is stored waits for the store before going on.
+            try:
+                self.live.publish(self.key, batch)
+            except Exception as exc:  # live delivery is best effort; the database is the record
+                logger.warning("task %s: live log publish failed: %s", self.task_id, exc)
             rows = [
                 (e.attempt, e.seq, e.stream, datetime.fromtimestamp(e.ts, UTC), e.text)
                 for e in batch
@@ -170,10 +176,6 @@ class LogSink:
                     self._buffer[:0] = batch
                     self.unsaved_count += counted
                 raise
-            try:
-                self.live.publish(self.key, batch)
-            except Exception as exc:  # live delivery is best effort; the lines are persisted
-                logger.warning("task %s: live log publish failed: %s", self.task_id, exc)
 
 
 class ItemSink:

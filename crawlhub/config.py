@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     retention_days: int | None = Field(None, ge=1)
     kill_grace_s: float = Field(10.0, ge=0.1, le=600)
     heartbeat_s: float = Field(5.0, ge=0.5, le=300)
+    alert_fold_s: int = Field(3600, ge=0)  # repeats of an alert within this window fold into it
+    dead_letter_ttl_days: int = Field(30, ge=1, le=3650)
     lease_s: float = Field(60.0, ge=5, le=3600)  # a running task silent this long is lost
     max_log_line_bytes: int = Field(8192, ge=256)
     max_log_lines: int = Field(100_000, ge=100)

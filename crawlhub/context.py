@@ -10,6 +10,7 @@ from typing import Any
 import dramatiq
 import redis
 
+from crawlhub.actors import alert as alert_actor
 from crawlhub.actors import run as run_actor
 from crawlhub.broker import install_broker
 from crawlhub.config import Settings
@@ -32,6 +33,7 @@ class Context:
     # Set when a schedule changes, so a ticker in this process re-reads its next due time.
     wake_ticker: threading.Event = field(default_factory=threading.Event)
     run_actor: "dramatiq.Actor[[str], None] | Any" = None  # set by build()
+    alert_actor: "dramatiq.Actor[..., None] | Any" = None  # set by build()
 
     @classmethod
     def build(cls, settings: Settings) -> "Context":
@@ -50,6 +52,7 @@ class Context:
         )
         context = cls(settings, db, install_broker(settings), client, live, tokens)
         context.run_actor = run_actor.declare(context)
+        context.alert_actor = alert_actor.declare(context)
         return context
 
     def close(self) -> None:

@@ -1,9 +1,7 @@
 """Process entry points: web, worker, ticker, migrate and the embedded `up`."""
 
 import logging
-import os
 import signal
-import sys
 import threading
 from types import FrameType
 
@@ -21,7 +19,8 @@ from crawlhub.ticker import Ticker
 
 logger = logging.getLogger(__name__)
 
-WORKER_STOP_TIMEOUT_MS = 10_000
+WORKER_STOP_TIMEOUT_MS = 25_000  # inside a PaaS's usual 30 s grace period
+WORKER_POLL_MS = 100  # longest idle wait of a worker for a new message
 
 
 def migrate(settings: Settings) -> None:
@@ -47,18 +46,39 @@ def web(settings: Settings) -> None:
 
 
 def worker(settings: Settings) -> None:
-    """Replace this process with the dramatiq worker for the run and alert queues."""
+    """Run Dramatiq worker threads for the run and alert queues until SIGTERM/SIGINT."""
     _require_redis(settings, "worker")
-    argv = [
-        sys.executable, "-m", "dramatiq", "crawlhub.worker",
-        "--processes", "1",
-        "--threads", str(settings.worker_concurrency),
-        "--queues", *QUEUES,
-        "--skip-logging",
-    ]  # fmt: skip
-    logger.info("starting dramatiq with %d thread(s)", settings.worker_concurrency)
-    sys.stdout.flush()
-    os.execv(sys.executable, argv)  # noqa: S606 - argv is ours, not user input
+    context = Context.build(settings)
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        logger.info("worker: %s received, finishing current messages", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    consumer = _start_worker(context)
+    logger.info("worker ready: %d thread(s) on %s", settings.worker_concurrency, ", ".join(QUEUES))
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        consumer.stop(timeout=WORKER_STOP_TIMEOUT_MS)
+        context.close()
+        logger.info("worker stopped")
+
+
+def _start_worker(context: Context) -> Worker:
+    # Dramatiq's Redis consumer polls with a backoff up to worker_timeout; its default (1 s)
+    # would add up to a second between "run" and the spider starting.
+    consumer = Worker(
+        context.broker,
+        queues=set(QUEUES),
+        worker_threads=context.settings.worker_concurrency,
+        worker_timeout=WORKER_POLL_MS,
+    )
+    consumer.start()
+    return consumer
 
 
 def ticker(settings: Settings) -> None:
@@ -92,8 +112,7 @@ def up(settings: Settings) -> None:
             )
     context = Context.build(settings)
     migrations.upgrade(context.db.engine)
-    worker = Worker(context.broker, queues=set(QUEUES), worker_threads=settings.worker_concurrency)
-    worker.start()
+    worker = _start_worker(context)
     if settings.redis_url is None:
         # The in-process broker's queue died with the last process: send pending runs again.
         resent = scheduler.resend_pending(context)

@@ -13,25 +13,30 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from crawlhub import archive, workspace
+from crawlhub import alerts, archive, workspace
 from crawlhub.capture import ItemSink, LogSink, read_lines
-from crawlhub.config import Settings
-from crawlhub.livelog import LiveLog
+from crawlhub.repo import items as item_repo
 from crawlhub.repo import logs as log_repo
 from crawlhub.repo import spiders as spider_repo
 from crawlhub.repo import tasks as task_repo
 from crawlhub.repo.db import Database
 
+if TYPE_CHECKING:
+    from crawlhub.context import Context
+
 logger = logging.getLogger(__name__)
 
-TICK_S = 0.1  # supervisor loop period: live log flush and exit detection
+TICK_S = 0.05  # supervisor loop period: live log flush (exit is noticed at once)
 STATUS_EVERY_S = 0.5  # how often a running task's status is read (cancel detection)
 CANCEL_GRACE_S = 2.0  # SIGTERM → SIGKILL delay on cancel: the group is gone within 3 s
 READER_JOIN_S = 10.0  # how long to wait for output readers after the process ended
 ERROR_MESSAGE_CHARS = 4000
 STATS_FILE = ".crawlhub-stats.json"
+
+
+USAGE_EXIT = 2  # the bootstrap's "entry not found / bad input" exit: retrying cannot help
 
 
 @dataclass
@@ -42,6 +47,21 @@ class Outcome:
     reason: str | None
     exit_code: int | None
     error_message: str | None = None
+
+    @property
+    def retryable(self) -> bool:
+        """Failures another attempt may fix: not a cancel, not a spider that cannot start."""
+        return self.status == "failed" and not (
+            self.reason == "exit_code" and self.exit_code == USAGE_EXIT
+        )
+
+
+@dataclass
+class Ended:
+    """What an attempt left the task as, for the actor to decide on its message."""
+
+    status: str  # completed | failed | retrying | cancelled (or whatever it was changed to)
+    retryable: bool
 
 
 @dataclass
@@ -56,6 +76,7 @@ class Attempt:
     params: dict[str, Any]
     env: dict[str, str]
     timeout_s: int
+    alert_on_zero_items: bool
     attempt: int
     first_seq: int
     version: int
@@ -69,13 +90,13 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.current_thread().name}"
 
 
-def execute(db: Database, live: LiveLog, settings: Settings, task_id: uuid.UUID) -> Outcome | None:
+def execute(context: "Context", task_id: uuid.UUID) -> Ended | None:
     """Run a task if it can be claimed; None when it could not (duplicate delivery, cancelled)."""
-    attempt = claim(db, task_id)
+    attempt = claim(context.db, task_id)
     if attempt is None:
         logger.info("task %s is not claimable; message acknowledged and ignored", task_id)
         return None
-    return Run(db, live, settings, attempt).run()
+    return Run(context, attempt).run()
 
 
 def claim(db: Database, task_id: uuid.UUID) -> Attempt | None:
@@ -84,6 +105,10 @@ def claim(db: Database, task_id: uuid.UUID) -> Attempt | None:
         task = task_repo.claim_task(session, task_id, worker_name())
         if task is None:
             return None
+        if task.retry_count:
+            # A new attempt starts clean: the failed attempts' items go, their logs stay.
+            item_repo.delete_task_items(session, task.id)
+            task_repo.reset_item_counts(session, task.id)
         spider = task_repo.spider_of(session, task)
         if task.version is None:
             raise RuntimeError("task has no spider version")  # guarded at creation
@@ -97,6 +122,7 @@ def claim(db: Database, task_id: uuid.UUID) -> Attempt | None:
             params=dict(task.params or {}),
             env=dict(spider.env or {}),
             timeout_s=spider.timeout_s,
+            alert_on_zero_items=spider.alert_on_zero_items,
             attempt=task.retry_count + 1,
             first_seq=log_repo.last_seq(session, task.id) + 1,
             version=version.number,
@@ -109,10 +135,11 @@ def claim(db: Database, task_id: uuid.UUID) -> Attempt | None:
 class Run:
     """One attempt of one task, from work dir to recorded outcome."""
 
-    def __init__(self, db: Database, live: LiveLog, settings: Settings, attempt: Attempt) -> None:
-        self.db = db
-        self.live = live
-        self.settings = settings
+    def __init__(self, context: "Context", attempt: Attempt) -> None:
+        self.context = context
+        self.db = db = context.db
+        self.live = live = context.live
+        self.settings = settings = context.settings
         self.a = attempt
         self.logs = LogSink(
             db, live, attempt.task_id, attempt.attempt,
@@ -121,7 +148,7 @@ class Run:
         self.items = ItemSink(db, self.logs, attempt.spider_id, attempt.task_id, attempt.attempt)
         self.work: Path | None = None
 
-    def run(self) -> Outcome:
+    def run(self) -> Ended:
         started = time.monotonic()
         try:
             outcome = self._run()
@@ -146,20 +173,47 @@ class Run:
         )
         self.items.flush()
         self.logs.flush()
-        with self.db.session() as session:
-            recorded = task_repo.finish_task(
-                session, self.a.task_id, status=outcome.status, reason=outcome.reason,
-                exit_code=outcome.exit_code, error_message=outcome.error_message, stats=stats,
-            )  # fmt: skip
+        status, alert_id = self._record(outcome, stats)
+        if status == "retrying":
+            self.logs.system(f"attempt {self.a.attempt} failed; the run will be retried")
+            self.logs.flush()
         self.live.finish(str(self.a.task_id))
+        alerts.notify_channels(self.context, alert_id)
         if self.work is not None:
             workspace.remove_workdir(self.work)
         logger.info(
-            "task %s %s (reason %s, exit %s) in %.2f s, %d items",
-            self.a.task_id, outcome.status if recorded else "cancelled", outcome.reason,
-            outcome.exit_code, duration, self.items.count,
+            "task %s attempt %d %s (reason %s, exit %s) in %.2f s, %d items",
+            self.a.task_id, self.a.attempt, status, outcome.reason, outcome.exit_code, duration,
+            self.items.count,
         )  # fmt: skip
-        return outcome
+        return Ended(status, outcome.retryable)
+
+    def _record(
+        self, outcome: Outcome, stats: dict[str, Any] | None
+    ) -> tuple[str, uuid.UUID | None]:
+        """End the attempt and, in the same transaction, raise the alert it calls for."""
+        with self.db.session() as session:
+            status = task_repo.end_attempt(
+                session, self.a.task_id, status=outcome.status, reason=outcome.reason,
+                exit_code=outcome.exit_code, error_message=outcome.error_message, stats=stats,
+                retry=outcome.retryable,
+            )  # fmt: skip
+            alert_id = None
+            if status == "failed":
+                detail = (outcome.error_message or "").splitlines()[:1]
+                alert_id = alerts.raise_alert(
+                    session, self.context, "task_failed", "error",
+                    f"{self.a.spider_name}: run {self.a.task_id} failed after {self.a.attempt} "
+                    f"attempt(s) ({outcome.reason}{': ' + detail[0] if detail else ''})",
+                    spider_id=self.a.spider_id, task_id=self.a.task_id,
+                )  # fmt: skip
+            elif status == "completed" and self.a.alert_on_zero_items and self.items.count == 0:
+                alert_id = alerts.raise_alert(
+                    session, self.context, "zero_items", "warning",
+                    f"{self.a.spider_name}: run {self.a.task_id} completed with no items",
+                    spider_id=self.a.spider_id, task_id=self.a.task_id,
+                )  # fmt: skip
+        return status, alert_id
 
     def _run(self) -> Outcome:
         self.work = self._prepare()
@@ -302,7 +356,8 @@ class Run:
                     self.logs.system(f"task is {status}: stopping the spider")
                     self._stop(proc, CANCEL_GRACE_S)
                     return Outcome("cancelled", "user", proc.returncode)
-            time.sleep(TICK_S)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=TICK_S)  # returns as soon as the spider exits
         _kill_group(proc.pid, signal.SIGKILL)  # leftovers the spider started and left behind
         if code == 0:
             return Outcome("completed", None, 0)

@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 
-from crawlhub import tasks
-from crawlhub.broker import has_message
+from dramatiq.common import compute_backoff
+
+from crawlhub import alerts, tasks
+from crawlhub.broker import has_message, run_maintenance
 from crawlhub.context import Context
 from crawlhub.cron import Cron
-from crawlhub.keys import RUNS_QUEUE
+from crawlhub.keys import QUEUES, RUNS_QUEUE
 from crawlhub.repo import schedules as repo
 from crawlhub.repo import tasks as task_repo
 from crawlhub.repo.db import Session
@@ -30,6 +32,7 @@ ON_TIME_S = 60  # with catchup `none`, a fire at most this late still runs (no s
 UNSENT_AFTER_S = 5  # a pending task without a message this old was lost between commit and send
 LOST_MESSAGE_AFTER_S = 60  # a pending task this old is checked against the broker
 SWEEP_BATCH = 200
+STALE_RETRY = timedelta(days=1, hours=1)
 REAP_BATCH = 100
 BACKLOG_WINDOWS = (timedelta(hours=1), timedelta(days=1), timedelta(days=32),
                    timedelta(days=366), timedelta(days=5 * 366))  # fmt: skip
@@ -179,19 +182,55 @@ def sweep(context: Context) -> bool:
 
 
 def reap(context: Context) -> bool:
-    """Fail running tasks whose worker stopped heartbeating (lost), so none stays running."""
+    """Hand running tasks whose worker stopped heartbeating to the failure path (SPEC §5.6).
+
+    A lost task with retries left becomes `retrying` and gets a new message after its
+    backoff; otherwise it fails with reason `lost` and a `task_lost` alert, in one commit.
+    """
     lease = timedelta(seconds=context.settings.lease_s)
+    retries: list[tuple[uuid.UUID, int]] = []
+    new_alerts: list[uuid.UUID | None] = []
     with context.db.session() as session:
         now = repo.db_now(session)
         stale = task_repo.stale_running(session, now - lease, REAP_BATCH)
         for task in stale:
-            task.status, task.reason, task.finished_at = "failed", "lost", utcnow()
-            task.error_message = (
-                f"lost: worker {task.worker} sent no heartbeat since "
-                f"{task.heartbeat_at.isoformat() if task.heartbeat_at else 'the start'}"
+            since = task.heartbeat_at.isoformat() if task.heartbeat_at else "the start"
+            task.reason = "lost"
+            task.error_message = f"lost: worker {task.worker} sent no heartbeat since {since}"
+            spider = task_repo.spider_of(session, task)
+            if task.retry_count < task.max_retries:
+                task.status = "retrying"
+                task.retry_count += 1
+                _, delay = compute_backoff(
+                    task.retry_count - 1,
+                    factor=spider.retry_backoff_min_s * 1000,
+                    max_backoff=spider.retry_backoff_max_s * 1000,
+                )
+                retries.append((task.id, delay))
+                logger.warning("task %s lost (worker %s); retry %d in %d ms", task.id, task.worker,
+                               task.retry_count, delay)  # fmt: skip
+                continue
+            task.status, task.finished_at = "failed", utcnow()
+            logger.warning(
+                "task %s lost (worker %s stopped heartbeating); failed", task.id, task.worker
             )
-            logger.warning("task %s lost (worker %s stopped heartbeating)", task.id, task.worker)
+            new_alerts.append(alerts.raise_alert(
+                session, context, "task_lost", "error",
+                f"{spider.name}: run {task.id} was lost (its worker {task.worker} stopped)",
+                spider_id=spider.id, task_id=task.id,
+            ))  # fmt: skip
+    for task_id, delay in retries:
+        tasks.enqueue(context, task_id, delay)
+    for alert_id in new_alerts:
+        alerts.notify_channels(context, alert_id)
     return len(stale) == REAP_BATCH
+
+
+def maintain(context: Context) -> bool:
+    """Recover dead workers' unacknowledged messages now rather than by Dramatiq's chance."""
+    for queue in QUEUES:
+        run_maintenance(context.broker, queue)
+    return False
 
 
 def resend_pending(context: Context) -> int:

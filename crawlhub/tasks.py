@@ -29,7 +29,8 @@ def create_run(context: Context, ref: str, params: dict[str, Any], trigger: str 
                 "version": spider.current_version,
                 "trigger": trigger,
                 "params": {**(spider.params or {}), **params},
-                "max_retries": spider.max_retries,
+                # A test run streams back to someone waiting: one attempt only.
+                "max_retries": 0 if trigger == "test" else spider.max_retries,
             },
         )
     # Only after the commit: a worker must find the row the message points to.
@@ -40,11 +41,22 @@ def create_run(context: Context, ref: str, params: dict[str, Any], trigger: str 
 def enqueue(context: Context, task_id: uuid.UUID, delay_ms: int = 0) -> str | None:
     """Send a committed task's run message and record its id; None when the broker failed.
 
-    A task whose message could not be sent stays pending and the ticker's sweep resends it;
-    a task sent twice runs once (the worker's claim is a compare-and-set).
+    The message carries the retries the task has left and its spider's backoff, for
+    Dramatiq's Retries middleware. A task whose message could not be sent stays as it is
+    and the ticker's sweep resends it; a task sent twice runs once (the claim is a CAS).
     """
+    with context.db.session() as session:
+        task = repo.get_task(session, task_id)
+        spider = repo.spider_of(session, task)
+        options: dict[str, Any] = {
+            "max_retries": max(task.max_retries - task.retry_count, 0),
+            "min_backoff": spider.retry_backoff_min_s * 1000,
+            "max_backoff": spider.retry_backoff_max_s * 1000,
+        }
     try:
-        message = context.run_actor.send_with_options(args=(str(task_id),), delay=delay_ms or None)
+        message = context.run_actor.send_with_options(
+            args=(str(task_id),), delay=delay_ms or None, **options
+        )
     except Exception as exc:  # the broker being down must not lose the committed task
         logger.error("task %s: enqueue failed (%s); it stays pending for the sweep", task_id, exc)
         return None

@@ -38,6 +38,7 @@ class Ticker:
             self._next_housekeeping = now + HOUSEKEEPING_EVERY_S
             busy |= self._step(scheduler.sweep)
             busy |= self._step(scheduler.reap)
+            busy |= self._step(scheduler.maintain)
         return busy
 
     def _step(self, step: Callable[[Context], bool]) -> bool:

@@ -1,1 +1,1 @@
-"""Dramatiq actors; `crawlhub.worker` installs the broker before importing them."""
+"""Dramatiq actors, declared on a process's broker by `Context.build`."""

@@ -20,12 +20,23 @@ def declare(context: "Context") -> "dramatiq.Actor[[str], None]":
     """The run actor, bound to the context's broker, database and live log."""
 
     def run(task_id: str) -> None:
-        runner.execute(context.db, context.live, context.settings, uuid.UUID(task_id))
+        ended = runner.execute(context, uuid.UUID(task_id))
+        if ended is not None and (
+            ended.status == "retrying" or (ended.status == "failed" and ended.retryable)
+        ):
+            # Raising hands the message to Dramatiq's Retries: re-sent with backoff while
+            # retries remain, else dead-lettered (and passed to the alert actor).
+            raise RunFailed(f"task {task_id} attempt failed; task is {ended.status}")
 
     return dramatiq.actor(
         actor_name="run",
         queue_name=RUNS_QUEUE,
         broker=context.broker,
         time_limit=NO_TIME_LIMIT_MS,
-        max_retries=0,  # failures are recorded on the task; retries with backoff: issue 5
+        max_retries=0,  # each message carries the task's own max_retries and backoff
+        on_retry_exhausted="alert",
     )(run)
+
+
+class RunFailed(Exception):
+    """An attempt failed; raised so that Dramatiq retries or dead-letters the message."""

@@ -123,7 +123,7 @@ def add_progress(
     )
 
 
-def finish_task(
+def end_attempt(
     session: Session,
     task_id: uuid.UUID,
     *,
@@ -132,31 +132,37 @@ def finish_task(
     exit_code: int | None,
     error_message: str | None,
     stats: dict[str, Any] | None,
-) -> bool:
-    """End a running task; False when it was no longer running (cancelled meanwhile)."""
+    retry: bool,
+) -> str:
+    """End a running attempt: completed, failed, or retrying while retries remain.
+
+    Returns the task's status afterwards; a task that is no longer running (cancelled or
+    reaped meanwhile) keeps its status and only gets the exit code and stats recorded.
+    """
+    task = session.scalar(select(Task).where(Task.id == task_id).with_for_update())
+    if task is None:
+        raise NotFound(f"task '{task_id}' not found")
     now = utcnow()
-    done = session.execute(
+    task.exit_code, task.stats, task.heartbeat_at = exit_code, stats, now
+    if task.status != "running":
+        return task.status
+    task.reason, task.error_message = reason, error_message
+    if status == "failed" and retry and task.retry_count < task.max_retries:
+        task.status = "retrying"
+        task.retry_count += 1
+    else:
+        task.status = status
+        task.finished_at = now
+    return task.status
+
+
+def reset_item_counts(session: Session, task_id: uuid.UUID) -> None:
+    """Zero a task's item counters (a new attempt starts from no items)."""
+    session.execute(
         update(Task)
-        .where(Task.id == task_id, Task.status == "running")
-        .values(
-            status=status,
-            reason=reason,
-            exit_code=exit_code,
-            error_message=error_message,
-            stats=stats,
-            finished_at=now,
-            heartbeat_at=now,
-        )
-        .returning(Task.id)
-    ).first()
-    if done is None:
-        # Cancelled while running: keep the status, still record how the process ended.
-        session.execute(
-            update(Task)
-            .where(Task.id == task_id)
-            .values(exit_code=exit_code, stats=stats, heartbeat_at=now)
-        )
-    return done is not None
+        .where(Task.id == task_id)
+        .values(items_count=0, items_duplicate=0, items_invalid=0)
+    )
 
 
 def cancel_task(session: Session, task_id: uuid.UUID, reason: str = "user") -> str | None:
@@ -195,6 +201,17 @@ def waiting(session: Session, created_before: datetime, limit: int) -> Sequence[
             Task.status == "pending", Task.message_id.is_not(None), Task.created_at < created_before
         )
         .order_by(Task.created_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+
+
+def stale_retrying(session: Session, ended_before: datetime, limit: int) -> Sequence[Task]:
+    """Retrying tasks whose last attempt ended before a time (their retry never came), locked."""
+    return session.scalars(
+        select(Task)
+        .where(Task.status == "retrying", Task.heartbeat_at < ended_before)
+        .order_by(Task.heartbeat_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
     ).all()

@@ -180,9 +180,9 @@ def test_distributed_processes_start_and_stop_on_sigterm(
         headers = {"Authorization": "Bearer secret-two"}
         assert httpx.get(f"http://127.0.0.1:{port}/api/spiders", headers=headers).status_code == 200
         deadline = time.monotonic() + START_TIMEOUT_S
-        while "Worker process is ready" not in worker.output() and time.monotonic() < deadline:
+        while "worker ready" not in worker.output() and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert "Worker process is ready" in worker.output(), worker.output()
+        assert "worker ready" in worker.output(), worker.output()
         assert "ticker started" in ticker.output()
         client_env = {
             **env,
@@ -250,6 +250,13 @@ def test_cli_runs_follows_and_lists_runs_of_the_embedded_instance(workdir: Path)
         crawlhub(
             "deploy", str(workdir / "failing.py"), "--name", "failing", env=client_env, cwd=workdir
         )
+        token = (workdir / "data" / "api-token").read_text().strip()
+        patched = httpx.patch(
+            f"http://127.0.0.1:{port}/api/spiders/failing",
+            json={"max_retries": 0},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert patched.status_code == 200, patched.text
         failed = crawlhub("run", "failing", "--follow", env=client_env, cwd=workdir)
         assert failed.returncode == 1
         assert "giving up" in failed.stderr and "failed (exit_code)" in failed.stderr

@@ -106,7 +106,7 @@ def test_non_zero_exit_fails_with_the_code_and_stderr_tail(hub: Hub) -> None:
             print("about to fail")
             print("the database said no", file=sys.stderr)
             sys.exit(3)
-    """})  # fmt: skip
+    """}, max_retries=0)  # fmt: skip
     task = hub.wait(hub.run("broken")["id"])
     assert task["status"] == "failed"
     assert task["reason"] == "exit_code"
@@ -121,7 +121,7 @@ def test_exception_in_the_spider_fails_with_its_traceback(hub: Hub) -> None:
         def run(params):
             yield {"ok": 1}
             raise ValueError("page layout changed")
-    """})  # fmt: skip
+    """}, max_retries=0)  # fmt: skip
     task = hub.wait(hub.run("raises")["id"])
     assert task["status"] == "failed" and task["exit_code"] == 1
     assert "ValueError: page layout changed" in task["error_message"]
@@ -152,7 +152,7 @@ def pids_of(hub: Hub, task_id: str, timeout: float = 30) -> list[int]:
 
 
 def test_timeout_kills_the_process_group_and_fails_with_reason_timeout(hub: Hub) -> None:
-    hub.deploy("slow", {"main.py": SLEEPER}, timeout_s=2)
+    hub.deploy("slow", {"main.py": SLEEPER}, timeout_s=2, max_retries=0)
     task_id = hub.run("slow", ignore_term=True)["id"]
     pids = pids_of(hub, task_id)
     task = hub.wait(task_id, timeout=30)

@@ -1,0 +1,34 @@
+"""The `alert` actor: delivers alerts to channels, and takes run messages whose retries ran out."""
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import dramatiq
+
+from crawlhub import alerts
+from crawlhub.keys import ALERTS_QUEUE
+
+if TYPE_CHECKING:
+    from crawlhub.context import Context
+
+
+def declare(context: "Context") -> "dramatiq.Actor[..., None]":
+    """The alert actor, bound to the context's broker."""
+
+    def alert(payload: dict[str, Any], retry_info: dict[str, Any] | None = None) -> None:
+        if "actor_name" in payload:  # sent by Retries' on_retry_exhausted: a dead-lettered run
+            alerts.handle_dead_letter(context, payload)
+            return
+        channel = payload.get("channel_id")
+        alerts.deliver(
+            context, uuid.UUID(payload["alert_id"]), uuid.UUID(channel) if channel else None
+        )
+
+    return dramatiq.actor(
+        actor_name="alert",
+        queue_name=ALERTS_QUEUE,
+        broker=context.broker,
+        max_retries=5,  # database hiccups; channel failures are retried per channel instead
+        min_backoff=1000,
+        max_backoff=60_000,
+    )(alert)

@@ -1,0 +1,170 @@
+"""Alerts (folded repeats), notification channels and per-channel deliveries."""
+
+import uuid
+import zlib
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, or_, select, text, update
+from sqlalchemy.orm import Session
+
+from crawlhub.errors import NotFound
+from crawlhub.repo.models import Alert, Channel, Delivery
+from crawlhub.repo.pages import paginate
+from crawlhub.repo.types import utcnow
+
+LEVELS = ("info", "warning", "error")
+
+
+def raise_alert(
+    session: Session,
+    *,
+    type: str,
+    level: str,
+    message: str,
+    spider_id: uuid.UUID | None,
+    task_id: uuid.UUID | None,
+    fold_after: datetime,
+) -> tuple[Alert, bool]:
+    """Record an alert, folding it into one of the same type and spider seen since fold_after.
+
+    Returns the alert and whether it is new (only new alerts are delivered to channels).
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        # Serialise concurrent raises of one (type, spider) so they fold instead of racing.
+        key = zlib.crc32(f"{type}:{spider_id}".encode())
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+    spider_match = Alert.spider_id.is_(None) if spider_id is None else Alert.spider_id == spider_id
+    existing = session.scalar(
+        select(Alert)
+        .where(Alert.type == type, spider_match, Alert.last_seen_at >= fold_after)
+        .order_by(Alert.last_seen_at.desc())
+        .limit(1)
+        .with_for_update()
+    )
+    now = utcnow()
+    if existing is not None:
+        existing.count += 1
+        existing.last_seen_at = now
+        existing.message = message
+        existing.task_id = task_id
+        existing.is_read = False
+        if LEVELS.index(level) > LEVELS.index(existing.level):
+            existing.level = level
+        session.flush()
+        return existing, False
+    alert = Alert(type=type, level=level, message=message, spider_id=spider_id, task_id=task_id,
+                  created_at=now, last_seen_at=now)  # fmt: skip
+    session.add(alert)
+    session.flush()
+    return alert, True
+
+
+def get_alert(session: Session, alert_id: uuid.UUID) -> Alert:
+    """One alert; NotFound otherwise."""
+    alert = session.get(Alert, alert_id)
+    if alert is None:
+        raise NotFound(f"alert '{alert_id}' not found")
+    return alert
+
+
+def list_alerts(
+    session: Session,
+    *,
+    page: int,
+    page_size: int,
+    level: str | None = None,
+    is_read: bool | None = None,
+    spider_id: uuid.UUID | None = None,
+) -> tuple[Sequence[Alert], int]:
+    """A page of alerts, most recently seen first."""
+    stmt = select(Alert).order_by(Alert.last_seen_at.desc(), Alert.id)
+    if level is not None:
+        stmt = stmt.where(Alert.level == level)
+    if is_read is not None:
+        stmt = stmt.where(Alert.is_read.is_(is_read))
+    if spider_id is not None:
+        stmt = stmt.where(Alert.spider_id == spider_id)
+    return paginate(session, stmt, page, page_size)
+
+
+def unread_count(session: Session) -> int:
+    """How many alerts are unread."""
+    return (
+        session.scalar(select(func.count()).select_from(Alert).where(Alert.is_read.is_(False))) or 0
+    )
+
+
+def mark_read(session: Session, alert_id: uuid.UUID | None = None) -> int:
+    """Mark one alert (or all) read; returns how many changed."""
+    stmt = update(Alert).where(Alert.is_read.is_(False)).values(is_read=True)
+    if alert_id is not None:
+        stmt = stmt.where(Alert.id == alert_id)
+    return session.execute(stmt).rowcount or 0  # type: ignore[attr-defined]
+
+
+def latest_alert_of_task(session: Session, task_id: uuid.UUID) -> Alert | None:
+    """The last alert that names a task."""
+    return session.scalar(
+        select(Alert).where(Alert.task_id == task_id).order_by(Alert.last_seen_at.desc()).limit(1)
+    )
+
+
+# --- channels and deliveries -----------------------------------------------------------
+
+
+def get_channel(session: Session, channel_id: uuid.UUID) -> Channel:
+    """One channel; NotFound otherwise."""
+    channel = session.get(Channel, channel_id)
+    if channel is None:
+        raise NotFound(f"channel '{channel_id}' not found")
+    return channel
+
+
+def list_channels(session: Session, *, page: int, page_size: int) -> tuple[Sequence[Channel], int]:
+    """A page of channels, oldest first."""
+    return paginate(
+        session, select(Channel).order_by(Channel.created_at, Channel.id), page, page_size
+    )
+
+
+def create_channel(session: Session, fields: dict[str, Any]) -> Channel:
+    """Insert a channel."""
+    channel = Channel(**fields)
+    session.add(channel)
+    session.flush()
+    return channel
+
+
+def channels_for(session: Session, alert: Alert) -> Sequence[Channel]:
+    """Enabled channels whose minimum level and spider filter match an alert."""
+    levels = LEVELS[: LEVELS.index(alert.level) + 1]
+    return session.scalars(
+        select(Channel)
+        .where(
+            Channel.enabled.is_(True),
+            Channel.min_level.in_(levels),
+            or_(Channel.spider_id.is_(None), Channel.spider_id == alert.spider_id),
+        )
+        .order_by(Channel.created_at)
+    ).all()
+
+
+def delivery_for(session: Session, alert_id: uuid.UUID, channel_id: uuid.UUID) -> Delivery:
+    """The delivery record of an alert to a channel, created on first use and locked."""
+    delivery = session.scalar(
+        select(Delivery)
+        .where(Delivery.alert_id == alert_id, Delivery.channel_id == channel_id)
+        .with_for_update()
+    )
+    if delivery is None:
+        delivery = Delivery(alert_id=alert_id, channel_id=channel_id, status="pending", attempts=0)
+        session.add(delivery)
+        session.flush()
+    return delivery
+
+
+def deliveries_of(session: Session, alert_id: uuid.UUID) -> Sequence[Delivery]:
+    """Every delivery record of an alert."""
+    return session.scalars(select(Delivery).where(Delivery.alert_id == alert_id)).all()

@@ -6,10 +6,13 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from crawlhub import notify
+from crawlhub.errors import InvalidInput, NotFound
 from crawlhub.repo import alerts as repo
+from crawlhub.repo import spiders as spider_repo
 from crawlhub.repo.db import Session
-from crawlhub.repo.models import Alert, Spider, Task
+from crawlhub.repo.models import Alert, Channel, Delivery, Spider, Task
 from crawlhub.repo.types import utcnow
+from crawlhub.schemas import check_target
 
 if TYPE_CHECKING:
     from crawlhub.context import Context
@@ -138,3 +141,104 @@ def handle_dead_letter(context: "Context", message: dict[str, Any]) -> None:
             spider_id=task.spider_id if task else None, task_id=task.id if task else None,
         )  # fmt: skip
     notify_channels(context, new_alert)
+
+
+# --- API-facing reads and channel management ------------------------------------------
+
+
+def list_alerts(
+    context: "Context", *, page: int, page_size: int, level: str | None,
+    is_read: bool | None, spider: str | None,
+) -> tuple[list[Alert], int]:  # fmt: skip
+    """A page of alerts, most recently seen first; `spider` is an id or a name."""
+    with context.db.session() as session:
+        spider_id = spider_repo.get_spider(session, spider).id if spider else None
+        rows, total = repo.list_alerts(session, page=page, page_size=page_size, level=level,
+                                       is_read=is_read, spider_id=spider_id)  # fmt: skip
+        return list(rows), total
+
+
+def unread_count(context: "Context") -> int:
+    """How many alerts are unread."""
+    with context.db.session() as session:
+        return repo.unread_count(session)
+
+
+def mark_read(context: "Context", alert_ref: str | None) -> Alert | int:
+    """Mark one alert read (returns it) or all of them (returns how many changed)."""
+    with context.db.session() as session:
+        if alert_ref is None:
+            return repo.mark_read(session)
+        alert = repo.get_alert(session, _uuid(alert_ref, "alert"))
+        alert.is_read = True
+        return alert
+
+
+def list_channels(context: "Context", *, page: int, page_size: int) -> tuple[list[Channel], int]:
+    """A page of channels."""
+    with context.db.session() as session:
+        rows, total = repo.list_channels(session, page=page, page_size=page_size)
+        return list(rows), total
+
+
+def create_channel(context: "Context", fields: dict[str, Any]) -> Channel:
+    """Add a notification channel."""
+    with context.db.session() as session:
+        fields = _resolve_spider(session, fields)
+        return repo.create_channel(session, fields)
+
+
+def update_channel(context: "Context", ref: str, changes: dict[str, Any]) -> Channel:
+    """Change a channel; kind and target are checked together."""
+    with context.db.session() as session:
+        channel = repo.get_channel(session, _uuid(ref, "channel"))
+        changes = _resolve_spider(session, changes)
+        try:
+            check_target(changes.get("kind", channel.kind), changes.get("target", channel.target))
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from exc
+        for key, value in changes.items():
+            setattr(channel, key, value)
+        session.flush()
+        return channel
+
+
+def delete_channel(context: "Context", ref: str) -> None:
+    """Delete a channel and its delivery records."""
+    with context.db.session() as session:
+        session.delete(repo.get_channel(session, _uuid(ref, "channel")))
+
+
+def test_channel(context: "Context", ref: str) -> tuple[bool, str | None]:
+    """Send a test notification now; (delivered, error)."""
+    with context.db.session() as session:
+        channel = repo.get_channel(session, _uuid(ref, "channel"))
+        kind, target, secret = channel.kind, channel.target, channel.secret
+    now = utcnow().isoformat()
+    payload = {"id": None, "type": "test", "level": "info", "spider_id": None, "spider": None,
+               "message": "test notification from CrawlHub", "task_id": None, "count": 1,
+               "created_at": now, "last_seen_at": now}  # fmt: skip
+    try:
+        notify.send(kind, target, secret, payload, context.settings)
+    except notify.DeliveryFailed as exc:
+        return False, exc.message
+    return True, None
+
+
+def deliveries(context: "Context", ref: str) -> list[Delivery]:
+    """The delivery records of an alert."""
+    with context.db.session() as session:
+        return list(repo.deliveries_of(session, _uuid(ref, "alert")))
+
+
+def _resolve_spider(session: Session, fields: dict[str, Any]) -> dict[str, Any]:
+    if fields.get("spider_id") is not None:
+        fields = {**fields, "spider_id": spider_repo.get_spider(session, fields["spider_id"]).id}
+    return fields
+
+
+def _uuid(ref: str, what: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(ref)
+    except ValueError:
+        raise NotFound(f"{what} '{ref[:80]}' not found") from None

@@ -16,11 +16,25 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from crawlhub import schedules, spiders, sse, tasks
+from crawlhub import alerts, queues, schedules, spiders, sse, tasks
 from crawlhub.context import Context
 from crawlhub.errors import BadRequest, TooLarge
 from crawlhub.repo import migrate
 from crawlhub.schemas import (
+    AlertListQuery,
+    AlertOut,
+    AlertPage,
+    ChannelCreate,
+    ChannelOut,
+    ChannelPage,
+    ChannelPatch,
+    ChannelTest,
+    Count,
+    DeadLetter,
+    DeadLetterPage,
+    DeadLetterQuery,
+    DeliveryOut,
+    DeliveryPage,
     ErrorResponse,
     FireTime,
     Health,
@@ -31,6 +45,9 @@ from crawlhub.schemas import (
     PageQuery,
     Preview,
     PreviewQuery,
+    QueueOut,
+    Queues,
+    Requeued,
     RunRequest,
     ScheduleCreate,
     ScheduleOut,
@@ -47,6 +64,7 @@ from crawlhub.schemas import (
     VersionOut,
     VersionPage,
     VersionUpload,
+    WorkerOut,
 )
 from crawlhub.web import (
     EXCEPTION_HANDLERS,
@@ -362,6 +380,128 @@ def preview_schedule(request: Request) -> Response:
     return ModelResponse(Preview(items=[FireTime(utc=u, local=loc) for u, loc in fires]))
 
 
+# --- alerts and channels ----------------------------------------------------------------
+
+
+@spec.validate(query=AlertListQuery, resp=Resp(HTTP_200=AlertPage, **_errors(404)), tags=["alerts"])
+def list_alerts(request: Request) -> Response:
+    """Alerts, most recently seen first (filters: level, is_read, spider_id as id or name)."""
+    q = query_of(request, AlertListQuery)
+    rows, total = alerts.list_alerts(
+        ctx(request), page=q.page, page_size=q.page_size, level=q.level, is_read=q.is_read,
+        spider=q.spider_id,
+    )  # fmt: skip
+    return ModelResponse(AlertPage.of([AlertOut.model_validate(a) for a in rows], total, q))
+
+
+@spec.validate(resp=Resp(HTTP_200=Count), tags=["alerts"])
+def unread_alerts(request: Request) -> Response:
+    """How many alerts are unread."""
+    return ModelResponse(Count(count=alerts.unread_count(ctx(request))))
+
+
+@spec.validate(resp=Resp(HTTP_200=AlertOut, **_errors(404)), tags=["alerts"])
+def read_alert(request: Request) -> Response:
+    """Mark one alert read."""
+    alert = alerts.mark_read(ctx(request), request.path_params["id"])
+    return ModelResponse(AlertOut.model_validate(alert))
+
+
+@spec.validate(resp=Resp(HTTP_200=Count), tags=["alerts"])
+def read_all_alerts(request: Request) -> Response:
+    """Mark every alert read; returns how many changed."""
+    changed = alerts.mark_read(ctx(request), None)
+    return ModelResponse(Count(count=changed if isinstance(changed, int) else 1))
+
+
+@spec.validate(resp=Resp(HTTP_200=DeliveryPage, **_errors(404)), tags=["alerts"])
+def alert_deliveries(request: Request) -> Response:
+    """Where an alert was delivered: status, attempts and last error per channel."""
+    rows = alerts.deliveries(ctx(request), request.path_params["id"])
+    return ModelResponse(DeliveryPage(items=[DeliveryOut.model_validate(d) for d in rows]))
+
+
+@spec.validate(query=PageQuery, resp=Resp(HTTP_200=ChannelPage), tags=["channels"])
+def list_channels(request: Request) -> Response:
+    """Notification channels (secrets are never returned)."""
+    q = query_of(request, PageQuery)
+    rows, total = alerts.list_channels(ctx(request), page=q.page, page_size=q.page_size)
+    return ModelResponse(ChannelPage.of([ChannelOut.model_validate(c) for c in rows], total, q))
+
+
+@spec.validate(
+    json=ChannelCreate, resp=Resp(HTTP_201=ChannelOut, **_errors(400, 404)), tags=["channels"]
+)
+def create_channel(request: Request) -> Response:
+    """Add a channel: webhook, slack, dingtalk, feishu, wecom (URL) or email (address)."""
+    body = body_of(request, ChannelCreate)
+    channel = alerts.create_channel(ctx(request), body.model_dump(exclude_unset=True))
+    return ModelResponse(ChannelOut.model_validate(channel), 201)
+
+
+@spec.validate(
+    json=ChannelPatch, resp=Resp(HTTP_200=ChannelOut, **_errors(400, 404)), tags=["channels"]
+)
+def patch_channel(request: Request) -> Response:
+    """Change a channel; absent fields stay."""
+    changes = body_of(request, ChannelPatch).model_dump(exclude_unset=True)
+    channel = alerts.update_channel(ctx(request), request.path_params["id"], changes)
+    return ModelResponse(ChannelOut.model_validate(channel))
+
+
+@spec.validate(resp=Resp("HTTP_204", **_errors(404)), tags=["channels"])
+def delete_channel(request: Request) -> Response:
+    """Delete a channel."""
+    alerts.delete_channel(ctx(request), request.path_params["id"])
+    return Response(status_code=204)
+
+
+@spec.validate(resp=Resp(HTTP_200=ChannelTest, **_errors(404)), tags=["channels"])
+def test_channel(request: Request) -> Response:
+    """Send a test notification now and report whether the channel accepted it."""
+    delivered, error = alerts.test_channel(ctx(request), request.path_params["id"])
+    return ModelResponse(ChannelTest(delivered=delivered, error=error))
+
+
+# --- queues -----------------------------------------------------------------------------
+
+
+@spec.validate(resp=Resp(HTTP_200=Queues), tags=["queues"])
+def list_queues(request: Request) -> Response:
+    """Per queue: ready, delayed, in flight and dead-lettered messages; live workers."""
+    counts, workers = queues.overview(ctx(request))
+    return ModelResponse(Queues(
+        queues=[QueueOut(**vars(c)) for c in counts],
+        workers=[WorkerOut(id=w, last_heartbeat=beat) for w, beat in workers],
+    ))  # fmt: skip
+
+
+@spec.validate(
+    query=DeadLetterQuery, resp=Resp(HTTP_200=DeadLetterPage, **_errors(404)), tags=["queues"]
+)
+def list_dead_letters(request: Request) -> Response:
+    """The newest dead letters of a queue, decoded (task id, actor, error, time)."""
+    q = query_of(request, DeadLetterQuery)
+    found, total = queues.dead_letters(ctx(request), request.path_params["name"], q.limit)
+    items = [DeadLetter(message_id=m.message_id, actor=m.actor, task_id=m.task_id, error=m.error,
+                        retries=m.retries, dead_at=m.dead_at) for m in found]  # fmt: skip
+    return ModelResponse(DeadLetterPage(items=items, total=total))
+
+
+@spec.validate(resp=Resp(HTTP_200=Requeued, **_errors(404)), tags=["queues"])
+def requeue_dead_letter(request: Request) -> Response:
+    """Run a dead letter again: its task becomes pending with the retry counter reset."""
+    params = request.path_params
+    task_id = queues.requeue(ctx(request), params["name"], params["message_id"])
+    return ModelResponse(Requeued(requeued=params["message_id"], task_id=task_id))
+
+
+@spec.validate(resp=Resp(HTTP_200=Count, **_errors(404)), tags=["queues"])
+def purge_dead_letters(request: Request) -> Response:
+    """Drop every dead letter of a queue; returns how many."""
+    return ModelResponse(Count(count=queues.purge(ctx(request), request.path_params["name"])))
+
+
 def safe_filename(name: str | None) -> str:
     """The last path component of a client-supplied file name, printable and bounded."""
     base = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
@@ -388,6 +528,24 @@ ROUTES = [
     Route("/api/schedules/{id}", patch_schedule, methods=["PATCH"]),
     Route("/api/schedules/{id}", delete_schedule, methods=["DELETE"]),
     Route("/api/schedules/{id}/preview", preview_schedule, methods=["GET"]),
+    Route("/api/alerts", list_alerts, methods=["GET"]),
+    Route("/api/alerts/unread-count", unread_alerts, methods=["GET"]),
+    Route("/api/alerts/read-all", read_all_alerts, methods=["POST"]),
+    Route("/api/alerts/{id}/read", read_alert, methods=["POST"]),
+    Route("/api/alerts/{id}/deliveries", alert_deliveries, methods=["GET"]),
+    Route("/api/channels", list_channels, methods=["GET"]),
+    Route("/api/channels", create_channel, methods=["POST"]),
+    Route("/api/channels/{id}", patch_channel, methods=["PATCH"]),
+    Route("/api/channels/{id}", delete_channel, methods=["DELETE"]),
+    Route("/api/channels/{id}/test", test_channel, methods=["POST"]),
+    Route("/api/queues", list_queues, methods=["GET"]),
+    Route("/api/queues/{name}/dead-letters", list_dead_letters, methods=["GET"]),
+    Route("/api/queues/{name}/dead-letters", purge_dead_letters, methods=["DELETE"]),
+    Route(
+        "/api/queues/{name}/dead-letters/{message_id}/requeue",
+        requeue_dead_letter,
+        methods=["POST"],
+    ),
     Route("/api/tasks", list_tasks, methods=["GET"]),
     Route("/api/tasks/{id}", get_task, methods=["GET"]),
     Route("/api/tasks/{id}/cancel", cancel_task, methods=["POST"]),

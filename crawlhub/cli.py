@@ -53,6 +53,11 @@ def parser() -> argparse.ArgumentParser:
     listing.add_argument("--spider", help="spider name or id")
     listing.add_argument("--status", help="pending, running, completed, failed, …")
     listing.add_argument("--limit", type=int, default=20, help="how many (at most 100)")
+    queues = sub.add_parser("queues", help="queue depths, live workers and dead letters")
+    queues.add_argument("action", nargs="?", default="show",
+                        choices=["show", "dead-letters", "requeue", "purge"])  # fmt: skip
+    queues.add_argument("queue", nargs="?", default="crawlhub.runs", help="default crawlhub.runs")
+    queues.add_argument("message_id", nargs="?", help="the dead letter to requeue")
     return root
 
 
@@ -138,6 +143,34 @@ def tasks(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def queues(client: Client, args: argparse.Namespace) -> int:
+    """`crawlhub queues`: depths and workers, or inspect, requeue, purge dead letters."""
+    base = f"/api/queues/{args.queue}/dead-letters"
+    if args.action == "show":
+        data = client.request("GET", "/api/queues")
+        print(f"{'QUEUE':18} {'READY':>7} {'DELAYED':>8} {'IN FLIGHT':>10} {'DEAD':>6}")
+        for q in data["queues"]:
+            print(f"{q['name']:18} {q['ready']:>7} {q['delayed']:>8} {q['in_flight']:>10} "
+                  f"{q['dead_lettered']:>6}")  # fmt: skip
+        print(f"workers: {len(data['workers'])}")
+        for w in data["workers"]:
+            print(f"  {w['id']}  last heartbeat {w['last_heartbeat'][:19]}")
+    elif args.action == "dead-letters":
+        data = client.request("GET", base)
+        print(f"{data['total']} dead letter(s) in {args.queue}")
+        for m in data["items"]:
+            print(f"{m['message_id']}  {m['actor']:6} task {m['task_id']}  "
+                  f"{m['dead_at'][:19]}  {m['error'] or ''}")  # fmt: skip
+    elif args.action == "requeue":
+        if not args.message_id:
+            raise CrawlhubError("requeue needs QUEUE and MESSAGE_ID")
+        done = client.request("POST", f"{base}/{args.message_id}/requeue")
+        print(f"requeued {done['requeued']} (task {done['task_id']})")
+    else:
+        print(f"purged {client.request('DELETE', base)['count']} dead letter(s)")
+    return 0
+
+
 def print_line(stream: str, text: str) -> None:
     """A log line on our stdout or stderr like the spider printed it; system lines marked."""
     if stream == "system":
@@ -157,7 +190,7 @@ def parse_param(text: str) -> tuple[str, Any]:
         return key, value
 
 
-CLIENT = {"deploy": deploy, "run": run, "logs": logs, "tasks": tasks}
+CLIENT = {"deploy": deploy, "run": run, "logs": logs, "tasks": tasks, "queues": queues}
 
 
 if __name__ == "__main__":

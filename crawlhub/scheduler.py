@@ -7,7 +7,7 @@ number of tickers can run at once; messages are sent only after the commit.
 import hashlib
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
 
@@ -51,6 +51,7 @@ class Fires:
     run: list[datetime]
     missed: list[datetime]
     overlap: list[datetime]
+    sends: list[tuple[uuid.UUID, int]] = field(default_factory=list)  # new runs and their delay
 
 
 def recent_fires(cron: Cron, first: datetime, now: datetime, n: int) -> list[datetime]:
@@ -95,6 +96,7 @@ def fire(context: Context, now: datetime | None = None) -> bool:
     `now` is the database clock; tests pass a time to replay downtime deterministically.
     """
     sends: list[tuple[uuid.UUID, int]] = []
+    new_alerts: list[uuid.UUID | None] = []
     with context.db.session() as session:
         now = now or repo.db_now(session)
         due = repo.claim_due(session, now, FIRE_BATCH)
@@ -102,15 +104,25 @@ def fire(context: Context, now: datetime | None = None) -> bool:
         for schedule in due:
             if schedule.spider_id not in spiders:
                 spiders[schedule.spider_id] = repo.spider_of(session, schedule)
-            sends += _fire_one(session, schedule, spiders[schedule.spider_id], now)
+            spider = spiders[schedule.spider_id]
+            decided = _fire_one(session, schedule, spider, now)
+            sends += decided.sends
+            skipped = len(decided.missed) + len(decided.overlap)
+            if skipped:
+                new_alerts.append(alerts.raise_alert(
+                    session, context, "schedule_skipped", "info",
+                    f"{spider.name}: schedule {schedule.id} skipped {skipped} fire(s) "
+                    f"({len(decided.missed)} missed, {len(decided.overlap)} overlapping)",
+                    spider_id=spider.id,
+                ))  # fmt: skip
     for task_id, delay_ms in sends:
         tasks.enqueue(context, task_id, delay_ms)
+    for alert_id in new_alerts:
+        alerts.notify_channels(context, alert_id)
     return len(due) == FIRE_BATCH
 
 
-def _fire_one(
-    session: Session, schedule: Schedule, spider: Spider, now: datetime
-) -> list[tuple[uuid.UUID, int]]:
+def _fire_one(session: Session, schedule: Schedule, spider: Spider, now: datetime) -> Fires:
     cron = cron_of(schedule.cron, schedule.timezone, schedule.id)
     assert schedule.next_fire_at is not None
     fires = recent_fires(cron, schedule.next_fire_at, now, CATCHUP_LIMIT)
@@ -119,7 +131,7 @@ def _fire_one(
     if not spider.enabled:
         logger.info("schedule %s: spider %s is disabled; fire at %s not run", schedule.id,
                     spider.name, fires[-1].isoformat())  # fmt: skip
-        return []
+        return Fires([], [], [])
     active = repo.active_tasks(session, schedule.id)
     decided = plan(schedule, fires, now, bool(active))
     base = {"spider_id": spider.id, "version": spider.current_version, "schedule_id": schedule.id,
@@ -136,19 +148,18 @@ def _fire_one(
             repo.insert_fire(session, {**base, "scheduled_for": when, "status": "skipped",
                                        "reason": "error", "finished_at": now,
                                        "error_message": "the spider has no version"})  # fmt: skip
-        return []
+        return decided
     if decided.run and active and schedule.overlap == "replace":
         for task in active:
             task_repo.cancel_task(session, task.id, reason="overlap")
-    sends = []
     for when in decided.run:
         task_id = repo.insert_fire(session, {**base, "scheduled_for": when, "status": "pending"})
         if task_id is not None:
-            sends.append((task_id, _jitter_ms(schedule, when)))
+            decided.sends.append((task_id, _jitter_ms(schedule, when)))
     logger.info("schedule %s fired: %d run, %d missed, %d overlap; next at %s", schedule.id,
                 len(decided.run), len(decided.missed), len(decided.overlap),
                 schedule.next_fire_at.isoformat())  # fmt: skip
-    return sends
+    return decided
 
 
 def _jitter_ms(schedule: Schedule, when: datetime) -> int:

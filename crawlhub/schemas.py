@@ -383,3 +383,159 @@ class Preview(BaseModel):
     """The next fire times of a schedule, in UTC and in its own zone."""
 
     items: list[FireTime]
+
+
+# --- alerts and channels ----------------------------------------------------------------
+
+Level = Literal["info", "warning", "error"]
+ChannelKind = Literal["webhook", "slack", "dingtalk", "feishu", "wecom", "email"]
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class AlertOut(Out):
+    id: uuid.UUID
+    type: str
+    level: Level
+    message: str
+    spider_id: uuid.UUID | None
+    task_id: uuid.UUID | None
+    is_read: bool
+    count: int
+    created_at: datetime
+    last_seen_at: datetime
+
+
+class AlertListQuery(PageQuery):
+    level: Level | None = None
+    is_read: bool | None = None
+    spider_id: str | None = Field(None, max_length=64, description="spider id or name")
+
+
+class AlertPage(Page[AlertOut]):
+    pass
+
+
+class Count(BaseModel):
+    count: int
+
+
+class ChannelFields(Strict):
+    """Fields a channel can be created or patched with."""
+
+    kind: ChannelKind | None = None
+    target: str | None = Field(None, min_length=3, max_length=2048)
+    secret: str | None = Field(None, max_length=512)
+    min_level: Level | None = None
+    spider_id: str | None = Field(None, max_length=64, description="spider id or name")
+    enabled: bool | None = None
+
+
+def check_target(kind: str, target: str) -> None:
+    """An e-mail channel needs an address; the others an http(s) URL."""
+    if kind == "email":
+        if not EMAIL.match(target):
+            raise ValueError(f"target '{target[:80]}' is not an e-mail address")
+    elif not target.startswith(("https://", "http://")):
+        raise ValueError("target must be an http:// or https:// URL")
+
+
+class ChannelCreate(ChannelFields):
+    """Body of POST /api/channels."""
+
+    kind: ChannelKind
+    target: str = Field(min_length=3, max_length=2048)
+
+    @model_validator(mode="after")
+    def _target(self) -> Self:
+        check_target(self.kind, self.target)
+        return self
+
+
+class ChannelPatch(ChannelFields):
+    """Body of PATCH /api/channels/{id}; absent fields stay; null clears secret or spider."""
+
+    @model_validator(mode="after")
+    def _no_explicit_nulls(self) -> Self:
+        for name in self.model_fields_set:
+            if getattr(self, name) is None and name not in ("secret", "spider_id"):
+                raise ValueError(f"{name} must not be null")
+        return self
+
+
+class ChannelOut(Out):
+    """A channel; its secret is never returned, only whether it has one."""
+
+    id: uuid.UUID
+    kind: ChannelKind
+    target: str
+    has_secret: bool
+    min_level: Level
+    spider_id: uuid.UUID | None
+    enabled: bool
+    created_at: datetime
+
+
+class ChannelPage(Page[ChannelOut]):
+    pass
+
+
+class DeliveryOut(Out):
+    channel_id: uuid.UUID
+    status: str
+    attempts: int
+    last_error: str | None
+
+
+class DeliveryPage(BaseModel):
+    items: list[DeliveryOut]
+
+
+class ChannelTest(BaseModel):
+    delivered: bool
+    error: str | None
+
+
+# --- queues -----------------------------------------------------------------------------
+
+
+class QueueOut(BaseModel):
+    name: str
+    ready: int
+    delayed: int
+    in_flight: int
+    dead_lettered: int
+
+
+class WorkerOut(BaseModel):
+    id: str
+    last_heartbeat: datetime
+
+
+class Queues(BaseModel):
+    """Per-queue message counts and the live workers (from Dramatiq's heartbeats)."""
+
+    queues: list[QueueOut]
+    workers: list[WorkerOut]
+
+
+class DeadLetter(BaseModel):
+    message_id: str
+    actor: str
+    task_id: str | None
+    error: str | None
+    retries: int
+    dead_at: datetime
+
+
+class DeadLetterPage(BaseModel):
+    items: list[DeadLetter]
+    total: int
+
+
+class Requeued(BaseModel):
+    requeued: str
+    task_id: str | None
+
+
+class DeadLetterQuery(Strict):
+    limit: int = Field(100, ge=1, le=1000)

@@ -222,6 +222,11 @@ class Channel(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
+    @property
+    def has_secret(self) -> bool:
+        """Whether a signing secret is set (the secret itself never leaves the server)."""
+        return bool(self.secret)
+
 
 class Delivery(Base):
     __tablename__ = "delivery"

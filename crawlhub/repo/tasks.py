@@ -156,6 +156,17 @@ def end_attempt(
     return task.status
 
 
+def requeue_task(session: Session, task_id: uuid.UUID) -> Task:
+    """Make a finished task pending again for a fresh series of attempts (retry counter reset)."""
+    task = session.scalar(select(Task).where(Task.id == task_id).with_for_update())
+    if task is None:
+        raise NotFound(f"task '{task_id}' not found")
+    task.status, task.retry_count, task.message_id = "pending", 0, None
+    task.reason = task.error_message = task.exit_code = None
+    task.finished_at = task.started_at = None
+    return task
+
+
 def reset_item_counts(session: Session, task_id: uuid.UUID) -> None:
     """Zero a task's item counters (a new attempt starts from no items)."""
     session.execute(

@@ -88,14 +88,16 @@ def running_hub(database_url: str, tmp_path: Path, redis_url: str | None = None,
     context = Context.build(
         make_settings(tmp_path, database_url=database_url, redis_url=redis_url, **settings)
     )
-    worker = Worker(context.broker, worker_threads=threads, worker_timeout=100)
-    worker.start()
+    worker = Worker(context.broker, worker_threads=threads, worker_timeout=100) if threads else None
+    if worker is not None:
+        worker.start()
     headers = {"Authorization": f"Bearer {TOKEN}"}
     try:
         with TestClient(create_app(context), headers=headers) as client:
             yield Hub(context, client, tmp_path)
     finally:
-        worker.stop(timeout=30_000)
+        if worker is not None:
+            worker.stop(timeout=30_000)
         context.close()
 
 

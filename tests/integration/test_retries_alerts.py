@@ -1,0 +1,326 @@
+"""Retries with backoff, dead letters, alerts and their delivery (SPEC §5, §7), on Redis + PG."""
+
+import hashlib
+import hmac
+import itertools
+import json
+import os
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from crawlhub import alerts
+from crawlhub.repo.models import Item
+from tests.integration.harness import Hub, pid_alive, running_hub
+from tests.integration.test_processes import Process, base_env, free_port
+
+SECRET = "channel-secret-42"
+
+
+class Receiver:
+    """A local webhook receiver that records requests and fails the first `fail_first`."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.fail_first = fail_first
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.requests.append((dict(self.headers), body))
+                failing = len(receiver.requests) <= receiver.fail_first
+                self.send_response(503 if failing else 200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"no" if failing else b"ok")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_for(self, count: int, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.requests) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(self.requests) >= count, f"{len(self.requests)} of {count} requests arrived"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def hub(pg_url: str, redis_url: str, tmp_path: Path) -> Iterator[Hub]:
+    with running_hub(pg_url, tmp_path, redis_url) as running:
+        yield running
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    served = Receiver()
+    yield served
+    served.close()
+
+
+FLAKY = """
+    import os, sys
+    from pathlib import Path
+
+    def run(params):
+        marker = Path(params["dir"]) / "attempts"
+        n = int(marker.read_text()) + 1 if marker.exists() else 1
+        marker.write_text(str(n))
+        print(f"attempt number {n}")
+        yield {"attempt": n}
+        if n <= params["fail_times"] and not (Path(params["dir"]) / "fixed").exists():
+            print("the site returned 500", file=sys.stderr)
+            sys.exit(1)
+"""
+
+
+def attempt_starts(hub: Hub, task_id: str) -> list[datetime]:
+    return [
+        datetime.fromisoformat(line["ts"])
+        for line in hub.logs(task_id, stream="system")
+        if line["text"].startswith("attempt ") and ": python spider" in line["text"]
+    ]
+
+
+def test_spider_failing_twice_then_succeeding_completes_on_its_third_attempt(
+    hub: Hub, tmp_path: Path
+) -> None:
+    hub.deploy(
+        "flaky", {"main.py": FLAKY}, max_retries=3, retry_backoff_min_s=1, retry_backoff_max_s=2
+    )
+    task = hub.wait(hub.run("flaky", dir=str(tmp_path), fail_times=2)["id"], timeout=60)
+    assert task["status"] == "completed", task
+    assert task["retry_count"] == 2
+    lines = hub.logs(task["id"])
+    assert {line["attempt"] for line in lines} == {1, 2, 3}
+    assert [line["text"] for line in lines if line["text"].startswith("attempt number")] == [
+        "attempt number 1", "attempt number 2", "attempt number 3"]  # fmt: skip
+    with hub.context.db.session() as session:
+        items = session.scalars(select(Item).where(Item.task_id == uuid.UUID(task["id"]))).all()
+    assert [(i.attempt, i.data) for i in items] == [(3, {"attempt": 3})]
+    assert task["items_count"] == 1
+
+
+def test_always_failing_spider_is_dead_lettered_alerted_and_signed_webhook_sent(
+    hub: Hub, receiver: Receiver, tmp_path: Path
+) -> None:
+    channel = hub.client.post(
+        "/api/channels", json={"kind": "webhook", "target": receiver.url, "secret": SECRET}
+    )
+    assert channel.status_code == 201, channel.text
+    assert "secret" not in channel.json() and channel.json()["has_secret"] is True
+    hub.deploy(
+        "doomed", {"main.py": FLAKY}, max_retries=2, retry_backoff_min_s=1, retry_backoff_max_s=4
+    )
+    task = hub.wait(hub.run("doomed", dir=str(tmp_path), fail_times=99)["id"], timeout=60)
+    assert task["status"] == "failed" and task["reason"] == "exit_code" and task["retry_count"] == 2
+    starts = attempt_starts(hub, task["id"])
+    assert len(starts) == 3
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(starts)]
+    assert gaps[0] >= 1.0 and gaps[1] > gaps[0], gaps  # exponential backoff
+
+    alerts_page = hub.client.get("/api/alerts", params={"spider_id": "doomed"}).json()
+    assert alerts_page["total"] == 1
+    alert = alerts_page["items"][0]
+    assert (alert["type"], alert["level"], alert["count"]) == ("task_failed", "error", 1)
+    assert alert["task_id"] == task["id"]
+    assert hub.client.get("/api/alerts/unread-count").json()["count"] >= 1
+
+    deadline = time.monotonic() + 10
+    dead: dict[str, Any] = {"items": []}
+    while not dead["items"] and time.monotonic() < deadline:
+        dead = hub.client.get("/api/queues/crawlhub.runs/dead-letters").json()
+        time.sleep(0.1)
+    assert [d["task_id"] for d in dead["items"]] == [task["id"]]
+    assert dead["items"][0]["actor"] == "run" and "RunFailed" in (dead["items"][0]["error"] or "")
+    queues = hub.client.get("/api/queues").json()
+    runs = next(q for q in queues["queues"] if q["name"] == "crawlhub.runs")
+    assert runs["dead_lettered"] == 1 and queues["workers"]
+
+    receiver.wait_for(1)
+    headers, body = receiver.requests[0]
+    expected = (
+        "sha256="
+        + hmac.new(
+            SECRET.encode(), headers["X-CrawlHub-Timestamp"].encode() + b"." + body, hashlib.sha256
+        ).hexdigest()
+    )
+    assert hmac.compare_digest(headers["X-CrawlHub-Signature"], expected)
+    payload = json.loads(body)
+    assert payload["type"] == "task_failed" and payload["spider"] == "doomed"
+    assert abs(int(headers["X-CrawlHub-Timestamp"]) - time.time()) < 60
+
+    # The same failure again within the fold window: one alert, counted twice, no new webhook.
+    (tmp_path / "attempts").unlink()
+    hub.client.patch("/api/spiders/doomed", json={"max_retries": 0})
+    again = hub.wait(hub.run("doomed", dir=str(tmp_path), fail_times=99)["id"], timeout=30)
+    assert again["status"] == "failed"
+    folded = hub.client.get("/api/alerts", params={"spider_id": "doomed"}).json()
+    assert folded["total"] == 1 and folded["items"][0]["count"] == 2
+    assert folded["items"][0]["task_id"] == again["id"]
+    time.sleep(1.0)
+    assert len(receiver.requests) == 1
+    deliveries = hub.client.get(f"/api/alerts/{alert['id']}/deliveries").json()["items"]
+    assert [(d["status"], d["attempts"]) for d in deliveries] == [("delivered", 1)]
+
+    # Requeue from the dead-letter set reruns the task (now fixed); purge empties the set.
+    (tmp_path / "fixed").write_text("yes")
+    requeued = hub.client.post(
+        f"/api/queues/crawlhub.runs/dead-letters/{dead['items'][0]['message_id']}/requeue"
+    )
+    assert requeued.status_code == 200, requeued.text
+    rerun = hub.wait(task["id"], timeout=30)
+    assert rerun["status"] == "completed" and rerun["retry_count"] == 0
+    remaining = hub.client.get("/api/queues/crawlhub.runs/dead-letters").json()
+    assert task["id"] not in [d["task_id"] for d in remaining["items"]]
+    purged = hub.client.delete("/api/queues/crawlhub.runs/dead-letters")
+    assert purged.status_code == 200
+    assert hub.client.get("/api/queues/crawlhub.runs/dead-letters").json()["total"] == 0
+    assert hub.client.post("/api/queues/crawlhub.runs/dead-letters/nope/requeue").status_code == 404
+    assert hub.client.get("/api/queues/elsewhere/dead-letters").status_code == 404
+
+    assert hub.client.post("/api/alerts/read-all").json()["count"] >= 1
+    assert hub.client.get("/api/alerts/unread-count").json()["count"] == 0
+
+
+def test_webhook_down_for_two_deliveries_succeeds_on_a_later_attempt(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(alerts, "DELIVERY_BACKOFF_S", (0.2, 0.2, 0.2, 0.2))
+    flaky = Receiver(fail_first=2)
+    healthy = Receiver()
+    try:
+        for url in (flaky.url, healthy.url):
+            assert (
+                hub.client.post(
+                    "/api/channels", json={"kind": "webhook", "target": url}
+                ).status_code
+                == 201
+            )
+        hub.deploy("bad", {"main.py": "import sys\ndef run(p):\n    sys.exit(3)\n"}, max_retries=0)
+        hub.wait(hub.run("bad")["id"])
+        flaky.wait_for(3)
+        healthy.wait_for(1)
+        alert_id = hub.client.get("/api/alerts").json()["items"][0]["id"]
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            rows = hub.client.get(f"/api/alerts/{alert_id}/deliveries").json()["items"]
+            if all(r["status"] == "delivered" for r in rows) and len(rows) == 2:
+                break
+            time.sleep(0.1)
+        by_attempts = sorted((r["attempts"], r["status"], r["last_error"]) for r in rows)
+        assert by_attempts == [(1, "delivered", None), (3, "delivered", None)]
+        assert len(healthy.requests) == 1  # the failing channel never held the other one up
+    finally:
+        flaky.close()
+        healthy.close()
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_zero_items_alert_only_when_enabled(hub: Hub, enabled: bool) -> None:
+    hub.deploy("quiet", {"main.py": "def run(p):\n    return []\n"}, alert_on_zero_items=enabled)
+    assert hub.wait(hub.run("quiet")["id"])["status"] == "completed"
+    found = hub.client.get("/api/alerts", params={"spider_id": "quiet"}).json()["items"]
+    assert [(a["type"], a["level"]) for a in found] == (
+        [("zero_items", "warning")] if enabled else []
+    )
+
+
+def test_channel_api_validates_and_tests_channels(hub: Hub, receiver: Receiver) -> None:
+    bad = [
+        {"kind": "pager", "target": "https://x"},
+        {"kind": "webhook", "target": "ftp://x"},
+        {"kind": "email", "target": "not-an-address"},
+        {"kind": "slack"},
+        {"kind": "webhook", "target": "https://x", "min_level": "critical"},
+    ]
+    for body in bad:
+        assert hub.client.post("/api/channels", json=body).status_code == 422, body
+    created = hub.client.post(
+        "/api/channels", json={"kind": "slack", "target": receiver.url}
+    ).json()
+    tested = hub.client.post(f"/api/channels/{created['id']}/test").json()
+    assert tested == {"delivered": True, "error": None}
+    assert json.loads(receiver.requests[0][1])["text"].startswith("CrawlHub info")
+    patched = hub.client.patch(
+        f"/api/channels/{created['id']}", json={"target": "http://127.0.0.1:1/x"}
+    )
+    assert patched.status_code == 200
+    down = hub.client.post(f"/api/channels/{created['id']}/test").json()
+    assert down["delivered"] is False and down["error"]
+    assert (
+        hub.client.patch(f"/api/channels/{created['id']}", json={"kind": "email"}).status_code
+        == 422
+    )
+    assert hub.client.delete(f"/api/channels/{created['id']}").status_code == 204
+    assert hub.client.post(f"/api/channels/{created['id']}/test").status_code == 404
+
+
+def test_sigkilled_worker_run_is_reaped_and_retried_by_another_worker(
+    pg_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    """kill -9 of a worker mid-run: its spider dies with it, the task is retried, never stuck."""
+    env = base_env(
+        tmp_path, DATABASE_URL=pg_url, REDIS_URL=redis_url, CRAWLHUB_API_TOKENS="t",
+        CRAWLHUB_HEARTBEAT_S="1", CRAWLHUB_LEASE_S="5", PORT=str(free_port()),
+    )  # fmt: skip
+    with running_hub(pg_url, tmp_path, redis_url, threads=0) as hub:  # API only, no worker threads
+        hub.deploy("victim", {"main.py": """
+            import os, time
+
+            def run(params):
+                print("pid", os.getpid(), flush=True)
+                if os.environ["CRAWLHUB_ATTEMPT"] == "1":
+                    time.sleep(600)
+                return [{"survived": True}]
+        """}, max_retries=1, retry_backoff_min_s=1, retry_backoff_max_s=2)  # fmt: skip
+        first = Process(["worker"], env, tmp_path)
+        ticker = Process(["ticker"], env, tmp_path)
+        second = None
+        try:
+            task_id = hub.run("victim")["id"]
+            hub.wait(task_id, {"running"}, timeout=30)
+            deadline = time.monotonic() + 20
+            pids: list[int] = []
+            while not pids and time.monotonic() < deadline:
+                pids = [
+                    int(x["text"].split()[1])
+                    for x in hub.logs(task_id)
+                    if x["text"].startswith("pid ")
+                ]
+                time.sleep(0.05)
+            assert pids, "the spider never started"
+            os.kill(first.proc.pid, signal.SIGKILL)
+            first.proc.wait()
+            deadline = time.monotonic() + 5
+            while pid_alive(pids[0]) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not pid_alive(pids[0]), "the spider outlived its worker"
+            second = Process(["worker"], env, tmp_path)
+            task = hub.wait(task_id, {"completed", "failed"}, timeout=60)
+            attempts = {line["attempt"] for line in hub.logs(task_id)}
+        finally:
+            for proc in (ticker, second):
+                if proc is not None:
+                    proc.stop()
+            first.out.close()
+    assert task["status"] == "completed", task
+    assert task["retry_count"] == 1 and task["items_count"] == 1
+    assert attempts == {1, 2}  # the lost attempt's log stays under its number

@@ -260,6 +260,12 @@ def test_cli_runs_follows_and_lists_runs_of_the_embedded_instance(workdir: Path)
         failed = crawlhub("run", "failing", "--follow", env=client_env, cwd=workdir)
         assert failed.returncode == 1
         assert "giving up" in failed.stderr and "failed (exit_code)" in failed.stderr
+        shown = crawlhub("queues", env=client_env, cwd=workdir)
+        assert shown.returncode == 0 and "crawlhub.runs" in shown.stdout, shown.stderr
+        dead = crawlhub("queues", "dead-letters", env=client_env, cwd=workdir)
+        assert "1 dead letter(s) in crawlhub.runs" in dead.stdout, dead.stdout + dead.stderr
+        purged = crawlhub("queues", "purge", env=client_env, cwd=workdir)
+        assert "purged 1 dead letter(s)" in purged.stdout
         bad_param = crawlhub("run", "hello", "-p", "novalue", env=client_env, cwd=workdir)
         assert bad_param.returncode == 1 and "KEY=VALUE" in bad_param.stderr
     finally:

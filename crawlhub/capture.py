@@ -5,6 +5,7 @@ full, and the supervisor flushes whatever is left every tick, so lines show up l
 whether the spider prints a million lines or one line a minute.
 """
 
+import hashlib
 import json
 import logging
 import re
@@ -27,6 +28,16 @@ logger = logging.getLogger(__name__)
 BATCH = 1000  # lines or items per database write
 CHUNK = 64 * 1024  # read size while skipping the rest of an over-long line
 STDERR_TAIL = 20  # stderr lines kept for a failed task's error_message
+
+
+def dedup_hash(item: dict[str, Any], keys: list[str]) -> str | None:
+    """sha256 of the canonical JSON of the item's key fields; None when one is missing."""
+    if any(key not in item for key in keys):
+        return None  # stored, never deduplicated (documented)
+    canonical = json.dumps(
+        [item[key] for key in keys], sort_keys=True, ensure_ascii=False, separators=(",", ":")
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def read_lines(pipe: IO[bytes], max_bytes: int) -> Iterator[tuple[bytes, int]]:
@@ -182,16 +193,24 @@ class ItemSink:
     """Validates and stores one run attempt's items in batches."""
 
     def __init__(
-        self, db: Database, logs: LogSink, spider_id: uuid.UUID, task_id: uuid.UUID, attempt: int
+        self,
+        db: Database,
+        logs: LogSink,
+        spider_id: uuid.UUID,
+        task_id: uuid.UUID,
+        attempt: int,
+        dedup_keys: list[str] | None = None,
     ) -> None:
         self.db = db
+        self.dedup_keys = dedup_keys
+        self.duplicates = 0
         self.logs = logs
         self.spider_id = spider_id
         self.task_id = task_id
         self.attempt = attempt
         self.count = 0
         self.invalid = 0
-        self._buffer: list[tuple[str, dict[str, Any]]] = []
+        self._buffer: list[tuple[str, dict[str, Any], str | None]] = []
         self._invalid_unsaved = 0
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
@@ -217,8 +236,9 @@ class ItemSink:
         if text is None:
             value = _clean_json(value)
             text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        digest = dedup_hash(value, self.dedup_keys) if self.dedup_keys else None
         with self._lock:
-            self._buffer.append((text, value))
+            self._buffer.append((text, value, digest))
             full = len(self._buffer) >= BATCH
         if full:
             self.flush()
@@ -246,7 +266,10 @@ class ItemSink:
                     stored = item_repo.insert_items(
                         session, self.spider_id, self.task_id, self.attempt, batch
                     )
-                    task_repo.add_progress(session, self.task_id, items=stored, invalid=invalid)
+                    task_repo.add_progress(
+                        session, self.task_id, items=stored, duplicates=len(batch) - stored,
+                        invalid=invalid,
+                    )  # fmt: skip
             except Exception:
                 with self._lock:  # keep the items for the next flush: none may be lost
                     self._buffer[:0] = batch
@@ -254,3 +277,4 @@ class ItemSink:
                 raise
             with self._lock:
                 self.count += stored
+                self.duplicates += len(batch) - stored

@@ -77,6 +77,7 @@ class Attempt:
     env: dict[str, str]
     timeout_s: int
     alert_on_zero_items: bool
+    dedup_keys: list[str] | None
     attempt: int
     first_seq: int
     version: int
@@ -123,6 +124,7 @@ def claim(db: Database, task_id: uuid.UUID) -> Attempt | None:
             env=dict(spider.env or {}),
             timeout_s=spider.timeout_s,
             alert_on_zero_items=spider.alert_on_zero_items,
+            dedup_keys=list(spider.dedup_keys) if spider.dedup_keys else None,
             attempt=task.retry_count + 1,
             first_seq=log_repo.last_seq(session, task.id) + 1,
             version=version.number,
@@ -145,7 +147,9 @@ class Run:
             db, live, attempt.task_id, attempt.attempt,
             first_seq=attempt.first_seq, max_lines=settings.max_log_lines,
         )  # fmt: skip
-        self.items = ItemSink(db, self.logs, attempt.spider_id, attempt.task_id, attempt.attempt)
+        self.items = ItemSink(
+            db, self.logs, attempt.spider_id, attempt.task_id, attempt.attempt, attempt.dedup_keys
+        )
         self.work: Path | None = None
 
     def run(self) -> Ended:
@@ -169,7 +173,8 @@ class Run:
             )
         self.logs.system(
             f"{outcome.status} after {duration:.2f} s: {self.items.count} items, "
-            f"{self.items.invalid} invalid, {self.logs.produced} log lines"
+            f"{self.items.duplicates} duplicates, {self.items.invalid} invalid, "
+            f"{self.logs.produced} log lines"
         )
         self.items.flush()
         self.logs.flush()

@@ -13,7 +13,7 @@ from crawlhub.context import Context
 from crawlhub.livelog import START
 from crawlhub.repo import logs as log_repo
 from crawlhub.repo import tasks as task_repo
-from crawlhub.repo.models import LogLine, Task
+from crawlhub.repo.models import FINISHED, LogLine, Task
 from crawlhub.schemas import TaskOut
 
 DB_BATCH = 1000
@@ -83,7 +83,7 @@ def _persisted(
     context: Context, task_id: uuid.UUID, after: int, limit: int | None = DB_BATCH
 ) -> list[LogLine]:
     with context.db.session() as session:
-        return list(log_repo.list_lines(session, task_id, after_seq=after, limit=limit or 10**9))
+        return list(log_repo.list_lines(session, task_id, after_seq=after, limit=limit))
 
 
 def _task(context: Context, task_id: uuid.UUID) -> Task:
@@ -93,7 +93,7 @@ def _task(context: Context, task_id: uuid.UUID) -> Task:
 
 def _over(task: Task, stream_ended: bool) -> bool:
     """Whether no more lines can come: finished, and a cancelled run's process has stopped."""
-    if task.status not in task_repo.FINISHED:
+    if task.status not in FINISHED:
         return False
     if task.status != "cancelled" or task.started_at is None or stream_ended:
         return True

@@ -1,17 +1,30 @@
-"""Scraped items: batch ingest."""
+"""Scraped items: batch ingest (with dedup), queries, keyset export batches, deletion."""
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert
+from sqlalchemy import Select, delete, func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from crawlhub.repo.bulk import copy_rows
-from crawlhub.repo.models import Item
+from crawlhub.repo.models import Item, LogLine, Spider, Task
 from crawlhub.repo.types import utcnow
 
 COLUMNS = ("spider_id", "task_id", "attempt", "data", "created_at")
+
+
+@dataclass(frozen=True)
+class ItemFilter:
+    """Which items a query, an export or a deletion is about."""
+
+    spider_id: uuid.UUID | None = None
+    task_id: uuid.UUID | None = None
+    since: datetime | None = None
+    until: datetime | None = None
 
 
 def insert_items(
@@ -19,27 +32,39 @@ def insert_items(
     spider_id: uuid.UUID,
     task_id: uuid.UUID,
     attempt: int,
-    items: Sequence[tuple[str, dict[str, Any]]],
+    items: Sequence[tuple[str, dict[str, Any], str | None]],
 ) -> int:
-    """Store a batch of items, each as (JSON text, parsed object); returns how many were stored.
+    """Store a batch of (JSON text, object, dedup hash); returns how many were new.
 
-    PostgreSQL takes the JSON text through COPY; SQLite gets the parsed objects.
+    Without any dedup hash PostgreSQL takes the JSON text through COPY. With hashes the
+    insert is ON CONFLICT (spider_id, dedup_hash) DO NOTHING: a duplicate is never stored,
+    even when two runs race, and never checked for first.
     """
     if not items:
         return 0
     now = utcnow()
-    rows = ((spider_id, task_id, attempt, text, now) for text, _ in items)
-    if copy_rows(session, "item", COLUMNS, rows):
+    dialect = session.get_bind().dialect.name
+    deduped = any(h is not None for _, _, h in items)
+    if not deduped and copy_rows(
+        session, "item", COLUMNS, ((spider_id, task_id, attempt, t, now) for t, _, _ in items)
+    ):
         return len(items)
-    session.execute(
-        insert(Item),
-        [
-            {"spider_id": spider_id, "task_id": task_id, "attempt": attempt, "data": data,
-             "created_at": now}
-            for _, data in items
-        ],
-    )  # fmt: skip
-    return len(items)
+    rows = [
+        {"spider_id": spider_id, "task_id": task_id, "attempt": attempt, "data": data,
+         "dedup_hash": digest, "created_at": now}
+        for _, data, digest in items
+    ]  # fmt: skip
+    if not deduped:
+        session.execute(insert(Item), rows)
+        return len(items)
+    table_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = (
+        table_insert(Item.__table__)  # type: ignore[arg-type]
+        .on_conflict_do_nothing(index_elements=["spider_id", "dedup_hash"])
+        .returning(Item.__table__.c.id)
+    )
+    # Only the rows actually inserted come back, so their count is the number of new items.
+    return len(session.connection().execute(stmt, rows).all())
 
 
 def delete_task_items(session: Session, task_id: uuid.UUID, attempt: int | None = None) -> int:
@@ -48,3 +73,101 @@ def delete_task_items(session: Session, task_id: uuid.UUID, attempt: int | None 
     if attempt is not None:
         stmt = stmt.where(Item.attempt == attempt)
     return session.execute(stmt).rowcount or 0  # type: ignore[attr-defined]
+
+
+def _filtered(stmt: Select[Any], where: ItemFilter) -> Select[Any]:
+    if where.spider_id is not None:
+        stmt = stmt.where(Item.spider_id == where.spider_id)
+    if where.task_id is not None:
+        stmt = stmt.where(Item.task_id == where.task_id)
+    if where.since is not None:
+        stmt = stmt.where(Item.created_at >= where.since)
+    if where.until is not None:
+        stmt = stmt.where(Item.created_at < where.until)
+    return stmt
+
+
+def list_items(
+    session: Session, where: ItemFilter, *, limit: int, offset: int = 0, after_id: int | None = None
+) -> Sequence[Item]:
+    """Items in id order: a page by offset, or the next `limit` after an id (keyset)."""
+    stmt = _filtered(select(Item), where).order_by(Item.id).limit(limit)
+    stmt = stmt.where(Item.id > after_id) if after_id is not None else stmt.offset(offset)
+    return session.scalars(stmt).all()
+
+
+def count_items(session: Session, where: ItemFilter) -> int:
+    """How many items match."""
+    return session.scalar(_filtered(select(func.count()).select_from(Item), where)) or 0
+
+
+def export_batch(
+    session: Session, where: ItemFilter, after_id: int, limit: int
+) -> list[tuple[int, str]]:
+    """The next (id, JSON text) rows after an id, for streaming exports in keyset batches."""
+    if session.get_bind().dialect.name == "postgresql":
+        data: Any = Item.data.cast(postgresql.TEXT)  # jsonb's text, not a Python round trip
+    else:
+        data = func.json(Item.data)
+    stmt = _filtered(select(Item.id, data), where).where(Item.id > after_id)
+    rows = session.execute(stmt.order_by(Item.id).limit(limit)).all()
+    return [(row[0], row[1]) for row in rows]
+
+
+def first_seen_keys(session: Session, where: ItemFilter) -> list[str] | None:
+    """Top-level keys of the selection ordered by the first item they appear in.
+
+    PostgreSQL answers in one query; elsewhere None (the caller scans the items itself).
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return None
+    inner = _filtered(select(Item.id, func.jsonb_object_keys(Item.data).label("key")), where)
+    sub = inner.where(func.jsonb_typeof(Item.data) == "object").subquery()
+    rows = session.execute(
+        select(sub.c.key).group_by(sub.c.key).order_by(func.min(sub.c.id), sub.c.key)
+    ).all()
+    return [row[0] for row in rows]
+
+
+def delete_items(session: Session, where: ItemFilter) -> int:
+    """Delete the matching items; returns how many."""
+    stmt = delete(Item)
+    if where.spider_id is not None:
+        stmt = stmt.where(Item.spider_id == where.spider_id)
+    if where.task_id is not None:
+        stmt = stmt.where(Item.task_id == where.task_id)
+    return session.execute(stmt).rowcount or 0  # type: ignore[attr-defined]
+
+
+def expire_batch(
+    session: Session, spider_id: uuid.UUID | None, cutoff: datetime, limit: int
+) -> int:
+    """Delete up to `limit` items and log lines older than cutoff (of one spider, or of
+    spiders without their own retention); returns how many rows went."""
+    items = select(Item.id).where(Item.created_at < cutoff).limit(limit)
+    lines = select(LogLine.task_id, LogLine.seq).where(LogLine.ts < cutoff)
+    if spider_id is not None:
+        items = items.where(Item.spider_id == spider_id)
+        lines = lines.join(Task, Task.id == LogLine.task_id).where(Task.spider_id == spider_id)
+    else:
+        own = select(Spider.id).where(Spider.retention_days.is_not(None))
+        items = items.where(Item.spider_id.notin_(own))
+        lines = lines.join(Task, Task.id == LogLine.task_id).where(Task.spider_id.notin_(own))
+    result: Any = session.execute(delete(Item).where(Item.id.in_(items.scalar_subquery())))
+    gone = int(result.rowcount or 0)
+    keys = session.execute(lines.limit(limit)).all()
+    for task_id in {k[0] for k in keys}:
+        seqs = [k[1] for k in keys if k[0] == task_id]
+        result = session.execute(
+            delete(LogLine).where(LogLine.task_id == task_id, LogLine.seq.in_(seqs))
+        )
+        gone += int(result.rowcount or 0)
+    return gone
+
+
+def spiders_with_retention(session: Session) -> Sequence[tuple[uuid.UUID, int]]:
+    """(spider id, retention days) of spiders with their own retention."""
+    rows = session.execute(
+        select(Spider.id, Spider.retention_days).where(Spider.retention_days.is_not(None))
+    ).all()
+    return [(spider_id, days) for spider_id, days in rows if days is not None]

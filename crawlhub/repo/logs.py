@@ -39,11 +39,11 @@ def list_lines(
     task_id: uuid.UUID,
     *,
     after_seq: int = 0,
-    limit: int = 1000,
+    limit: int | None = 1000,
     stream: str | None = None,
     attempt: int | None = None,
 ) -> Sequence[LogLine]:
-    """Stored lines of a task in seq order, after `after_seq`."""
+    """Stored lines of a task in seq order, after `after_seq` (all of them when limit is None)."""
     stmt = (
         select(LogLine)
         .where(LogLine.task_id == task_id, LogLine.seq > after_seq)

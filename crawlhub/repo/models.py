@@ -57,6 +57,7 @@ class Spider(Base):
     dedup_keys: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
     alert_on_zero_items: Mapped[bool] = mapped_column(Boolean, default=False)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    retention_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
     current_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -103,6 +104,12 @@ class Schedule(Base):
         Index(None, "next_fire_at"),
         Index(None, "spider_id", "created_at"),
     )
+
+
+# Task statuses by what they mean to the code that moves tasks along.
+CLAIMABLE = ("pending", "retrying")  # a worker may start an attempt
+ACTIVE = ("pending", "running", "retrying")  # not over yet
+FINISHED = ("completed", "failed", "cancelled", "skipped")  # final
 
 
 class Task(Base):
@@ -179,6 +186,8 @@ class Item(Base):
         Index(None, "spider_id", "id"),
         Index(None, "task_id", "id"),
         Index(None, "created_at"),
+        # Time filters and retention within one spider.
+        Index(None, "spider_id", "created_at"),
     )
 
 

@@ -10,11 +10,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from crawlhub.errors import NotFound
-from crawlhub.repo.models import Schedule, Spider, Task
+from crawlhub.repo.models import ACTIVE, Schedule, Spider, Task
 from crawlhub.repo.pages import paginate
 from crawlhub.repo.types import utcnow
-
-ACTIVE = ("pending", "running", "retrying")
 
 
 def db_now(session: Session) -> datetime:

@@ -9,10 +9,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, undefer
 
 from crawlhub.errors import Conflict, NotFound
-from crawlhub.repo.models import Spider, SpiderVersion, Task
+from crawlhub.repo.models import ACTIVE, Spider, SpiderVersion, Task
 from crawlhub.repo.pages import paginate
 
-ACTIVE_STATUSES = ("pending", "running", "retrying")
 MAX_NAME = 64
 
 
@@ -84,7 +83,7 @@ def delete_spider(session: Session, spider: Spider) -> None:
     active = session.scalar(
         select(func.count())
         .select_from(Task)
-        .where(Task.spider_id == spider.id, Task.status.in_(ACTIVE_STATUSES))
+        .where(Task.spider_id == spider.id, Task.status.in_(ACTIVE))
     )
     if active:
         raise Conflict(

@@ -9,12 +9,9 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from crawlhub.errors import NotFound
-from crawlhub.repo.models import Spider, Task
+from crawlhub.repo.models import CLAIMABLE, FINISHED, Spider, Task
 from crawlhub.repo.pages import paginate
 from crawlhub.repo.types import utcnow
-
-CLAIMABLE = ("pending", "retrying")
-FINISHED = ("completed", "failed", "cancelled", "skipped")
 
 
 def parse_task_id(ref: str) -> uuid.UUID:

@@ -16,9 +16,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from crawlhub import alerts, queues, schedules, spiders, sse, tasks
+from crawlhub import alerts, data, export, queues, schedules, spiders, sse, tasks
 from crawlhub.context import Context
-from crawlhub.errors import BadRequest, TooLarge
+from crawlhub.errors import BadRequest, NotFound, TooLarge
 from crawlhub.repo import migrate
 from crawlhub.schemas import (
     AlertListQuery,
@@ -30,14 +30,19 @@ from crawlhub.schemas import (
     ChannelPatch,
     ChannelTest,
     Count,
+    DataPage,
+    DataQuery,
     DeadLetter,
     DeadLetterPage,
     DeadLetterQuery,
+    DeleteQuery,
     DeliveryOut,
     DeliveryPage,
     ErrorResponse,
+    ExportQuery,
     FireTime,
     Health,
+    ItemOut,
     LogLineOut,
     LogPage,
     LogQuery,
@@ -502,6 +507,53 @@ def purge_dead_letters(request: Request) -> Response:
     return ModelResponse(Count(count=queues.purge(ctx(request), request.path_params["name"])))
 
 
+# --- data -------------------------------------------------------------------------------
+
+
+@spec.validate(query=DataQuery, resp=Resp(HTTP_200=DataPage, **_errors(404)), tags=["data"])
+def list_data(request: Request) -> Response:
+    """Scraped items in id order: by page, or after an id (keyset, fast at any depth)."""
+    q = query_of(request, DataQuery)
+    db = ctx(request).db
+    selection = data.select(db, spider=q.spider_id, task=q.task_id, since=q.since, until=q.until)
+    rows, total = data.page(db, selection, page=q.page, page_size=q.page_size, after_id=q.after_id)
+    items = [ItemOut.model_validate(r) for r in rows]
+    keyset = q.after_id is not None
+    return ModelResponse(DataPage(
+        items=items, total=total, page=None if keyset else q.page, page_size=q.page_size,
+        total_pages=None if total is None else (total + q.page_size - 1) // q.page_size,
+        next_after_id=items[-1].id if items else None,
+    ))  # fmt: skip
+
+
+@spec.validate(
+    query=ExportQuery, skip_validation=True, resp=Resp("HTTP_200", **_errors(404)), tags=["data"]
+)
+def export_data(request: Request) -> Response:
+    """Stream the selection as csv, json, jsonl or xlsx (constant memory at any size)."""
+    fmt = request.path_params["fmt"]
+    if fmt not in export.FORMATS:
+        raise NotFound(f"unknown export format '{fmt[:20]}' (csv, json, jsonl, xlsx)")
+    q = parse(ExportQuery, dict(request.query_params))
+    db = ctx(request).db
+    fields = data.parse_fields(q.fields)
+    selection = data.select(db, spider=q.spider_id, task=q.task_id, since=q.since, until=q.until)
+    body = data.export_stream(db, selection, fmt, fields=fields, excel=q.excel)
+    disposition = f'attachment; filename="{data.filename(selection, fmt)}"'
+    return StreamingResponse(
+        body, media_type=export.FORMATS[fmt], headers={"Content-Disposition": disposition}
+    )
+
+
+@spec.validate(query=DeleteQuery, resp=Resp(HTTP_200=Count, **_errors(400, 404)), tags=["data"])
+def delete_data(request: Request) -> Response:
+    """Delete the items of a task or of a spider (one of them is required)."""
+    q = query_of(request, DeleteQuery)
+    db = ctx(request).db
+    selection = data.select(db, spider=q.spider_id, task=q.task_id)
+    return ModelResponse(Count(count=data.delete(db, selection)))
+
+
 def safe_filename(name: str | None) -> str:
     """The last path component of a client-supplied file name, printable and bounded."""
     base = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
@@ -546,6 +598,9 @@ ROUTES = [
         requeue_dead_letter,
         methods=["POST"],
     ),
+    Route("/api/data", list_data, methods=["GET"]),
+    Route("/api/data", delete_data, methods=["DELETE"]),
+    Route("/api/data/export/{fmt}", export_data, methods=["GET"]),
     Route("/api/tasks", list_tasks, methods=["GET"]),
     Route("/api/tasks/{id}", get_task, methods=["GET"]),
     Route("/api/tasks/{id}/cancel", cancel_task, methods=["POST"]),

@@ -13,7 +13,7 @@ from functools import lru_cache
 
 from dramatiq.common import compute_backoff
 
-from crawlhub import alerts, tasks
+from crawlhub import alerts, data, tasks
 from crawlhub.broker import has_message, run_maintenance
 from crawlhub.context import Context
 from crawlhub.cron import Cron
@@ -242,6 +242,13 @@ def maintain(context: Context) -> bool:
     for queue in QUEUES:
         run_maintenance(context.broker, queue)
     return False
+
+
+def expire(context: Context) -> bool:
+    """Delete items and log lines past their retention (per spider, or the global default)."""
+    with context.db.session() as session:
+        now = repo.db_now(session)
+    return data.expire(context.db, context.settings.retention_days, now) > 0
 
 
 def resend_pending(context: Context) -> int:

@@ -108,7 +108,7 @@ def check_entry(kind: str, entry: str) -> None:
 
 
 # The only spider field a client may set to null (null turns dedup off).
-NULLABLE_FIELDS = frozenset({"dedup_keys"})
+NULLABLE_FIELDS = frozenset({"dedup_keys", "retention_days"})
 
 
 class SpiderFields(Strict):
@@ -123,6 +123,7 @@ class SpiderFields(Strict):
     dedup_keys: list[str] | None = Field(None, min_length=1, max_length=16)
     alert_on_zero_items: bool | None = None
     enabled: bool | None = None
+    retention_days: int | None = Field(None, ge=1, le=36_500)
 
     @field_validator("env")
     @classmethod
@@ -187,6 +188,7 @@ class SpiderOut(Out):
     dedup_keys: list[str] | None
     alert_on_zero_items: bool
     enabled: bool
+    retention_days: int | None
     current_version: int | None
     created_at: datetime
     updated_at: datetime
@@ -539,3 +541,60 @@ class Requeued(BaseModel):
 
 class DeadLetterQuery(Strict):
     limit: int = Field(100, ge=1, le=1000)
+
+
+# --- data -------------------------------------------------------------------------------
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise ValueError("times must carry a UTC offset, e.g. 2026-03-08T00:00:00Z")
+    return value
+
+
+class DataFilter(Strict):
+    spider_id: str | None = Field(None, max_length=64, description="spider id or name")
+    task_id: uuid.UUID | None = None
+    since: datetime | None = Field(None, description="created at or after (ISO 8601 with offset)")
+    until: datetime | None = Field(None, description="created before (ISO 8601 with offset)")
+
+    @field_validator("since", "until")
+    @classmethod
+    def _times(cls, value: datetime | None) -> datetime | None:
+        return _aware(value)
+
+
+class DataQuery(DataFilter):
+    page: int = Field(1, ge=1)
+    page_size: int = Field(100, ge=1, le=1000)
+    after_id: int | None = Field(None, ge=0, description="keyset paging: items after this id")
+
+
+class ExportQuery(DataFilter):
+    fields: str | None = Field(None, max_length=4096, description="CSV/XLSX columns: a,b,c")
+    excel: bool = Field(False, description="CSV for Excel: UTF-8 BOM, formulas neutralised")
+
+
+class DeleteQuery(Strict):
+    spider_id: str | None = Field(None, max_length=64)
+    task_id: uuid.UUID | None = None
+
+
+class ItemOut(Out):
+    id: int
+    spider_id: uuid.UUID
+    task_id: uuid.UUID
+    attempt: int
+    created_at: datetime
+    data: dict[str, Any]
+
+
+class DataPage(BaseModel):
+    """Items in id order; with after_id (keyset paging) total is null and next_after_id leads on."""
+
+    items: list[ItemOut]
+    total: int | None
+    page: int | None
+    page_size: int
+    total_pages: int | None
+    next_after_id: int | None

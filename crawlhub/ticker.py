@@ -19,6 +19,7 @@ logger = logging.getLogger(__name__)
 
 MAX_SLEEP_S = 1.0  # longest sleep between rounds (bounds the delay of schedules other tickers add)
 HOUSEKEEPING_EVERY_S = 5.0  # sweep and reap period
+RETENTION_EVERY_S = 60.0  # expired items and logs are deleted this often
 ERROR_BACKOFF_S = 1.0  # pause after a failed round (the database restarting, say)
 
 
@@ -29,6 +30,7 @@ class Ticker:
         self.context = context
         self.stopping = threading.Event()
         self._next_housekeeping = 0.0
+        self._next_retention = 0.0
 
     def tick(self) -> bool:
         """One round: fire, then sweep and reap when their time has come; True when busy."""
@@ -39,6 +41,9 @@ class Ticker:
             busy |= self._step(scheduler.sweep)
             busy |= self._step(scheduler.reap)
             busy |= self._step(scheduler.maintain)
+        if now >= self._next_retention:
+            self._next_retention = now + RETENTION_EVERY_S
+            busy |= self._step(scheduler.expire)
         return busy
 
     def _step(self, step: Callable[[Context], bool]) -> bool:

@@ -1,0 +1,150 @@
+"""Scraped data: query, streamed export, deletion and retention of items."""
+
+import logging
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from crawlhub import export
+from crawlhub.errors import BadRequest, InvalidInput
+from crawlhub.repo import items as repo
+from crawlhub.repo import spiders as spider_repo
+from crawlhub.repo import tasks as task_repo
+from crawlhub.repo.db import Database, Session
+from crawlhub.repo.items import ItemFilter
+from crawlhub.repo.models import Item
+
+logger = logging.getLogger(__name__)
+
+EXPORT_BATCH = 5000  # rows per keyset query while exporting
+RETENTION_BATCH = 5000  # rows per delete transaction
+RETENTION_ROUNDS = 20  # batches per retention step, so one step stays short
+
+
+@dataclass
+class Selection:
+    """A resolved item filter and the names its export file is called after."""
+
+    where: ItemFilter
+    spider_name: str | None
+    task_id: uuid.UUID | None
+
+
+def select(
+    db: Database,
+    *,
+    spider: str | None = None,
+    task: uuid.UUID | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Selection:
+    """Resolve a spider (id or name) and task into an item filter; 404 when either is unknown."""
+    with db.session() as session:
+        spider_row = spider_repo.get_spider(session, spider) if spider else None
+        if task is not None:
+            task_row = task_repo.get_task(session, task)
+            if spider_row is None:
+                spider_row = task_repo.spider_of(session, task_row)
+    where = ItemFilter(spider_row.id if spider_row else None, task, since, until)
+    return Selection(where, spider_row.name if spider_row else None, task)
+
+
+def page(
+    db: Database, selection: Selection, *, page: int, page_size: int, after_id: int | None
+) -> tuple[list[Item], int | None]:
+    """A page of items (with the total) or, with after_id, the next ones (no total: keyset)."""
+    with db.session() as session:
+        if after_id is not None:
+            rows = repo.list_items(session, selection.where, limit=page_size, after_id=after_id)
+            return list(rows), None
+        rows = repo.list_items(
+            session, selection.where, limit=page_size, offset=(page - 1) * page_size
+        )
+        return list(rows), repo.count_items(session, selection.where)
+
+
+def _batches(db: Database, where: ItemFilter) -> Iterator[export.Batch]:
+    """The selection in keyset batches, each read in its own short transaction."""
+    after = 0
+    while True:
+        with db.session() as session:
+            rows = repo.export_batch(session, where, after, EXPORT_BATCH)
+        if not rows:
+            return
+        yield rows
+        after = rows[-1][0]
+
+
+def export_stream(
+    db: Database, selection: Selection, fmt: str, *, fields: list[str] | None, excel: bool
+) -> Iterator[bytes]:
+    """The export file of a selection, as a stream of byte chunks."""
+    if fmt in ("csv", "xlsx"):
+        columns = fields if fields is not None else _columns(db, selection.where)
+        if fmt == "csv":
+            return export.csv_rows(_batches(db, selection.where), columns, excel=excel)
+        return export.xlsx(_batches(db, selection.where), columns)
+    if fmt == "json":
+        return export.json_array(_batches(db, selection.where))
+    return export.jsonl(_batches(db, selection.where))
+
+
+def _columns(db: Database, where: ItemFilter) -> list[str]:
+    with db.session() as session:
+        keys = repo.first_seen_keys(session, where)
+    return keys if keys is not None else export.keys_in_order(_batches(db, where))
+
+
+def parse_fields(raw: str | None) -> list[str] | None:
+    """`a,b,c` as a list of columns; InvalidInput when it names none."""
+    if raw is None:
+        return None
+    fields = [f.strip() for f in raw.split(",") if f.strip()]
+    if not fields:
+        raise InvalidInput("fields names no column: give a comma-separated list like url,title")
+    return list(dict.fromkeys(fields))
+
+
+def filename(selection: Selection, fmt: str) -> str:
+    """`<spider>-<task or date>.<ext>`."""
+    spider = selection.spider_name or "items"
+    tail = str(selection.task_id) if selection.task_id else datetime.now(UTC).strftime("%Y-%m-%d")
+    return f"{spider}-{tail}.{fmt}"
+
+
+def delete(db: Database, selection: Selection) -> int:
+    """Delete the items of a task or a spider; returns how many."""
+    if selection.where.spider_id is None and selection.where.task_id is None:
+        raise BadRequest("give task_id or spider_id: deleting every item at once is not offered")
+    with db.session() as session:
+        count = repo.delete_items(session, ItemFilter(
+            selection.where.spider_id if selection.where.task_id is None else None,
+            selection.where.task_id,
+        ))  # fmt: skip
+    logger.info("deleted %d item(s) of %s", count, selection.task_id or selection.spider_name)
+    return count
+
+
+def expire(db: Database, default_days: int | None, now: datetime) -> int:
+    """Delete items and log lines past their retention, in bounded batches; returns the count."""
+    with db.session() as session:
+        policies: list[tuple[uuid.UUID | None, int]] = list(repo.spiders_with_retention(session))
+    if default_days is not None:
+        policies.append((None, default_days))
+    gone = 0
+    for spider_id, days in policies:
+        cutoff = now - timedelta(days=days)
+        for _ in range(RETENTION_ROUNDS):
+            with db.session() as session:
+                deleted = _expire_once(session, spider_id, cutoff)
+            gone += deleted
+            if deleted < RETENTION_BATCH:
+                break
+    if gone:
+        logger.info("retention: deleted %d expired item(s) and log line(s)", gone)
+    return gone
+
+
+def _expire_once(session: Session, spider_id: uuid.UUID | None, cutoff: datetime) -> int:
+    return repo.expire_batch(session, spider_id, cutoff, RETENTION_BATCH)

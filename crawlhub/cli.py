@@ -3,7 +3,9 @@
 import argparse
 import json
 import logging
+import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,15 @@ def parser() -> argparse.ArgumentParser:
     listing.add_argument("--spider", help="spider name or id")
     listing.add_argument("--status", help="pending, running, completed, failed, …")
     listing.add_argument("--limit", type=int, default=20, help="how many (at most 100)")
+    exporting = sub.add_parser("export", help="download a spider's items with a progress bar")
+    exporting.add_argument("name", help="spider name or id")
+    exporting.add_argument(
+        "--format", "-F", default="csv", choices=["csv", "json", "jsonl", "xlsx"]
+    )
+    exporting.add_argument("-o", "--output", type=Path, help="default: the server's file name")
+    exporting.add_argument("--task", help="only this run's items")
+    exporting.add_argument("--fields", help="CSV/XLSX columns, e.g. url,title")
+    exporting.add_argument("--excel", action="store_true", help="CSV for Excel (BOM, safe cells)")
     queues = sub.add_parser("queues", help="queue depths, live workers and dead letters")
     queues.add_argument("action", nargs="?", default="show",
                         choices=["show", "dead-letters", "requeue", "purge"])  # fmt: skip
@@ -171,6 +182,67 @@ def queues(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def export(client: Client, args: argparse.Namespace) -> int:
+    """`crawlhub export`: stream a selection of items to a file, showing progress."""
+    filters = {"spider_id": args.name, **({"task_id": args.task} if args.task else {})}
+    total = client.request("GET", "/api/data", params={**filters, "page_size": 1})["total"]
+    params: dict[str, Any] = dict(filters)
+    if args.fields:
+        params["fields"] = args.fields
+    if args.excel:
+        params["excel"] = "true"
+    partial = Path(f".crawlhub-export-{os.getpid()}.part")
+    bar = Progress(total, counts_lines=args.format in ("csv", "jsonl"))
+    try:
+        size, served_name = client.download(
+            f"/api/data/export/{args.format}", params, partial, bar.update
+        )
+        target = args.output or Path(served_name or f"{args.name}.{args.format}")
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
+    bar.done()
+    print(f"wrote {total} items, {size:,} bytes to {target}")
+    return 0
+
+
+class Progress:
+    """A one-line progress bar on stderr: items when lines can be counted, else bytes."""
+
+    WIDTH = 30
+
+    def __init__(self, total: int, *, counts_lines: bool) -> None:
+        self.total = total
+        self.counts_lines = counts_lines
+        self.lines = 0
+        self.bytes = 0
+        self.shown = 0.0
+
+    def update(self, chunk: bytes) -> None:
+        self.bytes += len(chunk)
+        self.lines += chunk.count(b"\n")
+        now = time.monotonic()
+        if now - self.shown >= 0.2:
+            self.shown = now
+            self._draw()
+
+    def _draw(self) -> None:
+        if self.counts_lines and self.total:
+            done = min(self.lines / self.total, 1.0)
+            filled = int(done * self.WIDTH)
+            bar = "#" * filled + "-" * (self.WIDTH - filled)
+            text = f"[{bar}] {done:4.0%} {min(self.lines, self.total):,}/{self.total:,} items"
+        else:
+            text = f"{self.bytes / 1e6:8.1f} MB of {self.total:,} items"
+        sys.stderr.write("\r" + text)
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        self.lines = max(self.lines, self.total)
+        self._draw()
+        sys.stderr.write("\n")
+
+
 def print_line(stream: str, text: str) -> None:
     """A log line on our stdout or stderr like the spider printed it; system lines marked."""
     if stream == "system":
@@ -190,7 +262,8 @@ def parse_param(text: str) -> tuple[str, Any]:
         return key, value
 
 
-CLIENT = {"deploy": deploy, "run": run, "logs": logs, "tasks": tasks, "queues": queues}
+CLIENT = {"deploy": deploy, "run": run, "logs": logs, "tasks": tasks, "queues": queues,
+          "export": export}  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ import json
 import os
 import time
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,6 +87,33 @@ class Client:
         files = {"file": (package.filename, package.data, "application/octet-stream")}
         version = self.request("POST", f"/api/spiders/{spider['id']}/versions", files=files)
         return spider, version, created
+
+    def download(
+        self, path: str, params: dict[str, Any], dest: Path, progress: "Callable[[bytes], None]"
+    ) -> tuple[int, str | None]:
+        """Stream a response body into dest; returns its size and the server's file name."""
+        try:
+            with self.http.stream("GET", path, params=params, timeout=None) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    error = response.json().get("error", {})
+                    raise ApiError(response.status_code, error.get("code", "http_error"),
+                                   error.get("message", response.text[:500]))  # fmt: skip
+                disposition = response.headers.get("content-disposition", "")
+                name = (
+                    disposition.split('filename="')[-1].rstrip('"')
+                    if "filename=" in disposition
+                    else None
+                )
+                size = 0
+                with dest.open("wb") as out:
+                    for chunk in response.iter_bytes():
+                        out.write(chunk)
+                        size += len(chunk)
+                        progress(chunk)
+                return size, name
+        except httpx.TransportError as exc:
+            raise ApiError(0, "unreachable", f"download broke: {exc}") from exc
 
     def events(self, path: str, method: str = "GET", **kwargs: Any) -> Iterator[tuple[str, Any]]:
         """Server-sent events of a stream as (event, data); resumes with Last-Event-ID on drops."""

@@ -1,5 +1,6 @@
 """The real processes: `crawlhub up` end to end, and web/worker/ticker/migrate on PG + Redis."""
 
+import json
 import os
 import signal
 import socket
@@ -244,6 +245,18 @@ def test_cli_runs_follows_and_lists_runs_of_the_embedded_instance(workdir: Path)
         printed = crawlhub("logs", task_id, env=client_env, cwd=workdir)
         assert printed.returncode == 0
         assert "[crawlhub] completed after" in printed.stderr
+        exported = crawlhub("export", "hello", "--format", "csv", "-o", "hello.csv", "--excel",
+                            env=client_env, cwd=workdir)  # fmt: skip
+        assert exported.returncode == 0, exported.stderr
+        assert "100% 4/4 items" in exported.stderr and "wrote 4 items" in exported.stdout
+        csv_text = (workdir / "hello.csv").read_text(encoding="utf-8-sig")
+        assert csv_text.splitlines()[0] in ("n,greeting", "greeting,n") and "hej" in csv_text
+        jsonl = crawlhub(
+            "export", "hello", "--format", "jsonl", "--task", task_id, env=client_env, cwd=workdir
+        )
+        assert jsonl.returncode == 0, jsonl.stderr
+        served = next(workdir.glob(f"hello-{task_id}.jsonl"))  # the server's file name
+        assert [json.loads(x)["n"] for x in served.read_text().splitlines()] == [0, 1, 2, 3]
         listed = crawlhub("tasks", "--spider", "hello", env=client_env, cwd=workdir)
         assert task_id in listed.stdout and "completed" in listed.stdout
 

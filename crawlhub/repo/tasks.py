@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
 
 from crawlhub.errors import NotFound
@@ -188,41 +188,35 @@ def cancel_task(session: Session, task_id: uuid.UUID, reason: str = "user") -> s
     return before
 
 
-def unsent(session: Session, created_before: datetime, limit: int) -> Sequence[Task]:
-    """Pending tasks whose message was never sent, locked (others' locked rows skipped)."""
+def _lock_oldest(
+    session: Session, limit: int, order: Any, *conditions: ColumnElement[bool]
+) -> Sequence[Task]:
+    """Lock up to `limit` matching tasks, oldest first; rows another ticker holds are skipped."""
     return session.scalars(
         select(Task)
-        .where(
-            Task.status == "pending", Task.message_id.is_(None), Task.created_at < created_before
-        )
-        .order_by(Task.created_at)
+        .where(*conditions)
+        .order_by(order)
         .limit(limit)
         .with_for_update(skip_locked=True)
     ).all()
+
+
+def unsent(session: Session, created_before: datetime, limit: int) -> Sequence[Task]:
+    """Pending tasks whose message was never sent, locked."""
+    return _lock_oldest(session, limit, Task.created_at, Task.status == "pending",
+                        Task.message_id.is_(None), Task.created_at < created_before)  # fmt: skip
 
 
 def waiting(session: Session, created_before: datetime, limit: int) -> Sequence[Task]:
     """The oldest pending tasks that were sent a message (to check the broker still has it)."""
-    return session.scalars(
-        select(Task)
-        .where(
-            Task.status == "pending", Task.message_id.is_not(None), Task.created_at < created_before
-        )
-        .order_by(Task.created_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    ).all()
+    return _lock_oldest(session, limit, Task.created_at, Task.status == "pending",
+                        Task.message_id.is_not(None), Task.created_at < created_before)  # fmt: skip
 
 
 def stale_retrying(session: Session, ended_before: datetime, limit: int) -> Sequence[Task]:
     """Retrying tasks whose last attempt ended before a time (their retry never came), locked."""
-    return session.scalars(
-        select(Task)
-        .where(Task.status == "retrying", Task.heartbeat_at < ended_before)
-        .order_by(Task.heartbeat_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    ).all()
+    return _lock_oldest(session, limit, Task.heartbeat_at, Task.status == "retrying",
+                        Task.heartbeat_at < ended_before)  # fmt: skip
 
 
 def pending_ids(session: Session) -> Sequence[uuid.UUID]:
@@ -232,13 +226,8 @@ def pending_ids(session: Session) -> Sequence[uuid.UUID]:
 
 def stale_running(session: Session, heartbeat_before: datetime, limit: int) -> Sequence[Task]:
     """Running tasks whose worker stopped refreshing their heartbeat, locked."""
-    return session.scalars(
-        select(Task)
-        .where(Task.status == "running", Task.heartbeat_at < heartbeat_before)
-        .order_by(Task.heartbeat_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    ).all()
+    return _lock_oldest(session, limit, Task.heartbeat_at, Task.status == "running",
+                        Task.heartbeat_at < heartbeat_before)  # fmt: skip
 
 
 def spider_of(session: Session, task: Task) -> Spider:

@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(1 * MiB, ge=1024)
     retention_days: int | None = Field(None, ge=1)
     kill_grace_s: float = Field(10.0, ge=0.1, le=600)
+    shutdown_grace_s: float = Field(15.0, ge=0, le=3600)  # runs may finish this long on SIGTERM
     heartbeat_s: float = Field(5.0, ge=0.5, le=300)
     alert_fold_s: int = Field(3600, ge=0)  # repeats of an alert within this window fold into it
     dead_letter_ttl_days: int = Field(30, ge=1, le=3650)

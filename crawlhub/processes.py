@@ -8,7 +8,7 @@ from types import FrameType
 import uvicorn
 from dramatiq import Worker
 
-from crawlhub import scheduler
+from crawlhub import runner, scheduler
 from crawlhub.api import create_app
 from crawlhub.config import Settings
 from crawlhub.context import Context, ensure_token_file, token_path
@@ -19,7 +19,6 @@ from crawlhub.ticker import Ticker
 
 logger = logging.getLogger(__name__)
 
-WORKER_STOP_TIMEOUT_MS = 25_000  # inside a PaaS's usual 30 s grace period
 WORKER_POLL_MS = 100  # longest idle wait of a worker for a new message
 
 
@@ -63,9 +62,16 @@ def worker(settings: Settings) -> None:
         while not stop.wait(1.0):
             pass
     finally:
-        consumer.stop(timeout=WORKER_STOP_TIMEOUT_MS)
+        _stop_worker(consumer, context)
         context.close()
         logger.info("worker stopped")
+
+
+def _stop_worker(consumer: Worker, context: Context) -> None:
+    """Take no new messages, give running spiders the shutdown grace, then hand them back."""
+    runner.SHUTDOWN.set()
+    grace = context.settings.shutdown_grace_s + runner.SHUTDOWN_KILL_GRACE_S + 5
+    consumer.stop(timeout=int(grace * 1000))
 
 
 def _start_worker(context: Context) -> Worker:
@@ -130,7 +136,7 @@ def up(settings: Settings) -> None:
         logger.info("stopping ticker and worker")
         loop.stop()
         ticker_thread.join(timeout=5)
-        worker.stop(timeout=WORKER_STOP_TIMEOUT_MS)
+        _stop_worker(worker, context)
         context.close()
         logger.info("stopped")
 

@@ -36,6 +36,10 @@ ERROR_MESSAGE_CHARS = 4000
 STATS_FILE = ".crawlhub-stats.json"
 
 
+# Set by a worker process on SIGTERM: runs get shutdown_grace_s to finish, then are stopped
+# and handed back to the queue (not failed, not counted as a retry).
+SHUTDOWN = threading.Event()
+SHUTDOWN_KILL_GRACE_S = 3.0
 USAGE_EXIT = 2  # the bootstrap's "entry not found / bad input" exit: retrying cannot help
 
 
@@ -43,7 +47,7 @@ USAGE_EXIT = 2  # the bootstrap's "entry not found / bad input" exit: retrying c
 class Outcome:
     """How a run attempt ended."""
 
-    status: str  # completed | failed | cancelled
+    status: str  # completed | failed | cancelled | interrupted (worker shutdown)
     reason: str | None
     exit_code: int | None
     error_message: str | None = None
@@ -106,8 +110,9 @@ def claim(db: Database, task_id: uuid.UUID) -> Attempt | None:
         task = task_repo.claim_task(session, task_id, worker_name())
         if task is None:
             return None
-        if task.retry_count:
-            # A new attempt starts clean: the failed attempts' items go, their logs stay.
+        if task.items_count or task.items_invalid or task.items_duplicate:
+            # A task that ran before (a failed or interrupted attempt) starts clean:
+            # that attempt's items go, its log lines stay.
             item_repo.delete_task_items(session, task.id)
             task_repo.reset_item_counts(session, task.id)
         spider = task_repo.spider_of(session, task)
@@ -339,6 +344,7 @@ class Run:
     def _supervise(self, proc: subprocess.Popen[bytes]) -> Outcome:
         started = time.monotonic()
         deadline = started + self.a.timeout_s
+        shutdown_deadline: float | None = None
         next_status = started + STATUS_EVERY_S
         next_beat = started + self.settings.heartbeat_s
         while True:
@@ -347,6 +353,17 @@ class Run:
                 break
             now = time.monotonic()
             self._flush_quietly()
+            if SHUTDOWN.is_set():
+                if shutdown_deadline is None:
+                    shutdown_deadline = now + self.settings.shutdown_grace_s
+                    self.logs.system("worker is shutting down: waiting for the spider to finish")
+                elif now >= shutdown_deadline:
+                    self.logs.system(
+                        "worker is shutting down: stopping the spider; the run starts again "
+                        "on another worker"
+                    )
+                    self._stop(proc, min(self.settings.kill_grace_s, SHUTDOWN_KILL_GRACE_S))
+                    return Outcome("interrupted", "shutdown", proc.returncode)
             if now >= deadline:
                 self.logs.system(f"timeout after {self.a.timeout_s} s: stopping the spider")
                 self._stop(proc, self.settings.kill_grace_s)

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 
 import dramatiq
 
-from crawlhub import runner
+from crawlhub import runner, tasks
 from crawlhub.keys import RUNS_QUEUE
 
 if TYPE_CHECKING:
@@ -21,6 +21,9 @@ def declare(context: "Context") -> "dramatiq.Actor[[str], None]":
 
     def run(task_id: str) -> None:
         ended = runner.execute(context, uuid.UUID(task_id))
+        if ended is not None and ended.status == "pending":  # interrupted by our shutdown
+            tasks.enqueue(context, uuid.UUID(task_id))  # if this fails, the sweep resends it
+            return
         if ended is not None and (
             ended.status == "retrying" or (ended.status == "failed" and ended.retryable)
         ):

@@ -144,6 +144,9 @@ def end_attempt(
     if task.status != "running":
         return task.status
     task.reason, task.error_message = reason, error_message
+    if status == "interrupted":  # its worker is shutting down: back to the queue as it was
+        task.status, task.message_id, task.worker = "pending", None, None
+        return task.status
     if status == "failed" and retry and task.retry_count < task.max_retries:
         task.status = "retrying"
         task.retry_count += 1

@@ -324,3 +324,56 @@ def test_sigkilled_worker_run_is_reaped_and_retried_by_another_worker(
     assert task["status"] == "completed", task
     assert task["retry_count"] == 1 and task["items_count"] == 1
     assert attempts == {1, 2}  # the lost attempt's log stays under its number
+
+
+def test_sigterm_to_a_worker_hands_its_long_run_to_another_worker(
+    pg_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    """A deploy stops a worker mid-run: the spider is stopped, the run resumes elsewhere."""
+    env = base_env(
+        tmp_path, DATABASE_URL=pg_url, REDIS_URL=redis_url, CRAWLHUB_API_TOKENS="t",
+        CRAWLHUB_SHUTDOWN_GRACE_S="1", PORT=str(free_port()),
+    )  # fmt: skip
+    marker = tmp_path / "started-once"
+    with running_hub(pg_url, tmp_path, redis_url, threads=0) as hub:
+        hub.deploy("long", {"main.py": f"""
+            import os, time
+            from pathlib import Path
+
+            def run(params):
+                marker = Path({str(marker)!r})
+                print("pid", os.getpid(), flush=True)
+                if not marker.exists():
+                    marker.write_text("x")
+                    yield {{"partial": True}}
+                    time.sleep(600)
+                yield {{"done": True}}
+        """}, max_retries=0)  # fmt: skip
+        first = Process(["worker"], env, tmp_path)
+        second = None
+        try:
+            task_id = hub.run("long")["id"]
+            hub.wait(task_id, {"running"}, timeout=30)
+            deadline = time.monotonic() + 20
+            pids: list[int] = []
+            while not (pids and marker.exists()) and time.monotonic() < deadline:
+                pids = [
+                    int(x["text"].split()[1])
+                    for x in hub.logs(task_id)
+                    if x["text"].startswith("pid ")
+                ]
+                time.sleep(0.05)
+            pid = pids[0]
+            second = Process(["worker"], env, tmp_path)
+            assert first.stop(signal.SIGTERM, timeout=30) == 0, first.output()
+            assert not pid_alive(pid)
+            task = hub.wait(task_id, {"completed", "failed"}, timeout=60)
+            texts = [x["text"] for x in hub.logs(task_id)]
+        finally:
+            for proc in (first, second):
+                if proc is not None and proc.proc.poll() is None:
+                    proc.stop()
+    assert task["status"] == "completed", task
+    assert task["retry_count"] == 0 and task["items_count"] == 1  # the partial item is gone
+    assert any("the run starts again on another worker" in t for t in texts)
+    assert "worker stopped" in first.output()

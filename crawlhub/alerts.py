@@ -5,7 +5,7 @@ import uuid
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from crawlhub import notify
+from crawlhub import metrics, notify
 from crawlhub.errors import InvalidInput, NotFound
 from crawlhub.repo import alerts as repo
 from crawlhub.repo import spiders as spider_repo
@@ -100,6 +100,7 @@ def deliver(context: "Context", alert_id: uuid.UUID, channel_id: uuid.UUID | Non
             delivery.status = "delivered" if error is None else "failed"
             delivery.last_error = error
             attempts = delivery.attempts
+        metrics.DELIVERIES.labels(kind, "delivered" if error is None else "failed").inc()
         if error is None:
             logger.info("alert %s delivered to %s channel %s", alert_id, kind, target_id)
         elif attempts < MAX_DELIVERY_ATTEMPTS:

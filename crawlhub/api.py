@@ -7,6 +7,7 @@ import unicodedata
 from collections.abc import AsyncIterator
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST
 from spectree import Response as Resp
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -16,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from crawlhub import alerts, data, export, queues, schedules, spiders, sse, tasks
+from crawlhub import alerts, data, export, metrics, queues, schedules, spiders, sse, tasks
 from crawlhub.context import Context
 from crawlhub.errors import BadRequest, NotFound, TooLarge
 from crawlhub.repo import migrate
@@ -131,6 +132,13 @@ async def readyz(request: Request) -> Response:
     ready = all(value in ("ok", "embedded") for value in checks.values())
     health = Health(status="ok" if ready else "unavailable", checks=checks)
     return ModelResponse(health, 200 if ready else 503)
+
+
+@spec.validate(resp=Resp("HTTP_200"), tags=["health"], security={})
+async def prometheus(request: Request) -> Response:
+    """Prometheus metrics: this process's counters, task and queue state."""
+    body = await run_in_threadpool(metrics.render, ctx(request))
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 async def openapi(request: Request) -> Response:
@@ -564,6 +572,7 @@ def safe_filename(name: str | None) -> str:
 ROUTES = [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
+    Route("/metrics", prometheus, methods=["GET"]),
     Route("/api/openapi.json", openapi, methods=["GET"], include_in_schema=False),
     Route("/api/spiders", list_spiders, methods=["GET"]),
     Route("/api/spiders", create_spider, methods=["POST"]),

@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     redis_url: SecretStr | None = Field(None, validation_alias=AliasChoices("REDIS_URL"))
     port: int = Field(8000, ge=1, le=65535, validation_alias=AliasChoices("PORT"))
     host: str | None = None  # web: 0.0.0.0, up: 127.0.0.1
+    metrics_port: int | None = Field(None, ge=1, le=65535)  # worker/ticker /metrics
     api_tokens: SecretStr | None = None
     data_dir: Path = Path("./crawlhub-data")
     log_level: str = "INFO"

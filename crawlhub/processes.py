@@ -5,6 +5,7 @@ import signal
 import threading
 from types import FrameType
 
+import prometheus_client
 import uvicorn
 from dramatiq import Worker
 
@@ -56,6 +57,7 @@ def worker(settings: Settings) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    _serve_metrics(settings)
     consumer = _start_worker(context)
     logger.info("worker ready: %d thread(s) on %s", settings.worker_concurrency, ", ".join(QUEUES))
     try:
@@ -99,6 +101,7 @@ def ticker(settings: Settings) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    _serve_metrics(settings)
     try:
         loop.run()
     finally:
@@ -158,6 +161,13 @@ def _serve(context: Context, host: str) -> None:
 
 def _exit_cleanly(signum: int, _frame: FrameType | None) -> None:
     raise SystemExit(0)
+
+
+def _serve_metrics(settings: Settings) -> None:
+    """Expose this process's Prometheus counters on CRAWLHUB_METRICS_PORT, when it is set."""
+    if settings.metrics_port is not None:
+        prometheus_client.start_http_server(settings.metrics_port)
+        logger.info("metrics on :%d/metrics", settings.metrics_port)
 
 
 def _require_redis(settings: Settings, process: str) -> None:

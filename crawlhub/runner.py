@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from crawlhub import alerts, archive, workspace
+from crawlhub import alerts, archive, metrics, workspace
 from crawlhub.capture import ItemSink, LogSink, read_lines
 from crawlhub.repo import items as item_repo
 from crawlhub.repo import logs as log_repo
@@ -184,6 +184,10 @@ class Run:
         self.items.flush()
         self.logs.flush()
         status, alert_id = self._record(outcome, stats)
+        metrics.RUNS.labels(status).inc()
+        metrics.RUN_SECONDS.observe(duration)
+        metrics.ITEMS.inc(self.items.count)
+        metrics.DUPLICATES.inc(self.items.duplicates)
         if status == "retrying":
             self.logs.system(f"attempt {self.a.attempt} failed; the run will be retried")
             self.logs.flush()

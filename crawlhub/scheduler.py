@@ -13,7 +13,7 @@ from functools import lru_cache
 
 from dramatiq.common import compute_backoff
 
-from crawlhub import alerts, data, tasks
+from crawlhub import alerts, data, metrics, tasks
 from crawlhub.broker import has_message, run_maintenance
 from crawlhub.context import Context
 from crawlhub.cron import Cron
@@ -156,6 +156,7 @@ def _fire_one(session: Session, schedule: Schedule, spider: Spider, now: datetim
         task_id = repo.insert_fire(session, {**base, "scheduled_for": when, "status": "pending"})
         if task_id is not None:
             decided.sends.append((task_id, _jitter_ms(schedule, when)))
+            metrics.LATENESS.observe(max((now - when).total_seconds(), 0.0))
     logger.info("schedule %s fired: %d run, %d missed, %d overlap; next at %s", schedule.id,
                 len(decided.run), len(decided.missed), len(decided.overlap),
                 schedule.next_fire_at.isoformat())  # fmt: skip

@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session
 
 from crawlhub.errors import NotFound
@@ -231,6 +231,12 @@ def stale_running(session: Session, heartbeat_before: datetime, limit: int) -> S
     """Running tasks whose worker stopped refreshing their heartbeat, locked."""
     return _lock_oldest(session, limit, Task.heartbeat_at, Task.status == "running",
                         Task.heartbeat_at < heartbeat_before)  # fmt: skip
+
+
+def count_by_status(session: Session) -> dict[str, int]:
+    """How many tasks are in each status."""
+    rows = session.execute(select(Task.status, func.count()).group_by(Task.status)).all()
+    return {status: count for status, count in rows}
 
 
 def spider_of(session: Session, task: Task) -> Spider:

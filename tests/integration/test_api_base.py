@@ -11,7 +11,7 @@ from crawlhub.api import create_app
 from crawlhub.context import Context
 from tests.conftest import make_settings
 
-OPEN_PATHS = {"/healthz", "/readyz"}
+OPEN_PATHS = {"/healthz", "/readyz", "/metrics"}
 
 
 def api_routes(client: TestClient, templates: bool = False) -> list[tuple[str, str]]:

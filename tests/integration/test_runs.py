@@ -459,3 +459,30 @@ def test_children_die_with_their_worker_process(tmp_path: Path) -> None:
     while pid_alive(child_pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not pid_alive(child_pid)
+
+
+def test_metrics_parse_and_their_counters_move_after_a_run(hub: Hub) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        response = hub.client.get("/metrics", headers={"Authorization": ""})
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/plain")
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(response.text)
+            for sample in family.samples
+        }
+
+    before = scrape()
+    hub.deploy("measured", {"main.py": "def run(p):\n    return [{'a': 1}, {'a': 2}]\n"})
+    assert hub.wait(hub.run("measured")["id"])["status"] == "completed"
+    after = scrape()
+    completed = ("crawlhub_runs_total", (("status", "completed"),))
+    assert after[completed] == before.get(completed, 0) + 1
+    items = ("crawlhub_items_ingested_total", ())
+    assert after[items] == before.get(items, 0) + 2
+    assert after[("crawlhub_run_duration_seconds_count", ())] >= 1
+    assert after[("crawlhub_tasks", (("status", "completed"),))] == 1
+    assert ("crawlhub_queue_messages", (("queue", "crawlhub.runs"), ("state", "ready"))) in after
+    assert after[("crawlhub_workers", ())] >= 1

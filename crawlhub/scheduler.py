@@ -51,7 +51,7 @@ class Fires:
     run: list[datetime]
     missed: list[datetime]
     overlap: list[datetime]
-    sends: list[tuple[uuid.UUID, int]] = field(default_factory=list)  # new runs and their delay
+    sends: list["tasks.Send"] = field(default_factory=list)  # the new runs to enqueue
 
 
 def recent_fires(cron: Cron, first: datetime, now: datetime, n: int) -> list[datetime]:
@@ -95,7 +95,7 @@ def fire(context: Context, now: datetime | None = None) -> bool:
 
     `now` is the database clock; tests pass a time to replay downtime deterministically.
     """
-    sends: list[tuple[uuid.UUID, int]] = []
+    sends: list[tasks.Send] = []
     new_alerts: list[uuid.UUID | None] = []
     with context.db.session() as session:
         now = now or repo.db_now(session)
@@ -115,8 +115,7 @@ def fire(context: Context, now: datetime | None = None) -> bool:
                     f"({len(decided.missed)} missed, {len(decided.overlap)} overlapping)",
                     spider_id=spider.id,
                 ))  # fmt: skip
-    for task_id, delay_ms in sends:
-        tasks.enqueue(context, task_id, delay_ms)
+    tasks.enqueue_many(context, sends)
     for alert_id in new_alerts:
         alerts.notify_channels(context, alert_id)
     return len(due) == FIRE_BATCH
@@ -132,7 +131,8 @@ def _fire_one(session: Session, schedule: Schedule, spider: Spider, now: datetim
         logger.info("schedule %s: spider %s is disabled; fire at %s not run", schedule.id,
                     spider.name, fires[-1].isoformat())  # fmt: skip
         return Fires([], [], [])
-    active = repo.active_tasks(session, schedule.id)
+    # Overlap only matters to forbid and replace; allow skips the query.
+    active = repo.active_tasks(session, schedule.id) if schedule.overlap != "allow" else []
     decided = plan(schedule, fires, now, bool(active))
     base = {"spider_id": spider.id, "version": spider.current_version, "schedule_id": schedule.id,
             "trigger": "schedule", "params": {**(spider.params or {}), **(schedule.params or {})},
@@ -155,7 +155,8 @@ def _fire_one(session: Session, schedule: Schedule, spider: Spider, now: datetim
     for when in decided.run:
         task_id = repo.insert_fire(session, {**base, "scheduled_for": when, "status": "pending"})
         if task_id is not None:
-            decided.sends.append((task_id, _jitter_ms(schedule, when)))
+            options = tasks.run_options(spider.max_retries, spider)
+            decided.sends.append(tasks.Send(task_id, _jitter_ms(schedule, when), options))
             metrics.LATENESS.observe(max((now - when).total_seconds(), 0.0))
     logger.info("schedule %s fired: %d run, %d missed, %d overlap; next at %s", schedule.id,
                 len(decided.run), len(decided.missed), len(decided.overlap),
@@ -189,7 +190,7 @@ def sweep(context: Context) -> bool:
     for task_id in unsent + lost:
         logger.warning("task %s: re-sending its run message (%s)", task_id,
                        "never sent" if task_id in unsent else "not in the broker")  # fmt: skip
-        tasks.enqueue(context, task_id)
+    tasks.enqueue_many(context, [tasks.Send(task_id) for task_id in unsent + lost])
     return len(unsent) == SWEEP_BATCH
 
 
@@ -231,8 +232,7 @@ def reap(context: Context) -> bool:
                 f"{spider.name}: run {task.id} was lost (its worker {task.worker} stopped)",
                 spider_id=spider.id, task_id=task.id,
             ))  # fmt: skip
-    for task_id, delay in retries:
-        tasks.enqueue(context, task_id, delay)
+    tasks.enqueue_many(context, [tasks.Send(task_id, delay) for task_id, delay in retries])
     for alert_id in new_alerts:
         alerts.notify_channels(context, alert_id)
     return len(stale) == REAP_BATCH
@@ -256,8 +256,7 @@ def resend_pending(context: Context) -> int:
     """Send every pending task again (after the in-process broker lost its queue on restart)."""
     with context.db.session() as session:
         ids = list(task_repo.pending_ids(session))
-    for task_id in ids:
-        tasks.enqueue(context, task_id)
+    tasks.enqueue_many(context, [tasks.Send(task_id) for task_id in ids])
     return len(ids)
 
 

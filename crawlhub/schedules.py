@@ -40,7 +40,10 @@ def update_schedule(db: Database, ref: str, body: SchedulePatch, wake: threading
         zone = changes.get("timezone", schedule.timezone)
         cron = Cron(expr, zone, hash_id=str(schedule.id))
         resumed = changes.get("enabled") is True and not schedule.enabled
-        if resumed or "cron" in changes or "timezone" in changes:
+        if changes.get("enabled") is False:
+            # A paused schedule has no next fire: the ticker's due-time index then skips it.
+            changes["next_fire_at"] = None
+        elif resumed or "cron" in changes or "timezone" in changes:
             # From now on: resuming does not replay the fires missed while paused.
             changes["next_fire_at"] = cron.next_after(repo.db_now(session))
         for key, value in changes.items():

@@ -2,6 +2,8 @@
 
 import logging
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from crawlhub.context import Context
@@ -9,7 +11,7 @@ from crawlhub.errors import Conflict
 from crawlhub.repo import logs as log_repo
 from crawlhub.repo import spiders as spider_repo
 from crawlhub.repo import tasks as repo
-from crawlhub.repo.models import LogLine, Task
+from crawlhub.repo.models import LogLine, Spider, Task
 
 logger = logging.getLogger(__name__)
 
@@ -34,37 +36,65 @@ def create_run(context: Context, ref: str, params: dict[str, Any], trigger: str 
             },
         )
     # Only after the commit: a worker must find the row the message points to.
-    task.message_id = enqueue(context, task.id)
+    options = run_options(task.max_retries, spider)
+    task.message_id = enqueue_many(context, [Send(task.id, 0, options)]).get(task.id)
     return task
 
 
-def enqueue(context: Context, task_id: uuid.UUID, delay_ms: int = 0) -> str | None:
-    """Send a committed task's run message and record its id; None when the broker failed.
+@dataclass(frozen=True)
+class Send:
+    """One run message to send: the task, its delay and its Retries options."""
 
-    The message carries the retries the task has left and its spider's backoff, for
+    task_id: uuid.UUID
+    delay_ms: int = 0
+    options: dict[str, Any] | None = None  # read from the task and spider when not given
+
+
+def run_options(max_retries_left: int, spider: Spider) -> dict[str, Any]:
+    """The Retries options of a run message: retries left and the spider's backoff (ms)."""
+    return {
+        "max_retries": max(max_retries_left, 0),
+        "min_backoff": spider.retry_backoff_min_s * 1000,
+        "max_backoff": spider.retry_backoff_max_s * 1000,
+    }
+
+
+def enqueue(context: Context, task_id: uuid.UUID, delay_ms: int = 0) -> str | None:
+    """Send one committed task's run message (see enqueue_many); its message id or None."""
+    return enqueue_many(context, [Send(task_id, delay_ms)]).get(task_id)
+
+
+def enqueue_many(context: Context, sends: Sequence[Send]) -> dict[uuid.UUID, str]:
+    """Send committed tasks' run messages and record their ids in one transaction.
+
+    A message carries the retries its task has left and its spider's backoff, for
     Dramatiq's Retries middleware. A task whose message could not be sent stays as it is
     and the ticker's sweep resends it; a task sent twice runs once (the claim is a CAS).
     """
-    with context.db.session() as session:
-        task = repo.get_task(session, task_id)
-        spider = repo.spider_of(session, task)
-        options: dict[str, Any] = {
-            "max_retries": max(task.max_retries - task.retry_count, 0),
-            "min_backoff": spider.retry_backoff_min_s * 1000,
-            "max_backoff": spider.retry_backoff_max_s * 1000,
-        }
-    try:
-        message = context.run_actor.send_with_options(
-            args=(str(task_id),), delay=delay_ms or None, **options
-        )
-    except Exception as exc:  # the broker being down must not lose the committed task
-        logger.error("task %s: enqueue failed (%s); it stays pending for the sweep", task_id, exc)
-        return None
-    # The Redis broker files a message under its own id (the key in `dramatiq:<queue>.msgs`).
-    message_id = str(message.options.get("redis_message_id", message.message_id))
-    with context.db.session() as session:
-        repo.set_message_id(session, task_id, message_id)
-    return message_id
+    missing = [s.task_id for s in sends if s.options is None]
+    looked_up: dict[uuid.UUID, dict[str, Any]] = {}
+    if missing:
+        with context.db.session() as session:
+            for task_id in missing:
+                task = repo.get_task(session, task_id)
+                spider = repo.spider_of(session, task)
+                looked_up[task_id] = run_options(task.max_retries - task.retry_count, spider)
+    sent: dict[uuid.UUID, str] = {}
+    for send in sends:
+        options = send.options if send.options is not None else looked_up[send.task_id]
+        try:
+            message = context.run_actor.send_with_options(
+                args=(str(send.task_id),), delay=send.delay_ms or None, **options
+            )
+        except Exception as exc:  # the broker being down must not lose the committed task
+            logger.error("task %s: enqueue failed (%s); it stays for the sweep", send.task_id, exc)
+            continue
+        # The Redis broker files a message under its own id (the key in `dramatiq:<q>.msgs`).
+        sent[send.task_id] = str(message.options.get("redis_message_id", message.message_id))
+    if sent:
+        with context.db.session() as session:
+            repo.set_message_ids(session, sent)
+    return sent
 
 
 def get_task(context: Context, ref: str) -> Task:

@@ -3,9 +3,9 @@
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import ColumnElement, Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from crawlhub.errors import NotFound
@@ -61,9 +61,13 @@ def list_tasks(
     return paginate(session, stmt, page, page_size)
 
 
-def set_message_id(session: Session, task_id: uuid.UUID, message_id: str) -> None:
-    """Record the broker message that carries a task."""
-    session.execute(update(Task).where(Task.id == task_id).values(message_id=message_id))
+def set_message_ids(session: Session, message_ids: dict[uuid.UUID, str]) -> None:
+    """Record the broker messages that carry tasks (one executemany UPDATE)."""
+    table = cast(Table, Task.__table__)
+    session.connection().execute(
+        update(table).where(table.c.id == bindparam("task_id")),
+        [{"task_id": task_id, "message_id": m} for task_id, m in message_ids.items()],
+    )
 
 
 def claim_task(session: Session, task_id: uuid.UUID, worker: str) -> Task | None:

@@ -1,4 +1,4 @@
-"""The ticker's steps: fire due schedules, sweep unsent runs, reap lost runs (SPEC §5-6).
+"""The ticker's steps: fire due schedules, sweep unsent runs, reap lost runs, housekeeping.
 
 Each step is one short transaction that claims its rows with FOR UPDATE SKIP LOCKED, so any
 number of tickers can run at once; messages are sent only after the commit.

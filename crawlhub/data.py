@@ -64,12 +64,12 @@ def page(
         return list(rows), repo.count_items(session, selection.where)
 
 
-def _batches(db: Database, where: ItemFilter) -> Iterator[export.Batch]:
-    """The selection in keyset batches, each read in its own short transaction."""
+def _batches(db: Database, where: ItemFilter, upto: int) -> Iterator[export.Batch]:
+    """The selection up to an id in keyset batches, each read in its own short transaction."""
     after = 0
     while True:
         with db.session() as session:
-            rows = repo.export_batch(session, where, after, EXPORT_BATCH)
+            rows = repo.export_batch(session, where, after, EXPORT_BATCH, upto)
         if not rows:
             return
         yield rows
@@ -79,21 +79,29 @@ def _batches(db: Database, where: ItemFilter) -> Iterator[export.Batch]:
 def export_stream(
     db: Database, selection: Selection, fmt: str, *, fields: list[str] | None, excel: bool
 ) -> Iterator[bytes]:
-    """The export file of a selection, as a stream of byte chunks."""
-    if fmt in ("csv", "xlsx"):
-        columns = fields if fields is not None else _columns(db, selection.where)
-        if fmt == "csv":
-            return export.csv_rows(_batches(db, selection.where), columns, excel=excel)
-        return export.xlsx(_batches(db, selection.where), columns)
-    if fmt == "json":
-        return export.json_array(_batches(db, selection.where))
-    return export.jsonl(_batches(db, selection.where))
+    """The export file of a selection, as a stream of byte chunks.
 
-
-def _columns(db: Database, where: ItemFilter) -> list[str]:
+    The selection is fixed at its highest id when the export starts, so items a running
+    spider adds meanwhile neither lengthen the export nor miss their CSV column.
+    """
+    where = selection.where
     with db.session() as session:
-        keys = repo.first_seen_keys(session, where)
-    return keys if keys is not None else export.keys_in_order(_batches(db, where))
+        upto = repo.max_id(session, where)
+    batches = _batches(db, where, upto)
+    if fmt in ("csv", "xlsx"):
+        columns = fields if fields is not None else _columns(db, where, upto)
+        if fmt == "csv":
+            return export.csv_rows(batches, columns, excel=excel)
+        return export.xlsx(batches, columns)
+    if fmt == "json":
+        return export.json_array(batches)
+    return export.jsonl(batches)
+
+
+def _columns(db: Database, where: ItemFilter, upto: int) -> list[str]:
+    with db.session() as session:
+        keys = repo.first_seen_keys(session, where, upto)
+    return keys if keys is not None else export.keys_in_order(_batches(db, where, upto))
 
 
 def parse_fields(raw: str | None) -> list[str] | None:

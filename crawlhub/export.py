@@ -22,13 +22,19 @@ CHUNK = 256 * 1024
 Batch = list[tuple[int, str]]  # (item id, JSON text of its data)
 
 
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 def cell(value: Any) -> str:
     """A value as CSV text: strings as they are, null empty, everything else as JSON."""
-    if isinstance(value, str):
-        return value
+    kind = type(value)
+    if kind is str:
+        return value  # type: ignore[no-any-return]
     if value is None:
         return ""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    if kind is int:
+        return str(value)
+    return _encode(value)
 
 
 def neutralise(text: str) -> str:

@@ -6,18 +6,20 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import dq_name, xq_name
 
 from crawlhub import tasks
-from crawlhub.context import Context
 from crawlhub.errors import NotFound
 from crawlhub.keys import DRAMATIQ_NAMESPACE, QUEUES
 from crawlhub.repo import items as item_repo
 from crawlhub.repo import tasks as task_repo
+
+if TYPE_CHECKING:
+    from crawlhub.context import Context
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +55,7 @@ def check_queue(name: str) -> str:
     return name
 
 
-def overview(context: Context) -> tuple[list[QueueCounts], list[tuple[str, datetime]]]:
+def overview(context: "Context") -> tuple[list[QueueCounts], list[tuple[str, datetime]]]:
     """Message counts of every queue, and the workers whose heartbeat is fresh."""
     broker = context.broker
     if isinstance(broker, RedisBroker):
@@ -87,7 +89,7 @@ def overview(context: Context) -> tuple[list[QueueCounts], list[tuple[str, datet
     return counts, [("embedded", datetime.now(UTC))]
 
 
-def dead_letters(context: Context, queue: str, limit: int) -> tuple[list[DeadMessage], int]:
+def dead_letters(context: "Context", queue: str, limit: int) -> tuple[list[DeadMessage], int]:
     """The newest dead letters of a queue, decoded, and how many there are."""
     check_queue(queue)
     broker = context.broker
@@ -119,7 +121,7 @@ def _decode(message_id: str, data: dict[str, Any], dead_at: float) -> DeadMessag
                        datetime.fromtimestamp(dead_at, UTC), data)  # fmt: skip
 
 
-def requeue(context: Context, queue: str, message_id: str) -> str | None:
+def requeue(context: "Context", queue: str, message_id: str) -> str | None:
     """Take a dead letter out and run it again: a run becomes a fresh pending attempt series."""
     check_queue(queue)
     message = _take(context, queue, message_id)
@@ -138,7 +140,7 @@ def requeue(context: Context, queue: str, message_id: str) -> str | None:
     return None
 
 
-def _take(context: Context, queue: str, message_id: str) -> DeadMessage:
+def _take(context: "Context", queue: str, message_id: str) -> DeadMessage:
     broker = context.broker
     if isinstance(broker, RedisBroker):
         client: Any = broker.client  # redis-py's reply types are too loose to check
@@ -160,7 +162,7 @@ def _take(context: Context, queue: str, message_id: str) -> DeadMessage:
     raise NotFound(f"no dead letter '{message_id[:80]}' in {queue}")
 
 
-def purge(context: Context, queue: str) -> int:
+def purge(context: "Context", queue: str) -> int:
     """Drop every dead letter of a queue; returns how many."""
     check_queue(queue)
     broker = context.broker

@@ -1,17 +1,21 @@
 """Runs of spiders: create and enqueue, look up, list, cancel."""
 
+from __future__ import annotations
+
 import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from crawlhub.context import Context
 from crawlhub.errors import Conflict
 from crawlhub.repo import logs as log_repo
 from crawlhub.repo import spiders as spider_repo
 from crawlhub.repo import tasks as repo
 from crawlhub.repo.models import LogLine, Spider, Task
+
+if TYPE_CHECKING:
+    from crawlhub.context import Context
 
 logger = logging.getLogger(__name__)
 

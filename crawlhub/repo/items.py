@@ -101,20 +101,25 @@ def count_items(session: Session, where: ItemFilter) -> int:
     return session.scalar(_filtered(select(func.count()).select_from(Item), where)) or 0
 
 
+def max_id(session: Session, where: ItemFilter) -> int:
+    """The highest item id of a selection (0 when empty): an export's fixed upper bound."""
+    return session.scalar(_filtered(select(func.max(Item.id)), where)) or 0
+
+
 def export_batch(
-    session: Session, where: ItemFilter, after_id: int, limit: int
+    session: Session, where: ItemFilter, after_id: int, limit: int, upto: int
 ) -> list[tuple[int, str]]:
-    """The next (id, JSON text) rows after an id, for streaming exports in keyset batches."""
+    """The next (id, JSON text) rows in (after_id, upto], for exports in keyset batches."""
     if session.get_bind().dialect.name == "postgresql":
         data: Any = Item.data.cast(postgresql.TEXT)  # jsonb's text, not a Python round trip
     else:
         data = func.json(Item.data)
-    stmt = _filtered(select(Item.id, data), where).where(Item.id > after_id)
+    stmt = _filtered(select(Item.id, data), where).where(Item.id > after_id, Item.id <= upto)
     rows = session.execute(stmt.order_by(Item.id).limit(limit)).all()
     return [(row[0], row[1]) for row in rows]
 
 
-def first_seen_keys(session: Session, where: ItemFilter) -> list[str] | None:
+def first_seen_keys(session: Session, where: ItemFilter, upto: int) -> list[str] | None:
     """Top-level keys of the selection ordered by the first item they appear in.
 
     PostgreSQL answers in one query; elsewhere None (the caller scans the items itself).
@@ -122,6 +127,7 @@ def first_seen_keys(session: Session, where: ItemFilter) -> list[str] | None:
     if session.get_bind().dialect.name != "postgresql":
         return None
     inner = _filtered(select(Item.id, func.jsonb_object_keys(Item.data).label("key")), where)
+    inner = inner.where(Item.id <= upto)
     sub = inner.where(func.jsonb_typeof(Item.data) == "object").subquery()
     rows = session.execute(
         select(sub.c.key).group_by(sub.c.key).order_by(func.min(sub.c.id), sub.c.key)

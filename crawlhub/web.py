@@ -7,7 +7,7 @@ import json
 import logging
 import re
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from spectree import SecurityScheme, SecuritySchemeData, SpecTree
@@ -32,6 +32,9 @@ from crawlhub.errors import (
     Unauthorized,
 )
 from crawlhub.schemas import ErrorResponse
+
+if TYPE_CHECKING:
+    from crawlhub.context import Context
 
 logger = logging.getLogger(__name__)
 
@@ -196,6 +199,20 @@ def make_spectree() -> SpecTree:
         ],
         security={"bearer": []},
     )
+
+
+spec = make_spectree()  # every route module decorates its handlers with this one instance
+
+
+def errors(*statuses: int) -> dict[str, Any]:
+    """spectree response declarations of the error envelope for these statuses."""
+    return {f"HTTP_{status}": ErrorResponse for status in statuses}
+
+
+def ctx(request: Request) -> "Context":
+    """The process context the app was built with."""
+    context: Context = request.app.state.ctx
+    return context
 
 
 def is_api_path(path: str) -> bool:

@@ -1,0 +1,1 @@
+"""HTTP handlers of the API, one module per resource; `crawlhub.api` assembles them."""

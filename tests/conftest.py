@@ -136,6 +136,19 @@ def client(context: Context) -> Iterator[TestClient]:
         yield test_client
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left_behind() -> Iterator[None]:
+    """Kill any crawlhub process a failed test left running: a stray worker on the shared
+    Redis database would take the next tests' messages."""
+    yield
+    from tests.integration.test_processes import Process
+
+    for process in Process.started:
+        if process.proc.poll() is None:
+            process.proc.kill()
+            process.proc.wait()
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     """In CI a skipped test is a failed one: every service must be there."""

@@ -49,6 +49,8 @@ def crawlhub(*args: str, env: dict[str, str], cwd: Path) -> subprocess.Completed
 class Process:
     """A crawlhub process started in the background, its output kept in a file."""
 
+    started: list["Process"] = []  # noqa: RUF012 - every one, so none outlives the session
+
     def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
         self.log = cwd / f"{args[0]}-{time.monotonic_ns()}.log"
         self.out = self.log.open("w")

@@ -3,6 +3,7 @@
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
 
 import prometheus_client
@@ -50,13 +51,7 @@ def worker(settings: Settings) -> None:
     _require_redis(settings, "worker")
     context = Context.build(settings)
     stop = threading.Event()
-
-    def _stop(signum: int, _frame: FrameType | None) -> None:
-        logger.info("worker: %s received, finishing current messages", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    _on_stop_signals("worker", "finishing current messages", stop.set)
     _serve_metrics(settings)
     consumer = _start_worker(context)
     logger.info("worker ready: %d thread(s) on %s", settings.worker_concurrency, ", ".join(QUEUES))
@@ -94,13 +89,7 @@ def ticker(settings: Settings) -> None:
     _require_redis(settings, "ticker")
     context = Context.build(settings)
     loop = Ticker(context)
-
-    def _stop(signum: int, _frame: FrameType | None) -> None:
-        logger.info("ticker: %s received, stopping after this round", signal.Signals(signum).name)
-        loop.stop()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    _on_stop_signals("ticker", "stopping after this round", loop.stop)
     _serve_metrics(settings)
     try:
         loop.run()
@@ -161,6 +150,17 @@ def _serve(context: Context, host: str) -> None:
 
 def _exit_cleanly(signum: int, _frame: FrameType | None) -> None:
     raise SystemExit(0)
+
+
+def _on_stop_signals(process: str, next_step: str, stop: Callable[[], None]) -> None:
+    """Call `stop` on SIGTERM or SIGINT, saying in the log what happens next."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        logger.info("%s: %s received, %s", process, signal.Signals(signum).name, next_step)
+        stop()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 def _serve_metrics(settings: Settings) -> None:

@@ -61,6 +61,7 @@ class Process:
             stdout=self.out,
             stderr=subprocess.STDOUT,
         )
+        Process.started.append(self)
 
     def output(self) -> str:
         return self.log.read_text()

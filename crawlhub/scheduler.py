@@ -187,6 +187,8 @@ def sweep(context: Context) -> bool:
             )
             if t.message_id and not has_message(context.broker, RUNS_QUEUE, t.message_id)
         ]
+        # A retry waits at most a day (the largest backoff); longer means its message is gone.
+        lost += [t.id for t in task_repo.stale_retrying(session, now - STALE_RETRY, SWEEP_BATCH)]
     for task_id in unsent + lost:
         logger.warning("task %s: re-sending its run message (%s)", task_id,
                        "never sent" if task_id in unsent else "not in the broker")  # fmt: skip

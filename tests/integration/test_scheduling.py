@@ -272,3 +272,25 @@ def test_sweep_sends_runs_whose_enqueue_failed(
     assert task.message_id is not None
     queued = context.broker.queues  # type: ignore[attr-defined]
     assert queued["crawlhub.runs"].qsize() == 1
+
+
+def test_sweep_resends_a_retry_whose_message_never_came(context: Context) -> None:
+    spider_id = add_spider(context)
+    now = datetime.now(UTC)
+    with context.db.session() as session:
+        stuck = Task(
+            spider_id=spider_id,
+            trigger="manual",
+            status="retrying",
+            retry_count=1,
+            max_retries=3,
+            heartbeat_at=now - timedelta(days=2),
+        )
+        waiting = Task(spider_id=spider_id, trigger="manual", status="retrying", retry_count=1,
+                       max_retries=3, heartbeat_at=now - timedelta(minutes=5))  # fmt: skip
+        session.add_all([stuck, waiting])
+    scheduler.sweep(context)
+    with context.db.session() as session:
+        assert session.get(Task, stuck.id).message_id is not None  # type: ignore[union-attr]
+        assert session.get(Task, waiting.id).message_id is None  # type: ignore[union-attr]
+    assert context.broker.queues["crawlhub.runs"].qsize() == 1  # type: ignore[attr-defined]

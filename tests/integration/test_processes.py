@@ -66,6 +66,14 @@ class Process:
     def output(self) -> str:
         return self.log.read_text()
 
+    def wait_output(self, text: str) -> None:
+        """Wait until the process has printed `text`; processes start at their own pace."""
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while text not in self.output():
+            assert self.proc.poll() is None, f"process exited early:\n{self.output()}"
+            assert time.monotonic() < deadline, f"no {text!r} in {START_TIMEOUT_S}s:\n{self.output()}"
+            time.sleep(0.1)
+
     def wait_for(self, url: str) -> httpx.Response:
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -183,11 +191,8 @@ def test_distributed_processes_start_and_stop_on_sigterm(
         assert ready.json()["checks"] == {"database": "ok", "migrations": "ok", "redis": "ok"}
         headers = {"Authorization": "Bearer secret-two"}
         assert httpx.get(f"http://127.0.0.1:{port}/api/spiders", headers=headers).status_code == 200
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while "worker ready" not in worker.output() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert "worker ready" in worker.output(), worker.output()
-        assert "ticker started" in ticker.output()
+        worker.wait_output("worker ready")
+        ticker.wait_output("ticker started")
         client_env = {
             **env,
             "CRAWLHUB_URL": f"http://127.0.0.1:{port}",

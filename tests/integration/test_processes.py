@@ -71,7 +71,9 @@ class Process:
         deadline = time.monotonic() + START_TIMEOUT_S
         while text not in self.output():
             assert self.proc.poll() is None, f"process exited early:\n{self.output()}"
-            assert time.monotonic() < deadline, f"no {text!r} in {START_TIMEOUT_S}s:\n{self.output()}"
+            assert time.monotonic() < deadline, (
+                f"no {text!r} in {START_TIMEOUT_S}s:\n{self.output()}"
+            )
             time.sleep(0.1)
 
     def wait_for(self, url: str) -> httpx.Response:

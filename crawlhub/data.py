@@ -1,5 +1,6 @@
 """Scraped data: query, streamed export, deletion and retention of items."""
 
+import itertools
 import logging
 import uuid
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from crawlhub.repo.models import Item
 logger = logging.getLogger(__name__)
 
 EXPORT_BATCH = 5000  # rows per keyset query while exporting
+COPY_BATCH = 50_000  # rows per COPY (and per transaction) while PostgreSQL writes an export
 RETENTION_BATCH = 5000  # rows per delete transaction
 RETENTION_ROUNDS = 20  # batches per retention step, so one step stays short
 
@@ -87,15 +89,44 @@ def export_stream(
     where = selection.where
     with db.session() as session:
         upto = repo.max_id(session, where)
-    batches = _batches(db, where, upto)
+    columns: list[str] | None = None
     if fmt in ("csv", "xlsx"):
         columns = fields if fields is not None else _columns(db, where, upto)
-        if fmt == "csv":
-            return export.csv_rows(batches, columns, excel=excel)
-        return export.xlsx(batches, columns)
-    if fmt == "json":
-        return export.json_array(batches)
-    return export.jsonl(batches)
+    if fmt == "xlsx":
+        assert columns is not None
+        return export.xlsx(_batches(db, where, upto), columns)
+    if db.dialect == "postgresql":  # PostgreSQL writes the rows itself
+        defuse = export.FORMULA_STARTS if excel else ()
+        lines = _copied(db, where, upto, columns, defuse)
+    elif columns is not None:
+        return export.csv_rows(_batches(db, where, upto), columns, excel=excel)
+    else:
+        lines = export.jsonl(_batches(db, where, upto))
+    if columns is not None:
+        return itertools.chain([export.csv_header(columns, excel=excel)], lines)
+    return export.json_array(lines) if fmt == "json" else lines
+
+
+def _copied(
+    db: Database, where: ItemFilter, upto: int, columns: list[str] | None, defuse: tuple[str, ...]
+) -> Iterator[bytes]:
+    """The selection up to an id as COPY writes it (JSON lines, or CSV rows of columns), in
+    batches of COPY_BATCH rows, each in its own transaction, yielded in chunks of whole lines."""
+    after = 0
+    buffer = bytearray()
+    while after < upto:
+        with db.session() as session:
+            end = repo.batch_end(session, where, after, upto, COPY_BATCH)
+            rows = repo.copy_export(session, where, after, end, columns, defuse)
+            assert rows is not None
+            for row in rows:
+                buffer += row
+                if len(buffer) >= export.CHUNK:
+                    yield bytes(buffer)
+                    buffer.clear()
+        after = end
+    if buffer:
+        yield bytes(buffer)
 
 
 def _columns(db: Database, where: ItemFilter, upto: int) -> list[str]:

@@ -48,24 +48,33 @@ def jsonl(batches: Iterable[Batch]) -> Iterator[bytes]:
         yield "".join(text + "\n" for _, text in batch).encode()
 
 
-def json_array(batches: Iterable[Batch]) -> Iterator[bytes]:
-    """One JSON array, streamed."""
+def json_array(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """JSON lines (in chunks of whole lines) as one JSON array, streamed."""
     yield b"["
     first = True
-    for batch in batches:
-        body = ",\n".join(text for _, text in batch)
-        yield (body if first else ",\n" + body).encode()
+    for chunk in chunks:
+        if not chunk:
+            continue
+        body = chunk[:-1].replace(b"\n", b",\n")
+        yield body if first else b",\n" + body
         first = False
     yield b"]\n"
 
 
+def csv_header(columns: list[str], *, excel: bool) -> bytes:
+    """The first line of a CSV export; Excel mode starts with a BOM. Lines end in LF, as
+    PostgreSQL's COPY writes them (Excel, LibreOffice and every CSV parser read it)."""
+    buffer = io.StringIO()
+    if columns:  # no columns (an empty selection without `fields`): an empty file
+        csv.writer(buffer, lineterminator="\n").writerow(columns)
+    return (BOM if excel else b"") + buffer.getvalue().encode()
+
+
 def csv_rows(batches: Iterable[Batch], columns: list[str], *, excel: bool) -> Iterator[bytes]:
     """A header of `columns`, then one row per item; Excel mode adds a BOM and defuses formulas."""
+    yield csv_header(columns, excel=excel)
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    if columns:  # no columns (an empty selection without `fields`): an empty file
-        writer.writerow(columns)
-    yield (BOM if excel else b"") + buffer.getvalue().encode()
+    writer = csv.writer(buffer, lineterminator="\n")
     for batch in batches:
         buffer.seek(0)
         buffer.truncate()

@@ -1,11 +1,12 @@
 """Scraped items: batch ingest (with dedup), queries, keyset export batches, deletion."""
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from psycopg import sql
 from sqlalchemy import Select, delete, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -117,6 +118,77 @@ def export_batch(
     stmt = _filtered(select(Item.id, data), where).where(Item.id > after_id, Item.id <= upto)
     rows = session.execute(stmt.order_by(Item.id).limit(limit)).all()
     return [(row[0], row[1]) for row in rows]
+
+
+def batch_end(session: Session, where: ItemFilter, after_id: int, upto: int, limit: int) -> int:
+    """The id closing the next batch of `limit` rows after after_id (upto when fewer are left)."""
+    stmt = _filtered(select(Item.id), where).where(Item.id > after_id, Item.id <= upto)
+    end = session.scalar(stmt.order_by(Item.id).offset(limit - 1).limit(1))
+    return upto if end is None else int(end)
+
+
+# CSV whose quote and delimiter never occur in jsonb's text (it escapes every control
+# character): COPY then writes each row's JSON exactly as it is, one per line.
+_JSON_LINES = sql.SQL("FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02'")
+
+
+def copy_export(
+    session: Session,
+    where: ItemFilter,
+    after_id: int,
+    upto: int,
+    columns: list[str] | None,
+    defuse: tuple[str, ...] = (),
+) -> Iterator[memoryview] | None:
+    """Items in (after_id, upto] as PostgreSQL itself writes them, one chunk per row; None
+    when not on PostgreSQL.
+
+    Without columns: JSON lines. With columns: CSV rows, strings as they are, null or
+    missing as "" (quoted, so a row is never a blank line), other values as JSON text; a
+    string starting with one of `defuse` gets a leading quote. No Python object per item.
+    """
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        return None
+    if columns is None:
+        cells: sql.Composable = sql.SQL("data::text")
+        options = _JSON_LINES
+    else:
+        cells = sql.SQL(", ").join(_csv_cell(sql.Literal(c), defuse) for c in columns)
+        options = sql.SQL("FORMAT csv")
+    conditions: list[sql.Composable] = [sql.SQL("id > {} AND id <= {}").format(after_id, upto)]
+    for name, value, operator in (
+        ("spider_id", where.spider_id, "="),
+        ("task_id", where.task_id, "="),
+        ("created_at", where.since, ">="),
+        ("created_at", where.until, "<"),
+    ):
+        if value is not None:
+            conditions.append(sql.SQL(f"{name} {operator} {{}}").format(sql.Literal(value)))
+    statement = sql.SQL("COPY (SELECT {} FROM item WHERE {} ORDER BY id) TO STDOUT ({})").format(
+        cells, sql.SQL(" AND ").join(conditions), options
+    )
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    return _copy_out(driver, statement)
+
+
+def _csv_cell(key: sql.Literal, defuse: tuple[str, ...]) -> sql.Composable:
+    text = sql.SQL("(data->>{})").format(key)
+    shown = sql.SQL("coalesce({}, '')").format(text)
+    if not defuse:
+        return shown
+    starts = sql.SQL(", ").join(map(sql.Literal, defuse))
+    return sql.SQL(
+        "CASE WHEN jsonb_typeof(data->{}) = 'string' AND left({}, 1) IN ({})"
+        " THEN '''' || {} ELSE {} END"
+    ).format(key, text, starts, text, shown)
+
+
+def _copy_out(driver: Any, statement: sql.Composed) -> Iterator[memoryview]:
+    # Statement literals only, no parameters: a % in a key must not be taken for one.
+    with driver.cursor() as cursor, cursor.copy(statement) as copy:
+        yield from copy
 
 
 def first_seen_keys(session: Session, where: ItemFilter, upto: int) -> list[str] | None:

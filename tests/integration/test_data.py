@@ -36,7 +36,7 @@ ITEMS: list[dict[str, Any]] = [
 
 def same_cell(text: Any, value: Any) -> bool:
     """A CSV/XLSX text cell holds this value (nested values as JSON, in any key order)."""
-    if isinstance(value, dict | list):
+    if isinstance(value, dict | list | float):
         return bool(json.loads(text) == value)
     return bool(text == cell(value))
 
@@ -133,9 +133,46 @@ def test_exports_of_an_empty_selection_are_valid_empty_files(
     assert export(client, "json", spider_id="empty")[0].strip() == b"[]"
     assert export(client, "jsonl", spider_id="empty")[0] == b""
     assert export(client, "csv", spider_id="empty")[0] == b""
-    assert export(client, "csv", spider_id="empty", fields="a,b")[0] == b"a,b\r\n"
+    assert export(client, "csv", spider_id="empty", fields="a,b")[0] == b"a,b\n"
     book = openpyxl.load_workbook(io.BytesIO(export(client, "xlsx", spider_id="empty")[0]))
     assert book.active is not None
+
+
+def test_exports_in_many_batches_keep_order_filters_and_every_row(
+    client: TestClient, context: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(data, "COPY_BATCH", 2)
+    monkeypatch.setattr(data, "EXPORT_BATCH", 2)
+    seed(context, [{"n": n} for n in range(3)], name="other")  # interleaved ids of another spider
+    _, task_id = seed(context, ITEMS + [{"n": n} for n in range(5)])
+    seed(context, [{"n": n} for n in range(3, 6)], name="third")
+    body, _ = export(client, "jsonl", spider_id="shop")
+    assert [json.loads(line) for line in body.decode().splitlines()] == ITEMS + [
+        {"n": n} for n in range(5)
+    ]
+    assert json.loads(export(client, "json", task_id=str(task_id))[0])[-1] == {"n": 4}
+    future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    assert json.loads(export(client, "json", since=future)[0]) == []
+    assert len(export(client, "jsonl", until=future)[0].splitlines()) == len(ITEMS) + 11
+    # One column, missing from most items: every item is still a row, none a blank line.
+    body, _ = export(client, "csv", spider_id="shop", fields="n")
+    assert [row["n"] for row in csv.DictReader(io.StringIO(body.decode()))] == [""] * len(ITEMS) + [
+        "0",
+        "1",
+        "2",
+        "3",
+        "4",
+    ]
+
+
+def test_csv_columns_named_like_sql_are_only_keys(client: TestClient, context: Context) -> None:
+    hostile = {"it's": 1, "a%s": "pct", "x'); DROP TABLE item; --": "bobby", '"q"': None}
+    seed(context, [hostile])
+    fields = ",".join(hostile)
+    body, _ = export(client, "csv", spider_id="shop", fields=fields, excel="true")
+    rows = list(csv.reader(io.StringIO(body.decode("utf-8-sig"))))
+    assert rows == [list(hostile), ["1", "pct", "bobby", ""]]
+    assert len(export(client, "jsonl")[0].splitlines()) == 1  # the table is still there
 
 
 def test_export_rejects_bad_input(client: TestClient, context: Context) -> None:

@@ -1,8 +1,9 @@
 """Reading a spider's output while it runs: log lines and items, batched into the database.
 
-Reader threads (one per pipe) feed a sink; the sink flushes a batch itself when it is
-full, and the supervisor flushes whatever is left every tick, so lines show up live
-whether the spider prints a million lines or one line a minute.
+Reader threads (one per pipe) feed a sink, and the run's supervisor flushes what is
+buffered every tick, so lines show up live whether the spider prints a million lines or
+one line a minute. A log sink also flushes a full batch from its reader; an item sink
+lets its reader parse on while the supervisor writes, until too much is waiting.
 """
 
 import hashlib
@@ -13,7 +14,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import IO, Any
 
@@ -25,9 +26,25 @@ from crawlhub.repo.db import Database
 
 logger = logging.getLogger(__name__)
 
-BATCH = 1000  # lines or items per database write
+BATCH = 1000  # log lines per database write
+# Items: the run's supervisor writes what is buffered every tick while the reader thread goes
+# on parsing (double buffering); the reader writes itself only when this much is waiting.
+ITEMS_BUFFERED = 20_000
+ITEM_BYTES_BUFFERED = 32 * 1024 * 1024
 CHUNK = 64 * 1024  # read size while skipping the rest of an over-long line
+WRITE_RETRY_PAUSE_S = 0.5
 STDERR_TAIL = 20  # stderr lines kept for a failed task's error_message
+
+
+def flush_or_pause(flush: Callable[[], None], task_id: uuid.UUID) -> None:
+    """Flush from a reader thread. When the database or Redis fails, pause instead of letting
+    the reader die: the batch stays buffered, the spider waits on its pipe meanwhile, and the
+    next line (or the supervisor's next tick) tries again."""
+    try:
+        flush()
+    except Exception as exc:
+        logger.warning("task %s: write failed, will retry: %s", task_id, exc)
+        time.sleep(WRITE_RETRY_PAUSE_S)
 
 
 def dedup_hash(item: dict[str, Any], keys: list[str]) -> str | None:
@@ -79,6 +96,10 @@ NEEDS_CLEANING = re.compile(r"\\u0000|\\u[dD][89abAB]|\\u[dD][c-fC-F]|NaN|Infini
 
 def _no_constant(_name: str) -> None:
     return None  # NaN and ±Infinity become null
+
+
+# One decoder for every line: json.loads with an option builds a new one per call.
+_decode = json.JSONDecoder(parse_constant=_no_constant).decode
 
 
 def _clean_json(value: Any) -> Any:
@@ -153,7 +174,7 @@ class LogSink:
             self._append(stream, text)
             full = len(self._buffer) >= BATCH
         if full:
-            self.flush()
+            flush_or_pause(self.flush, self.task_id)
 
     def _append(self, stream: str, text: str) -> None:
         self.seq += 1
@@ -211,6 +232,7 @@ class ItemSink:
         self.count = 0
         self.invalid = 0
         self._buffer: list[tuple[str, dict[str, Any], str | None]] = []
+        self._buffered_bytes = 0
         self._invalid_unsaved = 0
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
@@ -224,7 +246,7 @@ class ItemSink:
             return
         decoded = raw.decode("utf-8", "replace").replace("\x00", "")
         try:
-            value = json.loads(decoded, parse_constant=_no_constant)
+            value = _decode(decoded)
         except (ValueError, RecursionError) as exc:
             self._reject(f"malformed item line ({exc}): {decoded[:200]}")
             return
@@ -239,9 +261,12 @@ class ItemSink:
         digest = dedup_hash(value, self.dedup_keys) if self.dedup_keys else None
         with self._lock:
             self._buffer.append((text, value, digest))
-            full = len(self._buffer) >= BATCH
-        if full:
-            self.flush()
+            self._buffered_bytes += len(text)
+            behind = (
+                len(self._buffer) >= ITEMS_BUFFERED or self._buffered_bytes >= ITEM_BYTES_BUFFERED
+            )
+        if behind:  # the supervisor's flushes do not keep up: write here, slowing the spider
+            flush_or_pause(self.flush, self.task_id)
 
     def _reject(self, message: str) -> None:
         with self._lock:
@@ -259,6 +284,7 @@ class ItemSink:
             with self._lock:
                 batch, self._buffer = self._buffer, []
                 invalid, self._invalid_unsaved = self._invalid_unsaved, 0
+                self._buffered_bytes = 0
             if not batch and not invalid:
                 return
             try:
@@ -274,6 +300,7 @@ class ItemSink:
                 with self._lock:  # keep the items for the next flush: none may be lost
                     self._buffer[:0] = batch
                     self._invalid_unsaved += invalid
+                    self._buffered_bytes += sum(len(text) for text, _, _ in batch)
                 raise
             with self._lock:
                 self.count += stored

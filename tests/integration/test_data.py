@@ -215,6 +215,21 @@ def test_delete_needs_a_task_or_spider_and_returns_the_count(
     assert client.get("/api/data").json()["total"] == 0
 
 
+def test_deleting_a_spider_deletes_its_items_tasks_and_logs(
+    client: TestClient, context: Context
+) -> None:
+    _, task_id = seed(context, [{"n": n} for n in range(5)])
+    seed(context, [{"n": 1}], name="other")
+    with context.db.session() as session:
+        session.add(LogLine(task_id=task_id, attempt=1, seq=1, stream="stdout",
+                            ts=datetime.now(UTC), text="x"))  # fmt: skip
+    assert client.delete("/api/spiders/shop").status_code == 204
+    with context.db.session() as session:
+        assert session.scalar(select(func.count()).select_from(Item)) == 1  # the other's
+        assert session.scalar(select(func.count()).select_from(Task)) == 1
+        assert session.scalar(select(func.count()).select_from(LogLine)) == 0
+
+
 def test_retention_deletes_old_items_and_logs_in_batches(
     context: Context, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,0 +1,95 @@
+"""The sinks between a spider's pipes and the database: batching, back-pressure, failures."""
+
+import json
+import uuid
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
+
+from crawlhub import capture
+from crawlhub.capture import ItemSink, LogSink
+from crawlhub.context import Context
+from crawlhub.repo.models import Item, LogLine, Spider, Task
+
+
+def new_task(context: Context) -> tuple[uuid.UUID, uuid.UUID]:
+    with context.db.session() as session:
+        spider = Spider(name="sink", kind="python", entry="main:run")
+        session.add(spider)
+        session.flush()
+        task = Task(spider_id=spider.id, trigger="manual", status="running")
+        session.add(task)
+        session.flush()
+        return spider.id, task.id
+
+
+def sinks(context: Context) -> tuple[LogSink, ItemSink, uuid.UUID]:
+    spider_id, task_id = new_task(context)
+    logs = LogSink(context.db, context.live, task_id, 1, first_seq=1, max_lines=10_000)
+    return logs, ItemSink(context.db, logs, spider_id, task_id, 1), task_id
+
+
+def stored(context: Context, task_id: uuid.UUID) -> tuple[int, int, int]:
+    """(item rows, log rows, the task's items_count)."""
+    with context.db.session() as session:
+        items = session.scalar(select(func.count()).select_from(Item)) or 0
+        lines = session.scalar(select(func.count()).select_from(LogLine)) or 0
+        task = session.get(Task, task_id)
+        assert task is not None
+        return items, lines, task.items_count
+
+
+def test_the_item_reader_writes_only_when_the_supervisor_falls_behind(
+    context: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(capture, "ITEMS_BUFFERED", 10)
+    _, items, task_id = sinks(context)
+    for n in range(9):
+        items.line(json.dumps({"n": n}).encode())
+    assert stored(context, task_id) == (0, 0, 0)  # buffered for the supervisor's next tick
+    items.line(b'{"n": 9}')  # the tenth: too much waiting, the reader writes
+    assert stored(context, task_id) == (10, 0, 10)
+    items.line(b'{"n": 10}')
+    items.flush()  # what the supervisor does every tick
+    assert stored(context, task_id) == (11, 0, 11)
+
+
+def test_a_failing_write_pauses_the_reader_and_loses_nothing(
+    context: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(capture, "ITEMS_BUFFERED", 3)
+    monkeypatch.setattr(capture, "BATCH", 3)
+    monkeypatch.setattr(capture, "WRITE_RETRY_PAUSE_S", 0.01)
+    logs, items, task_id = sinks(context)
+    real_insert = capture.item_repo.insert_items
+    failures = iter([True, False])
+
+    def insert_once_failing(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if next(failures, False):
+            raise OperationalError("COPY", {}, Exception("server closed the connection"))
+        return real_insert(*args, **kwargs)
+
+    monkeypatch.setattr(capture.item_repo, "insert_items", insert_once_failing)
+    for n in range(3):
+        items.line(json.dumps({"n": n}).encode())  # the third write fails: no exception here
+    assert stored(context, task_id)[0] == 0
+    items.line(b'{"n": 3}')  # the next line tries again, with everything kept
+    assert stored(context, task_id) == (4, 0, 4)
+    real_lines = capture.log_repo.insert_lines
+    line_failures = iter([True, False])
+
+    def lines_once_failing(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if next(line_failures, False):
+            raise OperationalError("INSERT", {}, Exception("server closed the connection"))
+        return real_lines(*args, **kwargs)
+
+    monkeypatch.setattr(capture.log_repo, "insert_lines", lines_once_failing)
+    for n in range(3):
+        logs.line("stdout", f"line {n}".encode())  # a full batch: its write fails, no exception
+    assert stored(context, task_id)[1] == 0
+    logs.line("stdout", b"line 3")
+    assert stored(context, task_id)[1] == 4
+    with context.db.session() as session:
+        data = session.scalars(select(Item.data).order_by(Item.id)).all()
+    assert [d["n"] for d in data] == [0, 1, 2, 3]

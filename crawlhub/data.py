@@ -54,16 +54,17 @@ def select(
 
 def page(
     db: Database, selection: Selection, *, page: int, page_size: int, after_id: int | None
-) -> tuple[list[Item], int | None]:
-    """A page of items (with the total) or, with after_id, the next ones (no total: keyset)."""
+) -> tuple[list[Item], int | None, bool]:
+    """A page of items with the total and whether it is exact, or, with after_id, the next
+    ones (no total: keyset)."""
     with db.session() as session:
         if after_id is not None:
             rows = repo.list_items(session, selection.where, limit=page_size, after_id=after_id)
-            return list(rows), None
+            return list(rows), None, True
         rows = repo.list_items(
             session, selection.where, limit=page_size, offset=(page - 1) * page_size
         )
-        return list(rows), repo.count_items(session, selection.where)
+        return list(rows), *repo.count_items(session, selection.where)
 
 
 def _batches(db: Database, where: ItemFilter, upto: int) -> Iterator[export.Batch]:

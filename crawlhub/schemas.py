@@ -54,17 +54,19 @@ class Page(BaseModel, Generic[T]):
 
     items: list[T]
     total: int
+    total_exact: bool = Field(
+        True, description="false: `total` is PostgreSQL's estimate (lists of over 10 000 runs)"
+    )
     page: int
     page_size: int
     total_pages: int
 
     @classmethod
-    def of(cls, items: list[T], total: int, query: PageQuery) -> Self:
+    def of(cls, items: list[T], total: int, query: PageQuery, *, exact: bool = True) -> Self:
         """A page built from its rows, the total count and the query that asked for it."""
         pages = (total + query.page_size - 1) // query.page_size
-        return cls(
-            items=items, total=total, page=query.page, page_size=query.page_size, total_pages=pages
-        )
+        return cls(items=items, total=total, total_exact=exact, page=query.page,
+                   page_size=query.page_size, total_pages=pages)  # fmt: skip
 
 
 # --- health -----------------------------------------------------------------------------
@@ -594,6 +596,9 @@ class DataPage(BaseModel):
 
     items: list[ItemOut]
     total: int | None
+    total_exact: bool = Field(
+        True, description="false: `total` is PostgreSQL's estimate (over 10 000 items)"
+    )
     page: int | None
     page_size: int
     total_pages: int | None

@@ -116,15 +116,16 @@ def list_tasks(
     status: str | None = None,
     trigger: str | None = None,
     schedule_id: uuid.UUID | None = None,
-) -> tuple[list[Task], int]:
-    """A page of tasks, newest first; `spider` is an id or a name."""
+) -> tuple[list[Task], int, bool]:
+    """A page of tasks, newest first, the total and whether it is exact; `spider` is an id
+    or a name."""
     with context.db.session() as session:
         spider_id = spider_repo.get_spider(session, spider).id if spider else None
-        rows, total = repo.list_tasks(
+        rows, total, exact = repo.list_tasks(
             session, page=page, page_size=page_size, spider_id=spider_id, status=status,
             trigger=trigger, schedule_id=schedule_id,
         )  # fmt: skip
-        return list(rows), total
+        return list(rows), total, exact
 
 
 def cancel(context: Context, ref: str) -> Task:

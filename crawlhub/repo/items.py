@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from crawlhub.repo.bulk import copy_rows
 from crawlhub.repo.models import Item, LogLine, Spider, Task
+from crawlhub.repo.pages import count_rows
 from crawlhub.repo.types import utcnow
 
 COLUMNS = ("spider_id", "task_id", "attempt", "data", "created_at")
@@ -97,9 +98,9 @@ def list_items(
     return session.scalars(stmt).all()
 
 
-def count_items(session: Session, where: ItemFilter) -> int:
-    """How many items match."""
-    return session.scalar(_filtered(select(func.count()).select_from(Item), where)) or 0
+def count_items(session: Session, where: ItemFilter) -> tuple[int, bool]:
+    """How many items match, and whether that is exact (see `count_rows`)."""
+    return count_rows(session, _filtered(select(Item.id), where))
 
 
 def max_id(session: Session, where: ItemFilter) -> int:

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from crawlhub.errors import NotFound
 from crawlhub.repo.models import CLAIMABLE, FINISHED, Spider, Task
-from crawlhub.repo.pages import paginate
+from crawlhub.repo.pages import count_rows, page_of
 from crawlhub.repo.types import utcnow
 
 
@@ -47,8 +47,9 @@ def list_tasks(
     status: str | None = None,
     trigger: str | None = None,
     schedule_id: uuid.UUID | None = None,
-) -> tuple[Sequence[Task], int]:
-    """A page of tasks, newest first."""
+) -> tuple[Sequence[Task], int, bool]:
+    """A page of tasks, newest first, with their count and whether it is exact (see
+    `count_rows`: a million runs are not counted for every page)."""
     stmt = select(Task).order_by(Task.created_at.desc(), Task.id.desc())
     if spider_id is not None:
         stmt = stmt.where(Task.spider_id == spider_id)
@@ -58,7 +59,7 @@ def list_tasks(
         stmt = stmt.where(Task.trigger == trigger)
     if schedule_id is not None:
         stmt = stmt.where(Task.schedule_id == schedule_id)
-    return paginate(session, stmt, page, page_size)
+    return page_of(session, stmt, page, page_size), *count_rows(session, stmt)
 
 
 def set_message_ids(session: Session, message_ids: dict[uuid.UUID, str]) -> None:

@@ -31,11 +31,14 @@ def list_data(request: Request) -> Response:
     q = query_of(request, DataQuery)
     db = ctx(request).db
     selection = data.select(db, spider=q.spider_id, task=q.task_id, since=q.since, until=q.until)
-    rows, total = data.page(db, selection, page=q.page, page_size=q.page_size, after_id=q.after_id)
+    rows, total, exact = data.page(
+        db, selection, page=q.page, page_size=q.page_size, after_id=q.after_id
+    )
     items = [ItemOut.model_validate(r) for r in rows]
     keyset = q.after_id is not None
     return ModelResponse(DataPage(
-        items=items, total=total, page=None if keyset else q.page, page_size=q.page_size,
+        items=items, total=total, total_exact=exact, page=None if keyset else q.page,
+        page_size=q.page_size,
         total_pages=None if total is None else (total + q.page_size - 1) // q.page_size,
         next_after_id=items[-1].id if items else None,
     ))  # fmt: skip

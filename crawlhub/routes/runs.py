@@ -58,11 +58,12 @@ async def test_run(request: Request) -> Response:
 def list_tasks(request: Request) -> Response:
     """List runs, newest first (filters: spider_id (id or name), status, trigger, schedule_id)."""
     query = query_of(request, TaskListQuery)
-    rows, total = tasks.list_tasks(
+    rows, total, exact = tasks.list_tasks(
         ctx(request), page=query.page, page_size=query.page_size, spider=query.spider_id,
         status=query.status, trigger=query.trigger, schedule_id=query.schedule_id,
     )  # fmt: skip
-    return ModelResponse(TaskPage.of([TaskOut.model_validate(t) for t in rows], total, query))
+    items = [TaskOut.model_validate(t) for t in rows]
+    return ModelResponse(TaskPage.of(items, total, query, exact=exact))
 
 
 @spec.validate(resp=Resp(HTTP_200=TaskOut, **errors(404)), tags=["tasks"])

@@ -12,6 +12,10 @@ PYTHON_ENTRY = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$", re.AS
 SCRAPY_ENTRY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 MAX_TIMEOUT_S = 7 * 24 * 3600
+# Bounds that keep numbers from the query string inside the database's integer columns.
+MAX_PAGE = 1_000_000
+MAX_INT = 2**31 - 1
+MAX_BIGINT = 2**63 - 1
 
 SpiderKind = Literal["scrapy", "python"]
 T = TypeVar("T")
@@ -45,7 +49,7 @@ class ErrorResponse(BaseModel):
 
 
 class PageQuery(Strict):
-    page: int = Field(1, ge=1)
+    page: int = Field(1, ge=1, le=MAX_PAGE)
     page_size: int = Field(20, ge=1, le=100)
 
 
@@ -283,14 +287,14 @@ class TaskPage(Page[TaskOut]):
 
 
 class LogQuery(Strict):
-    after_seq: int = Field(0, ge=0)
+    after_seq: int = Field(0, ge=0, le=MAX_INT)
     limit: int = Field(500, ge=1, le=1000)
     stream: LogStream | None = None
-    attempt: int | None = Field(None, ge=1)
+    attempt: int | None = Field(None, ge=1, le=MAX_INT)
 
 
 class LogStreamQuery(Strict):
-    after_seq: int = Field(0, ge=0)
+    after_seq: int = Field(0, ge=0, le=MAX_INT)
 
 
 class LogLineOut(Out):
@@ -567,9 +571,11 @@ class DataFilter(Strict):
 
 
 class DataQuery(DataFilter):
-    page: int = Field(1, ge=1)
+    page: int = Field(1, ge=1, le=MAX_PAGE)
     page_size: int = Field(100, ge=1, le=1000)
-    after_id: int | None = Field(None, ge=0, description="keyset paging: items after this id")
+    after_id: int | None = Field(
+        None, ge=0, le=MAX_BIGINT, description="keyset paging: items after this id"
+    )
 
 
 class ExportQuery(DataFilter):

@@ -53,3 +53,17 @@ def test_lists_over_the_cap_report_an_estimate_and_say_so(
     # The filter's own rows are what is listed and counted: another status has none.
     failed = client.get("/api/tasks", params={"status": "failed"}).json()
     assert (failed["total"], failed["total_exact"], failed["items"]) == (0, True, [])
+
+
+def test_numbers_beyond_the_database_columns_are_422_not_500(client: TestClient) -> None:
+    for path, params in (
+        ("/api/tasks", {"page": 10**18}),
+        ("/api/spiders", {"page": 1_000_001}),
+        ("/api/data", {"page": 10**18}),
+        ("/api/data", {"after_id": 2**63}),
+        (f"/api/tasks/{uuid.uuid4()}/logs", {"after_seq": 2**31}),
+        (f"/api/tasks/{uuid.uuid4()}/logs", {"attempt": 2**31}),
+    ):
+        response = client.get(path, params=params)
+        assert response.status_code == 422, (path, params, response.text)
+    assert client.get("/api/tasks", params={"page": 1_000_000}).json()["items"] == []

@@ -254,7 +254,7 @@ def sql_times(spiders: list[uuid.UUID]) -> list[str]:
                 conn.execute(sql)  # warm
                 plan = conn.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}").fetchone()
                 assert plan is not None
-                timings.append(f"{plan[0][0]['Execution Time']:.1f} ms")
+                timings.append(f"{plan[0][0]['Execution Time']:.2f} ms")
             notes.append(f"SQL alone, {label}: count(*) {timings[0]}, page of 20 {timings[1]}")
     return notes
 

@@ -173,7 +173,8 @@ class Item(Base):
     __tablename__ = "item"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
-    # No foreign key of its own (it halves COPY's speed): the task's ties it to the spider.
+    # No foreign key of its own (its per-row check cost 30 % of COPY's speed): the task's
+    # foreign key ties the item to the spider already.
     spider_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     task_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("task.id", ondelete="CASCADE"))
     attempt: Mapped[int] = mapped_column(Integer, default=0)

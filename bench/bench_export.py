@@ -75,6 +75,7 @@ from common import (
     Row,
     free_port,
     percentile,
+    recreate_database,
     report,
 )
 from psycopg import sql
@@ -114,12 +115,6 @@ uvicorn.Server(config).run()
 
 
 # --- database set-up --------------------------------------------------------------------------
-
-
-def recreate_database() -> None:
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DB_NAME}"')
 
 
 def create_schema(data_dir: Path) -> tuple[uuid.UUID, uuid.UUID]:
@@ -601,7 +596,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="crawlhub-bench-export-") as tmp:
         data_dir = Path(tmp)
-        recreate_database()
+        recreate_database(DB_NAME)
         spider, task = create_schema(data_dir)
         fill_s = fill(spider, task, n)
         print(f"filled {n} items by COPY in {fill_s:.1f} s ({fmt_rate(n / fill_s)})", flush=True)

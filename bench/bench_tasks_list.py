@@ -44,7 +44,6 @@ from typing import Any
 import httpx
 import psycopg
 from common import (
-    PG_ADMIN_URL,
     PG_HOST_URL,
     PYTHON,
     REDIS_URL,
@@ -54,6 +53,7 @@ from common import (
     free_port,
     median,
     percentile,
+    recreate_database,
     report,
 )
 
@@ -80,12 +80,6 @@ FROM generate_series(1, %(count)s) AS g,
      (SELECT array_agg(id ORDER BY name) AS ids FROM spider) AS s,
      LATERAL (SELECT now() - interval '30 days' * (1 - g::float8 / %(count)s) AS at) AS t
 """
-
-
-def recreate_database() -> None:
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DB_NAME}"')
 
 
 def fill(data_dir: Path, count: int) -> tuple[list[uuid.UUID], float]:
@@ -294,7 +288,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
-        recreate_database()
+        recreate_database(DB_NAME)
         spiders, fill_s = fill(data_dir, args.tasks)
         print(f"filled {args.tasks} tasks in {fill_s:.1f} s", flush=True)
         mix = queries(spiders)

@@ -61,11 +61,11 @@ def require_bootstrap() -> None:
         sys.exit("crawlhub.bootstrap is missing: runs cannot start; benchmark not run")
 
 
-def recreate_database() -> None:
-    """Drop and create the benchmark database."""
+def recreate_database(name: str = DB_NAME) -> None:
+    """Drop and create a benchmark database (the shared one by default)."""
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
 
 
 def flush_redis() -> None:

@@ -1,7 +1,9 @@
 """The sinks between a spider's pipes and the database: batching, back-pressure, failures."""
 
+import itertools
 import json
 import uuid
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -40,6 +42,19 @@ def stored(context: Context, task_id: uuid.UUID) -> tuple[int, int, int]:
         return items, lines, task.items_count
 
 
+def fail_once(monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> None:
+    """Make the next call of a repo write fail as a dropped database connection does."""
+    real = getattr(module, name)
+    calls = itertools.count()
+
+    def failing_once(*args: Any, **kwargs: Any) -> Any:
+        if next(calls) == 0:
+            raise OperationalError(name, {}, Exception("server closed the connection"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, failing_once)
+
+
 def test_the_item_reader_writes_only_when_the_supervisor_falls_behind(
     context: Context, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -62,29 +77,13 @@ def test_a_failing_write_pauses_the_reader_and_loses_nothing(
     monkeypatch.setattr(capture, "BATCH", 3)
     monkeypatch.setattr(capture, "WRITE_RETRY_PAUSE_S", 0.01)
     logs, items, task_id = sinks(context)
-    real_insert = capture.item_repo.insert_items
-    failures = iter([True, False])
-
-    def insert_once_failing(*args, **kwargs):  # type: ignore[no-untyped-def]
-        if next(failures, False):
-            raise OperationalError("COPY", {}, Exception("server closed the connection"))
-        return real_insert(*args, **kwargs)
-
-    monkeypatch.setattr(capture.item_repo, "insert_items", insert_once_failing)
+    fail_once(monkeypatch, capture.item_repo, "insert_items")
     for n in range(3):
         items.line(json.dumps({"n": n}).encode())  # the third write fails: no exception here
     assert stored(context, task_id)[0] == 0
     items.line(b'{"n": 3}')  # the next line tries again, with everything kept
     assert stored(context, task_id) == (4, 0, 4)
-    real_lines = capture.log_repo.insert_lines
-    line_failures = iter([True, False])
-
-    def lines_once_failing(*args, **kwargs):  # type: ignore[no-untyped-def]
-        if next(line_failures, False):
-            raise OperationalError("INSERT", {}, Exception("server closed the connection"))
-        return real_lines(*args, **kwargs)
-
-    monkeypatch.setattr(capture.log_repo, "insert_lines", lines_once_failing)
+    fail_once(monkeypatch, capture.log_repo, "insert_lines")
     for n in range(3):
         logs.line("stdout", f"line {n}".encode())  # a full batch: its write fails, no exception
     assert stored(context, task_id)[1] == 0

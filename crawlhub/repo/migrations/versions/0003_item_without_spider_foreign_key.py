@@ -1,9 +1,9 @@
 """item.spider_id without its foreign key: the task's already ties an item to its spider
 
 The per-row check of a second foreign key cost 30 % of COPY's speed into `item` (82 000
-against 117 000 rows/s; docs/benchmarks.md, item ingest). An item still cannot outlive its task (task_id keeps its
-foreign key, ON DELETE CASCADE), and a task cannot outlive its spider, so deleting a spider
-still deletes its items.
+against 117 000 rows/s; docs/benchmarks.md, item ingest). An item still cannot outlive its
+task (task_id keeps its foreign key, ON DELETE CASCADE), and a task cannot outlive its
+spider, so deleting a spider still deletes its items.
 
 Revision ID: 0003
 Revises: 0002

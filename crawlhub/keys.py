@@ -12,3 +12,7 @@ DRAMATIQ_NAMESPACE = "dramatiq"
 
 # Live log events of one task: a Redis stream, capped and expired after the run.
 TASK_LOG_STREAM = "crawlhub:task:{task_id}:log"
+
+# Wake-up list of a queue: whoever enqueues pushes a token, idle workers wait on it with
+# BLPOP instead of sleeping between polls (crawlhub/broker.py).
+QUEUE_WAKE_LIST = "crawlhub:wake:{queue}"

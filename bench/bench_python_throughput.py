@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from common import PYTHON, Hub, Row, median, ms, parse_ts, report
+from common import PYTHON, Hub, Row, line_ts, median, ms, parse_ts, report
 
 TARGET_RATIO = 0.5
 CONCURRENCY = 2
@@ -56,17 +56,9 @@ def measure_baseline(runs: int, script: Path) -> float:
 def phases_of(hub: Hub, task: dict[str, Any]) -> dict[str, float]:
     """Where one run's time went, from its timestamps and log lines (seconds)."""
     lines = hub.logs(task["id"])
-    attempt = next(
-        parse_ts(x["ts"])
-        for x in lines
-        if x["stream"] == "system" and x["text"].startswith("attempt ")
-    )
-    first_out = next(parse_ts(x["ts"]) for x in lines if x["stream"] == "stdout")
-    ended = next(
-        parse_ts(x["ts"])
-        for x in lines
-        if x["stream"] == "system" and x["text"].startswith(("completed after", "failed after"))
-    )
+    attempt = line_ts(lines, "system", "attempt ")
+    first_out = line_ts(lines, "stdout")
+    ended = line_ts(lines, "system", ("completed after", "failed after"))
     started, finished = parse_ts(task["started_at"]), parse_ts(task["finished_at"])
     return {
         "claim → Popen": attempt - started,

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import PYTHON, Hub, Row, ms, parse_ts, percentile, report
+from common import PYTHON, Hub, Row, line_ts, ms, parse_ts, percentile, report
 
 SCRAPYD_POLL_S = 5.0
 SCRAPYD_EXPECTED_WAIT_S = SCRAPYD_POLL_S / 2
@@ -56,12 +56,8 @@ def measure_crawlhub(runs: int, worker_timeout_ms: int, idle_s: float) -> dict[s
             if n < WARMUP_RUNS:
                 continue
             lines = hub.logs(task["id"])
-            attempt_ts = next(
-                parse_ts(line["ts"])
-                for line in lines
-                if line["stream"] == "system" and line["text"].startswith("attempt ")
-            )
-            first_out = next(parse_ts(line["ts"]) for line in lines if line["stream"] == "stdout")
+            attempt_ts = line_ts(lines, "system", "attempt ")
+            first_out = line_ts(lines, "stdout")
             phases["post"].append(t_post - t0)
             phases["created"].append(parse_ts(done["created_at"]) - t0)
             phases["claimed"].append(parse_ts(done["started_at"]) - t0)

@@ -91,6 +91,17 @@ def parse_ts(value: str) -> float:
     return parsed.timestamp()
 
 
+def line_ts(
+    lines: Sequence[dict[str, Any]], stream: str, prefix: str | tuple[str, ...] = ""
+) -> float:
+    """The time of a run's first log line on `stream` whose text starts with `prefix`."""
+    return next(
+        parse_ts(line["ts"])
+        for line in lines
+        if line["stream"] == stream and line["text"].startswith(prefix)
+    )
+
+
 def zip_files(files: dict[str, str]) -> bytes:
     """A zip of source files (dedented)."""
     buffer = io.BytesIO()

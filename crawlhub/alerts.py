@@ -165,14 +165,18 @@ def unread_count(context: "Context") -> int:
         return repo.unread_count(session)
 
 
-def mark_read(context: "Context", alert_ref: str | None) -> Alert | int:
-    """Mark one alert read (returns it) or all of them (returns how many changed)."""
+def mark_read(context: "Context", alert_ref: str) -> Alert:
+    """Mark one alert read and return it."""
     with context.db.session() as session:
-        if alert_ref is None:
-            return repo.mark_read(session)
         alert = repo.get_alert(session, _uuid(alert_ref, "alert"))
         alert.is_read = True
         return alert
+
+
+def mark_all_read(context: "Context") -> int:
+    """Mark every alert read; returns how many changed."""
+    with context.db.session() as session:
+        return repo.mark_all_read(session)
 
 
 def list_channels(context: "Context", *, page: int, page_size: int) -> tuple[list[Channel], int]:

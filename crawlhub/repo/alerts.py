@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from crawlhub.errors import NotFound
+from crawlhub.repo.db import get_or_404
 from crawlhub.repo.models import Alert, Channel, Delivery
 from crawlhub.repo.pages import paginate
 from crawlhub.repo.types import utcnow
@@ -63,10 +63,7 @@ def raise_alert(
 
 def get_alert(session: Session, alert_id: uuid.UUID) -> Alert:
     """One alert; NotFound otherwise."""
-    alert = session.get(Alert, alert_id)
-    if alert is None:
-        raise NotFound(f"alert '{alert_id}' not found")
-    return alert
+    return get_or_404(session, Alert, alert_id, "alert")
 
 
 def list_alerts(
@@ -96,11 +93,9 @@ def unread_count(session: Session) -> int:
     )
 
 
-def mark_read(session: Session, alert_id: uuid.UUID | None = None) -> int:
-    """Mark one alert (or all) read; returns how many changed."""
+def mark_all_read(session: Session) -> int:
+    """Mark every unread alert read; returns how many changed."""
     stmt = update(Alert).where(Alert.is_read.is_(False)).values(is_read=True)
-    if alert_id is not None:
-        stmt = stmt.where(Alert.id == alert_id)
     return session.execute(stmt).rowcount or 0  # type: ignore[attr-defined]
 
 
@@ -116,10 +111,7 @@ def latest_alert_of_task(session: Session, task_id: uuid.UUID) -> Alert | None:
 
 def get_channel(session: Session, channel_id: uuid.UUID) -> Channel:
     """One channel; NotFound otherwise."""
-    channel = session.get(Channel, channel_id)
-    if channel is None:
-        raise NotFound(f"channel '{channel_id}' not found")
-    return channel
+    return get_or_404(session, Channel, channel_id, "channel")
 
 
 def list_channels(session: Session, *, page: int, page_size: int) -> tuple[Sequence[Channel], int]:

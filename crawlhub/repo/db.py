@@ -2,12 +2,16 @@
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session as Session  # re-exported for type hints outside repo/
 from sqlalchemy.orm import sessionmaker
+
+from crawlhub.errors import NotFound
+
+T = TypeVar("T")
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
@@ -66,3 +70,11 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+
+def get_or_404(session: Session, model: type[T], key: Any, what: str) -> T:
+    """The row of `model` with this primary key; NotFound naming `what` otherwise."""
+    row = session.get(model, key)
+    if row is None:
+        raise NotFound(f"{what} '{key}' not found")
+    return row

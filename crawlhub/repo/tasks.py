@@ -9,6 +9,7 @@ from sqlalchemy import ColumnElement, Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from crawlhub.errors import NotFound
+from crawlhub.repo.db import get_or_404
 from crawlhub.repo.models import CLAIMABLE, FINISHED, Spider, Task
 from crawlhub.repo.pages import count_rows, page_of
 from crawlhub.repo.types import utcnow
@@ -32,10 +33,7 @@ def create_task(session: Session, fields: dict[str, Any]) -> Task:
 
 def get_task(session: Session, task_id: uuid.UUID) -> Task:
     """One task; NotFound otherwise."""
-    task = session.get(Task, task_id)
-    if task is None:
-        raise NotFound(f"task '{task_id}' not found")
-    return task
+    return get_or_404(session, Task, task_id, "task")
 
 
 def list_tasks(

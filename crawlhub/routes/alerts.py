@@ -57,8 +57,7 @@ def read_alert(request: Request) -> Response:
 @spec.validate(resp=Resp(HTTP_200=Count), tags=["alerts"])
 def read_all_alerts(request: Request) -> Response:
     """Mark every alert read; returns how many changed."""
-    changed = alerts.mark_read(ctx(request), None)
-    return ModelResponse(Count(count=changed if isinstance(changed, int) else 1))
+    return ModelResponse(Count(count=alerts.mark_all_read(ctx(request))))
 
 
 @spec.validate(resp=Resp(HTTP_200=DeliveryPage, **errors(404)), tags=["alerts"])

@@ -15,6 +15,7 @@ lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 bench: install-dev
 	@set -e; for script in bench/bench_*.py; do \

@@ -24,7 +24,7 @@ the median of `--repeat` COPYs (after one warm-up COPY). The rows are counted in
 (lines for CSV/JSON/JSONL, `<row` elements of the sheet for XLSX).
 
 References that say where the time goes, in this process without HTTP: the CSV column
-query (`first_seen_keys`), the export's keyset queries alone (`crawlhub.data._batches`),
+query (`first_seen_keys`), the export's keyset queries alone (`crawlhub.data.items._batches`),
 `export.csv_rows` / `export.jsonl` over 200 000 rows held in memory (formatting without the
 database), and the whole `data.export_stream` of `--reference-formats` (default jsonl).
 `--profile DIR` attaches `py-spy record` to the web child for one extra (unmeasured) export
@@ -462,9 +462,10 @@ def _frame_name(frame: str) -> str:
 
 def in_process(data_dir: Path, formats: list[str]) -> dict[str, tuple[int, float]]:
     """(rows, seconds) of the export's pieces, called directly in this process."""
-    from crawlhub import data, export
     from crawlhub.config import load_settings
     from crawlhub.context import Context
+    from crawlhub.data import formats as export
+    from crawlhub.data import items as data
     from crawlhub.repo import items as item_repo
 
     settings = load_settings(database_url=SA_URL, api_tokens=TOKEN, data_dir=data_dir)

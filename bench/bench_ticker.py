@@ -112,17 +112,15 @@ def child_main(name: str, out: str) -> None:
     event.listen(engine.pool, "checkout", counter("checkouts"))  # pre-ping: one round trip
 
     sends: list[tuple[str, float]] = []
-    actor = context.run_actor
+    enqueue = context.broker.enqueue
 
-    class RecordingActor:
-        """The run actor, noting when each message was handed to the broker."""
+    def recording_enqueue(message: Any, *, delay: int | None = None) -> Any:
+        """The broker's enqueue, noting when each run message was handed to it."""
+        sent = enqueue(message, delay=delay)
+        sends.append((str(message.args[0]), time.time()))
+        return sent
 
-        def send_with_options(self, *, args: tuple[Any, ...], **options: Any) -> Any:
-            message = actor.send_with_options(args=args, **options)
-            sends.append((str(args[0]), time.time()))
-            return message
-
-    context.run_actor = RecordingActor()
+    context.broker.enqueue = recording_enqueue  # type: ignore[method-assign]
 
     def snapshot() -> dict[str, Any]:
         usage = resource.getrusage(resource.RUSAGE_SELF)

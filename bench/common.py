@@ -57,8 +57,8 @@ def db_url(driver: str = "postgresql+psycopg") -> str:
 
 def require_bootstrap() -> None:
     """Stop with a clear message when the child-side launcher is not there yet."""
-    if importlib.util.find_spec("crawlhub.bootstrap") is None:
-        sys.exit("crawlhub.bootstrap is missing: runs cannot start; benchmark not run")
+    if importlib.util.find_spec("crawlhub.child.bootstrap") is None:
+        sys.exit("crawlhub.child.bootstrap is missing: runs cannot start; benchmark not run")
 
 
 def recreate_database(name: str = DB_NAME) -> None:

@@ -2,6 +2,6 @@
 
 import sys
 
-from crawlhub.cli import main
+from crawlhub.cli.main import main
 
 sys.exit(main())

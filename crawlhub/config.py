@@ -1,5 +1,7 @@
 """Settings read from the environment and validated once at start-up."""
 
+import os
+import secrets
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from crawlhub.errors import ConfigError
 _UNPREFIXED = {"database_url": "DATABASE_URL", "redis_url": "REDIS_URL", "port": "PORT"}
 
 MiB = 1024 * 1024
+TOKEN_FILE = "api-token"  # noqa: S105 - a file name, not a secret
 
 
 class Settings(BaseSettings):
@@ -127,3 +130,31 @@ def load_settings(**overrides: Any) -> Settings:
         field = str(first["loc"][0]) if first["loc"] else "?"
         name = env_name(field) if field in Settings.model_fields else field
         raise ConfigError(f"{name}: {first['msg']}") from exc
+
+
+def token_path(data_dir: Path) -> Path:
+    """Where `crawlhub up` keeps the API token it generated."""
+    return data_dir / TOKEN_FILE
+
+
+def read_token_file(data_dir: Path) -> tuple[str, ...]:
+    """The token stored in the data dir, if there is one."""
+    try:
+        token = token_path(data_dir).read_text().strip()
+    except FileNotFoundError:
+        return ()
+    return (token,) if token else ()
+
+
+def ensure_token_file(data_dir: Path) -> str | None:
+    """Create the data dir's token on first start; returns it only when newly created."""
+    path = token_path(data_dir)
+    if path.exists():
+        return None
+    data_dir.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    # O_EXCL: two processes starting at once cannot both think they created it; 0600 from birth.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as out:
+        out.write(token + "\n")
+    return token

@@ -8,17 +8,14 @@ are one process. Task and queue state is read from the source of truth at scrape
 
 import logging
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from crawlhub import queues
+from crawlhub.context import Context
+from crawlhub.messaging import queues
 from crawlhub.repo import tasks as task_repo
-
-if TYPE_CHECKING:
-    from crawlhub.context import Context
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +38,7 @@ LATENESS = Histogram(
 class StateCollector(Collector):
     """Tasks by status and queue depths, read when Prometheus scrapes."""
 
-    def __init__(self, context: "Context") -> None:
+    def __init__(self, context: Context) -> None:
         self.context = context
 
     def collect(self) -> Iterator[Metric]:
@@ -57,7 +54,7 @@ class StateCollector(Collector):
                                   labels=["queue", "state"])  # fmt: skip
         workers = GaugeMetricFamily("crawlhub_workers", "Workers with a fresh heartbeat")
         try:
-            counts, live = queues.overview(self.context)
+            counts, live = queues.overview(self.context.broker)
             for q in counts:
                 for state in ("ready", "delayed", "in_flight", "dead_lettered"):
                     depth.add_metric([q.name, state], getattr(q, state))
@@ -68,7 +65,7 @@ class StateCollector(Collector):
             logger.warning("metrics: queue depths unavailable: %s", exc)
 
 
-def render(context: "Context") -> bytes:
+def render(context: Context) -> bytes:
     """This process's counters plus the current state, in Prometheus text format."""
     state = CollectorRegistry(auto_describe=True)
     state.register(StateCollector(context))

@@ -12,8 +12,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from crawlhub import scheduler
 from crawlhub.context import Context
+from crawlhub.scheduling import firing, housekeeping
 
 logger = logging.getLogger(__name__)
 
@@ -34,16 +34,16 @@ class Ticker:
 
     def tick(self) -> bool:
         """One round: fire, then sweep and reap when their time has come; True when busy."""
-        busy = self._step(scheduler.fire)
+        busy = self._step(firing.fire)
         now = time.monotonic()
         if now >= self._next_housekeeping:
             self._next_housekeeping = now + HOUSEKEEPING_EVERY_S
-            busy |= self._step(scheduler.sweep)
-            busy |= self._step(scheduler.reap)
-            busy |= self._step(scheduler.maintain)
+            busy |= self._step(housekeeping.sweep)
+            busy |= self._step(housekeeping.reap)
+            busy |= self._step(housekeeping.maintain)
         if now >= self._next_retention:
             self._next_retention = now + RETENTION_EVERY_S
-            busy |= self._step(scheduler.expire)
+            busy |= self._step(housekeeping.expire)
         return busy
 
     def _step(self, step: Callable[[Context], bool]) -> bool:
@@ -70,7 +70,7 @@ class Ticker:
 
     def _sleep_s(self) -> float:
         try:
-            due_in = scheduler.seconds_until_due(self.context)
+            due_in = firing.seconds_until_due(self.context)
         except Exception as exc:
             logger.warning("ticker: cannot read the next due time: %s", exc)
             return MAX_SLEEP_S

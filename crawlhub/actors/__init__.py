@@ -1,1 +1,1 @@
-"""Dramatiq actors, declared on a process's broker by `Context.build`."""
+"""Dramatiq actors: thin, decode a message and call one domain function."""

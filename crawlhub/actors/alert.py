@@ -1,18 +1,16 @@
 """The `alert` actor: delivers alerts to channels, and takes run messages whose retries ran out."""
 
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import dramatiq
 
-from crawlhub import alerts
-from crawlhub.keys import ALERTS_QUEUE
-
-if TYPE_CHECKING:
-    from crawlhub.context import Context
+from crawlhub.alerting import alerts
+from crawlhub.context import Context
+from crawlhub.messaging.keys import ALERT_ACTOR, ALERTS_QUEUE
 
 
-def declare(context: "Context") -> "dramatiq.Actor[..., None]":
+def declare(context: Context) -> "dramatiq.Actor[..., None]":
     """The alert actor, bound to the context's broker."""
 
     def alert(payload: dict[str, Any], retry_info: dict[str, Any] | None = None) -> None:
@@ -25,7 +23,7 @@ def declare(context: "Context") -> "dramatiq.Actor[..., None]":
         )
 
     return dramatiq.actor(
-        actor_name="alert",
+        actor_name=ALERT_ACTOR,
         queue_name=ALERTS_QUEUE,
         broker=context.broker,
         max_retries=5,  # database hiccups; channel failures are retried per channel instead

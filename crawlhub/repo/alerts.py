@@ -61,9 +61,17 @@ def raise_alert(
     return alert, True
 
 
-def get_alert(session: Session, alert_id: uuid.UUID) -> Alert:
+def get_alert(session: Session, ref: uuid.UUID | str) -> Alert:
     """One alert; NotFound otherwise."""
-    return get_or_404(session, Alert, alert_id, "alert")
+    return get_or_404(session, Alert, ref, "alert")
+
+
+def mark_read(session: Session, ref: uuid.UUID | str) -> Alert:
+    """Mark one alert read and return it."""
+    alert = get_alert(session, ref)
+    alert.is_read = True
+    session.flush()
+    return alert
 
 
 def list_alerts(
@@ -109,9 +117,9 @@ def latest_alert_of_task(session: Session, task_id: uuid.UUID) -> Alert | None:
 # --- channels and deliveries -----------------------------------------------------------
 
 
-def get_channel(session: Session, channel_id: uuid.UUID) -> Channel:
+def get_channel(session: Session, ref: uuid.UUID | str) -> Channel:
     """One channel; NotFound otherwise."""
-    return get_or_404(session, Channel, channel_id, "channel")
+    return get_or_404(session, Channel, ref, "channel")
 
 
 def list_channels(session: Session, *, page: int, page_size: int) -> tuple[Sequence[Channel], int]:
@@ -127,6 +135,20 @@ def create_channel(session: Session, fields: dict[str, Any]) -> Channel:
     session.add(channel)
     session.flush()
     return channel
+
+
+def update_channel(session: Session, channel: Channel, changes: dict[str, Any]) -> Channel:
+    """Apply checked changes to a channel."""
+    for key, value in changes.items():
+        setattr(channel, key, value)
+    session.flush()
+    return channel
+
+
+def delete_channel(session: Session, ref: uuid.UUID | str) -> None:
+    """Delete a channel and its delivery records."""
+    session.delete(get_channel(session, ref))
+    session.flush()
 
 
 def channels_for(session: Session, alert: Alert) -> Sequence[Channel]:
@@ -155,6 +177,20 @@ def delivery_for(session: Session, alert_id: uuid.UUID, channel_id: uuid.UUID) -
         session.add(delivery)
         session.flush()
     return delivery
+
+
+def record_delivery(
+    session: Session, alert_id: uuid.UUID, channel_id: uuid.UUID, error: str | None
+) -> int:
+    """Record one delivery attempt (`delivered`, or `failed` with its error); attempts so far."""
+    delivery = delivery_for(session, alert_id, channel_id)  # created if needed, and locked
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id == delivery.id)
+        .values(attempts=Delivery.attempts + 1, last_error=error,
+                status="delivered" if error is None else "failed")
+    )  # fmt: skip
+    return delivery.attempts + 1
 
 
 def deliveries_of(session: Session, alert_id: uuid.UUID) -> Sequence[Delivery]:

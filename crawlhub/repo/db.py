@@ -1,5 +1,6 @@
 """Engine and session set-up; the database URL decides the dialect."""
 
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -72,8 +73,19 @@ class Database:
         self.engine.dispose()
 
 
-def get_or_404(session: Session, model: type[T], key: Any, what: str) -> T:
-    """The row of `model` with this primary key; NotFound naming `what` otherwise."""
+def parse_id(ref: uuid.UUID | str, what: str) -> uuid.UUID:
+    """An id from a path or query parameter; NotFound naming `what` when it is not a UUID."""
+    if isinstance(ref, uuid.UUID):
+        return ref
+    try:
+        return uuid.UUID(ref)
+    except ValueError:
+        raise NotFound(f"{what} '{ref[:80]}' not found") from None
+
+
+def get_or_404(session: Session, model: type[T], ref: uuid.UUID | str, what: str) -> T:
+    """The row of `model` with this id (a UUID or its text); NotFound naming `what` otherwise."""
+    key = parse_id(ref, what)
     row = session.get(model, key)
     if row is None:
         raise NotFound(f"{what} '{key}' not found")

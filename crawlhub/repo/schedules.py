@@ -10,6 +10,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from crawlhub.errors import NotFound
+from crawlhub.repo.db import parse_id
 from crawlhub.repo.models import ACTIVE, Schedule, Spider, Task
 from crawlhub.repo.pages import paginate
 from crawlhub.repo.types import utcnow
@@ -25,10 +26,7 @@ def db_now(session: Session) -> datetime:
 
 def get_schedule(session: Session, ref: str, *, for_update: bool = False) -> Schedule:
     """One schedule by id; NotFound otherwise."""
-    try:
-        schedule_id = uuid.UUID(ref)
-    except ValueError:
-        raise NotFound(f"schedule '{ref[:80]}' not found") from None
+    schedule_id = parse_id(ref, "schedule")
     stmt = select(Schedule).where(Schedule.id == schedule_id)
     if for_update:
         stmt = stmt.with_for_update()
@@ -56,6 +54,21 @@ def create_schedule(session: Session, fields: dict[str, Any]) -> Schedule:
     session.add(schedule)
     session.flush()
     return schedule
+
+
+def update_schedule(session: Session, schedule: Schedule, changes: dict[str, Any]) -> Schedule:
+    """Apply checked changes to a locked schedule."""
+    for key, value in changes.items():
+        setattr(schedule, key, value)
+    session.flush()
+    return schedule
+
+
+def advance(
+    session: Session, schedule: Schedule, *, next_fire_at: datetime, last_fire_at: datetime
+) -> None:
+    """Move a claimed schedule past the fires just recorded."""
+    schedule.next_fire_at, schedule.last_fire_at = next_fire_at, last_fire_at
 
 
 def delete_schedule(session: Session, schedule: Schedule) -> None:

@@ -15,20 +15,15 @@ from crawlhub.repo.pages import paginate
 MAX_NAME = 64
 
 
-def _parse_uuid(ref: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(ref)
-    except ValueError:
-        return None
-
-
 def get_spider(session: Session, ref: str, *, for_update: bool = False) -> Spider:
     """The spider with this id or name; NotFound otherwise."""
-    spider_id = _parse_uuid(ref)
-    if spider_id is None and (len(ref) > MAX_NAME or "\x00" in ref):
-        # No stored name can match, and PostgreSQL rejects NUL in text parameters.
-        raise NotFound(f"spider '{ref[:80]}' not found")
-    where = Spider.id == spider_id if spider_id is not None else Spider.name == ref
+    try:
+        where = Spider.id == uuid.UUID(ref)
+    except ValueError:  # not an id: a name
+        if len(ref) > MAX_NAME or "\x00" in ref:
+            # No stored name can match, and PostgreSQL rejects NUL in text parameters.
+            raise NotFound(f"spider '{ref[:80]}' not found") from None
+        where = Spider.name == ref
     stmt = select(Spider).where(where)
     if for_update:
         stmt = stmt.with_for_update()
@@ -36,6 +31,12 @@ def get_spider(session: Session, ref: str, *, for_update: bool = False) -> Spide
     if spider is None:
         raise NotFound(f"spider '{ref}' not found")
     return spider
+
+
+def name_of(session: Session, spider_id: uuid.UUID) -> str | None:
+    """A spider's name, None when it is gone."""
+    name: str | None = session.scalar(select(Spider.name).where(Spider.id == spider_id))
+    return name
 
 
 def list_spiders(

@@ -8,19 +8,21 @@ from typing import Any, cast
 from sqlalchemy import ColumnElement, Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
-from crawlhub.errors import NotFound
+from crawlhub.errors import Conflict, NotFound
 from crawlhub.repo.db import get_or_404
-from crawlhub.repo.models import CLAIMABLE, FINISHED, Spider, Task
+from crawlhub.repo.lifecycle import (
+    CANCEL,
+    CLAIM,
+    COMPLETE,
+    DEAD_LETTER,
+    INTERRUPT,
+    REQUEUE,
+    fail_attempt,
+    transition,
+)
+from crawlhub.repo.models import CLAIMABLE, Spider, Task
 from crawlhub.repo.pages import count_rows, page_of
 from crawlhub.repo.types import utcnow
-
-
-def parse_task_id(ref: str) -> uuid.UUID:
-    """A task id from a path or query parameter; NotFound when it is not a UUID."""
-    try:
-        return uuid.UUID(ref)
-    except ValueError:
-        raise NotFound(f"task '{ref[:80]}' not found") from None
 
 
 def create_task(session: Session, fields: dict[str, Any]) -> Task:
@@ -31,9 +33,14 @@ def create_task(session: Session, fields: dict[str, Any]) -> Task:
     return task
 
 
-def get_task(session: Session, task_id: uuid.UUID) -> Task:
-    """One task; NotFound otherwise."""
-    return get_or_404(session, Task, task_id, "task")
+def get_task(session: Session, ref: uuid.UUID | str) -> Task:
+    """One task by id (a UUID or its text); NotFound otherwise."""
+    return get_or_404(session, Task, ref, "task")
+
+
+def find_task(session: Session, task_id: uuid.UUID) -> Task | None:
+    """One task, None when there is none."""
+    return session.get(Task, task_id)
 
 
 def list_tasks(
@@ -72,13 +79,10 @@ def set_message_ids(session: Session, message_ids: dict[uuid.UUID, str]) -> None
 def claim_task(session: Session, task_id: uuid.UUID, worker: str) -> Task | None:
     """Move a pending or retrying task to running (compare-and-set); None when not claimable."""
     now = utcnow()
-    claimed = session.execute(
-        update(Task)
-        .where(Task.id == task_id, Task.status.in_(CLAIMABLE))
-        .values(status="running", started_at=now, heartbeat_at=now, worker=worker, finished_at=None)
-        .returning(Task.id)
-    ).first()
-    if claimed is None:
+    claimed = transition(
+        session, task_id, CLAIM, started_at=now, heartbeat_at=now, worker=worker, finished_at=None
+    )
+    if not claimed:
         return None
     session.expire_all()
     return session.get(Task, task_id)
@@ -139,35 +143,36 @@ def end_attempt(
     Returns the task's status afterwards; a task that is no longer running (cancelled or
     reaped meanwhile) keeps its status and only gets the exit code and stats recorded.
     """
-    task = session.scalar(select(Task).where(Task.id == task_id).with_for_update())
-    if task is None:
-        raise NotFound(f"task '{task_id}' not found")
     now = utcnow()
-    task.exit_code, task.stats, task.heartbeat_at = exit_code, stats, now
-    if task.status != "running":
-        return task.status
-    task.reason, task.error_message = reason, error_message
+    recorded: dict[str, Any] = {"exit_code": exit_code, "stats": stats, "heartbeat_at": now}
+    ending = {**recorded, "reason": reason, "error_message": error_message}
     if status == "interrupted":  # its worker is shutting down: back to the queue as it was
-        task.status, task.message_id, task.worker = "pending", None, None
-        return task.status
-    if status == "failed" and retry and task.retry_count < task.max_retries:
-        task.status = "retrying"
-        task.retry_count += 1
+        moved = transition(session, task_id, INTERRUPT, message_id=None, worker=None, **ending)
+    elif status == "failed":
+        moved = fail_attempt(session, task_id, retry=retry, now=now, **ending) is not None
     else:
-        task.status = status
-        task.finished_at = now
-    return task.status
-
-
-def requeue_task(session: Session, task_id: uuid.UUID) -> Task:
-    """Make a finished task pending again for a fresh series of attempts (retry counter reset)."""
-    task = session.scalar(select(Task).where(Task.id == task_id).with_for_update())
-    if task is None:
+        move = COMPLETE if status == "completed" else CANCEL
+        moved = transition(session, task_id, move, finished_at=now, **ending)
+    if not moved:
+        session.execute(update(Task).where(Task.id == task_id).values(**recorded))
+    current = task_status(session, task_id)
+    if current is None:
         raise NotFound(f"task '{task_id}' not found")
-    task.status, task.retry_count, task.message_id = "pending", 0, None
-    task.reason = task.error_message = task.exit_code = None
-    task.finished_at = task.started_at = None
-    return task
+    return current
+
+
+def requeue_task(session: Session, task_id: uuid.UUID) -> None:
+    """Make a finished task pending again for a fresh series of attempts (retry counter reset)."""
+    requeued = transition(
+        session, task_id, REQUEUE, retry_count=0, message_id=None, reason=None,
+        error_message=None, exit_code=None, finished_at=None, started_at=None,
+    )  # fmt: skip
+    if not requeued:
+        status = task_status(session, task_id)
+        if status is None:
+            raise NotFound(f"task '{task_id}' not found")
+        raise Conflict(f"task is {status}: only a finished run can be requeued",
+                       details={"status": status})  # fmt: skip
 
 
 def reset_item_counts(session: Session, task_id: uuid.UUID) -> None:
@@ -184,14 +189,22 @@ def cancel_task(session: Session, task_id: uuid.UUID, reason: str = "user") -> s
     before = session.scalar(select(Task.status).where(Task.id == task_id).with_for_update())
     if before is None:
         raise NotFound(f"task '{task_id}' not found")
-    if before in FINISHED:
+    if not transition(session, task_id, CANCEL, reason=reason, finished_at=utcnow()):
         return None
-    session.execute(
-        update(Task)
-        .where(Task.id == task_id, Task.status.notin_(FINISHED))
-        .values(status="cancelled", reason=reason, finished_at=utcnow())
-    )
     return before
+
+
+def mark_dead_lettered(session: Session, task_id: uuid.UUID, message: str) -> bool:
+    """Fail a task that was still waiting for the run message that got dead-lettered."""
+    return transition(session, task_id, DEAD_LETTER, reason="error", error_message=message,
+                      finished_at=utcnow())  # fmt: skip
+
+
+def mark_lost(session: Session, task_id: uuid.UUID, message: str, now: datetime) -> str | None:
+    """Hand a running task whose worker went silent to the failure path: `retrying` while
+    retries remain, else `failed` (reason `lost`); the new status, None if it moved on."""
+    return fail_attempt(session, task_id, retry=True, now=now, reason="lost",
+                        error_message=message)  # fmt: skip
 
 
 def _lock_oldest(

@@ -15,6 +15,7 @@ from typing import Any
 from dramatiq import Worker
 from starlette.testclient import TestClient
 
+from crawlhub.actors.registry import declare_actors
 from crawlhub.api import create_app
 from crawlhub.context import Context
 from tests.conftest import TOKEN, make_settings
@@ -88,6 +89,7 @@ def running_hub(database_url: str, tmp_path: Path, redis_url: str | None = None,
     context = Context.build(
         make_settings(tmp_path, database_url=database_url, redis_url=redis_url, **settings)
     )
+    declare_actors(context)
     worker = Worker(context.broker, worker_threads=threads, worker_timeout=100) if threads else None
     if worker is not None:
         worker.start()

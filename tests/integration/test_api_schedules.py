@@ -197,8 +197,8 @@ def test_sweep_resends_a_run_whose_message_redis_lost(
                     created_at=datetime.now(UTC) - timedelta(minutes=5)
                 )
             )  # fmt: skip
-        from crawlhub import scheduler
+        from crawlhub.scheduling import housekeeping
 
-        scheduler.sweep(hub.context)
+        housekeeping.sweep(hub.context)
         task = hub.wait(victim, timeout=30)
     assert task["status"] == "completed"

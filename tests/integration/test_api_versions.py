@@ -12,7 +12,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from crawlhub.api import create_app
-from crawlhub.client import zip_directory
+from crawlhub.cli.client import zip_directory
 from crawlhub.context import Context
 from tests.conftest import TOKEN, make_settings
 

@@ -10,8 +10,8 @@ import pytest
 import redis
 from dramatiq import Worker
 
-from crawlhub.broker import WAKE_TOKENS, build_broker
-from crawlhub.keys import QUEUE_WAKE_LIST
+from crawlhub.messaging.broker import WAKE_TOKENS, build_broker
+from crawlhub.messaging.keys import QUEUE_WAKE_LIST
 from tests.conftest import make_settings
 
 QUEUE = "crawlhub.test-wake"

@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
-from crawlhub import capture
-from crawlhub.capture import ItemSink, LogSink
 from crawlhub.context import Context
+from crawlhub.execution import capture
+from crawlhub.execution.capture import ItemSink, LogSink
 from crawlhub.repo.models import Item, LogLine, Spider, Task
 
 

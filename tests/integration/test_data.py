@@ -14,9 +14,10 @@ import pytest
 from sqlalchemy import func, select, update
 from starlette.testclient import TestClient
 
-from crawlhub import data
 from crawlhub.context import Context
-from crawlhub.export import cell
+from crawlhub.data import items as data
+from crawlhub.data import retention
+from crawlhub.data.formats import cell
 from crawlhub.repo.items import insert_items
 from crawlhub.repo.models import Item, LogLine, Spider, Task
 from tests.integration.harness import Hub, running_hub
@@ -228,7 +229,7 @@ def test_deleting_a_spider_deletes_its_items_tasks_and_logs(
 def test_retention_deletes_old_items_and_logs_in_batches(
     context: Context, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(data, "RETENTION_BATCH", 10)
+    monkeypatch.setattr(retention, "RETENTION_BATCH", 10)
     _, task_id = seed(context, [{"n": n} for n in range(35)])
     keep_id, _ = seed(context, [{"n": 0}], name="keeper")
     old = datetime.now(UTC) - timedelta(days=10)
@@ -237,12 +238,12 @@ def test_retention_deletes_old_items_and_logs_in_batches(
         session.add_all(LogLine(task_id=task_id, attempt=1, seq=n, stream="stdout", ts=old, text="x")
                         for n in range(1, 16))  # fmt: skip
         session.execute(update(Spider).where(Spider.id == keep_id).values(retention_days=30))
-    gone = data.expire(context.db, default_days=7, now=datetime.now(UTC))
+    gone = retention.expire(context.db, default_days=7, now=datetime.now(UTC))
     assert gone == 35 + 15
     with context.db.session() as session:
         assert session.scalar(select(func.count()).select_from(Item)) == 1  # the keeper's
         assert session.scalar(select(func.count()).select_from(LogLine)) == 0
-    assert data.expire(context.db, default_days=None, now=datetime.now(UTC)) == 0
+    assert retention.expire(context.db, default_days=None, now=datetime.now(UTC)) == 0
 
 
 DEDUP_SPIDER = """

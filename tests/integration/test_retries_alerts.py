@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from crawlhub import alerts
+from crawlhub.alerting import alerts
 from crawlhub.repo.models import Item
 from tests.integration.harness import Hub, pid_alive, running_hub
 from tests.integration.test_processes import Process, base_env, free_port

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from crawlhub.client import zip_directory
+from crawlhub.cli.client import zip_directory
+from crawlhub.messaging.messages import send_run
 from crawlhub.repo.models import Item, LogLine
 from tests.integration.harness import Hub, Site, pid_alive, running_hub
 
@@ -239,7 +240,7 @@ def test_duplicate_delivery_of_one_message_runs_the_spider_once(
     """})  # fmt: skip
     task_id = pg_hub.run("once")["id"]
     for _ in range(3):
-        pg_hub.context.run_actor.send(task_id)  # the same task delivered again
+        send_run(pg_hub.context.broker, uuid.UUID(task_id))  # the same task delivered again
     task = pg_hub.wait(task_id)
     time.sleep(1.0)
     assert task["status"] == "completed"
@@ -440,7 +441,7 @@ def test_children_die_with_their_worker_process(tmp_path: Path) -> None:
         [sys.executable, "-c", (
             "import os, subprocess, sys, time\n"
             f"env = dict(os.environ, CRAWLHUB_PARENT_PID=str(os.getpid()), CRAWLHUB_ITEMS_FD='1')\n"
-            "argv = [sys.executable, '-m', 'crawlhub.bootstrap', 'python', 'spider:run']\n"
+            "argv = [sys.executable, '-m', 'crawlhub.child.bootstrap', 'python', 'spider:run']\n"
             "child = subprocess.Popen(argv,"
             f" cwd={str(tmp_path)!r}, env=env, pass_fds=(1,))\n"
             "print(child.pid, flush=True)\n"

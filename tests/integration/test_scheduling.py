@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, update
 
-from crawlhub import scheduler
 from crawlhub.context import Context
 from crawlhub.repo.models import Schedule, Spider, SpiderVersion, Task
+from crawlhub.scheduling import firing, housekeeping
 from tests.conftest import make_settings
 
 T0 = datetime(2026, 6, 1, 13, 20, tzinfo=UTC)  # "now" after the downtime
@@ -83,9 +83,9 @@ def test_two_tickers_over_1000_due_fires_produce_exactly_1000_tasks(context: Con
 
     def ticker() -> None:
         try:
-            while scheduler.fire(context):
+            while firing.fire(context):
                 pass
-            scheduler.fire(context)
+            firing.fire(context)
         except BaseException as exc:
             errors.append(exc)
 
@@ -123,23 +123,23 @@ def test_hourly_schedule_after_three_hours_down_follows_its_catchup_policy(
     spider_id = add_spider(context)
     schedule_id = add_schedule(context, spider_id, "0 * * * *", T0 - timedelta(hours=2, minutes=20),
                                catchup=catchup)  # fmt: skip
-    scheduler.fire(context, now=T0)
+    firing.fire(context, now=T0)
     assert by_status(tasks_of(context, schedule_id)) == expected
     row = schedule_row(context, schedule_id)
     assert row.next_fire_at == T0 + timedelta(minutes=40)
     assert row.last_fire_at == T0 - timedelta(minutes=20)
-    scheduler.fire(context, now=T0)  # nothing is due any more
+    firing.fire(context, now=T0)  # nothing is due any more
     assert by_status(tasks_of(context, schedule_id)) == expected
 
 
 def test_every_minute_schedule_after_a_day_down_stays_bounded(context: Context) -> None:
     spider_id = add_spider(context)
     schedule_id = add_schedule(context, spider_id, "* * * * *", T0 - timedelta(days=1))
-    scheduler.fire(context, now=T0)
+    firing.fire(context, now=T0)
     rows = tasks_of(context, schedule_id)
     statuses = by_status(rows)
     assert statuses["pending"] == [T0]
-    assert len(statuses["skipped/missed"]) == scheduler.CATCHUP_LIMIT - 1
+    assert len(statuses["skipped/missed"]) == firing.CATCHUP_LIMIT - 1
     assert max(statuses["skipped/missed"]) == T0 - timedelta(minutes=1)
     assert schedule_row(context, schedule_id).next_fire_at == T0 + timedelta(minutes=1)
 
@@ -152,7 +152,7 @@ def test_starting_deadline_turns_a_late_fire_into_missed(context: Context) -> No
     ok = add_schedule(
         context, spider_id, "0 * * * *", T0 - timedelta(minutes=20), starting_deadline_s=3600
     )
-    scheduler.fire(context, now=T0)
+    firing.fire(context, now=T0)
     assert by_status(tasks_of(context, late)) == {"skipped/missed": [T0 - timedelta(minutes=20)]}
     assert by_status(tasks_of(context, ok)) == {"pending": [T0 - timedelta(minutes=20)]}
 
@@ -162,7 +162,7 @@ def test_catchup_none_still_runs_a_fire_that_is_on_time(context: Context) -> Non
     schedule_id = add_schedule(
         context, spider_id, "0 * * * *", T0 - timedelta(minutes=20), catchup="none"
     )
-    scheduler.fire(context, now=T0 - timedelta(minutes=20) + timedelta(seconds=2))
+    firing.fire(context, now=T0 - timedelta(minutes=20) + timedelta(seconds=2))
     assert by_status(tasks_of(context, schedule_id)) == {"pending": [T0 - timedelta(minutes=20)]}
 
 
@@ -174,7 +174,7 @@ def test_overlap_policy_with_the_previous_run_still_running(context: Context, ov
         previous = Task(spider_id=spider_id, schedule_id=schedule_id, trigger="schedule",
                         scheduled_for=T0 - timedelta(minutes=5), status="running", started_at=T0)  # fmt: skip
         session.add(previous)
-    scheduler.fire(context, now=T0 + timedelta(seconds=1))
+    firing.fire(context, now=T0 + timedelta(seconds=1))
     rows = {row.scheduled_for: row for row in tasks_of(context, schedule_id)}
     old, new = rows[T0 - timedelta(minutes=5)], rows[T0]
     if overlap == "forbid":
@@ -191,9 +191,9 @@ def test_restart_inside_the_repeated_hour_does_not_fire_again(context: Context) 
     schedule_id = add_schedule(
         context, spider_id, "30 1 * * *", first_0130, timezone="America/New_York"
     )
-    scheduler.fire(context, now=first_0130 + timedelta(seconds=1))
+    firing.fire(context, now=first_0130 + timedelta(seconds=1))
     # The ticker restarts during the second 01:xx and runs again: nothing more is due.
-    scheduler.fire(context, now=datetime(2026, 11, 1, 6, 31, tzinfo=UTC))
+    firing.fire(context, now=datetime(2026, 11, 1, 6, 31, tzinfo=UTC))
     assert [t.scheduled_for for t in tasks_of(context, schedule_id)] == [first_0130]
     assert schedule_row(context, schedule_id).next_fire_at == datetime(
         2026, 11, 2, 6, 30, tzinfo=UTC
@@ -209,7 +209,7 @@ def test_fire_of_a_spider_without_a_version_is_recorded_and_a_disabled_spider_is
     off = add_schedule(
         context, add_spider(context, enabled=False), "0 * * * *", T0 - timedelta(minutes=20)
     )
-    scheduler.fire(context, now=T0)
+    firing.fire(context, now=T0)
     [row] = tasks_of(context, empty)
     assert (row.status, row.reason, row.error_message) == (
         "skipped",
@@ -223,7 +223,7 @@ def test_fire_of_a_spider_without_a_version_is_recorded_and_a_disabled_spider_is
 def test_paused_schedules_are_not_claimed(context: Context) -> None:
     spider_id = add_spider(context)
     paused = add_schedule(context, spider_id, "0 * * * *", T0 - HOUR, enabled=False)
-    scheduler.fire(context, now=T0)
+    firing.fire(context, now=T0)
     assert tasks_of(context, paused) == []
 
 
@@ -242,7 +242,7 @@ def test_reap_fails_a_running_task_whose_worker_vanished(context: Context) -> No
         fresh = Task(spider_id=spider_id, trigger="manual", status="running", worker="alive:1:t",
                      heartbeat_at=now, started_at=now)  # fmt: skip
         session.add_all([stale, fresh])
-    scheduler.reap(context)
+    housekeeping.reap(context)
     with context.db.session() as session:
         reaped, kept = session.get(Task, stale.id), session.get(Task, fresh.id)
         assert reaped is not None and kept is not None
@@ -260,14 +260,14 @@ def test_sweep_sends_runs_whose_enqueue_failed(
     def broker_down(*args: Any, **kwargs: Any) -> None:
         raise ConnectionError("broker unreachable")
 
-    monkeypatch.setattr(context.run_actor, "send_with_options", broker_down)
-    scheduler.fire(context, now=T0 + timedelta(seconds=1))  # committed, but the send fails
+    monkeypatch.setattr(context.broker, "enqueue", broker_down)
+    firing.fire(context, now=T0 + timedelta(seconds=1))  # committed, but the send fails
     [task] = tasks_of(context, schedule_id)
     assert task.status == "pending" and task.message_id is None
     monkeypatch.undo()
     with context.db.session() as session:  # age it past the sweep's grace period
         session.execute(update(Task).values(created_at=datetime.now(UTC) - timedelta(minutes=1)))
-    scheduler.sweep(context)
+    housekeeping.sweep(context)
     [task] = tasks_of(context, schedule_id)
     assert task.message_id is not None
     queued = context.broker.queues  # type: ignore[attr-defined]
@@ -289,7 +289,7 @@ def test_sweep_resends_a_retry_whose_message_never_came(context: Context) -> Non
         waiting = Task(spider_id=spider_id, trigger="manual", status="retrying", retry_count=1,
                        max_retries=3, heartbeat_at=now - timedelta(minutes=5))  # fmt: skip
         session.add_all([stuck, waiting])
-    scheduler.sweep(context)
+    housekeeping.sweep(context)
     with context.db.session() as session:
         assert session.get(Task, stuck.id).message_id is not None  # type: ignore[union-attr]
         assert session.get(Task, waiting.id).message_id is None  # type: ignore[union-attr]

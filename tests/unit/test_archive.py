@@ -1,4 +1,4 @@
-"""Unit tests for crawlhub.archive: validating and extracting uploaded spider packages."""
+"""Unit tests for crawlhub.packages.archives: validating and extracting uploaded spider packages."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from crawlhub.archive import (
+from crawlhub.errors import InvalidArchive, TooLarge
+from crawlhub.packages.archives import (
     ArchiveFormat,
     ArchiveInfo,
     Limits,
@@ -22,7 +23,6 @@ from crawlhub.archive import (
     inspect_archive,
     module_path,
 )
-from crawlhub.errors import InvalidArchive, TooLarge
 
 LIMITS = Limits(max_bytes=1_000_000, max_files=50, max_unpacked_bytes=100_000)
 

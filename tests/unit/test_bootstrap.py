@@ -1,4 +1,4 @@
-"""Unit tests for crawlhub.bootstrap and crawlhub.sdk: real spider child processes."""
+"""Unit tests for crawlhub.child.bootstrap and crawlhub.sdk: real spider child processes."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ class Child:
         }
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "crawlhub.bootstrap", *args],
+                [sys.executable, "-m", "crawlhub.child.bootstrap", *args],
                 cwd=cwd,
                 env=environment,
                 pass_fds=(write_fd,),
@@ -398,7 +398,7 @@ def run(params):
     env = {"PATH": os.environ.get("PATH", ""), "CRAWLHUB_ITEMS_FD": str(write_fd)}
     try:
         run = subprocess.run(
-            [sys.executable, "-m", "crawlhub.bootstrap", "python", "main:run"],
+            [sys.executable, "-m", "crawlhub.child.bootstrap", "python", "main:run"],
             cwd=tmp_path,
             env=env,
             pass_fds=(write_fd,),

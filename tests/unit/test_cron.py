@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from croniter import croniter
 
-from crawlhub.cron import Cron
 from crawlhub.errors import InvalidInput
+from crawlhub.scheduling.cron import Cron
 
 NY = "America/New_York"
 BERLIN = "Europe/Berlin"

@@ -1,0 +1,1 @@
+"""Notifications: alerts raised with the state changes that cause them, channels, delivery."""

@@ -1,0 +1,178 @@
+"""Alerts: raised with the state change that causes them, folded, delivered to channels."""
+
+import logging
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from crawlhub import metrics
+from crawlhub.alerting import senders
+from crawlhub.context import Context
+from crawlhub.messaging import messages
+from crawlhub.repo import alerts as repo
+from crawlhub.repo import spiders as spider_repo
+from crawlhub.repo import tasks as task_repo
+from crawlhub.repo.db import Session
+from crawlhub.repo.models import Alert, Delivery
+from crawlhub.repo.types import utcnow
+
+logger = logging.getLogger(__name__)
+
+MAX_DELIVERY_ATTEMPTS = 5
+DELIVERY_BACKOFF_S = (2, 10, 60, 300)  # waits before delivery attempts 2, 3, 4, 5
+
+
+def raise_alert(
+    session: Session,
+    context: Context,
+    type: str,
+    level: str,
+    message: str,
+    *,
+    spider_id: uuid.UUID | None = None,
+    task_id: uuid.UUID | None = None,
+) -> uuid.UUID | None:
+    """Record an alert in the caller's transaction; its id when new (to notify after commit)."""
+    fold_after = utcnow() - timedelta(seconds=context.settings.alert_fold_s)
+    alert, new = repo.raise_alert(
+        session, type=type, level=level, message=message, spider_id=spider_id, task_id=task_id,
+        fold_after=fold_after,
+    )  # fmt: skip
+    logger.info("alert %s %s (%s)%s: %s", type, alert.id, level, "" if new else " folded", message)
+    return alert.id if new else None
+
+
+def notify_channels(context: Context, alert_id: uuid.UUID | None) -> None:
+    """Hand a new alert to the alert actor (after the commit that recorded it)."""
+    if alert_id is None:
+        return
+    try:
+        messages.send_alert(context.broker, {"alert_id": str(alert_id)})
+    except Exception as exc:  # the alert row is committed; delivery is best effort from here
+        logger.error("alert %s: could not queue its delivery: %s", alert_id, exc)
+
+
+def payload_of(session: Session, alert: Alert) -> dict[str, Any]:
+    """The JSON a channel receives for an alert."""
+    spider = spider_repo.name_of(session, alert.spider_id) if alert.spider_id else None
+    return {
+        "id": str(alert.id),
+        "type": alert.type,
+        "level": alert.level,
+        "message": alert.message,
+        "spider_id": str(alert.spider_id) if alert.spider_id else None,
+        "spider": spider,
+        "task_id": str(alert.task_id) if alert.task_id else None,
+        "count": alert.count,
+        "created_at": alert.created_at.isoformat(),
+        "last_seen_at": alert.last_seen_at.isoformat(),
+    }
+
+
+def deliver(context: Context, alert_id: uuid.UUID, channel_id: uuid.UUID | None = None) -> None:
+    """Send an alert to its matching channels (or one channel), recording each delivery.
+
+    A failing channel is retried on its own message with backoff, so it never holds up the
+    others; after MAX_DELIVERY_ATTEMPTS its delivery stays `failed` with the last error.
+    """
+    with context.db.session() as session:
+        alert = repo.get_alert(session, alert_id)
+        payload = payload_of(session, alert)
+        if channel_id is None:
+            channels = list(repo.channels_for(session, alert))
+        else:
+            channels = [repo.get_channel(session, channel_id)]
+        targets = []
+        for channel in channels:
+            delivery = repo.delivery_for(session, alert.id, channel.id)
+            if delivery.status != "delivered":
+                targets.append((channel.id, channel.kind, channel.target, channel.secret))
+    for target_id, kind, target, secret in targets:
+        error: str | None = None
+        try:
+            senders.send(kind, target, secret, payload, context.settings)
+        except senders.DeliveryFailed as exc:
+            error = exc.message
+        with context.db.session() as session:
+            attempts = repo.record_delivery(session, alert_id, target_id, error)
+        metrics.DELIVERIES.labels(kind, "delivered" if error is None else "failed").inc()
+        if error is None:
+            logger.info("alert %s delivered to %s channel %s", alert_id, kind, target_id)
+        elif attempts < MAX_DELIVERY_ATTEMPTS:
+            delay = DELIVERY_BACKOFF_S[min(attempts, len(DELIVERY_BACKOFF_S)) - 1]
+            logger.warning("alert %s to %s channel %s failed (%s); retry %d in %d s",
+                           alert_id, kind, target_id, error, attempts + 1, delay)  # fmt: skip
+            messages.send_alert(
+                context.broker,
+                {"alert_id": str(alert_id), "channel_id": str(target_id)},
+                delay_ms=delay * 1000,
+            )
+        else:
+            logger.error("alert %s to %s channel %s failed %d times; giving up: %s",
+                         alert_id, kind, target_id, attempts, error)  # fmt: skip
+
+
+def handle_dead_letter(context: Context, message: dict[str, Any]) -> None:
+    """A run message exhausted its retries: make sure its task ended and someone was told."""
+    try:
+        task_id = uuid.UUID(str(message["args"][0]))
+    except (KeyError, IndexError, ValueError):
+        task_id = None
+    new_alert = None
+    with context.db.session() as session:
+        task = task_repo.find_task(session, task_id) if task_id else None
+        if (
+            task is not None
+            and task.status == "failed"
+            and repo.latest_alert_of_task(session, task.id)
+        ):
+            logger.info("run message of task %s dead-lettered; its failure was alerted", task.id)
+            return
+        status = task.status if task is not None else None
+        if task is not None and task_repo.mark_dead_lettered(
+            session, task.id, "its run message reached the dead-letter set"
+        ):
+            status = "failed"
+        new_alert = raise_alert(
+            session, context, "dead_letter", "error",
+            f"message {message.get('message_id')} of actor {message.get('actor_name')} "
+            f"reached the dead-letter set" + (f" (task {task_id}, {status})" if task else ""),
+            spider_id=task.spider_id if task else None, task_id=task.id if task else None,
+        )  # fmt: skip
+    notify_channels(context, new_alert)
+
+
+def list_alerts(
+    context: Context, *, page: int, page_size: int, level: str | None,
+    is_read: bool | None, spider: str | None,
+) -> tuple[list[Alert], int]:  # fmt: skip
+    """A page of alerts, most recently seen first; `spider` is an id or a name."""
+    with context.db.session() as session:
+        spider_id = spider_repo.get_spider(session, spider).id if spider else None
+        rows, total = repo.list_alerts(session, page=page, page_size=page_size, level=level,
+                                       is_read=is_read, spider_id=spider_id)  # fmt: skip
+        return list(rows), total
+
+
+def unread_count(context: Context) -> int:
+    """How many alerts are unread."""
+    with context.db.session() as session:
+        return repo.unread_count(session)
+
+
+def mark_read(context: Context, alert_ref: str) -> Alert:
+    """Mark one alert read and return it."""
+    with context.db.session() as session:
+        return repo.mark_read(session, alert_ref)
+
+
+def mark_all_read(context: Context) -> int:
+    """Mark every alert read; returns how many changed."""
+    with context.db.session() as session:
+        return repo.mark_all_read(session)
+
+
+def deliveries(context: Context, ref: str) -> list[Delivery]:
+    """The delivery records of an alert."""
+    with context.db.session() as session:
+        return list(repo.deliveries_of(session, repo.get_alert(session, ref).id))

@@ -1,0 +1,1 @@
+"""The `crawlhub` command: process entry points and the HTTP client commands."""

@@ -1,0 +1,198 @@
+"""The HTTP client behind CrawlHub's command-line client commands."""
+
+import io
+import json
+import os
+import time
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from crawlhub.config import read_token_file
+from crawlhub.errors import CrawlhubError
+
+# Directories a project tree carries that a spider never needs.
+SKIP_DIRS = {
+    ".git", ".hg", ".svn", "__pycache__", ".venv", "venv", "node_modules",
+    ".mypy_cache", ".pytest_cache", ".ruff_cache", ".tox", ".idea", ".vscode",
+}  # fmt: skip
+SKIP_SUFFIXES = (".pyc", ".pyo")
+STREAM_RECONNECTS = 5  # a followed log survives this many dropped connections
+
+
+class ApiError(CrawlhubError):
+    """The server answered with an error envelope (or not at all)."""
+
+    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
+        super().__init__(message, details=details, code=code)
+        self.http_status = status
+
+
+@dataclass
+class Package:
+    """What `deploy` uploads: a file name, its bytes and the spider kind it looks like."""
+
+    filename: str
+    data: bytes
+    kind: str
+
+
+class Client:
+    """A thin client of the /api routes, configured from CRAWLHUB_URL and CRAWLHUB_TOKEN."""
+
+    def __init__(self, url: str, token: str | None, timeout: float = 60.0) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
+
+    @classmethod
+    def from_env(cls, data_dir: Path, port: int) -> "Client":
+        """Defaults to the embedded instance on this machine and the token it stored."""
+        url = os.environ.get("CRAWLHUB_URL") or f"http://127.0.0.1:{port}"
+        token = os.environ.get("CRAWLHUB_TOKEN") or next(iter(read_token_file(data_dir)), None)
+        return cls(url, token)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Send a request; an error envelope becomes an ApiError."""
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ApiError(0, "unreachable", f"cannot reach {self.http.base_url}: {exc}") from exc
+        if response.status_code >= 400:
+            try:
+                error = response.json()["error"]
+            except (ValueError, KeyError, TypeError):
+                raise ApiError(response.status_code, "http_error", response.text[:500]) from None
+            raise ApiError(response.status_code, error["code"], error["message"], error["details"])
+        return response.json() if response.content else None
+
+    def deploy(
+        self, package: Package, name: str, *, entry: str | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any], bool]:
+        """Create the spider if needed, then upload the package as its next version."""
+        created = False
+        try:
+            spider = self.request("GET", f"/api/spiders/{name}")
+        except ApiError as exc:
+            if exc.http_status != 404:
+                raise
+            body: dict[str, Any] = {"name": name, "kind": package.kind}
+            if entry:
+                body["entry"] = entry
+            spider = self.request("POST", "/api/spiders", json=body)
+            created = True
+        files = {"file": (package.filename, package.data, "application/octet-stream")}
+        version = self.request("POST", f"/api/spiders/{spider['id']}/versions", files=files)
+        return spider, version, created
+
+    def download(
+        self, path: str, params: dict[str, Any], dest: Path, progress: "Callable[[bytes], None]"
+    ) -> tuple[int, str | None]:
+        """Stream a response body into dest; returns its size and the server's file name."""
+        try:
+            with self.http.stream("GET", path, params=params, timeout=None) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    error = response.json().get("error", {})
+                    raise ApiError(response.status_code, error.get("code", "http_error"),
+                                   error.get("message", response.text[:500]))  # fmt: skip
+                disposition = response.headers.get("content-disposition", "")
+                name = (
+                    disposition.split('filename="')[-1].rstrip('"')
+                    if "filename=" in disposition
+                    else None
+                )
+                size = 0
+                with dest.open("wb") as out:
+                    for chunk in response.iter_bytes():
+                        out.write(chunk)
+                        size += len(chunk)
+                        progress(chunk)
+                return size, name
+        except httpx.TransportError as exc:
+            raise ApiError(0, "unreachable", f"download broke: {exc}") from exc
+
+    def events(self, path: str, method: str = "GET", **kwargs: Any) -> Iterator[tuple[str, Any]]:
+        """Server-sent events of a stream as (event, data); resumes with Last-Event-ID on drops."""
+        last_id: str | None = None
+        for attempt in range(STREAM_RECONNECTS + 1):
+            headers = {"Last-Event-ID": last_id} if last_id else {}
+            try:
+                with self.http.stream(method, path, headers=headers, timeout=None, **kwargs) as r:
+                    if r.status_code >= 400:
+                        r.read()
+                        error = r.json().get("error", {})
+                        raise ApiError(r.status_code, error.get("code", "http_error"),
+                                       error.get("message", r.text[:500]))  # fmt: skip
+                    for event_id, kind, data in parse_sse(r.iter_lines()):
+                        if event_id is not None:
+                            last_id = event_id
+                        yield kind, data
+                        if kind == "status":
+                            return
+                return
+            except httpx.TransportError as exc:
+                if attempt == STREAM_RECONNECTS or method != "GET":
+                    raise ApiError(0, "unreachable", f"stream broke: {exc}") from exc
+                time.sleep(1)
+
+
+def parse_sse(lines: Iterable[str]) -> Iterator[tuple[str | None, str, Any]]:
+    """(id, event, JSON data) of each frame in an event stream."""
+    event_id: str | None = None
+    kind = "message"
+    data: list[str] = []
+    for line in lines:
+        if not line:
+            if data:
+                yield event_id, kind, json.loads("\n".join(data))
+            event_id, kind, data = None, "message", []
+        elif line.startswith(":"):
+            continue
+        else:
+            name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if name == "id":
+                event_id = value
+            elif name == "event":
+                kind = value
+            elif name == "data":
+                data.append(value)
+
+
+def build_package(path: Path, kind: str | None = None) -> Package:
+    """Zip a project directory, or take a .py / .zip / .tar.gz file as it is."""
+    if path.is_dir():
+        data = zip_directory(path)
+        guessed = "scrapy" if (path / "scrapy.cfg").is_file() else "python"
+        return Package(f"{path.resolve().name or 'package'}.zip", data, kind or guessed)
+    if not path.is_file():
+        raise CrawlhubError(f"{path}: no such file or directory")
+    data = path.read_bytes()
+    if path.suffix == ".py":
+        return Package(path.name, data, kind or "python")
+    guessed = "python"
+    if path.suffix == ".zip":
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            names = {name.split("/", 1)[-1] for name in archive.namelist()} | set(
+                archive.namelist()
+            )
+            guessed = "scrapy" if "scrapy.cfg" in names else "python"
+    return Package(path.name, data, kind or guessed)
+
+
+def zip_directory(root: Path) -> bytes:
+    """The files under root as a zip, paths relative to root; links and caches left out."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
+            for filename in sorted(filenames):
+                file = Path(dirpath, filename)
+                if file.is_symlink() or not file.is_file() or filename.endswith(SKIP_SUFFIXES):
+                    continue
+                archive.write(file, file.relative_to(root).as_posix())
+    return buffer.getvalue()

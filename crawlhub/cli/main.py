@@ -1,0 +1,271 @@
+"""The `crawlhub` command: process entry points and client commands."""
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from crawlhub import __version__
+from crawlhub.cli import processes
+from crawlhub.cli.client import Client, build_package
+from crawlhub.cli.logging_setup import setup_logging
+from crawlhub.config import load_settings
+from crawlhub.errors import CrawlhubError
+
+logger = logging.getLogger(__name__)
+
+PROCESSES = {
+    "up": processes.up,
+    "web": processes.web,
+    "worker": processes.worker,
+    "ticker": processes.ticker,
+    "migrate": processes.migrate,
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    root = argparse.ArgumentParser(prog="crawlhub", description="CrawlHub: run and watch crawlers.")
+    root.add_argument("--version", action="version", version=f"crawlhub {__version__}")
+    sub = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("up", help="run everything in one process (SQLite, in-process broker)")
+    sub.add_parser("web", help="serve the HTTP API on $PORT")
+    sub.add_parser("worker", help="run the dramatiq worker for the run and alert queues")
+    sub.add_parser("ticker", help="run the scheduler loop")
+    sub.add_parser("migrate", help="apply database migrations")
+    deploy = sub.add_parser("deploy", help="upload a spider directory, archive or .py file")
+    deploy.add_argument("path", type=Path, help="a project directory, a .zip/.tar.gz or a .py file")
+    deploy.add_argument("--name", required=True, help="spider name (a slug); created if missing")
+    deploy.add_argument("--kind", choices=["scrapy", "python"], help="default: guessed")
+    deploy.add_argument("--entry", help="Scrapy spider name or module:function (on creation)")
+    run = sub.add_parser("run", help="start a run of a spider")
+    run.add_argument("name", help="spider name or id")
+    run.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                     help="a run parameter (VALUE parsed as JSON when it is JSON)")  # fmt: skip
+    run.add_argument("--follow", "-f", action="store_true",
+                     help="follow its log; exit 0 only if it completes")  # fmt: skip
+    logs = sub.add_parser("logs", help="print a run's log")
+    logs.add_argument("task", help="task id")
+    logs.add_argument("--follow", "-f", action="store_true", help="keep printing until it ends")
+    listing = sub.add_parser("tasks", help="list recent runs")
+    listing.add_argument("--spider", help="spider name or id")
+    listing.add_argument("--status", help="pending, running, completed, failed, …")
+    listing.add_argument("--limit", type=int, default=20, help="how many (at most 100)")
+    exporting = sub.add_parser("export", help="download a spider's items with a progress bar")
+    exporting.add_argument("name", help="spider name or id")
+    exporting.add_argument(
+        "--format", "-F", default="csv", choices=["csv", "json", "jsonl", "xlsx"]
+    )
+    exporting.add_argument("-o", "--output", type=Path, help="default: the server's file name")
+    exporting.add_argument("--task", help="only this run's items")
+    exporting.add_argument("--fields", help="CSV/XLSX columns, e.g. url,title")
+    exporting.add_argument("--excel", action="store_true", help="CSV for Excel (BOM, safe cells)")
+    queues = sub.add_parser("queues", help="queue depths, live workers and dead letters")
+    queues.add_argument("action", nargs="?", default="show",
+                        choices=["show", "dead-letters", "requeue", "purge"])  # fmt: skip
+    queues.add_argument("queue", nargs="?", default="crawlhub.runs", help="default crawlhub.runs")
+    queues.add_argument("message_id", nargs="?", help="the dead letter to requeue")
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; returns the exit status."""
+    args = parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        setup_logging(settings.log_level)
+        if args.command in PROCESSES:
+            PROCESSES[args.command](settings)
+            return 0
+        client = Client.from_env(settings.data_dir, settings.port)
+        return int(CLIENT[args.command](client, args))
+    except CrawlhubError as exc:
+        print(f"crawlhub: {exc.message}", file=sys.stderr)
+        return 2 if exc.code == "config_error" else 1
+    except KeyboardInterrupt:
+        # uvicorn re-raises Ctrl-C after its clean shutdown; a process stopped that way succeeded.
+        return 0 if args.command in PROCESSES else 130
+
+
+def deploy(client: Client, args: argparse.Namespace) -> int:
+    """`crawlhub deploy`: create the spider if needed and upload a new version."""
+    package = build_package(args.path, args.kind)
+    spider, version, created = client.deploy(package, args.name, entry=args.entry)
+    action = "created spider" if created else "spider"
+    print(
+        f"{action} {spider['name']} ({spider['kind']}, entry {spider['entry']}): "
+        f"version {version['number']}, {version['size']} bytes, {version['files']} files, "
+        f"sha256 {version['sha256'][:12]}"
+    )
+    return 0
+
+
+def run(client: Client, args: argparse.Namespace) -> int:
+    """`crawlhub run`: start a run; with --follow, stream its log and exit with its outcome."""
+    params = dict(parse_param(p) for p in args.param)
+    task = client.request("POST", f"/api/spiders/{args.name}/run", json={"params": params})
+    print(f"task {task['id']} {task['status']}", file=sys.stderr if args.follow else sys.stdout)
+    if not args.follow:
+        return 0
+    return follow(client, task["id"])
+
+
+def logs(client: Client, args: argparse.Namespace) -> int:
+    """`crawlhub logs`: print a run's persisted log, or follow it to the end."""
+    if args.follow:
+        return follow(client, args.task)
+    after = 0
+    while True:
+        page = client.request("GET", f"/api/tasks/{args.task}/logs",
+                              params={"after_seq": after, "limit": 1000})  # fmt: skip
+        for line in page["items"]:
+            print_line(line["stream"], line["text"])
+        if not page["items"]:
+            return 0
+        after = page["next_after_seq"]
+
+
+def follow(client: Client, task_id: str) -> int:
+    """Print log events until the status event; 0 when the run completed."""
+    for kind, data in client.events(f"/api/tasks/{task_id}/logs/stream"):
+        if kind == "log":
+            print_line(data["stream"], data["line"])
+        elif kind == "status":
+            reason = f" ({data['reason']})" if data.get("reason") else ""
+            print(f"task {task_id} {data['status']}{reason}: {data['items_count']} items",
+                  file=sys.stderr)  # fmt: skip
+            return 0 if data["status"] == "completed" else 1
+    return 1
+
+
+def tasks(client: Client, args: argparse.Namespace) -> int:
+    """`crawlhub tasks`: a table of recent runs."""
+    params = {"page_size": max(1, min(args.limit, 100))}
+    params.update({k: v for k, v in (("spider_id", args.spider), ("status", args.status)) if v})
+    page = client.request("GET", "/api/tasks", params=params)
+    print(f"{'TASK':36}  {'STATUS':9}  {'TRIGGER':8}  {'ITEMS':>7}  CREATED")
+    for t in page["items"]:
+        print(f"{t['id']:36}  {t['status']:9}  {t['trigger']:8}  {t['items_count']:>7}  "
+              f"{t['created_at'][:19]}")  # fmt: skip
+    return 0
+
+
+def queues(client: Client, args: argparse.Namespace) -> int:
+    """`crawlhub queues`: depths and workers, or inspect, requeue, purge dead letters."""
+    base = f"/api/queues/{args.queue}/dead-letters"
+    if args.action == "show":
+        data = client.request("GET", "/api/queues")
+        print(f"{'QUEUE':18} {'READY':>7} {'DELAYED':>8} {'IN FLIGHT':>10} {'DEAD':>6}")
+        for q in data["queues"]:
+            print(f"{q['name']:18} {q['ready']:>7} {q['delayed']:>8} {q['in_flight']:>10} "
+                  f"{q['dead_lettered']:>6}")  # fmt: skip
+        print(f"workers: {len(data['workers'])}")
+        for w in data["workers"]:
+            print(f"  {w['id']}  last heartbeat {w['last_heartbeat'][:19]}")
+    elif args.action == "dead-letters":
+        data = client.request("GET", base)
+        print(f"{data['total']} dead letter(s) in {args.queue}")
+        for m in data["items"]:
+            print(f"{m['message_id']}  {m['actor']:6} task {m['task_id']}  "
+                  f"{m['dead_at'][:19]}  {m['error'] or ''}")  # fmt: skip
+    elif args.action == "requeue":
+        if not args.message_id:
+            raise CrawlhubError("requeue needs QUEUE and MESSAGE_ID")
+        done = client.request("POST", f"{base}/{args.message_id}/requeue")
+        print(f"requeued {done['requeued']} (task {done['task_id']})")
+    else:
+        print(f"purged {client.request('DELETE', base)['count']} dead letter(s)")
+    return 0
+
+
+def export(client: Client, args: argparse.Namespace) -> int:
+    """`crawlhub export`: stream a selection of items to a file, showing progress."""
+    filters = {"spider_id": args.name, **({"task_id": args.task} if args.task else {})}
+    total = client.request("GET", "/api/data", params={**filters, "page_size": 1})["total"]
+    params: dict[str, Any] = dict(filters)
+    if args.fields:
+        params["fields"] = args.fields
+    if args.excel:
+        params["excel"] = "true"
+    partial = Path(f".crawlhub-export-{os.getpid()}.part")
+    bar = Progress(total, counts_lines=args.format in ("csv", "jsonl"))
+    try:
+        size, served_name = client.download(
+            f"/api/data/export/{args.format}", params, partial, bar.update
+        )
+        target = args.output or Path(served_name or f"{args.name}.{args.format}")
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
+    bar.done()
+    print(f"wrote {total} items, {size:,} bytes to {target}")
+    return 0
+
+
+class Progress:
+    """A one-line progress bar on stderr: items when lines can be counted, else bytes."""
+
+    WIDTH = 30
+
+    def __init__(self, total: int, *, counts_lines: bool) -> None:
+        self.total = total
+        self.counts_lines = counts_lines
+        self.lines = 0
+        self.bytes = 0
+        self.shown = 0.0
+
+    def update(self, chunk: bytes) -> None:
+        self.bytes += len(chunk)
+        self.lines += chunk.count(b"\n")
+        now = time.monotonic()
+        if now - self.shown >= 0.2:
+            self.shown = now
+            self._draw()
+
+    def _draw(self) -> None:
+        if self.counts_lines and self.total:
+            done = min(self.lines / self.total, 1.0)
+            filled = int(done * self.WIDTH)
+            bar = "#" * filled + "-" * (self.WIDTH - filled)
+            text = f"[{bar}] {done:4.0%} {min(self.lines, self.total):,}/{self.total:,} items"
+        else:
+            text = f"{self.bytes / 1e6:8.1f} MB of {self.total:,} items"
+        sys.stderr.write("\r" + text)
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        self.lines = max(self.lines, self.total)
+        self._draw()
+        sys.stderr.write("\n")
+
+
+def print_line(stream: str, text: str) -> None:
+    """A log line on our stdout or stderr like the spider printed it; system lines marked."""
+    if stream == "system":
+        print(f"[crawlhub] {text}", file=sys.stderr)
+    else:
+        print(text, file=sys.stderr if stream == "stderr" else sys.stdout, flush=True)
+
+
+def parse_param(text: str) -> tuple[str, Any]:
+    """KEY=VALUE with VALUE read as JSON when it parses, else as a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise CrawlhubError(f"parameter {text!r} is not KEY=VALUE")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+CLIENT = {"deploy": deploy, "run": run, "logs": logs, "tasks": tasks, "queues": queues,
+          "export": export}  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(main())

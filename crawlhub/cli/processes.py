@@ -1,0 +1,180 @@
+"""Process entry points: web, worker, ticker, migrate and the embedded `up`."""
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+
+import prometheus_client
+import uvicorn
+from dramatiq import Worker
+
+from crawlhub.actors.registry import declare_actors
+from crawlhub.api import create_app
+from crawlhub.config import Settings, ensure_token_file, token_path
+from crawlhub.context import Context
+from crawlhub.errors import ConfigError
+from crawlhub.execution import supervisor
+from crawlhub.messaging.keys import QUEUES
+from crawlhub.repo import migrate as migrations
+from crawlhub.scheduling import housekeeping
+from crawlhub.ticker import Ticker
+
+logger = logging.getLogger(__name__)
+
+WORKER_POLL_MS = 100  # longest idle wait of a worker for a new message
+
+
+def migrate(settings: Settings) -> None:
+    """Bring the database schema to the newest migration."""
+    context = Context.build(settings)
+    try:
+        migrations.upgrade(context.db.engine)
+        logger.info("database migrated to %s", migrations.head_revision())
+    finally:
+        context.close()
+
+
+def web(settings: Settings) -> None:
+    """Serve the API with uvicorn on $PORT until SIGTERM/SIGINT."""
+    _require_redis(settings, "web")
+    context = Context.build(settings)
+    if not context.tokens:
+        raise ConfigError("CRAWLHUB_API_TOKENS: set at least one token for `crawlhub web`")
+    try:
+        _serve(context, settings.host or "0.0.0.0")  # noqa: S104 - a PaaS routes to any interface
+    finally:
+        context.close()
+
+
+def worker(settings: Settings) -> None:
+    """Run Dramatiq worker threads for the run and alert queues until SIGTERM/SIGINT."""
+    _require_redis(settings, "worker")
+    context = Context.build(settings)
+    stop = threading.Event()
+    _on_stop_signals("worker", "finishing current messages", stop.set)
+    _serve_metrics(settings)
+    consumer = _start_worker(context)
+    logger.info("worker ready: %d thread(s) on %s", settings.worker_concurrency, ", ".join(QUEUES))
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        _stop_worker(consumer, context)
+        context.close()
+        logger.info("worker stopped")
+
+
+def _stop_worker(consumer: Worker, context: Context) -> None:
+    """Take no new messages, give running spiders the shutdown grace, then hand them back."""
+    supervisor.SHUTDOWN.set()
+    grace = context.settings.shutdown_grace_s + supervisor.SHUTDOWN_KILL_GRACE_S + 5
+    consumer.stop(timeout=int(grace * 1000))
+
+
+def _start_worker(context: Context) -> Worker:
+    declare_actors(context)
+    # Dramatiq's Redis consumer polls with a backoff up to worker_timeout; its default (1 s)
+    # would add up to a second between "run" and the spider starting.
+    consumer = Worker(
+        context.broker,
+        queues=set(QUEUES),
+        worker_threads=context.settings.worker_concurrency,
+        worker_timeout=WORKER_POLL_MS,
+    )
+    consumer.start()
+    return consumer
+
+
+def ticker(settings: Settings) -> None:
+    """Run the scheduler loop until SIGTERM/SIGINT."""
+    _require_redis(settings, "ticker")
+    context = Context.build(settings)
+    loop = Ticker(context)
+    _on_stop_signals("ticker", "stopping after this round", loop.stop)
+    _serve_metrics(settings)
+    try:
+        loop.run()
+    finally:
+        context.close()
+
+
+def up(settings: Settings) -> None:
+    """Embedded mode: migrate, then web, worker threads and ticker in this one process."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if not settings.tokens:
+        created = ensure_token_file(settings.data_dir)
+        if created is not None:
+            print(
+                f"API token (stored in {token_path(settings.data_dir)}; shown only now):\n"
+                f"  {created}",
+                flush=True,
+            )
+    context = Context.build(settings)
+    migrations.upgrade(context.db.engine)
+    worker = _start_worker(context)
+    if settings.redis_url is None:
+        # The in-process broker's queue died with the last process: send pending runs again.
+        resent = housekeeping.resend_pending(context)
+        if resent:
+            logger.info("re-sent %d pending run(s) from before the restart", resent)
+    loop = Ticker(context)
+    ticker_thread = threading.Thread(target=loop.run, name="crawlhub-ticker", daemon=True)
+    ticker_thread.start()
+    host = settings.host or "127.0.0.1"
+    logger.info("embedded CrawlHub on http://%s:%d (database %s)", host, settings.port,
+                "sqlite" if settings.is_sqlite else "postgresql")  # fmt: skip
+    try:
+        _serve(context, host)
+    finally:
+        logger.info("stopping ticker and worker")
+        loop.stop()
+        ticker_thread.join(timeout=5)
+        _stop_worker(worker, context)
+        context.close()
+        logger.info("stopped")
+
+
+def _serve(context: Context, host: str) -> None:
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal; ours turns it into a
+    # normal exit so the caller's clean-up (worker, ticker, connections) still runs.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    config = uvicorn.Config(
+        create_app(context),
+        host=host,
+        port=context.settings.port,
+        log_config=None,  # our logging set-up already owns stdout
+        proxy_headers=True,
+        timeout_graceful_shutdown=20,
+    )
+    uvicorn.Server(config).run()
+
+
+def _exit_cleanly(signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+def _on_stop_signals(process: str, next_step: str, stop: Callable[[], None]) -> None:
+    """Call `stop` on SIGTERM or SIGINT, saying in the log what happens next."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        logger.info("%s: %s received, %s", process, signal.Signals(signum).name, next_step)
+        stop()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def _serve_metrics(settings: Settings) -> None:
+    """Expose this process's Prometheus counters on CRAWLHUB_METRICS_PORT, when it is set."""
+    if settings.metrics_port is not None:
+        prometheus_client.start_http_server(settings.metrics_port)
+        logger.info("metrics on :%d/metrics", settings.metrics_port)
+
+
+def _require_redis(settings: Settings, process: str) -> None:
+    if settings.redis_url is None:
+        raise ConfigError(
+            f"REDIS_URL: required for `crawlhub {process}` (or run everything with `crawlhub up`)"
+        )

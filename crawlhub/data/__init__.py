@@ -1,0 +1,1 @@
+"""Scraped items: queries, streamed exports in every format, deletion and retention."""

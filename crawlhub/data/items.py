@@ -1,0 +1,164 @@
+"""Scraped items: select, page, export as a stream, delete."""
+
+import itertools
+import logging
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from crawlhub.data import formats
+from crawlhub.errors import BadRequest, InvalidInput
+from crawlhub.repo import items as repo
+from crawlhub.repo import spiders as spider_repo
+from crawlhub.repo import tasks as task_repo
+from crawlhub.repo.db import Database
+from crawlhub.repo.items import ItemFilter
+from crawlhub.repo.models import Item
+
+logger = logging.getLogger(__name__)
+
+EXPORT_BATCH = 5000  # rows per keyset query while exporting
+COPY_BATCH = 50_000  # rows per COPY (and per transaction) while PostgreSQL writes an export
+
+
+@dataclass
+class Selection:
+    """A resolved item filter and the names its export file is called after."""
+
+    where: ItemFilter
+    spider_name: str | None
+    task_id: uuid.UUID | None
+
+
+def select(
+    db: Database,
+    *,
+    spider: str | None = None,
+    task: uuid.UUID | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Selection:
+    """Resolve a spider (id or name) and task into an item filter; 404 when either is unknown."""
+    with db.session() as session:
+        spider_row = spider_repo.get_spider(session, spider) if spider else None
+        if task is not None:
+            task_row = task_repo.get_task(session, task)
+            if spider_row is None:
+                spider_row = task_repo.spider_of(session, task_row)
+    where = ItemFilter(spider_row.id if spider_row else None, task, since, until)
+    return Selection(where, spider_row.name if spider_row else None, task)
+
+
+def page(
+    db: Database, selection: Selection, *, page: int, page_size: int, after_id: int | None
+) -> tuple[list[Item], int | None, bool]:
+    """A page of items with the total and whether it is exact, or, with after_id, the next
+    ones (no total: keyset)."""
+    with db.session() as session:
+        if after_id is not None:
+            rows = repo.list_items(session, selection.where, limit=page_size, after_id=after_id)
+            return list(rows), None, True
+        rows = repo.list_items(
+            session, selection.where, limit=page_size, offset=(page - 1) * page_size
+        )
+        return list(rows), *repo.count_items(session, selection.where)
+
+
+def _batches(db: Database, where: ItemFilter, upto: int) -> Iterator[formats.Batch]:
+    """The selection up to an id in keyset batches, each read in its own short transaction."""
+    after = 0
+    while True:
+        with db.session() as session:
+            rows = repo.export_batch(session, where, after, EXPORT_BATCH, upto)
+        if not rows:
+            return
+        yield rows
+        after = rows[-1][0]
+
+
+def export_stream(
+    db: Database, selection: Selection, fmt: str, *, fields: list[str] | None, excel: bool
+) -> Iterator[bytes]:
+    """The export file of a selection, as a stream of byte chunks.
+
+    The selection is fixed at its highest id when the export starts, so items a running
+    spider adds meanwhile neither lengthen the export nor miss their CSV column.
+    """
+    where = selection.where
+    with db.session() as session:
+        upto = repo.max_id(session, where)
+    columns: list[str] | None = None
+    if fmt in ("csv", "xlsx"):
+        columns = fields if fields is not None else _columns(db, where, upto)
+    if fmt == "xlsx":
+        assert columns is not None
+        return formats.xlsx(_batches(db, where, upto), columns)
+    if db.dialect == "postgresql":  # PostgreSQL writes the rows itself
+        defuse = formats.FORMULA_STARTS if excel else ()
+        lines = _copied(db, where, upto, columns, defuse)
+    elif columns is not None:
+        return formats.csv_rows(_batches(db, where, upto), columns, excel=excel)
+    else:
+        lines = formats.jsonl(_batches(db, where, upto))
+    if columns is not None:
+        return itertools.chain([formats.csv_header(columns, excel=excel)], lines)
+    return formats.json_array(lines) if fmt == "json" else lines
+
+
+def _copied(
+    db: Database, where: ItemFilter, upto: int, columns: list[str] | None, defuse: tuple[str, ...]
+) -> Iterator[bytes]:
+    """The selection up to an id as COPY writes it (JSON lines, or CSV rows of columns), in
+    batches of COPY_BATCH rows, each in its own transaction, yielded in chunks of whole lines."""
+    after = 0
+    buffer = bytearray()
+    while after < upto:
+        with db.session() as session:
+            end = repo.batch_end(session, where, after, upto, COPY_BATCH)
+            rows = repo.copy_export(session, where, after, end, columns, defuse)
+            assert rows is not None
+            for row in rows:
+                buffer += row
+                if len(buffer) >= formats.CHUNK:
+                    yield bytes(buffer)
+                    buffer.clear()
+        after = end
+    if buffer:
+        yield bytes(buffer)
+
+
+def _columns(db: Database, where: ItemFilter, upto: int) -> list[str]:
+    with db.session() as session:
+        keys = repo.first_seen_keys(session, where, upto)
+    return keys if keys is not None else formats.keys_in_order(_batches(db, where, upto))
+
+
+def parse_fields(raw: str | None) -> list[str] | None:
+    """`a,b,c` as a list of columns; InvalidInput when it names none."""
+    if raw is None:
+        return None
+    fields = [f.strip() for f in raw.split(",") if f.strip()]
+    if not fields:
+        raise InvalidInput("fields names no column: give a comma-separated list like url,title")
+    return list(dict.fromkeys(fields))
+
+
+def filename(selection: Selection, fmt: str) -> str:
+    """`<spider>-<task or date>.<ext>`."""
+    spider = selection.spider_name or "items"
+    tail = str(selection.task_id) if selection.task_id else datetime.now(UTC).strftime("%Y-%m-%d")
+    return f"{spider}-{tail}.{fmt}"
+
+
+def delete(db: Database, selection: Selection) -> int:
+    """Delete the items of a task or a spider; returns how many."""
+    if selection.where.spider_id is None and selection.where.task_id is None:
+        raise BadRequest("give task_id or spider_id: deleting every item at once is not offered")
+    with db.session() as session:
+        count = repo.delete_items(session, ItemFilter(
+            selection.where.spider_id if selection.where.task_id is None else None,
+            selection.where.task_id,
+        ))  # fmt: skip
+    logger.info("deleted %d item(s) of %s", count, selection.task_id or selection.spider_name)
+    return count

@@ -1,0 +1,1 @@
+"""Running spiders: creating runs, claiming attempts, supervising the child, capturing output."""

@@ -1,0 +1,136 @@
+"""One attempt of a task: claiming it, what it needs to start, and recording how it ended."""
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from crawlhub.alerting import alerts
+from crawlhub.context import Context
+from crawlhub.repo import items as item_repo
+from crawlhub.repo import logs as log_repo
+from crawlhub.repo import spiders as spider_repo
+from crawlhub.repo import tasks as task_repo
+from crawlhub.repo.db import Database
+
+logger = logging.getLogger(__name__)
+
+USAGE_EXIT = 2  # the bootstrap's "entry not found / bad input" exit: retrying cannot help
+
+
+@dataclass
+class Outcome:
+    """How a run attempt ended."""
+
+    status: str  # completed | failed | cancelled | interrupted (worker shutdown)
+    reason: str | None
+    exit_code: int | None
+    error_message: str | None = None
+
+    @property
+    def retryable(self) -> bool:
+        """Failures another attempt may fix: not a cancel, not a spider that cannot start."""
+        return self.status == "failed" and not (
+            self.reason == "exit_code" and self.exit_code == USAGE_EXIT
+        )
+
+
+@dataclass
+class Ended:
+    """What an attempt left the task as, for the actor to decide on its message."""
+
+    status: str  # completed | failed | retrying | cancelled (or whatever it was changed to)
+    retryable: bool
+
+
+@dataclass
+class Attempt:
+    """Everything needed to start one attempt, read in the claim transaction."""
+
+    task_id: uuid.UUID
+    spider_id: uuid.UUID
+    spider_name: str
+    kind: str
+    entry: str
+    params: dict[str, Any]
+    env: dict[str, str]
+    timeout_s: int
+    alert_on_zero_items: bool
+    dedup_keys: list[str] | None
+    attempt: int
+    first_seq: int
+    version: int
+    sha256: str
+    filename: str
+    archive: bytes
+
+
+def worker_name() -> str:
+    """host:pid:thread, recorded on the task that this thread runs."""
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.current_thread().name}"
+
+
+def claim(db: Database, task_id: uuid.UUID) -> Attempt | None:
+    """Compare-and-set the task to running and gather what the attempt needs."""
+    with db.session() as session:
+        task = task_repo.claim_task(session, task_id, worker_name())
+        if task is None:
+            return None
+        if task.items_count or task.items_invalid or task.items_duplicate:
+            # A task that ran before (a failed or interrupted attempt) starts clean:
+            # that attempt's items go, its log lines stay.
+            item_repo.delete_task_items(session, task.id)
+            task_repo.reset_item_counts(session, task.id)
+        spider = task_repo.spider_of(session, task)
+        if task.version is None:
+            raise RuntimeError("task has no spider version")  # guarded at creation
+        version = spider_repo.get_version(session, spider, task.version)
+        return Attempt(
+            task_id=task.id,
+            spider_id=spider.id,
+            spider_name=spider.name,
+            kind=spider.kind,
+            entry=spider.entry,
+            params=dict(task.params or {}),
+            env=dict(spider.env or {}),
+            timeout_s=spider.timeout_s,
+            alert_on_zero_items=spider.alert_on_zero_items,
+            dedup_keys=list(spider.dedup_keys) if spider.dedup_keys else None,
+            attempt=task.retry_count + 1,
+            first_seq=log_repo.last_seq(session, task.id) + 1,
+            version=version.number,
+            sha256=version.sha256,
+            filename=version.filename,
+            archive=version.archive,
+        )
+
+
+def record(
+    context: Context, a: Attempt, outcome: Outcome, stats: dict[str, Any] | None, items: int
+) -> tuple[str, uuid.UUID | None]:
+    """End the attempt and, in the same transaction, raise the alert it calls for."""
+    with context.db.session() as session:
+        status = task_repo.end_attempt(
+            session, a.task_id, status=outcome.status, reason=outcome.reason,
+            exit_code=outcome.exit_code, error_message=outcome.error_message, stats=stats,
+            retry=outcome.retryable,
+        )  # fmt: skip
+        alert_id = None
+        if status == "failed":
+            detail = (outcome.error_message or "").splitlines()[:1]
+            alert_id = alerts.raise_alert(
+                session, context, "task_failed", "error",
+                f"{a.spider_name}: run {a.task_id} failed after {a.attempt} "
+                f"attempt(s) ({outcome.reason}{': ' + detail[0] if detail else ''})",
+                spider_id=a.spider_id, task_id=a.task_id,
+            )  # fmt: skip
+        elif status == "completed" and a.alert_on_zero_items and items == 0:
+            alert_id = alerts.raise_alert(
+                session, context, "zero_items", "warning",
+                f"{a.spider_name}: run {a.task_id} completed with no items",
+                spider_id=a.spider_id, task_id=a.task_id,
+            )  # fmt: skip
+    return status, alert_id

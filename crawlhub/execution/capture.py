@@ -1,0 +1,307 @@
+"""Reading a spider's output while it runs: log lines and items, batched into the database.
+
+Reader threads (one per pipe) feed a sink, and the run's supervisor flushes what is
+buffered every tick, so lines show up live whether the spider prints a million lines or
+one line a minute. A log sink also flushes a full batch from its reader; an item sink
+lets its reader parse on while the supervisor writes, until too much is waiting.
+"""
+
+import hashlib
+import json
+import logging
+import re
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import IO, Any
+
+from crawlhub.messaging.livelog import LiveLog, LogEvent
+from crawlhub.repo import items as item_repo
+from crawlhub.repo import logs as log_repo
+from crawlhub.repo import tasks as task_repo
+from crawlhub.repo.db import Database
+
+logger = logging.getLogger(__name__)
+
+BATCH = 1000  # log lines per database write
+# Items: the run's supervisor writes what is buffered every tick while the reader thread goes
+# on parsing (double buffering); the reader writes itself only when this much is waiting.
+ITEMS_BUFFERED = 20_000
+ITEM_BYTES_BUFFERED = 32 * 1024 * 1024
+CHUNK = 64 * 1024  # read size while skipping the rest of an over-long line
+WRITE_RETRY_PAUSE_S = 0.5
+STDERR_TAIL = 20  # stderr lines kept for a failed task's error_message
+
+
+def flush_or_pause(flush: Callable[[], None], task_id: uuid.UUID) -> None:
+    """Flush from a reader thread. When the database or Redis fails, pause instead of letting
+    the reader die: the batch stays buffered, the spider waits on its pipe meanwhile, and the
+    next line (or the supervisor's next tick) tries again."""
+    try:
+        flush()
+    except Exception as exc:
+        logger.warning("task %s: write failed, will retry: %s", task_id, exc)
+        time.sleep(WRITE_RETRY_PAUSE_S)
+
+
+def dedup_hash(item: dict[str, Any], keys: list[str]) -> str | None:
+    """sha256 of the canonical JSON of the item's key fields; None when one is missing."""
+    if any(key not in item for key in keys):
+        return None  # stored, never deduplicated (documented)
+    canonical = json.dumps(
+        [item[key] for key in keys], sort_keys=True, ensure_ascii=False, separators=(",", ":")
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def read_lines(pipe: IO[bytes], max_bytes: int) -> Iterator[tuple[bytes, int]]:
+    """Lines of a pipe without their newline, cut at max_bytes, with the byte count cut off."""
+    while True:
+        line = pipe.readline(max_bytes + 1)
+        if not line:
+            return
+        if line.endswith(b"\n"):
+            yield line[:-1], 0
+            continue
+        if len(line) <= max_bytes:  # last line, no newline at EOF
+            yield line, 0
+            return
+        dropped = len(line) - max_bytes
+        kept = line[:max_bytes]
+        while True:  # skip the rest of the line without holding it
+            rest = pipe.readline(CHUNK)
+            if not rest:
+                break
+            if rest.endswith(b"\n"):
+                dropped += len(rest) - 1
+                break
+            dropped += len(rest)
+        yield kept, dropped
+
+
+def clean_text(raw: bytes) -> str:
+    """Bytes as text: invalid UTF-8 replaced, NUL removed (PostgreSQL rejects it in text)."""
+    text = raw.decode("utf-8", "replace")
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    return text.rstrip("\r")
+
+
+# JSON that Python parses but PostgreSQL's jsonb rejects: \u0000, lone surrogates, NaN/Infinity.
+NEEDS_CLEANING = re.compile(r"\\u0000|\\u[dD][89abAB]|\\u[dD][c-fC-F]|NaN|Infinity")
+
+
+def _no_constant(_name: str) -> None:
+    return None  # NaN and ±Infinity become null
+
+
+# One decoder for every line: json.loads with an option builds a new one per call.
+_decode = json.JSONDecoder(parse_constant=_no_constant).decode
+
+
+def _clean_json(value: Any) -> Any:
+    if isinstance(value, str):
+        # NUL removed; lone surrogates (from \udXXX escapes) replaced, as UTF-8 cannot hold them.
+        return value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_clean_json(k): _clean_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean_json(v) for v in value]
+    return value
+
+
+class LogSink:
+    """Numbers, caps, persists and publishes one run attempt's log lines."""
+
+    def __init__(
+        self,
+        db: Database,
+        live: LiveLog,
+        task_id: uuid.UUID,
+        attempt: int,
+        *,
+        first_seq: int,
+        max_lines: int,
+    ) -> None:
+        self.db = db
+        self.live = live
+        self.task_id = task_id
+        self.key = str(task_id)
+        self.attempt = attempt
+        self.max_lines = max_lines
+        self.seq = first_seq - 1
+        self.stored = 0
+        self.produced = 0
+        self.unsaved_count = 0
+        self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL)
+        self.capped = False
+        self._buffer: list[LogEvent] = []
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+
+    def line(self, stream: str, raw: bytes, dropped: int = 0) -> None:
+        """Take one line from a pipe (called by reader threads)."""
+        text = clean_text(raw)
+        if dropped:
+            text += f" …[line truncated: {dropped} more bytes]"
+        if stream == "stderr":
+            self.stderr_tail.append(text)
+        self._add(stream, text, counted=True)
+
+    def system(self, text: str) -> None:
+        """Add a line of CrawlHub's own about the run (never capped)."""
+        logger.info("task %s: %s", self.task_id, text)
+        self._add("system", text, counted=False, force=True)
+
+    def _add(self, stream: str, text: str, *, counted: bool, force: bool = False) -> None:
+        full = False
+        with self._lock:
+            if counted:
+                self.produced += 1
+                self.unsaved_count += 1
+            if self.stored >= self.max_lines and not force:
+                if not self.capped:
+                    self.capped = True
+                    cap_text = (
+                        f"log limit of {self.max_lines} lines reached: "
+                        "further lines are counted but not stored"
+                    )
+                    self._append("system", cap_text)
+                return
+            self._append(stream, text)
+            full = len(self._buffer) >= BATCH
+        if full:
+            flush_or_pause(self.flush, self.task_id)
+
+    def _append(self, stream: str, text: str) -> None:
+        self.seq += 1
+        self.stored += 1
+        self._buffer.append(LogEvent(self.seq, self.attempt, stream, time.time(), text))
+
+    def flush(self) -> None:
+        """Persist and publish what is buffered (thread-safe, order-preserving)."""
+        with self._flush_lock:
+            with self._lock:
+                batch, self._buffer = self._buffer, []
+                counted, self.unsaved_count = self.unsaved_count, 0
+            if not batch and not counted:
+                return
+            # Live first (readers want lines now), then the database (the record): a reader
+            # that sees a line before it is stored waits for the store before going on.
+            try:
+                self.live.publish(self.key, batch)
+            except Exception as exc:  # live delivery is best effort; the database is the record
+                logger.warning("task %s: live log publish failed: %s", self.task_id, exc)
+            rows = [
+                (e.attempt, e.seq, e.stream, datetime.fromtimestamp(e.ts, UTC), e.text)
+                for e in batch
+            ]
+            try:
+                with self.db.session() as session:
+                    log_repo.insert_lines(session, self.task_id, rows)
+                    task_repo.add_progress(session, self.task_id, log_lines=counted)
+            except Exception:
+                with self._lock:  # keep the lines for the next flush: none may be lost
+                    self._buffer[:0] = batch
+                    self.unsaved_count += counted
+                raise
+
+
+class ItemSink:
+    """Validates and stores one run attempt's items in batches."""
+
+    def __init__(
+        self,
+        db: Database,
+        logs: LogSink,
+        spider_id: uuid.UUID,
+        task_id: uuid.UUID,
+        attempt: int,
+        dedup_keys: list[str] | None = None,
+    ) -> None:
+        self.db = db
+        self.dedup_keys = dedup_keys
+        self.duplicates = 0
+        self.logs = logs
+        self.spider_id = spider_id
+        self.task_id = task_id
+        self.attempt = attempt
+        self.count = 0
+        self.invalid = 0
+        self._buffer: list[tuple[str, dict[str, Any], str | None]] = []
+        self._buffered_bytes = 0
+        self._invalid_unsaved = 0
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+
+    def line(self, raw: bytes, dropped: int = 0) -> None:
+        """Take one JSON line from the item channel (called by the reader thread)."""
+        if dropped:
+            self._reject(f"item line of {len(raw) + dropped} bytes is over the size limit")
+            return
+        if not raw.strip():
+            return
+        decoded = raw.decode("utf-8", "replace").replace("\x00", "")
+        try:
+            value = _decode(decoded)
+        except (ValueError, RecursionError) as exc:
+            self._reject(f"malformed item line ({exc}): {decoded[:200]}")
+            return
+        text: str | None = None
+        if not isinstance(value, dict):
+            value = {"value": value}
+        elif not NEEDS_CLEANING.search(decoded):
+            text = decoded  # a valid JSON object PostgreSQL accepts: store its text as it came
+        if text is None:
+            value = _clean_json(value)
+            text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        digest = dedup_hash(value, self.dedup_keys) if self.dedup_keys else None
+        with self._lock:
+            self._buffer.append((text, value, digest))
+            self._buffered_bytes += len(text)
+            behind = (
+                len(self._buffer) >= ITEMS_BUFFERED or self._buffered_bytes >= ITEM_BYTES_BUFFERED
+            )
+        if behind:  # the supervisor's flushes do not keep up: write here, slowing the spider
+            flush_or_pause(self.flush, self.task_id)
+
+    def _reject(self, message: str) -> None:
+        with self._lock:
+            self.invalid += 1
+            self._invalid_unsaved += 1
+            first = self.invalid <= 10
+        if first:
+            self.logs.system(message)
+        elif self.invalid == 11:
+            self.logs.system("more malformed item lines: counted in items_invalid, not logged")
+
+    def flush(self) -> None:
+        """Store what is buffered and add it to the task's counts."""
+        with self._flush_lock:
+            with self._lock:
+                batch, self._buffer = self._buffer, []
+                invalid, self._invalid_unsaved = self._invalid_unsaved, 0
+                self._buffered_bytes = 0
+            if not batch and not invalid:
+                return
+            try:
+                with self.db.session() as session:
+                    stored = item_repo.insert_items(
+                        session, self.spider_id, self.task_id, self.attempt, batch
+                    )
+                    task_repo.add_progress(
+                        session, self.task_id, items=stored, duplicates=len(batch) - stored,
+                        invalid=invalid,
+                    )  # fmt: skip
+            except Exception:
+                with self._lock:  # keep the items for the next flush: none may be lost
+                    self._buffer[:0] = batch
+                    self._invalid_unsaved += invalid
+                    self._buffered_bytes += sum(len(text) for text, _, _ in batch)
+                raise
+            with self._lock:
+                self.count += stored
+                self.duplicates += len(batch) - stored

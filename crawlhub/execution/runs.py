@@ -1,0 +1,182 @@
+"""Runs of spiders: create and enqueue, look up, list, cancel, requeue, read their logs."""
+
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from crawlhub.context import Context
+from crawlhub.errors import Conflict
+from crawlhub.messaging import messages, queues
+from crawlhub.messaging.keys import RUN_ACTOR
+from crawlhub.repo import items as item_repo
+from crawlhub.repo import logs as log_repo
+from crawlhub.repo import spiders as spider_repo
+from crawlhub.repo import tasks as repo
+from crawlhub.repo.db import parse_id
+from crawlhub.repo.models import LogLine, Spider, Task
+
+logger = logging.getLogger(__name__)
+
+
+def create_run(context: Context, ref: str, params: dict[str, Any], trigger: str = "manual") -> Task:
+    """Insert a pending task for the spider's current version, then enqueue its message."""
+    with context.db.session() as session:
+        spider = spider_repo.get_spider(session, ref)
+        if spider.current_version is None:
+            raise Conflict(f"spider '{spider.name}' has no version yet: upload one first")
+        if not spider.enabled and trigger != "test":
+            raise Conflict(f"spider '{spider.name}' is disabled")
+        task = repo.create_task(
+            session,
+            {
+                "spider_id": spider.id,
+                "version": spider.current_version,
+                "trigger": trigger,
+                "params": {**(spider.params or {}), **params},
+                # A test run streams back to someone waiting: one attempt only.
+                "max_retries": 0 if trigger == "test" else spider.max_retries,
+            },
+        )
+    # Only after the commit: a worker must find the row the message points to.
+    options = run_options(task.max_retries, spider)
+    task.message_id = enqueue_many(context, [Send(task.id, 0, options)]).get(task.id)
+    return task
+
+
+@dataclass(frozen=True)
+class Send:
+    """One run message to send: the task, its delay and its Retries options."""
+
+    task_id: uuid.UUID
+    delay_ms: int = 0
+    options: dict[str, Any] | None = None  # read from the task and spider when not given
+
+
+def run_options(max_retries_left: int, spider: Spider) -> dict[str, Any]:
+    """The Retries options of a run message: retries left and the spider's backoff (ms)."""
+    return {
+        "max_retries": max(max_retries_left, 0),
+        "min_backoff": spider.retry_backoff_min_s * 1000,
+        "max_backoff": spider.retry_backoff_max_s * 1000,
+    }
+
+
+def enqueue(context: Context, task_id: uuid.UUID, delay_ms: int = 0) -> str | None:
+    """Send one committed task's run message (see enqueue_many); its message id or None."""
+    return enqueue_many(context, [Send(task_id, delay_ms)]).get(task_id)
+
+
+def enqueue_many(context: Context, sends: Sequence[Send]) -> dict[uuid.UUID, str]:
+    """Send committed tasks' run messages and record their ids in one transaction.
+
+    A message carries the retries its task has left and its spider's backoff, for
+    Dramatiq's Retries middleware. A task whose message could not be sent stays as it is
+    and the ticker's sweep resends it; a task sent twice runs once (the claim is a CAS).
+    """
+    missing = [s.task_id for s in sends if s.options is None]
+    looked_up: dict[uuid.UUID, dict[str, Any]] = {}
+    if missing:
+        with context.db.session() as session:
+            for task_id in missing:
+                task = repo.get_task(session, task_id)
+                spider = repo.spider_of(session, task)
+                looked_up[task_id] = run_options(task.max_retries - task.retry_count, spider)
+    sent: dict[uuid.UUID, str] = {}
+    for send in sends:
+        options = send.options if send.options is not None else looked_up[send.task_id]
+        try:
+            sent[send.task_id] = messages.send_run(
+                context.broker, send.task_id, delay_ms=send.delay_ms, **options
+            )
+        except Exception as exc:  # the broker being down must not lose the committed task
+            logger.error("task %s: enqueue failed (%s); it stays for the sweep", send.task_id, exc)
+    if sent:
+        with context.db.session() as session:
+            repo.set_message_ids(session, sent)
+    return sent
+
+
+def get_task(context: Context, ref: uuid.UUID | str) -> Task:
+    """One task by id."""
+    with context.db.session() as session:
+        return repo.get_task(session, ref)
+
+
+def list_tasks(
+    context: Context,
+    *,
+    page: int,
+    page_size: int,
+    spider: str | None = None,
+    status: str | None = None,
+    trigger: str | None = None,
+    schedule_id: uuid.UUID | None = None,
+) -> tuple[list[Task], int, bool]:
+    """A page of tasks, newest first, the total and whether it is exact; `spider` is an id
+    or a name."""
+    with context.db.session() as session:
+        spider_id = spider_repo.get_spider(session, spider).id if spider else None
+        rows, total, exact = repo.list_tasks(
+            session, page=page, page_size=page_size, spider_id=spider_id, status=status,
+            trigger=trigger, schedule_id=schedule_id,
+        )  # fmt: skip
+        return list(rows), total, exact
+
+
+def cancel(context: Context, ref: str) -> Task:
+    """Cancel a task: at once when it has not started, within 3 s when it runs (SPEC §5)."""
+    task_id = parse_id(ref, "task")
+    with context.db.session() as session:
+        before = repo.cancel_task(session, task_id)
+        if before is None:
+            status = repo.get_task(session, task_id).status
+            raise Conflict(f"task is already {status}", details={"status": status})
+        task = repo.get_task(session, task_id)
+    logger.info("task %s cancelled by user (was %s)", task_id, before)
+    return task
+
+
+def log_lines(
+    context: Context,
+    ref: str,
+    *,
+    after_seq: int,
+    limit: int,
+    stream: str | None = None,
+    attempt: int | None = None,
+) -> list[LogLine]:
+    """Persisted log lines of a task after a seq."""
+    with context.db.session() as session:
+        task_id = repo.get_task(session, ref).id  # 404 for an unknown task
+        rows = log_repo.list_lines(
+            session, task_id, after_seq=after_seq, limit=limit, stream=stream, attempt=attempt
+        )
+        return list(rows)
+
+
+def new_lines(
+    context: Context, task_id: uuid.UUID, after_seq: int, limit: int | None
+) -> list[LogLine]:
+    """Persisted lines of a known task after a seq (what live readers poll)."""
+    with context.db.session() as session:
+        return list(log_repo.list_lines(session, task_id, after_seq=after_seq, limit=limit))
+
+
+def requeue_dead_letter(context: Context, queue: str, message_id: str) -> str | None:
+    """Take a dead letter out and run it again: a run becomes a fresh pending series of
+    attempts (its items gone, its logs kept); another message is sent again as it was.
+    Returns the run's task id, if it was a run."""
+    message = queues.take(context.broker, queue, message_id)
+    if message.actor != RUN_ACTOR or not message.task_id:
+        queues.resend(context.broker, queue, message)
+        return None
+    task_id = uuid.UUID(message.task_id)
+    with context.db.session() as session:
+        repo.requeue_task(session, task_id)
+        item_repo.delete_task_items(session, task_id)
+        repo.reset_item_counts(session, task_id)
+    enqueue(context, task_id)
+    logger.info("dead letter %s requeued: task %s is pending again", message_id, task_id)
+    return message.task_id

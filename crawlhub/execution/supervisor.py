@@ -1,0 +1,311 @@
+"""Supervising one run attempt: work dir, the spider's process, its output, its end."""
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import IO, Any
+
+from crawlhub import metrics
+from crawlhub.alerting import alerts
+from crawlhub.context import Context
+from crawlhub.execution import workdirs
+from crawlhub.execution.attempts import Attempt, Ended, Outcome, claim, record
+from crawlhub.execution.capture import ItemSink, LogSink, read_lines
+from crawlhub.packages import archives
+from crawlhub.repo import tasks as task_repo
+
+logger = logging.getLogger(__name__)
+
+TICK_S = 0.05  # supervisor loop period: live log flush (exit is noticed at once)
+STATUS_EVERY_S = 0.5  # how often a running task's status is read (cancel detection)
+CANCEL_GRACE_S = 2.0  # SIGTERM → SIGKILL delay on cancel: the group is gone within 3 s
+READER_JOIN_S = 10.0  # how long to wait for output readers after the process ended
+ERROR_MESSAGE_CHARS = 4000
+STATS_FILE = ".crawlhub-stats.json"
+
+
+# Set by a worker process on SIGTERM: runs get shutdown_grace_s to finish, then are stopped
+# and handed back to the queue (not failed, not counted as a retry).
+SHUTDOWN = threading.Event()
+SHUTDOWN_KILL_GRACE_S = 3.0
+
+
+def execute(context: Context, task_id: uuid.UUID) -> Ended | None:
+    """Run a task if it can be claimed; None when it could not (duplicate delivery, cancelled)."""
+    attempt = claim(context.db, task_id)
+    if attempt is None:
+        logger.info("task %s is not claimable; message acknowledged and ignored", task_id)
+        return None
+    return Run(context, attempt).run()
+
+
+class Run:
+    """One attempt of one task, from work dir to recorded outcome."""
+
+    def __init__(self, context: Context, attempt: Attempt) -> None:
+        self.context = context
+        self.db = db = context.db
+        self.live = live = context.live
+        self.settings = settings = context.settings
+        self.a = attempt
+        self.logs = LogSink(
+            db, live, attempt.task_id, attempt.attempt,
+            first_seq=attempt.first_seq, max_lines=settings.max_log_lines,
+        )  # fmt: skip
+        self.items = ItemSink(
+            db, self.logs, attempt.spider_id, attempt.task_id, attempt.attempt, attempt.dedup_keys
+        )
+        self.work: Path | None = None
+
+    def run(self) -> Ended:
+        started = time.monotonic()
+        try:
+            outcome = self._run()
+        except Exception as exc:
+            logger.exception("task %s: run failed inside CrawlHub", self.a.task_id)
+            outcome = Outcome("failed", "error", None, f"{type(exc).__name__}: {exc}")
+            self.logs.system(f"CrawlHub could not run the spider: {outcome.error_message}")
+        duration = time.monotonic() - started
+        stats = self._stats()
+        if (
+            self.a.kind == "scrapy"
+            and stats is not None
+            and not stats.get("response_received_count")
+        ):
+            self.logs.system(
+                "Scrapy crawled 0 pages. Since Scrapy 2.13 `start_requests()` is not called: "
+                "define `async def start()` in the spider."
+            )
+        self.logs.system(
+            f"{outcome.status} after {duration:.2f} s: {self.items.count} items, "
+            f"{self.items.duplicates} duplicates, {self.items.invalid} invalid, "
+            f"{self.logs.produced} log lines"
+        )
+        self.items.flush()
+        self.logs.flush()
+        status, alert_id = record(self.context, self.a, outcome, stats, self.items.count)
+        metrics.RUNS.labels(status).inc()
+        metrics.RUN_SECONDS.observe(duration)
+        metrics.ITEMS.inc(self.items.count)
+        metrics.DUPLICATES.inc(self.items.duplicates)
+        if status == "retrying":
+            self.logs.system(f"attempt {self.a.attempt} failed; the run will be retried")
+            self.logs.flush()
+        self.live.finish(str(self.a.task_id))
+        alerts.notify_channels(self.context, alert_id)
+        if self.work is not None:
+            workdirs.remove_workdir(self.work)
+        logger.info(
+            "task %s attempt %d %s (reason %s, exit %s) in %.2f s, %d items",
+            self.a.task_id, self.a.attempt, status, outcome.reason, outcome.exit_code, duration,
+            self.items.count,
+        )  # fmt: skip
+        return Ended(status, outcome.retryable)
+
+    def _run(self) -> Outcome:
+        self.work = self._prepare()
+        command = self._command()
+        self.logs.system(
+            f"attempt {self.a.attempt}: {self.a.kind} spider {self.a.spider_name} "
+            f"version {self.a.version} ({self.a.entry})"
+        )
+        items_read, items_write = os.pipe()
+        try:
+            proc = subprocess.Popen(
+                command,
+                cwd=self.work,
+                env=self._environment(items_write),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=(items_write,),
+                start_new_session=True,  # its own process group, so the whole tree can be killed
+            )
+        finally:
+            os.close(items_write)
+        readers = self._start_readers(proc, os.fdopen(items_read, "rb"))
+        outcome = self._supervise(proc)
+        for reader in readers:
+            reader.join(READER_JOIN_S)
+            if reader.is_alive():
+                self.logs.system("output still open after the process ended; stopped reading it")
+        return outcome
+
+    def _prepare(self) -> Path:
+        limits = archives.Limits.of(self.settings)
+        module = archives.module_path(self.a.entry) if self.a.kind == "python" else "main.py"
+        source = workdirs.extracted_version(
+            self.settings.data_dir, self.a.sha256, self.a.archive, self.a.filename, module, limits
+        )
+        self.a.archive = b""  # no need to hold the package for the rest of the run
+        return workdirs.fresh_workdir(
+            self.settings.data_dir, source, f"{self.a.task_id}-{self.a.attempt}"
+        )
+
+    def _command(self) -> list[str]:
+        base = [sys.executable, "-m", "crawlhub.child.bootstrap", self.a.kind, self.a.entry]
+        if self.a.kind == "python":
+            return base
+        for key, value in self.a.params.items():
+            text = value if isinstance(value, str) else json.dumps(value)
+            base += ["-a", f"{key}={text}"]
+        return base
+
+    def _environment(self, items_fd: int) -> dict[str, str]:
+        assert self.work is not None
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "HOME": str(self.work),
+            "LANG": os.environ.get("LANG", "C.UTF-8"),
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONIOENCODING": "utf-8",
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+        if "TZ" in os.environ:
+            env["TZ"] = os.environ["TZ"]
+        env.update(self.a.env)
+        env.update(
+            {
+                "CRAWLHUB_TASK_ID": str(self.a.task_id),
+                "CRAWLHUB_SPIDER": self.a.spider_name,
+                "CRAWLHUB_ATTEMPT": str(self.a.attempt),
+                "CRAWLHUB_PARAMS": json.dumps(self.a.params),
+                "CRAWLHUB_ITEMS_FD": str(items_fd),
+                "CRAWLHUB_PARENT_PID": str(os.getpid()),
+                "CRAWLHUB_STATS_PATH": str(self.work / STATS_FILE),
+            }
+        )
+        if self.settings.memory_limit_mb:
+            env["CRAWLHUB_MEMORY_LIMIT_MB"] = str(self.settings.memory_limit_mb)
+        return env
+
+    def _start_readers(
+        self, proc: subprocess.Popen[bytes], items: IO[bytes]
+    ) -> list[threading.Thread]:
+        assert proc.stdout is not None and proc.stderr is not None
+        line_cap, item_cap = self.settings.max_log_line_bytes, self.settings.max_item_bytes
+
+        def pump_log(stream: str, pipe: IO[bytes]) -> None:
+            with pipe:
+                for raw, dropped in read_lines(pipe, line_cap):
+                    self.logs.line(stream, raw, dropped)
+
+        def pump_items() -> None:
+            with items:
+                for raw, dropped in read_lines(items, item_cap):
+                    self.items.line(raw, dropped)
+
+        threads = [
+            threading.Thread(target=self._guard(pump_log), args=("stdout", proc.stdout)),
+            threading.Thread(target=self._guard(pump_log), args=("stderr", proc.stderr)),
+            threading.Thread(target=self._guard(pump_items)),
+        ]
+        for thread in threads:
+            thread.daemon = True
+            thread.start()
+        return threads
+
+    def _guard(self, target: Any) -> Any:
+        def guarded(*args: Any) -> None:
+            try:
+                target(*args)
+            except Exception:
+                logger.exception("task %s: output reader failed", self.a.task_id)
+
+        return guarded
+
+    def _supervise(self, proc: subprocess.Popen[bytes]) -> Outcome:
+        started = time.monotonic()
+        deadline = started + self.a.timeout_s
+        shutdown_deadline: float | None = None
+        next_status = started + STATUS_EVERY_S
+        next_beat = started + self.settings.heartbeat_s
+        while True:
+            code = proc.poll()
+            if code is not None:
+                break
+            now = time.monotonic()
+            self._flush_quietly()
+            if SHUTDOWN.is_set():
+                if shutdown_deadline is None:
+                    shutdown_deadline = now + self.settings.shutdown_grace_s
+                    self.logs.system("worker is shutting down: waiting for the spider to finish")
+                elif now >= shutdown_deadline:
+                    self.logs.system(
+                        "worker is shutting down: stopping the spider; the run starts again "
+                        "on another worker"
+                    )
+                    self._stop(proc, min(self.settings.kill_grace_s, SHUTDOWN_KILL_GRACE_S))
+                    return Outcome("interrupted", "shutdown", proc.returncode)
+            if now >= deadline:
+                self.logs.system(f"timeout after {self.a.timeout_s} s: stopping the spider")
+                self._stop(proc, self.settings.kill_grace_s)
+                return Outcome("failed", "timeout", proc.returncode,
+                               f"timed out after {self.a.timeout_s} s")  # fmt: skip
+            if now >= next_status:
+                next_status = now + STATUS_EVERY_S
+                status = self._status(beat=now >= next_beat)
+                if now >= next_beat:
+                    next_beat = now + self.settings.heartbeat_s
+                if status != "running":
+                    self.logs.system(f"task is {status}: stopping the spider")
+                    self._stop(proc, CANCEL_GRACE_S)
+                    return Outcome("cancelled", "user", proc.returncode)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=TICK_S)  # returns as soon as the spider exits
+        _kill_group(proc.pid, signal.SIGKILL)  # leftovers the spider started and left behind
+        if code == 0:
+            return Outcome("completed", None, 0)
+        tail = "\n".join(self.logs.stderr_tail)[-ERROR_MESSAGE_CHARS:]
+        how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        self.logs.system(f"spider failed: {how}")
+        return Outcome("failed", "exit_code", code, f"{how}\n{tail}".strip())
+
+    def _status(self, *, beat: bool) -> str | None:
+        try:
+            with self.db.session() as session:
+                if beat:
+                    return task_repo.heartbeat(session, self.a.task_id)
+                return task_repo.task_status(session, self.a.task_id)
+        except Exception as exc:  # the database restarting must not kill the run
+            logger.warning("task %s: status check failed: %s", self.a.task_id, exc)
+            return "running"
+
+    def _flush_quietly(self) -> None:
+        try:
+            self.logs.flush()
+            self.items.flush()
+        except Exception as exc:
+            logger.warning("task %s: flush failed, will retry: %s", self.a.task_id, exc)
+
+    def _stop(self, proc: subprocess.Popen[bytes], grace: float) -> None:
+        """SIGTERM to the whole group, SIGKILL after the grace period."""
+        _kill_group(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            self.logs.system(f"still running {grace:g} s after SIGTERM: SIGKILL")
+        _kill_group(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def _stats(self) -> dict[str, Any] | None:
+        if self.work is None:
+            return None
+        try:
+            stats = json.loads((self.work / STATS_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        return stats if isinstance(stats, dict) else None
+
+
+def _kill_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is already gone
+        os.killpg(pgid, sig)

@@ -1,0 +1,55 @@
+"""Work directories of runs: versions extracted once (cached by sha256), a fresh copy per run."""
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from crawlhub.packages import archives
+from crawlhub.packages.archives import ArchiveFormat, Limits
+
+logger = logging.getLogger(__name__)
+
+
+def extracted_version(
+    data_dir: Path, sha256: str, data: bytes, filename: str, module_path: str, limits: Limits
+) -> Path:
+    """The directory holding this package extracted, created once per sha256 and module path."""
+    fmt = archives.detect_format(filename, data)
+    key = sha256 if fmt is not ArchiveFormat.PY else f"{sha256}-{module_path.replace('/', '.')}"
+    target = data_dir / "versions" / key
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    info = archives.inspect_archive(data, filename, limits, py_module_path=module_path)
+    staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=target.parent))
+    try:
+        archives.extract(data, info, staging, max_unpacked_bytes=limits.max_unpacked_bytes)
+        # Another worker may have won the race; both copies are identical, keep theirs.
+        with contextlib.suppress(OSError):
+            staging.rename(target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def fresh_workdir(data_dir: Path, source: Path, name: str) -> Path:
+    """A new private copy of an extracted version for one run attempt."""
+    work = data_dir / "work" / name
+    if work.exists():
+        shutil.rmtree(work)
+    work.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source, work, symlinks=False)
+    os.chmod(work, 0o700)
+    return work
+
+
+def remove_workdir(work: Path) -> None:
+    """Delete a run's work dir; failures are logged, not raised."""
+    try:
+        shutil.rmtree(work)
+    except OSError as exc:
+        logger.warning("could not remove work dir %s: %s", work, exc)

@@ -1,0 +1,89 @@
+"""Responses of the API: the error envelope, the one map from errors to statuses, and
+JSON rendered straight from pydantic models."""
+
+import json
+import logging
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from crawlhub.errors import (
+    BadRequest,
+    Conflict,
+    CrawlhubError,
+    InvalidInput,
+    NotFound,
+    ServiceUnavailable,
+    TooLarge,
+    Unauthorized,
+)
+
+logger = logging.getLogger(__name__)
+
+STATUS = {
+    BadRequest: 400,
+    Unauthorized: 401,
+    NotFound: 404,
+    Conflict: 409,
+    TooLarge: 413,
+    InvalidInput: 422,
+    ServiceUnavailable: 503,
+}
+HTTP_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}
+
+
+def error_response(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
+    """The error envelope of SPEC §8."""
+    body = {"error": {"code": code, "message": message, "details": details}}
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def status_of(exc: CrawlhubError) -> int:
+    """The HTTP status of an error, from the nearest class in the tree."""
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+async def crawlhub_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, CrawlhubError)
+    return error_response(status_of(exc), exc.code, exc.message, exc.details)
+
+
+async def http_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    code = HTTP_CODES.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, code, str(exc.detail))
+
+
+async def server_error(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(500, "internal", "internal server error; see the server log")
+
+
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    CrawlhubError: crawlhub_error,
+    HTTPException: http_error,
+    Exception: server_error,
+}
+
+
+class ModelResponse(JSONResponse):
+    """A JSON response rendered straight from a pydantic model (spectree trusts its class)."""
+
+    def __init__(self, model: BaseModel, status_code: int = 200) -> None:
+        self._model_class = type(model)
+        super().__init__(model, status_code=status_code)
+
+    def render(self, content: Any) -> bytes:
+        return content.model_dump_json().encode()  # type: ignore[no-any-return]
+
+
+def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
+    """Pydantic errors as JSON-safe dicts without documentation links."""
+    return json.loads(exc.json(include_url=False, include_input=False))  # type: ignore[no-any-return]

@@ -1,0 +1,67 @@
+"""Handlers of scraped items: query, export, delete."""
+
+from spectree import Response as Resp
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from crawlhub.data import formats, items
+from crawlhub.errors import NotFound
+from crawlhub.http.responses import ModelResponse
+from crawlhub.http.schemas.common import Count
+from crawlhub.http.schemas.data import DataPage, DataQuery, DeleteQuery, ExportQuery, ItemOut
+from crawlhub.http.validation import ctx, errors, parse, query_of, spec
+
+
+@spec.validate(query=DataQuery, resp=Resp(HTTP_200=DataPage, **errors(404)), tags=["data"])
+def list_data(request: Request) -> Response:
+    """Scraped items in id order: by page, or after an id (keyset, fast at any depth)."""
+    q = query_of(request, DataQuery)
+    db = ctx(request).db
+    selection = items.select(db, spider=q.spider_id, task=q.task_id, since=q.since, until=q.until)
+    rows, total, exact = items.page(
+        db, selection, page=q.page, page_size=q.page_size, after_id=q.after_id
+    )
+    found = [ItemOut.model_validate(r) for r in rows]
+    keyset = q.after_id is not None
+    return ModelResponse(DataPage(
+        items=found, total=total, total_exact=exact, page=None if keyset else q.page,
+        page_size=q.page_size,
+        total_pages=None if total is None else (total + q.page_size - 1) // q.page_size,
+        next_after_id=found[-1].id if found else None,
+    ))  # fmt: skip
+
+
+@spec.validate(
+    query=ExportQuery, skip_validation=True, resp=Resp("HTTP_200", **errors(404)), tags=["data"]
+)
+def export_data(request: Request) -> Response:
+    """Stream the selection as csv, json, jsonl or xlsx (constant memory at any size)."""
+    fmt = request.path_params["fmt"]
+    if fmt not in formats.FORMATS:
+        raise NotFound(f"unknown export format '{fmt[:20]}' (csv, json, jsonl, xlsx)")
+    q = parse(ExportQuery, dict(request.query_params))
+    db = ctx(request).db
+    fields = items.parse_fields(q.fields)
+    selection = items.select(db, spider=q.spider_id, task=q.task_id, since=q.since, until=q.until)
+    body = items.export_stream(db, selection, fmt, fields=fields, excel=q.excel)
+    disposition = f'attachment; filename="{items.filename(selection, fmt)}"'
+    return StreamingResponse(
+        body, media_type=formats.FORMATS[fmt], headers={"Content-Disposition": disposition}
+    )
+
+
+@spec.validate(query=DeleteQuery, resp=Resp(HTTP_200=Count, **errors(400, 404)), tags=["data"])
+def delete_data(request: Request) -> Response:
+    """Delete the items of a task or of a spider (one of them is required)."""
+    q = query_of(request, DeleteQuery)
+    db = ctx(request).db
+    selection = items.select(db, spider=q.spider_id, task=q.task_id)
+    return ModelResponse(Count(count=items.delete(db, selection)))
+
+
+ROUTES = [
+    Route("/api/data", list_data, methods=["GET"]),
+    Route("/api/data", delete_data, methods=["DELETE"]),
+    Route("/api/data/export/{fmt}", export_data, methods=["GET"]),
+]

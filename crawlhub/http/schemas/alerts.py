@@ -1,0 +1,103 @@
+"""Models of alerts, their deliveries, and notification channels."""
+
+import uuid
+from datetime import datetime
+from typing import Literal, Self
+
+from pydantic import BaseModel, Field, model_validator
+
+from crawlhub.alerting.channels import check_target
+from crawlhub.http.schemas.common import Out, Page, PageQuery, Strict
+
+Level = Literal["info", "warning", "error"]
+ChannelKind = Literal["webhook", "slack", "dingtalk", "feishu", "wecom", "email"]
+
+
+class AlertOut(Out):
+    id: uuid.UUID
+    type: str
+    level: Level
+    message: str
+    spider_id: uuid.UUID | None
+    task_id: uuid.UUID | None
+    is_read: bool
+    count: int
+    created_at: datetime
+    last_seen_at: datetime
+
+
+class AlertListQuery(PageQuery):
+    level: Level | None = None
+    is_read: bool | None = None
+    spider_id: str | None = Field(None, max_length=64, description="spider id or name")
+
+
+class AlertPage(Page[AlertOut]):
+    pass
+
+
+class ChannelFields(Strict):
+    """Fields a channel can be created or patched with."""
+
+    kind: ChannelKind | None = None
+    target: str | None = Field(None, min_length=3, max_length=2048)
+    secret: str | None = Field(None, max_length=512)
+    min_level: Level | None = None
+    spider_id: str | None = Field(None, max_length=64, description="spider id or name")
+    enabled: bool | None = None
+
+
+class ChannelCreate(ChannelFields):
+    """Body of POST /api/channels."""
+
+    kind: ChannelKind
+    target: str = Field(min_length=3, max_length=2048)
+
+    @model_validator(mode="after")
+    def _target(self) -> Self:
+        check_target(self.kind, self.target)
+        return self
+
+
+class ChannelPatch(ChannelFields):
+    """Body of PATCH /api/channels/{id}; absent fields stay; null clears secret or spider."""
+
+    @model_validator(mode="after")
+    def _no_explicit_nulls(self) -> Self:
+        for name in self.model_fields_set:
+            if getattr(self, name) is None and name not in ("secret", "spider_id"):
+                raise ValueError(f"{name} must not be null")
+        return self
+
+
+class ChannelOut(Out):
+    """A channel; its secret is never returned, only whether it has one."""
+
+    id: uuid.UUID
+    kind: ChannelKind
+    target: str
+    has_secret: bool
+    min_level: Level
+    spider_id: uuid.UUID | None
+    enabled: bool
+    created_at: datetime
+
+
+class ChannelPage(Page[ChannelOut]):
+    pass
+
+
+class DeliveryOut(Out):
+    channel_id: uuid.UUID
+    status: str
+    attempts: int
+    last_error: str | None
+
+
+class DeliveryPage(BaseModel):
+    items: list[DeliveryOut]
+
+
+class ChannelTest(BaseModel):
+    delivered: bool
+    error: str | None

@@ -1,0 +1,70 @@
+"""Models every resource shares: strict requests, pages, the error envelope, health."""
+
+from typing import Any, Generic, Literal, Self, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Bounds that keep numbers from the query string inside the database's integer columns.
+MAX_PAGE = 1_000_000
+MAX_INT = 2**31 - 1
+MAX_BIGINT = 2**63 - 1
+
+T = TypeVar("T")
+
+
+class Strict(BaseModel):
+    """Request models reject unknown fields so typos do not pass silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Out(BaseModel):
+    """Response models read ORM objects by attribute."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorResponse(BaseModel):
+    """The envelope of every error response."""
+
+    error: ErrorBody
+
+
+class PageQuery(Strict):
+    page: int = Field(1, ge=1, le=MAX_PAGE)
+    page_size: int = Field(20, ge=1, le=100)
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list."""
+
+    items: list[T]
+    total: int
+    total_exact: bool = Field(
+        True, description="false: `total` is PostgreSQL's estimate (lists of over 10 000 runs)"
+    )
+    page: int
+    page_size: int
+    total_pages: int
+
+    @classmethod
+    def of(cls, items: list[T], total: int, query: PageQuery, *, exact: bool = True) -> Self:
+        """A page built from its rows, the total count and the query that asked for it."""
+        pages = (total + query.page_size - 1) // query.page_size
+        return cls(items=items, total=total, total_exact=exact, page=query.page,
+                   page_size=query.page_size, total_pages=pages)  # fmt: skip
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = {}
+
+
+class Count(BaseModel):
+    count: int

@@ -1,0 +1,68 @@
+"""Models of scraped items: filters, exports, pages."""
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator
+
+from crawlhub.http.schemas.common import MAX_BIGINT, MAX_PAGE, Out, Strict
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise ValueError("times must carry a UTC offset, e.g. 2026-03-08T00:00:00Z")
+    return value
+
+
+class DataFilter(Strict):
+    spider_id: str | None = Field(None, max_length=64, description="spider id or name")
+    task_id: uuid.UUID | None = None
+    since: datetime | None = Field(None, description="created at or after (ISO 8601 with offset)")
+    until: datetime | None = Field(None, description="created before (ISO 8601 with offset)")
+
+    @field_validator("since", "until")
+    @classmethod
+    def _times(cls, value: datetime | None) -> datetime | None:
+        return _aware(value)
+
+
+class DataQuery(DataFilter):
+    page: int = Field(1, ge=1, le=MAX_PAGE)
+    page_size: int = Field(100, ge=1, le=1000)
+    after_id: int | None = Field(
+        None, ge=0, le=MAX_BIGINT, description="keyset paging: items after this id"
+    )
+
+
+class ExportQuery(DataFilter):
+    fields: str | None = Field(None, max_length=4096, description="CSV/XLSX columns: a,b,c")
+    excel: bool = Field(False, description="CSV for Excel: UTF-8 BOM, formulas neutralised")
+
+
+class DeleteQuery(Strict):
+    spider_id: str | None = Field(None, max_length=64)
+    task_id: uuid.UUID | None = None
+
+
+class ItemOut(Out):
+    id: int
+    spider_id: uuid.UUID
+    task_id: uuid.UUID
+    attempt: int
+    created_at: datetime
+    data: dict[str, Any]
+
+
+class DataPage(BaseModel):
+    """Items in id order; with after_id (keyset paging) total is null and next_after_id leads on."""
+
+    items: list[ItemOut]
+    total: int | None
+    total_exact: bool = Field(
+        True, description="false: `total` is PostgreSQL's estimate (over 10 000 items)"
+    )
+    page: int | None
+    page_size: int
+    total_pages: int | None
+    next_after_id: int | None

@@ -1,0 +1,134 @@
+"""Models of spiders and their versions."""
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from crawlhub.http.schemas.common import Out, Page, PageQuery, Strict
+from crawlhub.packages.spiders import check_dedup_keys, check_entry, check_env
+
+SLUG = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+MAX_TIMEOUT_S = 7 * 24 * 3600
+
+SpiderKind = Literal["scrapy", "python"]
+
+# The only spider field a client may set to null (null turns dedup off).
+NULLABLE_FIELDS = frozenset({"dedup_keys", "retention_days"})
+
+
+class SpiderFields(Strict):
+    """Fields a spider can be created or patched with."""
+
+    params: dict[str, Any] | None = None
+    env: dict[str, str] | None = None
+    timeout_s: int | None = Field(None, ge=1, le=MAX_TIMEOUT_S)
+    max_retries: int | None = Field(None, ge=0, le=20)
+    retry_backoff_min_s: int | None = Field(None, ge=1, le=86_400)
+    retry_backoff_max_s: int | None = Field(None, ge=1, le=86_400)
+    dedup_keys: list[str] | None = Field(None, min_length=1, max_length=16)
+    alert_on_zero_items: bool | None = None
+    enabled: bool | None = None
+    retention_days: int | None = Field(None, ge=1, le=36_500)
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        return None if value is None else check_env(value)
+
+    @field_validator("dedup_keys")
+    @classmethod
+    def _dedup(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and any(not key or len(key) > 255 for key in value):
+            raise ValueError("dedup_keys must be field names of 1 to 255 characters")
+        return check_dedup_keys(value)
+
+    @model_validator(mode="after")
+    def _no_explicit_nulls(self) -> Self:
+        for name in self.model_fields_set:
+            if getattr(self, name) is None and name not in NULLABLE_FIELDS:
+                raise ValueError(f"{name} must not be null")
+        return self
+
+    @model_validator(mode="after")
+    def _backoff(self) -> Self:
+        low, high = self.retry_backoff_min_s, self.retry_backoff_max_s
+        if low is not None and high is not None and low > high:
+            raise ValueError("retry_backoff_min_s must not exceed retry_backoff_max_s")
+        return self
+
+
+class SpiderCreate(SpiderFields):
+    """Body of POST /api/spiders."""
+
+    name: str = Field(pattern=SLUG)
+    kind: SpiderKind = "python"
+    entry: str | None = Field(None, max_length=255)
+
+    @model_validator(mode="after")
+    def _entry(self) -> Self:
+        if self.entry is not None:
+            check_entry(self.kind, self.entry)
+        return self
+
+
+class SpiderPatch(SpiderFields):
+    """Body of PATCH /api/spiders/{id}; absent fields stay as they are."""
+
+    name: str | None = Field(None, pattern=SLUG)
+    kind: SpiderKind | None = None
+    entry: str | None = Field(None, max_length=255)
+
+
+class SpiderOut(Out):
+    id: uuid.UUID
+    name: str
+    kind: SpiderKind
+    entry: str
+    params: dict[str, Any]
+    env: dict[str, str]
+    timeout_s: int
+    max_retries: int
+    retry_backoff_min_s: int
+    retry_backoff_max_s: int
+    dedup_keys: list[str] | None
+    alert_on_zero_items: bool
+    enabled: bool
+    retention_days: int | None
+    current_version: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class SpiderListQuery(PageQuery):
+    kind: SpiderKind | None = None
+    enabled: bool | None = None
+
+
+class SpiderPage(Page[SpiderOut]):
+    pass
+
+
+class VersionUpload(BaseModel):
+    """Multipart body of POST /api/spiders/{id}/versions."""
+
+    file: bytes = Field(
+        description="a .zip or .tar.gz of the project, or a single .py file",
+        json_schema_extra={"format": "binary"},
+    )
+
+
+class VersionOut(Out):
+    number: int
+    spider_id: uuid.UUID
+    format: str
+    filename: str
+    sha256: str
+    size: int
+    files: int
+    created_at: datetime
+
+
+class VersionPage(Page[VersionOut]):
+    pass

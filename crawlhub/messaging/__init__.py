@@ -1,0 +1,1 @@
+"""The broker, its queues and message names, Redis keys, and the live log streams."""

@@ -1,0 +1,114 @@
+"""The one place the Dramatiq broker is built."""
+
+from typing import Any
+
+import dramatiq
+import redis
+from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.common import compute_backoff, current_millis, dq_name
+from dramatiq.errors import ConnectionClosed
+
+from crawlhub.config import Settings
+from crawlhub.messaging.keys import DRAMATIQ_NAMESPACE, QUEUE_WAKE_LIST, QUEUES
+
+WAKE_TOKENS = 16  # tokens kept when no worker waits: enough to wake every idle consumer
+
+
+class WakingRedisBroker(RedisBroker):
+    """Dramatiq's Redis broker whose idle workers wake as soon as a message is sent.
+
+    Dramatiq's consumer finds an empty queue and sleeps up to the worker timeout before it
+    looks again, so a run sent to an idle worker waited 50-100 ms. Here `enqueue` also
+    pushes a token on the queue's wake list (`keys.QUEUE_WAKE_LIST`) and an idle consumer
+    waits on that list with BLPOP for at most the same timeout: it takes the message at
+    once, and an idle worker costs no more Redis round trips than before. Delay queues
+    have no tokens (their messages become due by time) and keep polling at the timeout.
+    """
+
+    @property
+    def consumer_class(self) -> type[_RedisConsumer]:
+        return _WakingConsumer
+
+    def enqueue(self, message: dramatiq.Message[Any], *, delay: int | None = None) -> Any:
+        message = super().enqueue(message, delay=delay)
+        if delay is None:
+            key = QUEUE_WAKE_LIST.format(queue=message.queue_name)
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.lpush(key, 1)
+                pipe.ltrim(key, 0, WAKE_TOKENS - 1)
+                pipe.execute()
+        return message
+
+
+class _WakingConsumer(_RedisConsumer):
+    def __init__(self, broker: RedisBroker, queue_name: str, prefetch: int, timeout: int) -> None:
+        super().__init__(broker, queue_name, prefetch, 0)  # type: ignore[no-untyped-call]
+        self.wait_ms = timeout  # the parent never sleeps (its timeout is 0): we wait here
+        self.wake_key = QUEUE_WAKE_LIST.format(queue=queue_name)
+
+    def __next__(self) -> Any:
+        message = super().__next__()  # type: ignore[no-untyped-call]
+        if message is None:
+            # The wait Dramatiq would have slept (its backoff: short while messages keep
+            # coming, up to the timeout when idle), cut short by a wake token.
+            _, wait_ms = compute_backoff(self.misses - 1, max_backoff=self.wait_ms)
+            try:
+                self.broker.client.blpop([self.wake_key], timeout=max(wait_ms, 1) / 1000)
+            except redis.ConnectionError as exc:
+                raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
+        return message
+
+
+def build_broker(settings: Settings) -> dramatiq.Broker:
+    """A RedisBroker for REDIS_URL, or Dramatiq's in-process broker when it is unset."""
+    broker: dramatiq.Broker
+    if settings.redis_url is None:
+        broker = StubBroker()
+    else:
+        broker = WakingRedisBroker(  # type: ignore[no-untyped-call]
+            url=settings.redis_url.get_secret_value(),
+            namespace=DRAMATIQ_NAMESPACE,
+            # Dramatiq keeps dead letters 7 days by default; operators need longer to notice.
+            dead_message_ttl=settings.dead_letter_ttl_days * 86_400_000,
+        )
+    for queue in QUEUES:
+        broker.declare_queue(queue)
+    return broker
+
+
+def install_broker(settings: Settings) -> dramatiq.Broker:
+    """Build the broker and make it Dramatiq's global one, before any actor is declared."""
+    broker = build_broker(settings)
+    dramatiq.set_broker(broker)
+    return broker
+
+
+def has_message(broker: dramatiq.Broker, queue: str, message_id: str) -> bool:
+    """Whether the broker still holds a message (ready, delayed or being worked on).
+
+    The in-process broker cannot lose a message while its process lives, and after a
+    restart `crawlhub up` re-sends every pending task, so it always answers True.
+    """
+    if not isinstance(broker, RedisBroker):
+        return True
+    prefix = f"{DRAMATIQ_NAMESPACE}:{queue}"
+    with broker.client.pipeline(transaction=False) as pipe:
+        pipe.hexists(f"{prefix}.msgs", message_id)
+        pipe.hexists(f"{prefix}.DQ.msgs", message_id)
+        return any(pipe.execute())
+
+
+def run_maintenance(broker: dramatiq.Broker, queue: str) -> None:
+    """Run Dramatiq's Redis maintenance for a queue now, instead of by chance.
+
+    It puts the unacknowledged messages of workers whose heartbeat expired back on the
+    queue (and its delay queue) and drops dead letters older than their retention.
+    """
+    if not isinstance(broker, RedisBroker):
+        return
+    dispatch = broker.scripts["dispatch"]
+    for name in (queue, dq_name(queue)):
+        args = ["qsize", current_millis(), name, broker.broker_id, broker.heartbeat_timeout,
+                broker.dead_message_ttl, 1, broker._max_unpack_size()]  # type: ignore[no-untyped-call]  # fmt: skip
+        dispatch(args=args, keys=[broker.namespace])

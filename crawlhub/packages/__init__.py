@@ -1,0 +1,1 @@
+"""What users deploy: spiders, their immutable versions, and upload validation of archives."""

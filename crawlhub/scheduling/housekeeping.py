@@ -1,0 +1,118 @@
+"""The ticker's housekeeping steps: sweep runs whose message went missing, reap runs whose
+worker went silent, recover dead workers' messages, delete expired data.
+
+Each step claims its rows with FOR UPDATE SKIP LOCKED in one short transaction, so any number
+of tickers can run at once; messages are sent only after the commit.
+"""
+
+import logging
+import uuid
+from datetime import timedelta
+
+from dramatiq.common import compute_backoff
+
+from crawlhub.alerting import alerts
+from crawlhub.context import Context
+from crawlhub.data import retention
+from crawlhub.execution import runs
+from crawlhub.messaging.broker import has_message, run_maintenance
+from crawlhub.messaging.keys import QUEUES, RUNS_QUEUE
+from crawlhub.repo import schedules as schedule_repo
+from crawlhub.repo import tasks as task_repo
+from crawlhub.repo.types import utcnow
+
+logger = logging.getLogger(__name__)
+
+UNSENT_AFTER_S = 5  # a pending task without a message this old was lost between commit and send
+LOST_MESSAGE_AFTER_S = 60  # a pending task this old is checked against the broker
+SWEEP_BATCH = 200
+STALE_RETRY = timedelta(days=1, hours=1)
+REAP_BATCH = 100
+
+
+def sweep(context: Context) -> bool:
+    """Send the runs whose message was never sent, or that the broker no longer holds."""
+    with context.db.session() as session:
+        now = schedule_repo.db_now(session)
+        unsent = [
+            t.id
+            for t in task_repo.unsent(session, now - timedelta(seconds=UNSENT_AFTER_S), SWEEP_BATCH)
+        ]
+        lost = [
+            t.id
+            for t in task_repo.waiting(
+                session, now - timedelta(seconds=LOST_MESSAGE_AFTER_S), SWEEP_BATCH
+            )
+            if t.message_id and not has_message(context.broker, RUNS_QUEUE, t.message_id)
+        ]
+        # A retry waits at most a day (the largest backoff); longer means its message is gone.
+        lost += [t.id for t in task_repo.stale_retrying(session, now - STALE_RETRY, SWEEP_BATCH)]
+    for task_id in unsent + lost:
+        logger.warning("task %s: re-sending its run message (%s)", task_id,
+                       "never sent" if task_id in unsent else "not in the broker")  # fmt: skip
+    runs.enqueue_many(context, [runs.Send(task_id) for task_id in unsent + lost])
+    return len(unsent) == SWEEP_BATCH
+
+
+def reap(context: Context) -> bool:
+    """Hand running tasks whose worker stopped heartbeating to the failure path (SPEC §5.6).
+
+    A lost task with retries left becomes `retrying` and gets a new message after its
+    backoff; otherwise it fails with reason `lost` and a `task_lost` alert, in one commit.
+    """
+    lease = timedelta(seconds=context.settings.lease_s)
+    retries: list[tuple[uuid.UUID, int]] = []
+    new_alerts: list[uuid.UUID | None] = []
+    with context.db.session() as session:
+        now = schedule_repo.db_now(session)
+        stale = task_repo.stale_running(session, now - lease, REAP_BATCH)
+        for task in stale:
+            since = task.heartbeat_at.isoformat() if task.heartbeat_at else "the start"
+            message = f"lost: worker {task.worker} sent no heartbeat since {since}"
+            retries_before = task.retry_count  # the transition below may refresh `task`
+            status = task_repo.mark_lost(session, task.id, message, utcnow())
+            spider = task_repo.spider_of(session, task)
+            if status == "retrying":
+                _, delay = compute_backoff(
+                    retries_before,
+                    factor=spider.retry_backoff_min_s * 1000,
+                    max_backoff=spider.retry_backoff_max_s * 1000,
+                )
+                retries.append((task.id, delay))
+                logger.warning("task %s lost (worker %s); retry %d in %d ms", task.id, task.worker,
+                               retries_before + 1, delay)  # fmt: skip
+            elif status == "failed":
+                logger.warning(
+                    "task %s lost (worker %s stopped heartbeating); failed", task.id, task.worker
+                )
+                new_alerts.append(alerts.raise_alert(
+                    session, context, "task_lost", "error",
+                    f"{spider.name}: run {task.id} was lost (its worker {task.worker} stopped)",
+                    spider_id=spider.id, task_id=task.id,
+                ))  # fmt: skip
+    runs.enqueue_many(context, [runs.Send(task_id, delay) for task_id, delay in retries])
+    for alert_id in new_alerts:
+        alerts.notify_channels(context, alert_id)
+    return len(stale) == REAP_BATCH
+
+
+def maintain(context: Context) -> bool:
+    """Recover dead workers' unacknowledged messages now rather than by Dramatiq's chance."""
+    for queue in QUEUES:
+        run_maintenance(context.broker, queue)
+    return False
+
+
+def expire(context: Context) -> bool:
+    """Delete items and log lines past their retention (per spider, or the global default)."""
+    with context.db.session() as session:
+        now = schedule_repo.db_now(session)
+    return retention.expire(context.db, context.settings.retention_days, now) > 0
+
+
+def resend_pending(context: Context) -> int:
+    """Send every pending task again (after the in-process broker lost its queue on restart)."""
+    with context.db.session() as session:
+        ids = list(task_repo.pending_ids(session))
+    runs.enqueue_many(context, [runs.Send(task_id) for task_id in ids])
+    return len(ids)

@@ -1,0 +1,87 @@
+"""Schedules of spiders: create, change, pause, delete, preview their fire times."""
+
+import threading
+import uuid
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from crawlhub.repo import schedules as repo
+from crawlhub.repo import spiders as spider_repo
+from crawlhub.repo.db import Database
+from crawlhub.repo.models import Schedule
+from crawlhub.scheduling.cron import Cron
+
+DEFAULTS: dict[str, Any] = {"timezone": "UTC", "params": {}, "enabled": True, "overlap": "forbid",
+                            "catchup": "latest", "jitter_s": 0}  # fmt: skip
+
+
+def create_schedule(
+    db: Database, spider_ref: str, given: dict[str, Any], wake: threading.Event
+) -> Schedule:
+    """Add a schedule to a spider from its checked fields; its first fire is the next one
+    after now."""
+    fields = {**DEFAULTS, **given, "id": uuid.uuid4()}
+    cron = Cron(fields["cron"], fields["timezone"], hash_id=str(fields["id"]))
+    with db.session() as session:
+        spider = spider_repo.get_spider(session, spider_ref)
+        fields["next_fire_at"] = cron.next_after(repo.db_now(session))
+        schedule = repo.create_schedule(session, {**fields, "spider_id": spider.id})
+    wake.set()
+    return schedule
+
+
+def update_schedule(
+    db: Database, ref: str, changes: dict[str, Any], wake: threading.Event
+) -> Schedule:
+    """Change a schedule; a new cron or zone, or resuming it, recomputes its next fire from now."""
+    changes = dict(changes)
+    with db.session() as session:
+        schedule = repo.get_schedule(session, ref, for_update=True)
+        expr = changes.get("cron", schedule.cron)
+        zone = changes.get("timezone", schedule.timezone)
+        cron = Cron(expr, zone, hash_id=str(schedule.id))
+        resumed = changes.get("enabled") is True and not schedule.enabled
+        if changes.get("enabled") is False:
+            # A paused schedule has no next fire: the ticker's due-time index then skips it.
+            changes["next_fire_at"] = None
+        elif resumed or "cron" in changes or "timezone" in changes:
+            # From now on: resuming does not replay the fires missed while paused.
+            changes["next_fire_at"] = cron.next_after(repo.db_now(session))
+        repo.update_schedule(session, schedule, changes)
+    wake.set()
+    return schedule
+
+
+def get_schedule(db: Database, ref: str) -> Schedule:
+    """One schedule."""
+    with db.session() as session:
+        return repo.get_schedule(session, ref)
+
+
+def list_schedules(
+    db: Database, spider_ref: str, *, page: int, page_size: int
+) -> tuple[list[Schedule], int]:
+    """A page of a spider's schedules."""
+    with db.session() as session:
+        spider = spider_repo.get_spider(session, spider_ref)
+        rows, total = repo.list_schedules(session, spider.id, page=page, page_size=page_size)
+        return list(rows), total
+
+
+def delete_schedule(db: Database, ref: str) -> None:
+    """Delete a schedule (its past runs stay)."""
+    with db.session() as session:
+        repo.delete_schedule(session, repo.get_schedule(session, ref, for_update=True))
+
+
+def preview(
+    db: Database, ref: str, n: int, after: datetime | None
+) -> list[tuple[datetime, datetime]]:
+    """The next n fires after `after` (default now), each in UTC and in the schedule's zone."""
+    with db.session() as session:
+        schedule = repo.get_schedule(session, ref)
+        start = after or repo.db_now(session)
+    cron = Cron(schedule.cron, schedule.timezone, hash_id=str(schedule.id))
+    zone = ZoneInfo(schedule.timezone)
+    return [(fire, fire.astimezone(zone)) for fire in cron.preview(start, n)]

@@ -12,8 +12,10 @@ from crawlhub.http.middleware import BearerAuth, BodyLimit
 from crawlhub.http.responses import EXCEPTION_HANDLERS
 from crawlhub.http.routes import alerts, data, health, queues, runs, schedules, spiders
 from crawlhub.http.validation import spec
+from crawlhub.ui import routes as dashboard
 
-UPLOAD_PATHS = re.compile(r"^/api/spiders/[^/]+/versions/?$")
+# Requests that carry a package upload (API and dashboard) get the upload size limit.
+UPLOAD_PATHS = re.compile(r"^(/api/spiders/[^/]+/versions|/spiders(/[^/]+/versions)?)/?$")
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around the uploaded file
 
 ROUTES = [
@@ -24,6 +26,7 @@ ROUTES = [
     *alerts.ROUTES,
     *queues.ROUTES,
     *data.ROUTES,
+    *dashboard.ROUTES,
 ]
 
 

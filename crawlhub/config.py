@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     max_item_bytes: int = Field(16 * MiB, ge=1024)
     memory_limit_mb: int | None = Field(None, ge=64)
     db_pool_size: int = Field(10, ge=1)
+    session_hours: float = Field(12.0, gt=0, le=24 * 30)  # dashboard sign-ins last this long
     smtp_host: str | None = None
     smtp_port: int = Field(587, ge=1, le=65535)
     smtp_user: str | None = None

@@ -125,6 +125,9 @@ def up(settings: Settings) -> None:
     host = settings.host or "127.0.0.1"
     logger.info("embedded CrawlHub on http://%s:%d (database %s)", host, settings.port,
                 "sqlite" if settings.is_sqlite else "postgresql")  # fmt: skip
+    where = "CRAWLHUB_API_TOKENS" if settings.tokens else token_path(settings.data_dir)
+    print(f"Dashboard: http://{host}:{settings.port}/ (sign in with the API token in {where})",
+          flush=True)  # fmt: skip
     try:
         _serve(context, host)
     finally:

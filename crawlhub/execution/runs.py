@@ -4,6 +4,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from crawlhub.context import Context
@@ -14,7 +15,7 @@ from crawlhub.repo import items as item_repo
 from crawlhub.repo import logs as log_repo
 from crawlhub.repo import spiders as spider_repo
 from crawlhub.repo import tasks as repo
-from crawlhub.repo.db import parse_id
+from crawlhub.repo.db import Session, parse_id
 from crawlhub.repo.models import LogLine, Spider, Task
 
 logger = logging.getLogger(__name__)
@@ -104,25 +105,54 @@ def get_task(context: Context, ref: uuid.UUID | str) -> Task:
         return repo.get_task(session, ref)
 
 
+@dataclass(frozen=True)
+class RunQuery:
+    """Which runs to list: `spider` is an id or a name; times bound `created_at`."""
+
+    spider: str | None = None
+    status: str | None = None
+    trigger: str | None = None
+    schedule_id: uuid.UUID | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def _filter(session: Session, query: RunQuery) -> repo.TaskFilter:
+    spider_id = spider_repo.get_spider(session, query.spider).id if query.spider else None
+    return repo.TaskFilter(spider_id, query.status, query.trigger, query.schedule_id,
+                           query.since, query.until)  # fmt: skip
+
+
 def list_tasks(
-    context: Context,
-    *,
-    page: int,
-    page_size: int,
-    spider: str | None = None,
-    status: str | None = None,
-    trigger: str | None = None,
-    schedule_id: uuid.UUID | None = None,
+    context: Context, query: RunQuery, *, page: int, page_size: int
 ) -> tuple[list[Task], int, bool]:
-    """A page of tasks, newest first, the total and whether it is exact; `spider` is an id
-    or a name."""
+    """A page of tasks, newest first, the total and whether it is exact."""
     with context.db.session() as session:
-        spider_id = spider_repo.get_spider(session, spider).id if spider else None
         rows, total, exact = repo.list_tasks(
-            session, page=page, page_size=page_size, spider_id=spider_id, status=status,
-            trigger=trigger, schedule_id=schedule_id,
-        )  # fmt: skip
+            session, _filter(session, query), page=page, page_size=page_size
+        )
         return list(rows), total, exact
+
+
+Cursor = tuple[datetime, uuid.UUID]
+
+
+def runs_before(
+    context: Context, query: RunQuery, before: Cursor | None, limit: int
+) -> tuple[list[Task], Cursor | None]:
+    """Up to `limit` runs older than a cursor, newest first, and the cursor of the next page
+    (None on the last)."""
+    with context.db.session() as session:
+        rows = list(repo.tasks_before(session, _filter(session, query), before, limit + 1))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (rows[-1].created_at, rows[-1].id) if more and rows else None
+
+
+def run_again(context: Context, ref: str) -> Task:
+    """A new manual run of a run's spider with the same params."""
+    task = get_task(context, ref)
+    return create_run(context, str(task.spider_id), dict(task.params or {}))
 
 
 def cancel(context: Context, ref: str) -> Task:
@@ -146,13 +176,17 @@ def log_lines(
     limit: int,
     stream: str | None = None,
     attempt: int | None = None,
+    before_seq: int | None = None,
+    search: str | None = None,
 ) -> list[LogLine]:
-    """Persisted log lines of a task after a seq."""
+    """Persisted log lines of a task after a seq (or the last ones before a seq), optionally
+    of one stream or attempt, or containing a text."""
     with context.db.session() as session:
         task_id = repo.get_task(session, ref).id  # 404 for an unknown task
         rows = log_repo.list_lines(
-            session, task_id, after_seq=after_seq, limit=limit, stream=stream, attempt=attempt
-        )
+            session, task_id, after_seq=after_seq, limit=limit, stream=stream, attempt=attempt,
+            before_seq=before_seq, search=search,
+        )  # fmt: skip
         return list(rows)
 
 

@@ -84,12 +84,12 @@ class Run:
                 "Scrapy crawled 0 pages. Since Scrapy 2.13 `start_requests()` is not called: "
                 "define `async def start()` in the spider."
             )
+        self.items.flush()  # first, so that the summary counts every item stored
         self.logs.system(
             f"{outcome.status} after {duration:.2f} s: {self.items.count} items, "
             f"{self.items.duplicates} duplicates, {self.items.invalid} invalid, "
             f"{self.logs.produced} log lines"
         )
-        self.items.flush()
         self.logs.flush()
         status, alert_id = record(self.context, self.a, outcome, stats, self.items.count)
         metrics.RUNS.labels(status).inc()

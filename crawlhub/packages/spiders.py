@@ -8,7 +8,7 @@ from crawlhub.config import Settings
 from crawlhub.errors import InvalidArchive, InvalidInput
 from crawlhub.packages import archives
 from crawlhub.repo import spiders as repo
-from crawlhub.repo.db import Database
+from crawlhub.repo.db import Database, Session
 from crawlhub.repo.models import Spider, SpiderVersion
 
 PYTHON_ENTRY = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$", re.ASCII)
@@ -50,13 +50,20 @@ def default_entry(kind: str, name: str) -> str:
     return "main:run" if kind == "python" else name
 
 
-def create_spider(db: Database, settings: Settings, fields: dict[str, Any]) -> Spider:
-    """Register a new spider (without a version yet) from its checked fields."""
+def create_spider(
+    db: Database, settings: Settings, fields: dict[str, Any],
+    package: tuple[str, bytes] | None = None,
+) -> Spider:  # fmt: skip
+    """Register a new spider from its checked fields, with its first version when a package
+    (file name, bytes) is given: both or neither (a refused package creates nothing)."""
     fields = {"kind": "python", "timeout_s": settings.default_timeout_s, **fields}
     fields.setdefault("entry", default_entry(fields["kind"], fields["name"]))
     _check_backoff(fields)
     with db.session() as session:
-        return repo.create_spider(session, fields)
+        spider = repo.create_spider(session, fields)
+        if package is not None:
+            _add_version(session, settings, spider, *package)
+        return spider
 
 
 def update_spider(db: Database, settings: Settings, ref: str, changes: dict[str, Any]) -> Spider:
@@ -94,16 +101,22 @@ def upload_version(
     """Validate an uploaded package and store it as the spider's next, current version."""
     with db.session() as session:
         spider = repo.get_spider(session, ref, for_update=True)
-        info = _check_package(settings, data, filename, spider.kind, spider.entry)
-        fields = {
-            "archive": data,
-            "format": info.format.value,
-            "filename": filename[-255:],
-            "sha256": hashlib.sha256(data).hexdigest(),
-            "size": len(data),
-            "files": len(info.files),
-        }
-        return repo.add_version(session, spider, fields)
+        return _add_version(session, settings, spider, filename, data)
+
+
+def _add_version(
+    session: Session, settings: Settings, spider: Spider, filename: str, data: bytes
+) -> SpiderVersion:
+    info = _check_package(settings, data, filename, spider.kind, spider.entry)
+    fields = {
+        "archive": data,
+        "format": info.format.value,
+        "filename": filename[-255:],
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "size": len(data),
+        "files": len(info.files),
+    }
+    return repo.add_version(session, spider, fields)
 
 
 def _check_package(
@@ -132,13 +145,13 @@ def get_spider(db: Database, ref: str) -> Spider:
 
 
 def list_spiders(
-    db: Database, *, page: int, page_size: int, kind: str | None, enabled: bool | None
-) -> tuple[list[Spider], int]:
-    """A page of spiders and the total count."""
+    db: Database, *, page: int, page_size: int, kind: str | None = None,
+    enabled: bool | None = None, search: str | None = None,
+) -> tuple[list[Spider], int]:  # fmt: skip
+    """A page of spiders and the total count; `search` keeps names containing it."""
     with db.session() as session:
-        rows, total = repo.list_spiders(
-            session, page=page, page_size=page_size, kind=kind, enabled=enabled
-        )
+        rows, total = repo.list_spiders(session, page=page, page_size=page_size, kind=kind,
+                                        enabled=enabled, name_contains=search)  # fmt: skip
         return list(rows), total
 
 

@@ -42,16 +42,20 @@ def list_lines(
     limit: int | None = 1000,
     stream: str | None = None,
     attempt: int | None = None,
+    before_seq: int | None = None,
+    search: str | None = None,
 ) -> Sequence[LogLine]:
-    """Stored lines of a task in seq order, after `after_seq` (all of them when limit is None)."""
-    stmt = (
-        select(LogLine)
-        .where(LogLine.task_id == task_id, LogLine.seq > after_seq)
-        .order_by(LogLine.seq)
-        .limit(limit)
-    )
+    """Stored lines of a task in seq order, after `after_seq` (all of them when limit is None);
+    with `before_seq`, the last `limit` lines before it instead. `search` keeps the lines
+    that contain it, ignoring case."""
+    stmt = select(LogLine).where(LogLine.task_id == task_id, LogLine.seq > after_seq)
     if stream is not None:
         stmt = stmt.where(LogLine.stream == stream)
     if attempt is not None:
         stmt = stmt.where(LogLine.attempt == attempt)
-    return session.scalars(stmt).all()
+    if search:
+        stmt = stmt.where(LogLine.text.icontains(search, autoescape=True))
+    if before_seq is not None:
+        newest = stmt.where(LogLine.seq < before_seq).order_by(LogLine.seq.desc()).limit(limit)
+        return list(reversed(session.scalars(newest).all()))
+    return session.scalars(stmt.order_by(LogLine.seq).limit(limit)).all()

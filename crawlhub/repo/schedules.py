@@ -48,6 +48,20 @@ def list_schedules(
     return paginate(session, stmt, page, page_size)
 
 
+def list_all(
+    session: Session, *, page: int, page_size: int
+) -> tuple[list[tuple[Schedule, str]], int]:
+    """A page of every schedule with its spider's name, soonest next fire first."""
+    stmt = (
+        select(Schedule, Spider.name)
+        .join(Spider, Spider.id == Schedule.spider_id)
+        .order_by(Schedule.next_fire_at.asc().nulls_last(), Schedule.id)
+    )
+    total = session.scalar(select(func.count()).select_from(Schedule)) or 0
+    rows = session.execute(stmt.limit(page_size).offset((page - 1) * page_size)).all()
+    return [(schedule, name) for schedule, name in rows], total
+
+
 def create_schedule(session: Session, fields: dict[str, Any]) -> Schedule:
     """Insert a schedule."""
     schedule = Schedule(**fields)

@@ -46,9 +46,12 @@ def list_spiders(
     page_size: int,
     kind: str | None = None,
     enabled: bool | None = None,
+    name_contains: str | None = None,
 ) -> tuple[Sequence[Spider], int]:
     """A page of spiders, newest first."""
     stmt = select(Spider).order_by(Spider.created_at.desc(), Spider.id)
+    if name_contains:
+        stmt = stmt.where(Spider.name.icontains(name_contains, autoescape=True))
     if kind is not None:
         stmt = stmt.where(Spider.kind == kind)
     if enabled is not None:

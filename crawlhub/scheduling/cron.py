@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from itertools import islice
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from cron_descriptor import get_description
 from croniter import CroniterBadDateError, CroniterError, croniter
 
 from crawlhub.errors import InvalidInput
@@ -80,6 +81,16 @@ class Cron:
     def __repr__(self) -> str:
         """Return a debugging representation."""
         return f"Cron({self.expr!r}, timezone={self.timezone!r})"
+
+    def describe(self) -> str:
+        """The expression in plain English, in its time zone ("At 02:30 AM, every day (UTC)")."""
+        fields = self._expand_alias(self.expr)
+        try:
+            text = str(get_description(fields.replace("H", "0")))
+        except Exception:  # cron-descriptor reads less than croniter accepts (`#`, `L` mixes)
+            return f"{fields} ({self.timezone})"
+        hashed = " (H: a value picked once from the schedule's id)" if "H" in fields else ""
+        return f"{text} ({self.timezone}){hashed}"
 
     @staticmethod
     def _expand_alias(expr: str) -> str:

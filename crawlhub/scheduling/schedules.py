@@ -2,14 +2,15 @@
 
 import threading
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from crawlhub.repo import reports
 from crawlhub.repo import schedules as repo
 from crawlhub.repo import spiders as spider_repo
 from crawlhub.repo.db import Database
-from crawlhub.repo.models import Schedule
+from crawlhub.repo.models import Schedule, Task
 from crawlhub.scheduling.cron import Cron
 
 DEFAULTS: dict[str, Any] = {"timezone": "UTC", "params": {}, "enabled": True, "overlap": "forbid",
@@ -67,6 +68,28 @@ def list_schedules(
         spider = spider_repo.get_spider(session, spider_ref)
         rows, total = repo.list_schedules(session, spider.id, page=page, page_size=page_size)
         return list(rows), total
+
+
+def list_all(
+    db: Database, *, page: int, page_size: int
+) -> tuple[list[tuple[Schedule, str, Task | None]], int]:
+    """A page of every schedule, soonest next fire first (paused last), with its spider's name
+    and its newest run."""
+    with db.session() as session:
+        rows, total = repo.list_all(session, page=page, page_size=page_size)
+        last = reports.schedule_outcomes(session, [schedule.id for schedule, _ in rows])
+        return [(s, name, last.get(s.id)) for s, name in rows], total
+
+
+def read_expression(
+    expr: str, timezone: str, n: int = 5
+) -> tuple[str, list[tuple[datetime, datetime]]]:
+    """A cron expression as a sentence and its next n fires (UTC, local); InvalidInput with
+    the reason when it cannot be a schedule."""
+    cron = Cron(expr, timezone or "UTC", hash_id="preview")
+    zone = ZoneInfo(cron.timezone)
+    fires = cron.preview(datetime.now(UTC), n)
+    return cron.describe(), [(fire, fire.astimezone(zone)) for fire in fires]
 
 
 def delete_schedule(db: Database, ref: str) -> None:

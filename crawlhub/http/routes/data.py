@@ -11,6 +11,7 @@ from crawlhub.http.responses import ModelResponse
 from crawlhub.http.schemas.common import Count
 from crawlhub.http.schemas.data import DataPage, DataQuery, DeleteQuery, ExportQuery, ItemOut
 from crawlhub.http.validation import ctx, errors, parse, query_of, spec
+from crawlhub.repo.db import Database
 
 
 @spec.validate(query=DataQuery, resp=Resp(HTTP_200=DataPage, **errors(404)), tags=["data"])
@@ -37,11 +38,15 @@ def list_data(request: Request) -> Response:
 )
 def export_data(request: Request) -> Response:
     """Stream the selection as csv, json, jsonl or xlsx (constant memory at any size)."""
-    fmt = request.path_params["fmt"]
+    return export_response(ctx(request).db, request.path_params["fmt"], dict(request.query_params))
+
+
+def export_response(db: Database, fmt: str, params: dict[str, str]) -> StreamingResponse:
+    """The streamed export file of the items a query string selects (the API's and the
+    dashboard's downloads)."""
     if fmt not in formats.FORMATS:
         raise NotFound(f"unknown export format '{fmt[:20]}' (csv, json, jsonl, xlsx)")
-    q = parse(ExportQuery, dict(request.query_params))
-    db = ctx(request).db
+    q = parse(ExportQuery, params)
     fields = items.parse_fields(q.fields)
     selection = items.select(db, spider=q.spider_id, task=q.task_id, since=q.since, until=q.until)
     body = items.export_stream(db, selection, fmt, fields=fields, excel=q.excel)

@@ -51,10 +51,11 @@ async def test_run(request: Request) -> Response:
 def list_tasks(request: Request) -> Response:
     """List runs, newest first (filters: spider_id (id or name), status, trigger, schedule_id)."""
     query = query_of(request, TaskListQuery)
+    selection = runs.RunQuery(spider=query.spider_id, status=query.status, trigger=query.trigger,
+                              schedule_id=query.schedule_id)  # fmt: skip
     rows, total, exact = runs.list_tasks(
-        ctx(request), page=query.page, page_size=query.page_size, spider=query.spider_id,
-        status=query.status, trigger=query.trigger, schedule_id=query.schedule_id,
-    )  # fmt: skip
+        ctx(request), selection, page=query.page, page_size=query.page_size
+    )
     items = [TaskOut.model_validate(t) for t in rows]
     return ModelResponse(TaskPage.of(items, total, query, exact=exact))
 

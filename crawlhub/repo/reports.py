@@ -1,0 +1,189 @@
+"""Read-only aggregates over runs for the dashboard: each query walks an index, bounded by
+time or by a short list of ids, so it stays fast with millions of runs."""
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from crawlhub.repo.models import FINISHED, LogLine, Schedule, Spider, Task
+
+RECENT_RUNS = 20  # a spider's success rate is over its last this many finished runs
+
+
+def status_counts(session: Session, since: datetime) -> dict[str, int]:
+    """Runs created since a time, by status."""
+    rows = session.execute(
+        select(Task.status, func.count()).where(Task.created_at >= since).group_by(Task.status)
+    ).all()
+    return {status: count for status, count in rows}
+
+
+def items_since(session: Session, since: datetime) -> int:
+    """Items stored by the runs created since a time."""
+    return int(
+        session.scalar(
+            select(func.coalesce(func.sum(Task.items_count), 0)).where(Task.created_at >= since)
+        )
+        or 0
+    )
+
+
+def hourly_outcomes(session: Session, since: datetime) -> list[tuple[datetime, str, int]]:
+    """Runs created since a time by hour (UTC) and status: (hour, status, count)."""
+    if session.get_bind().dialect.name == "postgresql":
+        hour = func.date_trunc("hour", func.timezone("UTC", Task.created_at))
+        rows = session.execute(
+            select(hour, Task.status, func.count())
+            .where(Task.created_at >= since)
+            .group_by(hour, Task.status)
+        ).all()
+        return [(h.replace(tzinfo=since.tzinfo), s, c) for h, s, c in rows]
+    # SQLite (one machine's runs): bucket in Python.
+    counts: dict[tuple[datetime, str], int] = {}
+    for created, status in session.execute(
+        select(Task.created_at, Task.status).where(Task.created_at >= since)
+    ):
+        key = (created.replace(minute=0, second=0, microsecond=0), status)
+        counts[key] = counts.get(key, 0) + 1
+    return [(h, s, c) for (h, s), c in counts.items()]
+
+
+def running(session: Session, limit: int) -> list[tuple[Any, str]]:
+    """Running tasks, oldest first, with their spider's name: (task, spider name)."""
+    rows = session.execute(
+        select(Task, Spider.name)
+        .join(Spider, Spider.id == Task.spider_id)
+        .where(Task.status == "running")
+        .order_by(Task.started_at)
+        .limit(limit)
+    ).all()
+    return [(row, name) for row, name in rows]
+
+
+def recent(
+    session: Session,
+    since: datetime,
+    limit: int,
+    *,
+    status: str,
+    reason: str | None = None,
+    items: int | None = None,
+) -> list[tuple[Any, str]]:
+    """Recent runs of one status (optionally one reason, or one item count), newest first,
+    with their spider's name: (task, spider name)."""
+    stmt = (
+        select(Task, Spider.name)
+        .join(Spider, Spider.id == Task.spider_id)
+        .where(Task.status == status, Task.created_at >= since)
+    )
+    if reason is not None:
+        stmt = stmt.where(Task.reason == reason)
+    if items is not None:
+        stmt = stmt.where(Task.items_count == items)
+    rows = session.execute(stmt.order_by(Task.created_at.desc()).limit(limit)).all()
+    return [(row, name) for row, name in rows]
+
+
+def last_output_at(session: Session, task_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, datetime]:
+    """When each task last printed a line (its newest line, by the primary key)."""
+    found: dict[uuid.UUID, datetime] = {}
+    for task_id in task_ids:
+        ts = session.scalar(
+            select(LogLine.ts)
+            .where(LogLine.task_id == task_id)
+            .order_by(LogLine.seq.desc())
+            .limit(1)
+        )
+        if ts is not None:
+            found[task_id] = ts
+    return found
+
+
+def next_fires(session: Session, limit: int) -> list[tuple[Any, str]]:
+    """The soonest fires of enabled schedules: (schedule, spider name)."""
+    rows = session.execute(
+        select(Schedule, Spider.name)
+        .join(Spider, Spider.id == Schedule.spider_id)
+        .where(Schedule.enabled.is_(True), Schedule.next_fire_at.is_not(None))
+        .order_by(Schedule.next_fire_at)
+        .limit(limit)
+    ).all()
+    return [(row, name) for row, name in rows]
+
+
+def last_runs(session: Session, spider_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Task]:
+    """Each spider's newest run."""
+    found: dict[uuid.UUID, Task] = {}
+    for spider_id in spider_ids:
+        task = session.scalar(
+            select(Task)
+            .where(Task.spider_id == spider_id)
+            .order_by(Task.created_at.desc(), Task.id.desc())
+            .limit(1)
+        )
+        if task is not None:
+            found[spider_id] = task
+    return found
+
+
+def success_rates(session: Session, spider_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, float]:
+    """The share of completed runs among each spider's last RECENT_RUNS finished ones."""
+    rates: dict[uuid.UUID, float] = {}
+    for spider_id in spider_ids:
+        statuses = session.scalars(
+            select(Task.status)
+            .where(Task.spider_id == spider_id, Task.status.in_(FINISHED), Task.status != "skipped")
+            .order_by(Task.created_at.desc())
+            .limit(RECENT_RUNS)
+        ).all()
+        if statuses:
+            rates[spider_id] = statuses.count("completed") / len(statuses)
+    return rates
+
+
+def spider_next_fires(
+    session: Session, spider_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, datetime]:
+    """Each spider's soonest scheduled fire."""
+    if not spider_ids:
+        return {}
+    rows = session.execute(
+        select(Schedule.spider_id, func.min(Schedule.next_fire_at))
+        .where(Schedule.spider_id.in_(spider_ids), Schedule.enabled.is_(True))
+        .group_by(Schedule.spider_id)
+    ).all()
+    return {spider_id: when for spider_id, when in rows if when is not None}
+
+
+def schedule_outcomes(session: Session, schedule_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Task]:
+    """Each schedule's newest run."""
+    found: dict[uuid.UUID, Task] = {}
+    for schedule_id in schedule_ids:
+        task = session.scalar(
+            select(Task)
+            .where(Task.schedule_id == schedule_id)
+            .order_by(Task.created_at.desc())
+            .limit(1)
+        )
+        if task is not None:
+            found[schedule_id] = task
+    return found
+
+
+def spider_history(session: Session, spider_id: uuid.UUID, limit: int) -> Sequence[Task]:
+    """A spider's newest finished runs, oldest first (for its charts)."""
+    rows = session.scalars(
+        select(Task)
+        .where(
+            Task.spider_id == spider_id,
+            Task.status.in_(("completed", "failed")),
+            Task.started_at.is_not(None),
+        )
+        .order_by(Task.created_at.desc())
+        .limit(limit)
+    ).all()
+    return list(reversed(rows))

@@ -1,0 +1,59 @@
+"""Data: scraped items by spider, run and time range, with keyset paging and exports."""
+
+import uuid
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from crawlhub.data import items
+from crawlhub.errors import InvalidInput
+from crawlhub.ui.pages.runs import utc_time
+from crawlhub.ui.rendering import ctx, page, render
+from crawlhub.ui.sessions import Session
+
+PAGE_SIZE = 50
+
+
+@page
+def list_items(request: Request, session: Session) -> Response:
+    """A page of items after an id, newest selection first by id order."""
+    params = request.query_params
+    raw_task = params.get("task", "").strip()
+    try:
+        task = uuid.UUID(raw_task) if raw_task else None
+    except ValueError:
+        raise InvalidInput("run: not a run id") from None
+    after = params.get("after_id", "")
+    db = ctx(request).db
+    spider = params.get("spider", "").strip()[:64] or None
+    since = utc_time(params.get("since", ""), "since")
+    until = utc_time(params.get("until", ""), "until")
+    selection = items.select(db, spider=spider, task=task, since=since, until=until)
+    after_id = int(after) if after.isdigit() and len(after) < 19 else 0
+    rows, _, _ = items.page(db, selection, page=1, page_size=PAGE_SIZE, after_id=after_id)
+    columns = list(dict.fromkeys(key for row in rows for key in row.data))
+    export = {
+        k: v
+        for k, v in {
+            "spider_id": spider,
+            "task_id": raw_task,
+            "since": since.isoformat() if since else None,
+            "until": until.isoformat() if until else None,
+        }.items()
+        if v
+    }
+    following = (
+        {**{k: v for k, v in params.items() if k != "after_id" and v}, "after_id": str(rows[-1].id)}
+        if len(rows) == PAGE_SIZE
+        else None
+    )
+    return render(
+        request,
+        session,
+        "data.html",
+        rows=rows,
+        columns=columns,
+        filters=dict(params),
+        export=export,
+        following=following,
+    )

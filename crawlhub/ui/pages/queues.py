@@ -1,0 +1,45 @@
+"""Queues: messages by state, live workers, dead letters to requeue or purge."""
+
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import Response
+
+from crawlhub.execution import runs
+from crawlhub.messaging import queues
+from crawlhub.messaging.keys import QUEUES
+from crawlhub.ui.rendering import action, back, ctx, page, render
+from crawlhub.ui.sessions import Session
+
+DEAD_SHOWN = 100
+
+
+@page
+def list_queues(request: Request, session: Session) -> Response:
+    """Depths, workers and the newest dead letters of each queue."""
+    broker = ctx(request).broker
+    counts, workers = queues.overview(broker)
+    dead = {name: queues.dead_letters(broker, name, DEAD_SHOWN) for name in QUEUES}
+    return render(request, session, "queues.html", counts=counts, workers=workers, dead=dead)
+
+
+@action
+def requeue(request: Request, session: Session, form: FormData) -> Response:
+    """Run a dead letter again."""
+    params = request.path_params
+    runs.requeue_dead_letter(ctx(request), params["name"], params["message_id"])
+    return back("/queues")
+
+
+@page
+def confirm_purge(request: Request, session: Session) -> Response:
+    """Ask before dropping a queue's dead letters for good."""
+    name = queues.check_queue(request.path_params["name"])
+    _, total = queues.dead_letters(ctx(request).broker, name, 1)
+    return render(request, session, "purge.html", name=name, total=total)
+
+
+@action
+def purge(request: Request, session: Session, form: FormData) -> Response:
+    """Drop every dead letter of a queue."""
+    queues.purge(ctx(request).broker, request.path_params["name"])
+    return back("/queues")

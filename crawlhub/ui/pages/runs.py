@@ -1,0 +1,179 @@
+"""Runs: the filtered list (keyset paging), a run's page with its live log and items, cancel,
+run again, and the log stream and exports the page uses."""
+
+import uuid
+from datetime import UTC, datetime
+
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from crawlhub.data import items
+from crawlhub.errors import InvalidInput
+from crawlhub.execution import runs
+from crawlhub.http import sse
+from crawlhub.http.routes.data import export_response
+from crawlhub.packages import spiders
+from crawlhub.repo.models import ACTIVE, FINISHED
+from crawlhub.ui.rendering import action, back, ctx, current_session, page, render, to_login
+from crawlhub.ui.sessions import Session
+
+PAGE_SIZE = 50
+LOG_PAGE = 500  # lines per log page: a 100 000-line log is read a page at a time
+ITEM_ROWS = 50
+STATUSES = ("pending", "running", "retrying", "completed", "failed", "cancelled", "skipped")
+TRIGGERS = ("manual", "schedule", "test")
+STREAMS = ("stdout", "stderr", "system")
+
+
+def utc_time(raw: str, name: str) -> datetime | None:
+    """A time from a form field (ISO 8601; without an offset it is read as UTC)."""
+    if not raw:
+        return None
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        raise InvalidInput(f"{name}: not a date and time like 2026-03-08T14:30") from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def cursor_of(raw: str) -> runs.Cursor | None:
+    """The keyset cursor of the next page (`<created_at>,<id>`), None when absent or bad."""
+    when, _, ident = raw.partition(",")
+    try:
+        return datetime.fromisoformat(when), uuid.UUID(ident)
+    except ValueError:
+        return None
+
+
+def choice(raw: str | None, allowed: tuple[str, ...]) -> str | None:
+    """A filter value when it is one of the allowed ones."""
+    return raw if raw in allowed else None
+
+
+@page
+def list_runs(request: Request, session: Session) -> Response:
+    """Runs newest first, filtered by spider, status, trigger and time range."""
+    params = request.query_params
+    query = runs.RunQuery(
+        spider=params.get("spider", "").strip()[:64] or None,
+        status=choice(params.get("status"), STATUSES),
+        trigger=choice(params.get("trigger"), TRIGGERS),
+        since=utc_time(params.get("since", ""), "since"),
+        until=utc_time(params.get("until", ""), "until"),
+    )
+    rows, following = runs.runs_before(
+        ctx(request), query, cursor_of(params.get("before", "")), PAGE_SIZE
+    )
+    older = None
+    if following is not None:
+        kept = {k: v for k, v in params.items() if k != "before" and v}
+        older = {**kept, "before": f"{following[0].isoformat()},{following[1]}"}
+    return render(
+        request,
+        session,
+        "runs.html",
+        rows=rows,
+        query=query,
+        older=older,
+        filters=dict(params),
+        statuses=STATUSES,
+        triggers=TRIGGERS,
+    )
+
+
+@page
+def show_run(request: Request, session: Session) -> Response:
+    """A run: status, timings, stats, its log a page at a time (live while it runs), items."""
+    context = ctx(request)
+    ref = request.path_params["id"]
+    task = runs.get_task(context, ref)
+    spider = spiders.get_spider(context.db, str(task.spider_id))
+    params = request.query_params
+    stream = choice(params.get("stream"), STREAMS)
+    attempt = int(params["attempt"]) if params.get("attempt", "").isdigit() else None
+    search = params.get("q", "").strip()[:200] or None
+    after = int(params["after_seq"]) if params.get("after_seq", "").isdigit() else None
+    before = int(params["before_seq"]) if params.get("before_seq", "").isdigit() else None
+    if after is None and before is None:
+        before = 2**31 - 1  # the newest lines
+    lines = runs.log_lines(
+        context,
+        ref,
+        after_seq=after or 0,
+        limit=LOG_PAGE,
+        stream=stream,
+        attempt=attempt,
+        before_seq=before if after is None else None,
+        search=search,
+    )
+    selection = items.select(context.db, task=task.id)
+    rows, total, _ = items.page(context.db, selection, page=1, page_size=ITEM_ROWS, after_id=None)
+    columns = list(dict.fromkeys(key for row in rows for key in row.data))
+    filtered = bool(stream or attempt or search or params.get("after_seq"))
+    return render(
+        request,
+        session,
+        "run.html",
+        task=task,
+        spider=spider,
+        lines=lines,
+        rows=rows,
+        columns=columns,
+        items_total=total,
+        stream=stream,
+        attempt=attempt,
+        search=search or "",
+        live=task.status in ACTIVE and not filtered,
+        finished=task.status in FINISHED,
+        log_page=LOG_PAGE,
+        streams=STREAMS,
+    )
+
+
+@page
+def run_facts(request: Request, session: Session) -> Response:
+    """A run's facts alone, which its page refreshes while the run is not over."""
+    context = ctx(request)
+    task = runs.get_task(context, request.path_params["id"])
+    spider = spiders.get_spider(context.db, str(task.spider_id))
+    response = render(request, session, "_run_facts.html", task=task, spider=spider)
+    if task.status in FINISHED:
+        response.status_code = 286  # htmx: stop polling
+    return response
+
+
+@action
+def cancel_run(request: Request, session: Session, form: FormData) -> Response:
+    """Cancel a run and show it."""
+    task = runs.cancel(ctx(request), request.path_params["id"])
+    return back(f"/runs/{task.id}")
+
+
+@action
+def run_again(request: Request, session: Session, form: FormData) -> Response:
+    """Start a new run of the same spider with the same params, and show it."""
+    task = runs.run_again(ctx(request), request.path_params["id"])
+    return back(f"/runs/{task.id}")
+
+
+async def log_stream(request: Request) -> Response:
+    """The run's log as server-sent events for the page (signed-in session, not a token)."""
+    if current_session(request) is None:
+        return to_login(request)
+    context = ctx(request)
+    raw = request.query_params.get("after_seq", "0")
+    after = int(raw) if raw.isdigit() and len(raw) < 10 else 0
+    task = await run_in_threadpool(runs.get_task, context, request.path_params["id"])
+    return StreamingResponse(
+        sse.task_log_events(context, task.id, after),
+        media_type="text/event-stream",
+        headers=sse.HEADERS,
+    )
+
+
+@page
+def export(request: Request, session: Session) -> Response:
+    """A download of the selected items, as the API's export makes it."""
+    return export_response(ctx(request).db, request.path_params["fmt"], dict(request.query_params))

@@ -1,0 +1,236 @@
+"""Spiders: the searchable list, a new spider with its package, a spider's page and its forms."""
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import FormData, UploadFile
+from starlette.requests import Request
+from starlette.responses import Response
+
+from crawlhub.errors import InvalidInput, TooLarge
+from crawlhub.execution import activity, runs
+from crawlhub.http.schemas.spiders import SpiderCreate, SpiderPatch
+from crawlhub.packages import spiders
+from crawlhub.repo.models import Task
+from crawlhub.scheduling import schedules
+from crawlhub.ui import charts
+from crawlhub.ui.rendering import action, back, ctx, field, page, render
+from crawlhub.ui.sessions import Session
+
+PAGE_SIZE = 20
+JSON_FIELDS = ("params", "env")
+INT_FIELDS = (
+    "timeout_s",
+    "max_retries",
+    "retry_backoff_min_s",
+    "retry_backoff_max_s",
+    "retention_days",
+)
+
+
+def page_number(request: Request) -> int:
+    """The `page` query parameter, 1 when absent or not a positive number."""
+    raw = request.query_params.get("page", "1")
+    return max(int(raw), 1) if raw.isdigit() and len(raw) < 7 else 1
+
+
+@page
+def list_spiders(request: Request, session: Session) -> Response:
+    """Spiders with their last run, next fire and success rate; searchable, paged."""
+    search = request.query_params.get("q", "").strip()[:64]
+    number = page_number(request)
+    rows, total = spiders.list_spiders(
+        ctx(request).db, page=number, page_size=PAGE_SIZE, search=search or None
+    )
+    return render(
+        request,
+        session,
+        "spiders.html",
+        records=activity.spider_records(ctx(request), rows),
+        total=total,
+        page=number,
+        pages=-(-total // PAGE_SIZE),
+        search=search,
+        errors={},
+        values={},
+    )
+
+
+def validation_errors(exc: ValidationError) -> dict[str, str]:
+    """Pydantic's errors by form field ('' for the form as a whole)."""
+    found: dict[str, str] = {}
+    for error in exc.errors(include_url=False):
+        name = str(error["loc"][0]) if error["loc"] else ""
+        found.setdefault(name, str(error["msg"]).removeprefix("Value error, "))
+    return found
+
+
+def parse_form(model: type[BaseModel], values: dict[str, Any]) -> tuple[Any, dict[str, str]]:
+    """The form's values as the API's model, or the errors to show beside each field."""
+    errors: dict[str, str] = {}
+    for name in JSON_FIELDS:
+        if isinstance(values.get(name), str):
+            try:
+                values[name] = json.loads(values[name] or "{}")
+            except ValueError:
+                errors[name] = 'not valid JSON (an object like {"key": "value"})'
+    try:
+        return model.model_validate(values), errors
+    except ValidationError as exc:
+        return None, {**validation_errors(exc), **errors}
+
+
+def settings_values(form: FormData) -> dict[str, Any]:
+    """A spider's settings form as the fields of a patch (checkboxes absent mean off)."""
+    values: dict[str, Any] = {name: field(form, name) for name in ("entry", *JSON_FIELDS)}
+    for name in INT_FIELDS:
+        raw = field(form, name)
+        values[name] = None if raw == "" and name == "retention_days" else raw
+    keys = [k.strip() for k in field(form, "dedup_keys").split(",") if k.strip()]
+    values["dedup_keys"] = keys or None
+    values["alert_on_zero_items"] = form.get("alert_on_zero_items") == "on"
+    values["enabled"] = form.get("enabled") == "on"
+    return values
+
+
+@action
+def create_spider(request: Request, session: Session, form: FormData) -> Response:
+    """A new spider and its first package, both or neither."""
+    values = {name: field(form, name) for name in ("name", "kind", "entry") if field(form, name)}
+    body, errors = parse_form(SpiderCreate, values)
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile) or not upload.filename:
+        errors["file"] = "choose the package to upload (.zip, .tar.gz or .py)"
+    context = ctx(request)
+    if not errors:
+        data = upload.file.read(context.settings.max_upload_bytes + 1)  # type: ignore[union-attr]
+        try:
+            spider = spiders.create_spider(
+                context.db,
+                context.settings,
+                body.model_dump(exclude_unset=True),
+                (str(upload.filename), data),  # type: ignore[union-attr]
+            )
+            return back(f"/spiders/{spider.name}")
+        except (InvalidInput, TooLarge) as exc:
+            errors["file"] = exc.message
+    rows, total = spiders.list_spiders(context.db, page=1, page_size=PAGE_SIZE)
+    return render(
+        request,
+        session,
+        "spiders.html",
+        422,
+        records=activity.spider_records(context, rows),
+        total=total,
+        page=1,
+        pages=-(-total // PAGE_SIZE),
+        search="",
+        errors=errors,
+        values=values,
+    )
+
+
+def spider_page(
+    request: Request,
+    session: Session,
+    ref: str,
+    status: int = 200,
+    errors: dict[str, str] | None = None,
+) -> Response:
+    """A spider's page: settings, versions, schedules, runs, charts, "Run now"."""
+    context = ctx(request)
+    spider = spiders.get_spider(context.db, ref)
+    versions, _ = spiders.list_versions(context.db, ref, page=1, page_size=10)
+    spider_schedules, _ = schedules.list_schedules(context.db, ref, page=1, page_size=50)
+    recent, _ = runs.runs_before(context, runs.RunQuery(spider=str(spider.id)), None, 10)
+    history = activity.spider_history(context, spider.id)
+    items = charts.simple(
+        [
+            (f"{t.created_at:%Y-%m-%d %H:%M} UTC: {t.items_count} items", t.items_count)
+            for t in history
+        ],
+        "items",
+        "Items per run",
+    )
+    durations = charts.simple(
+        [
+            (f"{t.created_at:%Y-%m-%d %H:%M} UTC: {duration_s(t):.1f} s", duration_s(t))
+            for t in history
+        ],
+        "duration",
+        "Duration per run (s)",
+    )
+    return render(
+        request,
+        session,
+        "spider.html",
+        status,
+        spider=spider,
+        versions=versions,
+        schedules=spider_schedules,
+        recent=recent,
+        items=items,
+        durations=durations,
+        errors=errors or {},
+    )
+
+
+def duration_s(task: Task) -> float:
+    """How long a finished run took."""
+    if task.started_at is None or task.finished_at is None:
+        return 0.0
+    return max((task.finished_at - task.started_at).total_seconds(), 0.0)
+
+
+@page
+def show_spider(request: Request, session: Session) -> Response:
+    """A spider's page."""
+    return spider_page(request, session, request.path_params["ref"])
+
+
+@action
+def update_spider(request: Request, session: Session, form: FormData) -> Response:
+    """Save a spider's settings; errors are shown beside their fields."""
+    ref = request.path_params["ref"]
+    body, errors = parse_form(SpiderPatch, settings_values(form))
+    if errors:
+        return spider_page(request, session, ref, 422, errors)
+    context = ctx(request)
+    try:
+        spider = spiders.update_spider(
+            context.db, context.settings, ref, body.model_dump(exclude_unset=True)
+        )
+    except (InvalidInput, TooLarge) as exc:
+        return spider_page(request, session, ref, 422, {"": exc.message})
+    return back(f"/spiders/{spider.name}")
+
+
+@action
+def upload_version(request: Request, session: Session, form: FormData) -> Response:
+    """Upload a new version of a spider's package."""
+    ref = request.path_params["ref"]
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile) or not upload.filename:
+        return spider_page(request, session, ref, 422, {"file": "choose a package to upload"})
+    context = ctx(request)
+    data = upload.file.read(context.settings.max_upload_bytes + 1)
+    try:
+        spiders.upload_version(context.db, context.settings, ref, str(upload.filename), data)
+    except (InvalidInput, TooLarge) as exc:
+        return spider_page(request, session, ref, 422, {"file": exc.message})
+    return back(f"/spiders/{ref}")
+
+
+@action
+def run_now(request: Request, session: Session, form: FormData) -> Response:
+    """Start a manual run with optional params, and show it."""
+    ref = request.path_params["ref"]
+    try:
+        params = json.loads(field(form, "params") or "{}")
+    except ValueError:
+        return spider_page(request, session, ref, 422, {"run_params": "not valid JSON"})
+    if not isinstance(params, dict):
+        return spider_page(request, session, ref, 422, {"run_params": "give a JSON object"})
+    task = runs.create_run(ctx(request), ref, params)
+    return back(f"/runs/{task.id}")

@@ -1,0 +1,215 @@
+"""Rendering dashboard pages: the Jinja2 environment, its filters, the security headers, and
+the two kinds of handler (pages that need a session, actions that also need its CSRF token)."""
+
+import functools
+import json
+import logging
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import jinja2
+from markupsafe import Markup
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from crawlhub.context import Context
+from crawlhub.data.formats import cell
+from crawlhub.errors import CrawlhubError
+from crawlhub.http.responses import status_of
+from crawlhub.ui.sessions import COOKIE, CSRF_FIELD, CSRF_HEADER, Session, csrf_ok, verify
+
+logger = logging.getLogger(__name__)
+
+TEMPLATES = Path(__file__).parent / "templates"
+NAVIGATION = (
+    ("Overview", "/"),
+    ("Spiders", "/spiders"),
+    ("Runs", "/runs"),
+    ("Schedules", "/schedules"),
+    ("Data", "/data"),
+    ("Alerts", "/alerts"),
+    ("Queues", "/queues"),
+)
+# No inline script or style anywhere: everything the pages run or wear is a file of ours.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+        "frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+}
+
+
+def when(value: datetime | None) -> Markup:
+    """A time as a <time> element: UTC in the text and on hover; the page's script shows it
+    in the viewer's zone."""
+    if value is None:
+        return Markup("—")
+    utc = value.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return Markup('<time datetime="{}" title="{}">{}</time>').format(value.isoformat(), utc, utc)
+
+
+def localtime(value: datetime | None, zone: str) -> str:
+    """A time on the wall clock of an IANA zone."""
+    if value is None:
+        return "—"
+    return value.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def seconds(value: float | None) -> str:
+    """A duration for people: 0.4 s, 12 s, 3 min 5 s, 2 h 1 min."""
+    if value is None:
+        return "—"
+    if value < 10:
+        return f"{value:.1f} s"
+    total = int(value)
+    if total < 60:
+        return f"{total} s"
+    minutes, secs = divmod(total, 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
+def percent(value: float | None) -> str:
+    """A share as a whole percentage, or a dash."""
+    return "—" if value is None else f"{value:.0%}"
+
+
+def pretty(value: Any) -> str:
+    """A JSON value as indented text."""
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+
+def environment() -> jinja2.Environment:
+    """Autoescaping on for every template: whatever a spider or user wrote is text."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(
+        when=when,
+        localtime=localtime,
+        seconds=seconds,
+        percent=percent,
+        cell=cell,
+        pretty=pretty,
+        quote=lambda s: urllib.parse.quote(str(s), safe=""),
+    )
+    env.globals.update(navigation=NAVIGATION, csrf_field=CSRF_FIELD)
+    return env
+
+
+ENV = environment()
+
+
+def ctx(request: Request) -> Context:
+    """The process context the app was built with."""
+    context: Context = request.app.state.ctx
+    return context
+
+
+def render(
+    request: Request, session: Session | None, template: str, status: int = 200, **values: Any
+) -> HTMLResponse:
+    """A page rendered with the values, the navigation and the session's CSRF token."""
+    html = ENV.get_template(template).render(
+        request=request, path=request.url.path, csrf=session.csrf if session else "", **values
+    )
+    return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
+
+
+def current_session(request: Request) -> Session | None:
+    """The signed-in session of a request, if any."""
+    return verify(ctx(request).tokens, request.cookies.get(COOKIE))
+
+
+def to_login(request: Request) -> RedirectResponse:
+    """Back to the sign-in page, remembering where the user was going."""
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse("/login?next=" + urllib.parse.quote(target, safe=""), 303)
+
+
+def error_page(request: Request, session: Session | None, exc: CrawlhubError) -> HTMLResponse:
+    """A CrawlHub error as a page, with the status the API would answer."""
+    return render(request, session, "error.html", status_of(exc), error=exc)
+
+
+PageHandler = Callable[[Request, Session], Response]
+ActionHandler = Callable[[Request, Session, FormData], Response]
+
+
+def page(handler: PageHandler) -> Callable[[Request], Response]:
+    """A page that needs a signed-in session (run in the thread pool: it may query)."""
+
+    @functools.wraps(handler)
+    def wrapper(request: Request) -> Response:
+        session = current_session(request)
+        if session is None:
+            return to_login(request)
+        try:
+            return handler(request, session)
+        except CrawlhubError as exc:
+            return error_page(request, session, exc)
+
+    return wrapper
+
+
+def action(handler: ActionHandler) -> Callable[[Request], Awaitable[Response]]:
+    """A form post that changes something: needs the session and its CSRF token."""
+
+    @functools.wraps(handler)
+    async def wrapper(request: Request) -> Response:
+        session = current_session(request)
+        if session is None:
+            return to_login(request)
+        form = await request.form(max_files=1, max_fields=100)
+        try:
+            given = form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER)
+            if not csrf_ok(session, given if isinstance(given, str) else None):
+                logger.warning(
+                    "dashboard: %s %s refused: no valid CSRF token",
+                    request.method,
+                    request.url.path,
+                )
+                return render(
+                    request,
+                    session,
+                    "error.html",
+                    403,
+                    error=CrawlhubError(
+                        "this form is missing its security token: reload the page and try again"
+                    ),
+                )
+            return await run_in_threadpool(handler, request, session, form)
+        except CrawlhubError as exc:
+            return error_page(request, session, exc)
+        finally:
+            await form.close()
+
+    return wrapper
+
+
+def field(form: FormData, name: str) -> str:
+    """A text field of a form, stripped ('' when absent or a file)."""
+    value = form.get(name)
+    return value.strip() if isinstance(value, str) else ""
+
+
+def back(location: str) -> RedirectResponse:
+    """After a change, show the page it happened on (POST → redirect → GET)."""
+    return RedirectResponse(location, 303)

@@ -1,0 +1,90 @@
+"""Dashboard sign-in: a signed, expiring session cookie and the CSRF token it carries.
+
+The cookie holds `{"exp", "csrf", "tok"}` (expiry, a random CSRF token, a fingerprint of the
+API token used to sign in) and an HMAC-SHA256 of it under a key derived from the configured
+API tokens, so every web process verifies it without shared state, and removing a token
+signs out the sessions that used it. The API token itself is never stored in the cookie.
+"""
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from dataclasses import dataclass
+
+COOKIE = "crawlhub_session"
+CSRF_FIELD = "csrf"  # the hidden form field; htmx requests send the X-CSRF-Token header
+CSRF_HEADER = "x-csrf-token"
+
+
+@dataclass(frozen=True)
+class Session:
+    """A signed-in browser."""
+
+    expires: float
+    csrf: str
+
+
+def fingerprint(token: str) -> str:
+    """A short, one-way name of an API token."""
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
+def _key(tokens: tuple[str, ...]) -> bytes:
+    material = "\n".join(sorted(tokens)).encode()
+    return hmac.new(material, b"crawlhub dashboard session v1", hashlib.sha256).digest()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def matching_token(tokens: tuple[str, ...], given: str) -> str | None:
+    """The configured token equal to `given` (compared in constant time), or None."""
+    found = None
+    for token in tokens:
+        if hmac.compare_digest(token.encode(), given.encode()):
+            found = token
+    return found
+
+
+def issue(tokens: tuple[str, ...], token: str, hours: float) -> str:
+    """A cookie value for a browser that signed in with `token` (one of `tokens`)."""
+    payload = {
+        "exp": time.time() + hours * 3600,
+        "csrf": secrets.token_urlsafe(24),
+        "tok": fingerprint(token),
+    }
+    body = _b64(json.dumps(payload, separators=(",", ":")).encode())
+    signature = _b64(hmac.new(_key(tokens), body.encode(), hashlib.sha256).digest())
+    return f"{body}.{signature}"
+
+
+def verify(tokens: tuple[str, ...], cookie: str | None) -> Session | None:
+    """The session a cookie proves, None when it is missing, forged, expired or its token
+    is no longer configured."""
+    if not cookie or not tokens or cookie.count(".") != 1:
+        return None
+    body, signature = cookie.split(".")
+    expected = _b64(hmac.new(_key(tokens), body.encode(), hashlib.sha256).digest())
+    if not hmac.compare_digest(expected, signature):
+        return None
+    try:
+        payload = json.loads(_unb64(body))
+        expires, csrf, tok = float(payload["exp"]), str(payload["csrf"]), str(payload["tok"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    if expires < time.time() or tok not in {fingerprint(t) for t in tokens}:
+        return None
+    return Session(expires, csrf)
+
+
+def csrf_ok(session: Session, given: str | None) -> bool:
+    """Whether a form (or htmx request) carried this session's CSRF token."""
+    return bool(given) and hmac.compare_digest(session.csrf.encode(), str(given).encode())

@@ -1,0 +1,296 @@
+"""The dashboard in a real Chromium (Playwright driving Debian's `chromium`), against a real
+`crawlhub up` and against web + worker + ticker on PostgreSQL and Redis, used as a person
+would: by role and label."""
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.integration.harness import Site
+from tests.integration.test_processes import Process, base_env, crawlhub, free_port
+
+CHROMIUM = "/usr/bin/chromium"
+TOKEN = "dashboard-token-0123456789"
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+XSS_SCRIPT = "<script>window.__xss=1</script>"
+XSS_IMG = '<img src=x onerror="window.__xss=1">'
+
+SLOW = f"""
+import time, urllib.request
+
+def run(params):
+    for i in range(1, 9):
+        print(f"line {{i}}", flush=True)
+        time.sleep(0.7)
+    print({XSS_SCRIPT + " " + XSS_IMG!r}, flush=True)
+    html = urllib.request.urlopen(params["url"]).read().decode()
+    for n in range(3):
+        yield {{"page": n, "title": f"page {{n}}", "note": {XSS_IMG!r}, "size": len(html)}}
+"""
+SLEEPER = """
+import time
+
+def run(params):
+    print("going to sleep", flush=True)
+    time.sleep(300)
+"""
+BROKEN = """
+def run(params):
+    raise RuntimeError("boom: the site changed")
+"""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package (.ci/run does)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync"],
+        )  # fmt: skip
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def site() -> Iterator[Site]:
+    served = Site(pages=3)
+    yield served
+    served.close()
+
+
+def new_page(browser: Browser, base: str) -> Page:
+    context = browser.new_context(base_url=base, viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.errors = errors  # type: ignore[attr-defined]
+    return page
+
+
+def shot(page: Page, name: str, keep: bool) -> None:
+    if keep:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def sign_in(page: Page) -> None:
+    page.goto("/runs")
+    expect(page).to_have_url(re.compile(r"/login\?next=%2Fruns$"))
+    page.get_by_label("API token").fill("not-the-token")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_have_text("That token is not valid here.")
+    page.get_by_label("API token").fill(TOKEN)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(re.compile(r"/runs$"))
+    expect(page.get_by_role("heading", name="Runs", exact=True)).to_be_visible()
+    cookie = next(c for c in page.context.cookies() if c["name"] == "crawlhub_session")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+
+
+def create_spider(page: Page, tmp_path: Path, name: str, code: str) -> None:
+    source = tmp_path / f"{name}.py"
+    source.write_text(code)
+    page.get_by_role("link", name="Spiders", exact=True).click()
+    page.get_by_label("Name").fill(name)
+    page.get_by_label("Package").set_input_files(str(source))
+    page.get_by_role("button", name="Create spider").click()
+    expect(page.get_by_role("heading", name=f"Spider {name}")).to_be_visible()
+
+
+def run_now(page: Page, spider: str, params: str = "{}") -> str:
+    page.goto(f"/spiders/{spider}")
+    page.get_by_label("Params (JSON)").first.fill(params)
+    page.get_by_role("button", name="Run now").click()
+    expect(page).to_have_url(re.compile(r"/runs/[0-9a-f-]{36}$"))
+    return page.url.rsplit("/", 1)[1]
+
+
+def dashboard_flow(browser: Browser, base: str, tmp_path: Path, site: Site, keep: bool) -> None:
+    """What an operator does in a first session, step by step, checked as they would see it."""
+    page = new_page(browser, base)
+    sign_in(page)
+
+    # A spider name that is markup: refused with a reason, shown back as text.
+    page.get_by_role("link", name="Spiders", exact=True).click()
+    page.get_by_label("Name").fill(XSS_IMG)
+    page.get_by_label("Package").set_input_files(str(_write(tmp_path, "x.py", SLOW)))
+    page.get_by_role("button", name="Create spider").click()
+    expect(page.locator("#error-name")).to_contain_text("String should match pattern")
+    expect(page.get_by_label("Name")).to_have_value(XSS_IMG)
+    assert page.locator("main img").count() == 0
+
+    create_spider(page, tmp_path, "slow", SLOW)
+    task_id = run_now(page, "slow", f'{{"url": "{site.url}"}}')
+    # Lines appear while the spider still runs.
+    expect(page.locator("#log")).to_contain_text("line 2", timeout=20_000)
+    expect(page.locator("#run-status")).to_contain_text("running")
+    shot(page, "run-live", keep)
+    expect(page.locator("#run-status")).to_contain_text("completed", timeout=30_000)
+    expect(page.get_by_text(XSS_SCRIPT + " " + XSS_IMG)).to_be_visible()
+    expect(page.locator("table.items")).to_contain_text(XSS_IMG)
+    assert page.locator("main img").count() == 0
+    assert page.evaluate("window.__xss") is None
+    with page.expect_download() as download:
+        page.get_by_role("link", name="CSV", exact=True).click()
+    csv = Path(download.value.path()).read_text()
+    assert download.value.suggested_filename == f"slow-{task_id}.csv"
+    # Columns in first-seen key order (PostgreSQL's JSONB keeps keys sorted by length, then bytes).
+    assert sorted(csv.splitlines()[0].split(",")) == ["note", "page", "size", "title"]
+    assert len(csv.splitlines()) == 4
+    shot(page, "run", keep)
+    page.get_by_role("link", name="slow", exact=True).click()
+    expect(page.get_by_role("img", name="Items per run")).to_be_visible()
+    shot(page, "spider", keep)
+
+    # A schedule: its reading and next fires appear as the expression is typed.
+    page.get_by_role("link", name="Schedules", exact=True).click()
+    page.get_by_role("link", name="New schedule").click()
+    page.get_by_label("Spider").select_option("slow")
+    page.get_by_label("Time zone").fill("America/New_York")
+    page.get_by_label("Cron expression").fill("30 2 * * 1-5")
+    expect(page.locator("#preview")).to_contain_text("At 02:30 AM, Monday through Friday")
+    expect(page.locator("#preview li")).to_have_count(5)
+    shot(page, "schedule-form", keep)
+    page.get_by_label("Cron expression").fill("0 0 30 2 *")
+    expect(page.locator("#preview")).to_contain_text("never fires")
+    page.get_by_label("Cron expression").fill("30 2 * * 1-5")
+    page.get_by_role("button", name="Save schedule").click()
+    expect(page.locator("main table")).to_contain_text("30 2 * * 1-5")
+    page.get_by_role("button", name="Pause schedule 30 2 * * 1-5 of slow").click()
+    expect(page.locator("main table")).to_contain_text("paused")
+    shot(page, "schedules", keep)
+
+    # Cancel a long run: its status turns, and its process is gone.
+    create_spider(page, tmp_path, "sleeper", SLEEPER)
+    run_now(page, "sleeper")
+    expect(page.locator("#log")).to_contain_text("going to sleep", timeout=20_000)
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.locator("#run-status")).to_contain_text("cancelled", timeout=10_000)
+
+    # A failing spider: settings form with a field error, then an alert and a dead letter.
+    create_spider(page, tmp_path, "broken", BROKEN)
+    page.get_by_label("Timeout (seconds)").fill("-5")
+    page.get_by_role("button", name="Save settings").click()
+    expect(page.locator("#error-timeout_s")).to_contain_text("greater than or equal to 1")
+    page.get_by_label("Timeout (seconds)").fill("60")
+    page.get_by_label("Max retries").fill("0")
+    page.get_by_role("button", name="Save settings").click()
+    expect(page.get_by_label("Max retries")).to_have_value("0")
+    broken_id = run_now(page, "broken")
+    expect(page.locator("#run-status")).to_contain_text("failed", timeout=30_000)
+    expect(page.get_by_text("RuntimeError: boom: the site changed").first).to_be_visible()
+
+    page.get_by_role("link", name="Overview", exact=True).click()
+    expect(page.get_by_role("heading", name="Needs attention")).to_be_visible()
+    expect(page.locator("main")).to_contain_text("Failed run")
+    shot(page, "overview", keep)
+
+    page.get_by_role("link", name="Alerts", exact=True).click()
+    alert = page.locator("li.alert.unread").filter(has_text="broken")
+    expect(alert).to_be_visible()
+    shot(page, "alerts", keep)
+    alert.get_by_role("button", name=re.compile("^Mark read")).click()
+    expect(page.locator("li.alert.unread").filter(has_text="broken")).to_have_count(0)
+    page.get_by_role("button", name="Mark all read").click()
+    expect(page.get_by_text("0 unread")).to_be_visible()
+
+    page.get_by_role("link", name="Queues", exact=True).click()
+    dead = page.locator("tr").filter(has_text=broken_id[:8])
+    expect(dead).to_have_count(1, timeout=20_000)
+    shot(page, "queues", keep)
+    dead.get_by_role("button", name=re.compile("^Requeue")).click()
+    expect(page).to_have_url(re.compile(r"/queues$"))
+    page.goto(f"/runs/{broken_id}")
+    expect(page.locator("#log")).to_contain_text("attempt 1", timeout=20_000)
+    expect(page.locator("#run-status")).to_contain_text("failed", timeout=30_000)
+    lines = httpx.get(f"{base}/api/tasks/{broken_id}/logs",
+                      headers={"Authorization": f"Bearer {TOKEN}"}).json()["items"]  # fmt: skip
+    assert sum(line["text"].startswith("attempt 1:") for line in lines) == 2  # run twice
+
+    # The other pages, as a person browses them.
+    page.get_by_role("link", name="Runs", exact=True).click()
+    page.get_by_label("Status").select_option("completed")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator("main tbody tr")).to_have_count(1)
+    shot(page, "runs", keep)
+    page.get_by_role("link", name="Data", exact=True).click()
+    page.get_by_label("Spider").fill("slow")
+    page.get_by_role("button", name="Show items").click()
+    expect(page.locator("table.items tbody tr")).to_have_count(3)
+    shot(page, "data", keep)
+    page.get_by_role("link", name="Spiders", exact=True).click()
+    page.get_by_label("Search spiders").fill("slo")
+    page.get_by_role("button", name="Search").click()
+    expect(page.locator("main tbody tr")).to_have_count(1)
+    shot(page, "spiders", keep)
+
+    # A form posted without its CSRF token is refused, and changes nothing.
+    refused = page.request.post(f"{base}/spiders/slow/run", form={"params": "{}"})
+    assert refused.status == 403
+    assert "security token" in refused.text()
+
+    assert page.errors == []  # type: ignore[attr-defined]
+    page.get_by_role("button", name="Sign out").click()
+    expect(page).to_have_url(re.compile(r"/login$"))
+    shot(page, "login", keep)
+    page.goto("/queues")
+    expect(page).to_have_url(re.compile(r"/login\?next=%2Fqueues$"))
+    page.context.close()
+
+
+def _write(tmp_path: Path, name: str, code: str) -> Path:
+    path = tmp_path / name
+    path.write_text(code)
+    return path
+
+
+def test_dashboard_on_crawlhub_up(browser: Browser, tmp_path: Path, site: Site) -> None:
+    port = free_port()
+    env = base_env(tmp_path, PORT=str(port), CRAWLHUB_API_TOKENS=TOKEN,
+                   DATABASE_URL=f"sqlite:///{tmp_path / 'hub.db'}")  # fmt: skip
+    up = Process(["up"], env, tmp_path)
+    try:
+        up.wait_for(f"http://127.0.0.1:{port}/readyz")
+        assert f"Dashboard: http://127.0.0.1:{port}/" in up.output()
+        keep = os.environ.get("CRAWLHUB_SCREENSHOTS", "1") == "1"
+        dashboard_flow(browser, f"http://127.0.0.1:{port}", tmp_path, site, keep)
+    finally:
+        assert up.stop() == 0, up.output()
+
+
+def test_dashboard_on_web_worker_ticker_with_postgres_and_redis(
+    browser: Browser, tmp_path: Path, site: Site, postgres_url: str, redis_url: str
+) -> None:
+    port = free_port()
+    env = base_env(tmp_path, PORT=str(port), CRAWLHUB_API_TOKENS=TOKEN,
+                   DATABASE_URL=postgres_url.replace("postgresql+psycopg://", "postgres://"),
+                   REDIS_URL=redis_url)  # fmt: skip
+    migrated = crawlhub("migrate", env=env, cwd=tmp_path)
+    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+    processes = [Process([name], env, tmp_path) for name in ("web", "worker", "ticker")]
+    try:
+        processes[0].wait_for(f"http://127.0.0.1:{port}/readyz")
+        processes[1].wait_output("worker ready")
+        dashboard_flow(browser, f"http://127.0.0.1:{port}", tmp_path, site, keep=False)
+    finally:
+        for process in processes:
+            assert process.stop() == 0, process.output()
+    _clean_database(postgres_url)
+
+
+def _clean_database(url: str) -> None:
+    """The session's PostgreSQL database is shared: leave no spider behind."""
+    from tests.conftest import empty_tables
+
+    empty_tables(url)

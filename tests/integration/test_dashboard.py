@@ -11,6 +11,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from tests.conftest import service_missing
 from tests.integration.harness import Site
 from tests.integration.test_processes import Process, base_env, crawlhub, free_port
 
@@ -49,7 +50,7 @@ def run(params):
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package (.ci/run does)")
+        service_missing("Chromium", FileNotFoundError(f"{CHROMIUM}: apt-get install chromium"))
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(
             executable_path=CHROMIUM,

@@ -159,16 +159,10 @@ def running_now(context: Context, limit: int = 50) -> tuple[datetime, list[tuple
 def _attention(rows: list[tuple[Task, str]], kind: str) -> list[Attention]:
     found = []
     for task, spider in rows:
+        # An error message ends with the stderr tail, whose last line is usually the exception.
         lines = (task.error_message or task.reason or kind).strip().splitlines()
-        found.append(
-            Attention(
-                kind,
-                spider,
-                task.id,
-                task.finished_at or task.created_at,
-                lines[0] if lines else kind,
-            )
-        )
+        when = task.finished_at or task.created_at
+        found.append(Attention(kind, spider, task.id, when, lines[-1] if lines else kind))
     return found
 
 

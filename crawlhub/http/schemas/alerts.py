@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Literal, Self
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from crawlhub.alerting.channels import check_target
 from crawlhub.http.schemas.common import Out, Page, PageQuery, Strict
@@ -53,10 +53,13 @@ class ChannelCreate(ChannelFields):
     kind: ChannelKind
     target: str = Field(min_length=3, max_length=2048)
 
-    @model_validator(mode="after")
-    def _target(self) -> Self:
-        check_target(self.kind, self.target)
-        return self
+    @field_validator("target")
+    @classmethod
+    def _target(cls, value: str, info: ValidationInfo) -> str:
+        kind = info.data.get("kind")
+        if kind is not None:  # an invalid kind has its own error
+            check_target(kind, value)
+        return value
 
 
 class ChannelPatch(ChannelFields):

@@ -1,0 +1,98 @@
+"""What the dashboard counts, on both databases: health, attention, runs per hour, spiders."""
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from crawlhub.context import Context
+from crawlhub.execution import activity
+from crawlhub.repo.models import LogLine, Schedule, Spider, Task
+
+
+def add_spider(context: Context, name: str) -> uuid.UUID:
+    with context.db.session() as session:
+        spider = Spider(name=name, kind="python", entry="main:run", current_version=1)
+        session.add(spider)
+        session.flush()
+        return spider.id
+
+
+def add_task(context: Context, spider_id: uuid.UUID, status: str, created: datetime,
+             **fields: object) -> uuid.UUID:  # fmt: skip
+    with context.db.session() as session:
+        task = Task(spider_id=spider_id, trigger="manual", status=status, created_at=created,
+                    **fields)  # fmt: skip
+        session.add(task)
+        session.flush()
+        return task.id
+
+
+def test_overview_counts_the_last_day_and_names_what_needs_attention(context: Context) -> None:
+    now = datetime.now(UTC)
+    spider = add_spider(context, "news")
+    for hours in (1, 2, 3):
+        add_task(context, spider, "completed", now - timedelta(hours=hours), items_count=10,
+                 started_at=now - timedelta(hours=hours), finished_at=now)  # fmt: skip
+    add_task(context, spider, "completed", now - timedelta(days=3), items_count=99)  # not today
+    failed = add_task(context, spider, "failed", now - timedelta(minutes=30), reason="exit_code",
+                      error_message="exit code 1\nTraceback …\nValueError: layout changed")  # fmt: skip
+    empty = add_task(context, spider, "completed", now - timedelta(minutes=20), items_count=0)
+    missed = add_task(context, spider, "skipped", now - timedelta(minutes=10), reason="missed")
+    silent = add_task(context, spider, "running", now - timedelta(minutes=40),
+                      started_at=now - timedelta(minutes=40))  # fmt: skip
+    chatty = add_task(context, spider, "running", now - timedelta(minutes=40),
+                      started_at=now - timedelta(minutes=40))  # fmt: skip
+    with context.db.session() as session:
+        session.add(LogLine(task_id=chatty, seq=1, attempt=1, stream="stdout", ts=now, text="hi"))
+        session.add(LogLine(task_id=silent, seq=1, attempt=1, stream="stdout",
+                            ts=now - timedelta(minutes=39), text="started"))  # fmt: skip
+        session.add(Schedule(spider_id=spider, cron="0 3 * * *", timezone="Asia/Tokyo",
+                             next_fire_at=datetime(2030, 1, 1, 18, 0, tzinfo=UTC)))  # fmt: skip
+
+    view = activity.overview(context)
+
+    health = view.health
+    assert (health.running, health.failed_24h, health.items_24h) == (2, 1, 30)
+    assert health.finished_24h == 5 and health.success_rate_24h == 4 / 5
+    assert health.workers == 1  # the in-process broker is its own worker
+    kinds = {(a.kind, a.task_id) for a in view.attention}
+    assert kinds == {("failed", failed), ("zero_items", empty), ("missed", missed),
+                     ("stalled", silent)}  # fmt: skip
+    [failure] = [a for a in view.attention if a.kind == "failed"]
+    assert failure.detail == "ValueError: layout changed" and failure.spider == "news"
+    assert {task.id for task, _ in view.running} == {silent, chatty}
+    [fire] = view.fires
+    assert fire.local == datetime(2030, 1, 2, 3, 0, tzinfo=fire.local.tzinfo)  # 03:00 Tokyo
+    assert len(view.day) == 24 and len(view.week) == 24 * 7
+    assert sum(h.total for h in view.day) == 8
+    assert sum(h.total for h in view.week) == 9
+    assert sum(h.counts.get("active", 0) for h in view.day) == 2  # running ones
+    assert view.day[-1].start == now.replace(minute=0, second=0, microsecond=0)
+
+
+def test_spider_records_have_their_last_run_next_fire_and_success_rate(context: Context) -> None:
+    now = datetime.now(UTC)
+    busy, idle = add_spider(context, "busy"), add_spider(context, "idle")
+    for n, status in enumerate(["completed", "failed", "completed", "completed", "skipped"]):
+        add_task(context, busy, status, now - timedelta(minutes=50 - n))
+    newest = add_task(context, busy, "running", now)
+    with context.db.session() as session:
+        busy_row, idle_row = session.get(Spider, busy), session.get(Spider, idle)
+        session.add(
+            Schedule(spider_id=busy, cron="* * * * *", next_fire_at=now + timedelta(hours=2))
+        )
+        session.add(
+            Schedule(spider_id=busy, cron="* * * * *", next_fire_at=now + timedelta(hours=1))
+        )
+    assert busy_row is not None and idle_row is not None
+
+    records = activity.spider_records(context, [busy_row, idle_row])
+
+    assert records[0].last_run is not None and records[0].last_run.id == newest
+    assert records[0].success_rate == 3 / 4  # skipped fires are not runs
+    assert records[0].next_fire is not None
+    assert abs(records[0].next_fire - (now + timedelta(hours=1))) < timedelta(seconds=1)
+    assert (records[1].last_run, records[1].next_fire, records[1].success_rate) == (
+        None,
+        None,
+        None,
+    )

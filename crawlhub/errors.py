@@ -40,6 +40,12 @@ class Conflict(CrawlhubError):
     code = "conflict"
 
 
+class Fenced(Conflict):
+    """An attempt lost its task to a newer attempt (or to the reaper): it writes nothing more."""
+
+    code = "fenced"
+
+
 class TooLarge(CrawlhubError):
     """A request body or an upload is over its size limit."""
 

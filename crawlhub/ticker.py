@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 
 from crawlhub.context import Context
+from crawlhub.errors import ServiceUnavailable
 from crawlhub.scheduling import firing, housekeeping
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,9 @@ class Ticker:
         self.stopping = threading.Event()
         self._next_housekeeping = 0.0
         self._next_retention = 0.0
+        self._database_lost = False
+        # When this ticker last got the database back after losing it (monotonic seconds).
+        self.database_regained: float | None = None
 
     def tick(self) -> bool:
         """One round: fire, then sweep and reap when their time has come; True when busy."""
@@ -39,16 +43,36 @@ class Ticker:
         if now >= self._next_housekeeping:
             self._next_housekeeping = now + HOUSEKEEPING_EVERY_S
             busy |= self._step(housekeeping.sweep)
-            busy |= self._step(housekeeping.reap)
+            if self.may_reap(now):
+                busy |= self._step(housekeeping.reap)
+            busy |= self._step(housekeeping.deliver)
             busy |= self._step(housekeeping.maintain)
         if now >= self._next_retention:
             self._next_retention = now + RETENTION_EVERY_S
             busy |= self._step(housekeeping.expire)
         return busy
 
+    def may_reap(self, now: float) -> bool:
+        """Whether runs may be reaped now: not within a lease of getting the database back.
+
+        A run's lease counts from the later of its last heartbeat and the moment this ticker
+        regained the database, so an outage that kept workers from heartbeating makes no
+        healthy run look lost: each gets a full lease to heartbeat again.
+        """
+        if self.database_regained is None:
+            return True
+        return now - self.database_regained >= self.context.settings.lease_s
+
     def _step(self, step: Callable[[Context], bool]) -> bool:
         try:
-            return step(self.context)
+            busy = step(self.context)
+        except ServiceUnavailable as exc:
+            if not self._database_lost:
+                logger.warning("ticker: %s; reaping pauses until a lease after it is back",
+                               exc.message)  # fmt: skip
+            self._database_lost = True
+            self.stopping.wait(ERROR_BACKOFF_S)
+            return False
         except Exception:
             # One failing step must not stop the loop: log it, back off, try again.
             logger.exception(
@@ -56,6 +80,12 @@ class Ticker:
             )
             self.stopping.wait(ERROR_BACKOFF_S)
             return False
+        if self._database_lost:
+            self._database_lost = False
+            self.database_regained = time.monotonic()
+            logger.info("ticker: the database is back; no run is reaped for %.0f s",
+                        self.context.settings.lease_s)  # fmt: skip
+        return busy
 
     def run(self) -> None:
         """Loop until stop() is called; the current round (one transaction) always completes."""

@@ -17,10 +17,8 @@ def declare(context: Context) -> "dramatiq.Actor[..., None]":
         if "actor_name" in payload:  # sent by Retries' on_retry_exhausted: a dead-lettered run
             alerts.handle_dead_letter(context, payload)
             return
-        channel = payload.get("channel_id")
-        alerts.deliver(
-            context, uuid.UUID(payload["alert_id"]), uuid.UUID(channel) if channel else None
-        )
+        # Older messages may name one channel: every due delivery of the alert goes now.
+        alerts.deliver(context, uuid.UUID(payload["alert_id"]))
 
     return dramatiq.actor(
         actor_name=ALERT_ACTOR,

@@ -5,38 +5,56 @@ import uuid
 import dramatiq
 
 from crawlhub.context import Context
+from crawlhub.errors import ServiceUnavailable
 from crawlhub.execution import runs, supervisor
 from crawlhub.messaging.keys import ALERT_ACTOR, RUN_ACTOR, RUNS_QUEUE
 
 # Dramatiq's TimeLimit cannot interrupt the supervisor's blocking waits; the runner enforces
 # each spider's own timeout instead, so the actor's limit is effectively off.
 NO_TIME_LIMIT_MS = 10 * 365 * 24 * 3600 * 1000
+INFRA_RETRY_MS = 5_000  # a run whose claim met a database outage is tried again this soon
 
 
 def declare(context: Context) -> "dramatiq.Actor[[str], None]":
     """The run actor, bound to the context's broker, database and live log."""
 
     def run(task_id: str) -> None:
-        ended = supervisor.execute(context, uuid.UUID(task_id))
+        try:
+            ended = supervisor.execute(context, uuid.UUID(task_id))
+        except ServiceUnavailable as exc:  # nothing ran: no retry of the task is counted
+            raise dramatiq.Retry(f"task {task_id}: {exc.message}", delay=INFRA_RETRY_MS) from exc
         if ended is not None and ended.status == "pending":  # interrupted by our shutdown
             runs.enqueue(context, uuid.UUID(task_id))  # if this fails, the sweep resends it
             return
         if ended is not None and (
             ended.status == "retrying" or (ended.status == "failed" and ended.retryable)
         ):
-            # Raising hands the message to Dramatiq's Retries: re-sent with backoff while
-            # retries remain, else dead-lettered (and passed to the alert actor).
-            raise RunFailed(f"task {task_id} attempt failed; task is {ended.status}")
+            # Raising hands the message to Dramatiq's Retries: re-sent with the spider's
+            # backoff while the task is `retrying`, else dead-lettered (then the alert actor).
+            raise RunFailed(f"task {task_id} attempt failed; task is {ended.status}",
+                            retry=ended.status == "retrying")  # fmt: skip
 
     return dramatiq.actor(
         actor_name=RUN_ACTOR,
         queue_name=RUNS_QUEUE,
         broker=context.broker,
         time_limit=NO_TIME_LIMIT_MS,
-        max_retries=0,  # each message carries the task's own max_retries and backoff
+        retry_when=should_retry,
         on_retry_exhausted=ALERT_ACTOR,
     )(run)
 
 
 class RunFailed(Exception):
     """An attempt failed; raised so that Dramatiq retries or dead-letters the message."""
+
+    def __init__(self, message: str, *, retry: bool) -> None:
+        super().__init__(message)
+        self.retry = retry
+
+
+def should_retry(retries: int, exc: BaseException) -> bool:
+    """Dramatiq's retry rule for run messages: the task's own state decides (it counts the
+    spider's failures); an outage (Retry) is always tried again and counts nothing."""
+    if isinstance(exc, RunFailed):
+        return exc.retry
+    return isinstance(exc, dramatiq.Retry)

@@ -20,6 +20,9 @@ logger = logging.getLogger(__name__)
 
 MAX_DELIVERY_ATTEMPTS = 5
 DELIVERY_BACKOFF_S = (2, 10, 60, 300)  # waits before delivery attempts 2, 3, 4, 5
+DELIVERY_BATCH = 50  # deliveries claimed at once
+RETRY_MARGIN_MS = 250  # a retry's message arrives this long after the delivery is due
+CLAIM_HOLD = timedelta(minutes=2)  # a claimed delivery whose sender vanished is sent again then
 
 
 def raise_alert(
@@ -33,23 +36,28 @@ def raise_alert(
     task_id: uuid.UUID | None = None,
 ) -> uuid.UUID | None:
     """Record an alert in the caller's transaction; its id when new (to notify after commit)."""
-    fold_after = utcnow() - timedelta(seconds=context.settings.alert_fold_s)
+    now = utcnow()
+    fold_after = now - timedelta(seconds=context.settings.alert_fold_s)
     alert, new = repo.raise_alert(
         session, type=type, level=level, message=message, spider_id=spider_id, task_id=task_id,
         fold_after=fold_after,
     )  # fmt: skip
+    if new:  # the outbox: its deliveries commit with it, so no notification can be lost
+        repo.queue_deliveries(session, alert, now)
     logger.info("alert %s %s (%s)%s: %s", type, alert.id, level, "" if new else " folded", message)
     return alert.id if new else None
 
 
-def notify_channels(context: Context, alert_id: uuid.UUID | None) -> None:
-    """Hand a new alert to the alert actor (after the commit that recorded it)."""
+def notify_channels(context: Context, alert_id: uuid.UUID | None, delay_ms: int = 0) -> None:
+    """Hand a new alert to the alert actor (after the commit that recorded it and its
+    deliveries); if the message cannot be sent, the ticker sends the deliveries."""
     if alert_id is None:
         return
     try:
-        messages.send_alert(context.broker, {"alert_id": str(alert_id)})
-    except Exception as exc:  # the alert row is committed; delivery is best effort from here
-        logger.error("alert %s: could not queue its delivery: %s", alert_id, exc)
+        messages.send_alert(context.broker, {"alert_id": str(alert_id)}, delay_ms=delay_ms)
+    except Exception as exc:  # the deliveries are committed: the outbox step sends them
+        logger.warning("alert %s: could not queue its delivery (%s); the ticker sends it",
+                       alert_id, exc)  # fmt: skip
 
 
 def payload_of(session: Session, alert: Alert) -> dict[str, Any]:
@@ -69,47 +77,57 @@ def payload_of(session: Session, alert: Alert) -> dict[str, Any]:
     }
 
 
-def deliver(context: Context, alert_id: uuid.UUID, channel_id: uuid.UUID | None = None) -> None:
-    """Send an alert to its matching channels (or one channel), recording each delivery.
+def deliver(context: Context, alert_id: uuid.UUID) -> None:
+    """Send an alert's due deliveries now (the alert actor's fast path after its commit)."""
+    _send_due(context, alert_id)
 
-    A failing channel is retried on its own message with backoff, so it never holds up the
-    others; after MAX_DELIVERY_ATTEMPTS its delivery stays `failed` with the last error.
-    """
+
+def deliver_due(context: Context) -> bool:
+    """Send every delivery that is due: new ones whose message was lost, and retries (the
+    ticker's step); True when a full batch was sent."""
+    return _send_due(context, None) == DELIVERY_BATCH
+
+
+def _send_due(context: Context, alert_id: uuid.UUID | None) -> int:
+    """Claim due deliveries, send each, record each; one channel's failure, whatever it is
+    (an unusable URL, DNS, TLS, a timeout, SMTP), is recorded on its own delivery only."""
     with context.db.session() as session:
-        alert = repo.get_alert(session, alert_id)
-        payload = payload_of(session, alert)
-        if channel_id is None:
-            channels = list(repo.channels_for(session, alert))
-        else:
-            channels = [repo.get_channel(session, channel_id)]
-        targets = []
-        for channel in channels:
-            delivery = repo.delivery_for(session, alert.id, channel.id)
-            if delivery.status != "delivered":
-                targets.append((channel.id, channel.kind, channel.target, channel.secret))
-    for target_id, kind, target, secret in targets:
+        now = utcnow()
+        claimed = repo.claim_deliveries(session, now, now + CLAIM_HOLD, DELIVERY_BATCH, alert_id)
+        payloads = {a: payload_of(session, repo.get_alert(session, a))
+                    for a in {c.alert_id for c in claimed}}  # fmt: skip
+    for out in claimed:
         error: str | None = None
         try:
-            senders.send(kind, target, secret, payload, context.settings)
+            senders.send(out.kind, out.target, out.secret, payloads[out.alert_id],
+                         context.settings, delivery_id=str(out.delivery_id))  # fmt: skip
         except senders.DeliveryFailed as exc:
             error = exc.message
-        with context.db.session() as session:
-            attempts = repo.record_delivery(session, alert_id, target_id, error)
-        metrics.DELIVERIES.labels(kind, "delivered" if error is None else "failed").inc()
-        if error is None:
-            logger.info("alert %s delivered to %s channel %s", alert_id, kind, target_id)
-        elif attempts < MAX_DELIVERY_ATTEMPTS:
+        except Exception as exc:  # anything else about this channel stays with this channel
+            error = f"{type(exc).__name__}: {exc}"
+        attempts = out.attempts + 1
+        retry_at = None
+        if error is not None and attempts < MAX_DELIVERY_ATTEMPTS:
             delay = DELIVERY_BACKOFF_S[min(attempts, len(DELIVERY_BACKOFF_S)) - 1]
-            logger.warning("alert %s to %s channel %s failed (%s); retry %d in %d s",
-                           alert_id, kind, target_id, error, attempts + 1, delay)  # fmt: skip
-            messages.send_alert(
-                context.broker,
-                {"alert_id": str(alert_id), "channel_id": str(target_id)},
-                delay_ms=delay * 1000,
-            )
+            retry_at = utcnow() + timedelta(seconds=delay)
+        with context.db.session() as session:
+            repo.record_delivery(session, out.delivery_id, error, retry_at)
+        metrics.DELIVERIES.labels(out.kind, "delivered" if error is None else "failed").inc()
+        if error is None:
+            logger.info("alert %s delivered to %s channel %s", out.alert_id, out.kind,
+                        out.channel_id)  # fmt: skip
+        elif retry_at is not None:
+            logger.warning("alert %s to %s channel %s failed (%s); attempt %d at %s",
+                           out.alert_id, out.kind, out.channel_id, error, attempts + 1,
+                           retry_at.isoformat())  # fmt: skip
+            # The fast path to the next attempt; if this message is lost, the ticker's
+            # outbox step sends the delivery all the same once it is due.
+            due_ms = int((retry_at - utcnow()).total_seconds() * 1000) + RETRY_MARGIN_MS
+            notify_channels(context, out.alert_id, delay_ms=max(due_ms, 0))
         else:
             logger.error("alert %s to %s channel %s failed %d times; giving up: %s",
-                         alert_id, kind, target_id, attempts, error)  # fmt: skip
+                         out.alert_id, out.kind, out.channel_id, attempts, error)  # fmt: skip
+    return len(claimed)
 
 
 def handle_dead_letter(context: Context, message: dict[str, Any]) -> None:
@@ -147,7 +165,7 @@ def list_alerts(
     is_read: bool | None, spider: str | None,
 ) -> tuple[list[Alert], int]:  # fmt: skip
     """A page of alerts, most recently seen first; `spider` is an id or a name."""
-    with context.db.session() as session:
+    with context.db.read() as session:
         spider_id = spider_repo.get_spider(session, spider).id if spider else None
         rows, total = repo.list_alerts(session, page=page, page_size=page_size, level=level,
                                        is_read=is_read, spider_id=spider_id)  # fmt: skip
@@ -156,7 +174,7 @@ def list_alerts(
 
 def unread_count(context: Context) -> int:
     """How many alerts are unread."""
-    with context.db.session() as session:
+    with context.db.read() as session:
         return repo.unread_count(session)
 
 
@@ -174,5 +192,5 @@ def mark_all_read(context: Context) -> int:
 
 def deliveries(context: Context, ref: str) -> list[Delivery]:
     """The delivery records of an alert."""
-    with context.db.session() as session:
+    with context.db.read() as session:
         return list(repo.deliveries_of(session, repo.get_alert(session, ref).id))

@@ -26,7 +26,7 @@ def check_target(kind: str, target: str) -> None:
 
 def list_channels(context: Context, *, page: int, page_size: int) -> tuple[list[Channel], int]:
     """A page of channels."""
-    with context.db.session() as session:
+    with context.db.read() as session:
         rows, total = repo.list_channels(session, page=page, page_size=page_size)
         return list(rows), total
 

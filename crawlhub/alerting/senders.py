@@ -18,6 +18,7 @@ from crawlhub.errors import CrawlhubError
 TIMEOUT_S = 10.0
 SIGNATURE_HEADER = "X-CrawlHub-Signature"
 TIMESTAMP_HEADER = "X-CrawlHub-Timestamp"
+DELIVERY_HEADER = "X-CrawlHub-Delivery"
 KINDS = ("webhook", "slack", "dingtalk", "feishu", "wecom", "email")
 
 
@@ -41,16 +42,20 @@ def text_of(payload: dict[str, Any]) -> str:
 
 
 def send(
-    kind: str, target: str, secret: str | None, payload: dict[str, Any], settings: Settings
-) -> None:
-    """Deliver a payload; DeliveryFailed with the reason when the channel refuses or is down."""
+    kind: str, target: str, secret: str | None, payload: dict[str, Any], settings: Settings,
+    *, delivery_id: str | None = None,
+) -> None:  # fmt: skip
+    """Deliver a payload; DeliveryFailed with the reason when the channel refuses or is down.
+    The delivery id (the same on every attempt) lets a receiver drop a repeat."""
     if kind == "email":
         _email(target, payload, settings)
         return
     body, url, headers = _http_request(kind, target, secret, payload)
+    if delivery_id is not None:
+        headers[DELIVERY_HEADER] = delivery_id
     try:
         response = httpx.post(url, content=body, headers=headers, timeout=TIMEOUT_S)
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
         raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from exc
     if response.status_code >= 300:
         raise DeliveryFailed(f"HTTP {response.status_code}: {response.text[:300]}")

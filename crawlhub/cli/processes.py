@@ -16,6 +16,7 @@ from crawlhub.config import Settings, ensure_token_file, token_path
 from crawlhub.context import Context
 from crawlhub.errors import ConfigError
 from crawlhub.execution import supervisor
+from crawlhub.messaging.broker import build_worker
 from crawlhub.messaging.keys import QUEUES
 from crawlhub.repo import migrate as migrations
 from crawlhub.scheduling import housekeeping
@@ -77,12 +78,7 @@ def _start_worker(context: Context) -> Worker:
     declare_actors(context)
     # Dramatiq's Redis consumer polls with a backoff up to worker_timeout; its default (1 s)
     # would add up to a second between "run" and the spider starting.
-    consumer = Worker(
-        context.broker,
-        queues=set(QUEUES),
-        worker_threads=context.settings.worker_concurrency,
-        worker_timeout=WORKER_POLL_MS,
-    )
+    consumer = build_worker(context.broker, context.settings.worker_concurrency, WORKER_POLL_MS)
     consumer.start()
     return consumer
 

@@ -40,7 +40,7 @@ def select(
     until: datetime | None = None,
 ) -> Selection:
     """Resolve a spider (id or name) and task into an item filter; 404 when either is unknown."""
-    with db.session() as session:
+    with db.read() as session:
         spider_row = spider_repo.get_spider(session, spider) if spider else None
         if task is not None:
             task_row = task_repo.get_task(session, task)
@@ -55,7 +55,7 @@ def page(
 ) -> tuple[list[Item], int | None, bool]:
     """A page of items with the total and whether it is exact, or, with after_id, the next
     ones (no total: keyset)."""
-    with db.session() as session:
+    with db.read() as session:
         if after_id is not None:
             rows = repo.list_items(session, selection.where, limit=page_size, after_id=after_id)
             return list(rows), None, True
@@ -69,7 +69,7 @@ def _batches(db: Database, where: ItemFilter, upto: int) -> Iterator[formats.Bat
     """The selection up to an id in keyset batches, each read in its own short transaction."""
     after = 0
     while True:
-        with db.session() as session:
+        with db.read() as session:
             rows = repo.export_batch(session, where, after, EXPORT_BATCH, upto)
         if not rows:
             return
@@ -86,7 +86,7 @@ def export_stream(
     spider adds meanwhile neither lengthen the export nor miss their CSV column.
     """
     where = selection.where
-    with db.session() as session:
+    with db.read() as session:
         upto = repo.max_id(session, where)
     columns: list[str] | None = None
     if fmt in ("csv", "xlsx"):
@@ -129,7 +129,7 @@ def _copied(
 
 
 def _columns(db: Database, where: ItemFilter, upto: int) -> list[str]:
-    with db.session() as session:
+    with db.read() as session:
         keys = repo.first_seen_keys(session, where, upto)
     return keys if keys is not None else formats.keys_in_order(_batches(db, where, upto))
 

@@ -84,7 +84,7 @@ def overview(context: Context, *, running_limit: int = 50, fires_limit: int = 10
     """The overview, read in one transaction plus one look at the broker."""
     counts, workers = queues.overview(context.broker)
     dead, _ = queues.dead_letters(context.broker, RUNS_QUEUE, ATTENTION_LIMIT)
-    with context.db.session() as session:
+    with context.db.read() as session:
         now = db_now(session)
         by_status = reports.status_counts(session, now - DAY)
         items = reports.items_since(session, now - DAY)
@@ -152,7 +152,7 @@ def overview(context: Context, *, running_limit: int = 50, fires_limit: int = 10
 
 def running_now(context: Context, limit: int = 50) -> tuple[datetime, list[tuple[Task, str]]]:
     """The database clock and the running tasks with their spiders' names."""
-    with context.db.session() as session:
+    with context.db.read() as session:
         return db_now(session), reports.running(session, limit)
 
 
@@ -192,7 +192,7 @@ class SpiderRecord:
 def spider_records(context: Context, spiders: list[Spider]) -> list[SpiderRecord]:
     """The record of each spider of a page."""
     ids = [s.id for s in spiders]
-    with context.db.session() as session:
+    with context.db.read() as session:
         last = reports.last_runs(session, ids)
         fires = reports.spider_next_fires(session, ids)
         rates = reports.success_rates(session, ids)
@@ -201,5 +201,5 @@ def spider_records(context: Context, spiders: list[Spider]) -> list[SpiderRecord
 
 def spider_history(context: Context, spider_id: uuid.UUID, limit: int = 30) -> list[Task]:
     """A spider's last finished runs, oldest first (items and duration per run)."""
-    with context.db.session() as session:
+    with context.db.read() as session:
         return list(reports.spider_history(session, spider_id, limit))

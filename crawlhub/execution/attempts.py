@@ -1,15 +1,19 @@
 """One attempt of a task: claiming it, what it needs to start, and recording how it ended."""
 
+import itertools
 import logging
 import os
 import socket
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from crawlhub.alerting import alerts
 from crawlhub.context import Context
+from crawlhub.errors import ServiceUnavailable
 from crawlhub.repo import items as item_repo
 from crawlhub.repo import logs as log_repo
 from crawlhub.repo import spiders as spider_repo
@@ -62,10 +66,34 @@ class Attempt:
     dedup_keys: list[str] | None
     attempt: int
     first_seq: int
+    fence: int  # the task's fencing token this attempt claimed it with
     version: int
     sha256: str
     filename: str
     archive: bytes
+
+
+T = TypeVar("T")
+PATIENCE_STEPS_S = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)  # waits between tries, then every 15 s
+CLAIM_PATIENCE_S = 30.0  # then the message goes back to the queue (no retry counted)
+RECORD_PATIENCE_S = 600.0  # a finished spider's outcome is worth waiting for
+
+
+def patiently(action: Callable[[], T], what: str, task_id: uuid.UUID, limit_s: float) -> T:
+    """Run a database step, trying again while the database is unavailable (each wait
+    logged), for at most `limit_s`; an outage is not the spider's failure."""
+    started = time.monotonic()
+    for tries in itertools.count():
+        try:
+            return action()
+        except ServiceUnavailable as exc:
+            wait = PATIENCE_STEPS_S[min(tries, len(PATIENCE_STEPS_S) - 1)]
+            if time.monotonic() - started + wait > limit_s:
+                raise
+            logger.warning("task %s: %s failed (%s); trying again in %.1f s",
+                           task_id, what, exc.message, wait)  # fmt: skip
+            time.sleep(wait)
+    raise AssertionError("unreachable")
 
 
 def worker_name() -> str:
@@ -101,6 +129,7 @@ def claim(db: Database, task_id: uuid.UUID) -> Attempt | None:
             dedup_keys=list(spider.dedup_keys) if spider.dedup_keys else None,
             attempt=task.retry_count + 1,
             first_seq=log_repo.last_seq(session, task.id) + 1,
+            fence=task.fence,
             version=version.number,
             sha256=version.sha256,
             filename=version.filename,
@@ -111,10 +140,11 @@ def claim(db: Database, task_id: uuid.UUID) -> Attempt | None:
 def record(
     context: Context, a: Attempt, outcome: Outcome, stats: dict[str, Any] | None, items: int
 ) -> tuple[str, uuid.UUID | None]:
-    """End the attempt and, in the same transaction, raise the alert it calls for."""
+    """End the attempt and, in the same transaction, raise the alert it calls for; FENCED (and
+    nothing written) when the task belongs to another attempt now."""
     with context.db.session() as session:
         status = task_repo.end_attempt(
-            session, a.task_id, status=outcome.status, reason=outcome.reason,
+            session, a.task_id, a.fence, status=outcome.status, reason=outcome.reason,
             exit_code=outcome.exit_code, error_message=outcome.error_message, stats=stats,
             retry=outcome.retryable,
         )  # fmt: skip

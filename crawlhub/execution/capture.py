@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import IO, Any
 
+from crawlhub.errors import Fenced
 from crawlhub.messaging.livelog import LiveLog, LogEvent
 from crawlhub.repo import items as item_repo
 from crawlhub.repo import logs as log_repo
@@ -123,12 +124,15 @@ class LogSink:
         task_id: uuid.UUID,
         attempt: int,
         *,
+        fence: int,
         first_seq: int,
         max_lines: int,
     ) -> None:
         self.db = db
         self.live = live
         self.task_id = task_id
+        self.fence = fence
+        self.fenced = False  # set when the task turns out to belong to another attempt
         self.key = str(task_id)
         self.attempt = attempt
         self.max_lines = max_lines
@@ -182,12 +186,13 @@ class LogSink:
         self._buffer.append(LogEvent(self.seq, self.attempt, stream, time.time(), text))
 
     def flush(self) -> None:
-        """Persist and publish what is buffered (thread-safe, order-preserving)."""
+        """Persist and publish what is buffered (thread-safe, order-preserving); nothing once
+        the attempt is fenced out."""
         with self._flush_lock:
             with self._lock:
                 batch, self._buffer = self._buffer, []
                 counted, self.unsaved_count = self.unsaved_count, 0
-            if not batch and not counted:
+            if self.fenced or (not batch and not counted):
                 return
             # Live first (readers want lines now), then the database (the record): a reader
             # that sees a line before it is stored waits for the store before going on.
@@ -201,8 +206,11 @@ class LogSink:
             ]
             try:
                 with self.db.session() as session:
+                    task_repo.hold_attempt(session, self.task_id, self.fence)
                     log_repo.insert_lines(session, self.task_id, rows)
                     task_repo.add_progress(session, self.task_id, log_lines=counted)
+            except Fenced:
+                self.fenced = True  # these lines belong to an attempt that no longer counts
             except Exception:
                 with self._lock:  # keep the lines for the next flush: none may be lost
                     self._buffer[:0] = batch
@@ -221,8 +229,12 @@ class ItemSink:
         task_id: uuid.UUID,
         attempt: int,
         dedup_keys: list[str] | None = None,
+        *,
+        fence: int,
     ) -> None:
         self.db = db
+        self.fence = fence
+        self.fenced = False  # set when the task turns out to belong to another attempt
         self.dedup_keys = dedup_keys
         self.duplicates = 0
         self.logs = logs
@@ -279,16 +291,18 @@ class ItemSink:
             self.logs.system("more malformed item lines: counted in items_invalid, not logged")
 
     def flush(self) -> None:
-        """Store what is buffered and add it to the task's counts."""
+        """Store what is buffered and add it to the task's counts; nothing once the attempt is
+        fenced out."""
         with self._flush_lock:
             with self._lock:
                 batch, self._buffer = self._buffer, []
                 invalid, self._invalid_unsaved = self._invalid_unsaved, 0
                 self._buffered_bytes = 0
-            if not batch and not invalid:
+            if self.fenced or (not batch and not invalid):
                 return
             try:
                 with self.db.session() as session:
+                    task_repo.hold_attempt(session, self.task_id, self.fence)
                     stored = item_repo.insert_items(
                         session, self.spider_id, self.task_id, self.attempt, batch
                     )
@@ -296,6 +310,9 @@ class ItemSink:
                         session, self.task_id, items=stored, duplicates=len(batch) - stored,
                         invalid=invalid,
                     )  # fmt: skip
+            except Fenced:
+                self.fenced = True  # these items belong to an attempt that no longer counts
+                return
             except Exception:
                 with self._lock:  # keep the items for the next flush: none may be lost
                     self._buffer[:0] = batch

@@ -101,7 +101,7 @@ def enqueue_many(context: Context, sends: Sequence[Send]) -> dict[uuid.UUID, str
 
 def get_task(context: Context, ref: uuid.UUID | str) -> Task:
     """One task by id."""
-    with context.db.session() as session:
+    with context.db.read() as session:
         return repo.get_task(session, ref)
 
 
@@ -127,7 +127,7 @@ def list_tasks(
     context: Context, query: RunQuery, *, page: int, page_size: int
 ) -> tuple[list[Task], int, bool]:
     """A page of tasks, newest first, the total and whether it is exact."""
-    with context.db.session() as session:
+    with context.db.read() as session:
         rows, total, exact = repo.list_tasks(
             session, _filter(session, query), page=page, page_size=page_size
         )
@@ -142,7 +142,7 @@ def runs_before(
 ) -> tuple[list[Task], Cursor | None]:
     """Up to `limit` runs older than a cursor, newest first, and the cursor of the next page
     (None on the last)."""
-    with context.db.session() as session:
+    with context.db.read() as session:
         rows = list(repo.tasks_before(session, _filter(session, query), before, limit + 1))
     more = len(rows) > limit
     rows = rows[:limit]
@@ -181,7 +181,7 @@ def log_lines(
 ) -> list[LogLine]:
     """Persisted log lines of a task after a seq (or the last ones before a seq), optionally
     of one stream or attempt, or containing a text."""
-    with context.db.session() as session:
+    with context.db.read() as session:
         task_id = repo.get_task(session, ref).id  # 404 for an unknown task
         rows = log_repo.list_lines(
             session, task_id, after_seq=after_seq, limit=limit, stream=stream, attempt=attempt,
@@ -194,7 +194,7 @@ def new_lines(
     context: Context, task_id: uuid.UUID, after_seq: int, limit: int | None
 ) -> list[LogLine]:
     """Persisted lines of a known task after a seq (what live readers poll)."""
-    with context.db.session() as session:
+    with context.db.read() as session:
         return list(log_repo.list_lines(session, task_id, after_seq=after_seq, limit=limit))
 
 

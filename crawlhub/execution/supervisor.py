@@ -17,10 +17,20 @@ from crawlhub import metrics
 from crawlhub.alerting import alerts
 from crawlhub.context import Context
 from crawlhub.execution import workdirs
-from crawlhub.execution.attempts import Attempt, Ended, Outcome, claim, record
+from crawlhub.execution.attempts import (
+    CLAIM_PATIENCE_S,
+    RECORD_PATIENCE_S,
+    Attempt,
+    Ended,
+    Outcome,
+    claim,
+    patiently,
+    record,
+)
 from crawlhub.execution.capture import ItemSink, LogSink, read_lines
 from crawlhub.packages import archives
 from crawlhub.repo import tasks as task_repo
+from crawlhub.repo.tasks import FENCED
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +49,9 @@ SHUTDOWN_KILL_GRACE_S = 3.0
 
 
 def execute(context: Context, task_id: uuid.UUID) -> Ended | None:
-    """Run a task if it can be claimed; None when it could not (duplicate delivery, cancelled)."""
-    attempt = claim(context.db, task_id)
+    """Run a task if it can be claimed; None when it could not (duplicate delivery, cancelled).
+    ServiceUnavailable when the database stayed unreachable for the claim: nothing ran."""
+    attempt = patiently(lambda: claim(context.db, task_id), "claim", task_id, CLAIM_PATIENCE_S)
     if attempt is None:
         logger.info("task %s is not claimable; message acknowledged and ignored", task_id)
         return None
@@ -57,12 +68,13 @@ class Run:
         self.settings = settings = context.settings
         self.a = attempt
         self.logs = LogSink(
-            db, live, attempt.task_id, attempt.attempt,
+            db, live, attempt.task_id, attempt.attempt, fence=attempt.fence,
             first_seq=attempt.first_seq, max_lines=settings.max_log_lines,
         )  # fmt: skip
         self.items = ItemSink(
-            db, self.logs, attempt.spider_id, attempt.task_id, attempt.attempt, attempt.dedup_keys
-        )
+            db, self.logs, attempt.spider_id, attempt.task_id, attempt.attempt,
+            attempt.dedup_keys, fence=attempt.fence,
+        )  # fmt: skip
         self.work: Path | None = None
 
     def run(self) -> Ended:
@@ -84,22 +96,39 @@ class Run:
                 "Scrapy crawled 0 pages. Since Scrapy 2.13 `start_requests()` is not called: "
                 "define `async def start()` in the spider."
             )
-        self.items.flush()  # first, so that the summary counts every item stored
+        task_id = self.a.task_id
+        # The outcome is kept through a database outage: only a spider's own failure counts.
+        patiently(self.items.flush, "storing the last items", task_id, RECORD_PATIENCE_S)
         self.logs.system(
             f"{outcome.status} after {duration:.2f} s: {self.items.count} items, "
             f"{self.items.duplicates} duplicates, {self.items.invalid} invalid, "
             f"{self.logs.produced} log lines"
         )
-        self.logs.flush()
-        status, alert_id = record(self.context, self.a, outcome, stats, self.items.count)
+        patiently(self.logs.flush, "storing the last log lines", task_id, RECORD_PATIENCE_S)
+        if outcome.status == FENCED:
+            status, alert_id = FENCED, None
+        else:
+            status, alert_id = patiently(
+                lambda: record(self.context, self.a, outcome, stats, self.items.count),
+                "recording the outcome", task_id, RECORD_PATIENCE_S,
+            )  # fmt: skip
         metrics.RUNS.labels(status).inc()
         metrics.RUN_SECONDS.observe(duration)
         metrics.ITEMS.inc(self.items.count)
         metrics.DUPLICATES.inc(self.items.duplicates)
         if status == "retrying":
             self.logs.system(f"attempt {self.a.attempt} failed; the run will be retried")
-            self.logs.flush()
-        self.live.finish(str(self.a.task_id))
+            self._flush_quietly()
+        if status == FENCED:
+            logger.warning("task %s: attempt %d (fence %d) lost its task to another attempt "
+                           "(reaped or claimed again): its spider is stopped and nothing it did "
+                           "after that was kept", self.a.task_id, self.a.attempt,
+                           self.a.fence)  # fmt: skip
+        else:  # the live stream belongs to the attempt that owns the task now
+            try:
+                self.live.finish(str(self.a.task_id))
+            except Exception as exc:  # Redis down: readers fall back on the database
+                logger.warning("task %s: could not end its live log: %s", self.a.task_id, exc)
         alerts.notify_channels(self.context, alert_id)
         if self.work is not None:
             workdirs.remove_workdir(self.work)
@@ -146,8 +175,10 @@ class Run:
             self.settings.data_dir, self.a.sha256, self.a.archive, self.a.filename, module, limits
         )
         self.a.archive = b""  # no need to hold the package for the rest of the run
+        # Named by the fence, unique per claim: a fenced-out attempt that cleans up late never
+        # removes the directory of the attempt that owns the task now.
         return workdirs.fresh_workdir(
-            self.settings.data_dir, source, f"{self.a.task_id}-{self.a.attempt}"
+            self.settings.data_dir, source, f"{self.a.task_id}-{self.a.fence}"
         )
 
     def _command(self) -> list[str]:
@@ -255,13 +286,20 @@ class Run:
                 status = self._status(beat=now >= next_beat)
                 if now >= next_beat:
                     next_beat = now + self.settings.heartbeat_s
+                if status == FENCED:
+                    break
                 if status != "running":
                     self.logs.system(f"task is {status}: stopping the spider")
                     self._stop(proc, CANCEL_GRACE_S)
                     return Outcome("cancelled", "user", proc.returncode)
+            if self.logs.fenced or self.items.fenced:
+                break
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=TICK_S)  # returns as soon as the spider exits
         _kill_group(proc.pid, signal.SIGKILL)  # leftovers the spider started and left behind
+        if code is None:  # fenced out: another attempt owns the task, this one just stops
+            proc.wait()
+            return Outcome(FENCED, FENCED, proc.returncode)
         if code == 0:
             return Outcome("completed", None, 0)
         tail = "\n".join(self.logs.stderr_tail)[-ERROR_MESSAGE_CHARS:]
@@ -272,9 +310,7 @@ class Run:
     def _status(self, *, beat: bool) -> str | None:
         try:
             with self.db.session() as session:
-                if beat:
-                    return task_repo.heartbeat(session, self.a.task_id)
-                return task_repo.task_status(session, self.a.task_id)
+                return task_repo.heartbeat(session, self.a.task_id, self.a.fence, beat=beat)
         except Exception as exc:  # the database restarting must not kill the run
             logger.warning("task %s: status check failed: %s", self.a.task_id, exc)
             return "running"

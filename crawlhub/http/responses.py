@@ -23,6 +23,7 @@ from crawlhub.errors import (
 
 logger = logging.getLogger(__name__)
 
+RETRY_AFTER_S = 5  # what a 503 (database or Redis unreachable) asks clients to wait
 STATUS = {
     BadRequest: 400,
     Unauthorized: 401,
@@ -39,6 +40,8 @@ def error_response(status: int, code: str, message: str, details: Any = None) ->
     """The error envelope of SPEC §8."""
     body = {"error": {"code": code, "message": message, "details": details}}
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status == 503:
+        headers = {"Retry-After": str(RETRY_AFTER_S)}
     return JSONResponse(body, status_code=status, headers=headers)
 
 

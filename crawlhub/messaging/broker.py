@@ -4,6 +4,7 @@ from typing import Any
 
 import dramatiq
 import redis
+from dramatiq import Worker
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import compute_backoff, current_millis, dq_name
@@ -77,26 +78,26 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     return broker
 
 
+def build_worker(
+    broker: dramatiq.Broker, threads: int, poll_ms: int, queues: tuple[str, ...] = QUEUES
+) -> Worker:
+    """A Dramatiq worker for every CrawlHub queue that never holds a message it cannot start.
+
+    Dramatiq's consumers prefetch twice as many messages as the worker has threads; with
+    long runs, a busy worker then sits on runs another worker's idle threads could start
+    (seen: two 20-second runs waiting 20 s while another worker had 3 idle threads). A
+    prefetch of one per thread keeps the rest in Redis for whoever is free.
+    """
+    worker = Worker(broker, queues=set(queues), worker_threads=threads, worker_timeout=poll_ms)
+    worker.queue_prefetch = threads
+    return worker
+
+
 def install_broker(settings: Settings) -> dramatiq.Broker:
     """Build the broker and make it Dramatiq's global one, before any actor is declared."""
     broker = build_broker(settings)
     dramatiq.set_broker(broker)
     return broker
-
-
-def has_message(broker: dramatiq.Broker, queue: str, message_id: str) -> bool:
-    """Whether the broker still holds a message (ready, delayed or being worked on).
-
-    The in-process broker cannot lose a message while its process lives, and after a
-    restart `crawlhub up` re-sends every pending task, so it always answers True.
-    """
-    if not isinstance(broker, RedisBroker):
-        return True
-    prefix = f"{DRAMATIQ_NAMESPACE}:{queue}"
-    with broker.client.pipeline(transaction=False) as pipe:
-        pipe.hexists(f"{prefix}.msgs", message_id)
-        pipe.hexists(f"{prefix}.DQ.msgs", message_id)
-        return any(pipe.execute())
 
 
 def run_maintenance(broker: dramatiq.Broker, queue: str) -> None:

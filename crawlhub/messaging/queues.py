@@ -95,6 +95,22 @@ def overview(broker: dramatiq.Broker) -> tuple[list[QueueCounts], list[Worker]]:
     return counts, [Worker("embedded", datetime.now(UTC))]
 
 
+def queued_tasks(broker: dramatiq.Broker, queue: str) -> set[str] | None:
+    """The task ids of every run message the Redis broker holds for a queue: ready, delayed
+    or being worked on (a message stays in its hash until acknowledged). None for the
+    in-process broker, which cannot lose a message while its process lives."""
+    if not isinstance(broker, RedisBroker):
+        return None
+    client: Any = broker.client  # redis-py's reply types are too loose to check
+    found: set[str] = set()
+    for key in (_key(queue + ".msgs"), _key(dq_name(queue) + ".msgs")):
+        for body in client.hvals(key):
+            data = json.loads(body)
+            if data.get("actor_name") == RUN_ACTOR and data.get("args"):
+                found.add(str(data["args"][0]))
+    return found
+
+
 def dead_letters(broker: dramatiq.Broker, queue: str, limit: int) -> tuple[list[DeadMessage], int]:
     """The newest dead letters of a queue, decoded, and how many there are."""
     check_queue(queue)

@@ -140,7 +140,7 @@ def _check_backoff(fields: dict[str, Any]) -> None:
 
 def get_spider(db: Database, ref: str) -> Spider:
     """The spider with this id or name."""
-    with db.session() as session:
+    with db.read() as session:
         return repo.get_spider(session, ref)
 
 
@@ -149,7 +149,7 @@ def list_spiders(
     enabled: bool | None = None, search: str | None = None,
 ) -> tuple[list[Spider], int]:  # fmt: skip
     """A page of spiders and the total count; `search` keeps names containing it."""
-    with db.session() as session:
+    with db.read() as session:
         rows, total = repo.list_spiders(session, page=page, page_size=page_size, kind=kind,
                                         enabled=enabled, name_contains=search)  # fmt: skip
         return list(rows), total
@@ -159,7 +159,7 @@ def list_versions(
     db: Database, ref: str, *, page: int, page_size: int
 ) -> tuple[list[SpiderVersion], int]:
     """A page of a spider's versions and the total count."""
-    with db.session() as session:
+    with db.read() as session:
         spider = repo.get_spider(session, ref)
         rows, total = repo.list_versions(session, spider, page=page, page_size=page_size)
         return list(rows), total

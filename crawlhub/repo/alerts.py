@@ -3,6 +3,7 @@
 import uuid
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -165,32 +166,67 @@ def channels_for(session: Session, alert: Alert) -> Sequence[Channel]:
     ).all()
 
 
-def delivery_for(session: Session, alert_id: uuid.UUID, channel_id: uuid.UUID) -> Delivery:
-    """The delivery record of an alert to a channel, created on first use and locked."""
-    delivery = session.scalar(
-        select(Delivery)
-        .where(Delivery.alert_id == alert_id, Delivery.channel_id == channel_id)
-        .with_for_update()
+def queue_deliveries(session: Session, alert: Alert, now: datetime) -> int:
+    """Write a pending delivery of an alert to every matching channel (the outbox), in the
+    alert's own transaction; how many."""
+    channels = channels_for(session, alert)
+    for channel in channels:
+        session.add(Delivery(alert_id=alert.id, channel_id=channel.id, status="pending",
+                             attempts=0, next_attempt_at=now))  # fmt: skip
+    session.flush()
+    return len(channels)
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A claimed delivery and what sending it needs."""
+
+    delivery_id: uuid.UUID
+    alert_id: uuid.UUID
+    channel_id: uuid.UUID
+    kind: str
+    target: str
+    secret: str | None
+    attempts: int
+
+
+def claim_deliveries(
+    session: Session, now: datetime, hold_until: datetime, limit: int,
+    alert_id: uuid.UUID | None = None,
+) -> list[Outgoing]:  # fmt: skip
+    """Claim due pending deliveries (of one alert, or any), skipping those another process
+    holds, and hide them until `hold_until`: whoever claims one sends it."""
+    stmt = (
+        select(Delivery, Channel)
+        .join(Channel, Channel.id == Delivery.channel_id)
+        .where(Delivery.status == "pending", Delivery.next_attempt_at <= now)
+        .order_by(Delivery.next_attempt_at)
+        .limit(limit)
+        .with_for_update(of=Delivery, skip_locked=True)
     )
-    if delivery is None:
-        delivery = Delivery(alert_id=alert_id, channel_id=channel_id, status="pending", attempts=0)
-        session.add(delivery)
-        session.flush()
-    return delivery
+    if alert_id is not None:
+        stmt = stmt.where(Delivery.alert_id == alert_id)
+    claimed = []
+    for delivery, channel in session.execute(stmt).all():
+        delivery.next_attempt_at = hold_until
+        claimed.append(Outgoing(delivery.id, delivery.alert_id, channel.id, channel.kind,
+                                channel.target, channel.secret, delivery.attempts))  # fmt: skip
+    session.flush()
+    return claimed
 
 
 def record_delivery(
-    session: Session, alert_id: uuid.UUID, channel_id: uuid.UUID, error: str | None
-) -> int:
-    """Record one delivery attempt (`delivered`, or `failed` with its error); attempts so far."""
-    delivery = delivery_for(session, alert_id, channel_id)  # created if needed, and locked
+    session: Session, delivery_id: uuid.UUID, error: str | None, retry_at: datetime | None
+) -> None:
+    """Record one attempt: `delivered`; or, failed, `pending` again until `retry_at`, or
+    `failed` for good when there is no next attempt."""
+    status = "delivered" if error is None else ("pending" if retry_at else "failed")
     session.execute(
         update(Delivery)
-        .where(Delivery.id == delivery.id)
-        .values(attempts=Delivery.attempts + 1, last_error=error,
-                status="delivered" if error is None else "failed")
+        .where(Delivery.id == delivery_id)
+        .values(attempts=Delivery.attempts + 1, last_error=error, status=status,
+                next_attempt_at=retry_at if error is not None else None)
     )  # fmt: skip
-    return delivery.attempts + 1
 
 
 def deliveries_of(session: Session, alert_id: uuid.UUID) -> Sequence[Delivery]:

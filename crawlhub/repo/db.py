@@ -5,14 +5,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+import psycopg
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session as Session  # re-exported for type hints outside repo/
 from sqlalchemy.orm import sessionmaker
 
-from crawlhub.errors import NotFound
+from crawlhub.errors import NotFound, ServiceUnavailable
 
 T = TypeVar("T")
+# Errors PostgreSQL raises to make a transaction give way: not an outage.
+ROLLBACKS = (
+    psycopg.errors.SerializationFailure,
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.TransactionRollback,
+)
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
@@ -22,7 +30,7 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
             url, connect_args={"check_same_thread": False, "timeout": 30}, pool_pre_ping=False
         )
         event.listen(engine, "connect", _sqlite_pragmas)
-        event.listen(engine, "begin", _sqlite_begin_immediate)
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     return create_engine(
         url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800
@@ -40,9 +48,15 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _sqlite_begin_immediate(connection: Any) -> None:
-    # Taking the write lock at BEGIN avoids SQLite's deadlock-on-upgrade between threads.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+READ_ONLY = "crawlhub_read_only"  # execution option of the engine read-only sessions use
+
+
+def _sqlite_begin(connection: Any) -> None:
+    # A writing transaction takes the write lock at BEGIN, which avoids SQLite's
+    # deadlock-on-upgrade between threads; a read-only one starts deferred and reads its
+    # snapshot beside the writer (WAL), so page views and log polls never queue on writes.
+    read_only = connection.get_execution_options().get(READ_ONLY, False)
+    connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 class Database:
@@ -51,6 +65,8 @@ class Database:
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.engine = make_engine(url, pool_size=pool_size)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        readers = self.engine.execution_options(**{READ_ONLY: True})
+        self._reads = sessionmaker(readers, expire_on_commit=False)
 
     @property
     def dialect(self) -> str:
@@ -59,9 +75,28 @@ class Database:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """A session whose transaction commits on success and rolls back on error."""
-        with self._sessions.begin() as session:
+        """A session whose transaction commits on success and rolls back on error; a database
+        that cannot be reached (or is busy) raises ServiceUnavailable."""
+        with self._transaction(self._sessions) as session:
             yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A session that only reads: on SQLite it does not take the write lock."""
+        with self._transaction(self._reads) as session:
+            yield session
+
+    @contextmanager
+    def _transaction(self, factory: sessionmaker[Session]) -> Iterator[Session]:
+        try:
+            with factory.begin() as session:
+                yield session
+        except (OperationalError, InterfaceError) as exc:
+            if isinstance(exc.orig, ROLLBACKS):
+                raise  # a deadlock or serialization failure is not an outage
+            raise ServiceUnavailable(
+                f"the database is unavailable ({type(exc.orig).__name__})"
+            ) from exc
 
     def ping(self) -> None:
         """Raise if the database cannot answer a trivial query."""

@@ -140,6 +140,8 @@ class Task(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(nullable=True)
     worker: Mapped[str | None] = mapped_column(String(255), nullable=True)
     message_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The fencing token of the current attempt: bumped by every claim and every reap.
+    fence: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (
@@ -245,10 +247,16 @@ class Delivery(Base):
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=_uuid)
     alert_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("alert.id", ondelete="CASCADE"))
     channel_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("channel.id", ondelete="CASCADE"))
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # | delivered | failed
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # When a pending delivery is due (the outbox: whoever claims it moves this forward).
+    next_attempt_at: Mapped[datetime | None] = mapped_column(nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
-    __table_args__ = (UniqueConstraint("alert_id", "channel_id"), Index(None, "channel_id"))
+    __table_args__ = (
+        UniqueConstraint("alert_id", "channel_id"),
+        Index(None, "channel_id"),
+        Index(None, "status", "next_attempt_at"),
+    )

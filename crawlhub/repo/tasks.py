@@ -9,7 +9,7 @@ from typing import Any, cast
 from sqlalchemy import ColumnElement, Select, Table, bindparam, func, select, tuple_, update
 from sqlalchemy.orm import Session
 
-from crawlhub.errors import Conflict, NotFound
+from crawlhub.errors import Conflict, Fenced, NotFound
 from crawlhub.repo.db import get_or_404
 from crawlhub.repo.lifecycle import (
     CANCEL,
@@ -106,23 +106,42 @@ def claim_task(session: Session, task_id: uuid.UUID, worker: str) -> Task | None
     """Move a pending or retrying task to running (compare-and-set); None when not claimable."""
     now = utcnow()
     claimed = transition(
-        session, task_id, CLAIM, started_at=now, heartbeat_at=now, worker=worker, finished_at=None
-    )
+        session, task_id, CLAIM, started_at=now, heartbeat_at=now, worker=worker,
+        finished_at=None, fence=Task.fence + 1,
+    )  # fmt: skip
     if not claimed:
         return None
     session.expire_all()
     return session.get(Task, task_id)
 
 
-def heartbeat(session: Session, task_id: uuid.UUID) -> str | None:
-    """Refresh a running task's heartbeat; returns its status (None when it is gone)."""
-    session.execute(
-        update(Task)
-        .where(Task.id == task_id, Task.status == "running")
-        .values(heartbeat_at=utcnow())
+FENCED = "fenced"  # what an attempt reads when its task belongs to another attempt now
+
+
+def heartbeat(session: Session, task_id: uuid.UUID, fence: int, *, beat: bool) -> str | None:
+    """A running attempt's view of its task: its status (None when gone), or FENCED when
+    the task moved on to another attempt; `beat` refreshes the heartbeat of a running one."""
+    if beat:
+        session.execute(
+            update(Task)
+            .where(Task.id == task_id, Task.status == "running", Task.fence == fence)
+            .values(heartbeat_at=utcnow())
+        )
+    row = session.execute(select(Task.status, Task.fence).where(Task.id == task_id)).first()
+    if row is None:
+        return None
+    return row.status if row.fence == fence else FENCED
+
+
+def hold_attempt(session: Session, task_id: uuid.UUID, fence: int) -> None:
+    """Lock the task for this transaction's writes of an attempt; Fenced when the attempt no
+    longer owns it (a claim or a reap that commits first makes every later write of the old
+    attempt fail here, and one that waits for this lock sees these writes)."""
+    owned = session.scalar(
+        select(Task.id).where(Task.id == task_id, Task.fence == fence).with_for_update()
     )
-    status: str | None = session.scalar(select(Task.status).where(Task.id == task_id))
-    return status
+    if owned is None:
+        raise Fenced(f"task {task_id}: attempt with fence {fence} no longer owns it")
 
 
 def task_status(session: Session, task_id: uuid.UUID) -> str | None:
@@ -156,6 +175,7 @@ def add_progress(
 def end_attempt(
     session: Session,
     task_id: uuid.UUID,
+    fence: int,
     *,
     status: str,
     reason: str | None,
@@ -166,9 +186,14 @@ def end_attempt(
 ) -> str:
     """End a running attempt: completed, failed, or retrying while retries remain.
 
-    Returns the task's status afterwards; a task that is no longer running (cancelled or
-    reaped meanwhile) keeps its status and only gets the exit code and stats recorded.
+    Returns the task's status afterwards; a task that is no longer running (cancelled
+    meanwhile) keeps its status and only gets the exit code and stats recorded. An attempt
+    that no longer owns its task (reaped, claimed again) writes nothing and gets FENCED.
     """
+    try:
+        hold_attempt(session, task_id, fence)
+    except Fenced:
+        return FENCED
     now = utcnow()
     recorded: dict[str, Any] = {"exit_code": exit_code, "stats": stats, "heartbeat_at": now}
     ending = {**recorded, "reason": reason, "error_message": error_message}
@@ -228,9 +253,10 @@ def mark_dead_lettered(session: Session, task_id: uuid.UUID, message: str) -> bo
 
 def mark_lost(session: Session, task_id: uuid.UUID, message: str, now: datetime) -> str | None:
     """Hand a running task whose worker went silent to the failure path: `retrying` while
-    retries remain, else `failed` (reason `lost`); the new status, None if it moved on."""
+    retries remain, else `failed` (reason `lost`); the new status, None if it moved on. The
+    fence moves too: the silent attempt, should it wake up, writes nothing more."""
     return fail_attempt(session, task_id, retry=True, now=now, reason="lost",
-                        error_message=message)  # fmt: skip
+                        error_message=message, fence=Task.fence + 1)  # fmt: skip
 
 
 def _lock_oldest(

@@ -165,7 +165,7 @@ def _jitter_ms(schedule: Schedule, when: datetime) -> int:
 
 def seconds_until_due(context: Context) -> float | None:
     """Seconds until the earliest enabled schedule is due (by the database clock)."""
-    with context.db.session() as session:
+    with context.db.read() as session:
         earliest = repo.earliest_fire(session)
         if earliest is None:
             return None

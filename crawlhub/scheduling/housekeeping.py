@@ -15,7 +15,8 @@ from crawlhub.alerting import alerts
 from crawlhub.context import Context
 from crawlhub.data import retention
 from crawlhub.execution import runs
-from crawlhub.messaging.broker import has_message, run_maintenance
+from crawlhub.messaging import queues
+from crawlhub.messaging.broker import run_maintenance
 from crawlhub.messaging.keys import QUEUES, RUNS_QUEUE
 from crawlhub.repo import schedules as schedule_repo
 from crawlhub.repo import tasks as task_repo
@@ -26,27 +27,36 @@ logger = logging.getLogger(__name__)
 UNSENT_AFTER_S = 5  # a pending task without a message this old was lost between commit and send
 LOST_MESSAGE_AFTER_S = 60  # a pending task this old is checked against the broker
 SWEEP_BATCH = 200
-STALE_RETRY = timedelta(days=1, hours=1)
+RETRY_GRACE = timedelta(minutes=2)  # a retry's delayed message is in the broker long before
+STALE_RETRY = timedelta(days=1, hours=1)  # in-process broker: a retry waits at most a day
 REAP_BATCH = 100
 
 
 def sweep(context: Context) -> bool:
-    """Send the runs whose message was never sent, or that the broker no longer holds."""
+    """Send the runs whose message was never sent, or that the broker no longer holds.
+
+    A pending run waiting over a minute, or a retrying one whose last attempt ended over
+    RETRY_GRACE ago, is looked up in the broker by its task id (the id of its message
+    changes when a delayed retry becomes due); missing, it is sent again. A duplicate is
+    harmless: a run message for a task that is not claimable is acknowledged and ignored.
+    """
     with context.db.session() as session:
         now = schedule_repo.db_now(session)
-        unsent = [
-            t.id
-            for t in task_repo.unsent(session, now - timedelta(seconds=UNSENT_AFTER_S), SWEEP_BATCH)
-        ]
-        lost = [
-            t.id
-            for t in task_repo.waiting(
-                session, now - timedelta(seconds=LOST_MESSAGE_AFTER_S), SWEEP_BATCH
-            )
-            if t.message_id and not has_message(context.broker, RUNS_QUEUE, t.message_id)
-        ]
-        # A retry waits at most a day (the largest backoff); longer means its message is gone.
-        lost += [t.id for t in task_repo.stale_retrying(session, now - STALE_RETRY, SWEEP_BATCH)]
+        unsent = [t.id for t in task_repo.unsent(session, now - timedelta(seconds=UNSENT_AFTER_S),
+                                                 SWEEP_BATCH)]  # fmt: skip
+        waiting = [t.id for t in task_repo.waiting(
+            session, now - timedelta(seconds=LOST_MESSAGE_AFTER_S), SWEEP_BATCH)]  # fmt: skip
+        retrying = [t.id for t in task_repo.stale_retrying(session, now - RETRY_GRACE,
+                                                           SWEEP_BATCH)]  # fmt: skip
+        long_retrying = [t.id for t in task_repo.stale_retrying(session, now - STALE_RETRY,
+                                                                SWEEP_BATCH)]  # fmt: skip
+    lost: list[uuid.UUID] = []
+    if waiting or retrying:
+        queued = queues.queued_tasks(context.broker, RUNS_QUEUE)
+        if queued is None:  # the in-process broker loses nothing while its process lives
+            lost = long_retrying
+        else:
+            lost = [task_id for task_id in waiting + retrying if str(task_id) not in queued]
     for task_id in unsent + lost:
         logger.warning("task %s: re-sending its run message (%s)", task_id,
                        "never sent" if task_id in unsent else "not in the broker")  # fmt: skip
@@ -94,6 +104,11 @@ def reap(context: Context) -> bool:
     for alert_id in new_alerts:
         alerts.notify_channels(context, alert_id)
     return len(stale) == REAP_BATCH
+
+
+def deliver(context: Context) -> bool:
+    """Send the alert deliveries that are due (retries, and any whose message was lost)."""
+    return alerts.deliver_due(context)
 
 
 def maintain(context: Context) -> bool:

@@ -56,7 +56,7 @@ def update_schedule(
 
 def get_schedule(db: Database, ref: str) -> Schedule:
     """One schedule."""
-    with db.session() as session:
+    with db.read() as session:
         return repo.get_schedule(session, ref)
 
 
@@ -64,7 +64,7 @@ def list_schedules(
     db: Database, spider_ref: str, *, page: int, page_size: int
 ) -> tuple[list[Schedule], int]:
     """A page of a spider's schedules."""
-    with db.session() as session:
+    with db.read() as session:
         spider = spider_repo.get_spider(session, spider_ref)
         rows, total = repo.list_schedules(session, spider.id, page=page, page_size=page_size)
         return list(rows), total
@@ -75,7 +75,7 @@ def list_all(
 ) -> tuple[list[tuple[Schedule, str, Task | None]], int]:
     """A page of every schedule, soonest next fire first (paused last), with its spider's name
     and its newest run."""
-    with db.session() as session:
+    with db.read() as session:
         rows, total = repo.list_all(session, page=page, page_size=page_size)
         last = reports.schedule_outcomes(session, [schedule.id for schedule, _ in rows])
         return [(s, name, last.get(s.id)) for s, name in rows], total
@@ -102,7 +102,7 @@ def preview(
     db: Database, ref: str, n: int, after: datetime | None
 ) -> list[tuple[datetime, datetime]]:
     """The next n fires after `after` (default now), each in UTC and in the schedule's zone."""
-    with db.session() as session:
+    with db.read() as session:
         schedule = repo.get_schedule(session, ref)
         start = after or repo.db_now(session)
     cron = Cron(schedule.cron, schedule.timezone, hash_id=str(schedule.id))

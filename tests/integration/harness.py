@@ -12,12 +12,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from dramatiq import Worker
 from starlette.testclient import TestClient
 
 from crawlhub.actors.registry import declare_actors
 from crawlhub.api import create_app
 from crawlhub.context import Context
+from crawlhub.messaging.broker import build_worker
 from tests.conftest import TOKEN, make_settings
 
 FINISHED = {"completed", "failed", "cancelled", "skipped"}
@@ -90,7 +90,7 @@ def running_hub(database_url: str, tmp_path: Path, redis_url: str | None = None,
         make_settings(tmp_path, database_url=database_url, redis_url=redis_url, **settings)
     )
     declare_actors(context)
-    worker = Worker(context.broker, worker_threads=threads, worker_timeout=100) if threads else None
+    worker = build_worker(context.broker, threads, 100) if threads else None
     if worker is not None:
         worker.start()
     headers = {"Authorization": f"Bearer {TOKEN}"}

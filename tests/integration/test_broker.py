@@ -10,7 +10,7 @@ import pytest
 import redis
 from dramatiq import Worker
 
-from crawlhub.messaging.broker import WAKE_TOKENS, build_broker
+from crawlhub.messaging.broker import WAKE_TOKENS, build_broker, build_worker
 from crawlhub.messaging.keys import QUEUE_WAKE_LIST
 from tests.conftest import make_settings
 
@@ -58,3 +58,29 @@ def test_an_idle_worker_takes_a_new_message_at_once_not_at_its_next_poll(
         assert client.llen(QUEUE_WAKE_LIST.format(queue=QUEUE)) == WAKE_TOKENS
     finally:
         client.close()
+
+
+def test_a_busy_worker_leaves_the_next_run_to_an_idle_one(broker: dramatiq.Broker) -> None:
+    started: dict[str, float] = {}
+
+    def work(label: str) -> None:
+        started[label] = time.monotonic()
+        time.sleep(2.0)
+
+    actor = dramatiq.actor(work, broker=broker, queue_name=QUEUE, actor_name="prefetch_work")
+    busy = build_worker(broker, threads=1, poll_ms=100, queues=(QUEUE,))
+    busy.start()
+    idle = build_worker(broker, threads=1, poll_ms=100, queues=(QUEUE,))
+    try:
+        actor.send("first")
+        actor.send("second")
+        time.sleep(0.5)  # the busy worker runs the first and, with Dramatiq's prefetch of
+        idle.start()  # two per thread, would sit on the second for the whole two seconds
+        deadline = time.monotonic() + 5
+        while len(started) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert set(started) == {"first", "second"}
+        assert started["second"] - started["first"] < 1.0, started
+    finally:
+        busy.stop(timeout=5000)
+        idle.stop(timeout=5000)

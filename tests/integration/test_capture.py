@@ -28,8 +28,8 @@ def new_task(context: Context) -> tuple[uuid.UUID, uuid.UUID]:
 
 def sinks(context: Context) -> tuple[LogSink, ItemSink, uuid.UUID]:
     spider_id, task_id = new_task(context)
-    logs = LogSink(context.db, context.live, task_id, 1, first_seq=1, max_lines=10_000)
-    return logs, ItemSink(context.db, logs, spider_id, task_id, 1), task_id
+    logs = LogSink(context.db, context.live, task_id, 1, fence=0, first_seq=1, max_lines=10_000)
+    return logs, ItemSink(context.db, logs, spider_id, task_id, 1, fence=0), task_id
 
 
 def stored(context: Context, task_id: uuid.UUID) -> tuple[int, int, int]:
@@ -92,3 +92,25 @@ def test_a_failing_write_pauses_the_reader_and_loses_nothing(
     with context.db.session() as session:
         data = session.scalars(select(Item.data).order_by(Item.id)).all()
     assert [d["n"] for d in data] == [0, 1, 2, 3]
+
+
+def test_sinks_of_an_attempt_that_lost_its_task_write_nothing(context: Context) -> None:
+    logs, items, task_id = sinks(context)
+    items.line(b'{"n": 1}')
+    logs.line("stdout", b"before")
+    items.flush()
+    logs.flush()
+    assert stored(context, task_id) == (1, 1, 1)
+    with context.db.session() as session:  # the reaper (or another claim) moves the fence
+        task = session.get(Task, task_id)
+        assert task is not None
+        task.fence += 1
+    items.line(b'{"n": 2}')
+    logs.line("stdout", b"after")
+    items.flush()
+    logs.flush()
+    assert items.fenced and logs.fenced
+    assert stored(context, task_id) == (1, 1, 1)
+    items.line(b'{"n": 3}')
+    items.flush()  # and nothing later either, without asking the database again
+    assert stored(context, task_id) == (1, 1, 1)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from crawlhub.context import Context
-from crawlhub.errors import Conflict
+from crawlhub.errors import Conflict, Fenced
 from crawlhub.repo import lifecycle
 from crawlhub.repo import tasks as task_repo
 from crawlhub.repo.models import Spider, Task
@@ -79,7 +79,7 @@ def test_a_failure_that_retrying_cannot_help_fails_at_once(context: Context) -> 
 def test_ending_an_attempt_of_a_cancelled_task_keeps_it_cancelled(context: Context) -> None:
     task_id = add_task(context, "cancelled", reason="user")
     with context.db.session() as session:
-        status = task_repo.end_attempt(session, task_id, status="completed", reason=None,
+        status = task_repo.end_attempt(session, task_id, 0, status="completed", reason=None,
                                        exit_code=0, error_message=None, stats={"pages": 1},
                                        retry=True)  # fmt: skip
     assert status == "cancelled"
@@ -90,6 +90,38 @@ def test_ending_an_attempt_of_a_cancelled_task_keeps_it_cancelled(context: Conte
             "user",
             0,
             {"pages": 1},
+        )
+
+
+def test_each_claim_and_each_reap_moves_the_fence(context: Context) -> None:
+    task_id = add_task(context, "pending", max_retries=2)
+    with context.db.session() as session:
+        task = task_repo.claim_task(session, task_id, "w1")
+        assert task is not None and task.fence == 1
+        assert task_repo.mark_lost(session, task_id, "lost", datetime.now(UTC)) == "retrying"
+        assert task_repo.get_task(session, task_id).fence == 2
+        again = task_repo.claim_task(session, task_id, "w2")
+        assert again is not None and again.fence == 3
+
+
+def test_an_attempt_that_lost_its_fence_writes_nothing(context: Context) -> None:
+    task_id = add_task(context, "running", fence=7, max_retries=3)
+    with context.db.session() as session:
+        assert task_repo.heartbeat(session, task_id, 6, beat=True) == task_repo.FENCED
+        assert task_repo.heartbeat(session, task_id, 7, beat=True) == "running"
+    with pytest.raises(Fenced), context.db.session() as session:
+        task_repo.hold_attempt(session, task_id, 6)
+    with context.db.session() as session:
+        ended = task_repo.end_attempt(session, task_id, 6, status="failed", reason="exit_code",
+                                      exit_code=1, error_message="old", stats={"x": 1},
+                                      retry=True)  # fmt: skip
+        assert ended == task_repo.FENCED
+        task = task_repo.get_task(session, task_id)
+        assert (task.status, task.retry_count, task.exit_code, task.stats) == (
+            "running",
+            0,
+            None,
+            None,
         )
 
 

@@ -19,7 +19,9 @@ import pytest
 from sqlalchemy import select
 
 from crawlhub.alerting import alerts
-from crawlhub.repo.models import Item
+from crawlhub.messaging import messages
+from crawlhub.repo.models import Channel, Item
+from crawlhub.scheduling import housekeeping
 from tests.integration.harness import Hub, pid_alive, running_hub
 from tests.integration.test_processes import Process, base_env, free_port
 
@@ -126,8 +128,9 @@ def test_always_failing_spider_is_dead_lettered_alerted_and_signed_webhook_sent(
     )
     assert channel.status_code == 201, channel.text
     assert "secret" not in channel.json() and channel.json()["has_secret"] is True
+    # Backoff with jitter: 1-2 s, then 2-4 s; apart enough that a loaded machine keeps the order.
     hub.deploy(
-        "doomed", {"main.py": FLAKY}, max_retries=2, retry_backoff_min_s=1, retry_backoff_max_s=4
+        "doomed", {"main.py": FLAKY}, max_retries=2, retry_backoff_min_s=2, retry_backoff_max_s=8
     )
     task = hub.wait(hub.run("doomed", dir=str(tmp_path), fail_times=99)["id"], timeout=60)
     assert task["status"] == "failed" and task["reason"] == "exit_code" and task["retry_count"] == 2
@@ -377,3 +380,68 @@ def test_sigterm_to_a_worker_hands_its_long_run_to_another_worker(
     assert task["retry_count"] == 0 and task["items_count"] == 1  # the partial item is gone
     assert any("the run starts again on another worker" in t for t in texts)
     assert "worker stopped" in first.output()
+
+
+def test_an_unusable_channel_fails_alone_and_the_others_are_delivered(
+    hub: Hub, receiver: Receiver
+) -> None:
+    with hub.context.db.session() as session:  # as stored before targets were checked strictly
+        session.add(Channel(kind="webhook", target="http://[::1", min_level="info"))
+    assert hub.client.post("/api/channels", json={"kind": "webhook",
+                                                  "target": receiver.url}).status_code == 201  # fmt: skip
+    hub.deploy("bad", {"main.py": "import sys\ndef run(p):\n    sys.exit(3)\n"}, max_retries=0)
+    hub.wait(hub.run("bad")["id"])
+    receiver.wait_for(1)
+    alert_id = hub.client.get("/api/alerts").json()["items"][0]["id"]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        rows = hub.client.get(f"/api/alerts/{alert_id}/deliveries").json()["items"]
+        if len(rows) == 2 and all(r["attempts"] >= 1 for r in rows):
+            break
+        time.sleep(0.1)
+    by_status = sorted((r["status"], r["attempts"], (r["last_error"] or "")[:10]) for r in rows)
+    assert by_status[0] == ("delivered", 1, "")
+    assert by_status[1][0] == "pending" and by_status[1][2] == "InvalidURL"  # retried later
+
+
+def test_an_alert_whose_message_was_lost_is_delivered_by_the_ticker(
+    hub: Hub, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert hub.client.post("/api/channels", json={"kind": "webhook",
+                                                  "target": receiver.url}).status_code == 201  # fmt: skip
+
+    def redis_down(*args: Any, **kwargs: Any) -> str:
+        raise ConnectionError("Redis is down")
+
+    monkeypatch.setattr(messages, "send_alert", redis_down)
+    hub.deploy("bad", {"main.py": "import sys\ndef run(p):\n    sys.exit(3)\n"}, max_retries=0)
+    hub.wait(hub.run("bad")["id"])
+    time.sleep(0.5)
+    assert receiver.requests == []  # the alert is committed with its pending delivery
+    monkeypatch.undo()
+    assert housekeeping.deliver(hub.context) is False  # the ticker's outbox step
+    receiver.wait_for(1)
+    headers, _ = receiver.requests[0]
+    alert_id = hub.client.get("/api/alerts").json()["items"][0]["id"]
+    [delivery] = hub.client.get(f"/api/alerts/{alert_id}/deliveries").json()["items"]
+    assert delivery["status"] == "delivered"
+    assert uuid.UUID(headers["X-CrawlHub-Delivery"])  # a stable id receivers can dedupe on
+    housekeeping.deliver(hub.context)
+    assert len(receiver.requests) == 1  # delivered once, not again
+
+
+def test_every_attempt_of_a_delivery_carries_the_same_delivery_id(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(alerts, "DELIVERY_BACKOFF_S", (0.2, 0.2, 0.2, 0.2))
+    flaky = Receiver(fail_first=2)
+    try:
+        assert hub.client.post("/api/channels", json={"kind": "webhook",
+                                                      "target": flaky.url}).status_code == 201  # fmt: skip
+        hub.deploy("bad", {"main.py": "import sys\ndef run(p):\n    sys.exit(3)\n"}, max_retries=0)
+        hub.wait(hub.run("bad")["id"])
+        flaky.wait_for(3)
+        ids = {headers["X-CrawlHub-Delivery"] for headers, _ in flaky.requests}
+        assert len(ids) == 1
+    finally:
+        flaky.close()

@@ -1,0 +1,241 @@
+"""Faults around runs: database outages cost no retry, a stalled worker is fenced out, an
+API without its database answers 503 (real PostgreSQL and Redis; real worker processes)."""
+
+import itertools
+import os
+import signal
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import OperationalError
+from starlette.testclient import TestClient
+
+from crawlhub.api import create_app
+from crawlhub.context import Context
+from crawlhub.errors import ServiceUnavailable
+from crawlhub.repo import tasks as task_repo
+from crawlhub.repo.models import Item, Spider, Task
+from crawlhub.scheduling import housekeeping
+from crawlhub.ticker import Ticker
+from tests.conftest import TOKEN, make_settings
+from tests.integration.harness import Hub, running_hub
+from tests.integration.test_processes import Process, base_env, crawlhub, free_port
+
+
+def fail_once(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """The next call of a repo function fails as a dropped database connection does."""
+    real = getattr(task_repo, name)
+    calls = itertools.count()
+
+    def failing_once(*args: Any, **kwargs: Any) -> Any:
+        if next(calls) == 0:
+            raise OperationalError(name, {}, Exception("server closed the connection"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(task_repo, name, failing_once)
+
+
+QUICK = {"main.py": "def run(params):\n    print('ran', flush=True)\n    return [{'n': 1}]\n"}
+
+
+@pytest.mark.parametrize("step", ["claim_task", "end_attempt"])
+def test_a_database_blip_at_claim_or_record_costs_no_retry(
+    step: str, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with running_hub(database_url, tmp_path) as hub:
+        hub.deploy("once", QUICK, max_retries=0)
+        fail_once(monkeypatch, step)
+        task = hub.wait(hub.run("once")["id"])
+        assert (task["status"], task["retry_count"], task["items_count"]) == ("completed", 0, 1)
+        ran = [line for line in hub.logs(task["id"]) if line["text"] == "ran"]
+        assert len(ran) == 1  # the spider ran once: the blip was retried, not the run
+        dead = hub.client.get("/api/queues/crawlhub.runs/dead-letters").json()
+        assert dead["total"] == 0
+
+
+def test_the_api_answers_503_with_retry_after_when_the_database_is_down(tmp_path: Path) -> None:
+    down = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nothing"
+    context = Context.build(make_settings(tmp_path, database_url=down))
+    try:
+        with TestClient(create_app(context), headers={"Authorization": f"Bearer {TOKEN}"}) as c:
+            for path in ("/api/tasks", "/api/spiders", "/api/alerts/unread-count"):
+                response = c.get(path)
+                assert response.status_code == 503, (path, response.text)
+                assert response.json()["error"]["code"] == "unavailable"
+                assert response.headers["retry-after"] == "5"
+    finally:
+        context.close()
+
+
+STEADY = """
+import time
+
+def run(params):
+    for n in range(params["count"]):
+        print(f"item {n}", flush=True)
+        yield {"n": n}
+        time.sleep(params["pause"])
+"""
+
+
+def test_a_stalled_worker_resumed_after_its_lease_is_fenced_out(
+    pg_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    """SIGSTOP a worker mid-run past its lease; the reaper hands the run to another worker;
+    SIGCONT: the old attempt stops at once and the run keeps only its new attempt's items."""
+    env = base_env(tmp_path, CRAWLHUB_API_TOKENS=TOKEN, REDIS_URL=redis_url,
+                   DATABASE_URL=pg_url.replace("postgresql+psycopg://", "postgres://"),
+                   CRAWLHUB_LEASE_S="5", CRAWLHUB_HEARTBEAT_S="1",
+                   CRAWLHUB_WORKER_CONCURRENCY="1")  # fmt: skip
+    assert crawlhub("migrate", env=env, cwd=tmp_path).returncode == 0
+    first = Process(["worker"], env, tmp_path)
+    context = Context.build(make_settings(tmp_path, database_url=pg_url, redis_url=redis_url,
+                                          lease_s=5, heartbeat_s=1))  # fmt: skip
+    second: Process | None = None
+    try:
+        first.wait_output("worker ready")
+        with TestClient(create_app(context), headers={"Authorization": f"Bearer {TOKEN}"}) as c:
+            hub = Hub(context, c, tmp_path)
+            hub.deploy("steady", {"main.py": STEADY}, max_retries=2, retry_backoff_min_s=1,
+                       retry_backoff_max_s=1)  # fmt: skip
+            task_id = hub.run("steady", count=40, pause=0.2)["id"]
+            hub.wait(task_id, {"running"})
+            time.sleep(1.5)  # some items of the first attempt are stored
+            os.kill(first.proc.pid, signal.SIGSTOP)
+            time.sleep(6.5)  # past the 5 s lease
+            assert housekeeping.reap(context) is False
+            assert hub.task(task_id)["status"] == "retrying"
+            second = Process(["worker"], env, tmp_path)
+            second.wait_output("worker ready")
+            hub.wait(task_id, {"running"}, timeout=30)
+            os.kill(first.proc.pid, signal.SIGCONT)  # the stalled attempt wakes up
+            first.wait_output("lost its task to another attempt")
+            task = hub.wait(task_id, timeout=60)
+            assert task["status"] == "completed", task
+            assert task["retry_count"] == 1 and task["items_count"] == 40
+            with context.db.session() as session:
+                rows = session.execute(
+                    select(
+                        func.count(), func.count(func.distinct(Item.data["n"].as_integer()))
+                    ).where(Item.task_id == task_id)
+                ).one()
+            assert tuple(rows) == (40, 40)  # nothing doubled, nothing of the old attempt
+            summaries = [line["text"] for line in hub.logs(task_id) if line["stream"] == "system"
+                         and line["text"].startswith(("completed after", "fenced"))]  # fmt: skip
+            assert summaries == [summaries[-1]] and summaries[0].startswith("completed after")
+    finally:
+        for process in (first, second):
+            if process is not None:
+                if process.proc.poll() is None:
+                    os.kill(process.proc.pid, signal.SIGCONT)
+                process.stop()
+        context.close()
+
+
+FLAKY = """
+import os
+
+def run(params):
+    if os.environ["CRAWLHUB_ATTEMPT"] == "1":
+        raise SystemExit(3)
+    return [{"ok": 1}]
+"""
+
+
+def test_a_retry_whose_message_redis_lost_is_sent_again_within_minutes(
+    pg_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    with running_hub(pg_url, tmp_path, redis_url=redis_url) as hub:
+        hub.deploy("flaky", {"main.py": FLAKY}, max_retries=1, retry_backoff_min_s=3600,
+                   retry_backoff_max_s=3600)  # fmt: skip
+        task_id = hub.run("flaky")["id"]
+        hub.wait(task_id, {"retrying"})
+        time.sleep(1.0)  # Dramatiq's Retries files the delayed message after the commit
+
+        def age_last_attempt() -> None:  # as if the attempt ended longer ago than the grace
+            with hub.context.db.session() as session:
+                session.execute(update(Task).where(Task.id == task_id).values(
+                    heartbeat_at=func.now() - text("interval '3 minutes'")))  # fmt: skip
+
+        age_last_attempt()
+        housekeeping.sweep(hub.context)  # its retry waits an hour in the delay queue: kept
+        time.sleep(1.0)
+        assert hub.task(task_id)["status"] == "retrying"
+        hub.context.broker.client.flushdb()  # type: ignore[attr-defined]
+        housekeeping.sweep(hub.context)
+        task = hub.wait(task_id, timeout=30)
+        assert (task["status"], task["retry_count"], task["items_count"]) == ("completed", 1, 1)
+
+
+def test_no_run_is_reaped_within_a_lease_of_the_database_coming_back(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """Workers could not heartbeat while the database was down: when it is back, their runs
+    look stale, but each gets a full lease to heartbeat again before it is reaped."""
+    context = Context.build(make_settings(tmp_path, database_url=pg_url, lease_s=60))
+    try:
+        with context.db.session() as session:
+            spider = Spider(name="outage", kind="python", entry="main:run", current_version=1)
+            session.add(spider)
+            session.flush()
+            task = Task(spider_id=spider.id, trigger="manual", status="running",
+                        worker="w:1:t", heartbeat_at=datetime.now(UTC) - timedelta(minutes=5),
+                        started_at=datetime.now(UTC) - timedelta(minutes=6))  # fmt: skip
+            session.add(task)
+        ticker = Ticker(context)
+        ticker.stopping.set()  # no back-off pauses in this test
+
+        def outage(_context: Context) -> bool:
+            raise ServiceUnavailable("the database is unavailable (OperationalError)")
+
+        ticker._step(outage)  # a step fails: the database is gone
+        ticker.tick()  # it is back: the stale-looking run is left alone for a lease
+        assert status_of(context, task.id) == "running"
+        assert ticker.database_regained is not None
+        ticker.database_regained -= 61  # a lease later, it would have heartbeat if alive
+        ticker._next_housekeeping = 0.0
+        ticker.tick()
+        assert status_of(context, task.id) == "failed"
+    finally:
+        context.close()
+
+
+def status_of(context: Context, task_id: Any) -> str | None:
+    with context.db.session() as session:
+        return task_repo.task_status(session, task_id)
+
+
+def test_sqlite_reads_do_not_wait_for_the_write_lock(migrated_sqlite: str) -> None:
+    """Embedded mode: a page view or a log poll reads beside a writer instead of queueing on
+    SQLite's write lock; writers still take turns."""
+    from crawlhub.repo.db import Database
+
+    db = Database(migrated_sqlite)
+    holding = threading.Event()
+
+    def long_write() -> None:
+        with db.session() as session:
+            session.execute(text("UPDATE spider SET enabled = enabled"))
+            holding.set()
+            time.sleep(1.5)
+
+    writer = threading.Thread(target=long_write)
+    writer.start()
+    try:
+        assert holding.wait(5)
+        started = time.monotonic()
+        with db.read() as session:
+            session.execute(text("SELECT count(*) FROM task")).scalar()
+        assert time.monotonic() - started < 0.5
+        started = time.monotonic()
+        with db.session() as session:
+            session.execute(text("SELECT count(*) FROM task")).scalar()
+        assert time.monotonic() - started > 0.5  # a writing transaction waits its turn
+    finally:
+        writer.join()
+        db.dispose()

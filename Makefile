@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: up test lint bench install install-dev clean
+.PHONY: up test lint bench chaos install install-dev clean
 
 up: install
 	$(BIN)/crawlhub up
@@ -22,6 +22,10 @@ bench: install-dev
 		[ -e "$$script" ] || { echo "no benchmarks yet"; break; }; \
 		echo "== $$script"; $(BIN)/python "$$script"; \
 	done
+
+# CrawlHub under faults on a private PostgreSQL and Redis (about 15 minutes; not in CI).
+chaos: install-dev
+	$(BIN)/python -m tests.chaos
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev

@@ -33,29 +33,13 @@ import httpx
 import psycopg
 import redis
 
+from tests.integration.test_faults import FLAKY, STEADY
 from tests.integration.test_processes import Process, base_env, free_port
 from tests.integration.test_retries_alerts import Receiver
 
 TOKEN = "chaos-token-0123456789"
 FINISHED = {"completed", "failed", "cancelled", "skipped"}
 LEASE_S = 10
-STEADY = """
-import time
-
-def run(params):
-    for n in range(params["count"]):
-        print(f"item {n}", flush=True)
-        yield {"n": n}
-        time.sleep(params["pause"])
-"""
-FLAKY = """
-import os
-
-def run(params):
-    if os.environ["CRAWLHUB_ATTEMPT"] == "1":
-        raise SystemExit(3)
-    return [{"n": 0}]
-"""
 QUICK = "def run(params):\n    return [{'n': 0}]\n"
 FAILING = "import sys\ndef run(params):\n    sys.exit(3)\n"
 

@@ -19,7 +19,7 @@ from crawlhub.repo.models import Item
 logger = logging.getLogger(__name__)
 
 EXPORT_BATCH = 5000  # rows per keyset query while exporting
-COPY_BATCH = 50_000  # rows per COPY (and per transaction) while PostgreSQL writes an export
+COPY_BATCH = 20_000  # rows per COPY (and per transaction, read whole before it is sent)
 
 
 @dataclass
@@ -110,22 +110,26 @@ def _copied(
     db: Database, where: ItemFilter, upto: int, columns: list[str] | None, defuse: tuple[str, ...]
 ) -> Iterator[bytes]:
     """The selection up to an id as COPY writes it (JSON lines, or CSV rows of columns), in
-    batches of COPY_BATCH rows, each in its own transaction, yielded in chunks of whole lines."""
+    batches of COPY_BATCH rows. Each batch is read whole in its own short transaction and
+    only then yielded, in chunks of whole lines: a client that reads slowly never holds a
+    pooled connection or an open transaction (memory: one batch, a few MB)."""
     after = 0
-    buffer = bytearray()
     while after < upto:
-        with db.session() as session:
+        chunks: list[bytes] = []
+        buffer = bytearray()
+        with db.read() as session:
             end = repo.batch_end(session, where, after, upto, COPY_BATCH)
             rows = repo.copy_export(session, where, after, end, columns, defuse)
             assert rows is not None
             for row in rows:
                 buffer += row
                 if len(buffer) >= formats.CHUNK:
-                    yield bytes(buffer)
+                    chunks.append(bytes(buffer))
                     buffer.clear()
+        if buffer:
+            chunks.append(bytes(buffer))
+        yield from chunks  # after the commit: the connection is back in the pool
         after = end
-    if buffer:
-        yield bytes(buffer)
 
 
 def _columns(db: Database, where: ItemFilter, upto: int) -> list[str]:

@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 TICK_S = 0.05  # supervisor loop period: live log flush (exit is noticed at once)
 STATUS_EVERY_S = 0.5  # how often a running task's status is read (cancel detection)
 CANCEL_GRACE_S = 2.0  # SIGTERM → SIGKILL delay on cancel: the group is gone within 3 s
-READER_JOIN_S = 10.0  # how long to wait for output readers after the process ended
+READER_GRACE_S = 1.0  # output readers get this long to finish before pipe holders are killed
 ERROR_MESSAGE_CHARS = 4000
 STATS_FILE = ".crawlhub-stats.json"
 
@@ -160,13 +160,43 @@ class Run:
             )
         finally:
             os.close(items_write)
+        assert proc.stdout is not None and proc.stderr is not None
+        pipes = {os.fstat(fd).st_ino for fd in (proc.stdout.fileno(), proc.stderr.fileno(),
+                                                  items_read)}  # fmt: skip
         readers = self._start_readers(proc, os.fdopen(items_read, "rb"))
         outcome = self._supervise(proc)
-        for reader in readers:
-            reader.join(READER_JOIN_S)
-            if reader.is_alive():
-                self.logs.system("output still open after the process ended; stopped reading it")
+        self._drain(readers, pipes)
         return outcome
+
+    def _drain(self, readers: list[threading.Thread], pipes: set[int]) -> None:
+        """Let the output readers reach the end of the pipes. A process the spider started
+        that escaped its group (setsid, a double fork) may still hold them open: after a
+        moment it is found by its open pipes and killed, so the worker never waits on it,
+        and it keeps heartbeating meanwhile."""
+        deadline = time.monotonic() + READER_GRACE_S
+        next_beat = time.monotonic() + self.settings.heartbeat_s
+        killed = False
+        while any(reader.is_alive() for reader in readers):
+            now = time.monotonic()
+            if now >= next_beat:
+                next_beat = now + self.settings.heartbeat_s
+                self._status(beat=True)
+            if now >= deadline:
+                if killed:
+                    self.logs.system("output still open after the spider ended; stopped reading it")
+                    return
+                holders = pipe_holders(pipes)
+                for pid in holders:
+                    _kill(pid)
+                if holders:
+                    self.logs.system(
+                        f"killed {len(holders)} process(es) the spider left running that still "
+                        f"held its output open (pid {', '.join(map(str, holders))})"
+                    )
+                killed = True
+                deadline = now + READER_GRACE_S
+            for reader in readers:
+                reader.join(0.05)
 
     def _prepare(self) -> Path:
         limits = archives.Limits.of(self.settings)
@@ -340,6 +370,32 @@ class Run:
         except (OSError, ValueError):
             return None
         return stats if isinstance(stats, dict) else None
+
+
+def pipe_holders(pipes: set[int]) -> list[int]:
+    """The processes (other than this one) with one of these pipes (by inode) open."""
+    me, found = os.getpid(), []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            fds = os.listdir(f"/proc/{entry.name}/fd")
+        except OSError:  # gone meanwhile, or not ours to look at
+            continue
+        for fd in fds:
+            try:
+                link = os.readlink(f"/proc/{entry.name}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("pipe:[") and int(link[6:-1]) in pipes:
+                found.append(int(entry.name))
+                break
+    return found
+
+
+def _kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGKILL)
 
 
 def _kill_group(pgid: int, sig: signal.Signals) -> None:

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from crawlhub.repo.models import FINISHED, LogLine, Schedule, Spider, Task
 
@@ -117,16 +117,21 @@ def next_fires(session: Session, limit: int) -> list[tuple[Any, str]]:
 
 def last_runs(session: Session, spider_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Task]:
     """Each spider's newest run."""
+    return _newest(session, Task.spider_id, spider_ids)
+
+
+def _newest(
+    session: Session, column: InstrumentedAttribute[Any], ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, Task]:
+    """The newest task of each id in a column (one index walk each: ids are a page's)."""
     found: dict[uuid.UUID, Task] = {}
-    for spider_id in spider_ids:
+    for ident in ids:
         task = session.scalar(
-            select(Task)
-            .where(Task.spider_id == spider_id)
-            .order_by(Task.created_at.desc(), Task.id.desc())
-            .limit(1)
-        )
+            select(Task).where(column == ident)
+            .order_by(Task.created_at.desc(), Task.id.desc()).limit(1)
+        )  # fmt: skip
         if task is not None:
-            found[spider_id] = task
+            found[ident] = task
     return found
 
 
@@ -161,17 +166,7 @@ def spider_next_fires(
 
 def schedule_outcomes(session: Session, schedule_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Task]:
     """Each schedule's newest run."""
-    found: dict[uuid.UUID, Task] = {}
-    for schedule_id in schedule_ids:
-        task = session.scalar(
-            select(Task)
-            .where(Task.schedule_id == schedule_id)
-            .order_by(Task.created_at.desc())
-            .limit(1)
-        )
-        if task is not None:
-            found[schedule_id] = task
-    return found
+    return _newest(session, Task.schedule_id, schedule_ids)
 
 
 def spider_history(session: Session, spider_id: uuid.UUID, limit: int) -> Sequence[Task]:

@@ -4,13 +4,16 @@ API without its database answers 503 (real PostgreSQL and Redis; real worker pro
 import itertools
 import os
 import signal
+import socket
 import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import redis
 from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import OperationalError
 from starlette.testclient import TestClient
@@ -23,7 +26,7 @@ from crawlhub.repo.models import Item, Spider, Task
 from crawlhub.scheduling import housekeeping
 from crawlhub.ticker import Ticker
 from tests.conftest import TOKEN, make_settings
-from tests.integration.harness import Hub, running_hub
+from tests.integration.harness import Hub, pid_alive, running_hub
 from tests.integration.test_processes import Process, base_env, crawlhub, free_port
 
 
@@ -143,7 +146,7 @@ import os
 def run(params):
     if os.environ["CRAWLHUB_ATTEMPT"] == "1":
         raise SystemExit(3)
-    return [{"ok": 1}]
+    return [{"n": 0}]
 """
 
 
@@ -239,3 +242,108 @@ def test_sqlite_reads_do_not_wait_for_the_write_lock(migrated_sqlite: str) -> No
     finally:
         writer.join()
         db.dispose()
+
+
+def test_stalled_export_downloads_leave_the_api_answering(
+    pg_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    """Six clients start a 30 MB export each and stop reading; with a pool of 2 + 2
+    connections the API still answers at once (exports hold no connection while waiting)."""
+    port = free_port()
+    env = base_env(tmp_path, PORT=str(port), CRAWLHUB_API_TOKENS=TOKEN, REDIS_URL=redis_url,
+                   DATABASE_URL=pg_url.replace("postgresql+psycopg://", "postgres://"),
+                   CRAWLHUB_DB_POOL_SIZE="2")  # fmt: skip
+    context = Context.build(make_settings(tmp_path, database_url=pg_url))
+    with context.db.session() as session:
+        spider = Spider(name="big", kind="python", entry="main:run", current_version=1)
+        session.add(spider)
+        session.flush()
+        task = Task(spider_id=spider.id, trigger="manual", status="completed")
+        session.add(task)
+        session.flush()
+        session.execute(
+            text("INSERT INTO item (spider_id, task_id, attempt, data, created_at) "
+                 "SELECT :spider, :task, 1, jsonb_build_object('n', g, 'text', repeat('x', 500)), "
+                 "now() FROM generate_series(1, 60000) AS g"),
+            {"spider": spider.id, "task": task.id},
+        )  # fmt: skip
+    context.close()
+    web = Process(["web"], env, tmp_path)
+    stalled: list[socket.socket] = []
+    try:
+        web.wait_for(f"http://127.0.0.1:{port}/healthz")
+        request = (f"GET /api/data/export/jsonl?task_id={task.id} HTTP/1.1\r\n"
+                   f"Host: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n\r\n").encode()  # fmt: skip
+        for _ in range(6):
+            client = socket.create_connection(("127.0.0.1", port))
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            client.sendall(request)
+            stalled.append(client)  # and never read
+        time.sleep(3)
+        started = time.monotonic()
+        response = httpx.get(f"http://127.0.0.1:{port}/api/tasks",
+                             headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)  # fmt: skip
+        assert response.status_code == 200, response.text
+        assert time.monotonic() - started < 2.0
+    finally:
+        for client in stalled:
+            client.close()
+        web.stop()
+
+
+FIVE = "def run(params):\n    return [{'n': n} for n in range(5)]\n"
+
+
+def test_redis_down_when_a_run_ends_still_cleans_up_and_the_summary_counts_every_item(
+    pg_url: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with running_hub(pg_url, tmp_path, redis_url=redis_url) as hub:
+
+        def redis_down(_key: str) -> None:
+            raise redis.ConnectionError("Error 111 connecting to Redis. Connection refused.")
+
+        monkeypatch.setattr(hub.context.live, "finish", redis_down)
+        hub.deploy("five", {"main.py": FIVE})
+        task = hub.wait(hub.run("five")["id"])
+        assert (task["status"], task["items_count"]) == ("completed", 5)
+        work = hub.context.settings.data_dir / "work"
+        deadline = time.monotonic() + 5
+        while any(work.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert list(work.iterdir()) == []  # the work dir went, Redis or not
+        summary = [line["text"] for line in hub.logs(task["id"])
+                   if line["text"].startswith("completed after")]  # fmt: skip
+        assert len(summary) == 1 and ": 5 items," in summary[0], summary
+
+
+ESCAPE = """
+import os, time
+
+def run(params):
+    if os.fork() == 0:
+        os.setsid()  # out of the run's process group, then orphaned: the group kill misses it
+        if os.fork() == 0:
+            with open(params["pidfile"], "w") as out:
+                out.write(str(os.getpid()))
+            time.sleep(300)  # holding the run's stdout, stderr and item pipes
+        os._exit(0)
+    time.sleep(0.5)
+    return [{"n": 1}]
+"""
+
+
+def test_a_process_that_escaped_the_run_and_holds_its_pipes_does_not_hold_the_worker(
+    database_url: str, tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "escaped.pid"
+    with running_hub(database_url, tmp_path) as hub:
+        hub.deploy("escape", {"main.py": ESCAPE})
+        started = time.monotonic()
+        task = hub.wait(hub.run("escape", pidfile=str(pidfile))["id"], timeout=60)
+        took = time.monotonic() - started
+        assert (task["status"], task["items_count"]) == ("completed", 1)
+        assert took < 8, f"the worker waited {took:.1f} s on the escaped process's pipes"
+        escaped = int(pidfile.read_text())
+        assert not pid_alive(escaped)
+        lines = [line["text"] for line in hub.logs(task["id"], stream="system")]
+        assert any(f"(pid {escaped})" in line for line in lines), lines

@@ -16,3 +16,7 @@ def setup_logging(level: str = "INFO") -> None:
     root.setLevel(level)
     # Access logs are the web process's business, not a flood in every log line.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # httpx logs every request's URL at INFO; for Slack, DingTalk and WeCom channels the URL
+    # is the credential (…/send?access_token=…), and the CLI's output is for its user.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -62,11 +62,13 @@ def json_array(chunks: Iterable[bytes]) -> Iterator[bytes]:
 
 
 def csv_header(columns: list[str], *, excel: bool) -> bytes:
-    """The first line of a CSV export; Excel mode starts with a BOM. Lines end in LF, as
-    PostgreSQL's COPY writes them (Excel, LibreOffice and every CSV parser read it)."""
+    """The first line of a CSV export; Excel mode starts with a BOM and defuses header cells
+    too (a column is an item key, which a spider chose). Lines end in LF, as PostgreSQL's
+    COPY writes them (Excel, LibreOffice and every CSV parser read it)."""
     buffer = io.StringIO()
     if columns:  # no columns (an empty selection without `fields`): an empty file
-        csv.writer(buffer, lineterminator="\n").writerow(columns)
+        header = [neutralise(c) for c in columns] if excel else columns
+        csv.writer(buffer, lineterminator="\n").writerow(header)
     return (BOM if excel else b"") + buffer.getvalue().encode()
 
 

@@ -106,6 +106,15 @@ def test_csv_for_excel_has_a_bom_and_defuses_formulas(client: TestClient, contex
     assert rows[3][0] == "'+plus @at -minus"
 
 
+def test_csv_for_excel_defuses_header_cells_too(client: TestClient, context: Context) -> None:
+    seed(context, [{'=HYPERLINK("http://evil","x")': 1, "@sum": 2, "plain": 3}])
+    body, _ = export(client, "csv", spider_id="shop", excel="true")
+    header = next(csv.reader(io.StringIO(body.decode("utf-8-sig"))))
+    assert sorted(header) == sorted(['\'=HYPERLINK("http://evil","x")', "'@sum", "plain"])
+    plain, _ = export(client, "csv", spider_id="shop")
+    assert '=HYPERLINK("http://evil","x")' in next(csv.reader(io.StringIO(plain.decode())))
+
+
 def test_xlsx_export_opens_in_openpyxl_with_the_same_values(
     client: TestClient, context: Context
 ) -> None:

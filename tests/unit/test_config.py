@@ -67,3 +67,20 @@ def test_repr_of_settings_shows_no_secret(monkeypatch: pytest.MonkeyPatch) -> No
     for secret in ("db-pass-123", "redis-pass-456", "token-abc-789", "smtp-pass-000"):
         assert secret not in shown
     assert settings.tokens == ("token-abc-789",)
+
+
+def test_request_logs_of_httpx_are_off_in_every_process() -> None:
+    """Channel URLs can be credentials: httpx's INFO line per request must never appear."""
+    import logging
+
+    from crawlhub.cli.logging_setup import setup_logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        setup_logging("DEBUG")
+        assert logging.getLogger("httpx").getEffectiveLevel() == logging.WARNING
+        assert logging.getLogger("httpcore").getEffectiveLevel() == logging.WARNING
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)

@@ -143,6 +143,8 @@ def parse_fields(raw: str | None) -> list[str] | None:
     if raw is None:
         return None
     fields = [f.strip() for f in raw.split(",") if f.strip()]
+    if any("\x00" in f for f in fields):
+        raise InvalidInput("fields: a column name contains a NUL character")
     if not fields:
         raise InvalidInput("fields names no column: give a comma-separated list like url,title")
     return list(dict.fromkeys(fields))

@@ -21,6 +21,7 @@ from crawlhub.http.responses import validation_details
 from crawlhub.http.schemas.common import ErrorResponse
 
 JSON_TYPES = ("application/json", "application/problem+json")
+MAX_JSON_DEPTH = 64  # far deeper than any request needs; PostgreSQL and Python stop later
 
 
 class Plugin(StarlettePlugin):
@@ -89,9 +90,49 @@ async def read_json(request: Request) -> Any:
     if content_type not in JSON_TYPES:
         raise BadRequest("expected a JSON body with Content-Type: application/json")
     try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        value = json.loads(body, parse_constant=_no_constant)
+    except RecursionError:
+        raise BadRequest(f"request body is nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except (UnicodeDecodeError, ValueError) as exc:  # ValueError: also a 5 000-digit number
         raise BadRequest(f"request body is not valid JSON: {exc}") from exc
+    check_json(value)
+    return value
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def check_json(value: Any) -> None:
+    """Refuse what PostgreSQL cannot store or what no request needs: nesting deeper than
+    MAX_JSON_DEPTH, NUL characters and lone surrogates in any key or string (422 naming
+    where)."""
+    stack: list[tuple[Any, str, int]] = [(value, "body", 1)]
+    while stack:
+        node, path, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise BadRequest(f"request body is nested deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(node, dict):
+            for key, child in node.items():
+                _check_text(key, f"{path} (a key)")
+                stack.append((child, f"{path}.{key[:40]}", depth + 1))
+        elif isinstance(node, list):
+            stack.extend((child, f"{path}[{n}]", depth + 1) for n, child in enumerate(node))
+        elif isinstance(node, str):
+            _check_text(node, path)
+
+
+def _check_text(text: str, path: str) -> None:
+    problem = None
+    if "\x00" in text:
+        problem = "contains a NUL character"
+    else:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            problem = "contains a lone surrogate (not valid Unicode)"
+    if problem:
+        raise InvalidInput(f"{path} {problem}", details=[{"loc": path, "msg": problem}])
 
 
 def make_spectree() -> SpecTree:

@@ -7,6 +7,7 @@ a fall-back overlap fires once (first occurrence) when the hour is fixed and at 
 occurrences otherwise.
 """
 
+import contextlib
 import copy
 import heapq
 import re
@@ -137,8 +138,13 @@ class Cron:
         return fires
 
     def preview(self, after: datetime, n: int) -> list[datetime]:
-        """Return the next `n` fires strictly after `after`, in UTC."""
-        return list(islice(self._iter_after(after), max(n, 0)))
+        """Return the next `n` fires strictly after `after`, in UTC (fewer near the end of
+        year 9999, where the calendar ends)."""
+        fires: list[datetime] = []
+        # No date after 9999-12-31: the fires found until then are all there are.
+        with contextlib.suppress(OverflowError, CroniterBadDateError):
+            fires.extend(islice(self._iter_after(after), max(n, 0)))
+        return fires
 
     def _iter_after(self, after: datetime) -> Iterator[datetime]:
         """Yield the fires strictly after `after` in increasing UTC order, without repeats."""

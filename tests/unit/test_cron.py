@@ -379,3 +379,10 @@ def test_matches_a_minute_by_minute_reference_around_transitions(
     for after in [start + timedelta(minutes=m) for m in range(0, 480, 11)]:
         if after < expected[-1]:
             assert cron.next_after(after) == next(f for f in expected if f > after)
+
+
+def test_preview_at_the_end_of_the_calendar_stops_instead_of_failing() -> None:
+    cron = Cron("* * * * *", "Pacific/Kiritimati")
+    fires = cron.preview(datetime(9999, 12, 31, 23, 50, tzinfo=UTC), 1000)
+    assert len(fires) < 1000
+    assert all(fire.year == 9999 for fire in fires)

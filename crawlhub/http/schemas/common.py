@@ -1,5 +1,6 @@
 """Models every resource shares: strict requests, pages, the error envelope, health."""
 
+from datetime import UTC, datetime
 from typing import Any, Generic, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -10,6 +11,17 @@ MAX_INT = 2**31 - 1
 MAX_BIGINT = 2**63 - 1
 
 T = TypeVar("T")
+
+
+def in_range(value: datetime | None) -> datetime | None:
+    """A time that UTC (and so the database) can hold: 0001-01-01T00:00+14:00 cannot."""
+    if value is None:
+        return None
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("time out of range: it falls before year 1 or after 9999 in UTC") from None
+    return value
 
 
 class Strict(BaseModel):

@@ -6,13 +6,13 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
-from crawlhub.http.schemas.common import MAX_BIGINT, MAX_PAGE, Out, Strict
+from crawlhub.http.schemas.common import MAX_BIGINT, MAX_PAGE, Out, Strict, in_range
 
 
 def _aware(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         raise ValueError("times must carry a UTC offset, e.g. 2026-03-08T00:00:00Z")
-    return value
+    return in_range(value)
 
 
 class DataFilter(Strict):

@@ -6,7 +6,7 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from crawlhub.http.schemas.common import Out, Page, Strict
+from crawlhub.http.schemas.common import Out, Page, Strict, in_range
 
 Overlap = Literal["forbid", "allow", "replace"]
 Catchup = Literal["latest", "all", "none"]
@@ -73,7 +73,7 @@ class PreviewQuery(Strict):
     def _aware(cls, value: datetime | None) -> datetime | None:
         if value is not None and value.tzinfo is None:
             raise ValueError("after must carry a UTC offset, e.g. 2026-03-08T00:00:00Z")
-        return value
+        return in_range(value)
 
 
 class FireTime(BaseModel):

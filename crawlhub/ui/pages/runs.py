@@ -33,9 +33,11 @@ def utc_time(raw: str, name: str) -> datetime | None:
         return None
     try:
         value = datetime.fromisoformat(raw)
-    except ValueError:
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value
+        value.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise InvalidInput(f"{name}: not a date and time like 2026-03-08T14:30") from None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+    return value
 
 
 def cursor_of(raw: str) -> runs.Cursor | None:

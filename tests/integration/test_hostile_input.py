@@ -1,0 +1,85 @@
+"""Hostile input answers 4xx with the error envelope, never 500 (named regression cases of
+the containment issue), on both databases."""
+
+import json
+import uuid
+
+import pytest
+from starlette.testclient import TestClient
+
+NESTED = '{"params": ' + '{"a": ' * 50_000 + "1" + "}" * 50_000 + "}"
+
+
+def post_json(client: TestClient, path: str, text: str) -> tuple[int, dict[str, object]]:
+    response = client.post(path, content=text, headers={"Content-Type": "application/json"})
+    return response.status_code, response.json()
+
+
+def make_spider(client: TestClient) -> str:
+    name = f"h{uuid.uuid4().hex[:8]}"
+    assert client.post("/api/spiders", json={"name": name}).status_code == 201
+    return name
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        NESTED,
+        '{"params": {"n": 1' + "0" * 5000 + "}}",
+        '{"params": {"n": NaN}}',
+        '{"params": {"n": -Infinity}}',
+    ],
+    ids=["nested-50000", "5000-digit-integer", "nan", "infinity"],
+)
+def test_json_the_api_cannot_hold_is_a_400(client: TestClient, body: str) -> None:
+    status, answer = post_json(client, f"/api/spiders/{make_spider(client)}/run", body)
+    assert status == 400
+    assert answer["error"]["code"] == "bad_request"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("bad", ["a\u0000b", "\ud800"], ids=["nul", "lone-surrogate"])
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/spiders", lambda bad: {"name": "x1", "params": {"k": bad}}),
+        ("/api/spiders", lambda bad: {"name": "x2", "env": {"K": bad}}),
+        ("/api/spiders", lambda bad: {"name": "x3", "dedup_keys": [bad]}),
+        ("/api/spiders", lambda bad: {"name": "x4", "params": {bad: 1}}),
+        ("/api/channels", lambda bad: {"kind": "webhook", "target": f"https://h/{bad}"}),
+        ("/api/channels", lambda bad: {"kind": "email", "target": f"a{bad}@b.example"}),
+        ("/api/channels", lambda bad: {"kind": "webhook", "target": "https://h/x",
+                                       "secret": bad}),
+    ],
+    ids=["params", "env", "dedup-keys", "param-key", "target", "email", "secret"],
+)  # fmt: skip
+def test_nul_and_lone_surrogates_are_a_422_naming_where(
+    client: TestClient, path: str, body: object, bad: str
+) -> None:
+    text = json.dumps(body(bad))  # type: ignore[operator]
+    status, answer = post_json(client, path, text)
+    assert status == 422, answer
+    error = answer["error"]
+    assert error["code"] == "invalid_input"  # type: ignore[index]
+    assert error["message"].startswith("body.")  # type: ignore[index]
+
+
+@pytest.mark.parametrize("moment", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"])
+def test_times_outside_what_utc_can_hold_are_a_422(client: TestClient, moment: str) -> None:
+    for params in ({"since": moment}, {"until": moment}):
+        for path in ("/api/data", "/api/data/export/csv"):
+            response = client.get(path, params=params)
+            assert response.status_code == 422, (path, params, response.text)
+    spider = make_spider(client)
+    schedule = client.post(f"/api/spiders/{spider}/schedules", json={"cron": "* * * * *"})
+    preview = client.get(f"/api/schedules/{schedule.json()['id']}/preview",
+                         params={"after": moment})  # fmt: skip
+    assert preview.status_code == 422, preview.text
+    last = client.get(f"/api/schedules/{schedule.json()['id']}/preview",
+                      params={"after": "9999-12-31T23:50:00Z", "n": 1000})  # fmt: skip
+    assert last.status_code == 200  # the calendar ends: fewer fires, not a 500
+
+
+def test_export_fields_with_a_nul_are_a_422_before_anything_is_sent(client: TestClient) -> None:
+    response = client.get("/api/data/export/csv", params={"fields": "a,b\u0000c"})
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "invalid_input"

@@ -193,4 +193,13 @@ def mark_all_read(context: Context) -> int:
 def deliveries(context: Context, ref: str) -> list[Delivery]:
     """The delivery records of an alert."""
     with context.db.read() as session:
-        return list(repo.deliveries_of(session, repo.get_alert(session, ref).id))
+        alert_id = repo.get_alert(session, ref).id
+        return repo.deliveries_of(session, [alert_id])[alert_id]
+
+
+def deliveries_by_alert(
+    context: Context, alert_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, list[Delivery]]:
+    """The delivery records of a page of alerts, read at once."""
+    with context.db.read() as session:
+        return repo.deliveries_of(session, alert_ids)

@@ -229,6 +229,14 @@ def record_delivery(
     )  # fmt: skip
 
 
-def deliveries_of(session: Session, alert_id: uuid.UUID) -> Sequence[Delivery]:
-    """Every delivery record of an alert."""
-    return session.scalars(select(Delivery).where(Delivery.alert_id == alert_id)).all()
+def deliveries_of(
+    session: Session, alert_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[Delivery]]:
+    """Every delivery record of some alerts (one query), by alert."""
+    found: dict[uuid.UUID, list[Delivery]] = {alert_id: [] for alert_id in alert_ids}
+    if alert_ids:
+        for delivery in session.scalars(
+            select(Delivery).where(Delivery.alert_id.in_(alert_ids)).order_by(Delivery.created_at)
+        ):
+            found[delivery.alert_id].append(delivery)
+    return found

@@ -46,10 +46,14 @@ def sweep(context: Context) -> bool:
                                                  SWEEP_BATCH)]  # fmt: skip
         waiting = [t.id for t in task_repo.waiting(
             session, now - timedelta(seconds=LOST_MESSAGE_AFTER_S), SWEEP_BATCH)]  # fmt: skip
-        retrying = [t.id for t in task_repo.stale_retrying(session, now - RETRY_GRACE,
-                                                           SWEEP_BATCH)]  # fmt: skip
-        long_retrying = [t.id for t in task_repo.stale_retrying(session, now - STALE_RETRY,
-                                                                SWEEP_BATCH)]  # fmt: skip
+        retrying_rows = task_repo.stale_retrying(session, now - RETRY_GRACE, SWEEP_BATCH)
+        retrying = [t.id for t in retrying_rows]
+        # Oldest first, so the ones past a day (the in-process broker's rule) are among them.
+        long_retrying = [
+            t.id
+            for t in retrying_rows
+            if t.heartbeat_at is not None and t.heartbeat_at < now - STALE_RETRY
+        ]
     lost: list[uuid.UUID] = []
     if waiting or retrying:
         queued = queues.queued_tasks(context.broker, RUNS_QUEUE)

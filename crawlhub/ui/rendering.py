@@ -18,10 +18,10 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from crawlhub.context import Context
 from crawlhub.data.formats import cell
 from crawlhub.errors import CrawlhubError
 from crawlhub.http.responses import status_of
+from crawlhub.http.validation import ctx
 from crawlhub.ui.sessions import COOKIE, CSRF_FIELD, CSRF_HEADER, Session, csrf_ok, verify
 
 logger = logging.getLogger(__name__)
@@ -117,12 +117,6 @@ def environment() -> jinja2.Environment:
 ENV = environment()
 
 
-def ctx(request: Request) -> Context:
-    """The process context the app was built with."""
-    context: Context = request.app.state.ctx
-    return context
-
-
 def render(
     request: Request, session: Session | None, template: str, status: int = 200, **values: Any
 ) -> HTMLResponse:
@@ -202,12 +196,6 @@ def action(handler: ActionHandler) -> Callable[[Request], Awaitable[Response]]:
             await form.close()
 
     return wrapper
-
-
-def field(form: FormData, name: str) -> str:
-    """A text field of a form, stripped ('' when absent or a file)."""
-    value = form.get(name)
-    return value.strip() if isinstance(value, str) else ""
 
 
 def back(location: str) -> RedirectResponse:

@@ -9,8 +9,9 @@ from starlette.responses import Response
 from crawlhub.alerting import alerts, channels
 from crawlhub.errors import InvalidInput
 from crawlhub.http.schemas.alerts import ChannelCreate, ChannelPatch
-from crawlhub.ui.pages.spiders import page_number, parse_form
-from crawlhub.ui.rendering import action, back, ctx, field, page, render
+from crawlhub.http.validation import ctx
+from crawlhub.ui.forms import field, page_number, parse_form
+from crawlhub.ui.rendering import action, back, page, render
 from crawlhub.ui.sessions import Session
 
 PAGE_SIZE = 20
@@ -32,7 +33,7 @@ def alerts_page(
     rows, total = alerts.list_alerts(
         context, page=number, page_size=PAGE_SIZE, level=None, is_read=None, spider=None
     )
-    deliveries = {a.id: alerts.deliveries(context, str(a.id)) for a in rows}
+    deliveries = alerts.deliveries_by_alert(context, [a.id for a in rows])
     channel_rows, _ = channels.list_channels(context, page=1, page_size=100)
     return render(
         request,

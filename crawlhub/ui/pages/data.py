@@ -7,8 +7,9 @@ from starlette.responses import Response
 
 from crawlhub.data import items
 from crawlhub.errors import InvalidInput
-from crawlhub.ui.pages.runs import utc_time
-from crawlhub.ui.rendering import ctx, page, render
+from crawlhub.http.validation import ctx
+from crawlhub.ui.forms import utc_time
+from crawlhub.ui.rendering import page, render
 from crawlhub.ui.sessions import Session
 
 PAGE_SIZE = 50

@@ -4,8 +4,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from crawlhub.execution import activity
+from crawlhub.http.validation import ctx
 from crawlhub.ui import charts
-from crawlhub.ui.rendering import ctx, page, render
+from crawlhub.ui.rendering import page, render
 from crawlhub.ui.sessions import Session
 
 

@@ -5,9 +5,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from crawlhub.execution import runs
+from crawlhub.http.validation import ctx
 from crawlhub.messaging import queues
 from crawlhub.messaging.keys import QUEUES
-from crawlhub.ui.rendering import action, back, ctx, page, render
+from crawlhub.ui.rendering import action, back, page, render
 from crawlhub.ui.sessions import Session
 
 DEAD_SHOWN = 100

@@ -2,21 +2,23 @@
 run again, and the log stream and exports the page uses."""
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from crawlhub.context import Context
 from crawlhub.data import items
-from crawlhub.errors import InvalidInput
 from crawlhub.execution import runs
 from crawlhub.http import sse
 from crawlhub.http.routes.data import export_response
+from crawlhub.http.validation import ctx
 from crawlhub.packages import spiders
-from crawlhub.repo.models import ACTIVE, FINISHED
-from crawlhub.ui.rendering import action, back, ctx, current_session, page, render, to_login
+from crawlhub.repo.models import ACTIVE, FINISHED, Spider, Task
+from crawlhub.ui.forms import utc_time
+from crawlhub.ui.rendering import action, back, current_session, page, render, to_login
 from crawlhub.ui.sessions import Session
 
 PAGE_SIZE = 50
@@ -25,19 +27,6 @@ ITEM_ROWS = 50
 STATUSES = ("pending", "running", "retrying", "completed", "failed", "cancelled", "skipped")
 TRIGGERS = ("manual", "schedule", "test")
 STREAMS = ("stdout", "stderr", "system")
-
-
-def utc_time(raw: str, name: str) -> datetime | None:
-    """A time from a form field (ISO 8601; without an offset it is read as UTC)."""
-    if not raw:
-        return None
-    try:
-        value = datetime.fromisoformat(raw)
-        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value
-        value.astimezone(UTC)
-    except (ValueError, OverflowError):
-        raise InvalidInput(f"{name}: not a date and time like 2026-03-08T14:30") from None
-    return value
 
 
 def cursor_of(raw: str) -> runs.Cursor | None:
@@ -52,6 +41,12 @@ def cursor_of(raw: str) -> runs.Cursor | None:
 def choice(raw: str | None, allowed: tuple[str, ...]) -> str | None:
     """A filter value when it is one of the allowed ones."""
     return raw if raw in allowed else None
+
+
+def task_and_spider(context: Context, ref: str) -> tuple[Task, Spider]:
+    """A run and the spider it belongs to (its page shows the spider's name)."""
+    task = runs.get_task(context, ref)
+    return task, spiders.get_spider(context.db, str(task.spider_id))
 
 
 @page
@@ -90,8 +85,7 @@ def show_run(request: Request, session: Session) -> Response:
     """A run: status, timings, stats, its log a page at a time (live while it runs), items."""
     context = ctx(request)
     ref = request.path_params["id"]
-    task = runs.get_task(context, ref)
-    spider = spiders.get_spider(context.db, str(task.spider_id))
+    task, spider = task_and_spider(context, ref)
     params = request.query_params
     stream = choice(params.get("stream"), STREAMS)
     attempt = int(params["attempt"]) if params.get("attempt", "").isdigit() else None
@@ -138,8 +132,7 @@ def show_run(request: Request, session: Session) -> Response:
 def run_facts(request: Request, session: Session) -> Response:
     """A run's facts alone, which its page refreshes while the run is not over."""
     context = ctx(request)
-    task = runs.get_task(context, request.path_params["id"])
-    spider = spiders.get_spider(context.db, str(task.spider_id))
+    task, spider = task_and_spider(context, request.path_params["id"])
     response = render(request, session, "_run_facts.html", task=task, spider=spider)
     if task.status in FINISHED:
         response.status_code = 286  # htmx: stop polling

@@ -10,10 +10,11 @@ from starlette.responses import Response
 
 from crawlhub.errors import InvalidInput
 from crawlhub.http.schemas.schedules import ScheduleCreate, SchedulePatch
+from crawlhub.http.validation import ctx
 from crawlhub.packages import spiders
 from crawlhub.scheduling import schedules
-from crawlhub.ui.pages.spiders import page_number, parse_form
-from crawlhub.ui.rendering import action, back, ctx, field, page, render
+from crawlhub.ui.forms import field, page_number, parse_form
+from crawlhub.ui.rendering import action, back, page, render
 from crawlhub.ui.sessions import Session
 
 PAGE_SIZE = 50

@@ -5,7 +5,8 @@ import urllib.parse
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from crawlhub.ui.rendering import action, ctx, current_session, render
+from crawlhub.http.validation import ctx
+from crawlhub.ui.rendering import action, current_session, render
 from crawlhub.ui.sessions import COOKIE, Session, issue, matching_token
 
 

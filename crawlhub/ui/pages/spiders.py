@@ -3,7 +3,6 @@
 import json
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
@@ -11,15 +10,16 @@ from starlette.responses import Response
 from crawlhub.errors import InvalidInput, TooLarge
 from crawlhub.execution import activity, runs
 from crawlhub.http.schemas.spiders import SpiderCreate, SpiderPatch
+from crawlhub.http.validation import ctx
 from crawlhub.packages import spiders
 from crawlhub.repo.models import Task
 from crawlhub.scheduling import schedules
 from crawlhub.ui import charts
-from crawlhub.ui.rendering import action, back, ctx, field, page, render
+from crawlhub.ui.forms import JSON_FIELDS, field, page_number, parse_form
+from crawlhub.ui.rendering import action, back, page, render
 from crawlhub.ui.sessions import Session
 
 PAGE_SIZE = 20
-JSON_FIELDS = ("params", "env")
 INT_FIELDS = (
     "timeout_s",
     "max_retries",
@@ -27,12 +27,6 @@ INT_FIELDS = (
     "retry_backoff_max_s",
     "retention_days",
 )
-
-
-def page_number(request: Request) -> int:
-    """The `page` query parameter, 1 when absent or not a positive number."""
-    raw = request.query_params.get("page", "1")
-    return max(int(raw), 1) if raw.isdigit() and len(raw) < 7 else 1
 
 
 @page
@@ -55,30 +49,6 @@ def list_spiders(request: Request, session: Session) -> Response:
         errors={},
         values={},
     )
-
-
-def validation_errors(exc: ValidationError) -> dict[str, str]:
-    """Pydantic's errors by form field ('' for the form as a whole)."""
-    found: dict[str, str] = {}
-    for error in exc.errors(include_url=False):
-        name = str(error["loc"][0]) if error["loc"] else ""
-        found.setdefault(name, str(error["msg"]).removeprefix("Value error, "))
-    return found
-
-
-def parse_form(model: type[BaseModel], values: dict[str, Any]) -> tuple[Any, dict[str, str]]:
-    """The form's values as the API's model, or the errors to show beside each field."""
-    errors: dict[str, str] = {}
-    for name in JSON_FIELDS:
-        if isinstance(values.get(name), str):
-            try:
-                values[name] = json.loads(values[name] or "{}")
-            except ValueError:
-                errors[name] = 'not valid JSON (an object like {"key": "value"})'
-    try:
-        return model.model_validate(values), errors
-    except ValidationError as exc:
-        return None, {**validation_errors(exc), **errors}
 
 
 def settings_values(form: FormData) -> dict[str, Any]:

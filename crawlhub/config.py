@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     max_log_lines: int = Field(100_000, ge=100)
     max_item_bytes: int = Field(16 * MiB, ge=1024)
     memory_limit_mb: int | None = Field(None, ge=64)
+    max_processes: int = Field(4096, ge=16)  # per run; RLIMIT_NPROC counts per user
+    max_open_files: int = Field(16384, ge=64)  # per process of a run
+    spider_user: str = "crawlhub-spider"  # spiders run as this user when the worker can switch
+    spider_python: Path | None = None  # interpreter for spiders; default: the worker's own
+    channel_allow_hosts: str = ""  # hosts or CIDRs channels may reach despite the SSRF rules
+    metrics_token: SecretStr | None = None  # bearer token /metrics asks for, when set
     db_pool_size: int = Field(10, ge=1)
     session_hours: float = Field(12.0, gt=0, le=24 * 30)  # dashboard sign-ins last this long
     smtp_host: str | None = None
@@ -88,6 +94,12 @@ class Settings(BaseSettings):
         if not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        # Resolved once: spiders run in work dirs below it and must get absolute paths.
+        return value.expanduser().absolute()
 
     @field_validator("log_level")
     @classmethod

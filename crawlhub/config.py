@@ -63,6 +63,7 @@ class Settings(BaseSettings):
     max_open_files: int = Field(16384, ge=64)  # per process of a run
     spider_user: str = "crawlhub-spider"  # spiders run as this user when the worker can switch
     spider_python: Path | None = None  # interpreter for spiders; default: the worker's own
+    spider_namespaces: bool = True  # each run in its own PID namespace, where Linux allows
     channel_allow_hosts: str = ""  # hosts or CIDRs channels may reach despite the SSRF rules
     metrics_token: SecretStr | None = None  # bearer token /metrics asks for, when set
     db_pool_size: int = Field(10, ge=1)

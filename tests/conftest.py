@@ -17,6 +17,7 @@ from crawlhub.context import Context
 from crawlhub.repo import migrate
 from crawlhub.repo.db import make_engine
 from crawlhub.repo.models import Base
+from tests.spider_env import AS_ROOT, shared_tmp_path, spider_python
 
 PG_ADMIN = os.environ.get("CRAWLHUB_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("CRAWLHUB_TEST_REDIS", "redis://127.0.0.1:6379/15")
@@ -30,6 +31,14 @@ def service_missing(name: str, exc: Exception) -> None:
     if IN_CI:
         pytest.fail(f"{message} (CI must run every service test)")
     pytest.skip(message)
+
+
+if AS_ROOT:
+
+    @pytest.fixture
+    def tmp_path() -> Path:
+        """As root, spiders run as another user: a tmp_path they can reach (spider_env)."""
+        return shared_tmp_path()
 
 
 @pytest.fixture(scope="session")
@@ -114,6 +123,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "api_tokens": TOKEN,
         "data_dir": tmp_path / "data",
         "redis_url": None,
+        "spider_python": spider_python(),
     }
     values.update(overrides)
     return load_settings(**values)

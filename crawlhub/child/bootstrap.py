@@ -21,6 +21,7 @@ import sys
 from collections.abc import AsyncIterable, Callable, Coroutine, Iterable, Mapping
 
 from crawlhub import sdk
+from crawlhub.child import jail
 
 # Not `from typing import TYPE_CHECKING`: importing typing costs every run ~3 ms.
 TYPE_CHECKING = False
@@ -31,20 +32,17 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-EXIT_PARENT_GONE = 70  # EX_SOFTWARE: the worker died between fork and prctl
+EXIT_PARENT_GONE = jail.EXIT_WARDEN_GONE  # EX_SOFTWARE: the worker died before the start
 EXIT_TERMINATED = 128 + signal.SIGTERM
 
 ITEMS_FD_ENV = sdk.ITEMS_FD_ENV  # required: write end of the item pipe
 PARAMS_ENV = "CRAWLHUB_PARAMS"  # python mode: JSON object passed to the entry
-PARENT_PID_ENV = "CRAWLHUB_PARENT_PID"  # the worker's pid
-MEMORY_LIMIT_ENV = "CRAWLHUB_MEMORY_LIMIT_MB"  # address-space limit in MiB
 
 STATS_EXTENSION = "crawlhub.child.scrapy_extension.StatsFileWriter"
 # After Scrapy's own extensions (all at 0), so that its spider_closed handler runs
 # after CoreStats has set finish_reason and finish_time.
 STATS_EXTENSION_ORDER = 1000
 
-_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 _USAGE = (
     "usage: python -m crawlhub.child.bootstrap python module:function\n"
     "       python -m crawlhub.child.bootstrap scrapy SPIDER [scrapy crawl arguments ...]"
@@ -54,11 +52,15 @@ _USAGE = (
 def main(argv: list[str] | None = None) -> int:
     """Run the spider named by ``argv`` and return the process exit status."""
     args = sys.argv[1:] if argv is None else argv
-    die_with_parent()
+    jail.die_with_parent()
     _configure_output()
+    items_fd = _items_fd()
+    # Checked after prctl: a worker that died before prctl took effect is caught here.
+    if jail.reader_gone(items_fd):
+        print("crawlhub: the worker is gone; not starting", file=sys.stderr)
+        raise SystemExit(EXIT_PARENT_GONE)
+    jail.contain(pipes=(1, 2, items_fd))
     try:
-        limit_memory()
-        items_fd = _items_fd()
         if len(args) == 2 and args[0] == "python":
             return run_python(args[1], _params())
         if len(args) >= 2 and args[0] == "scrapy":
@@ -66,45 +68,6 @@ def main(argv: list[str] | None = None) -> int:
         _fail(f"bad arguments {args!r}\n{_USAGE}")
     finally:
         sdk.flush()
-
-
-def die_with_parent() -> None:
-    """Have Linux SIGKILL this process when the worker dies; exit 70 if it already has."""
-    expected = os.environ.get(PARENT_PID_ENV)
-    if sys.platform == "linux":
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(_PR_SET_PDEATHSIG, ctypes.c_ulong(signal.SIGKILL), 0, 0, 0) != 0:
-            errno = ctypes.get_errno()
-            print(
-                f"crawlhub: prctl(PR_SET_PDEATHSIG) failed: {os.strerror(errno)}", file=sys.stderr
-            )
-    if expected is None:
-        return
-    if not expected.isdigit():
-        _fail(f"{PARENT_PID_ENV}={expected!r} is not a process id")
-    # Checked after prctl: a worker that died before prctl took effect is caught here.
-    if os.getppid() != int(expected):
-        print(f"crawlhub: the worker (pid {expected}) is gone; not starting", file=sys.stderr)
-        raise SystemExit(EXIT_PARENT_GONE)
-
-
-def limit_memory() -> None:
-    """Cap the address space at $CRAWLHUB_MEMORY_LIMIT_MB MiB, if set."""
-    text = os.environ.get(MEMORY_LIMIT_ENV)
-    if not text:
-        return
-    if not text.isdigit() or int(text) == 0:
-        _fail(f"{MEMORY_LIMIT_ENV}={text!r} is not a positive number of MiB")
-    import resource
-
-    limit = int(text) * 1024 * 1024
-    _, hard = resource.getrlimit(resource.RLIMIT_AS)
-    if hard != resource.RLIM_INFINITY:
-        limit = min(limit, hard)
-    # The hard limit too, so the spider cannot raise it again.
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
 def run_python(entry: str, params: dict[str, Any]) -> int:

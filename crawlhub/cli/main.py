@@ -16,6 +16,7 @@ from crawlhub.cli.client import Client, build_package
 from crawlhub.cli.logging_setup import setup_logging
 from crawlhub.config import load_settings
 from crawlhub.errors import CrawlhubError
+from crawlhub.execution import sandbox
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings()
         setup_logging(settings.log_level)
+        sandbox.harden_process(server=args.command in PROCESSES)
         if args.command in PROCESSES:
             PROCESSES[args.command](settings)
             return 0

@@ -6,7 +6,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -15,8 +14,9 @@ from typing import IO, Any
 
 from crawlhub import metrics
 from crawlhub.alerting import alerts
+from crawlhub.child import jail
 from crawlhub.context import Context
-from crawlhub.execution import workdirs
+from crawlhub.execution import sandbox, workdirs
 from crawlhub.execution.attempts import (
     CLAIM_PATIENCE_S,
     RECORD_PATIENCE_S,
@@ -76,6 +76,7 @@ class Run:
             attempt.dedup_keys, fence=attempt.fence,
         )  # fmt: skip
         self.work: Path | None = None
+        self.identity = sandbox.spider_identity(settings.spider_user)
 
     def run(self) -> Ended:
         started = time.monotonic()
@@ -142,9 +143,10 @@ class Run:
     def _run(self) -> Outcome:
         self.work = self._prepare()
         command = self._command()
+        who = f" as {self.identity.name}" if self.identity else ""
         self.logs.system(
             f"attempt {self.a.attempt}: {self.a.kind} spider {self.a.spider_name} "
-            f"version {self.a.version} ({self.a.entry})"
+            f"version {self.a.version} ({self.a.entry}){who}"
         )
         items_read, items_write = os.pipe()
         try:
@@ -207,12 +209,15 @@ class Run:
         self.a.archive = b""  # no need to hold the package for the rest of the run
         # Named by the fence, unique per claim: a fenced-out attempt that cleans up late never
         # removes the directory of the attempt that owns the task now.
-        return workdirs.fresh_workdir(
+        work = workdirs.fresh_workdir(
             self.settings.data_dir, source, f"{self.a.task_id}-{self.a.fence}"
         )
+        sandbox.hand_over(work, self.identity)
+        return work
 
     def _command(self) -> list[str]:
-        base = [sys.executable, "-m", "crawlhub.child.bootstrap", self.a.kind, self.a.entry]
+        python = sandbox.spider_python(self.settings)
+        base = [python, "-m", "crawlhub.child.bootstrap", self.a.kind, self.a.entry]
         if self.a.kind == "python":
             return base
         for key, value in self.a.params.items():
@@ -240,12 +245,20 @@ class Run:
                 "CRAWLHUB_ATTEMPT": str(self.a.attempt),
                 "CRAWLHUB_PARAMS": json.dumps(self.a.params),
                 "CRAWLHUB_ITEMS_FD": str(items_fd),
-                "CRAWLHUB_PARENT_PID": str(os.getpid()),
                 "CRAWLHUB_STATS_PATH": str(self.work / STATS_FILE),
+                # Read (and removed from its environment) by the bootstrap's jail:
+                jail.PROCESSES_ENV: str(self.settings.max_processes),
+                jail.OPEN_FILES_ENV: str(self.settings.max_open_files),
             }
         )
         if self.settings.memory_limit_mb:
-            env["CRAWLHUB_MEMORY_LIMIT_MB"] = str(self.settings.memory_limit_mb)
+            env[jail.MEMORY_LIMIT_ENV] = str(self.settings.memory_limit_mb)
+        if not self.settings.spider_namespaces:
+            env[jail.NAMESPACES_ENV] = "0"
+        env[jail.HIDE_ENV] = "\n".join(map(str, sandbox.hidden_paths(self.settings)))
+        if self.identity is not None:
+            env[jail.UID_ENV] = str(self.identity.uid)
+            env[jail.GID_ENV] = str(self.identity.gid)
         return env
 
     def _start_readers(
@@ -353,12 +366,14 @@ class Run:
             logger.warning("task %s: flush failed, will retry: %s", self.a.task_id, exc)
 
     def _stop(self, proc: subprocess.Popen[bytes], grace: float) -> None:
-        """SIGTERM to the whole group, SIGKILL after the grace period."""
+        """SIGTERM to the whole group, SIGKILL after the grace period to everything the
+        spider started, in its group or not (the jail's warden still holds them)."""
         _kill_group(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             self.logs.system(f"still running {grace:g} s after SIGTERM: SIGKILL")
+            jail.kill_descendants(proc.pid)
         _kill_group(proc.pid, signal.SIGKILL)
         proc.wait()
 

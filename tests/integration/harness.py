@@ -1,6 +1,7 @@
 """A CrawlHub under test: context, real worker threads, API client, and helpers to wait on runs."""
 
 import io
+import os
 import textwrap
 import threading
 import time
@@ -17,6 +18,7 @@ from starlette.testclient import TestClient
 from crawlhub.actors.registry import declare_actors
 from crawlhub.api import create_app
 from crawlhub.context import Context
+from crawlhub.execution import sandbox
 from crawlhub.messaging.broker import build_worker
 from tests.conftest import TOKEN, make_settings
 
@@ -89,6 +91,8 @@ def running_hub(database_url: str, tmp_path: Path, redis_url: str | None = None,
     context = Context.build(
         make_settings(tmp_path, database_url=database_url, redis_url=redis_url, **settings)
     )
+    if threads:
+        sandbox.prepare_worker(context.settings)
     declare_actors(context)
     worker = build_worker(context.broker, threads, 100) if threads else None
     if worker is not None:
@@ -135,6 +139,20 @@ class Site:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def processes_of(task_id: str) -> list[int]:
+    """Host pids of every live process whose environment names this task: a run's bootstrap
+    and all it started (the pids a spider sees are those of its own PID namespace)."""
+    needle = f"CRAWLHUB_TASK_ID={task_id}".encode()
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if needle in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                found.append(int(pid))
+        except OSError:
+            continue
+    return [pid for pid in found if pid_alive(pid)]
 
 
 def pid_alive(pid: int) -> bool:

@@ -26,7 +26,7 @@ from crawlhub.repo.models import Item, Spider, Task
 from crawlhub.scheduling import housekeeping
 from crawlhub.ticker import Ticker
 from tests.conftest import TOKEN, make_settings
-from tests.integration.harness import Hub, pid_alive, running_hub
+from tests.integration.harness import Hub, processes_of, running_hub
 from tests.integration.test_processes import Process, base_env, crawlhub, free_port
 
 
@@ -323,8 +323,7 @@ def run(params):
     if os.fork() == 0:
         os.setsid()  # out of the run's process group, then orphaned: the group kill misses it
         if os.fork() == 0:
-            with open(params["pidfile"], "w") as out:
-                out.write(str(os.getpid()))
+            print("escaped", flush=True)
             time.sleep(300)  # holding the run's stdout, stderr and item pipes
         os._exit(0)
     time.sleep(0.5)
@@ -332,18 +331,16 @@ def run(params):
 """
 
 
+@pytest.mark.parametrize("namespaces", [True, False], ids=["pid-namespace", "subreaper"])
 def test_a_process_that_escaped_the_run_and_holds_its_pipes_does_not_hold_the_worker(
-    database_url: str, tmp_path: Path
+    database_url: str, tmp_path: Path, namespaces: bool
 ) -> None:
-    pidfile = tmp_path / "escaped.pid"
-    with running_hub(database_url, tmp_path) as hub:
+    with running_hub(database_url, tmp_path, spider_namespaces=namespaces) as hub:
         hub.deploy("escape", {"main.py": ESCAPE})
         started = time.monotonic()
-        task = hub.wait(hub.run("escape", pidfile=str(pidfile))["id"], timeout=60)
+        task = hub.wait(hub.run("escape")["id"], timeout=60)
         took = time.monotonic() - started
         assert (task["status"], task["items_count"]) == ("completed", 1)
         assert took < 8, f"the worker waited {took:.1f} s on the escaped process's pipes"
-        escaped = int(pidfile.read_text())
-        assert not pid_alive(escaped)
-        lines = [line["text"] for line in hub.logs(task["id"], stream="system")]
-        assert any(f"(pid {escaped})" in line for line in lines), lines
+        assert "escaped" in [line["text"] for line in hub.logs(task["id"], stream="stdout")]
+        assert processes_of(task["id"]) == []

@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.spider_env import spider_python
+
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "spiders"
 START_TIMEOUT_S = 30
 
@@ -31,7 +33,11 @@ def base_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         for k, v in os.environ.items()
         if not k.startswith(("CRAWLHUB_", "DATABASE_", "REDIS_"))
     }
-    env.update({"CRAWLHUB_DATA_DIR": str(tmp_path / "data"), "PYTHONUNBUFFERED": "1", **extra})
+    env.update({"CRAWLHUB_DATA_DIR": str(tmp_path / "data"), "PYTHONUNBUFFERED": "1"})
+    python = spider_python()
+    if python is not None:
+        env["CRAWLHUB_SPIDER_PYTHON"] = str(python)
+    env.update(extra)
     return env
 
 

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from crawlhub.cli.client import zip_directory
 from crawlhub.messaging.messages import send_run
 from crawlhub.repo.models import Item, LogLine
-from tests.integration.harness import Hub, Site, pid_alive, running_hub
+from tests.integration.harness import Hub, Site, pid_alive, processes_of, running_hub
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "spiders"
 
@@ -143,13 +143,15 @@ SLEEPER = """
 
 
 def pids_of(hub: Hub, task_id: str, timeout: float = 30) -> list[int]:
+    """The host pids of a run's processes once its spider has started its child (the pids
+    it prints are those of its own PID namespace)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for line in hub.logs(task_id):
-            if line["text"].startswith("pids "):
-                return [int(p) for p in line["text"].split()[1:]]
+        if any(line["text"].startswith("pids ") for line in hub.logs(task_id)):
+            return processes_of(task_id)
         time.sleep(0.05)
-    raise AssertionError("spider never printed its pids")
+    raise AssertionError(f"spider never printed its pids: {hub.logs(task_id)} {hub.task(task_id)}")
+
 
 
 def test_timeout_kills_the_process_group_and_fails_with_reason_timeout(hub: Hub) -> None:
@@ -435,12 +437,13 @@ def test_children_die_with_their_worker_process(tmp_path: Path) -> None:
     import subprocess
     import sys
 
+    task = str(uuid.uuid4())
     script = tmp_path / "spider.py"
     script.write_text("import time\ndef run(p):\n    time.sleep(600)\n")
     parent = subprocess.Popen(
         [sys.executable, "-c", (
             "import os, subprocess, sys, time\n"
-            f"env = dict(os.environ, CRAWLHUB_PARENT_PID=str(os.getpid()), CRAWLHUB_ITEMS_FD='1')\n"
+            f"env = dict(os.environ, CRAWLHUB_TASK_ID={task!r}, CRAWLHUB_ITEMS_FD='1')\n"
             "argv = [sys.executable, '-m', 'crawlhub.child.bootstrap', 'python', 'spider:run']\n"
             "child = subprocess.Popen(argv,"
             f" cwd={str(tmp_path)!r}, env=env, pass_fds=(1,))\n"
@@ -450,16 +453,17 @@ def test_children_die_with_their_worker_process(tmp_path: Path) -> None:
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert parent.stdout is not None
-    with parent.stdout:
-        child_pid = int(parent.stdout.readline())
+    child_pid = int(parent.stdout.readline())  # kept open: the pipe is the run's item pipe
     time.sleep(0.5)
-    assert pid_alive(child_pid)
+    assert pid_alive(child_pid) and len(processes_of(task)) == 2  # the warden and the spider
     os.kill(parent.pid, signal.SIGKILL)
     parent.wait()
+    parent.stdout.close()
     deadline = time.monotonic() + 5
-    while pid_alive(child_pid) and time.monotonic() < deadline:
+    while processes_of(task) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not pid_alive(child_pid)
+    assert processes_of(task) == [], "the spider outlived its bootstrap"
 
 
 def test_metrics_parse_and_their_counters_move_after_a_run(hub: Hub) -> None:
@@ -478,6 +482,7 @@ def test_metrics_parse_and_their_counters_move_after_a_run(hub: Hub) -> None:
     before = scrape()
     hub.deploy("measured", {"main.py": "def run(p):\n    return [{'a': 1}, {'a': 2}]\n"})
     assert hub.wait(hub.run("measured")["id"])["status"] == "completed"
+    hub.client.app.state.metrics.expire()  # task and queue state is cached for a few seconds
     after = scrape()
     completed = ("crawlhub_runs_total", (("status", "completed"),))
     assert after[completed] == before.get(completed, 0) + 1

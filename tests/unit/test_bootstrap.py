@@ -59,7 +59,6 @@ class Child:
             "HOME": str(cwd),
             "LANG": "C.UTF-8",
             "CRAWLHUB_ITEMS_FD": str(write_fd),
-            "CRAWLHUB_PARENT_PID": str(os.getpid()),
             **env,
         }
         try:
@@ -270,13 +269,22 @@ def test_a_child_whose_worker_is_already_gone_exits_70_before_running_the_spider
     source = f"def run(params):\n    open({str(marker)!r}, 'w').close()\n    return {{}}\n"
     started = time.monotonic()
 
-    run = run_python(tmp_path, source, CRAWLHUB_PARENT_PID=str(os.getpid() + 1))
+    (tmp_path / "main.py").write_text(source)
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)  # the worker, which reads the items, is gone
+    try:
+        run = subprocess.run(
+            [sys.executable, "-m", "crawlhub.child.bootstrap", "python", "main:run"],
+            cwd=tmp_path, env={"CRAWLHUB_ITEMS_FD": str(write_fd)}, pass_fds=(write_fd,),
+            capture_output=True, text=True, timeout=15, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(write_fd)
 
     assert run.returncode == 70
     assert time.monotonic() - started < 5
     assert not marker.exists()
-    assert run.raw_items == b""
-    assert "is gone" in run.stderr
+    assert "the worker is gone" in run.stderr
 
 
 def test_sigterm_flushes_the_saved_items_and_exits_143(tmp_path: Path) -> None:
@@ -298,7 +306,7 @@ def run(params):
     assert child.process.stdout is not None
     ready = child.process.stdout.readline()
 
-    child.process.send_signal(signal.SIGTERM)
+    os.killpg(child.process.pid, signal.SIGTERM)  # as the worker does: the process group
     run = child.finish()
 
     assert ready == b"saved\n", run.stderr
@@ -389,27 +397,28 @@ def test_a_closed_item_channel_ends_the_run_quietly(tmp_path: Path) -> None:
 from crawlhub.sdk import save_item
 
 def run(params):
+    print("started")
+    input()  # until the reader below is gone
     while True:
         save_item({"pad": "x" * 1000})
 """
     (tmp_path / "main.py").write_text(source)
     read_fd, write_fd = os.pipe()
-    os.close(read_fd)
     env = {"PATH": os.environ.get("PATH", ""), "CRAWLHUB_ITEMS_FD": str(write_fd)}
     try:
-        run = subprocess.run(
+        child = subprocess.Popen(
             [sys.executable, "-m", "crawlhub.child.bootstrap", "python", "main:run"],
-            cwd=tmp_path,
-            env=env,
-            pass_fds=(write_fd,),
-            capture_output=True,
-            timeout=15,
-            check=False,
-        )
+            cwd=tmp_path, env=env, pass_fds=(write_fd,),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
     finally:
         os.close(write_fd)
+    assert child.stdout is not None
+    assert child.stdout.readline() == b"started\n"
+    os.close(read_fd)  # CrawlHub stops reading items
+    _, stderr = child.communicate(b"go\n", timeout=15)
 
-    assert (run.returncode, run.stderr) == (141, b"")
+    assert (child.returncode, stderr) == (141, b"")
 
 
 def test_a_script_run_by_hand_prints_its_items_on_stdout(tmp_path: Path) -> None:

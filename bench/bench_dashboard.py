@@ -107,6 +107,7 @@ def main() -> None:
     from crawlhub.api import create_app
     from crawlhub.config import load_settings
     from crawlhub.context import Context
+    from crawlhub.http.schemas.tasks import format_cursor
     from crawlhub.ui.sessions import COOKIE, issue
 
     recreate_database(DB_NAME)
@@ -127,7 +128,7 @@ def main() -> None:
             "runs": "/runs",
             "runs, failed": "/runs?status=failed",
             "runs, one spider": "/runs?spider=spider-042",
-            "runs, last page (keyset)": f"/runs?before={oldest[0].isoformat()},{oldest[1]}",
+            "runs, last page (keyset)": f"/runs?before={format_cursor((oldest[0], oldest[1]))}",
             "run, 100 000-line log": f"/runs/{long_run}",
             "run, log search": f"/runs/{long_run}?q=line+99999",
             "schedules": "/schedules",

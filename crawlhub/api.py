@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
+from crawlhub import metrics
 from crawlhub.context import Context
 from crawlhub.http.middleware import BearerAuth, BodyLimit
 from crawlhub.http.responses import EXCEPTION_HANDLERS
@@ -55,5 +56,6 @@ def create_app(context: Context) -> Starlette:
         lifespan=lifespan,
     )
     app.state.ctx = context
+    app.state.metrics = metrics.StateCache.of(context)  # one per process: see STATE_TTL_S
     spec.app = app  # spectree reads routes from here; we serve the document ourselves
     return app

@@ -133,7 +133,8 @@ class Fleet:
                             DATABASE_URL=pg.url, REDIS_URL=rds.url,
                             CRAWLHUB_LEASE_S=str(LEASE_S), CRAWLHUB_HEARTBEAT_S="1",
                             CRAWLHUB_WORKER_CONCURRENCY="4",
-                            CRAWLHUB_SHUTDOWN_GRACE_S="2")  # fmt: skip
+                            CRAWLHUB_SHUTDOWN_GRACE_S="2",
+                            CRAWLHUB_CHANNEL_ALLOW_HOSTS="127.0.0.1")  # fmt: skip
         subprocess.run([sys.executable, "-m", "crawlhub", "migrate"], env=self.env, cwd=root,
                        check=True, capture_output=True)  # fmt: skip
         self.procs: dict[str, Process] = {}

@@ -6,7 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 from crawlhub import metrics
-from crawlhub.alerting import senders
+from crawlhub.alerting import senders, targets
 from crawlhub.context import Context
 from crawlhub.messaging import messages
 from crawlhub.repo import alerts as repo
@@ -90,7 +90,8 @@ def deliver_due(context: Context) -> bool:
 
 def _send_due(context: Context, alert_id: uuid.UUID | None) -> int:
     """Claim due deliveries, send each, record each; one channel's failure, whatever it is
-    (an unusable URL, DNS, TLS, a timeout, SMTP), is recorded on its own delivery only."""
+    (an unusable URL, DNS, TLS, a timeout, SMTP), is recorded on its own delivery only. A
+    target the channel rules refuse fails at once; other failures are tried again later."""
     with context.db.session() as session:
         now = utcnow()
         claimed = repo.claim_deliveries(session, now, now + CLAIM_HOLD, DELIVERY_BATCH, alert_id)
@@ -98,16 +99,19 @@ def _send_due(context: Context, alert_id: uuid.UUID | None) -> int:
                     for a in {c.alert_id for c in claimed}}  # fmt: skip
     for out in claimed:
         error: str | None = None
+        final = False  # a refused target: no later attempt can succeed
         try:
             senders.send(out.kind, out.target, out.secret, payloads[out.alert_id],
                          context.settings, delivery_id=str(out.delivery_id))  # fmt: skip
         except senders.DeliveryFailed as exc:
-            error = exc.message
+            error, final = exc.message, isinstance(exc, senders.DeliveryRefused)
         except Exception as exc:  # anything else about this channel stays with this channel
             error = f"{type(exc).__name__}: {exc}"
+        if error is not None:  # the record and the log show no part of a URL but its host
+            error = targets.scrub(error, out.target)
         attempts = out.attempts + 1
         retry_at = None
-        if error is not None and attempts < MAX_DELIVERY_ATTEMPTS:
+        if error is not None and not final and attempts < MAX_DELIVERY_ATTEMPTS:
             delay = DELIVERY_BACKOFF_S[min(attempts, len(DELIVERY_BACKOFF_S)) - 1]
             retry_at = utcnow() + timedelta(seconds=delay)
         with context.db.session() as session:
@@ -124,6 +128,9 @@ def _send_due(context: Context, alert_id: uuid.UUID | None) -> int:
             # outbox step sends the delivery all the same once it is due.
             due_ms = int((retry_at - utcnow()).total_seconds() * 1000) + RETRY_MARGIN_MS
             notify_channels(context, out.alert_id, delay_ms=max(due_ms, 0))
+        elif final:
+            logger.error("alert %s to %s channel %s refused; not retried: %s",
+                         out.alert_id, out.kind, out.channel_id, error)  # fmt: skip
         else:
             logger.error("alert %s to %s channel %s failed %d times; giving up: %s",
                          out.alert_id, out.kind, out.channel_id, attempts, error)  # fmt: skip

@@ -3,15 +3,20 @@
 import base64
 import hashlib
 import hmac
+import http
 import json
+import logging
 import smtplib
 import time
+import unicodedata
 import urllib.parse
+from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any
 
 import httpx
 
+from crawlhub.alerting import targets
 from crawlhub.config import Settings
 from crawlhub.errors import CrawlhubError
 
@@ -20,12 +25,47 @@ SIGNATURE_HEADER = "X-CrawlHub-Signature"
 TIMESTAMP_HEADER = "X-CrawlHub-Timestamp"
 DELIVERY_HEADER = "X-CrawlHub-Delivery"
 KINDS = ("webhook", "slack", "dingtalk", "feishu", "wecom", "email")
+MAX_ADDRESSES = 3  # addresses of one host tried in turn when connecting fails
+MAX_REASON = 120  # characters of a chat service's own error message kept in a reason
+MAX_REPLY_BYTES = 64 * 1024  # of a reply, read for the error code chat services put there
 
 
 class DeliveryFailed(CrawlhubError):
-    """A channel did not accept a notification."""
+    """A channel did not accept a notification (worth another attempt later)."""
 
     code = "delivery_failed"
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class DeliveryRefused(DeliveryFailed):
+    """A channel's target breaks the channel rules (form, SSRF): no attempt can succeed."""
+
+    code = "delivery_refused"
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What a target answered: its status and the start of its body (never shown to anyone)."""
+
+    status_code: int
+    head: bytes
+
+
+class RedactedUrls(logging.Filter):
+    """httpx logs each request's URL at INFO, and a chat channel's URL is its credential:
+    whatever the log level, the path and query never reach a log line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = targets.scrub(record.getMessage()), ()
+        return True
+
+
+_httpx_logger = logging.getLogger("httpx")
+if not any(isinstance(f, RedactedUrls) for f in _httpx_logger.filters):
+    _httpx_logger.addFilter(RedactedUrls())
 
 
 def sign_webhook(secret: str, timestamp: str, body: bytes) -> str:
@@ -44,22 +84,87 @@ def text_of(payload: dict[str, Any]) -> str:
 def send(
     kind: str, target: str, secret: str | None, payload: dict[str, Any], settings: Settings,
     *, delivery_id: str | None = None,
-) -> None:  # fmt: skip
-    """Deliver a payload; DeliveryFailed with the reason when the channel refuses or is down.
+) -> int | None:  # fmt: skip
+    """Deliver a payload and return the HTTP status (None for e-mail); DeliveryFailed with a
+    short reason (never the target's reply body, never the URL's path or query) when the
+    channel refuses or is down, DeliveryRefused when the target breaks the channel rules.
     The delivery id (the same on every attempt) lets a receiver drop a repeat."""
     if kind == "email":
+        try:
+            targets.check_email(target)
+        except ValueError as exc:
+            raise DeliveryRefused(f"refused: {exc}") from None
         _email(target, payload, settings)
-        return
+        return None
     body, url, headers = _http_request(kind, target, secret, payload)
     if delivery_id is not None:
         headers[DELIVERY_HEADER] = delivery_id
+    reply = _post(url, body, headers, targets.Rules.of(settings))
+    if reply.status_code >= 300:
+        redirect = " (redirects are not followed)" if reply.status_code < 400 else ""
+        raise DeliveryFailed(
+            f"HTTP {reply.status_code} {_phrase(reply.status_code)}{redirect}",
+            status_code=reply.status_code,
+        )
+    _check_chat_reply(kind, reply)
+    return reply.status_code
+
+
+def _post(url: str, body: bytes, headers: dict[str, str], rules: targets.Rules) -> Reply:
+    """POST to an address that passed the SSRF rules, and only to such an address."""
+    # The host is resolved here and every address checked; the request then names a checked
+    # IP in its URL, while the Host header and the TLS server name (SNI, which is also the
+    # name the certificate is verified against) keep the channel's host. Letting httpx
+    # resolve the name again could get another answer (DNS rebinding). Redirects are not
+    # followed, and proxies from the environment are not used (a proxy resolves names itself).
+    # httpx's exception texts may quote the URL: they are scrubbed, and not chained.
     try:
-        response = httpx.post(url, content=body, headers=headers, timeout=TIMEOUT_S)
-    except (httpx.HTTPError, httpx.InvalidURL) as exc:
-        raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from exc
-    if response.status_code >= 300:
-        raise DeliveryFailed(f"HTTP {response.status_code}: {response.text[:300]}")
-    _check_chat_reply(kind, response)
+        target = targets.parse_url(url)
+    except ValueError as exc:
+        raise DeliveryRefused(f"refused: {exc}") from None
+    try:
+        addresses = targets.reachable_addresses(target, rules)
+    except ValueError as exc:
+        raise DeliveryRefused(f"refused: {exc}") from None
+    except OSError as exc:
+        raise DeliveryFailed(f"cannot resolve {target.host}: {exc.strerror or exc}") from None
+    headers = {**headers, "Host": target.netloc}
+    extensions = {"sni_hostname": target.host} if target.ip is None else {}
+    error = "no address"
+    with httpx.Client(trust_env=False, follow_redirects=False, timeout=TIMEOUT_S) as client:
+        for ip in addresses[:MAX_ADDRESSES]:
+            pinned = httpx.URL(url).copy_with(host=str(ip))
+            try:
+                with client.stream("POST", pinned, content=body, headers=headers,
+                                   extensions=extensions) as response:  # fmt: skip
+                    return Reply(response.status_code, _head_of(response))
+            except httpx.ConnectError as exc:  # this address is down: try the next one
+                error = f"{type(exc).__name__}: {targets.scrub(str(exc), url)}"
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                raise DeliveryFailed(
+                    f"{type(exc).__name__}: {targets.scrub(str(exc), url)}"
+                ) from None
+    raise DeliveryFailed(error)
+
+
+def _head_of(response: httpx.Response) -> bytes:
+    """The start of a reply, read for at most TIMEOUT_S: a target that streams without end
+    holds up neither the worker nor its memory."""
+    deadline = time.monotonic() + TIMEOUT_S
+    head = b""
+    for chunk in response.iter_bytes():
+        head += chunk
+        if len(head) >= MAX_REPLY_BYTES or time.monotonic() > deadline:
+            break
+    return head[:MAX_REPLY_BYTES]
+
+
+def _phrase(status: int) -> str:
+    # The standard phrase, not the one on the status line: the target writes that one.
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return ""
 
 
 def _http_request(
@@ -96,22 +201,34 @@ def _http_request(
     elif kind == "wecom":
         body = {"msgtype": "text", "text": {"content": text}}
     else:
-        raise DeliveryFailed(f"unknown channel kind '{kind}'")
+        raise DeliveryRefused(f"unknown channel kind '{kind[:40]}'")
     return json.dumps(body, ensure_ascii=False).encode(), url, headers
 
 
-def _check_chat_reply(kind: str, response: httpx.Response) -> None:
+def _check_chat_reply(kind: str, answer: Reply) -> None:
     # DingTalk, Feishu and WeCom answer 200 with an error code in the body.
     if kind not in ("dingtalk", "feishu", "wecom"):
         return
     try:
-        reply = response.json()
-    except ValueError:
+        reply = json.loads(answer.head)
+    except ValueError:  # also a reply cut at MAX_REPLY_BYTES: none of theirs is that long
+        return
+    if not isinstance(reply, dict):
         return
     code = reply.get("errcode", reply.get("code", reply.get("StatusCode", 0)))
     if code not in (0, None):
-        message = reply.get("errmsg") or reply.get("msg") or reply.get("StatusMessage")
-        raise DeliveryFailed(f"{kind} refused the message: {code} {message}")
+        # The service's own short error ("keywords not in content") is the reason worth
+        # showing; it is cut short and stripped of control characters like any reply text.
+        message = reply.get("errmsg") or reply.get("msg") or reply.get("StatusMessage") or ""
+        raise DeliveryFailed(
+            f"{kind} refused the message: {_short(str(code))} {_short(str(message))}",
+            status_code=answer.status_code,
+        )
+
+
+def _short(text: str) -> str:
+    printable = "".join(c for c in text if unicodedata.category(c)[0] != "C")
+    return targets.scrub(printable[:MAX_REASON])
 
 
 def _email(target: str, payload: dict[str, Any], settings: Settings) -> None:

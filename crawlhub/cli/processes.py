@@ -6,10 +6,10 @@ import threading
 from collections.abc import Callable
 from types import FrameType
 
-import prometheus_client
 import uvicorn
 from dramatiq import Worker
 
+from crawlhub import metrics
 from crawlhub.actors.registry import declare_actors
 from crawlhub.api import create_app
 from crawlhub.config import Settings, ensure_token_file, token_path
@@ -169,7 +169,7 @@ def _on_stop_signals(process: str, next_step: str, stop: Callable[[], None]) -> 
 def _serve_metrics(settings: Settings) -> None:
     """Expose this process's Prometheus counters on CRAWLHUB_METRICS_PORT, when it is set."""
     if settings.metrics_port is not None:
-        prometheus_client.start_http_server(settings.metrics_port)
+        metrics.serve(settings.metrics_port, settings.metrics_token)
         logger.info("metrics on :%d/metrics", settings.metrics_port)
 
 

@@ -31,6 +31,8 @@ _TAR_SPECIAL |= {tarfile.CHRTYPE: "a device file", tarfile.BLKTYPE: "a device fi
 _TAR_SPECIAL |= {tarfile.FIFOTYPE: "a FIFO"}
 # Decompressed tar stream allowed beyond the declared file sizes (headers, padding, junk).
 _TAR_SLACK_BASE, _TAR_SLACK_PER_FILE = 1 << 20, 16 << 10
+# Zip members are checked by reading them through in pieces this big, never whole.
+_CHECK_CHUNK = 1 << 16
 
 
 class ArchiveFormat(StrEnum):
@@ -182,6 +184,29 @@ def _zip_entries(data: bytes) -> _Entries:
             yield _Entry(name, parts, is_dir, zi.file_size, bool(mode & 0o111), opener)
 
 
+def _check_zip_members(data: bytes) -> None:
+    """Read every member of a zip through (a piece at a time), so that one whose headers
+    forge its CRC-32 or size is refused now rather than when a run extracts it.
+
+    Called once the headers passed, so the declared sizes are within the unpacked limit;
+    zipfile inflates no member past its declared size, so a bomb stops early too.
+    """
+    with contextlib.closing(_zip_entries(data)) as it:
+        for e in (e for e in it if not e.is_dir):
+            held, problem = 0, None
+            try:
+                with e.open() as src:  # zipfile checks the CRC-32 when it reaches the end
+                    while held <= e.size and (chunk := src.read(_CHECK_CHUNK)):
+                        held += len(chunk)
+            except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
+                problem = f"is corrupt ({exc})"
+            if problem is None and held != e.size:
+                problem = f"declares {e.size} bytes but holds {held}"
+            if problem:
+                raise InvalidArchive(f"archive entry {e.name!r} {problem}: the archive was "
+                                     "damaged or altered after it was made")  # fmt: skip
+
+
 def _tar_member(tf: tarfile.TarFile, ti: tarfile.TarInfo) -> IO[bytes]:
     src = tf.extractfile(ti)
     if src is None:
@@ -244,7 +269,13 @@ def _check_python(data: bytes, path: str) -> None:
 def inspect_archive(
     data: bytes, filename: str, limits: Limits, *, py_module_path: str = "main.py"
 ) -> ArchiveInfo:
-    """Validate an upload from its headers alone, without extracting it, and list its files."""
+    """Validate an upload without extracting it, and list its files.
+
+    The headers are checked first (names, kinds, counts, declared sizes against the
+    limits); then a zip's members are read through, in memory a piece at a time, so that
+    a forged CRC-32 or size is refused at upload (a tar.gz is read through by its gzip
+    check).
+    """
     if len(data) > limits.max_bytes:
         message = f"the upload is {len(data)} bytes, over the {limits.max_bytes}-byte limit"
         raise TooLarge(message, code="archive_too_large")
@@ -280,6 +311,11 @@ def inspect_archive(
         raise InvalidArchive(f"archive entry {'/'.join(clash)!r} is both a file and a directory")
     if not files:
         raise InvalidArchive("the archive is empty")
+    if fmt is ArchiveFormat.ZIP:
+        try:
+            _check_zip_members(data)
+        except (*_READ_ERRORS, OSError) as exc:
+            raise _corrupt(fmt, exc) from None
     flat = any(len(p) == 1 for p in files)
     # A lone top folder is the project's own folder, unless it is itself a Python package
     # (`mypkg/__init__.py`): then `mypkg.module:run` must keep finding it.

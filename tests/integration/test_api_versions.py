@@ -3,6 +3,7 @@
 import hashlib
 import io
 import stat
+import struct
 import tarfile
 import threading
 import zipfile
@@ -156,6 +157,39 @@ def test_corrupt_or_unsupported_uploads_are_rejected(client: TestClient) -> None
     assert upload(client, b"just text", "notes.txt").status_code == 422
     assert upload(client, b"def run(:\n", "main.py").status_code == 422
     assert client.get("/api/spiders/books/versions").json()["total"] == 0
+
+
+def forge(data: bytes, *, crc: int | None = None, size: int | None = None) -> bytes:
+    """A one-member zip with its CRC-32 or uncompressed size rewritten in both headers."""
+    out = bytearray(data)
+    local, central = out.find(b"PK\x03\x04"), out.find(b"PK\x01\x02")
+    if crc is not None:
+        struct.pack_into("<I", out, local + 14, crc)
+        struct.pack_into("<I", out, central + 16, crc)
+    if size is not None:
+        struct.pack_into("<I", out, local + 22, size)
+        struct.pack_into("<I", out, central + 24, size)
+    return bytes(out)
+
+
+@pytest.mark.usefixtures("python_spider")
+def test_zips_with_a_forged_crc_or_size_are_refused_at_upload(client: TestClient) -> None:
+    good = make_zip(("main.py", SCRIPT))
+    crc = zipfile.ZipFile(io.BytesIO(good)).getinfo("main.py").CRC
+    cases = {
+        "flipped crc": (forge(good, crc=crc ^ 0x1), "CRC-32"),
+        "larger size": (forge(good, size=len(SCRIPT) + 100), f"holds {len(SCRIPT)}"),
+        "smaller size": (forge(good, size=len(SCRIPT) - 10), "CRC-32"),
+    }
+    for case, (data, reason) in cases.items():
+        response = upload(client, data)
+        assert response.status_code == 422, (case, response.text)
+        error = response.json()["error"]
+        assert error["code"] == "invalid_archive", case
+        assert "'main.py'" in error["message"] and reason in error["message"], case
+        assert "damaged or altered" in error["message"], case
+    assert client.get("/api/spiders/books/versions").json()["total"] == 0
+    assert upload(client, good).status_code == 201
 
 
 @pytest.mark.usefixtures("python_spider")

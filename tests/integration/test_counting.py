@@ -66,4 +66,4 @@ def test_numbers_beyond_the_database_columns_are_422_not_500(client: TestClient)
     ):
         response = client.get(path, params=params)
         assert response.status_code == 422, (path, params, response.text)
-    assert client.get("/api/tasks", params={"page": 1_000_000}).json()["items"] == []
+    assert client.get("/api/tasks", params={"page": 5_000}).json()["items"] == []

@@ -277,7 +277,8 @@ def _write(tmp_path: Path, name: str, code: str) -> Path:
 def test_dashboard_on_crawlhub_up(browser: Browser, tmp_path: Path, site: Site) -> None:
     port = free_port()
     env = base_env(tmp_path, PORT=str(port), CRAWLHUB_API_TOKENS=TOKEN,
-                   DATABASE_URL=f"sqlite:///{tmp_path / 'hub.db'}")  # fmt: skip
+                   DATABASE_URL=f"sqlite:///{tmp_path / 'hub.db'}",
+                   CRAWLHUB_CHANNEL_ALLOW_HOSTS="127.0.0.1")  # fmt: skip
     up = Process(["up"], env, tmp_path)
     try:
         up.wait_for(f"http://127.0.0.1:{port}/readyz")
@@ -294,7 +295,7 @@ def test_dashboard_on_web_worker_ticker_with_postgres_and_redis(
     port = free_port()
     env = base_env(tmp_path, PORT=str(port), CRAWLHUB_API_TOKENS=TOKEN,
                    DATABASE_URL=postgres_url.replace("postgresql+psycopg://", "postgres://"),
-                   REDIS_URL=redis_url)  # fmt: skip
+                   REDIS_URL=redis_url, CRAWLHUB_CHANNEL_ALLOW_HOSTS="127.0.0.1")  # fmt: skip
     migrated = crawlhub("migrate", env=env, cwd=tmp_path)
     assert migrated.returncode == 0, migrated.stdout + migrated.stderr
     processes = [Process([name], env, tmp_path) for name in ("web", "worker", "ticker")]

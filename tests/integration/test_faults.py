@@ -344,3 +344,43 @@ def test_a_process_that_escaped_the_run_and_holds_its_pipes_does_not_hold_the_wo
         assert took < 8, f"the worker waited {took:.1f} s on the escaped process's pipes"
         assert "escaped" in [line["text"] for line in hub.logs(task["id"], stream="stdout")]
         assert processes_of(task["id"]) == []
+
+
+STUBBORN_ESCAPE = """
+import os, signal, time
+
+def run(params):
+    if os.fork() == 0:
+        os.setsid()  # out of the run's group; SIGTERM ignored, so only SIGKILL ends it
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if os.fork() == 0:
+            os.closerange(0, 1024)  # holds no pipe of the run: the worker cannot find it so
+            time.sleep(300)
+        os._exit(0)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    print("started", flush=True)
+    time.sleep(300)
+"""
+
+
+@pytest.mark.parametrize("namespaces", [True, False], ids=["pid-namespace", "subreaper"])
+def test_cancel_and_timeout_end_every_process_of_the_run_escaped_ones_included(
+    database_url: str, tmp_path: Path, namespaces: bool
+) -> None:
+    with running_hub(database_url, tmp_path, spider_namespaces=namespaces,
+                     kill_grace_s=0.5) as hub:  # fmt: skip
+        hub.deploy("stubborn", {"main.py": STUBBORN_ESCAPE}, max_retries=0)
+        hub.deploy("late", {"main.py": STUBBORN_ESCAPE}, max_retries=0, timeout_s=6)
+        cancelled, timed_out = hub.run("stubborn")["id"], hub.run("late")["id"]
+        for task_id in (cancelled, timed_out):
+            deadline = time.monotonic() + 5
+            while len(processes_of(task_id)) < 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert len(processes_of(task_id)) == 3  # warden, spider, the escaped one
+        assert hub.client.post(f"/api/tasks/{cancelled}/cancel").status_code == 200
+        for task_id, status in ((cancelled, "cancelled"), (timed_out, "failed")):
+            assert hub.wait(task_id, timeout=30)["status"] == status
+            deadline = time.monotonic() + 5
+            while processes_of(task_id) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert processes_of(task_id) == [], f"{status}: a process outlived its run"

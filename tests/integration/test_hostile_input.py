@@ -83,3 +83,33 @@ def test_export_fields_with_a_nul_are_a_422_before_anything_is_sent(client: Test
     response = client.get("/api/data/export/csv", params={"fields": "a,b\u0000c"})
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "invalid_input"
+
+
+@pytest.mark.parametrize(
+    ("kind", "target"),
+    [
+        ("webhook", "http://[::1"),
+        ("slack", "http://host.example/a\r\nX-Injected: 1"),
+        ("dingtalk", "https://oapi.dingtalk.com/robot/send?access_token=a b"),
+        ("webhook", "http://127.0.0.1\\@hooks.example.com/"),
+        ("email", "ops@example.com,victim@example.org"),
+        ("email", "ops@example.com\r\nBcc: victim@example.org"),
+    ],
+    ids=["unclosed-ipv6", "crlf-header", "space", "backslash", "two-addresses", "crlf-email"],
+)
+def test_malformed_channel_targets_are_a_422_naming_the_field_on_create_and_patch(
+    client: TestClient, kind: str, target: str
+) -> None:
+    created = client.post("/api/channels", json={"kind": kind, "target": target})
+    good = "ops@example.com" if kind == "email" else "https://93.184.216.34/hook"
+    channel = client.post("/api/channels", json={"kind": kind, "target": good})
+    assert channel.status_code == 201, channel.text
+    patched = client.patch(f"/api/channels/{channel.json()['id']}", json={"target": target})
+    for response in (created, patched):
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert error["code"] == "invalid_input"
+        assert ["target"] in [detail["loc"] for detail in error["details"]], error
+        assert "X-Injected" not in response.text and "victim" not in response.text
+    stored = client.get("/api/channels").json()["items"]
+    assert [c["target"] for c in stored] == [good]

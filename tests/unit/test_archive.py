@@ -7,6 +7,7 @@ import io
 import stat
 import struct
 import tarfile
+import tracemalloc
 import zipfile
 from pathlib import Path
 
@@ -343,6 +344,74 @@ def test_zip_whose_member_data_lies_past_the_end_is_invalid() -> None:
     assert invalid(bytes(data)) == "archive entry 'a.py' is truncated"
 
 
+def forge(data: bytes, *, crc: int | None = None, size: int | None = None) -> bytes:
+    """A one-member zip with its CRC-32 or uncompressed size rewritten in both headers."""
+    out = bytearray(data)
+    local, central = out.find(b"PK\x03\x04"), out.find(b"PK\x01\x02")
+    if crc is not None:
+        struct.pack_into("<I", out, local + 14, crc)
+        struct.pack_into("<I", out, central + 16, crc)
+    if size is not None:
+        struct.pack_into("<I", out, local + 22, size)
+        struct.pack_into("<I", out, central + 24, size)
+    return bytes(out)
+
+
+def crc_of(data: bytes, name: str) -> int:
+    return zipfile.ZipFile(io.BytesIO(data)).getinfo(name).CRC
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
+def test_zip_member_with_a_flipped_crc_is_invalid(method: int) -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", method) as zf:
+        zf.writestr("a.py", b"x = 1\n" * 50)
+    data = buf.getvalue()
+    message = invalid(forge(data, crc=crc_of(data, "a.py") ^ 0x80000000))
+    assert message.startswith("archive entry 'a.py' is corrupt (Bad CRC-32")
+    assert message.endswith("the archive was damaged or altered after it was made")
+
+
+def test_zip_member_that_holds_less_than_its_declared_size_is_invalid() -> None:
+    data = forge(make_zip(("a.py", b"x" * 500)), size=900)
+    assert invalid(data).startswith("archive entry 'a.py' declares 900 bytes but holds 500")
+
+
+def test_zip_member_that_holds_more_than_its_declared_size_is_invalid() -> None:
+    assert "'a.py' is corrupt" in invalid(forge(make_zip(("a.py", b"x" * 500)), size=100))
+
+
+def test_zip_members_are_read_only_once_every_header_passed() -> None:
+    both = make_zip(("a.py", b"x" * 50), ("../evil.py", b""))
+    forged = forge(both, crc=crc_of(both, "a.py") ^ 1)  # the first member's CRC
+    assert invalid(forged) == "archive entry '../evil.py' escapes the package directory"
+    assert "CRC" in invalid(forge(make_zip(("a.py", b"x" * 50)), crc=1))
+
+
+def test_zip_bomb_with_honest_sizes_is_too_large_before_a_member_is_inflated() -> None:
+    data = make_zip(("a.py", b"x = 1\n"), ("bomb.txt", b"\0" * (20 << 20)))
+    tracemalloc.start()
+    try:
+        with pytest.raises(TooLarge):
+            inspect_archive(data, "p.zip", Limits(1_000_000, 10, 1_000_000))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 << 20  # nothing near the 20 MiB the member inflates to
+
+
+def test_zip_bomb_that_understates_its_size_is_refused_after_its_declared_size() -> None:
+    data = forge(make_zip(("bomb.py", b"\0" * (50 << 20))), size=1_000)
+    tracemalloc.start()
+    try:
+        message = invalid(data, limits=Limits(1_000_000, 10, 100_000))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert "'bomb.py' is corrupt" in message
+    assert peak < 2 << 20  # read a piece at a time, never 50 MiB at once
+
+
 def test_truncated_gzip_is_invalid() -> None:
     data = make_tgz(("a.py", b"import os\n" * 200))
     message = invalid(data[: len(data) - 20], "p.tar.gz")
@@ -471,13 +540,11 @@ def test_extract_counts_actual_bytes_when_the_declared_sizes_lie(tmp_path: Path)
 
 
 def test_extract_refuses_a_zip_whose_headers_understate_the_size(tmp_path: Path) -> None:
-    data = bytearray(make_zip(("a.py", b"a" * 5_000)))
-    struct.pack_into("<I", data, data.find(b"PK\x03\x04") + 22, 10)  # local uncompressed size
-    struct.pack_into("<I", data, data.find(b"PK\x01\x02") + 24, 10)  # central uncompressed size
-    info = inspect_archive(bytes(data), "p.zip", LIMITS)
-    assert info.unpacked_size == 10
+    data = forge(make_zip(("a.py", b"a" * 5_000)), size=10)
+    assert "'a.py' is corrupt" in invalid(data)  # inspect_archive refuses it at upload
+    info = ArchiveInfo(ArchiveFormat.ZIP, "", ("a.py",), unpacked_size=10)
     with pytest.raises((InvalidArchive, TooLarge)):
-        extract(bytes(data), info, tmp_path, max_unpacked_bytes=100)
+        extract(data, info, tmp_path, max_unpacked_bytes=100)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -19,7 +19,7 @@ def test_defaults_are_the_embedded_ones() -> None:
     assert settings.database_url.get_secret_value() == "sqlite:///./crawlhub.db"
     assert settings.redis_url is None
     assert settings.port == 8000
-    assert settings.data_dir == Path("crawlhub-data")
+    assert settings.data_dir == Path.cwd() / "crawlhub-data"  # absolute: spiders run elsewhere
     assert settings.tokens == ()
 
 

@@ -72,7 +72,9 @@ def list_channels(request: Request) -> Response:
     json=ChannelCreate, resp=Resp(HTTP_201=ChannelOut, **errors(400, 404)), tags=["channels"]
 )
 def create_channel(request: Request) -> Response:
-    """Add a channel: webhook, slack, dingtalk, feishu, wecom (URL) or email (address)."""
+    """Add a channel: webhook, slack, dingtalk, feishu, wecom (URL) or email (address). A URL
+    may not point at loopback, link-local, private or unique-local addresses, local names, or
+    the database or Redis host, unless CRAWLHUB_CHANNEL_ALLOW_HOSTS allows it (422)."""
     body = body_of(request, ChannelCreate)
     channel = channels.create_channel(ctx(request), body.model_dump(exclude_unset=True))
     return ModelResponse(ChannelOut.model_validate(channel), 201)
@@ -82,7 +84,7 @@ def create_channel(request: Request) -> Response:
     json=ChannelPatch, resp=Resp(HTTP_200=ChannelOut, **errors(400, 404)), tags=["channels"]
 )
 def patch_channel(request: Request) -> Response:
-    """Change a channel; absent fields stay."""
+    """Change a channel; absent fields stay; a new target is checked as on creation (422)."""
     changes = body_of(request, ChannelPatch).model_dump(exclude_unset=True)
     channel = channels.update_channel(ctx(request), request.path_params["id"], changes)
     return ModelResponse(ChannelOut.model_validate(channel))
@@ -97,9 +99,10 @@ def delete_channel(request: Request) -> Response:
 
 @spec.validate(resp=Resp(HTTP_200=ChannelTest, **errors(404)), tags=["channels"])
 def test_channel(request: Request) -> Response:
-    """Send a test notification now and report whether the channel accepted it."""
-    delivered, error = channels.test_channel(ctx(request), request.path_params["id"])
-    return ModelResponse(ChannelTest(delivered=delivered, error=error))
+    """Send a test notification now and report whether the channel accepted it: the target's
+    HTTP status and a short reason, never its reply body."""
+    outcome = channels.test_channel(ctx(request), request.path_params["id"])
+    return ModelResponse(ChannelTest.model_validate(outcome))
 
 
 ROUTES = [

@@ -10,9 +10,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from crawlhub import metrics
-from crawlhub.http.responses import ModelResponse
+from crawlhub.http.responses import ModelResponse, error_response
 from crawlhub.http.schemas.common import Health
-from crawlhub.http.validation import ctx, spec
+from crawlhub.http.validation import ctx, errors, spec
 from crawlhub.repo import migrate
 
 logger = logging.getLogger(__name__)
@@ -48,10 +48,15 @@ async def readyz(request: Request) -> Response:
     return ModelResponse(health, 200 if ready else 503)
 
 
-@spec.validate(resp=Resp("HTTP_200"), tags=["health"], security={})
+@spec.validate(resp=Resp("HTTP_200", **errors(401)), tags=["health"], security={})
 async def prometheus(request: Request) -> Response:
-    """Prometheus metrics: this process's counters, task and queue state."""
-    body = await run_in_threadpool(metrics.render, ctx(request))
+    """Prometheus metrics: this process's counters, task and queue state (read at most every
+    few seconds); `Authorization: Bearer <CRAWLHUB_METRICS_TOKEN>` when that is set."""
+    token = ctx(request).settings.metrics_token
+    if not metrics.scrape_allowed(request.headers.get("authorization"), token):
+        return error_response(401, "unauthorized", "a valid metrics bearer token is required")
+    state: metrics.StateCache = request.app.state.metrics
+    body = await run_in_threadpool(metrics.render, state)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 

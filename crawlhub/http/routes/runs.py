@@ -49,15 +49,20 @@ async def test_run(request: Request) -> Response:
 
 @spec.validate(query=TaskListQuery, resp=Resp(HTTP_200=TaskPage, **errors(404)), tags=["tasks"])
 def list_tasks(request: Request) -> Response:
-    """List runs, newest first (filters: spider_id (id or name), status, trigger, schedule_id)."""
+    """List runs, newest first (filters: spider_id (id or name), status, trigger, schedule_id):
+    by page, or after a cursor (`before`: keyset, fast at any depth)."""
     query = query_of(request, TaskListQuery)
     selection = runs.RunQuery(spider=query.spider_id, status=query.status, trigger=query.trigger,
                               schedule_id=query.schedule_id)  # fmt: skip
+    if query.cursor is not None:
+        rows, following = runs.runs_before(ctx(request), selection, query.cursor, query.page_size)
+        found = [TaskOut.model_validate(t) for t in rows]
+        return ModelResponse(TaskPage.keyset(found, following, query.page_size))
     rows, total, exact = runs.list_tasks(
         ctx(request), selection, page=query.page, page_size=query.page_size
     )
-    items = [TaskOut.model_validate(t) for t in rows]
-    return ModelResponse(TaskPage.of(items, total, query, exact=exact))
+    found = [TaskOut.model_validate(t) for t in rows]
+    return ModelResponse(TaskPage.numbered(found, total, exact, query))
 
 
 @spec.validate(resp=Resp(HTTP_200=TaskOut, **errors(404)), tags=["tasks"])

@@ -101,6 +101,9 @@ class DeliveryPage(BaseModel):
     items: list[DeliveryOut]
 
 
-class ChannelTest(BaseModel):
+class ChannelTest(Out):
+    """The result of a test notification; the target's reply body is never included."""
+
     delivered: bool
-    error: str | None
+    status_code: int | None = Field(description="the target's HTTP status; null for e-mail")
+    error: str | None = Field(description="a short reason when not delivered")

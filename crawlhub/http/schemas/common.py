@@ -1,12 +1,18 @@
 """Models every resource shares: strict requests, pages, the error envelope, health."""
 
 from datetime import UTC, datetime
-from typing import Any, Generic, Literal, Self, TypeVar
+from typing import Any, ClassVar, Generic, Literal, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from crawlhub.errors import InvalidInput
+
+# A page by number is an OFFSET: the database reads and drops every row before it. Pages
+# may end at most this deep (page * page_size); deeper, lists answer 422 and name their
+# keyset cursor, which is as fast on the millionth row as on the first.
+MAX_OFFSET_ROWS = 100_000
 # Bounds that keep numbers from the query string inside the database's integer columns.
-MAX_PAGE = 1_000_000
+MAX_PAGE = MAX_OFFSET_ROWS  # page_size is at least 1
 MAX_INT = 2**31 - 1
 MAX_BIGINT = 2**63 - 1
 
@@ -48,9 +54,34 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
+def check_depth(page: int, page_size: int, deeper: str) -> None:
+    """Refuse (422) a page by number that ends past MAX_OFFSET_ROWS; `deeper` tells the
+    client how to read on.
+
+    Raised as InvalidInput rather than ValueError (pydantic lets it through unchanged) so
+    that the error's message itself, not only its details, says what to do.
+    """
+    if page * page_size > MAX_OFFSET_ROWS:
+        raise InvalidInput(
+            f"page {page} at page_size {page_size} ends at row {page * page_size}, past row "
+            f"{MAX_OFFSET_ROWS}, the deepest a page by number reaches (page * page_size <= "
+            f"{MAX_OFFSET_ROWS}); {deeper}",
+            details={"page": page, "page_size": page_size, "max_rows": MAX_OFFSET_ROWS},
+            code="page_too_deep",
+        )
+
+
 class PageQuery(Strict):
-    page: int = Field(1, ge=1, le=MAX_PAGE)
+    # How to read past MAX_OFFSET_ROWS; lists with a keyset cursor name it.
+    DEEPER: ClassVar[str] = "narrow the list with its filters"
+
+    page: int = Field(1, ge=1, le=MAX_PAGE, description=f"page * page_size <= {MAX_OFFSET_ROWS}")
     page_size: int = Field(20, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _not_too_deep(self) -> Self:
+        check_depth(self.page, self.page_size, self.DEEPER)
+        return self
 
 
 class Page(BaseModel, Generic[T]):

@@ -2,11 +2,19 @@
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Self
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
-from crawlhub.http.schemas.common import MAX_BIGINT, MAX_PAGE, Out, Strict, in_range
+from crawlhub.http.schemas.common import (
+    MAX_BIGINT,
+    MAX_OFFSET_ROWS,
+    MAX_PAGE,
+    Out,
+    Strict,
+    check_depth,
+    in_range,
+)
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -28,11 +36,20 @@ class DataFilter(Strict):
 
 
 class DataQuery(DataFilter):
-    page: int = Field(1, ge=1, le=MAX_PAGE)
+    page: int = Field(
+        1, ge=1, le=MAX_PAGE, description=f"page * page_size <= {MAX_OFFSET_ROWS}; then after_id"
+    )
     page_size: int = Field(100, ge=1, le=1000)
     after_id: int | None = Field(
         None, ge=0, le=MAX_BIGINT, description="keyset paging: items after this id"
     )
+
+    @model_validator(mode="after")
+    def _not_too_deep(self) -> Self:
+        if self.after_id is None:  # with after_id, page plays no part
+            deeper = "read on with keyset paging: pass the `next_after_id` of a page as `after_id`"
+            check_depth(self.page, self.page_size, deeper)
+        return self
 
 
 class ExportQuery(DataFilter):

@@ -87,6 +87,13 @@ def channel_values(form: FormData, *, creating: bool) -> dict[str, Any]:
     return values
 
 
+def field_of(exc: InvalidInput) -> str:
+    """The form field an error names in its details ('' for the form as a whole)."""
+    details = exc.details if isinstance(exc.details, list) else []
+    locations = [d.get("loc") for d in details if isinstance(d, dict)]
+    return str(locations[0][-1]) if locations and locations[0] else ""
+
+
 @action
 def create_channel(request: Request, session: Session, form: FormData) -> Response:
     """Add a channel."""
@@ -97,7 +104,7 @@ def create_channel(request: Request, session: Session, form: FormData) -> Respon
             channels.create_channel(ctx(request), body.model_dump(exclude_unset=True))
             return back("/alerts")
         except InvalidInput as exc:
-            errors[""] = exc.message
+            errors[field_of(exc)] = exc.message
     return alerts_page(request, session, 422, errors, values)
 
 
@@ -120,8 +127,8 @@ def update_channel(request: Request, session: Session, form: FormData) -> Respon
 def test_channel(request: Request, session: Session, form: FormData) -> Response:
     """Send a test notification and show whether the channel took it."""
     ref = request.path_params["id"]
-    delivered, error = channels.test_channel(ctx(request), ref)
-    return alerts_page(request, session, tested=(ref, delivered, error))
+    outcome = channels.test_channel(ctx(request), ref)
+    return alerts_page(request, session, tested=(ref, outcome.delivered, outcome.error))
 
 
 @action

@@ -1,9 +1,6 @@
 """Runs: the filtered list (keyset paging), a run's page with its live log and items, cancel,
 run again, and the log stream and exports the page uses."""
 
-import uuid
-from datetime import datetime
-
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.requests import Request
@@ -14,6 +11,7 @@ from crawlhub.data import items
 from crawlhub.execution import runs
 from crawlhub.http import sse
 from crawlhub.http.routes.data import export_response
+from crawlhub.http.schemas.tasks import format_cursor, parse_cursor
 from crawlhub.http.validation import ctx
 from crawlhub.packages import spiders
 from crawlhub.repo.models import ACTIVE, FINISHED, Spider, Task
@@ -30,10 +28,9 @@ STREAMS = ("stdout", "stderr", "system")
 
 
 def cursor_of(raw: str) -> runs.Cursor | None:
-    """The keyset cursor of the next page (`<created_at>,<id>`), None when absent or bad."""
-    when, _, ident = raw.partition(",")
+    """The keyset cursor of the next page (the API's `before`), None when absent or bad."""
     try:
-        return datetime.fromisoformat(when), uuid.UUID(ident)
+        return parse_cursor(raw[:100])
     except ValueError:
         return None
 
@@ -66,7 +63,7 @@ def list_runs(request: Request, session: Session) -> Response:
     older = None
     if following is not None:
         kept = {k: v for k, v in params.items() if k != "before" and v}
-        older = {**kept, "before": f"{following[0].isoformat()},{following[1]}"}
+        older = {**kept, "before": format_cursor(following)}
     return render(
         request,
         session,

@@ -138,8 +138,8 @@ class Worker:
 
 
 @contextmanager
-def worker_process(tmp_path: Path, pg_url: str, redis_url: str, *, as_nobody: bool
-                   ) -> Iterator[Worker]:  # fmt: skip
+def worker_process(tmp_path: Path, pg_url: str, redis_url: str, *, as_nobody: bool,
+                   **extra: str) -> Iterator[Worker]:  # fmt: skip
     """`crawlhub worker` in a process of its own, its environment full of secrets."""
     nobody = pwd.getpwnam("nobody")
     data_dir = tmp_path / f"data-{time.monotonic_ns()}"
@@ -161,6 +161,7 @@ def worker_process(tmp_path: Path, pg_url: str, redis_url: str, *, as_nobody: bo
         "CRAWLHUB_WORKER_CONCURRENCY": "2",
         "CRAWLHUB_MAX_PROCESSES": str(MAX_PROCESSES),
         "CRAWLHUB_MAX_OPEN_FILES": str(MAX_OPEN_FILES),
+        **extra,
     }
     if as_nobody:
         os.chown(data_dir, nobody.pw_uid, nobody.pw_gid)
@@ -296,3 +297,61 @@ def test_a_spider_of_a_worker_that_cannot_switch_user_still_cannot_reach_its_sec
         assert got[what] == {"ok": False, "error": "FileNotFoundError"}, what
     assert got["version_intact"]
     assert b"spiders run as this worker's user" in worker.output.read_bytes()
+
+
+FAILING = """
+def run(params):
+    raise RuntimeError("the site changed")
+"""
+
+
+def test_no_secret_of_settings_or_channels_reaches_any_output_of_a_worker_and_its_runs(
+    pg_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    """Channels of every kind with their credentials, failing deliveries, a failing run:
+    the worker's output, the run's log and the delivery records hold none of the secrets."""
+    token = f"chan-{secrets.token_hex(8)}"
+    closed = 9  # discard: nothing listens, every delivery fails
+    targets = {
+        "webhook": f"http://127.0.0.1:{closed}/hook?token={token}",
+        "dingtalk": f"http://127.0.0.1:{closed}/robot/send?access_token={token}",
+        "slack": f"http://127.0.0.1:{closed}/services/T0/B0/{token}",
+        "wecom": f"http://127.0.0.1:{closed}/cgi-bin/webhook/send?key={token}",
+        "feishu": f"http://127.0.0.1:{closed}/open-apis/bot/v2/hook/{token}",
+        "email": "ops@example.com",
+    }
+    extra = {"CRAWLHUB_CHANNEL_ALLOW_HOSTS": "127.0.0.1", "CRAWLHUB_SMTP_HOST": "127.0.0.1",
+             "CRAWLHUB_SMTP_PORT": str(closed), "CRAWLHUB_SMTP_USER": "crawlhub",
+             "CRAWLHUB_LOG_LEVEL": "DEBUG"}  # fmt: skip
+    with (
+        running_hub(pg_url, tmp_path, redis_url=redis_url, threads=0,
+                    channel_allow_hosts="127.0.0.1") as hub,
+        worker_process(tmp_path, pg_url, redis_url, as_nobody=False, **extra) as worker,
+    ):  # fmt: skip
+        for kind, target in targets.items():
+            body = {"kind": kind, "target": target, "secret": f"{token}-signing"}
+            assert hub.client.post("/api/channels", json=body).status_code == 201
+        hub.deploy("failing", {"failing.py": FAILING}, entry="failing:run", max_retries=0)
+        task = hub.wait(hub.run("failing")["id"], timeout=60)
+        assert task["status"] == "failed"
+        alert = hub.client.get("/api/alerts").json()["items"][0]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            records = hub.client.get(f"/api/alerts/{alert['id']}/deliveries").json()["items"]
+            if len(records) == len(targets) and all(r["last_error"] for r in records):
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError(f"not every delivery was tried: {records}")
+        everything = {
+            "run log": json.dumps(hub.logs(task["id"])),
+            "task": json.dumps(hub.task(task["id"])),
+            "deliveries": json.dumps(records),
+            "alert": json.dumps(alert),
+        }
+    everything["worker output"] = worker.output.read_text()
+    assert "the site changed" in everything["run log"]  # the searched outputs are real
+    assert "the site changed" in everything["worker output"] or task["error_message"]
+    for where, text in everything.items():
+        for name, secret in [*worker.secrets.items(), ("channel token", token)]:
+            assert secret not in text, f"{name} in the {where}"

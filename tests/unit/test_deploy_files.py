@@ -66,3 +66,14 @@ def test_dockerfile_runs_as_a_non_root_user_in_exec_form() -> None:
     cmd = next(line for line in lines if line.startswith("CMD "))
     assert json.loads(cmd[4:]) == ["crawlhub", "web"]
     assert any(line.startswith("FROM python:3.11-slim") for line in lines)
+
+
+def test_every_deployment_starts_the_worker_as_root_with_a_spider_user_to_switch_to() -> None:
+    """Spiders get a user of their own only when the worker can switch (Security model)."""
+    compose = yaml.safe_load((ROOT / "deploy" / "docker-compose.yml").read_text())
+    assert compose["services"]["worker"]["user"] == "root"
+    assert all("user" not in compose["services"][name] for name in ("web", "ticker"))
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    assert "useradd --system --gid crawlhub-spider" in dockerfile
+    unit = (ROOT / "deploy" / "systemd" / "crawlhub-worker.service").read_text()
+    assert "\nUser=root\n" in unit and "crawlhub-spider" in unit

@@ -35,9 +35,11 @@ import redis
 import uvicorn
 from dramatiq import Worker
 
+from crawlhub.actors.registry import declare_actors
 from crawlhub.api import create_app
 from crawlhub.config import load_settings
 from crawlhub.context import Context
+from crawlhub.execution import sandbox
 from crawlhub.repo import migrate
 
 PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -47,6 +49,17 @@ REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 TOKEN = "bench-token"  # noqa: S105 - a throwaway token of a loopback-only instance
 FINISHED = frozenset({"completed", "failed", "cancelled", "skipped"})
 PYTHON = sys.executable
+
+
+def spider_python() -> Path | None:
+    """As root, spiders run as another user, who cannot run a Python under /root: the tests'
+    shared environment on the system's interpreter (tests/spider_env.py) is used instead."""
+    if os.geteuid() != 0:
+        return None
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.spider_env import spider_python as shared
+
+    return shared()
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -119,6 +132,7 @@ class Hub:
         self.worker_timeout_ms = worker_timeout_ms
         self._tmp = tempfile.TemporaryDirectory(prefix="crawlhub-bench-")
         self.data_dir = Path(self._tmp.name)
+        self.data_dir.chmod(0o711)  # as root, spiders run as another user and must reach it
         self.context: Context | None = None
         self.worker: Worker | None = None
         self.server: uvicorn.Server | None = None
@@ -134,9 +148,12 @@ class Hub:
         settings = load_settings(
             database_url=db_url(), redis_url=REDIS_URL, api_tokens=TOKEN,
             data_dir=self.data_dir, worker_concurrency=self.worker_threads,
+            spider_python=spider_python(),
         )  # fmt: skip
+        sandbox.prepare_worker(settings)
         self.context = Context.build(settings)
         migrate.upgrade(self.context.db.engine)
+        declare_actors(self.context)  # the worker threads consume run and alert messages
         self.worker = Worker(
             self.context.broker,
             worker_threads=self.worker_threads,

@@ -395,6 +395,7 @@ def main() -> None:
     parser.add_argument("--ticker-minutes", type=float, default=3.0)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="crawlhub-chaos-"))
+    root.chmod(0o711)  # as root, spiders run as another user and must reach their work dirs
     root.chmod(0o755)
     pg, rds = Postgres(root), Redis(root)
     pg.start()

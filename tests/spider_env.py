@@ -92,6 +92,9 @@ def _copy_package(env: Path) -> None:
     site = next((env / "lib").glob("python3.*/site-packages"))
     shutil.rmtree(site / "crawlhub", ignore_errors=True)
     shutil.copytree(source, site / "crawlhub", ignore=shutil.ignore_patterns("__pycache__"))
+    # Byte-compiled as an install would be: spiders run with PYTHONDONTWRITEBYTECODE.
+    python = env / "bin" / "python"
+    subprocess.run([python, "-m", "compileall", "-q", site / "crawlhub"], check=True)
     for path in (site / "crawlhub").rglob("*"):
         path.chmod(0o755 if path.is_dir() else 0o644)
     marker.write_text(digest.hexdigest())

@@ -72,10 +72,10 @@ def contain(pipes: tuple[int, ...] = ()) -> None:
         _fail(f"{UID_ENV} and {GID_ENV} must both name a user other than root")
     limits = _limits()
     if os.environ.pop(NAMESPACES_ENV, "1") == "0":
-        namespace: str | None = "turned off by CRAWLHUB_SPIDER_NAMESPACES"
+        no_namespace: str | None = "turned off by CRAWLHUB_SPIDER_NAMESPACES"
     else:
-        namespace = _unshare(in_user_namespace=uid is None and os.geteuid() != 0)
-    if namespace is None:
+        no_namespace = _unshare(in_user_namespace=uid is None and os.geteuid() != 0)
+    if no_namespace is None:
         die_with_parent()  # a new user namespace cleared it
     else:
         _prctl(PR_SET_CHILD_SUBREAPER, 1)
@@ -84,10 +84,10 @@ def contain(pipes: tuple[int, ...] = ()) -> None:
     pid = os.fork()
     if pid:
         os.close(life_read)
-        _warden(pid, subreaper=namespace is not None)
+        _warden(pid, subreaper=no_namespace is not None)
     os.close(life_write)
     hidden = [path for path in os.environ.pop(HIDE_ENV, "").split("\n") if path]
-    if namespace is None:
+    if no_namespace is None:
         _mount_proc()
         _hide(hidden)
     _apply_limits(limits)
@@ -98,14 +98,14 @@ def contain(pipes: tuple[int, ...] = ()) -> None:
         os.setgroups([])
         os.setgid(gid)
         os.setuid(uid)  # drops every capability, and clears the parent-death signal
-    elif namespace is None and os.geteuid() != 0:
+    elif no_namespace is None and os.geteuid() != 0:
         _drop_capabilities()  # held in our user namespace since unshare
     die_with_parent()
-    if _closed(life_read) or (namespace is not None and os.getppid() != warden):
+    if _closed(life_read) or (no_namespace is not None and os.getppid() != warden):
         raise SystemExit(EXIT_WARDEN_GONE)
     os.close(life_read)
-    if namespace is not None:
-        print(f"crawlhub: no PID namespace for this run ({namespace}); processes it leaves "
+    if no_namespace is not None:
+        print(f"crawlhub: no PID namespace for this run ({no_namespace}); processes it leaves "
               "behind are killed when it ends", file=sys.stderr)  # fmt: skip
 
 

@@ -339,8 +339,10 @@ class Run:
                 break
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=TICK_S)  # returns as soon as the spider exits
-        _kill_group(proc.pid, signal.SIGKILL)  # leftovers the spider started and left behind
         if code is None:  # fenced out: another attempt owns the task, this one just stops
+            jail.kill_descendants(proc.pid)
+        _kill_group(proc.pid, signal.SIGKILL)  # leftovers the spider started and left behind
+        if code is None:
             proc.wait()
             return Outcome(FENCED, FENCED, proc.returncode)
         if code == 0:

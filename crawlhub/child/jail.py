@@ -71,25 +71,29 @@ def contain(pipes: tuple[int, ...] = ()) -> None:
     if (uid is None) != (gid is None) or uid == 0:
         _fail(f"{UID_ENV} and {GID_ENV} must both name a user other than root")
     limits = _limits()
-    if os.environ.pop(NAMESPACES_ENV, "1") == "0":
-        no_namespace: str | None = "turned off by CRAWLHUB_SPIDER_NAMESPACES"
-    else:
-        no_namespace = _unshare(in_user_namespace=uid is None and os.geteuid() != 0)
-    if no_namespace is None:
-        die_with_parent()  # a new user namespace cleared it
-    else:
+    # entered: the next child starts a PID namespace; no_namespace: why it cannot have its
+    # own /proc and mounts too (None when it can)
+    no_namespace: str | None = "turned off by CRAWLHUB_SPIDER_NAMESPACES"
+    entered = False
+    if os.environ.pop(NAMESPACES_ENV, "1") != "0":
+        entered, no_namespace = _unshare(in_user_namespace=uid is None and os.geteuid() != 0)
+    die_with_parent()  # entering a user namespace cleared it
+    if not entered:
         _prctl(PR_SET_CHILD_SUBREAPER, 1)
     life_read, life_write = os.pipe()  # closed by the kernel when the warden dies
     warden = os.getpid()
     pid = os.fork()
     if pid:
         os.close(life_read)
-        _warden(pid, subreaper=no_namespace is not None)
+        _warden(pid, subreaper=not entered)
     os.close(life_write)
     hidden = [path for path in os.environ.pop(HIDE_ENV, "").split("\n") if path]
     if no_namespace is None:
-        _mount_proc()
-        _hide(hidden)
+        try:
+            _mount_proc()
+            _hide(hidden)
+        except OSError as exc:
+            no_namespace = str(exc)
     _apply_limits(limits)
     if uid is not None and gid is not None:
         for fd in pipes:
@@ -98,15 +102,15 @@ def contain(pipes: tuple[int, ...] = ()) -> None:
         os.setgroups([])
         os.setgid(gid)
         os.setuid(uid)  # drops every capability, and clears the parent-death signal
-    elif no_namespace is None and os.geteuid() != 0:
+    elif os.geteuid() != 0:
         _drop_capabilities()  # held in our user namespace since unshare
     die_with_parent()
-    if _closed(life_read) or (no_namespace is not None and os.getppid() != warden):
+    if _closed(life_read) or (not entered and os.getppid() != warden):
         raise SystemExit(EXIT_WARDEN_GONE)
     os.close(life_read)
     if no_namespace is not None:
-        print(f"crawlhub: no PID namespace for this run ({no_namespace}); processes it leaves "
-              "behind are killed when it ends", file=sys.stderr)  # fmt: skip
+        print(f"crawlhub: this run has no namespaces of its own ({no_namespace}); processes "
+              "it leaves behind are killed when it ends", file=sys.stderr)  # fmt: skip
 
 
 def reader_gone(fd: int) -> bool:
@@ -121,8 +125,9 @@ def die_with_parent() -> None:
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _unshare(*, in_user_namespace: bool) -> str | None:
-    """Enter new PID and mount namespaces for our next child; None on success, else why not.
+def _unshare(*, in_user_namespace: bool) -> tuple[bool, str | None]:
+    """Enter new PID and mount namespaces for our next child: whether they were entered,
+    and why mounts cannot be made in them (None when they can).
 
     Without root, a new user namespace gives the right to; not when the spider is to
     switch user (with CAP_SETUID), as only the worker's own user exists in it."""
@@ -131,7 +136,7 @@ def _unshare(*, in_user_namespace: bool) -> str | None:
     if in_user_namespace:
         flags |= CLONE_NEWUSER
     if _libc.unshare(flags) != 0:
-        return f"unshare: {os.strerror(ctypes.get_errno())}"
+        return False, f"unshare: {os.strerror(ctypes.get_errno())}"
     try:
         if in_user_namespace:  # the same user inside as outside: files keep their owners
             _write("/proc/self/setgroups", "deny")
@@ -140,16 +145,16 @@ def _unshare(*, in_user_namespace: bool) -> str | None:
         # Private before anything is mounted, or the spider's /proc would replace the host's.
         if _libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) != 0:
             raise OSError(ctypes.get_errno(), "mount --make-rprivate /")
-    except OSError as exc:  # namespaces half made: give up before forking into them
-        _fail(f"could not set up the run's namespaces: {exc}")
-    return None
+    except OSError as exc:  # half made (e.g. AppArmor): a PID namespace, nothing mounted
+        return True, f"setting up its namespaces: {exc}"
+    return True, None
 
 
 def _mount_proc() -> None:
     """A /proc that shows only this namespace's processes."""
     flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
     if _libc.mount(b"proc", b"/proc", b"proc", flags, None) != 0:
-        _fail(f"could not mount the run's /proc: {os.strerror(ctypes.get_errno())}")
+        raise OSError(ctypes.get_errno(), "mounting its /proc")
 
 
 def _hide(paths: list[str]) -> None:
@@ -173,7 +178,7 @@ def _hide(paths: list[str]) -> None:
 def _mount(source: bytes | None, target: str, kind: bytes | None, flags: int,
            data: bytes | None = None) -> None:  # fmt: skip
     if _libc.mount(source, os.fsencode(target), kind, flags, data) != 0:
-        _fail(f"could not hide {target} from the spider: {os.strerror(ctypes.get_errno())}")
+        raise OSError(ctypes.get_errno(), f"hiding {target}")
 
 
 def _warden(pid: int, *, subreaper: bool) -> None:

@@ -89,6 +89,7 @@ def run_scrapy(spider: str, crawl_args: list[str], items_fd: int) -> int:
 
     if not inside_project():
         _fail(f"no scrapy.cfg in {os.getcwd()}: not a Scrapy project")
+    bridge_start_requests()
     settings = get_project_settings()
     # Set on the settings object rather than with -s, which would replace the
     # project's FEEDS; at cmdline priority so a spider's custom_settings keep ours.
@@ -102,6 +103,33 @@ def run_scrapy(spider: str, crawl_args: list[str], items_fd: int) -> int:
     settings.set("EXTENSIONS_BASE", extensions, priority="cmdline")
     execute(["scrapy", "crawl", spider, *crawl_args], settings=settings)
     return EXIT_OK  # not reached: execute() always exits
+
+
+def bridge_start_requests() -> None:
+    """Have spiders that define only ``start_requests()`` crawl on a Scrapy that no longer
+    calls it (its ``Spider`` has ``start()`` and no ``start_requests``): the default
+    ``start()`` yields from ``start_requests()`` when the spider has one."""
+    from scrapy import Spider
+
+    if hasattr(Spider, "start_requests") or not hasattr(Spider, "start"):
+        return  # this Scrapy calls start_requests() itself
+    default_start = Spider.start
+
+    async def start(self: Any) -> Any:
+        legacy = getattr(self, "start_requests", None)
+        if legacy is None:
+            async for request in default_start(self):
+                yield request
+            return
+        requests = legacy()
+        if hasattr(requests, "__aiter__"):
+            async for request in requests:
+                yield request
+        else:
+            for request in requests or ():
+                yield request
+
+    Spider.start = start  # type: ignore[method-assign]
 
 
 def _load_entry(entry: str) -> Callable[[dict[str, Any]], Any]:

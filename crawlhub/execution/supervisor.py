@@ -88,15 +88,10 @@ class Run:
             self.logs.system(f"CrawlHub could not run the spider: {outcome.error_message}")
         duration = time.monotonic() - started
         stats = self._stats()
-        if (
-            self.a.kind == "scrapy"
-            and stats is not None
-            and not stats.get("response_received_count")
-        ):
-            self.logs.system(
-                "Scrapy crawled 0 pages. Since Scrapy 2.13 `start_requests()` is not called: "
-                "define `async def start()` in the spider."
-            )
+        if self.a.kind == "scrapy" and stats is not None:
+            hint = zero_pages_hint(stats)
+            if hint:
+                self.logs.system(hint)
         task_id = self.a.task_id
         # The outcome is kept through a database outage: only a spider's own failure counts.
         patiently(self.items.flush, "storing the last items", task_id, RECORD_PATIENCE_S)
@@ -387,6 +382,32 @@ class Run:
         except (OSError, ValueError):
             return None
         return stats if isinstance(stats, dict) else None
+
+
+def zero_pages_hint(stats: dict[str, Any]) -> str | None:
+    """Why a Scrapy crawl got no page, read from its final stats (None if it got one)."""
+    if stats.get("response_received_count"):
+        return None
+    failures = {
+        key.rsplit("/", 1)[-1].rsplit(".", 1)[-1]: count
+        for key, count in stats.items()
+        if key.startswith("downloader/exception_type_count/")
+    }
+    filtered = {key: count for key, count in stats.items()
+                if key.endswith("/filtered") and isinstance(count, int)}  # fmt: skip
+    reason = f" (finish reason: {stats['finish_reason']})" if stats.get("finish_reason") else ""
+    if failures:
+        what = ", ".join(f"{count} x {name}" for name, count in sorted(failures.items()))
+        return f"Scrapy crawled 0 pages: every request failed to download: {what}{reason}"
+    if filtered:
+        what = ", ".join(f"{key} {count}" for key, count in sorted(filtered.items()))
+        return f"Scrapy crawled 0 pages: its requests were filtered out ({what}){reason}"
+    if not stats.get("scheduler/enqueued") and not stats.get("downloader/request_count"):
+        return (
+            f"Scrapy crawled 0 pages: the spider made no request{reason}. Check its "
+            "`start_urls` or `start()` (or `start_requests()`) and the arguments of the run."
+        )
+    return f"Scrapy crawled 0 pages{reason}"
 
 
 def pipe_holders(pipes: set[int]) -> list[int]:

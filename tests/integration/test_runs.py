@@ -68,6 +68,31 @@ def test_scrapy_project_crawls_the_local_site_and_stores_one_item_per_page(
     assert task["stats"]["finish_reason"] == "finished"
 
 
+def test_a_spider_with_only_start_requests_crawls_and_a_refused_site_is_named_as_the_cause(
+    pg_hub: Hub, site: Site
+) -> None:
+    """Most projects define start_requests() and no start(), which Scrapy >= 2.16 no longer
+    calls: CrawlHub bridges it. When a crawl does get no page, the log says why."""
+    assert pg_hub.client.post("/api/spiders", json={"name": "legacy", "kind": "scrapy"}).is_success
+    upload = pg_hub.client.post(
+        "/api/spiders/legacy/versions",
+        files={"file": ("legacy.zip", zip_directory(FIXTURES / "legacy_scrapy"))},
+    )
+    assert upload.status_code == 201, upload.text
+    task = pg_hub.wait(pg_hub.run("legacy", start_url=site.url)["id"])
+    assert (task["status"], task["items_count"]) == ("completed", site.pages)
+    assert task["stats"]["response_received_count"] == site.pages
+    assert not [x for x in pg_hub.logs(task["id"], stream="system") if "0 pages" in x["text"]]
+
+    refused = pg_hub.wait(pg_hub.run("legacy", start_url="http://127.0.0.1:9/")["id"])
+    assert (refused["status"], refused["items_count"]) == ("completed", 0)
+    hints = [
+        x["text"] for x in pg_hub.logs(refused["id"], stream="system") if "0 pages" in x["text"]
+    ]
+    assert len(hints) == 1 and "failed to download" in hints[0], hints
+    assert "ConnectionRefusedError" in hints[0] and "start()" not in hints[0]
+
+
 def test_python_spider_that_yields_items_completes_with_them(hub: Hub) -> None:
     hub.deploy("gen", {"main.py": """
         def run(params):

@@ -60,6 +60,8 @@ def spider_python() -> Path | None:
     from tests.spider_env import spider_python as shared
 
     return shared()
+
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -60,6 +60,7 @@ class Attempt:
     kind: str
     entry: str
     params: dict[str, Any]
+    settings: dict[str, Any]  # Scrapy's, for this run
     env: dict[str, str]
     timeout_s: int
     alert_on_zero_items: bool
@@ -123,6 +124,7 @@ def claim(db: Database, task_id: uuid.UUID) -> Attempt | None:
             kind=spider.kind,
             entry=spider.entry,
             params=dict(task.params or {}),
+            settings=dict(task.settings or {}),
             env=dict(spider.env or {}),
             timeout_s=spider.timeout_s,
             alert_on_zero_items=spider.alert_on_zero_items,

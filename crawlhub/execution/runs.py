@@ -11,6 +11,7 @@ from crawlhub.context import Context
 from crawlhub.errors import Conflict
 from crawlhub.messaging import messages, queues
 from crawlhub.messaging.keys import RUN_ACTOR
+from crawlhub.packages.spiders import check_scrapy_settings
 from crawlhub.repo import items as item_repo
 from crawlhub.repo import logs as log_repo
 from crawlhub.repo import spiders as spider_repo
@@ -21,10 +22,15 @@ from crawlhub.repo.models import LogLine, Spider, Task
 logger = logging.getLogger(__name__)
 
 
-def create_run(context: Context, ref: str, params: dict[str, Any], trigger: str = "manual") -> Task:
-    """Insert a pending task for the spider's current version, then enqueue its message."""
+def create_run(
+    context: Context, ref: str, params: dict[str, Any], trigger: str = "manual",
+    settings: dict[str, Any] | None = None,
+) -> Task:  # fmt: skip
+    """Insert a pending task for the spider's current version, then enqueue its message.
+    ``settings`` are Scrapy settings of this run alone."""
     with context.db.session() as session:
         spider = spider_repo.get_spider(session, ref)
+        settings = check_scrapy_settings(settings or {}, spider.kind)
         if spider.current_version is None:
             raise Conflict(f"spider '{spider.name}' has no version yet: upload one first")
         if not spider.enabled and trigger != "test":
@@ -36,6 +42,7 @@ def create_run(context: Context, ref: str, params: dict[str, Any], trigger: str 
                 "version": spider.current_version,
                 "trigger": trigger,
                 "params": {**(spider.params or {}), **params},
+                "settings": settings,
                 # A test run streams back to someone waiting: one attempt only.
                 "max_retries": 0 if trigger == "test" else spider.max_retries,
             },
@@ -150,9 +157,10 @@ def runs_before(
 
 
 def run_again(context: Context, ref: str) -> Task:
-    """A new manual run of a run's spider with the same params."""
+    """A new manual run of a run's spider with the same params and settings."""
     task = get_task(context, ref)
-    return create_run(context, str(task.spider_id), dict(task.params or {}))
+    return create_run(context, str(task.spider_id), dict(task.params or {}),
+                      settings=dict(task.settings or {}))  # fmt: skip
 
 
 def cancel(context: Context, ref: str) -> Task:

@@ -216,8 +216,9 @@ class Run:
         if self.a.kind == "python":
             return base
         for key, value in self.a.params.items():
-            text = value if isinstance(value, str) else json.dumps(value)
-            base += ["-a", f"{key}={text}"]
+            base += ["-a", f"{key}={_text(value)}"]
+        for name, value in self.a.settings.items():
+            base += ["-s", f"{name}={_text(value)}"]
         return base
 
     def _environment(self, items_fd: int) -> dict[str, str]:
@@ -382,6 +383,11 @@ class Run:
         except (OSError, ValueError):
             return None
         return stats if isinstance(stats, dict) else None
+
+
+def _text(value: Any) -> str:
+    """A spider argument or setting on Scrapy's command line: strings as they are, else JSON."""
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def zero_pages_hint(stats: dict[str, Any]) -> str | None:

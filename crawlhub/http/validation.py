@@ -3,6 +3,7 @@
 import functools
 import inspect
 import json
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -90,7 +91,7 @@ async def read_json(request: Request) -> Any:
     if content_type not in JSON_TYPES:
         raise BadRequest("expected a JSON body with Content-Type: application/json")
     try:
-        value = json.loads(body, parse_constant=_no_constant)
+        value = json.loads(body, parse_constant=_no_constant, parse_float=_finite)
     except RecursionError:
         raise BadRequest(f"request body is nested deeper than {MAX_JSON_DEPTH} levels") from None
     except (UnicodeDecodeError, ValueError) as exc:  # ValueError: also a 5 000-digit number
@@ -101,6 +102,15 @@ async def read_json(request: Request) -> Any:
 
 def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    # 1e400 reads as infinity, which PostgreSQL's jsonb refuses and SQLite would store as a
+    # bare `Infinity` that is not JSON.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} is too large for a JSON number (a double)")
+    return value
 
 
 def check_json(value: Any) -> None:

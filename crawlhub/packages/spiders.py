@@ -14,6 +14,8 @@ from crawlhub.repo.models import Spider, SpiderVersion
 PYTHON_ENTRY = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$", re.ASCII)
 SCRAPY_ENTRY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+SCRAPY_SETTING = re.compile(r"^[A-Z][A-Z0-9_]{0,127}$")
+MAX_SCRAPY_SETTINGS = 64
 
 
 def check_entry(kind: str, entry: str) -> None:
@@ -34,6 +36,20 @@ def check_env(env: dict[str, str]) -> dict[str, str]:
         if "\x00" in value:
             raise ValueError(f"env value of '{name}' contains a NUL byte")
     return env
+
+
+def check_scrapy_settings(settings: dict[str, Any], kind: str) -> dict[str, Any]:
+    """Per-run Scrapy settings (`-s NAME=VALUE`): upper-case names, for Scrapy spiders."""
+    if not settings:
+        return {}
+    if kind != "scrapy":
+        raise InvalidInput("settings apply to Scrapy spiders only; a python spider takes params")
+    if len(settings) > MAX_SCRAPY_SETTINGS:
+        raise InvalidInput(f"at most {MAX_SCRAPY_SETTINGS} settings per run")
+    for name in settings:
+        if not SCRAPY_SETTING.match(name):
+            raise InvalidInput(f"setting name '{name}' is not a Scrapy setting name (A-Z, 0-9, _)")
+    return settings
 
 
 def check_dedup_keys(keys: list[str] | None) -> list[str] | None:

@@ -90,6 +90,7 @@ class Schedule(Base):
     cron: Mapped[str] = mapped_column(String(255))
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)  # Scrapy's, per run
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     overlap: Mapped[str] = mapped_column(String(16), default="forbid")
     catchup: Mapped[str] = mapped_column(String(16), default="latest")
@@ -124,6 +125,7 @@ class Task(Base):
     trigger: Mapped[str] = mapped_column(String(16))
     scheduled_for: Mapped[datetime | None] = mapped_column(nullable=True)
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)  # Scrapy's, applied with -s
     status: Mapped[str] = mapped_column(String(16), default="pending")
     reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
     retry_count: Mapped[int] = mapped_column(Integer, default=0)

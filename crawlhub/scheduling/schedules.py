@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from crawlhub.packages.spiders import check_scrapy_settings
 from crawlhub.repo import reports
 from crawlhub.repo import schedules as repo
 from crawlhub.repo import spiders as spider_repo
@@ -13,8 +14,8 @@ from crawlhub.repo.db import Database
 from crawlhub.repo.models import Schedule, Task
 from crawlhub.scheduling.cron import Cron
 
-DEFAULTS: dict[str, Any] = {"timezone": "UTC", "params": {}, "enabled": True, "overlap": "forbid",
-                            "catchup": "latest", "jitter_s": 0}  # fmt: skip
+DEFAULTS: dict[str, Any] = {"timezone": "UTC", "params": {}, "settings": {}, "enabled": True,
+                            "overlap": "forbid", "catchup": "latest", "jitter_s": 0}  # fmt: skip
 
 
 def create_schedule(
@@ -26,6 +27,7 @@ def create_schedule(
     cron = Cron(fields["cron"], fields["timezone"], hash_id=str(fields["id"]))
     with db.session() as session:
         spider = spider_repo.get_spider(session, spider_ref)
+        check_scrapy_settings(fields["settings"], spider.kind)
         fields["next_fire_at"] = cron.next_after(repo.db_now(session))
         schedule = repo.create_schedule(session, {**fields, "spider_id": spider.id})
     wake.set()
@@ -39,6 +41,8 @@ def update_schedule(
     changes = dict(changes)
     with db.session() as session:
         schedule = repo.get_schedule(session, ref, for_update=True)
+        if changes.get("settings"):
+            check_scrapy_settings(changes["settings"], repo.spider_of(session, schedule).kind)
         expr = changes.get("cron", schedule.cron)
         zone = changes.get("timezone", schedule.timezone)
         cron = Cron(expr, zone, hash_id=str(schedule.id))

@@ -11,7 +11,7 @@ from starlette.requests import Request
 
 from crawlhub.errors import InvalidInput
 
-JSON_FIELDS = ("params", "env")  # form fields that hold a JSON object
+JSON_FIELDS = ("params", "env", "settings")  # form fields that hold a JSON object
 
 
 def field(form: FormData, name: str) -> str:

@@ -113,3 +113,37 @@ def test_malformed_channel_targets_are_a_422_naming_the_field_on_create_and_patc
         assert "X-Injected" not in response.text and "victim" not in response.text
     stored = client.get("/api/channels").json()["items"]
     assert [c["target"] for c in stored] == [good]
+
+
+@pytest.mark.parametrize("number", ["1e400", "-1e400"], ids=["1e400", "minus-1e400"])
+def test_a_number_beyond_a_double_is_a_400_and_nothing_is_stored(
+    client: TestClient, number: str
+) -> None:
+    """It parsed as infinity: PostgreSQL's jsonb refused it with a 500, SQLite stored a bare
+    `Infinity`, which is not JSON."""
+    spider = make_spider(client)
+    params = f'"params": {{"n": {number}}}'
+    for method, path, text in [
+        ("POST", "/api/spiders", f'{{"name": "{make_spider(client)}x", {params}}}'),
+        ("PATCH", f"/api/spiders/{spider}", f"{{{params}}}"),
+        ("POST", f"/api/spiders/{spider}/schedules", f'{{"cron": "* * * * *", {params}}}'),
+    ]:
+        response = client.request(
+            method, path, content=text, headers={"Content-Type": "application/json"}
+        )
+        assert response.status_code == 400, (path, response.text)
+        assert response.json()["error"]["code"] == "bad_request"
+    assert client.get(f"/api/spiders/{spider}").json()["params"] == {}
+    assert client.get(f"/api/spiders/{spider}/schedules").json()["items"] == []
+
+
+def test_a_content_length_of_thousands_of_digits_is_a_413(client: TestClient) -> None:
+    """int() refuses over 4 300 digits: the body limit raised a 500 before reading a byte."""
+    for length in ("9" * 5000, "0" * 5000 + "2"):
+        response = client.post(
+            "/api/spiders",
+            content=b"{}",
+            headers={"Content-Type": "application/json", "Content-Length": length},
+        )
+        expected = 413 if length.startswith("9") else 422  # 00…02 is two bytes: `{}`
+        assert response.status_code == expected, response.text

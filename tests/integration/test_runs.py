@@ -93,6 +93,44 @@ def test_a_spider_with_only_start_requests_crawls_and_a_refused_site_is_named_as
     assert "ConnectionRefusedError" in hints[0] and "start()" not in hints[0]
 
 
+def test_scrapy_settings_of_one_run_apply_to_it_alone_and_are_checked(
+    pg_hub: Hub, site: Site
+) -> None:
+    """Like Scrapyd's `setting=NAME=VALUE`: `settings` in the run body, applied with `-s`."""
+    assert pg_hub.client.post("/api/spiders", json={"name": "pages", "kind": "scrapy"}).is_success
+    upload = pg_hub.client.post(
+        "/api/spiders/pages/versions",
+        files={"file": ("pages.zip", zip_directory(FIXTURES / "pages_scrapy"))},
+    )
+    assert upload.status_code == 201
+    body = {
+        "params": {"start_url": site.url},
+        "settings": {"CLOSESPIDER_ITEMCOUNT": 2, "CONCURRENT_REQUESTS": 1},
+    }
+    started = pg_hub.client.post("/api/spiders/pages/run", json=body)
+    assert started.status_code == 202 and started.json()["settings"] == body["settings"]
+    task = pg_hub.wait(started.json()["id"])
+    assert task["stats"]["finish_reason"] == "closespider_itemcount"
+    assert 2 <= task["items_count"] < site.pages
+    again = pg_hub.wait(pg_hub.run("pages", start_url=site.url)["id"])  # without: all pages
+    assert (again["items_count"], again["settings"]) == (site.pages, {})
+
+    pg_hub.deploy("plain", {"main.py": "def run(params):\n    return []\n"})
+    for ref, settings, message in [
+        ("pages", {"download_delay": 1}, "not a Scrapy setting name"),
+        ("pages", {f"S{n}": n for n in range(65)}, "at most 64 settings"),
+        ("plain", {"DOWNLOAD_DELAY": 1}, "Scrapy spiders only"),
+    ]:
+        refused = pg_hub.client.post(f"/api/spiders/{ref}/run", json={"settings": settings})
+        assert refused.status_code == 422 and message in refused.json()["error"]["message"]
+        schedule = {"cron": "0 * * * *", "settings": settings}
+        refused = pg_hub.client.post(f"/api/spiders/{ref}/schedules", json=schedule)
+        assert refused.status_code == 422 and message in refused.json()["error"]["message"]
+    schedule = {"cron": "0 * * * *", "settings": {"DOWNLOAD_DELAY": 0.5}}
+    created = pg_hub.client.post("/api/spiders/pages/schedules", json=schedule)
+    assert created.status_code == 201 and created.json()["settings"] == {"DOWNLOAD_DELAY": 0.5}
+
+
 def test_python_spider_that_yields_items_completes_with_them(hub: Hub) -> None:
     hub.deploy("gen", {"main.py": """
         def run(params):

@@ -294,3 +294,12 @@ def test_sweep_resends_a_retry_whose_message_never_came(context: Context) -> Non
         assert session.get(Task, stuck.id).message_id is not None  # type: ignore[union-attr]
         assert session.get(Task, waiting.id).message_id is None  # type: ignore[union-attr]
     assert context.broker.queues["crawlhub.runs"].qsize() == 1  # type: ignore[attr-defined]
+
+
+def test_a_fire_carries_its_schedules_scrapy_settings_and_merged_params(context: Context) -> None:
+    spider_id = add_spider(context)
+    schedule_id = add_schedule(context, spider_id, "0 * * * *", T0 - timedelta(minutes=1),
+                               params={"site": "a"}, settings={"DOWNLOAD_DELAY": 2})  # fmt: skip
+    firing.fire(context, now=T0)
+    [task] = tasks_of(context, schedule_id)
+    assert (task.params, task.settings) == ({"site": "a"}, {"DOWNLOAD_DELAY": 2})

@@ -28,7 +28,8 @@ from crawlhub.http.validation import body_of, ctx, errors, parse, query_of, read
 def run_spider(request: Request) -> Response:
     """Create a pending run of the spider's current version and enqueue it."""
     body = body_of(request, RunRequest)
-    task = runs.create_run(ctx(request), request.path_params["ref"], body.params)
+    task = runs.create_run(ctx(request), request.path_params["ref"], body.params,
+                           settings=body.settings)  # fmt: skip
     return ModelResponse(TaskOut.model_validate(task), 202)
 
 
@@ -41,7 +42,12 @@ async def test_run(request: Request) -> Response:
     context = ctx(request)
     body = parse(RunRequest, await read_json(request))
     task = await run_in_threadpool(
-        runs.create_run, context, request.path_params["ref"], body.params, "test"
+        runs.create_run,
+        context,
+        request.path_params["ref"],
+        body.params,
+        "test",
+        body.settings,
     )
     events = sse.task_log_events(context, task.id, 0)
     return StreamingResponse(events, media_type="text/event-stream", headers=sse.HEADERS)

@@ -19,6 +19,7 @@ class ScheduleFields(Strict):
     cron: str | None = Field(None, min_length=1, max_length=255)
     timezone: str | None = Field(None, min_length=1, max_length=64)
     params: dict[str, Any] | None = None
+    settings: dict[str, Any] | None = Field(None, description="Scrapy settings of its runs")
     enabled: bool | None = None
     overlap: Overlap | None = None
     catchup: Catchup | None = None
@@ -49,6 +50,7 @@ class ScheduleOut(Out):
     cron: str
     timezone: str
     params: dict[str, Any]
+    settings: dict[str, Any]
     enabled: bool
     overlap: Overlap
     catchup: Catchup

@@ -21,6 +21,10 @@ class RunRequest(Strict):
     """Body of POST /api/spiders/{id}/run and /test-run (optional)."""
 
     params: dict[str, Any] = Field(default_factory=dict)
+    settings: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Scrapy settings of this run alone (`-s NAME=VALUE`), Scrapy spiders only",
+    )
 
 
 class TaskOut(Out):
@@ -31,6 +35,7 @@ class TaskOut(Out):
     trigger: Trigger
     scheduled_for: datetime | None
     params: dict[str, Any]
+    settings: dict[str, Any]
     status: TaskStatus
     reason: str | None
     retry_count: int

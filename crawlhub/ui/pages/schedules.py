@@ -73,6 +73,7 @@ def new_schedule(request: Request, session: Session) -> Response:
         "catchup": "latest",
         "jitter_s": "0",
         "params": "{}",
+        "settings": "{}",
     }
     return form_page(request, session, values, {})
 
@@ -81,7 +82,7 @@ def form_values(form: FormData) -> dict[str, Any]:
     """The form's fields as a schedule's (a blank deadline means none)."""
     values: dict[str, Any] = {
         name: field(form, name)
-        for name in ("cron", "timezone", "overlap", "catchup", "jitter_s", "params")
+        for name in ("cron", "timezone", "overlap", "catchup", "jitter_s", "params", "settings")
     }
     deadline = field(form, "starting_deadline_s")
     values["starting_deadline_s"] = deadline or None
@@ -104,7 +105,7 @@ def create_schedule(request: Request, session: Session, form: FormData) -> Respo
             )
             return back("/schedules")
         except InvalidInput as exc:
-            errors["cron"] = exc.message
+            errors["settings" if "setting" in exc.message else "cron"] = exc.message
     return form_page(request, session, {**dict(form), "spider": spider}, errors, 422)
 
 
@@ -120,6 +121,7 @@ def edit_schedule(request: Request, session: Session) -> Response:
         "jitter_s": str(schedule.jitter_s),
         "starting_deadline_s": str(schedule.starting_deadline_s or ""),
         "params": json.dumps(schedule.params),
+        "settings": json.dumps(schedule.settings),
         "enabled": schedule.enabled,
     }
     return form_page(request, session, values, {}, schedule=schedule)
@@ -138,7 +140,7 @@ def update_schedule(request: Request, session: Session, form: FormData) -> Respo
             )
             return back("/schedules")
         except InvalidInput as exc:
-            errors["cron"] = exc.message
+            errors["settings" if "setting" in exc.message else "cron"] = exc.message
     schedule = schedules.get_schedule(context.db, ref)
     return form_page(request, session, dict(form), errors, 422, schedule=schedule)
 

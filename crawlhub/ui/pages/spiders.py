@@ -15,7 +15,7 @@ from crawlhub.packages import spiders
 from crawlhub.repo.models import Task
 from crawlhub.scheduling import schedules
 from crawlhub.ui import charts
-from crawlhub.ui.forms import JSON_FIELDS, field, page_number, parse_form
+from crawlhub.ui.forms import field, page_number, parse_form
 from crawlhub.ui.rendering import action, back, page, render
 from crawlhub.ui.sessions import Session
 
@@ -53,7 +53,7 @@ def list_spiders(request: Request, session: Session) -> Response:
 
 def settings_values(form: FormData) -> dict[str, Any]:
     """A spider's settings form as the fields of a patch (checkboxes absent mean off)."""
-    values: dict[str, Any] = {name: field(form, name) for name in ("entry", *JSON_FIELDS)}
+    values: dict[str, Any] = {name: field(form, name) for name in ("entry", "params", "env")}
     for name in INT_FIELDS:
         raw = field(form, name)
         values[name] = None if raw == "" and name == "retention_days" else raw

@@ -90,13 +90,20 @@ async def read_json(request: Request) -> Any:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in JSON_TYPES:
         raise BadRequest("expected a JSON body with Content-Type: application/json")
+    return parse_json(body)
+
+
+def parse_json(text: str | bytes, what: str = "body") -> Any:
+    """JSON as the API reads it, for request bodies and the dashboard's JSON fields alike:
+    no NaN or infinite numbers, no number of thousands of digits, nesting at most
+    MAX_JSON_DEPTH (400), no NUL or lone surrogate in a string (422 naming where)."""
     try:
-        value = json.loads(body, parse_constant=_no_constant, parse_float=_finite)
+        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
     except RecursionError:
-        raise BadRequest(f"request body is nested deeper than {MAX_JSON_DEPTH} levels") from None
+        raise BadRequest(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels") from None
     except (UnicodeDecodeError, ValueError) as exc:  # ValueError: also a 5 000-digit number
-        raise BadRequest(f"request body is not valid JSON: {exc}") from exc
-    check_json(value)
+        raise BadRequest(f"{what} is not valid JSON: {exc}") from exc
+    check_json(value, what)
     return value
 
 
@@ -113,15 +120,15 @@ def _finite(text: str) -> float:
     return value
 
 
-def check_json(value: Any) -> None:
+def check_json(value: Any, what: str = "body") -> None:
     """Refuse what PostgreSQL cannot store or what no request needs: nesting deeper than
     MAX_JSON_DEPTH, NUL characters and lone surrogates in any key or string (422 naming
     where)."""
-    stack: list[tuple[Any, str, int]] = [(value, "body", 1)]
+    stack: list[tuple[Any, str, int]] = [(value, what, 1)]
     while stack:
         node, path, depth = stack.pop()
         if depth > MAX_JSON_DEPTH:
-            raise BadRequest(f"request body is nested deeper than {MAX_JSON_DEPTH} levels")
+            raise BadRequest(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels")
         if isinstance(node, dict):
             for key, child in node.items():
                 _check_text(key, f"{path} (a key)")

@@ -1,7 +1,7 @@
 """Reading dashboard forms and query strings: fields, pages, times, and the API's models
 with their errors placed beside each field."""
 
-import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -9,9 +9,11 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData
 from starlette.requests import Request
 
-from crawlhub.errors import InvalidInput
+from crawlhub.errors import CrawlhubError, InvalidInput
+from crawlhub.http.validation import parse_json
 
 JSON_FIELDS = ("params", "env", "settings")  # form fields that hold a JSON object
+WHOLE_NUMBER = re.compile(r"[0-9]{1,18}")
 
 
 def field(form: FormData, name: str) -> str:
@@ -20,10 +22,18 @@ def field(form: FormData, name: str) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
+def whole_number(raw: str | None, maximum: int = 2**31 - 1) -> int | None:
+    """A query parameter as a number from 0 to ``maximum``; None for anything else (ASCII
+    digits only: `str.isdigit` also takes "²", which `int` refuses)."""
+    if raw is None or not WHOLE_NUMBER.fullmatch(raw):
+        return None
+    number = int(raw)
+    return number if number <= maximum else None
+
+
 def page_number(request: Request) -> int:
     """The `page` query parameter, 1 when absent or not a positive number."""
-    raw = request.query_params.get("page", "1")
-    return max(int(raw), 1) if raw.isdigit() and len(raw) < 7 else 1
+    return max(whole_number(request.query_params.get("page"), 999_999) or 1, 1)
 
 
 def utc_time(raw: str, name: str) -> datetime | None:
@@ -54,9 +64,9 @@ def parse_form(model: type[BaseModel], values: dict[str, Any]) -> tuple[Any, dic
     for name in JSON_FIELDS:
         if isinstance(values.get(name), str):
             try:
-                values[name] = json.loads(values[name] or "{}")
-            except ValueError:
-                errors[name] = 'not valid JSON (an object like {"key": "value"})'
+                values[name] = parse_json(values[name] or "{}", name)
+            except CrawlhubError as exc:
+                errors[name] = f'{exc.message} (give an object like {{"key": "value"}})'
     try:
         return model.model_validate(values), errors
     except ValidationError as exc:

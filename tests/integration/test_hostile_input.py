@@ -2,10 +2,13 @@
 the containment issue), on both databases."""
 
 import json
+import re
 import uuid
 
 import pytest
 from starlette.testclient import TestClient
+
+from tests.conftest import TOKEN
 
 NESTED = '{"params": ' + '{"a": ' * 50_000 + "1" + "}" * 50_000 + "}"
 
@@ -147,3 +150,57 @@ def test_a_content_length_of_thousands_of_digits_is_a_413(client: TestClient) ->
         )
         expected = 413 if length.startswith("9") else 422  # 00…02 is two bytes: `{}`
         assert response.status_code == expected, response.text
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "9" * 23, "9" * 5000, "-1", "12x"],
+                         ids=["superscript-two", "23-digits", "5000-digits", "negative", "junk"])  # fmt: skip
+def test_a_last_event_id_the_stream_never_sent_is_ignored(client: TestClient, value: str) -> None:
+    name = make_spider(client)
+    task_id = uuid.uuid4()
+    with client.stream("GET", f"/api/tasks/{task_id}/logs/stream",
+                       headers={"Last-Event-ID": value.encode("latin-1")}) as response:  # fmt: skip
+        assert response.status_code == 404  # the task, not the header, decides
+    assert client.get(f"/api/spiders/{name}").status_code == 200
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "9" * 23, "9" * 5000],
+                         ids=["superscript-two", "23-digits", "5000-digits"])  # fmt: skip
+def test_dashboard_number_parameters_that_are_not_numbers_are_ignored(
+    client: TestClient, value: str
+) -> None:
+    dashboard_sign_in(client)
+    name = make_spider(client)
+    files = {"file": ("main.py", b"def run(params):\n    return []\n")}
+    assert client.post(f"/api/spiders/{name}/versions", files=files).status_code == 201
+    task_id = client.post(f"/api/spiders/{name}/run", json={}).json()["id"]
+    assert client.get(f"/spiders?page={value}").status_code == 200
+    assert client.get(f"/data?after_id={value}").status_code == 200
+    for query in ("attempt", "after_seq", "before_seq"):
+        assert client.get(f"/runs/{task_id}?{query}={value}").status_code == 200
+    assert client.post(f"/api/tasks/{task_id}/cancel").status_code == 200  # its stream ends
+    assert client.get(f"/runs/{task_id}/log/stream?after_seq={value}").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "params",
+    ['{"n": NaN}', '{"n": 1e400}', '{"s": "a\\u0000b"}', '{"s": "\\ud800"}',
+     "[" * 100_000 + "]" * 100_000],
+    ids=["nan", "1e400", "nul", "lone-surrogate", "nested-100000"],
+)  # fmt: skip
+def test_dashboard_json_fields_the_api_would_refuse_are_shown_beside_the_field(
+    client: TestClient, params: str
+) -> None:
+    csrf = dashboard_sign_in(client)
+    name = make_spider(client)
+    run = client.post(f"/spiders/{name}/run", data={"csrf": csrf, "params": params})
+    assert run.status_code == 422, run.text[:300]
+    settings = client.post(f"/spiders/{name}/settings", data={"csrf": csrf, "params": params})
+    assert settings.status_code == 422, settings.text[:300]
+
+
+def dashboard_sign_in(client: TestClient) -> str:
+    response = client.post("/login", data={"token": TOKEN}, follow_redirects=False)
+    assert response.status_code == 303
+    found = re.search(r'name="csrf" value="([^"]+)"', client.get("/").text)
+    assert found is not None
+    return found.group(1)

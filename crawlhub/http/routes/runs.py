@@ -1,5 +1,7 @@
 """Handlers of runs: start, test-run, list, cancel, logs and their live stream."""
 
+import re
+
 from spectree import Response as Resp
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -9,6 +11,7 @@ from starlette.routing import Route
 from crawlhub.execution import runs
 from crawlhub.http import sse
 from crawlhub.http.responses import ModelResponse
+from crawlhub.http.schemas.common import MAX_INT
 from crawlhub.http.schemas.tasks import (
     LogLineOut,
     LogPage,
@@ -20,6 +23,8 @@ from crawlhub.http.schemas.tasks import (
     TaskPage,
 )
 from crawlhub.http.validation import body_of, ctx, errors, parse, query_of, read_json, spec
+
+LAST_EVENT_ID = re.compile(r"[0-9]{1,10}")  # the `id:` of a log event this stream sent
 
 
 @spec.validate(
@@ -112,8 +117,8 @@ async def task_log_stream(request: Request) -> Response:
     task = await run_in_threadpool(runs.get_task, context, request.path_params["id"])
     after = parse(LogStreamQuery, dict(request.query_params)).after_seq
     last_event_id = request.headers.get("last-event-id", "").strip()
-    if last_event_id.isdigit():
-        after = max(after, int(last_event_id))
+    if LAST_EVENT_ID.fullmatch(last_event_id) and int(last_event_id) <= MAX_INT:
+        after = max(after, int(last_event_id))  # anything else is not an id we sent: ignored
     events = sse.task_log_events(context, task.id, after)
     return StreamingResponse(events, media_type="text/event-stream", headers=sse.HEADERS)
 

@@ -8,7 +8,7 @@ from starlette.responses import Response
 from crawlhub.data import items
 from crawlhub.errors import InvalidInput
 from crawlhub.http.validation import ctx
-from crawlhub.ui.forms import utc_time
+from crawlhub.ui.forms import utc_time, whole_number
 from crawlhub.ui.rendering import page, render
 from crawlhub.ui.sessions import Session
 
@@ -30,7 +30,7 @@ def list_items(request: Request, session: Session) -> Response:
     since = utc_time(params.get("since", ""), "since")
     until = utc_time(params.get("until", ""), "until")
     selection = items.select(db, spider=spider, task=task, since=since, until=until)
-    after_id = int(after) if after.isdigit() and len(after) < 19 else 0
+    after_id = whole_number(after, 2**63 - 1) or 0
     rows, _, _ = items.page(db, selection, page=1, page_size=PAGE_SIZE, after_id=after_id)
     columns = list(dict.fromkeys(key for row in rows for key in row.data))
     export = {

@@ -15,7 +15,7 @@ from crawlhub.http.schemas.tasks import format_cursor, parse_cursor
 from crawlhub.http.validation import ctx
 from crawlhub.packages import spiders
 from crawlhub.repo.models import ACTIVE, FINISHED, Spider, Task
-from crawlhub.ui.forms import utc_time
+from crawlhub.ui.forms import utc_time, whole_number
 from crawlhub.ui.rendering import action, back, current_session, page, render, to_login
 from crawlhub.ui.sessions import Session
 
@@ -85,10 +85,10 @@ def show_run(request: Request, session: Session) -> Response:
     task, spider = task_and_spider(context, ref)
     params = request.query_params
     stream = choice(params.get("stream"), STREAMS)
-    attempt = int(params["attempt"]) if params.get("attempt", "").isdigit() else None
+    attempt = whole_number(params.get("attempt"))
     search = params.get("q", "").strip()[:200] or None
-    after = int(params["after_seq"]) if params.get("after_seq", "").isdigit() else None
-    before = int(params["before_seq"]) if params.get("before_seq", "").isdigit() else None
+    after = whole_number(params.get("after_seq"))
+    before = whole_number(params.get("before_seq"))
     if after is None and before is None:
         before = 2**31 - 1  # the newest lines
     lines = runs.log_lines(
@@ -155,8 +155,7 @@ async def log_stream(request: Request) -> Response:
     if current_session(request) is None:
         return to_login(request)
     context = ctx(request)
-    raw = request.query_params.get("after_seq", "0")
-    after = int(raw) if raw.isdigit() and len(raw) < 10 else 0
+    after = whole_number(request.query_params.get("after_seq")) or 0
     task = await run_in_threadpool(runs.get_task, context, request.path_params["id"])
     return StreamingResponse(
         sse.task_log_events(context, task.id, after),

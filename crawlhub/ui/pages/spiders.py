@@ -1,16 +1,15 @@
 """Spiders: the searchable list, a new spider with its package, a spider's page and its forms."""
 
-import json
 from typing import Any
 
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
 
-from crawlhub.errors import InvalidInput, TooLarge
+from crawlhub.errors import CrawlhubError, InvalidInput, TooLarge
 from crawlhub.execution import activity, runs
 from crawlhub.http.schemas.spiders import SpiderCreate, SpiderPatch
-from crawlhub.http.validation import ctx
+from crawlhub.http.validation import ctx, parse_json
 from crawlhub.packages import spiders
 from crawlhub.repo.models import Task
 from crawlhub.scheduling import schedules
@@ -197,9 +196,9 @@ def run_now(request: Request, session: Session, form: FormData) -> Response:
     """Start a manual run with optional params, and show it."""
     ref = request.path_params["ref"]
     try:
-        params = json.loads(field(form, "params") or "{}")
-    except ValueError:
-        return spider_page(request, session, ref, 422, {"run_params": "not valid JSON"})
+        params = parse_json(field(form, "params") or "{}", "params")
+    except CrawlhubError as exc:
+        return spider_page(request, session, ref, 422, {"run_params": exc.message})
     if not isinstance(params, dict):
         return spider_page(request, session, ref, 422, {"run_params": "give a JSON object"})
     task = runs.create_run(ctx(request), ref, params)

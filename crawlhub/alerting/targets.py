@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import httpx
 
 from crawlhub.config import Settings
+from crawlhub.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -257,6 +258,19 @@ def _secret_pieces(url: str) -> set[str]:
         # Slack and Feishu put the token in a path segment; short segments ("hook") are words.
         pieces.update(p for p in parts.path.split("/") if len(p) >= MIN_TOKEN_SEGMENT)
     return {p for p in pieces if len(p) >= MIN_SECRET_PIECE}
+
+
+def check_allow_list(value: str) -> None:
+    """At a process's start: every entry of CRAWLHUB_CHANNEL_ALLOW_HOSTS is a host name, an
+    address or a CIDR (ConfigError naming the first that is not)."""
+    for raw in value.split(","):
+        entry = raw.strip().lower().rstrip(".")
+        if entry and not _is_host_name(entry):
+            try:
+                ipaddress.ip_network(entry.strip("[]"), strict=False)
+            except ValueError:
+                raise ConfigError(f"{ALLOW_VAR}: {entry[:80]!r} is neither a host name nor "
+                                  "an address or CIDR") from None  # fmt: skip
 
 
 @functools.lru_cache(maxsize=4)  # read once per value: a bad entry is warned about once

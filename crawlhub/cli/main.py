@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from crawlhub import __version__
+from crawlhub.alerting import targets
 from crawlhub.cli import processes
 from crawlhub.cli.client import Client, build_package
 from crawlhub.cli.logging_setup import setup_logging
@@ -82,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup_logging(settings.log_level)
         sandbox.harden_process(server=args.command in PROCESSES)
         if args.command in PROCESSES:
+            targets.check_allow_list(settings.channel_allow_hosts)
             PROCESSES[args.command](settings)
             return 0
         client = Client.from_env(settings.data_dir, settings.port)

@@ -237,6 +237,13 @@ def test_invalid_setting_stops_a_process_with_one_line_naming_it(workdir: Path) 
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("crawlhub: PORT: ")
+    allow = base_env(workdir, CRAWLHUB_CHANNEL_ALLOW_HOSTS="hooks.example, 10.0.0.0/33")
+    result = crawlhub("migrate", env=allow, cwd=workdir)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "crawlhub: CRAWLHUB_CHANNEL_ALLOW_HOSTS: '10.0.0.0/33' is neither a host name nor an "
+        "address or CIDR"
+    ]
 
 
 def test_cli_runs_follows_and_lists_runs_of_the_embedded_instance(workdir: Path) -> None:

@@ -1,5 +1,6 @@
 """The HTTP client behind CrawlHub's command-line client commands."""
 
+import contextlib
 import io
 import json
 import os
@@ -70,10 +71,12 @@ class Client:
         return response.json() if response.content else None
 
     def deploy(
-        self, package: Package, name: str, *, entry: str | None = None
+        self, package: Package, name: str, *, entry: str | None = None, kind: str | None = None
     ) -> tuple[dict[str, Any], dict[str, Any], bool]:
-        """Create the spider if needed, then upload the package as its next version."""
-        created = False
+        """Create the spider if needed (or change the entry and kind given), then upload the
+        package as its next version. A refused upload leaves the spider as it was: one
+        created for it is deleted again, a changed one changed back."""
+        created, undo = False, {}
         try:
             spider = self.request("GET", f"/api/spiders/{name}")
         except ApiError as exc:
@@ -84,8 +87,22 @@ class Client:
                 body["entry"] = entry
             spider = self.request("POST", "/api/spiders", json=body)
             created = True
+        else:
+            wanted = {"entry": entry, "kind": kind}
+            changes = {k: v for k, v in wanted.items() if v is not None and v != spider[k]}
+            if changes:
+                undo = {k: spider[k] for k in changes}
+                spider = self.request("PATCH", f"/api/spiders/{spider['id']}", json=changes)
         files = {"file": (package.filename, package.data, "application/octet-stream")}
-        version = self.request("POST", f"/api/spiders/{spider['id']}/versions", files=files)
+        try:
+            version = self.request("POST", f"/api/spiders/{spider['id']}/versions", files=files)
+        except ApiError:
+            with contextlib.suppress(ApiError):
+                if created:
+                    self.request("DELETE", f"/api/spiders/{spider['id']}")
+                elif undo:
+                    self.request("PATCH", f"/api/spiders/{spider['id']}", json=undo)
+            raise
         return spider, version, created
 
     def download(
@@ -176,7 +193,8 @@ def build_package(path: Path, kind: str | None = None) -> Package:
         return Package(path.name, data, kind or "python")
     guessed = "python"
     if path.suffix == ".zip":
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        # Not a zip: the server says what is wrong with it.
+        with contextlib.suppress(zipfile.BadZipFile), zipfile.ZipFile(io.BytesIO(data)) as archive:
             names = {name.split("/", 1)[-1] for name in archive.namelist()} | set(
                 archive.namelist()
             )

@@ -44,7 +44,7 @@ def parser() -> argparse.ArgumentParser:
     deploy.add_argument("path", type=Path, help="a project directory, a .zip/.tar.gz or a .py file")
     deploy.add_argument("--name", required=True, help="spider name (a slug); created if missing")
     deploy.add_argument("--kind", choices=["scrapy", "python"], help="default: guessed")
-    deploy.add_argument("--entry", help="Scrapy spider name or module:function (on creation)")
+    deploy.add_argument("--entry", help="Scrapy spider name or module:function")
     run = sub.add_parser("run", help="start a run of a spider")
     run.add_argument("name", help="spider name or id")
     run.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
@@ -99,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def deploy(client: Client, args: argparse.Namespace) -> int:
     """`crawlhub deploy`: create the spider if needed and upload a new version."""
     package = build_package(args.path, args.kind)
-    spider, version, created = client.deploy(package, args.name, entry=args.entry)
+    spider, version, created = client.deploy(package, args.name, entry=args.entry, kind=args.kind)
     action = "created spider" if created else "spider"
     print(
         f"{action} {spider['name']} ({spider['kind']}, entry {spider['entry']}): "

@@ -151,6 +151,21 @@ def test_up_serves_the_api_with_a_generated_token_and_deploy_creates_versions(
         hello = httpx.get(f"{api}/hello/versions", headers=headers).json()
         assert [v["number"] for v in hello["items"]] == [2, 1]
         assert hello["items"][0]["format"] == "py"
+
+        # A refused upload leaves nothing behind; --entry and --kind apply to a re-deploy.
+        fake = workdir / "fake.zip"
+        fake.write_bytes(b"not a zip at all")
+        refused = crawlhub("deploy", str(fake), "--name", "fake", env=client_env, cwd=workdir)
+        assert refused.returncode == 1 and "crawlhub:" in refused.stderr
+        assert httpx.get(f"{api}/fake", headers=headers).status_code == 404
+        refused = crawlhub("deploy", str(fake), "--name", "pages", "--entry", "other",
+                           "--kind", "scrapy", env=client_env, cwd=workdir)  # fmt: skip
+        assert refused.returncode == 1
+        assert httpx.get(f"{api}/pages", headers=headers).json()["entry"] == "pages"
+        renamed = crawlhub("deploy", str(FIXTURES / "pages_scrapy"), "--name", "pages",
+                           "--entry", "pages2", env=client_env, cwd=workdir)  # fmt: skip
+        assert renamed.returncode == 0, renamed.stderr
+        assert "entry pages2" in renamed.stdout and "version 2" in renamed.stdout
     finally:
         code = up.stop(signal.SIGINT)
     assert code == 0, up.output()

@@ -263,35 +263,39 @@ def _secret_pieces(url: str) -> set[str]:
 def check_allow_list(value: str) -> None:
     """At a process's start: every entry of CRAWLHUB_CHANNEL_ALLOW_HOSTS is a host name, an
     address or a CIDR (ConfigError naming the first that is not)."""
-    for raw in value.split(","):
-        entry = raw.strip().lower().rstrip(".")
-        if entry and not _is_host_name(entry):
-            try:
-                ipaddress.ip_network(entry.strip("[]"), strict=False)
-            except ValueError:
-                raise ConfigError(f"{ALLOW_VAR}: {entry[:80]!r} is neither a host name nor "
-                                  "an address or CIDR") from None  # fmt: skip
+    for entry, parsed in _allow_entries(value):
+        if parsed is None:
+            raise ConfigError(f"{ALLOW_VAR}: {entry[:80]!r} is neither a host name nor an "
+                              "address or CIDR")  # fmt: skip
 
 
 @functools.lru_cache(maxsize=4)  # read once per value: a bad entry is warned about once
 def _allow_list(value: str) -> tuple[frozenset[str], tuple[IPNetwork, ...]]:
     names: set[str] = set()
     networks: list[IPNetwork] = []
+    for entry, parsed in _allow_entries(value):
+        if isinstance(parsed, str):
+            names.add(parsed)
+        elif parsed is not None:
+            networks.append(parsed)
+        else:  # settings made without a process start (tests, scripts)
+            logger.warning("%s: ignoring %r, neither a host name nor an address or CIDR",
+                           ALLOW_VAR, entry[:80])  # fmt: skip
+    return frozenset(names), tuple(networks)
+
+
+def _allow_entries(value: str) -> list[tuple[str, IPNetwork | str | None]]:
+    """Each entry of an allow list with what it is: a network, a host name, or None."""
+    found: list[tuple[str, IPNetwork | str | None]] = []
     for raw in value.split(","):
         entry = raw.strip().lower().rstrip(".")
         if not entry:
             continue
         try:
-            networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
-            continue
+            found.append((entry, ipaddress.ip_network(entry.strip("[]"), strict=False)))
         except ValueError:
-            pass
-        if _is_host_name(entry):
-            names.add(entry)
-        else:
-            logger.warning("%s: ignoring %r, neither a host name nor an address or CIDR",
-                           ALLOW_VAR, entry[:80])  # fmt: skip
-    return frozenset(names), tuple(networks)
+            found.append((entry, entry if _is_host_name(entry) else None))
+    return found
 
 
 def _allow_hint() -> str:

@@ -144,11 +144,16 @@ class Site:
 def processes_of(task_id: str) -> list[int]:
     """Host pids of every live process whose environment names this task: a run's bootstrap
     and all it started (the pids a spider sees are those of its own PID namespace)."""
-    needle = f"CRAWLHUB_TASK_ID={task_id}".encode()
-    found = []
+    return processes_holding("environ", f"CRAWLHUB_TASK_ID={task_id}")
+
+
+def processes_holding(what: str, part: str) -> list[int]:
+    """Live processes with `part` as one NUL-separated field of /proc/<pid>/<what>
+    (`environ`: a variable=value, `cmdline`: an argument)."""
+    needle, found = part.encode(), []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            if needle in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+            if needle in Path(f"/proc/{pid}/{what}").read_bytes().split(b"\0"):
                 found.append(int(pid))
         except OSError:
             continue

@@ -3,7 +3,6 @@
 import hashlib
 import io
 import stat
-import struct
 import tarfile
 import threading
 import zipfile
@@ -16,6 +15,7 @@ from crawlhub.api import create_app
 from crawlhub.cli.client import zip_directory
 from crawlhub.context import Context
 from tests.conftest import TOKEN, make_settings
+from tests.unit.test_archive import forge
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "spiders"
 SCRIPT = b"def run(params):\n    yield {'a': 1}\n"
@@ -157,19 +157,6 @@ def test_corrupt_or_unsupported_uploads_are_rejected(client: TestClient) -> None
     assert upload(client, b"just text", "notes.txt").status_code == 422
     assert upload(client, b"def run(:\n", "main.py").status_code == 422
     assert client.get("/api/spiders/books/versions").json()["total"] == 0
-
-
-def forge(data: bytes, *, crc: int | None = None, size: int | None = None) -> bytes:
-    """A one-member zip with its CRC-32 or uncompressed size rewritten in both headers."""
-    out = bytearray(data)
-    local, central = out.find(b"PK\x03\x04"), out.find(b"PK\x01\x02")
-    if crc is not None:
-        struct.pack_into("<I", out, local + 14, crc)
-        struct.pack_into("<I", out, central + 16, crc)
-    if size is not None:
-        struct.pack_into("<I", out, local + 22, size)
-        struct.pack_into("<I", out, central + 24, size)
-    return bytes(out)
 
 
 @pytest.mark.usefixtures("python_spider")

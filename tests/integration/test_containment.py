@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.harness import Hub, running_hub
+from tests.integration.harness import Hub, processes_holding, running_hub
 from tests.spider_env import AS_ROOT, spider_python
 
 pytestmark = pytest.mark.skipif(not AS_ROOT, reason="starts workers as root and as nobody")
@@ -189,30 +189,6 @@ def worker_process(tmp_path: Path, pg_url: str, redis_url: str, *, as_nobody: bo
             proc.wait()
 
 
-def bootstrap_pids(entry: str) -> list[int]:
-    """Host pids of the processes running a spider entry (its warden and the spider)."""
-    pids = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"crawlhub.child.bootstrap" in cmdline and entry.encode() in cmdline:
-            pids.append(int(pid))
-    return pids
-
-
-def processes_with(marker: str) -> list[int]:
-    pids = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
-                pids.append(int(pid))
-        except OSError:
-            continue
-    return pids
-
-
 def attack(hub: Hub, worker: Worker) -> dict[str, Any]:
     """Run the victim, then the attacker beside it; return what the attacker got."""
     hub.deploy("victim", {"victim.py": VICTIM}, entry="victim:run")
@@ -221,7 +197,7 @@ def attack(hub: Hub, worker: Worker) -> dict[str, Any]:
     victim = hub.run("victim", seconds=20)
     hub.wait(victim["id"], {"running"})
     deadline = time.monotonic() + 10
-    while not (victims := bootstrap_pids("victim:run")):
+    while not (victims := processes_holding("cmdline", "victim:run")):
         assert time.monotonic() < deadline, "the victim's process never showed up"
         time.sleep(0.05)
     marker = f"crawlhub-escapee-{secrets.token_hex(6)}"
@@ -232,7 +208,7 @@ def attack(hub: Hub, worker: Worker) -> dict[str, Any]:
     items = hub.client.get("/api/data", params={"task_id": task["id"]}).json()["items"]
     got: dict[str, Any] = items[0]["data"]
     time.sleep(0.5)
-    got["escaped"] = processes_with(marker)
+    got["escaped"] = processes_holding("cmdline", marker)
     got["worker_alive"] = worker.proc.poll() is None
     survived = hub.wait(victim["id"], timeout=60)
     got["victim"] = survived["status"]

@@ -75,8 +75,9 @@ def fill(data_dir: Path, runs: int, items: int) -> tuple[uuid.UUID, float]:
     try:
         migrate.upgrade(context.db.engine)
         with context.db.session() as session:
-            session.add_all([Spider(name=f"spider-{n:03d}", kind="python", entry="main:run",
-                                    current_version=1) for n in range(SPIDERS)])  # fmt: skip
+            session.add_all([Spider.standalone(name=f"spider-{n:03d}", kind="python",
+                                               entry="main:run", current_version=1)
+                             for n in range(SPIDERS)])  # fmt: skip
     finally:
         context.close()
     start = time.perf_counter()

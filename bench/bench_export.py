@@ -132,7 +132,7 @@ def create_schema(data_dir: Path) -> tuple[uuid.UUID, uuid.UUID]:
     try:
         migrate.upgrade(context.db.engine)
         with context.db.session() as session:
-            spider = Spider(name=SPIDER, kind="python", entry="main:run")
+            spider = Spider.standalone(name=SPIDER, kind="python", entry="main:run")
             session.add(spider)
             session.flush()
             task = Task(spider_id=spider.id, trigger="manual", status="completed")

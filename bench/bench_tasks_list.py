@@ -94,7 +94,7 @@ def fill(data_dir: Path, count: int) -> tuple[list[uuid.UUID], float]:
     try:
         migrate.upgrade(context.db.engine)
         with context.db.session() as session:
-            spiders = [Spider(name=f"spider-{n:03d}", kind="python", entry="main:run")
+            spiders = [Spider.standalone(name=f"spider-{n:03d}", kind="python", entry="main:run")
                        for n in range(SPIDERS)]  # fmt: skip
             session.add_all(spiders)
             session.flush()

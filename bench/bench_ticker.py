@@ -225,18 +225,20 @@ def set_up(tmpdir: Path) -> uuid.UUID:
     from crawlhub.config import load_settings
     from crawlhub.context import Context
     from crawlhub.repo import migrate
-    from crawlhub.repo.models import Spider, SpiderVersion
+    from crawlhub.repo.models import ProjectVersion, Spider
 
     settings = load_settings(database_url=SA_URL, api_tokens="x", data_dir=tmpdir)
     context = Context.build(settings)
     try:
         migrate.upgrade(context.db.engine)
         with context.db.session() as session:
-            spider = Spider(name="ticked", kind="python", entry="main:run", current_version=1)
+            spider = Spider.standalone(
+                name="ticked", kind="python", entry="main:run", current_version=1
+            )
             session.add(spider)
             session.flush()
             session.add(
-                SpiderVersion(spider_id=spider.id, number=1, archive=b"x", format="py",
+                ProjectVersion(project_id=spider.project_id, number=1, archive=b"x", format="py",
                               filename="main.py", sha256="0" * 64, size=1, files=1)
             )  # fmt: skip
             spider_id = spider.id

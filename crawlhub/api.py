@@ -11,7 +11,16 @@ from crawlhub import metrics
 from crawlhub.context import Context
 from crawlhub.http.middleware import BearerAuth, BodyLimit
 from crawlhub.http.responses import EXCEPTION_HANDLERS
-from crawlhub.http.routes import alerts, data, health, queues, runs, schedules, spiders
+from crawlhub.http.routes import (
+    alerts,
+    data,
+    health,
+    projects,
+    queues,
+    runs,
+    schedules,
+    spiders,
+)
 from crawlhub.http.validation import spec
 from crawlhub.ui import routes as dashboard
 
@@ -21,6 +30,7 @@ MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around the uploade
 
 ROUTES = [
     *health.ROUTES,
+    *projects.ROUTES,
     *spiders.ROUTES,
     *runs.ROUTES,
     *schedules.ROUTES,

@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     spider_user: str = "crawlhub-spider"  # spiders run as this user when the worker can switch
     spider_python: Path | None = None  # interpreter for spiders; default: the worker's own
     spider_namespaces: bool = True  # each run in its own PID namespace, where Linux allows
+    # Where project environments' packages come from (builds only; spiders never see these).
+    package_index_url: str | None = None  # default: PyPI
+    extra_index_url: str | None = None  # space-separated
+    trusted_hosts: str | None = None  # space-separated hosts reached without TLS checks
+    env_ttl_days: int = Field(14, ge=1, le=3650)  # unused environments are deleted after this
+    env_build_timeout_s: int = Field(1800, ge=10)
     channel_allow_hosts: str = ""  # hosts or CIDRs channels may reach despite the SSRF rules
     metrics_token: SecretStr | None = None  # bearer token /metrics asks for, when set
     db_pool_size: int = Field(10, ge=1)

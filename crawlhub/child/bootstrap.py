@@ -4,6 +4,7 @@ Started by the worker in the run's work dir, never by hand::
 
     python -m crawlhub.child.bootstrap python module.sub:function
     python -m crawlhub.child.bootstrap scrapy <spider> [scrapy crawl arguments ...]
+    python -m crawlhub.child.bootstrap list      (a Scrapy project's spiders, as `scrapy list`)
 
 Exit statuses: 0 done, 1 the spider raised, 2 bad invocation or entry, 70 the worker
 was gone before the run started, 141 CrawlHub stopped reading items, 143 SIGTERM
@@ -65,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_python(args[1], _params())
         if len(args) >= 2 and args[0] == "scrapy":
             return run_scrapy(args[1], args[2:], items_fd)
+        if args == ["list"]:
+            return list_scrapy(items_fd)
         _fail(f"bad arguments {args!r}\n{_USAGE}")
     finally:
         sdk.flush()
@@ -101,8 +104,27 @@ def run_scrapy(spider: str, crawl_args: list[str], items_fd: int) -> int:
     extensions = settings.getdict("EXTENSIONS_BASE")
     extensions[STATS_EXTENSION] = STATS_EXTENSION_ORDER
     settings.set("EXTENSIONS_BASE", extensions, priority="cmdline")
-    execute(["scrapy", "crawl", spider, *crawl_args], settings=settings)
+    try:
+        execute(["scrapy", "crawl", spider, *crawl_args], settings=settings)
+    except KeyError as exc:  # the project has no such spider: another try cannot help
+        if "not found" not in str(exc):
+            raise
+        _fail(f"{exc.args[0] if exc.args else exc} in this Scrapy project")
     return EXIT_OK  # not reached: execute() always exits
+
+
+def list_scrapy(items_fd: int) -> int:
+    """Write the project's spider names, as `scrapy list` finds them, as one JSON array."""
+    from scrapy.utils.misc import load_object
+    from scrapy.utils.project import get_project_settings, inside_project
+
+    if not inside_project():
+        _fail(f"no scrapy.cfg in {os.getcwd()}: not a Scrapy project")
+    settings = get_project_settings()
+    loader = load_object(settings["SPIDER_LOADER_CLASS"]).from_settings(settings.frozencopy())
+    with os.fdopen(items_fd, "w", encoding="utf-8") as out:
+        out.write(json.dumps(sorted(loader.list())) + "\n")
+    return EXIT_OK
 
 
 def bridge_start_requests() -> None:

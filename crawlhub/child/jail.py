@@ -44,6 +44,7 @@ PROCESSES_ENV = "CRAWLHUB_MAX_PROCESSES"
 OPEN_FILES_ENV = "CRAWLHUB_MAX_OPEN_FILES"
 NAMESPACES_ENV = "CRAWLHUB_SPIDER_NAMESPACES"  # "0": a subreaper only
 HIDE_ENV = "CRAWLHUB_HIDE"  # newline-separated paths the spider must not see (its work dir stays)
+SHOW_ENV = "CRAWLHUB_SHOW"  # newline-separated dirs below those it still reads (its environment)
 
 EXIT_USAGE = 2
 EXIT_WARDEN_GONE = 70
@@ -88,10 +89,11 @@ def contain(pipes: tuple[int, ...] = ()) -> None:
         _warden(pid, subreaper=not entered)
     os.close(life_write)
     hidden = [path for path in os.environ.pop(HIDE_ENV, "").split("\n") if path]
+    shown = [path for path in os.environ.pop(SHOW_ENV, "").split("\n") if path]
     if no_namespace is None:
         try:
             _mount_proc()
-            _hide(hidden)
+            _hide(hidden, shown)
         except OSError as exc:
             no_namespace = str(exc)
     _apply_limits(limits)
@@ -157,18 +159,27 @@ def _mount_proc() -> None:
         raise OSError(ctypes.get_errno(), "mounting its /proc")
 
 
-def _hide(paths: list[str]) -> None:
+def _hide(paths: list[str], shown: list[str]) -> None:
     """Cover each directory with an empty read-only tmpfs (the work dir, if below one, is
-    bound back in place) and each file with /dev/null, in this mount namespace only."""
+    bound back in place, and each of `shown` read-only) and each file with /dev/null, in
+    this mount namespace only."""
     work = os.getcwd()
     for path in paths:
         if os.path.isdir(path):
+            below = [d for d in shown if d.startswith(path.rstrip("/") + "/")]
+            held = [os.open(d, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) for d in below]
             _mount(b"tmpfs", path, b"tmpfs", MS_NOSUID | MS_NODEV, b"mode=0711,size=64k")
+            umask = os.umask(0o066)  # traversable, not listable, on the way down
             if work.startswith(path.rstrip("/") + "/"):
-                umask = os.umask(0o066)  # traversable, not listable, on the way down
                 os.makedirs(work, exist_ok=True)
-                os.umask(umask)
                 _mount(b"/proc/self/cwd", work, None, MS_BIND)  # the real one, still our cwd
+            for directory, fd in zip(below, held, strict=True):
+                os.makedirs(directory, exist_ok=True)
+                _mount(f"/proc/self/fd/{fd}".encode(), directory, None, MS_BIND)
+                flags = MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV
+                _mount(None, directory, None, flags)
+                os.close(fd)
+            os.umask(umask)
             _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
         elif os.path.exists(path):
             _mount(b"/dev/null", path, None, MS_BIND)

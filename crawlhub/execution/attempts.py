@@ -16,7 +16,7 @@ from crawlhub.context import Context
 from crawlhub.errors import ServiceUnavailable
 from crawlhub.repo import items as item_repo
 from crawlhub.repo import logs as log_repo
-from crawlhub.repo import spiders as spider_repo
+from crawlhub.repo import projects as project_repo
 from crawlhub.repo import tasks as task_repo
 from crawlhub.repo.db import Database
 
@@ -38,7 +38,8 @@ class Outcome:
     def retryable(self) -> bool:
         """Failures another attempt may fix: not a cancel, not a spider that cannot start."""
         return self.status == "failed" and not (
-            self.reason == "exit_code" and self.exit_code == USAGE_EXIT
+            (self.reason == "exit_code" and self.exit_code == USAGE_EXIT)
+            or self.reason == "environment"  # a build that failed fails the same way again
         )
 
 
@@ -72,6 +73,7 @@ class Attempt:
     sha256: str
     filename: str
     archive: bytes
+    requirements: str | None  # None: the platform's environment
 
 
 T = TypeVar("T")
@@ -116,7 +118,7 @@ def claim(db: Database, task_id: uuid.UUID) -> Attempt | None:
         spider = task_repo.spider_of(session, task)
         if task.version is None:
             raise RuntimeError("task has no spider version")  # guarded at creation
-        version = spider_repo.get_version(session, spider, task.version)
+        version = project_repo.get_version(session, spider.project, task.version, archive=True)
         return Attempt(
             task_id=task.id,
             spider_id=spider.id,
@@ -136,6 +138,7 @@ def claim(db: Database, task_id: uuid.UUID) -> Attempt | None:
             sha256=version.sha256,
             filename=version.filename,
             archive=version.archive,
+            requirements=version.requirements,
         )
 
 

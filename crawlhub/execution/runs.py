@@ -11,6 +11,7 @@ from crawlhub.context import Context
 from crawlhub.errors import Conflict
 from crawlhub.messaging import messages, queues
 from crawlhub.messaging.keys import RUN_ACTOR
+from crawlhub.packages import projects
 from crawlhub.packages.spiders import check_scrapy_settings
 from crawlhub.repo import items as item_repo
 from crawlhub.repo import logs as log_repo
@@ -31,8 +32,8 @@ def create_run(
     with context.db.session() as session:
         spider = spider_repo.get_spider(session, ref)
         settings = check_scrapy_settings(settings or {}, spider.kind)
-        if spider.current_version is None:
-            raise Conflict(f"spider '{spider.name}' has no version yet: upload one first")
+        if (refused := projects.refusal(session, spider)) is not None:
+            raise Conflict(refused)
         if not spider.enabled and trigger != "test":
             raise Conflict(f"spider '{spider.name}' is disabled")
         task = repo.create_task(

@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from crawlhub.child import jail
 from crawlhub.config import Settings
 from crawlhub.errors import ConfigError
 
@@ -141,6 +142,43 @@ def hidden_paths(settings: Settings) -> list[Path]:
         database = Path(url.removeprefix("sqlite:///")).absolute()
         paths += [database, Path(f"{database}-wal"), Path(f"{database}-shm")]
     return paths
+
+
+def jail_env(
+    settings: Settings, identity: SpiderIdentity | None, shown: list[Path]
+) -> dict[str, str]:
+    """The variables the bootstrap's jail reads (and removes before spider code runs):
+    limits, what to hide and what to show again, and the user to become."""
+    env = {
+        jail.PROCESSES_ENV: str(settings.max_processes),
+        jail.OPEN_FILES_ENV: str(settings.max_open_files),
+        jail.HIDE_ENV: "\n".join(map(str, hidden_paths(settings))),
+    }
+    if shown:
+        env[jail.SHOW_ENV] = "\n".join(map(str, shown))
+    if settings.memory_limit_mb:
+        env[jail.MEMORY_LIMIT_ENV] = str(settings.memory_limit_mb)
+    if not settings.spider_namespaces:
+        env[jail.NAMESPACES_ENV] = "0"
+    if identity is not None:
+        env[jail.UID_ENV] = str(identity.uid)
+        env[jail.GID_ENV] = str(identity.gid)
+    return env
+
+
+def base_env(home: Path) -> dict[str, str]:
+    """What every spider process (and build) starts from: nothing of the worker's own."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        "HOME": str(home),
+        "LANG": os.environ.get("LANG", "C.UTF-8"),
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONIOENCODING": "utf-8",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    if "TZ" in os.environ:
+        env["TZ"] = os.environ["TZ"]
+    return env
 
 
 def hand_over(work: Path, identity: SpiderIdentity | None) -> None:

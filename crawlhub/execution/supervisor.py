@@ -16,7 +16,7 @@ from crawlhub import metrics
 from crawlhub.alerting import alerts
 from crawlhub.child import jail
 from crawlhub.context import Context
-from crawlhub.execution import sandbox, workdirs
+from crawlhub.execution import environments, sandbox, workdirs
 from crawlhub.execution.attempts import (
     CLAIM_PATIENCE_S,
     RECORD_PATIENCE_S,
@@ -28,6 +28,7 @@ from crawlhub.execution.attempts import (
     record,
 )
 from crawlhub.execution.capture import ItemSink, LogSink, read_lines
+from crawlhub.execution.environments import BuildFailed, Runtime
 from crawlhub.packages import archives
 from crawlhub.repo import tasks as task_repo
 from crawlhub.repo.tasks import FENCED
@@ -76,6 +77,7 @@ class Run:
             attempt.dedup_keys, fence=attempt.fence,
         )  # fmt: skip
         self.work: Path | None = None
+        self.runtime: Runtime | None = None
         self.identity = sandbox.spider_identity(settings.spider_user)
 
     def run(self) -> Ended:
@@ -137,6 +139,11 @@ class Run:
 
     def _run(self) -> Outcome:
         self.work = self._prepare()
+        try:
+            self.runtime = self._runtime()
+        except BuildFailed as exc:
+            self.logs.system(f"the project's environment cannot be built: {exc.message}")
+            return Outcome("failed", "environment", None, exc.message)
         command = self._command()
         who = f" as {self.identity.name}" if self.identity else ""
         self.logs.system(
@@ -210,9 +217,19 @@ class Run:
         sandbox.hand_over(work, self.identity)
         return work
 
+    def _runtime(self) -> Runtime:
+        """The platform's environment, or the project's (built now when this machine has
+        not got it yet, its build log going into the run's log)."""
+        if not self.a.requirements:
+            return environments.platform_runtime(self.settings)
+        _, runtime = environments.ensure(
+            self.settings, self.a.requirements, self.a.kind, self.logs.system
+        )
+        return runtime
+
     def _command(self) -> list[str]:
-        python = sandbox.spider_python(self.settings)
-        base = [python, "-m", "crawlhub.child.bootstrap", self.a.kind, self.a.entry]
+        assert self.runtime is not None
+        base = [self.runtime.python, "-m", "crawlhub.child.bootstrap", self.a.kind, self.a.entry]
         if self.a.kind == "python":
             return base
         for key, value in self.a.params.items():
@@ -223,16 +240,7 @@ class Run:
 
     def _environment(self, items_fd: int) -> dict[str, str]:
         assert self.work is not None
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-            "HOME": str(self.work),
-            "LANG": os.environ.get("LANG", "C.UTF-8"),
-            "PYTHONUNBUFFERED": "1",
-            "PYTHONIOENCODING": "utf-8",
-            "PYTHONDONTWRITEBYTECODE": "1",
-        }
-        if "TZ" in os.environ:
-            env["TZ"] = os.environ["TZ"]
+        env = sandbox.base_env(self.work)
         env.update(self.a.env)
         env.update(
             {
@@ -242,19 +250,12 @@ class Run:
                 "CRAWLHUB_PARAMS": json.dumps(self.a.params),
                 "CRAWLHUB_ITEMS_FD": str(items_fd),
                 "CRAWLHUB_STATS_PATH": str(self.work / STATS_FILE),
-                # Read (and removed from its environment) by the bootstrap's jail:
-                jail.PROCESSES_ENV: str(self.settings.max_processes),
-                jail.OPEN_FILES_ENV: str(self.settings.max_open_files),
             }
         )
-        if self.settings.memory_limit_mb:
-            env[jail.MEMORY_LIMIT_ENV] = str(self.settings.memory_limit_mb)
-        if not self.settings.spider_namespaces:
-            env[jail.NAMESPACES_ENV] = "0"
-        env[jail.HIDE_ENV] = "\n".join(map(str, sandbox.hidden_paths(self.settings)))
-        if self.identity is not None:
-            env[jail.UID_ENV] = str(self.identity.uid)
-            env[jail.GID_ENV] = str(self.identity.gid)
+        assert self.runtime is not None
+        for name, value in self.runtime.variables().items():  # before the spider's own
+            env[name] = f"{value}:{env[name]}" if env.get(name) else value
+        env.update(sandbox.jail_env(self.settings, self.identity, self.runtime.shown()))
         return env
 
     def _start_readers(

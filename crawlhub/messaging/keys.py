@@ -5,11 +5,13 @@
 # queue `dramatiq:<queue>.DQ`, and its dead-letter set `dramatiq:<queue>.XQ`.
 RUNS_QUEUE = "crawlhub.runs"
 ALERTS_QUEUE = "crawlhub.alerts"
-QUEUES = (RUNS_QUEUE, ALERTS_QUEUE)
+BUILDS_QUEUE = "crawlhub.builds"
+QUEUES = (RUNS_QUEUE, ALERTS_QUEUE, BUILDS_QUEUE)
 
 # Actor names: messages name their actor, so these outlive deploys like the queue names.
 RUN_ACTOR = "run"  # executes one attempt of a task (crawlhub/actors/run.py)
 ALERT_ACTOR = "alert"  # delivers alerts; takes dead-lettered run messages (actors/alert.py)
+PREPARE_ACTOR = "prepare"  # builds a new version's environment, lists its spiders (prepare.py)
 
 # Dramatiq's Redis broker namespace (its default, spelled out so redis-cli users know it).
 DRAMATIQ_NAMESPACE = "dramatiq"

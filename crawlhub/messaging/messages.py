@@ -6,7 +6,14 @@ from typing import Any
 
 import dramatiq
 
-from crawlhub.messaging.keys import ALERT_ACTOR, ALERTS_QUEUE, RUN_ACTOR, RUNS_QUEUE
+from crawlhub.messaging.keys import (
+    ALERT_ACTOR,
+    ALERTS_QUEUE,
+    BUILDS_QUEUE,
+    PREPARE_ACTOR,
+    RUN_ACTOR,
+    RUNS_QUEUE,
+)
 
 
 def send(
@@ -38,3 +45,8 @@ def send_run(
 def send_alert(broker: dramatiq.Broker, payload: dict[str, Any], *, delay_ms: int = 0) -> str:
     """Send an alert-delivery message (`{"alert_id"}`, optionally with `"channel_id"`)."""
     return send(broker, ALERTS_QUEUE, ALERT_ACTOR, (payload,), delay_ms=delay_ms)
+
+
+def send_prepare(broker: dramatiq.Broker, version_id: uuid.UUID) -> str:
+    """Ask a worker to get a new project version ready (environment, spider list)."""
+    return send(broker, BUILDS_QUEUE, PREPARE_ACTOR, (str(version_id),))

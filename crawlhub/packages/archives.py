@@ -343,6 +343,24 @@ def check_runnable(info: ArchiveInfo, kind: str, entry: str) -> None:
         raise ValueError(f"unknown spider kind {kind!r}")
 
 
+def read_member(data: bytes, info: ArchiveInfo, path: str, max_bytes: int) -> bytes | None:
+    """The bytes of one file of an inspected package (`path` below its root), None when it
+    has no such file; InvalidArchive when it is over `max_bytes`."""
+    if path not in info.files:
+        return None
+    strip = 1 if info.root else 0
+    py_name = info.files[0] if info.format is ArchiveFormat.PY else ""
+    with contextlib.closing(_entries(data, info.format, py_name, info.unpacked_size)) as it:
+        for e in it:
+            if not e.is_dir and "/".join(e.parts[strip:]) == path:
+                with e.open() as src:
+                    content = src.read(max_bytes + 1)
+                if len(content) > max_bytes:
+                    raise InvalidArchive(f"{path} is over {max_bytes} bytes")
+                return content
+    return None
+
+
 def module_path(entry: str) -> str:
     """Return the file path of an entry's module, e.g. "pkg.mod:run" -> "pkg/mod.py"."""
     return entry.split(":", 1)[0].replace(".", "/") + ".py"

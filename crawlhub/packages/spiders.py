@@ -1,15 +1,15 @@
-"""Spider registry: create, change and delete spiders; validate and store their versions."""
+"""Spider registry: create, change and delete spiders, the runnable entries of projects."""
 
-import hashlib
 import re
 from typing import Any
 
-from crawlhub.config import Settings
-from crawlhub.errors import InvalidArchive, InvalidInput
-from crawlhub.packages import archives
+from crawlhub.context import Context
+from crawlhub.errors import Conflict, InvalidInput
+from crawlhub.packages import archives, projects
+from crawlhub.repo import projects as project_repo
 from crawlhub.repo import spiders as repo
-from crawlhub.repo.db import Database, Session
-from crawlhub.repo.models import Spider, SpiderVersion
+from crawlhub.repo.db import Database
+from crawlhub.repo.models import ProjectVersion, Spider
 
 PYTHON_ENTRY = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$", re.ASCII)
 SCRAPY_ENTRY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -67,24 +67,46 @@ def default_entry(kind: str, name: str) -> str:
 
 
 def create_spider(
-    db: Database, settings: Settings, fields: dict[str, Any],
-    package: tuple[str, bytes] | None = None,
-) -> Spider:  # fmt: skip
-    """Register a new spider from its checked fields, with its first version when a package
-    (file name, bytes) is given: both or neither (a refused package creates nothing)."""
-    fields = {"kind": "python", "timeout_s": settings.default_timeout_s, **fields}
-    fields.setdefault("entry", default_entry(fields["kind"], fields["name"]))
-    _check_backoff(fields)
-    with db.session() as session:
-        spider = repo.create_spider(session, fields)
+    context: Context, fields: dict[str, Any], package: tuple[str, bytes] | None = None
+) -> Spider:
+    """Register a spider from its checked fields: in the project `fields["project"]` names,
+    else in a new project of its own name, with its first version when a package (file
+    name, bytes) is given: all or nothing (a refused package creates nothing)."""
+    fields = {"timeout_s": context.settings.default_timeout_s, **fields}
+    project_ref = fields.pop("project", None)
+    version: ProjectVersion | None = None
+    with context.db.session() as session:
+        if project_ref is None:
+            fields.setdefault("kind", "python")
+            if project_repo.find_project(session, fields["name"]) is not None:
+                name = fields["name"]
+                raise Conflict(f"a project named '{name}' already exists: add the spider to "
+                               f"it with \"project\": \"{name}\"")  # fmt: skip
+            project = project_repo.create_project(
+                session, {"name": fields["name"], "kind": fields["kind"]}
+            )
+        else:
+            project = project_repo.get_project(session, project_ref, for_update=True)
+            if fields.setdefault("kind", project.kind) != project.kind:
+                raise InvalidInput(f"project '{project.name}' is a {project.kind} project; "
+                                   f"its spiders are {project.kind} spiders")  # fmt: skip
+        fields.setdefault("entry", default_entry(fields["kind"], fields["name"]))
+        _check_backoff(fields)
+        if package is None:
+            projects.check_entry_in(session, project, fields["kind"], fields["entry"],
+                                    archives.Limits.of(context.settings))  # fmt: skip
+        spider = repo.create_spider(session, {**fields, "project": project})
         if package is not None:
-            _add_version(session, settings, spider, *package)
-        return spider
+            version = projects.add_version(session, context, project, *package)
+    if version is not None:
+        projects.after_upload(context, version)
+    return spider
 
 
-def update_spider(db: Database, settings: Settings, ref: str, changes: dict[str, Any]) -> Spider:
-    """Change a spider; a new kind or entry is checked against its current version."""
-    with db.session() as session:
+def update_spider(context: Context, ref: str, changes: dict[str, Any]) -> Spider:
+    """Change a spider; a new entry is checked against its project's current version. A new
+    kind changes its project's, when the spider is the project's only one."""
+    with context.db.session() as session:
         spider = repo.get_spider(session, ref, for_update=True)
         merged = {
             "retry_backoff_min_s": spider.retry_backoff_min_s,
@@ -99,53 +121,33 @@ def update_spider(db: Database, settings: Settings, ref: str, changes: dict[str,
                 check_entry(kind, entry)
             except ValueError as exc:
                 raise InvalidInput(str(exc)) from exc
-            if spider.current_version is not None:
-                current = repo.get_version(session, spider, spider.current_version)
-                _check_package(settings, current.archive, current.filename, kind, entry)
+            project = spider.project
+            if kind != project.kind:
+                if len(project_repo.spiders_of(session, project.id)) > 1:
+                    raise InvalidInput(f"project '{project.name}' is a {project.kind} project with "
+                                       "other spiders, which share its kind")  # fmt: skip
+                project.kind = kind
+            projects.check_entry_in(session, project, kind, entry,
+                                    archives.Limits.of(context.settings))  # fmt: skip
         return repo.update_spider(session, spider, changes)
 
 
 def delete_spider(db: Database, ref: str) -> None:
-    """Delete a spider and everything it owns; Conflict while it has active tasks."""
-    with db.session() as session:
-        repo.delete_spider(session, repo.get_spider(session, ref, for_update=True))
-
-
-def upload_version(
-    db: Database, settings: Settings, ref: str, filename: str, data: bytes
-) -> SpiderVersion:
-    """Validate an uploaded package and store it as the spider's next, current version."""
+    """Delete a spider and everything it owns; Conflict while it has active tasks. The
+    project of its name goes with it when it was that project's only spider."""
     with db.session() as session:
         spider = repo.get_spider(session, ref, for_update=True)
-        return _add_version(session, settings, spider, filename, data)
+        project = spider.project
+        repo.delete_spider(session, spider)
+        if project.name == spider.name and not project_repo.spiders_of(session, project.id):
+            project_repo.delete_project(session, project)
 
 
-def _add_version(
-    session: Session, settings: Settings, spider: Spider, filename: str, data: bytes
-) -> SpiderVersion:
-    info = _check_package(settings, data, filename, spider.kind, spider.entry)
-    fields = {
-        "archive": data,
-        "format": info.format.value,
-        "filename": filename[-255:],
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "size": len(data),
-        "files": len(info.files),
-    }
-    return repo.add_version(session, spider, fields)
-
-
-def _check_package(
-    settings: Settings, data: bytes, filename: str, kind: str, entry: str
-) -> archives.ArchiveInfo:
-    limits = archives.Limits.of(settings)
-    fmt = archives.detect_format(filename, data)
-    if fmt is archives.ArchiveFormat.PY and kind != "python":
-        raise InvalidArchive("a single .py file can only be a python spider; upload a zip")
-    module_path = archives.module_path(entry) if kind == "python" else "main.py"
-    info = archives.inspect_archive(data, filename, limits, py_module_path=module_path)
-    archives.check_runnable(info, kind, entry)
-    return info
+def upload_version(context: Context, ref: str, filename: str, data: bytes) -> ProjectVersion:
+    """Upload a new version of the spider's project."""
+    with context.db.read() as session:
+        project_id = repo.get_spider(session, ref).project_id
+    return projects.upload_version(context, str(project_id), filename, data)
 
 
 def _check_backoff(fields: dict[str, Any]) -> None:
@@ -162,20 +164,21 @@ def get_spider(db: Database, ref: str) -> Spider:
 
 def list_spiders(
     db: Database, *, page: int, page_size: int, kind: str | None = None,
-    enabled: bool | None = None, search: str | None = None,
+    enabled: bool | None = None, search: str | None = None, project: str | None = None,
 ) -> tuple[list[Spider], int]:  # fmt: skip
     """A page of spiders and the total count; `search` keeps names containing it."""
     with db.read() as session:
+        project_id = project_repo.get_project(session, project).id if project else None
         rows, total = repo.list_spiders(session, page=page, page_size=page_size, kind=kind,
-                                        enabled=enabled, name_contains=search)  # fmt: skip
+                                        enabled=enabled, name_contains=search,
+                                        project_id=project_id)  # fmt: skip
         return list(rows), total
 
 
 def list_versions(
     db: Database, ref: str, *, page: int, page_size: int
-) -> tuple[list[SpiderVersion], int]:
-    """A page of a spider's versions and the total count."""
+) -> tuple[list[ProjectVersion], int]:
+    """A page of the versions of the spider's project and the total count."""
     with db.read() as session:
-        spider = repo.get_spider(session, ref)
-        rows, total = repo.list_versions(session, spider, page=page, page_size=page_size)
-        return list(rows), total
+        project_id = repo.get_spider(session, ref).project_id
+    return projects.list_versions(db, str(project_id), page=page, page_size=page_size)

@@ -1,5 +1,6 @@
 """Apply and inspect Alembic migrations for the configured database."""
 
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
@@ -21,18 +22,36 @@ def _config(engine: Engine) -> Config:
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Migrate the database up to `revision`."""
-    config = _config(engine)
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, revision)
+    _run(engine, command.upgrade, revision)
 
 
 def downgrade(engine: Engine, revision: str) -> None:
     """Migrate the database down to `revision` (`base` empties it)."""
+    _run(engine, command.downgrade, revision)
+
+
+def _run(engine: Engine, step: Callable[[Config, str], None], revision: str) -> None:
+    """One migration run in one transaction. On SQLite, foreign keys are off meanwhile:
+    batch mode rebuilds a table by dropping it, which would cascade into its children
+    (the pragma only takes effect outside a transaction); they are checked before the end."""
     config = _config(engine)
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.downgrade(config, revision)
+    with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        # Through the driver: SQLAlchemy would wrap it in the BEGIN of db.py's begin hook.
+        raw = connection.connection.driver_connection
+        if sqlite:
+            raw.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
+        try:
+            with connection.begin():
+                config.attributes["connection"] = connection
+                step(config, revision)
+                if sqlite:
+                    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise RuntimeError(f"migration left broken references: {broken[:5]}")
+        finally:
+            if sqlite:
+                raw.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
 
 
 def head_revision() -> str | None:

@@ -16,7 +16,7 @@ from sqlalchemy import (
     UniqueConstraint,
     Uuid,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from crawlhub.repo.types import BigIntPK, JSONType, UTCDateTime, utcnow
 
@@ -41,11 +41,30 @@ def _uuid() -> uuid.UUID:
     return uuid.uuid4()
 
 
+class Project(Base):
+    """What is deployed: a Scrapy project or a Python package, with numbered versions."""
+
+    __tablename__ = "project"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=_uuid)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    current_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (Index(None, "created_at"),)
+
+
 class Spider(Base):
+    """A runnable entry of a project, with its own settings, schedules and runs."""
+
     __tablename__ = "spider"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=_uuid)
     name: Mapped[str] = mapped_column(String(64), unique=True)
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"))
+    # Its project's kind, kept here for the filters and the run path.
     kind: Mapped[str] = mapped_column(String(16))
     entry: Mapped[str] = mapped_column(String(255))
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -58,18 +77,35 @@ class Spider(Base):
     alert_on_zero_items: Mapped[bool] = mapped_column(Boolean, default=False)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     retention_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    current_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
-    __table_args__ = (Index(None, "created_at"),)
+    project: Mapped[Project] = relationship(lazy="joined", innerjoin=True)
+
+    __table_args__ = (Index(None, "created_at"), Index(None, "project_id"))
+
+    @classmethod
+    def standalone(cls, name: str, kind: str, *, current_version: int | None = None,
+                   **fields: Any) -> "Spider":  # fmt: skip
+        """A spider in a project of its own name (what a spider created alone gets)."""
+        project = Project(name=name, kind=kind, current_version=current_version)
+        return cls(name=name, kind=kind, project=project, **fields)
+
+    @property
+    def current_version(self) -> int | None:
+        """The version its runs start from: its project's current one."""
+        return self.project.current_version
 
 
-class SpiderVersion(Base):
-    __tablename__ = "spider_version"
+# A version's environment: being built (or its spiders listed), usable, or not buildable.
+ENV_STATUSES = ("building", "ready", "failed")
+
+
+class ProjectVersion(Base):
+    __tablename__ = "project_version"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=_uuid)
-    spider_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("spider.id", ondelete="CASCADE"))
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"))
     number: Mapped[int] = mapped_column(Integer)
     archive: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
     format: Mapped[str] = mapped_column(String(16))
@@ -77,9 +113,17 @@ class SpiderVersion(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     size: Mapped[int] = mapped_column(Integer)
     files: Mapped[int] = mapped_column(Integer)
+    # The Scrapy spiders `scrapy list` found in it (None: not listed yet, or a python project).
+    spiders: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
+    # Its requirements, normalised, one per line (None: the platform's environment).
+    requirements: Mapped[str | None] = mapped_column(Text, nullable=True)
+    env_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    env_status: Mapped[str] = mapped_column(String(16), default="ready")
+    env_log: Mapped[str | None] = mapped_column(Text, nullable=True)
+    env_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
-    __table_args__ = (UniqueConstraint("spider_id", "number"),)
+    __table_args__ = (UniqueConstraint("project_id", "number"), Index(None, "env_key"))
 
 
 class Schedule(Base):

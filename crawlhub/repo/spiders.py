@@ -1,4 +1,4 @@
-"""Spiders and their immutable versions."""
+"""Spiders: the runnable entries of projects."""
 
 import uuid
 from collections.abc import Sequence
@@ -6,10 +6,10 @@ from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, undefer
+from sqlalchemy.orm import Session
 
 from crawlhub.errors import Conflict, NotFound
-from crawlhub.repo.models import ACTIVE, Spider, SpiderVersion, Task
+from crawlhub.repo.models import ACTIVE, Spider, Task
 from crawlhub.repo.pages import paginate
 
 MAX_NAME = 64
@@ -33,6 +33,12 @@ def get_spider(session: Session, ref: str, *, for_update: bool = False) -> Spide
     return spider
 
 
+def find_spider(session: Session, name: str) -> Spider | None:
+    """The spider of this name, if any."""
+    spider: Spider | None = session.scalar(select(Spider).where(Spider.name == name))
+    return spider
+
+
 def name_of(session: Session, spider_id: uuid.UUID) -> str | None:
     """A spider's name, None when it is gone."""
     name: str | None = session.scalar(select(Spider.name).where(Spider.id == spider_id))
@@ -47,9 +53,12 @@ def list_spiders(
     kind: str | None = None,
     enabled: bool | None = None,
     name_contains: str | None = None,
+    project_id: uuid.UUID | None = None,
 ) -> tuple[Sequence[Spider], int]:
     """A page of spiders, newest first."""
     stmt = select(Spider).order_by(Spider.created_at.desc(), Spider.id)
+    if project_id is not None:
+        stmt = stmt.where(Spider.project_id == project_id)
     if name_contains:
         stmt = stmt.where(Spider.name.icontains(name_contains, autoescape=True))
     if kind is not None:
@@ -83,7 +92,7 @@ def _flush_unique_name(session: Session, name: str) -> None:
 
 
 def delete_spider(session: Session, spider: Spider) -> None:
-    """Delete a spider with its versions, schedules, tasks, logs and items."""
+    """Delete a spider with its schedules, tasks, logs and items (its project stays)."""
     active = session.scalar(
         select(func.count())
         .select_from(Task)
@@ -96,40 +105,3 @@ def delete_spider(session: Session, spider: Spider) -> None:
         )
     session.delete(spider)
     session.flush()
-
-
-def add_version(session: Session, spider: Spider, fields: dict[str, Any]) -> SpiderVersion:
-    """Store a new version numbered after the last one and make it current."""
-    # The caller locked the spider row, so concurrent uploads number one after another.
-    last = session.scalar(
-        select(func.max(SpiderVersion.number)).where(SpiderVersion.spider_id == spider.id)
-    )
-    version = SpiderVersion(spider_id=spider.id, number=(last or 0) + 1, **fields)
-    session.add(version)
-    spider.current_version = version.number
-    session.flush()
-    return version
-
-
-def list_versions(
-    session: Session, spider: Spider, *, page: int, page_size: int
-) -> tuple[Sequence[SpiderVersion], int]:
-    """A page of a spider's versions, newest first (archives not loaded)."""
-    stmt = (
-        select(SpiderVersion)
-        .where(SpiderVersion.spider_id == spider.id)
-        .order_by(SpiderVersion.number.desc())
-    )
-    return paginate(session, stmt, page, page_size)
-
-
-def get_version(session: Session, spider: Spider, number: int) -> SpiderVersion:
-    """One version of a spider with its archive bytes loaded; NotFound otherwise."""
-    version = session.scalar(
-        select(SpiderVersion)
-        .options(undefer(SpiderVersion.archive))
-        .where(SpiderVersion.spider_id == spider.id, SpiderVersion.number == number)
-    )
-    if version is None:
-        raise NotFound(f"spider '{spider.name}' has no version {number}")
-    return version

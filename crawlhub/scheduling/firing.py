@@ -15,6 +15,7 @@ from crawlhub import metrics
 from crawlhub.alerting import alerts
 from crawlhub.context import Context
 from crawlhub.execution import runs
+from crawlhub.packages import projects
 from crawlhub.repo import schedules as repo
 from crawlhub.repo import tasks as task_repo
 from crawlhub.repo.db import Session
@@ -135,11 +136,12 @@ def _fire_one(session: Session, schedule: Schedule, spider: Spider, now: datetim
     ]:
         repo.insert_fire(session, {**base, "scheduled_for": when, "status": "skipped",
                                    "reason": reason, "finished_at": now})  # fmt: skip
-    if decided.run and spider.current_version is None:
+    refused = projects.refusal(session, spider) if decided.run else None
+    if refused is not None:
         for when in decided.run:
             repo.insert_fire(session, {**base, "scheduled_for": when, "status": "skipped",
                                        "reason": "error", "finished_at": now,
-                                       "error_message": "the spider has no version"})  # fmt: skip
+                                       "error_message": refused})  # fmt: skip
         return decided
     if decided.run and active and schedule.overlap == "replace":
         for task in active:

@@ -10,7 +10,7 @@ from crawlhub.repo.models import LogLine, Schedule, Spider, Task
 
 def add_spider(context: Context, name: str) -> uuid.UUID:
     with context.db.session() as session:
-        spider = Spider(name=name, kind="python", entry="main:run", current_version=1)
+        spider = Spider.standalone(name=name, kind="python", entry="main:run", current_version=1)
         session.add(spider)
         session.flush()
         return spider.id

@@ -17,7 +17,7 @@ from crawlhub.repo.models import Item, LogLine, Spider, Task
 
 def new_task(context: Context) -> tuple[uuid.UUID, uuid.UUID]:
     with context.db.session() as session:
-        spider = Spider(name="sink", kind="python", entry="main:run")
+        spider = Spider.standalone(name="sink", kind="python", entry="main:run")
         session.add(spider)
         session.flush()
         task = Task(spider_id=spider.id, trigger="manual", status="running")

@@ -14,7 +14,7 @@ from crawlhub.repo.models import Spider, Task
 
 def seed(context: Context, tasks: int, items: int) -> uuid.UUID:
     with context.db.session() as session:
-        spider = Spider(name="many", kind="python", entry="main:run")
+        spider = Spider.standalone(name="many", kind="python", entry="main:run")
         session.add(spider)
         session.flush()
         rows = [Task(spider_id=spider.id, trigger="manual", status="completed")

@@ -46,7 +46,7 @@ def seed(
     context: Context, items: list[dict[str, Any]], name: str = "shop"
 ) -> tuple[uuid.UUID, uuid.UUID]:
     with context.db.session() as session:
-        spider = Spider(name=name, kind="python", entry="main:run")
+        spider = Spider.standalone(name=name, kind="python", entry="main:run")
         session.add(spider)
         session.flush()
         task = Task(spider_id=spider.id, trigger="manual", status="completed")
@@ -303,7 +303,7 @@ def _status_kb(field: str) -> int:
 def big(pg_url: str, tmp_path: Path) -> Iterator[Hub]:
     with running_hub(pg_url, tmp_path, None, threads=0) as hub:
         with hub.context.db.session() as session:
-            spider = Spider(name="big", kind="python", entry="main:run")
+            spider = Spider.standalone(name="big", kind="python", entry="main:run")
             session.add(spider)
             session.flush()
             task = Task(spider_id=spider.id, trigger="manual", status="completed")

@@ -183,7 +183,9 @@ def test_no_run_is_reaped_within_a_lease_of_the_database_coming_back(
     context = Context.build(make_settings(tmp_path, database_url=pg_url, lease_s=60))
     try:
         with context.db.session() as session:
-            spider = Spider(name="outage", kind="python", entry="main:run", current_version=1)
+            spider = Spider.standalone(
+                name="outage", kind="python", entry="main:run", current_version=1
+            )
             session.add(spider)
             session.flush()
             task = Task(spider_id=spider.id, trigger="manual", status="running",
@@ -255,7 +257,7 @@ def test_stalled_export_downloads_leave_the_api_answering(
                    CRAWLHUB_DB_POOL_SIZE="2")  # fmt: skip
     context = Context.build(make_settings(tmp_path, database_url=pg_url))
     with context.db.session() as session:
-        spider = Spider(name="big", kind="python", entry="main:run", current_version=1)
+        spider = Spider.standalone(name="big", kind="python", entry="main:run", current_version=1)
         session.add(spider)
         session.flush()
         task = Task(spider_id=spider.id, trigger="manual", status="completed")

@@ -92,8 +92,11 @@ def existing_objects(
         # A spider without a version: its test run answers 409 at once instead of streaming
         # a run that no worker here will start.
         collection = "bare"
+    objects = make_objects(client, context)
+    if names == {"ref", "number"}:  # a version of a project
+        return [{"ref": objects["projects"], "number": "1"}]
     (name,) = names
-    return [{name: make_objects(client, context)[collection]}]
+    return [{name: objects[collection]}]
 
 
 def make_objects(client: TestClient, context: Context) -> dict[str, str]:
@@ -114,8 +117,9 @@ def make_objects(client: TestClient, context: Context) -> dict[str, str]:
             task_id=uuid.UUID(task),
         )  # fmt: skip
     assert alert is not None  # a type of its own: not folded into an earlier alert
+    project = client.get(f"/api/spiders/{spider}").json()["project_id"]
     return {"spiders": spider, "bare": bare, "schedules": schedule, "channels": channel,
-            "tasks": task, "alerts": str(alert)}  # fmt: skip
+            "tasks": task, "alerts": str(alert), "projects": project}  # fmt: skip
 
 
 def post(client: TestClient, path: str, key: str = "id", **request: Any) -> str:

@@ -21,7 +21,7 @@ STATUSES = ("pending", "running", "retrying", "completed", "failed", "cancelled"
 
 def add_task(context: Context, status: str, **fields: object) -> uuid.UUID:
     with context.db.session() as session:
-        spider = Spider(name=f"s{uuid.uuid4().hex[:8]}", kind="python", entry="main:run")
+        spider = Spider.standalone(name=f"s{uuid.uuid4().hex[:8]}", kind="python", entry="main:run")
         session.add(spider)
         session.flush()
         task = Task(spider_id=spider.id, trigger="manual", status=status, **fields)

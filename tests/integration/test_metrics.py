@@ -25,7 +25,7 @@ METRICS_TOKEN = "scrape-only-token-42"
 
 def seed(context: Context, statuses: dict[str, int]) -> None:
     with context.db.session() as session:
-        spider = Spider(name="measured", kind="python", entry="main:run")
+        spider = Spider.standalone(name="measured", kind="python", entry="main:run")
         session.add(spider)
         session.flush()
         session.add_all(

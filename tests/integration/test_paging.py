@@ -24,7 +24,7 @@ def seed(context: Context, per_moment: list[int], status: str = "completed") -> 
     with context.db.session() as session:
         spider = session.query(Spider).filter_by(name="paged").one_or_none()
         if spider is None:
-            spider = Spider(name="paged", kind="python", entry="main:run")
+            spider = Spider.standalone(name="paged", kind="python", entry="main:run")
             session.add(spider)
             session.flush()
         rows = [

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from crawlhub.context import Context
-from crawlhub.repo.models import Schedule, Spider, SpiderVersion, Task
+from crawlhub.repo.models import ProjectVersion, Schedule, Spider, Task
 from crawlhub.scheduling import firing, housekeeping
 from tests.conftest import make_settings
 
@@ -28,12 +28,12 @@ def context(pg_url: str, tmp_path: Path) -> Iterator[Context]:
 
 def add_spider(context: Context, *, version: bool = True, enabled: bool = True) -> uuid.UUID:
     with context.db.session() as session:
-        spider = Spider(name=f"s{uuid.uuid4().hex[:8]}", kind="python", entry="main:run",
+        spider = Spider.standalone(name=f"s{uuid.uuid4().hex[:8]}", kind="python", entry="main:run",
                         enabled=enabled, current_version=1 if version else None)  # fmt: skip
         session.add(spider)
         session.flush()
         if version:
-            session.add(SpiderVersion(spider_id=spider.id, number=1, archive=b"x", format="py",
+            session.add(ProjectVersion(project_id=spider.project_id, number=1, archive=b"x", format="py",
                                       filename="main.py", sha256="0" * 64, size=1, files=1))  # fmt: skip
         return spider.id
 

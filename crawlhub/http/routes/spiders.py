@@ -12,15 +12,13 @@ from starlette.routing import Route
 from crawlhub.errors import BadRequest, TooLarge
 from crawlhub.http.responses import ModelResponse
 from crawlhub.http.schemas.common import PageQuery
+from crawlhub.http.schemas.projects import VersionOut, VersionPage, VersionUpload
 from crawlhub.http.schemas.spiders import (
     SpiderCreate,
     SpiderListQuery,
     SpiderOut,
     SpiderPage,
     SpiderPatch,
-    VersionOut,
-    VersionPage,
-    VersionUpload,
 )
 from crawlhub.http.validation import body_of, ctx, errors, query_of, spec
 from crawlhub.packages import spiders
@@ -36,6 +34,7 @@ def list_spiders(request: Request) -> Response:
         page_size=query.page_size,
         kind=query.kind,
         enabled=query.enabled,
+        project=query.project,
     )
     return ModelResponse(SpiderPage.of([SpiderOut.model_validate(r) for r in rows], total, query))
 
@@ -47,7 +46,7 @@ def create_spider(request: Request) -> Response:
     """Register a spider; upload its code with POST /api/spiders/{id}/versions."""
     context = ctx(request)
     fields = body_of(request, SpiderCreate).model_dump(exclude_unset=True)
-    spider = spiders.create_spider(context.db, context.settings, fields)
+    spider = spiders.create_spider(context, fields)
     return ModelResponse(SpiderOut.model_validate(spider), 201)
 
 
@@ -65,27 +64,26 @@ def patch_spider(request: Request) -> Response:
     """Change a spider's settings; absent fields stay as they are."""
     context = ctx(request)
     changes = body_of(request, SpiderPatch).model_dump(exclude_unset=True)
-    spider = spiders.update_spider(
-        context.db, context.settings, request.path_params["ref"], changes
-    )
+    spider = spiders.update_spider(context, request.path_params["ref"], changes)
     return ModelResponse(SpiderOut.model_validate(spider))
 
 
 @spec.validate(resp=Resp("HTTP_204", **errors(404, 409)), tags=["spiders"])
 def delete_spider(request: Request) -> Response:
-    """Delete a spider with its versions, schedules, tasks, logs and items."""
+    """Delete a spider with its schedules, tasks, logs and items (and its project, when it is
+    the one of its name and holds nothing else)."""
     spiders.delete_spider(ctx(request).db, request.path_params["ref"])
     return Response(status_code=204)
 
 
 @spec.validate(query=PageQuery, resp=Resp(HTTP_200=VersionPage, **errors(404)), tags=["spiders"])
 def list_versions(request: Request) -> Response:
-    """A spider's uploaded versions, newest first."""
+    """The versions of a spider's project, newest first."""
     query = query_of(request, PageQuery)
     rows, total = spiders.list_versions(
         ctx(request).db, request.path_params["ref"], page=query.page, page_size=query.page_size
     )
-    return ModelResponse(VersionPage.of([VersionOut.model_validate(r) for r in rows], total, query))
+    return ModelResponse(VersionPage.of([VersionOut.of(r) for r in rows], total, query))
 
 
 @spec.validate(
@@ -95,9 +93,19 @@ def list_versions(request: Request) -> Response:
     tags=["spiders"],
 )
 async def upload_version(request: Request) -> Response:
-    """Upload a .zip, .tar.gz or .py (multipart field `file`); it becomes the current version."""
+    """Upload a .zip, .tar.gz or .py (multipart field `file`) as the next version of the
+    spider's project; it becomes the current version."""
     context = ctx(request)
-    limit = context.settings.max_upload_bytes
+    filename, data = await read_upload(request)
+    version = await run_in_threadpool(
+        spiders.upload_version, context, request.path_params["ref"], filename, data
+    )
+    return ModelResponse(VersionOut.of(version), 201)
+
+
+async def read_upload(request: Request) -> tuple[str, bytes]:
+    """The package of a multipart upload (field `file`): its safe name and its bytes."""
+    limit = ctx(request).settings.max_upload_bytes
     async with request.form(max_files=1, max_fields=4) as form:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
@@ -109,16 +117,7 @@ async def upload_version(request: Request) -> Response:
             raise TooLarge(
                 f"the upload is over the limit of {limit} bytes", code="archive_too_large"
             )
-        filename = safe_filename(upload.filename)
-    version = await run_in_threadpool(
-        spiders.upload_version,
-        context.db,
-        context.settings,
-        request.path_params["ref"],
-        filename,
-        data,
-    )
-    return ModelResponse(VersionOut.model_validate(version), 201)
+        return safe_filename(upload.filename), data
 
 
 def safe_filename(name: str | None) -> str:

@@ -2,17 +2,15 @@
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal, Self
+from typing import Any, Self
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from crawlhub.http.schemas.common import Out, Page, PageQuery, Strict
+from crawlhub.http.schemas.projects import SLUG, SpiderKind
 from crawlhub.packages.spiders import check_dedup_keys, check_entry, check_env
 
-SLUG = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 MAX_TIMEOUT_S = 7 * 24 * 3600
-
-SpiderKind = Literal["scrapy", "python"]
 
 # The only spider field a client may set to null (null turns dedup off).
 NULLABLE_FIELDS = frozenset({"dedup_keys", "retention_days"})
@@ -63,8 +61,12 @@ class SpiderCreate(SpiderFields):
     """Body of POST /api/spiders."""
 
     name: str = Field(pattern=SLUG)
-    kind: SpiderKind = "python"
+    kind: SpiderKind = Field("python", description="a spider in a project has the project's")
     entry: str | None = Field(None, max_length=255)
+    project: str | None = Field(
+        None, max_length=64, description="the project (id or name) it is an entry of; "
+        "default: a new project of the spider's name",
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _entry(self) -> Self:
@@ -84,6 +86,8 @@ class SpiderPatch(SpiderFields):
 class SpiderOut(Out):
     id: uuid.UUID
     name: str
+    project: str = Field(description="the name of its project")
+    project_id: uuid.UUID
     kind: SpiderKind
     entry: str
     params: dict[str, Any]
@@ -100,35 +104,17 @@ class SpiderOut(Out):
     created_at: datetime
     updated_at: datetime
 
+    @field_validator("project", mode="before")
+    @classmethod
+    def _project_name(cls, value: Any) -> Any:
+        return getattr(value, "name", value)
+
 
 class SpiderListQuery(PageQuery):
     kind: SpiderKind | None = None
     enabled: bool | None = None
+    project: str | None = Field(None, max_length=64, description="a project's id or name")
 
 
 class SpiderPage(Page[SpiderOut]):
-    pass
-
-
-class VersionUpload(BaseModel):
-    """Multipart body of POST /api/spiders/{id}/versions."""
-
-    file: bytes = Field(
-        description="a .zip or .tar.gz of the project, or a single .py file",
-        json_schema_extra={"format": "binary"},
-    )
-
-
-class VersionOut(Out):
-    number: int
-    spider_id: uuid.UUID
-    format: str
-    filename: str
-    sha256: str
-    size: int
-    files: int
-    created_at: datetime
-
-
-class VersionPage(Page[VersionOut]):
     pass

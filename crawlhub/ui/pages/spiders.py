@@ -76,8 +76,7 @@ def create_spider(request: Request, session: Session, form: FormData) -> Respons
         data = upload.file.read(context.settings.max_upload_bytes + 1)  # type: ignore[union-attr]
         try:
             spider = spiders.create_spider(
-                context.db,
-                context.settings,
+                context,
                 body.model_dump(exclude_unset=True),
                 (str(upload.filename), data),  # type: ignore[union-attr]
             )
@@ -167,9 +166,7 @@ def update_spider(request: Request, session: Session, form: FormData) -> Respons
         return spider_page(request, session, ref, 422, errors)
     context = ctx(request)
     try:
-        spider = spiders.update_spider(
-            context.db, context.settings, ref, body.model_dump(exclude_unset=True)
-        )
+        spider = spiders.update_spider(context, ref, body.model_dump(exclude_unset=True))
     except (InvalidInput, TooLarge) as exc:
         return spider_page(request, session, ref, 422, {"": exc.message})
     return back(f"/spiders/{spider.name}")
@@ -185,7 +182,7 @@ def upload_version(request: Request, session: Session, form: FormData) -> Respon
     context = ctx(request)
     data = upload.file.read(context.settings.max_upload_bytes + 1)
     try:
-        spiders.upload_version(context.db, context.settings, ref, str(upload.filename), data)
+        spiders.upload_version(context, ref, str(upload.filename), data)
     except (InvalidInput, TooLarge) as exc:
         return spider_page(request, session, ref, 422, {"file": exc.message})
     return back(f"/spiders/{ref}")

@@ -1,0 +1,107 @@
+"""Models of projects, their versions and their environments."""
+
+import uuid
+from datetime import datetime
+from typing import Literal, Self
+
+from pydantic import BaseModel, Field
+
+from crawlhub.http.schemas.common import Out, Page, PageQuery, Strict
+from crawlhub.repo.models import ProjectVersion
+
+SLUG = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+SUMMARY_LOG_LINES = 20
+
+SpiderKind = Literal["scrapy", "python"]
+EnvStatus = Literal["building", "ready", "failed"]
+
+
+class ProjectCreate(Strict):
+    """Body of POST /api/projects."""
+
+    name: str = Field(pattern=SLUG)
+    kind: SpiderKind = "scrapy"
+
+
+class ProjectPatch(Strict):
+    """Body of PATCH /api/projects/{id}."""
+
+    name: str = Field(pattern=SLUG)
+
+
+class ProjectOut(Out):
+    id: uuid.UUID
+    name: str
+    kind: SpiderKind
+    current_version: int | None
+    spiders: list[str] = Field(description="the names of its spiders")
+    created_at: datetime
+    updated_at: datetime
+
+
+class ProjectListQuery(PageQuery):
+    kind: SpiderKind | None = None
+    search: str | None = Field(None, max_length=64, description="names containing this")
+
+
+class ProjectPage(Page[ProjectOut]):
+    pass
+
+
+class VersionUpload(BaseModel):
+    """Multipart body of POST /api/projects/{id}/versions."""
+
+    file: bytes = Field(
+        description="a .zip or .tar.gz of the project, or a single .py file",
+        json_schema_extra={"format": "binary"},
+    )
+
+
+class EnvironmentOut(BaseModel):
+    """A version's environment: `building` until a worker built it (and listed its Scrapy
+    spiders), then `ready`, or `failed` with the reason in `error`."""
+
+    status: EnvStatus
+    key: str | None = Field(description="null: the platform's environment")
+    requirements: list[str]
+    error: str | None
+    log: str | None = Field(description="the build log (its last lines in a version summary)")
+
+    @classmethod
+    def of(cls, version: ProjectVersion, *, full: bool) -> Self:
+        log = version.env_log
+        if log is not None and not full:
+            log = "\n".join(log.splitlines()[-SUMMARY_LOG_LINES:])
+        return cls(
+            status=version.env_status,
+            key=version.env_key,
+            requirements=(version.requirements or "").splitlines(),
+            error=version.env_error,
+            log=log,
+        )
+
+
+class VersionOut(BaseModel):
+    number: int
+    project_id: uuid.UUID
+    format: str
+    filename: str
+    sha256: str
+    size: int
+    files: int
+    spiders: list[str] | None = Field(description="the Scrapy spiders it has (null: not listed)")
+    environment: EnvironmentOut
+    created_at: datetime
+
+    @classmethod
+    def of(cls, version: ProjectVersion) -> Self:
+        return cls(
+            number=version.number, project_id=version.project_id, format=version.format,
+            filename=version.filename, sha256=version.sha256, size=version.size,
+            files=version.files, spiders=version.spiders,
+            environment=EnvironmentOut.of(version, full=False), created_at=version.created_at,
+        )  # fmt: skip
+
+
+class VersionPage(Page[VersionOut]):
+    pass

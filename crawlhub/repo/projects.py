@@ -1,0 +1,173 @@
+"""Projects and their immutable, numbered versions."""
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, undefer
+
+from crawlhub.errors import Conflict, NotFound
+from crawlhub.repo.models import ACTIVE, Project, ProjectVersion, Spider, Task
+from crawlhub.repo.pages import paginate
+
+MAX_NAME = 64
+
+
+def get_project(session: Session, ref: str, *, for_update: bool = False) -> Project:
+    """The project with this id or name; NotFound otherwise."""
+    try:
+        where = Project.id == uuid.UUID(ref)
+    except ValueError:  # not an id: a name
+        if len(ref) > MAX_NAME or "\x00" in ref:
+            raise NotFound(f"project '{ref[:80]}' not found") from None
+        where = Project.name == ref
+    stmt = select(Project).where(where)
+    if for_update:
+        stmt = stmt.with_for_update()
+    project = session.scalar(stmt)
+    if project is None:
+        raise NotFound(f"project '{ref}' not found")
+    return project
+
+
+def find_project(session: Session, name: str) -> Project | None:
+    """The project of this name, if any."""
+    project: Project | None = session.scalar(select(Project).where(Project.name == name))
+    return project
+
+
+def list_projects(
+    session: Session, *, page: int, page_size: int, kind: str | None = None,
+    name_contains: str | None = None,
+) -> tuple[Sequence[Project], int]:  # fmt: skip
+    """A page of projects, newest first."""
+    stmt = select(Project).order_by(Project.created_at.desc(), Project.id)
+    if name_contains:
+        stmt = stmt.where(Project.name.icontains(name_contains, autoescape=True))
+    if kind is not None:
+        stmt = stmt.where(Project.kind == kind)
+    return paginate(session, stmt, page, page_size)
+
+
+def create_project(session: Session, fields: dict[str, Any]) -> Project:
+    """Insert a project; Conflict when the name is taken."""
+    project = Project(**fields)
+    session.add(project)
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        raise Conflict(f"a project named '{fields['name']}' already exists") from exc
+    return project
+
+
+def rename_project(session: Session, project: Project, name: str) -> Project:
+    """Give a project a new name; Conflict when it is taken."""
+    project.name = name
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        raise Conflict(f"a project named '{name}' already exists") from exc
+    return project
+
+
+def spiders_of(session: Session, project_id: uuid.UUID) -> list[Spider]:
+    """A project's spiders, by name."""
+    stmt = select(Spider).where(Spider.project_id == project_id).order_by(Spider.name)
+    return list(session.scalars(stmt))
+
+
+def spider_names(session: Session, project_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[str]]:
+    """The names of each project's spiders, by name."""
+    names: dict[uuid.UUID, list[str]] = {pid: [] for pid in project_ids}
+    stmt = (
+        select(Spider.project_id, Spider.name)
+        .where(Spider.project_id.in_(project_ids))
+        .order_by(Spider.name)
+    )
+    for project_id, name in session.execute(stmt):
+        names[project_id].append(name)
+    return names
+
+
+def delete_project(session: Session, project: Project) -> None:
+    """Delete a project with its versions and spiders (and theirs); Conflict while any of its
+    spiders has an active task."""
+    active = session.scalar(
+        select(func.count())
+        .select_from(Task)
+        .join(Spider, Spider.id == Task.spider_id)
+        .where(Spider.project_id == project.id, Task.status.in_(ACTIVE))
+    )
+    if active:
+        raise Conflict(
+            f"project '{project.name}' has {active} active task(s); cancel them first",
+            details={"active_tasks": active},
+        )
+    for spider in spiders_of(session, project.id):
+        session.delete(spider)
+    session.delete(project)
+    session.flush()
+
+
+def add_version(session: Session, project: Project, fields: dict[str, Any]) -> ProjectVersion:
+    """Store a new version numbered after the last one and make it current."""
+    # The caller locked the project row, so concurrent uploads number one after another.
+    last = session.scalar(
+        select(func.max(ProjectVersion.number)).where(ProjectVersion.project_id == project.id)
+    )
+    version = ProjectVersion(project_id=project.id, number=(last or 0) + 1, **fields)
+    session.add(version)
+    project.current_version = version.number
+    session.flush()
+    return version
+
+
+def list_versions(
+    session: Session, project: Project, *, page: int, page_size: int
+) -> tuple[Sequence[ProjectVersion], int]:
+    """A page of a project's versions, newest first (archives not loaded)."""
+    stmt = (
+        select(ProjectVersion)
+        .where(ProjectVersion.project_id == project.id)
+        .order_by(ProjectVersion.number.desc())
+    )
+    return paginate(session, stmt, page, page_size)
+
+
+def get_version(
+    session: Session, project: Project, number: int, *, archive: bool = False
+) -> ProjectVersion:
+    """One version of a project (its archive bytes loaded when asked)."""
+    stmt = select(ProjectVersion).where(
+        ProjectVersion.project_id == project.id, ProjectVersion.number == number
+    )
+    if archive:
+        stmt = stmt.options(undefer(ProjectVersion.archive))
+    version = session.scalar(stmt)
+    if version is None:
+        raise NotFound(f"project '{project.name}' has no version {number}")
+    return version
+
+
+def version_by_id(session: Session, version_id: uuid.UUID) -> ProjectVersion | None:
+    """A version by its id, archive loaded; None when it is gone."""
+    return session.scalar(
+        select(ProjectVersion)
+        .options(undefer(ProjectVersion.archive))
+        .where(ProjectVersion.id == version_id)
+    )
+
+
+def current_env_keys(session: Session) -> set[str]:
+    """The environments of every project's current version (kept by clean-up)."""
+    stmt = (
+        select(ProjectVersion.env_key)
+        .join(Project, Project.id == ProjectVersion.project_id)
+        .where(
+            ProjectVersion.number == Project.current_version,
+            ProjectVersion.env_key.is_not(None),
+        )
+    )
+    return {k for k in session.scalars(stmt) if k is not None}

@@ -21,7 +21,7 @@ from functools import cache
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-ENV_ROOT = Path("/tmp/crawlhub-test-env")
+ENV_ROOT = Path(os.environ.get("CRAWLHUB_TEST_ENV_ROOT", "/tmp/crawlhub-test-env"))
 DATA_ROOT = Path("/tmp/crawlhub-test-data")
 BASE_PYTHONS = ("/usr/local/bin/python3", "/usr/bin/python3")
 

@@ -176,14 +176,25 @@ def _hide(paths: list[str], shown: list[str]) -> None:
             for directory, fd in zip(below, held, strict=True):
                 os.makedirs(directory, exist_ok=True)
                 _mount(f"/proc/self/fd/{fd}".encode(), directory, None, MS_BIND)
-                flags = MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV
-                _mount(None, directory, None, flags)
                 os.close(fd)
+                _read_only(directory)
             os.umask(umask)
             _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
         elif os.path.exists(path):
             _mount(b"/dev/null", path, None, MS_BIND)
     os.chdir(work)
+
+
+def _read_only(directory: str) -> None:
+    """Make a bind mount read-only, keeping the flags a user namespace may not drop (a
+    noexec file system stays noexec); left writable (by its owner only) where refused."""
+    flags = MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV
+    if os.statvfs(directory).f_flag & os.ST_NOEXEC:
+        flags |= MS_NOEXEC
+    try:
+        _mount(None, directory, None, flags)
+    except OSError as exc:
+        print(f"crawlhub: {directory} stays writable by its owner ({exc})", file=sys.stderr)
 
 
 def _mount(source: bytes | None, target: str, kind: bytes | None, flags: int,

@@ -73,9 +73,9 @@ class Client:
     def deploy(
         self, package: Package, name: str, *, entry: str | None = None, kind: str | None = None
     ) -> tuple[dict[str, Any], dict[str, Any], bool]:
-        """Create the spider if needed (or change the entry and kind given), then upload the
-        package as its next version. A refused upload leaves the spider as it was: one
-        created for it is deleted again, a changed one changed back."""
+        """Create the spider if needed, upload the package as the next version of its
+        project, then apply the entry and kind given. A refused upload leaves the spider as
+        it was: one created for it is deleted again, a changed kind changed back."""
         created, undo = False, {}
         try:
             spider = self.request("GET", f"/api/spiders/{name}")
@@ -88,11 +88,10 @@ class Client:
             spider = self.request("POST", "/api/spiders", json=body)
             created = True
         else:
-            wanted = {"entry": entry, "kind": kind}
-            changes = {k: v for k, v in wanted.items() if v is not None and v != spider[k]}
-            if changes:
-                undo = {k: spider[k] for k in changes}
-                spider = self.request("PATCH", f"/api/spiders/{spider['id']}", json=changes)
+            if kind is not None and kind != spider["kind"]:
+                undo = {"kind": spider["kind"], "entry": spider["entry"]}
+                change = {"kind": kind, "entry": entry or spider["entry"]}
+                spider = self.request("PATCH", f"/api/spiders/{spider['id']}", json=change)
         files = {"file": (package.filename, package.data, "application/octet-stream")}
         try:
             version = self.request("POST", f"/api/spiders/{spider['id']}/versions", files=files)
@@ -103,7 +102,48 @@ class Client:
                 elif undo:
                     self.request("PATCH", f"/api/spiders/{spider['id']}", json=undo)
             raise
+        if entry and entry != spider["entry"]:  # checked against the version just uploaded
+            spider = self.request("PATCH", f"/api/spiders/{spider['id']}", json={"entry": entry})
         return spider, version, created
+
+    def deploy_project(
+        self, package: Package, name: str
+    ) -> tuple[dict[str, Any], dict[str, Any], bool]:
+        """Create the project if needed and upload the package as its next version; a
+        project created for a refused upload is deleted again."""
+        created = False
+        try:
+            project = self.request("GET", f"/api/projects/{name}")
+        except ApiError as exc:
+            if exc.http_status != 404:
+                raise
+            body = {"name": name, "kind": package.kind}
+            project = self.request("POST", "/api/projects", json=body)
+            created = True
+        files = {"file": (package.filename, package.data, "application/octet-stream")}
+        try:
+            version = self.request("POST", f"/api/projects/{project['id']}/versions", files=files)
+        except ApiError:
+            if created:
+                with contextlib.suppress(ApiError):
+                    self.request("DELETE", f"/api/projects/{project['id']}")
+            raise
+        return project, version, created
+
+    def settled_version(
+        self, project: str, number: int, timeout_s: float, waiting: "Callable[[], None]"
+    ) -> dict[str, Any]:
+        """A version once its environment is no longer building (or as it is at timeout);
+        `waiting` is called on each look while it builds."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            version: dict[str, Any] = self.request(
+                "GET", f"/api/projects/{project}/versions/{number}"
+            )
+            if version["environment"]["status"] != "building" or time.monotonic() > deadline:
+                return version
+            waiting()
+            time.sleep(1)
 
     def download(
         self, path: str, params: dict[str, Any], dest: Path, progress: "Callable[[bytes], None]"

@@ -4,6 +4,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -40,11 +41,21 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("worker", help="run the dramatiq worker for the run and alert queues")
     sub.add_parser("ticker", help="run the scheduler loop")
     sub.add_parser("migrate", help="apply database migrations")
-    deploy = sub.add_parser("deploy", help="upload a spider directory, archive or .py file")
+    deploy = sub.add_parser(
+        "deploy", help="upload a project (all of its Scrapy spiders), or one spider's code"
+    )
     deploy.add_argument("path", type=Path, help="a project directory, a .zip/.tar.gz or a .py file")
-    deploy.add_argument("--name", required=True, help="spider name (a slug); created if missing")
+    deploy.add_argument("--project", help="project name; default: the directory or file name")
+    deploy.add_argument("--name", help="deploy as this one spider (a python package's default)")
     deploy.add_argument("--kind", choices=["scrapy", "python"], help="default: guessed")
-    deploy.add_argument("--entry", help="Scrapy spider name or module:function")
+    deploy.add_argument("--entry", help="the spider's Scrapy spider name or module:function")
+    deploy.add_argument("--no-wait", action="store_true",
+                        help="do not wait for the environment and the spider list")  # fmt: skip
+    deploy.add_argument("--timeout", type=float, default=1800, help="seconds to wait for a build")
+    projects = sub.add_parser("projects", help="list projects, or show one and its versions")
+    projects.add_argument("project", nargs="?", help="project name or id")
+    projects.add_argument("--log", action="store_true", help="print a version's build log")
+    projects.add_argument("--version", type=int, dest="number", help="default: the current one")
     run = sub.add_parser("run", help="start a run of a spider")
     run.add_argument("name", help="spider name or id")
     run.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
@@ -97,16 +108,98 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def deploy(client: Client, args: argparse.Namespace) -> int:
-    """`crawlhub deploy`: create the spider if needed and upload a new version."""
+    """`crawlhub deploy`: upload a project (created if missing) as its next version and wait
+    until a worker has built its environment and listed its spiders. With --name or
+    --entry (and for a python package), deploy it as that one spider instead."""
     package = build_package(args.path, args.kind)
-    spider, version, created = client.deploy(package, args.name, entry=args.entry, kind=args.kind)
-    action = "created spider" if created else "spider"
-    print(
-        f"{action} {spider['name']} ({spider['kind']}, entry {spider['entry']}): "
-        f"version {version['number']}, {version['size']} bytes, {version['files']} files, "
-        f"sha256 {version['sha256'][:12]}"
-    )
+    name = args.project or slug_of(args.path)
+    if args.name or args.entry or package.kind == "python":
+        spider, version, created = client.deploy(
+            package, args.name or name, entry=args.entry, kind=args.kind
+        )
+        print(
+            f"{'created spider' if created else 'spider'} {spider['name']} ({spider['kind']}, "
+            f"entry {spider['entry']}) in project {spider['project']}: {_version(version)}"
+        )
+        name = spider["project"]
+    else:
+        project, version, created = client.deploy_project(package, name)
+        print(f"{'created project' if created else 'project'} {project['name']} "
+              f"({project['kind']}): {_version(version)}")  # fmt: skip
+    if args.no_wait or version["environment"]["status"] != "building":
+        return _report(name, version)
+    print("waiting for a worker to prepare it", end="", file=sys.stderr, flush=True)
+    version = client.settled_version(
+        name, version["number"], args.timeout,
+        lambda: print(".", end="", file=sys.stderr, flush=True),
+    )  # fmt: skip
+    print(file=sys.stderr)
+    return _report(name, version)
+
+
+def _version(version: dict[str, Any]) -> str:
+    return (f"version {version['number']}, {version['size']} bytes, {version['files']} files, "
+            f"sha256 {version['sha256'][:12]}")  # fmt: skip
+
+
+def _report(project: str, version: dict[str, Any]) -> int:
+    """What a deploy ends with: the environment and the spiders; 1 when it cannot run."""
+    env = version["environment"]
+    where = f"environment {env['key']}" if env["key"] else "the platform's environment"
+    if env["requirements"]:
+        where += f" ({len(env['requirements'])} requirement(s))"
+    if env["status"] == "failed":
+        print(f"crawlhub: version {version['number']} cannot run: {env['error']}\n"
+              f"  build log: crawlhub projects {project} --log --version {version['number']}",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    if env["status"] == "building":
+        print(f"{where}: still building (see: crawlhub projects {project})")
+        return 0
+    print(f"{where}: ready")
+    if version["spiders"] is not None:
+        print(f"spiders: {', '.join(version['spiders']) or '(none)'}")
     return 0
+
+
+def projects(client: Client, args: argparse.Namespace) -> int:
+    """`crawlhub projects`: a table of projects; one project's spiders and versions; or a
+    version's build log."""
+    if args.project is None:
+        page = client.request("GET", "/api/projects", params={"page_size": 100})
+        print(f"{'PROJECT':24} {'KIND':7} {'VERSION':>7}  SPIDERS")
+        for p in page["items"]:
+            version = p["current_version"] if p["current_version"] is not None else "-"
+            print(f"{p['name']:24} {p['kind']:7} {version:>7}  {', '.join(p['spiders'])}")
+        return 0
+    project = client.request("GET", f"/api/projects/{args.project}")
+    if args.log:
+        number = args.number or project["current_version"]
+        if number is None:
+            raise CrawlhubError(f"project {project['name']} has no version yet")
+        env = client.request("GET", f"/api/projects/{project['id']}/versions/{number}/environment")
+        print(env["log"] or "(no build log: nothing to build)")
+        return 0 if env["status"] != "failed" else 1
+    spiders = ", ".join(project["spiders"]) or "-"
+    print(f"project {project['name']} ({project['kind']}), current version "
+          f"{project['current_version']}; spiders: {spiders}")  # fmt: skip
+    versions = client.request("GET", f"/api/projects/{project['id']}/versions",
+                              params={"page_size": 20})  # fmt: skip
+    print(f"{'VERSION':>7}  {'ENVIRONMENT':11}  {'CREATED':19}  SPIDERS / ERROR")
+    for v in versions["items"]:
+        env = v["environment"]
+        detail = env["error"] if env["status"] == "failed" else ", ".join(v["spiders"] or [])
+        print(f"{v['number']:>7}  {env['status']:11}  {v['created_at'][:19]}  {detail}")
+    return 0
+
+
+def slug_of(path: Path) -> str:
+    """A project name from a directory or file name."""
+    stem = path.resolve().name
+    if path.is_file():
+        stem = stem.removesuffix(".tar.gz").rsplit(".", 1)[0]
+    slug = re.sub(r"[^a-z0-9_-]+", "-", stem.lower()).strip("-_")[:64]
+    return slug or "project"
 
 
 def run(client: Client, args: argparse.Namespace) -> int:
@@ -267,8 +360,8 @@ def parse_param(text: str) -> tuple[str, Any]:
         return key, value
 
 
-CLIENT = {"deploy": deploy, "run": run, "logs": logs, "tasks": tasks, "queues": queues,
-          "export": export}  # fmt: skip
+CLIENT = {"deploy": deploy, "projects": projects, "run": run, "logs": logs, "tasks": tasks,
+          "queues": queues, "export": export}  # fmt: skip
 
 
 if __name__ == "__main__":

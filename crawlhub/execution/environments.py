@@ -138,11 +138,15 @@ def ensure(
 
 def envs_root(settings: Settings) -> Path:
     """Where environments live; every user may traverse it, only the worker writes."""
-    root = settings.data_dir / "envs"
-    root.mkdir(mode=0o755, parents=True, exist_ok=True)
-    if os.geteuid() in (0, root.stat().st_uid):
-        root.chmod(0o755)
-    return root
+    return _shared_dir(settings.data_dir / "envs")
+
+
+def _shared_dir(path: Path) -> Path:
+    """A directory every user may read and traverse (whatever the worker's umask)."""
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() in (0, path.stat().st_uid):
+        path.chmod(0o755)
+    return path
 
 
 def build_log(settings: Settings, key: str) -> str | None:
@@ -263,8 +267,7 @@ def _uv_for(root: Path, identity: sandbox.SpiderIdentity | None) -> str:
     source = Path(uv.find_uv_bin())
     if identity is None:
         return str(source)
-    tools = root / ".tools"
-    tools.mkdir(mode=0o755, exist_ok=True)
+    tools = _shared_dir(root / ".tools")
     copy = tools / "uv"
     stat = source.stat()
     if not copy.exists() or copy.stat().st_size != stat.st_size:
@@ -342,11 +345,10 @@ def _runtime_sources() -> tuple[str, dict[str, bytes]]:
 def runtime_dir(settings: Settings) -> Path:
     """CrawlHub's in-spider runtime for project environments, made once per release."""
     digest, files = _runtime_sources()
-    root = settings.data_dir / "runtime"
-    target = root / digest
+    target = settings.data_dir / "runtime" / digest
     if target.is_dir():
         return target
-    root.mkdir(mode=0o755, parents=True, exist_ok=True)
+    root = _shared_dir(target.parent)
     staging = Path(tempfile.mkdtemp(prefix=".runtime-", dir=root))
     try:
         for name, data in files.items():

@@ -83,6 +83,23 @@ def upload_version(context: Context, ref: str, filename: str, data: bytes) -> Pr
     return version
 
 
+def deploy(context: Context, name: str, kind: str, filename: str, data: bytes) -> ProjectVersion:
+    """Upload a package as the next version of the project `name`, creating the project
+    when it does not exist: all or nothing (a refused package creates nothing)."""
+    with context.db.session() as session:
+        project = repo.find_project(session, name)
+        if project is None:
+            project = repo.create_project(session, {"name": name, "kind": kind})
+        else:
+            project = repo.get_project(session, str(project.id), for_update=True)
+            if project.kind != kind:
+                raise InvalidInput(f"project '{name}' is a {project.kind} project",
+                                   details={"field": "kind"})  # fmt: skip
+        version = add_version(session, context, project, filename, data)
+    after_upload(context, version)
+    return version
+
+
 def add_version(
     session: Session, context: Context, project: Project, filename: str, data: bytes
 ) -> ProjectVersion:

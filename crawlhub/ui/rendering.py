@@ -30,6 +30,7 @@ TEMPLATES = Path(__file__).parent / "templates"
 NAVIGATION = (
     ("Overview", "/"),
     ("Spiders", "/spiders"),
+    ("Projects", "/projects"),
     ("Runs", "/runs"),
     ("Schedules", "/schedules"),
     ("Data", "/data"),

@@ -5,7 +5,17 @@ from pathlib import Path
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from crawlhub.ui.pages import alerts, data, overview, queues, runs, schedules, signin, spiders
+from crawlhub.ui.pages import (
+    alerts,
+    data,
+    overview,
+    projects,
+    queues,
+    runs,
+    schedules,
+    signin,
+    spiders,
+)
 
 STATIC = Path(__file__).parent / "static"
 POST = ["POST"]
@@ -22,6 +32,13 @@ ROUTES = [
     Route("/spiders/{ref}/settings", spiders.update_spider, methods=POST),
     Route("/spiders/{ref}/versions", spiders.upload_version, methods=POST),
     Route("/spiders/{ref}/run", spiders.run_now, methods=POST),
+    Route("/projects", projects.list_projects, methods=["GET"]),
+    Route("/projects", projects.deploy, methods=POST),
+    Route("/projects/{ref}", projects.show_project, methods=["GET"]),
+    Route("/projects/{ref}/state", projects.project_state, methods=["GET"]),
+    Route("/projects/{ref}/versions", projects.upload_version, methods=POST),
+    Route("/projects/{ref}/delete", projects.confirm_delete, methods=["GET"]),
+    Route("/projects/{ref}/delete", projects.delete_project, methods=POST),
     Route("/runs", runs.list_runs, methods=["GET"]),
     Route("/runs/{id}", runs.show_run, methods=["GET"]),
     Route("/runs/{id}/facts", runs.run_facts, methods=["GET"]),

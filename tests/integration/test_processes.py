@@ -162,10 +162,32 @@ def test_up_serves_the_api_with_a_generated_token_and_deploy_creates_versions(
                            "--kind", "scrapy", env=client_env, cwd=workdir)  # fmt: skip
         assert refused.returncode == 1
         assert httpx.get(f"{api}/pages", headers=headers).json()["entry"] == "pages"
-        renamed = crawlhub("deploy", str(FIXTURES / "pages_scrapy"), "--name", "pages",
-                           "--entry", "pages2", env=client_env, cwd=workdir)  # fmt: skip
+        # The next version is another project: the spider is pointed at one of its spiders,
+        # and the others become spiders of the project.
+        renamed = crawlhub("deploy", str(FIXTURES / "news_scrapy"), "--name", "pages",
+                           "--entry", "alpha", env=client_env, cwd=workdir)  # fmt: skip
         assert renamed.returncode == 0, renamed.stderr
-        assert "entry pages2" in renamed.stdout and "version 2" in renamed.stdout
+        assert "entry alpha" in renamed.stdout and "version 2" in renamed.stdout
+        assert "spiders: alpha, beta, gamma" in renamed.stdout, renamed.stdout
+
+        # A project deployed once: every spider of it, listed by a worker.
+        news = crawlhub("deploy", str(FIXTURES / "news_scrapy"), "--project", "news",
+                        env=client_env, cwd=workdir)  # fmt: skip
+        assert news.returncode == 0, news.stderr
+        assert "created project news (scrapy): version 1" in news.stdout
+        assert "the platform's environment: ready" in news.stdout
+        assert "spiders: alpha, beta, gamma" in news.stdout
+        listing = crawlhub("projects", env=client_env, cwd=workdir).stdout
+        assert any(line.split()[:3] == ["news", "scrapy", "1"] for line in listing.splitlines())
+        shown = crawlhub("projects", "news", env=client_env, cwd=workdir).stdout
+        assert "1  ready" in shown and "alpha, beta, gamma" in shown, shown
+        log = crawlhub("projects", "news", "--log", env=client_env, cwd=workdir)
+        assert log.stdout.strip() == "scrapy list: alpha, beta, gamma", log.stdout
+        refused = crawlhub("deploy", str(fake), "--project", "nothing", "--kind", "scrapy",
+                           env=client_env, cwd=workdir)  # fmt: skip
+        assert refused.returncode == 1 and "crawlhub:" in refused.stderr
+        projects = httpx.get(f"http://127.0.0.1:{port}/api/projects", headers=headers).json()
+        assert sorted(p["name"] for p in projects["items"]) == ["hello", "news", "pages"]
     finally:
         code = up.stop(signal.SIGINT)
     assert code == 0, up.output()
@@ -176,9 +198,10 @@ def test_up_serves_the_api_with_a_generated_token_and_deploy_creates_versions(
     try:
         second.wait_for(f"http://127.0.0.1:{port}/healthz")
         headers = {"Authorization": f"Bearer {token}"}
+        listed = httpx.get(f"http://127.0.0.1:{port}/api/spiders", headers=headers).json()
         assert (
-            httpx.get(f"http://127.0.0.1:{port}/api/spiders", headers=headers).json()["total"] == 2
-        )
+            listed["total"] == 7
+        )  # pages, hello; beta, gamma of pages; alpha, news-beta, news-gamma
     finally:
         assert second.stop() == 0
     assert token not in second.output()

@@ -1,15 +1,21 @@
 """Projects with many spiders and environments of their own, built for real with uv from the
 package registry (SPEC §14)."""
 
+import base64
+import functools
+import hashlib
 import io
+import shutil
 import threading
 import time
 import zipfile
 from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from starlette.testclient import TestClient
 
 from crawlhub.cli.client import zip_directory
 from tests.integration.harness import Hub, Site, running_hub
@@ -153,6 +159,14 @@ def test_a_project_with_its_own_requirement_builds_runs_and_stores_items(pg_hub:
     assert (task["status"], task["items_count"]) == ("completed", 1), task
     items = pg_hub.client.get("/api/data", params={"task_id": task["id"]}).json()["items"]
     assert [i["data"] for i in items] == [{"word": "AEroskobing"}]
+    # A worker that has not got the environment (another machine) builds it before the run,
+    # into the run's log.
+    shutil.rmtree(pg_hub.context.settings.data_dir / "envs" / env["key"])
+    again = pg_hub.wait(pg_hub.run("translit-run", word="Øl")["id"], timeout=120)
+    assert again["status"] == "completed", again
+    system = [x["text"] for x in pg_hub.logs(again["id"], stream="system")]
+    assert any(x.startswith(f"building environment {env['key']}") for x in system), system
+    assert any("text-unidecode==1.3" in x for x in system)
     # The package is not CrawlHub's: a spider of the platform's environment lacks it.
     pg_hub.deploy("plain", {"main.py": USES_EXTRA}, max_retries=0)
     plain = pg_hub.wait(pg_hub.run("plain")["id"])
@@ -259,3 +273,99 @@ def test_two_workers_starting_the_first_runs_of_a_new_environment_build_it_once(
         envs = [p for p in (first.context.settings.data_dir / "envs").iterdir()
                 if not p.name.startswith(".")]  # fmt: skip
         assert len(envs) == 1
+
+
+PROBE = "crawlhub-local-probe"
+USES_PROBE = """
+import os
+from crawlhub_local_probe import VALUE
+
+def run(params):
+    seen = sorted(k for k in os.environ if "INDEX" in k or k.startswith(("UV_", "PIP_")))
+    yield {"value": VALUE, "index_variables": seen}
+"""
+
+
+def wheel(directory: Path) -> str:
+    """A one-module wheel of PROBE, made by hand, in `directory`; its file name."""
+    name, dist = "crawlhub_local_probe", "crawlhub_local_probe-1.0.dist-info"
+    files = {
+        f"{name}/__init__.py": 'VALUE = "from the operator\'s index"\n',
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {PROBE}\nVersion: 1.0\n",
+        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\n"
+        "Tag: py3-none-any\n",
+    }
+    record = []
+    for path, text in files.items():
+        digest = hashlib.sha256(text.encode()).digest()
+        encoded = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+        record.append(f"{path},sha256={encoded},{len(text.encode())}")
+    files[f"{dist}/RECORD"] = "\n".join([*record, f"{dist}/RECORD,,"]) + "\n"
+    filename = f"{name}-1.0-py3-none-any.whl"
+    (directory / filename).write_bytes(package(files))
+    return filename
+
+
+def test_builds_use_the_operators_package_index_and_spiders_never_see_it(
+    pg_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    """CRAWLHUB_PACKAGE_INDEX_URL replaces PyPI for builds (here a local index holding a
+    package PyPI does not have); the spider's environment has none of the index settings."""
+    index = tmp_path / "index"
+    (index / "simple" / PROBE).mkdir(parents=True)
+    filename = wheel(index)
+    (index / "simple" / PROBE / "index.html").write_text(
+        f'<html><body><a href="/{filename}">{filename}</a></body></html>'
+    )
+    handler = functools.partial(QuietFiles, directory=str(index))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/simple/"
+        with running_hub(pg_url, tmp_path, redis_url, package_index_url=url,
+                         trusted_hosts="127.0.0.1") as hub:  # fmt: skip
+            upload(hub, "probe", package({"main.py": USES_PROBE,
+                                          "requirements.txt": f"{PROBE}==1.0"}))  # fmt: skip
+            ready = settled(hub, "probe", 1)
+            assert ready["environment"]["status"] == "ready", ready
+            assert hub.client.post(
+                "/api/spiders", json={"name": "p", "project": "probe"}
+            ).is_success
+            task = hub.wait(hub.run("p")["id"], timeout=120)
+            assert task["status"] == "completed", task
+            items = hub.client.get("/api/data", params={"task_id": task["id"]}).json()["items"]
+            assert [i["data"] for i in items] == [
+                {"value": "from the operator's index", "index_variables": []}
+            ]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class QuietFiles(SimpleHTTPRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_project_api_refuses_ambiguous_names_and_mismatched_spiders(client: TestClient) -> None:
+    for name in ("0" * 32, "12345678-1234-1234-1234-123456789abc", "Has Space", ""):
+        refused = client.post("/api/projects", json={"name": name, "kind": "scrapy"})
+        assert refused.status_code == 422, (name, refused.text)
+        refused = client.post("/api/spiders", json={"name": name})
+        assert refused.status_code == 422, (name, refused.text)
+    assert client.post("/api/projects", json={"name": "news", "kind": "scrapy"}).status_code == 201
+    assert client.post("/api/projects", json={"name": "news"}).status_code == 409
+    taken = client.post("/api/spiders", json={"name": "news"})
+    assert taken.status_code == 409 and '"project": "news"' in taken.json()["error"]["message"]
+    mismatched = client.post(
+        "/api/spiders", json={"name": "n", "project": "news", "kind": "python"}
+    )
+    assert mismatched.status_code == 422 and "scrapy project" in mismatched.text
+    spider = client.post("/api/spiders", json={"name": "n", "project": "news"})
+    assert spider.status_code == 201 and spider.json()["kind"] == "scrapy"
+    assert client.get("/api/projects/news").json()["spiders"] == ["n"]
+    renamed = client.patch("/api/projects/news", json={"name": "daily"})
+    assert renamed.status_code == 200 and client.get("/api/spiders/n").json()["project"] == "daily"
+    assert client.get("/api/projects/news/versions/1").status_code == 404
+    assert client.get("/api/projects/daily/versions/x1").status_code == 400
+    assert client.get("/api/projects/nope/versions").status_code == 404

@@ -211,11 +211,8 @@ def test_fire_of_a_spider_without_a_version_is_recorded_and_a_disabled_spider_is
     )
     firing.fire(context, now=T0)
     [row] = tasks_of(context, empty)
-    assert (row.status, row.reason, row.error_message) == (
-        "skipped",
-        "error",
-        "the spider has no version",
-    )
+    assert (row.status, row.reason) == ("skipped", "error")
+    assert row.error_message is not None and "has no version yet" in row.error_message
     assert tasks_of(context, off) == []
     assert schedule_row(context, off).next_fire_at == T0 + timedelta(minutes=40)
 

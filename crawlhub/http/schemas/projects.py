@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Literal, Self
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from crawlhub.http.schemas.common import Out, Page, PageQuery, Strict
 from crawlhub.repo.models import ProjectVersion
@@ -16,17 +16,30 @@ SpiderKind = Literal["scrapy", "python"]
 EnvStatus = Literal["building", "ready", "failed"]
 
 
+def not_an_id(name: str | None) -> str | None:
+    """A name that reads as an id could never be looked up by name: refused."""
+    try:
+        uuid.UUID(name or "")
+    except ValueError:
+        return name
+    raise ValueError("a name must not have the form of an id (a UUID)")
+
+
 class ProjectCreate(Strict):
     """Body of POST /api/projects."""
 
     name: str = Field(pattern=SLUG)
     kind: SpiderKind = "scrapy"
 
+    name_not_an_id = field_validator("name")(not_an_id)
+
 
 class ProjectPatch(Strict):
     """Body of PATCH /api/projects/{id}."""
 
     name: str = Field(pattern=SLUG)
+
+    name_not_an_id = field_validator("name")(not_an_id)
 
 
 class ProjectOut(Out):

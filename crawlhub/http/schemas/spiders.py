@@ -7,7 +7,7 @@ from typing import Any, Self
 from pydantic import Field, field_validator, model_validator
 
 from crawlhub.http.schemas.common import Out, Page, PageQuery, Strict
-from crawlhub.http.schemas.projects import SLUG, SpiderKind
+from crawlhub.http.schemas.projects import SLUG, SpiderKind, not_an_id
 from crawlhub.packages.spiders import check_dedup_keys, check_entry, check_env
 
 MAX_TIMEOUT_S = 7 * 24 * 3600
@@ -68,6 +68,8 @@ class SpiderCreate(SpiderFields):
         "default: a new project of the spider's name",
     )  # fmt: skip
 
+    name_not_an_id = field_validator("name")(not_an_id)
+
     @model_validator(mode="after")
     def _entry(self) -> Self:
         if self.entry is not None:
@@ -79,6 +81,8 @@ class SpiderPatch(SpiderFields):
     """Body of PATCH /api/spiders/{id}; absent fields stay as they are."""
 
     name: str | None = Field(None, pattern=SLUG)
+
+    name_not_an_id = field_validator("name")(not_an_id)
     kind: SpiderKind | None = None
     entry: str | None = Field(None, max_length=255)
 

@@ -1,13 +1,24 @@
 """Requirements are read from a package, checked, and normalised so equal needs share one
-environment key (SPEC §14)."""
+environment key; unused environments are cleaned up (SPEC §14)."""
 
 import io
+import os
+import time
 import zipfile
+from pathlib import Path
 
 import pytest
 
+from crawlhub.config import load_settings
 from crawlhub.errors import InvalidArchive
-from crawlhub.execution.environments import Interpreter, key_of, with_defaults
+from crawlhub.execution.environments import (
+    LAST_USED,
+    Interpreter,
+    collect,
+    envs_root,
+    key_of,
+    with_defaults,
+)
 from crawlhub.packages import archives, requirements
 
 LIMITS = archives.Limits(1 << 20, 100, 1 << 22)
@@ -67,3 +78,23 @@ def test_equal_needs_share_a_key_and_scrapy_projects_get_the_platform_scrapy() -
     assert with_defaults(one, "python", PYTHON) == one
     pinned = requirements.normalise([(1, "Scrapy==2.11.2")], "r")
     assert pinned is not None and with_defaults(pinned, "scrapy", PYTHON) == "scrapy==2.11.2"
+
+
+def test_unused_environments_are_deleted_after_the_ttl_and_no_other(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path, env_ttl_days=14)
+    root = envs_root(settings)
+    old = time.time() - 15 * 86_400
+    for key, used in (("current", old), ("stale", old), ("recent", time.time())):
+        (root / key / "bin").mkdir(parents=True)
+        (root / key / LAST_USED).touch()
+        os.utime(root / key / LAST_USED, (used, used))
+        (root / f".{key}.log").write_text("built\n")
+    (root / ".cache").mkdir()
+    assert collect(settings, keep={"current"}) == ["stale"]
+    assert sorted(p.name for p in root.iterdir()) == [
+        ".cache",
+        ".current.log",
+        ".recent.log",
+        "current",
+        "recent",
+    ]

@@ -1,0 +1,180 @@
+"""Projects: the list with the deploy form, a project's page (its spiders, its versions with
+their environments and build logs, a new version), and deleting a project."""
+
+from typing import Any
+
+from starlette.datastructures import FormData, UploadFile
+from starlette.requests import Request
+from starlette.responses import Response
+
+from crawlhub.context import Context
+from crawlhub.errors import Conflict, InvalidInput, TooLarge
+from crawlhub.http.schemas.projects import ProjectCreate
+from crawlhub.http.validation import ctx
+from crawlhub.packages import projects
+from crawlhub.repo.models import ProjectVersion
+from crawlhub.ui.forms import field, page_number, parse_form
+from crawlhub.ui.rendering import action, back, page, render
+from crawlhub.ui.sessions import Session
+
+PAGE_SIZE = 20
+VERSIONS_SHOWN = 10
+
+
+def list_page(
+    request: Request,
+    session: Session,
+    status: int = 200,
+    errors: dict[str, str] | None = None,
+    values: dict[str, str] | None = None,
+) -> Response:
+    """The projects, newest first, each with its current version's environment, and the
+    deploy form."""
+    context = ctx(request)
+    number = page_number(request)
+    rows, total = projects.list_projects(context.db, page=number, page_size=PAGE_SIZE)
+    return render(
+        request,
+        session,
+        "projects.html",
+        status,
+        projects=[(p, current_version(context, p)) for p in rows],
+        total=total,
+        page=number,
+        pages=-(-total // PAGE_SIZE),
+        errors=errors or {},
+        values=values or {},
+    )
+
+
+def current_version(context: Context, project: projects.ProjectView) -> ProjectVersion | None:
+    """A project's current version (None before its first upload)."""
+    if project.current_version is None:
+        return None
+    return projects.get_version(context.db, str(project.id), project.current_version)
+
+
+@page
+def list_projects(request: Request, session: Session) -> Response:
+    """The projects page."""
+    return list_page(request, session)
+
+
+@action
+def deploy(request: Request, session: Session, form: FormData) -> Response:
+    """Upload a package as the next version of a project, created first when it does not
+    exist; a refused package leaves nothing behind (a project created for it is deleted)."""
+    values = {name: field(form, name) for name in ("name", "kind") if field(form, name)}
+    body, errors = parse_form(ProjectCreate, dict(values))
+    upload = chosen(form)
+    if upload is None:
+        errors["file"] = "choose the package to upload (.zip, .tar.gz or .py)"
+    if errors or upload is None:
+        return list_page(request, session, 422, errors, values)
+    context = ctx(request)
+    data = upload.file.read(context.settings.max_upload_bytes + 1)
+    try:
+        projects.deploy(context, body.name, body.kind, str(upload.filename), data)
+    except (InvalidInput, TooLarge, Conflict) as exc:  # Conflict: the name, taken meanwhile
+        details = exc.details if isinstance(exc.details, dict) else {}
+        where = "name" if isinstance(exc, Conflict) else details.get("field", "file")
+        return list_page(request, session, 422, {where: exc.message}, values)
+    return back(f"/projects/{body.name}")
+
+
+def chosen(form: FormData) -> UploadFile | None:
+    """The form's `file` field, when a file was chosen."""
+    upload = form.get("file")
+    return upload if isinstance(upload, UploadFile) and upload.filename else None
+
+
+def project_values(request: Request, ref: str) -> dict[str, Any]:
+    """What a project's page and its refreshed part show."""
+    context = ctx(request)
+    project = projects.get_project(context.db, ref)
+    number = page_number(request)
+    versions, total = projects.list_versions(
+        context.db, str(project.id), page=number, page_size=VERSIONS_SHOWN
+    )
+    return {
+        "project": project,
+        "versions": versions,
+        "page": number,
+        "pages": -(-total // VERSIONS_SHOWN),
+        "building": any(v.env_status == "building" for v in versions),
+    }
+
+
+def project_page(
+    request: Request,
+    session: Session,
+    ref: str,
+    status: int = 200,
+    errors: dict[str, str] | None = None,
+) -> Response:
+    """A project's page: its spiders, its versions, a new version, "Delete project"."""
+    values = project_values(request, ref)
+    return render(request, session, "project.html", status, errors=errors or {}, **values)
+
+
+@page
+def show_project(request: Request, session: Session) -> Response:
+    """A project's page."""
+    return project_page(request, session, request.path_params["ref"])
+
+
+@page
+def project_state(request: Request, session: Session) -> Response:
+    """A project's spiders and versions alone, which its page refreshes while one builds."""
+    values = project_values(request, request.path_params["ref"])
+    return render(request, session, "_project_state.html", **values)
+
+
+@action
+def upload_version(request: Request, session: Session, form: FormData) -> Response:
+    """Upload a new version of a project's package."""
+    ref = request.path_params["ref"]
+    upload = chosen(form)
+    if upload is None:
+        return project_page(request, session, ref, 422, {"file": "choose a package to upload"})
+    context = ctx(request)
+    data = upload.file.read(context.settings.max_upload_bytes + 1)
+    try:
+        projects.upload_version(context, ref, str(upload.filename), data)
+    except (InvalidInput, TooLarge) as exc:
+        return project_page(request, session, ref, 422, {"file": exc.message})
+    return back(f"/projects/{ref}")
+
+
+def delete_page(
+    request: Request, session: Session, status: int = 200, error: str | None = None
+) -> Response:
+    """Ask before deleting a project with its versions and spiders."""
+    context = ctx(request)
+    project = projects.get_project(context.db, request.path_params["ref"])
+    _, versions = projects.list_versions(context.db, str(project.id), page=1, page_size=1)
+    return render(
+        request,
+        session,
+        "project_delete.html",
+        status,
+        project=project,
+        versions=versions,
+        error=error,
+    )
+
+
+@page
+def confirm_delete(request: Request, session: Session) -> Response:
+    """The confirmation page of "Delete project"."""
+    return delete_page(request, session)
+
+
+@action
+def delete_project(request: Request, session: Session, form: FormData) -> Response:
+    """Delete a project with its versions and spiders (refused while any of them runs)."""
+    try:
+        projects.delete_project(ctx(request).db, request.path_params["ref"])
+    except Conflict as exc:
+        return delete_page(request, session, 409, exc.message)
+    return back("/projects")

@@ -222,10 +222,27 @@ class Run:
         not got it yet, its build log going into the run's log)."""
         if not self.a.requirements:
             return environments.platform_runtime(self.settings)
-        _, runtime = environments.ensure(
-            self.settings, self.a.requirements, self.a.kind, self.logs.system
-        )
-        return runtime
+        built: list[Runtime | BaseException] = []
+
+        def build() -> None:
+            try:
+                built.append(environments.ensure(self.settings, self.a.requirements or "",
+                                                 self.a.kind, self.logs.system)[1])  # fmt: skip
+            except BaseException as exc:  # handed to the run's thread
+                built.append(exc)
+
+        # A build (or waiting for another worker's) may take minutes: the task keeps its
+        # lease and the build log shows live meanwhile. A cancel is acted on once it ends.
+        builder = threading.Thread(target=build, name="env-build", daemon=True)
+        builder.start()
+        while builder.is_alive():
+            builder.join(self.settings.heartbeat_s)
+            if builder.is_alive():
+                self._status(beat=True)
+                self._flush_quietly()
+        if isinstance(built[0], BaseException):
+            raise built[0]
+        return built[0]
 
     def _command(self) -> list[str]:
         assert self.runtime is not None

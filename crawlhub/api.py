@@ -9,7 +9,8 @@ from starlette.middleware import Middleware
 
 from crawlhub import metrics
 from crawlhub.context import Context
-from crawlhub.http.middleware import BearerAuth, BodyLimit
+from crawlhub.http import scrapyd
+from crawlhub.http.middleware import BearerAuth, BodyLimit, CollapseSlashes
 from crawlhub.http.responses import EXCEPTION_HANDLERS
 from crawlhub.http.routes import (
     alerts,
@@ -25,7 +26,10 @@ from crawlhub.http.validation import spec
 from crawlhub.ui import routes as dashboard
 
 # Requests that carry a package upload (API and dashboard) get the upload size limit.
-UPLOAD_PATHS = re.compile(r"^(/api/spiders/[^/]+/versions|/spiders(/[^/]+/versions)?)/?$")
+UPLOAD_PATHS = re.compile(
+    r"^(/api/(spiders|projects)/[^/]+/versions|/(spiders|projects)(/[^/]+/versions)?"
+    r"|(/scrapyd)?/+addversion\.json)/?$"
+)
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around the uploaded file
 
 ROUTES = [
@@ -37,6 +41,7 @@ ROUTES = [
     *alerts.ROUTES,
     *queues.ROUTES,
     *data.ROUTES,
+    *scrapyd.ROUTES,
     *dashboard.ROUTES,
 ]
 
@@ -45,6 +50,7 @@ def create_app(context: Context) -> Starlette:
     """The ASGI app serving the API for a process context."""
     settings = context.settings
     middleware = [
+        Middleware(CollapseSlashes),
         Middleware(BearerAuth, tokens=context.tokens),
         Middleware(
             BodyLimit,

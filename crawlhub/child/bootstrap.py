@@ -39,6 +39,7 @@ EXIT_TERMINATED = 128 + signal.SIGTERM
 ITEMS_FD_ENV = sdk.ITEMS_FD_ENV  # required: write end of the item pipe
 PARAMS_ENV = "CRAWLHUB_PARAMS"  # python mode: JSON object passed to the entry
 
+EGG_ENTRY_POINTS = "EGG-INFO/entry_points.txt"  # of a project deployed as an egg
 STATS_EXTENSION = "crawlhub.child.scrapy_extension.StatsFileWriter"
 # After Scrapy's own extensions (all at 0), so that its spider_closed handler runs
 # after CoreStats has set finish_reason and finish_time.
@@ -90,6 +91,7 @@ def run_scrapy(spider: str, crawl_args: list[str], items_fd: int) -> int:
     from scrapy.cmdline import execute
     from scrapy.utils.project import get_project_settings, inside_project
 
+    _egg_settings()
     if not inside_project():
         _fail(f"no scrapy.cfg in {os.getcwd()}: not a Scrapy project")
     bridge_start_requests()
@@ -118,6 +120,7 @@ def list_scrapy(items_fd: int) -> int:
     from scrapy.utils.misc import load_object
     from scrapy.utils.project import get_project_settings, inside_project
 
+    _egg_settings()
     if not inside_project():
         _fail(f"no scrapy.cfg in {os.getcwd()}: not a Scrapy project")
     settings = get_project_settings()
@@ -125,6 +128,21 @@ def list_scrapy(items_fd: int) -> int:
     with os.fdopen(items_fd, "w", encoding="utf-8") as out:
         out.write(json.dumps(sorted(loader.list())) + "\n")
     return EXIT_OK
+
+
+def _egg_settings() -> None:
+    """A project deployed as an egg (scrapyd-deploy) has no scrapy.cfg: its settings module
+    is the `[scrapy] settings` entry point of EGG-INFO/entry_points.txt, as Scrapyd's runner
+    reads it (here without pkg_resources)."""
+    if os.path.exists("scrapy.cfg") or not os.path.exists(EGG_ENTRY_POINTS):
+        return
+    import configparser
+
+    parser = configparser.ConfigParser()
+    parser.read(EGG_ENTRY_POINTS, encoding="utf-8")
+    module = parser.get("scrapy", "settings", fallback="").strip()
+    if module:
+        os.environ.setdefault("SCRAPY_SETTINGS_MODULE", module)
 
 
 def bridge_start_requests() -> None:

@@ -17,7 +17,7 @@ from crawlhub.repo import items as item_repo
 from crawlhub.repo import logs as log_repo
 from crawlhub.repo import spiders as spider_repo
 from crawlhub.repo import tasks as repo
-from crawlhub.repo.db import Session, parse_id
+from crawlhub.repo.db import Session
 from crawlhub.repo.models import LogLine, Spider, Task
 
 logger = logging.getLogger(__name__)
@@ -25,14 +25,16 @@ logger = logging.getLogger(__name__)
 
 def create_run(
     context: Context, ref: str, params: dict[str, Any], trigger: str = "manual",
-    settings: dict[str, Any] | None = None,
+    settings: dict[str, Any] | None = None, *, version: int | None = None,
+    job_id: str | None = None,
 ) -> Task:  # fmt: skip
-    """Insert a pending task for the spider's current version, then enqueue its message.
-    ``settings`` are Scrapy settings of this run alone."""
+    """Insert a pending task for the spider's current version (or `version`), then enqueue
+    its message. ``settings`` are Scrapy settings of this run alone; ``job_id`` a client's
+    own name for the run (Scrapyd's jobid), unique."""
     with context.db.session() as session:
         spider = spider_repo.get_spider(session, ref)
         settings = check_scrapy_settings(settings or {}, spider.kind)
-        if (refused := projects.refusal(session, spider)) is not None:
+        if (refused := projects.refusal(session, spider, version)) is not None:
             raise Conflict(refused)
         if not spider.enabled and trigger != "test":
             raise Conflict(f"spider '{spider.name}' is disabled")
@@ -40,8 +42,9 @@ def create_run(
             session,
             {
                 "spider_id": spider.id,
-                "version": spider.current_version,
+                "version": version or spider.current_version,
                 "trigger": trigger,
+                "job_id": job_id,
                 "params": {**(spider.params or {}), **params},
                 "settings": settings,
                 # A test run streams back to someone waiting: one attempt only.
@@ -166,8 +169,8 @@ def run_again(context: Context, ref: str) -> Task:
 
 def cancel(context: Context, ref: str) -> Task:
     """Cancel a task: at once when it has not started, within 3 s when it runs (SPEC §5)."""
-    task_id = parse_id(ref, "task")
     with context.db.session() as session:
+        task_id = repo.get_task(session, ref).id
         before = repo.cancel_task(session, task_id)
         if before is None:
             status = repo.get_task(session, task_id).status

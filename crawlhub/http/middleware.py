@@ -1,5 +1,7 @@
-"""ASGI middleware of the API: bearer-token auth on /api, request body limits."""
+"""ASGI middleware of the API: token auth on /api and the Scrapyd API, request body limits."""
 
+import base64
+import binascii
 import hmac
 import re
 from collections.abc import Iterable
@@ -9,6 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from crawlhub.errors import TooLarge
 from crawlhub.http.responses import error_response
+from crawlhub.http.scrapyd import PREFIX, is_scrapyd_path
 
 
 def is_api_path(path: str) -> bool:
@@ -17,24 +20,35 @@ def is_api_path(path: str) -> bool:
 
 
 class BearerAuth:
-    """Rejects /api requests without one of the configured tokens (constant-time compare)."""
+    """Rejects /api requests without one of the configured tokens (constant-time compare).
+    The Scrapyd API takes the token as a bearer token too, or as the password of HTTP basic
+    auth (any user name), which is what scrapy.cfg's `username`/`password` send."""
 
     def __init__(self, app: ASGIApp, tokens: Iterable[str]) -> None:
         self.app = app
         self.tokens = [token.encode() for token in tokens]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket") and is_api_path(scope["path"]):
-            header = dict(scope["headers"]).get(b"authorization", b"")
-            if not self._valid(header):
-                response = error_response(401, "unauthorized", "a valid bearer token is required")
-                await response(scope, receive, send)
-                return
+        if scope["type"] in ("http", "websocket"):
+            path = scope["path"]
+            scrapyd = is_scrapyd_path(path)
+            if scrapyd or is_api_path(path):
+                header = dict(scope["headers"]).get(b"authorization", b"")
+                if not self._valid(header, basic=scrapyd):
+                    await _unauthorized(scrapyd)(scope, receive, send)
+                    return
         await self.app(scope, receive, send)
 
-    def _valid(self, header: bytes) -> bool:
+    def _valid(self, header: bytes, *, basic: bool) -> bool:
         scheme, _, token = header.partition(b" ")
-        if scheme.lower() != b"bearer" or not token.strip():
+        if basic and scheme.lower() == b"basic":
+            try:
+                token = base64.b64decode(token.strip(), validate=True).partition(b":")[2]
+            except (binascii.Error, ValueError):
+                return False
+        elif scheme.lower() != b"bearer":
+            return False
+        if not token.strip():
             return False
         token = token.strip()
         # Compare against every token so timing does not reveal which one (or none) matched.
@@ -42,6 +56,27 @@ class BearerAuth:
         for candidate in self.tokens:
             matched |= hmac.compare_digest(candidate, token)
         return matched
+
+
+def _unauthorized(scrapyd: bool) -> JSONResponse:
+    if not scrapyd:
+        return error_response(401, "unauthorized", "a valid bearer token is required")
+    message = "an API token is required: as the password of basic auth, or as a bearer token"
+    return JSONResponse({"status": "error", "message": message}, status_code=401,
+                        headers={"WWW-Authenticate": 'Basic realm="CrawlHub"'})  # fmt: skip
+
+
+class CollapseSlashes:
+    """`scrapyd-client` joins its target URL and `/listprojects.json` into a doubled slash:
+    Scrapyd paths are matched with runs of slashes as one."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(PREFIX + "//"):
+            scope = {**scope, "path": re.sub("/{2,}", "/", scope["path"])}
+        await self.app(scope, receive, send)
 
 
 class BodyLimit:

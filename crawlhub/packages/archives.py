@@ -35,6 +35,10 @@ _TAR_SLACK_BASE, _TAR_SLACK_PER_FILE = 1 << 20, 16 << 10
 _CHECK_CHUNK = 1 << 16
 
 
+# An egg (what scrapyd-deploy uploads) names its Scrapy settings module here.
+EGG_ENTRY_POINTS = "EGG-INFO/entry_points.txt"
+
+
 class ArchiveFormat(StrEnum):
     """The upload formats CrawlHub accepts."""
 
@@ -329,8 +333,9 @@ def inspect_archive(
 def check_runnable(info: ArchiveInfo, kind: str, entry: str) -> None:
     """Raise InvalidArchive unless the package has what a `kind` spider needs to start."""
     if kind == "scrapy":
-        if "scrapy.cfg" not in info.files:
-            raise InvalidArchive("a scrapy package needs scrapy.cfg at its top level")
+        if "scrapy.cfg" not in info.files and EGG_ENTRY_POINTS not in info.files:
+            raise InvalidArchive("a scrapy package needs scrapy.cfg at its top level "
+                                 "(or, as an egg, EGG-INFO/entry_points.txt)")  # fmt: skip
     elif kind == "python":
         module = entry.split(":", 1)[0]
         file, package = module_path(entry), module.replace(".", "/") + "/__init__.py"

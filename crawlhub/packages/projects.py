@@ -1,6 +1,7 @@
 """Projects: what is deployed. Each upload is a new immutable version; a worker then gets
 it ready (builds its environment, lists its Scrapy spiders) and its new spiders appear."""
 
+import configparser
 import hashlib
 import logging
 import re
@@ -83,9 +84,13 @@ def upload_version(context: Context, ref: str, filename: str, data: bytes) -> Pr
     return version
 
 
-def deploy(context: Context, name: str, kind: str, filename: str, data: bytes) -> ProjectVersion:
-    """Upload a package as the next version of the project `name`, creating the project
-    when it does not exist: all or nothing (a refused package creates nothing)."""
+def deploy(
+    context: Context, name: str, kind: str, filename: str, data: bytes, *,
+    label: str | None = None,
+) -> ProjectVersion:  # fmt: skip
+    """Upload a package as the next version of the project `name` (called `label` by the
+    client), creating the project when it does not exist: all or nothing (a refused
+    package creates nothing)."""
     with context.db.session() as session:
         project = repo.find_project(session, name)
         if project is None:
@@ -95,16 +100,18 @@ def deploy(context: Context, name: str, kind: str, filename: str, data: bytes) -
             if project.kind != kind:
                 raise InvalidInput(f"project '{name}' is a {project.kind} project",
                                    details={"field": "kind"})  # fmt: skip
-        version = add_version(session, context, project, filename, data)
+        version = add_version(session, context, project, filename, data, label)
     after_upload(context, version)
     return version
 
 
 def add_version(
-    session: Session, context: Context, project: Project, filename: str, data: bytes
-) -> ProjectVersion:
-    """Check a package against the project and its spiders and store it as the next version
-    (in the caller's transaction; call after_upload once it is committed)."""
+    session: Session, context: Context, project: Project, filename: str, data: bytes,
+    label: str | None = None,
+) -> ProjectVersion:  # fmt: skip
+    """Check a package against the project and its spiders and store it as the next version,
+    named `label` by the client when it names it (in the caller's transaction; call
+    after_upload once it is committed)."""
     spiders = repo.spiders_of(session, project.id)
     entries = [s.entry for s in spiders if s.kind == "python"]
     info, needs = check_package(context, data, filename, project.kind, entries)
@@ -116,6 +123,7 @@ def add_version(
         "size": len(data),
         "files": len(info.files),
         "requirements": needs,
+        "label": label,
         # Nothing to build or list: the platform's environment runs it as it is.
         "env_status": "building" if needs or project.kind == "scrapy" else "ready",
     }
@@ -148,7 +156,22 @@ def check_package(
     )
     for entry in entries or ([] if kind == "python" else [""]):
         archives.check_runnable(info, kind, entry)
+    if kind == "scrapy" and "scrapy.cfg" not in info.files:
+        _check_egg(data, info)
     return info, requirements.of_package(data, info)
+
+
+def _check_egg(data: bytes, info: archives.ArchiveInfo) -> None:
+    """An egg runs with the settings module its entry points name (as Scrapyd's runner)."""
+    text = archives.read_member(data, info, archives.EGG_ENTRY_POINTS, 64 * 1024) or b""
+    parser = configparser.ConfigParser()
+    try:
+        parser.read_string(text.decode("utf-8", "replace"))
+    except configparser.Error as exc:
+        raise InvalidArchive(f"{archives.EGG_ENTRY_POINTS} is not readable: {exc}") from None
+    if not parser.get("scrapy", "settings", fallback="").strip():
+        raise InvalidArchive(f"the egg's {archives.EGG_ENTRY_POINTS} names no [scrapy] "
+                             "settings module (as in `settings = <project>.settings`)")  # fmt: skip
 
 
 def list_versions(
@@ -167,12 +190,13 @@ def get_version(db: Database, ref: str, number: int) -> ProjectVersion:
         return repo.get_version(session, repo.get_project(session, ref), number)
 
 
-def refusal(session: Session, spider: Spider) -> str | None:
-    """Why the spider cannot run its project's current version now (None: it can)."""
+def refusal(session: Session, spider: Spider, number: int | None = None) -> str | None:
+    """Why the spider cannot run version `number` of its project (default: the current one)
+    now; None when it can."""
     project = spider.project
-    if project.current_version is None:
+    if number is None and project.current_version is None:
         return f"spider '{spider.name}' has no version yet: upload one first"
-    version = repo.get_version(session, project, project.current_version)
+    version = repo.get_version(session, project, number or project.current_version or 0)
     where = f"version {version.number} of project '{project.name}'"
     if version.env_status == "failed":
         log = f"/api/projects/{project.name}/versions/{version.number}/environment"
@@ -218,6 +242,7 @@ def record_prepared(
 def _free_name(session: Session, project: str, entry: str) -> str:
     """A spider name for a Scrapy spider: its own when free, else prefixed by its project."""
     base = NAME_CHARS.sub("-", entry.lower()).strip("-_")[:64] or "spider"
+    project = NAME_CHARS.sub("-", project.lower()).strip("-_") or "project"
     for candidate in (base, f"{project}-{base}"[:64]):
         if spider_repo.find_spider(session, candidate) is None:
             return candidate

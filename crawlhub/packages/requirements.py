@@ -1,6 +1,6 @@
-"""What a package needs installed: its requirements.txt, or its pyproject.toml's
-`[project] dependencies`, checked and normalised into one canonical text (one requirement
-per line, sorted), so that equal needs share one environment."""
+"""What a package needs installed: its requirements.txt, an egg's EGG-INFO/requires.txt,
+or its pyproject.toml's `[project] dependencies`, checked and normalised into one canonical
+text (one requirement per line, sorted), so that equal needs share one environment."""
 
 import tomllib
 
@@ -19,6 +19,10 @@ def of_package(data: bytes, info: archives.ArchiveInfo) -> str | None:
     text = archives.read_member(data, info, "requirements.txt", MAX_FILE_BYTES)
     if text is not None:
         return normalise(_lines(_decode(text, "requirements.txt")), "requirements.txt")
+    egg = archives.read_member(data, info, "EGG-INFO/requires.txt", MAX_FILE_BYTES)
+    if egg is not None:  # an egg's install_requires; its [extra] sections are left out
+        lines = _decode(egg, "EGG-INFO/requires.txt").split("\n[", 1)[0]
+        return normalise(_lines(lines), "EGG-INFO/requires.txt")
     pyproject = archives.read_member(data, info, "pyproject.toml", MAX_FILE_BYTES)
     if pyproject is None:
         return None

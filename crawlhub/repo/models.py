@@ -107,6 +107,8 @@ class ProjectVersion(Base):
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=_uuid)
     project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"))
     number: Mapped[int] = mapped_column(Integer)
+    # The client's name for it (Scrapyd's `version`); None: known by its number only.
+    label: Mapped[str | None] = mapped_column(String(128), nullable=True)
     archive: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
     format: Mapped[str] = mapped_column(String(16))
     filename: Mapped[str] = mapped_column(String(255))
@@ -123,7 +125,11 @@ class ProjectVersion(Base):
     env_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
-    __table_args__ = (UniqueConstraint("project_id", "number"), Index(None, "env_key"))
+    __table_args__ = (
+        UniqueConstraint("project_id", "number"),
+        Index(None, "env_key"),
+        Index(None, "project_id", "label"),
+    )
 
 
 class Schedule(Base):
@@ -167,6 +173,8 @@ class Task(Base):
         ForeignKey("schedule.id", ondelete="SET NULL"), nullable=True
     )
     trigger: Mapped[str] = mapped_column(String(16))
+    # A Scrapyd client's job id: any string it picked, usable wherever a task id is.
+    job_id: Mapped[str | None] = mapped_column(String(128), nullable=True, unique=True)
     scheduled_for: Mapped[datetime | None] = mapped_column(nullable=True)
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
     settings: Mapped[dict[str, Any]] = mapped_column(default=dict)  # Scrapy's, applied with -s

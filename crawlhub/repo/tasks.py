@@ -25,6 +25,8 @@ from crawlhub.repo.models import CLAIMABLE, Spider, Task
 from crawlhub.repo.pages import count_rows, page_of
 from crawlhub.repo.types import utcnow
 
+JOB_ID_CHARS = 128  # Task.job_id's length
+
 
 def create_task(session: Session, fields: dict[str, Any]) -> Task:
     """Insert a pending task."""
@@ -35,8 +37,19 @@ def create_task(session: Session, fields: dict[str, Any]) -> Task:
 
 
 def get_task(session: Session, ref: uuid.UUID | str) -> Task:
-    """One task by id (a UUID or its text); NotFound otherwise."""
-    return get_or_404(session, Task, ref, "task")
+    """One task by id (a UUID or its text) or by the job id a client gave it; NotFound
+    otherwise."""
+    if isinstance(ref, uuid.UUID):
+        return get_or_404(session, Task, ref, "task")
+    try:
+        task = session.get(Task, uuid.UUID(ref))
+    except ValueError:
+        task = None
+    if task is None and 0 < len(ref) <= JOB_ID_CHARS and "\x00" not in ref:
+        task = session.scalar(select(Task).where(Task.job_id == ref))
+    if task is None:
+        raise NotFound(f"task '{ref[:80]}' not found")
+    return task
 
 
 def find_task(session: Session, task_id: uuid.UUID) -> Task | None:

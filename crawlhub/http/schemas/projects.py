@@ -10,6 +10,8 @@ from crawlhub.http.schemas.common import Out, Page, PageQuery, Strict
 from crawlhub.repo.models import ProjectVersion
 
 SLUG = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+# Projects may be named as Scrapy projects are (a module name), or as Scrapyd clients do.
+PROJECT_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 SUMMARY_LOG_LINES = 20
 
 SpiderKind = Literal["scrapy", "python"]
@@ -28,7 +30,7 @@ def not_an_id(name: str | None) -> str | None:
 class ProjectCreate(Strict):
     """Body of POST /api/projects."""
 
-    name: str = Field(pattern=SLUG)
+    name: str = Field(pattern=PROJECT_NAME)
     kind: SpiderKind = "scrapy"
 
     name_not_an_id = field_validator("name")(not_an_id)
@@ -37,7 +39,7 @@ class ProjectCreate(Strict):
 class ProjectPatch(Strict):
     """Body of PATCH /api/projects/{id}."""
 
-    name: str = Field(pattern=SLUG)
+    name: str = Field(pattern=PROJECT_NAME)
 
     name_not_an_id = field_validator("name")(not_an_id)
 

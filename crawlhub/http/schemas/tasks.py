@@ -13,7 +13,7 @@ from crawlhub.http.schemas.common import MAX_INT, Out, PageQuery, Strict, in_ran
 TaskStatus = Literal[
     "pending", "running", "retrying", "completed", "failed", "cancelled", "skipped"
 ]
-Trigger = Literal["manual", "schedule", "test"]
+Trigger = Literal["manual", "schedule", "test", "scrapyd"]
 LogStream = Literal["stdout", "stderr", "system"]
 
 
@@ -33,6 +33,7 @@ class TaskOut(Out):
     version: int | None
     schedule_id: uuid.UUID | None
     trigger: Trigger
+    job_id: str | None = Field(description="the job id a Scrapyd client gave it; usable as its id")
     scheduled_for: datetime | None
     params: dict[str, Any]
     settings: dict[str, Any]

@@ -23,7 +23,7 @@ PAGE_SIZE = 50
 LOG_PAGE = 500  # lines per log page: a 100 000-line log is read a page at a time
 ITEM_ROWS = 50
 STATUSES = ("pending", "running", "retrying", "completed", "failed", "cancelled", "skipped")
-TRIGGERS = ("manual", "schedule", "test")
+TRIGGERS = ("manual", "schedule", "test", "scrapyd")
 STREAMS = ("stdout", "stderr", "system")
 
 

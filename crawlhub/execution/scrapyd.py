@@ -1,0 +1,330 @@
+"""Scrapyd's view of CrawlHub: a Scrapyd project is a project, an egg one of its versions
+(named by the client's version string), a job a run with trigger `scrapyd` and the client's
+job id. What the Scrapyd-compatible API (crawlhub/http/scrapyd.py) answers with.
+"""
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from packaging.version import InvalidVersion, Version
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from crawlhub.context import Context
+from crawlhub.errors import Conflict, CrawlhubError, NotFound
+from crawlhub.execution import runs
+from crawlhub.packages import projects
+from crawlhub.repo import projects as project_repo
+from crawlhub.repo import tasks as task_repo
+from crawlhub.repo.models import ACTIVE, CLAIMABLE, FINISHED, Project, ProjectVersion, Spider, Task
+from crawlhub.repo.tasks import JOB_ID_CHARS
+
+FINISHED_SHOWN = 100  # Scrapyd keeps the last 100 finished jobs (finished_to_keep)
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # Scrapyd's, here always with microseconds (UTC)
+TRIGGER = "scrapyd"
+
+
+class ScrapydError(Exception):
+    """An answer of `{"status": "error", "message": …}` (HTTP 200, as Scrapyd's)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def sorted_versions(names: Iterable[str]) -> list[str]:
+    """Scrapyd's order: by PEP 440 version when every name is one, else as text."""
+    names = list(names)
+    try:
+        return sorted(names, key=Version)
+    except InvalidVersion:
+        return sorted(names)
+
+
+def label_of(version: ProjectVersion) -> str:
+    """What Scrapyd clients call a version: the name they gave it, else its number."""
+    return version.label if version.label is not None else str(version.number)
+
+
+def when(moment: datetime | None) -> str | None:
+    return moment.strftime(TIME_FORMAT) if moment is not None else None
+
+
+def daemon_status(context: Context) -> dict[str, int]:
+    with context.db.read() as session:
+        counts = dict(
+            session.execute(
+                select(Task.status, func.count()).where(Task.status.in_(ACTIVE))
+                .group_by(Task.status)
+            ).all()
+        )  # fmt: skip
+        finished = session.scalar(
+            select(func.count()).select_from(
+                select(Task.id).where(Task.status.in_(FINISHED)).limit(FINISHED_SHOWN).subquery()
+            )
+        )
+    pending = sum(counts.get(s, 0) for s in CLAIMABLE)
+    return {"pending": pending, "running": counts.get("running", 0), "finished": finished or 0}
+
+
+def list_projects(context: Context) -> list[str]:
+    with context.db.read() as session:
+        return list(session.scalars(select(Project.name).order_by(Project.name)))
+
+
+def list_versions(context: Context, project: str) -> list[str]:
+    """The versions of a project as Scrapyd sorts them; none for an unknown project."""
+    with context.db.read() as session:
+        found = project_repo.find_project(session, project)
+        if found is None:
+            return []
+        rows = session.scalars(
+            select(ProjectVersion).where(ProjectVersion.project_id == found.id)
+        ).all()
+        return sorted_versions({label_of(v) for v in rows})
+
+
+def list_spiders(context: Context, project: str, label: str | None) -> list[str]:
+    with context.db.read() as session:
+        found = _project(session, project)
+        version = _version(session, found, label)
+        if version is None:
+            return []
+        if version.spiders is not None:
+            return list(version.spiders)
+        return [s.entry if s.kind == "scrapy" else s.name
+                for s in project_repo.spiders_of(session, found.id)]  # fmt: skip
+
+
+def add_version(context: Context, project: str, label: str, egg: bytes) -> ProjectVersion:
+    """Store an egg as the next version of the project (created when new), named `label`."""
+    if not label or len(label) > 128:
+        raise ScrapydError("version must be 1 to 128 characters")
+    try:
+        return projects.deploy(context, project, "scrapy", f"{project}-{label}.egg", egg,
+                               label=label)  # fmt: skip
+    except CrawlhubError as exc:
+        raise ScrapydError(exc.message) from None
+
+
+def schedule(
+    context: Context, project: str, spider: str, *, label: str | None, job_id: str | None,
+    settings: dict[str, str], args: dict[str, str],
+) -> str:  # fmt: skip
+    """Start a run of a project's spider as Scrapyd's schedule.json does; its job id."""
+    job_id = job_id or uuid.uuid1().hex
+    if len(job_id) > JOB_ID_CHARS:
+        raise ScrapydError(f"jobid must be at most {JOB_ID_CHARS} characters")
+    with context.db.read() as session:
+        found = _project(session, project)
+        number = None
+        if label is not None:
+            version = _version(session, found, label)
+            if version is None:
+                raise ScrapydError(f"version '{label}' not found")
+            number = version.number
+        target = session.scalar(
+            select(Spider).where(
+                Spider.project_id == found.id,
+                ((Spider.kind == "scrapy") & (Spider.entry == spider))
+                | ((Spider.kind == "python") & (Spider.name == spider)),
+            ).order_by(Spider.created_at).limit(1)
+        )  # fmt: skip
+        if target is None:
+            raise ScrapydError(f"spider '{spider}' not found")
+        if session.scalar(select(Task.id).where(Task.job_id == job_id)) is not None:
+            raise ScrapydError(f"a job with id '{job_id}' exists already")
+    try:
+        runs.create_run(context, str(target.id), dict(args), TRIGGER, dict(settings),
+                        version=number, job_id=job_id)  # fmt: skip
+    except CrawlhubError as exc:
+        raise ScrapydError(exc.message) from None
+    return job_id
+
+
+def cancel(context: Context, project: str, job: str) -> str | None:
+    """Cancel a job; the state it was in (`pending`, `running`) or None when it had ended."""
+    with context.db.read() as session:
+        task = _job(session, _project(session, project), job)
+        if task is None or task.status not in ACTIVE:
+            return None
+        before = "running" if task.status == "running" else "pending"
+    try:
+        runs.cancel(context, str(task.id))
+    except Conflict:  # it ended meanwhile
+        return None
+    return before
+
+
+def status(context: Context, job: str, project: str | None) -> str | None:
+    with context.db.read() as session:
+        found = _project(session, project) if project is not None else None
+        task = _job(session, found, job)
+    if task is None:
+        return None
+    if task.status in FINISHED:
+        return "finished"
+    return "running" if task.status == "running" else "pending"
+
+
+@dataclass(frozen=True)
+class Job:
+    """A task as Scrapyd lists it."""
+
+    task: Task
+    project: str
+    spider: str
+    version: str | None
+
+    @property
+    def id(self) -> str:
+        return self.task.job_id or str(self.task.id)
+
+    def url(self, kind: str, suffix: str) -> str:
+        return f"/scrapyd/{kind}/{self.project}/{self.spider}/{self.id}.{suffix}"
+
+
+def list_jobs(context: Context, project: str | None) -> dict[str, list[dict[str, Any]]]:
+    """Pending, running and finished jobs (the last 100), with Scrapyd's fields."""
+    with context.db.read() as session:
+        found = _project(session, project) if project is not None else None
+        pending = _jobs(session, found, Task.status.in_(CLAIMABLE), Task.created_at, None)
+        running = _jobs(session, found, Task.status == "running", Task.started_at, None)
+        finished = _jobs(session, found, Task.status.in_(FINISHED),
+                         Task.finished_at.desc().nulls_last(), FINISHED_SHOWN)  # fmt: skip
+    return {
+        "pending": [
+            {"id": j.id, "project": j.project, "spider": j.spider, "version": j.version,
+             "settings": j.task.settings or {}, "args": j.task.params or {}}
+            for j in pending
+        ],
+        "running": [
+            {"id": j.id, "project": j.project, "spider": j.spider, "pid": None,
+             "start_time": when(j.task.started_at or j.task.created_at),
+             "log_url": j.url("logs", "log"), "items_url": j.url("items", "jl")}
+            for j in running
+        ],
+        "finished": [
+            {"id": j.id, "project": j.project, "spider": j.spider,
+             "start_time": when(j.task.started_at or j.task.created_at),
+             "end_time": when(j.task.finished_at), "log_url": j.url("logs", "log"),
+             "items_url": j.url("items", "jl")}
+            for j in finished
+        ],
+    }  # fmt: skip
+
+
+def delete_version(context: Context, project: str, label: str) -> None:
+    """Delete the versions a client named `label`; refused while a job waits for one."""
+    with context.db.session() as session:
+        found = _project(session, project)
+        found = project_repo.get_project(session, str(found.id), for_update=True)
+        numbers = [v.number for v in _versions(session, found) if label_of(v) == label]
+        if not numbers:
+            raise ScrapydError(f"version '{label}' not found")
+        waiting = session.scalar(
+            select(func.count()).select_from(Task).join(Spider, Spider.id == Task.spider_id)
+            .where(Spider.project_id == found.id, Task.version.in_(numbers),
+                   Task.status.in_(ACTIVE))
+        )  # fmt: skip
+        if waiting:
+            raise ScrapydError(f"version '{label}' has {waiting} pending or running job(s)")
+        session.execute(
+            delete(ProjectVersion).where(
+                ProjectVersion.project_id == found.id, ProjectVersion.number.in_(numbers)
+            )
+        )
+        found.current_version = session.scalar(
+            select(func.max(ProjectVersion.number)).where(ProjectVersion.project_id == found.id)
+        )
+
+
+def delete_project(context: Context, project: str) -> None:
+    try:
+        projects.delete_project(context.db, _name(project))
+    except CrawlhubError as exc:
+        raise ScrapydError(
+            f"project '{project}' not found" if isinstance(exc, NotFound) else exc.message
+        ) from None
+
+
+def job_task(context: Context, project: str, spider: str, job: str) -> Task:
+    """The task of a job's log or items URL; NotFound otherwise."""
+    with context.db.read() as session:
+        found = project_repo.find_project(session, project)
+        task = _job(session, found, job) if found is not None else None
+        if task is None:
+            raise NotFound(f"no job '{job[:80]}' in project '{project[:80]}'")
+        target = session.get(Spider, task.spider_id)
+        if target is None or spider not in (target.entry, target.name):
+            raise NotFound(f"job '{job[:80]}' is not a run of spider '{spider[:80]}'")
+        return task
+
+
+def _name(project: str) -> str:
+    if not project or len(project) > project_repo.MAX_NAME or "\x00" in project:
+        raise ScrapydError(f"project '{project[:80]}' not found")
+    return project
+
+
+def _project(session: Session, project: str) -> Project:
+    found = project_repo.find_project(session, _name(project))
+    if found is None:
+        raise ScrapydError(f"project '{project}' not found")
+    return found
+
+
+def _versions(session: Session, project: Project) -> Sequence[ProjectVersion]:
+    return session.scalars(
+        select(ProjectVersion).where(ProjectVersion.project_id == project.id)
+        .order_by(ProjectVersion.number)
+    ).all()  # fmt: skip
+
+
+def _version(session: Session, project: Project, label: str | None) -> ProjectVersion | None:
+    """The newest version named `label`, or the current one; None when there is none."""
+    if label is None:
+        if project.current_version is None:
+            return None
+        return project_repo.get_version(session, project, project.current_version)
+    named = [v for v in _versions(session, project) if label_of(v) == label]
+    return named[-1] if named else None
+
+
+def _job(session: Session, project: Project | None, job: str) -> Task | None:
+    """A task by the client's job id (or its own id), within a project when given."""
+    try:
+        task = task_repo.get_task(session, job)
+    except NotFound:
+        return None
+    if project is not None:
+        owner = session.get(Spider, task.spider_id)
+        if owner is None or owner.project_id != project.id:
+            return None
+    return task
+
+
+def _jobs(session: Session, project: Project | None, where: Any, order: Any,
+          limit: int | None) -> list[Job]:  # fmt: skip
+    stmt = (
+        select(Task, Project.name, Spider, ProjectVersion.label)
+        .join(Spider, Spider.id == Task.spider_id)
+        .join(Project, Project.id == Spider.project_id)
+        .outerjoin(ProjectVersion, (ProjectVersion.project_id == Project.id)
+                   & (ProjectVersion.number == Task.version))
+        .where(where)
+        .order_by(order)
+    )  # fmt: skip
+    if project is not None:
+        stmt = stmt.where(Spider.project_id == project.id)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    jobs = []
+    for task, name, spider, label in session.execute(stmt).all():
+        version = label if label is not None else (str(task.version) if task.version else None)
+        spider_name = spider.entry if spider.kind == "scrapy" else spider.name
+        jobs.append(Job(task, name, spider_name, version))
+    return jobs

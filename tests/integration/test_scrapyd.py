@@ -1,0 +1,292 @@
+"""The Scrapyd-compatible API driven by the real clients from the registry (scrapyd-deploy and
+scrapyd-client of scrapyd-client 2.x, python-scrapyd-api 2.x), and its answers checked
+against Scrapyd 1.6's shapes (SPEC §16)."""
+
+import base64
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from scrapyd_api import ScrapydAPI
+from scrapyd_api.exceptions import ScrapydResponseError
+
+from tests.conftest import TOKEN
+from tests.integration.harness import Hub, Site, running_hub, served
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "spiders"
+BIN = Path(sys.executable).parent
+TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}$")
+
+
+@pytest.fixture
+def hub(pg_url: str, redis_url: str, tmp_path: Path) -> Iterator[Hub]:
+    with running_hub(pg_url, tmp_path, redis_url) as running:
+        yield running
+
+
+@pytest.fixture
+def url(hub: Hub) -> Iterator[str]:
+    with served(hub) as base:
+        yield base
+
+
+@pytest.fixture
+def site() -> Iterator[Site]:
+    served_site = Site(pages=4)
+    yield served_site
+    served_site.close()
+
+
+def project_dir(tmp_path: Path, fixture: str, project: str, url: str) -> Path:
+    """A copy of a Scrapy project whose scrapy.cfg deploys to this CrawlHub: `default` at
+    /scrapyd/ with basic auth (the token as password), `root` at the server's root."""
+    target = tmp_path / project
+    shutil.copytree(FIXTURES / fixture, target)
+    settings = (target / "scrapy.cfg").read_text()
+    (target / "scrapy.cfg").write_text(
+        f"{settings}\n[deploy]\nurl = {url}/scrapyd/\nproject = {project}\n"
+        f"username = ops\npassword = {TOKEN}\n\n"
+        f"[deploy:root]\nurl = {url}/\nproject = {project}\nusername = any\npassword = {TOKEN}\n"
+    )
+    return target
+
+
+def tool(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / name), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600, check=False)  # fmt: skip
+
+
+def finished(hub: Hub, job: str, timeout: float = 120) -> dict[str, Any]:
+    """A job's task once it ended (its job id is usable as the task's id)."""
+    return hub.wait(job, timeout=timeout)
+
+
+def test_scrapyd_deploy_and_scrapyd_client_deploy_list_and_schedule(
+    hub: Hub, url: str, site: Site, tmp_path: Path
+) -> None:
+    project = project_dir(tmp_path, "news_scrapy", "news", url)
+    deployed = tool("scrapyd-deploy", "-v", "1.0", cwd=project)
+    assert deployed.returncode == 0, deployed.stderr
+    answer = httpx.Response(200, content=deployed.stdout.strip()).json()
+    assert answer["status"] == "ok" and answer["spiders"] == 3, deployed.stdout
+    assert (answer["project"], answer["version"]) == ("news", "1.0")
+    # -a: every target of scrapy.cfg (one at /scrapyd/, one at the root), one version.
+    everywhere = tool("scrapyd-deploy", "-a", "-v", "1.1", cwd=project)
+    assert everywhere.returncode == 0, everywhere.stderr
+    assert everywhere.stdout.count('"status": "ok"') == 2, everywhere.stdout
+    versions = hub.client.get("/api/projects/news/versions").json()["items"]
+    assert [v["number"] for v in versions] == [3, 2, 1] and versions[0]["format"] == "zip"
+    assert hub.client.get("/api/projects/news").json()["spiders"] == ["alpha", "beta", "gamma"]
+
+    listed = tool("scrapyd-client", "projects", cwd=project)
+    assert listed.returncode == 0 and listed.stdout.split() == ["news"], listed
+    spiders = tool("scrapyd-client", "spiders", "-p", "news", cwd=project)
+    assert spiders.returncode == 0, spiders.stderr
+    assert spiders.stdout.split() == ["news:", "alpha", "beta", "gamma"], spiders.stdout
+    scheduled = tool("scrapyd-client", "schedule", "-p", "news", "gamma",
+                     "--arg", f"start_url={site.url}", cwd=project)  # fmt: skip
+    assert scheduled.returncode == 0, scheduled.stderr
+    job = scheduled.stdout.split("=>")[-1].strip()
+    task = finished(hub, job)
+    assert (task["status"], task["trigger"], task["job_id"]) == ("completed", "scrapyd", job)
+    assert task["items_count"] == site.pages and task["version"] == 3
+    items = hub.client.get("/api/data", params={"task_id": task["id"]}).json()["items"]
+    assert {i["data"]["site"] for i in items} == {"gamma"}
+
+
+def test_an_egg_that_requires_a_package_gets_an_environment(
+    hub: Hub, url: str, site: Site, tmp_path: Path
+) -> None:
+    project = project_dir(tmp_path, "needs_scrapy", "needs", url)
+    deployed = tool("scrapyd-deploy", cwd=project)  # the default version: a timestamp
+    assert deployed.returncode == 0 and '"spiders": 1' in deployed.stdout, deployed
+    version = hub.client.get("/api/projects/needs/versions/1").json()
+    assert version["environment"]["requirements"] == ["text-unidecode==1.3"]
+    assert version["environment"]["status"] == "ready" and version["environment"]["key"]
+    api = ScrapydAPI(url, auth=("ops", TOKEN))
+    job = api.schedule("needs", "words", start_url=site.url)
+    task = finished(hub, job)
+    assert task["status"] == "completed", task
+    items = hub.client.get("/api/data", params={"task_id": task["id"]}).json()["items"]
+    assert [i["data"] for i in items] == [{"title": "page 0 AEro"}]
+
+
+def test_python_scrapyd_api_schedules_lists_cancels_and_deletes(
+    hub: Hub, url: str, site: Site, tmp_path: Path
+) -> None:
+    project = project_dir(tmp_path, "news_scrapy", "news", url)
+    assert tool("scrapyd-deploy", "-v", "1.0", cwd=project).returncode == 0
+    api = ScrapydAPI(url, auth=("whoever", TOKEN))  # the root endpoints: no prefix needed
+    assert api.list_projects() == ["news"]
+    assert api.list_versions("news") == ["1.0"]
+    assert api.list_spiders("news") == ["alpha", "beta", "gamma"]
+    job = api.schedule("news", "beta", settings={"CLOSESPIDER_ITEMCOUNT": "2"},
+                       start_url=site.url)  # fmt: skip
+    assert api.job_status("news", job) in ("pending", "running", "finished")
+    task = finished(hub, job)
+    assert task["settings"] == {"CLOSESPIDER_ITEMCOUNT": "2"}
+    assert task["params"] == {"start_url": site.url}
+    assert task["stats"]["finish_reason"] == "closespider_itemcount", task["stats"]
+    assert api.job_status("news", job) == "finished"
+    jobs = api.list_jobs("news")
+    assert [j["id"] for j in jobs["finished"]] == [job]
+
+    # A job that would crawl for a minute: cancelled while it runs, within 3 s.
+    slow = api.schedule("news", "alpha", settings={"DOWNLOAD_DELAY": "30"},
+                        jobid="slow-one", start_url=site.url)  # fmt: skip
+    assert slow == "slow-one"
+    hub.wait(slow, {"running"})
+    time.sleep(1)
+    assert api.cancel("news", slow) == "running"
+    assert hub.wait(slow, timeout=10)["status"] == "cancelled"
+    assert api.cancel("news", slow) is None  # over: nothing to cancel
+    with pytest.raises(ScrapydResponseError, match="spider 'nope' not found"):
+        api.schedule("news", "nope")
+
+    assert tool("scrapyd-deploy", "-v", "2.0", cwd=project).returncode == 0
+    assert api.list_versions("news") == ["1.0", "2.0"]
+    assert api.delete_version("news", "1.0") is True
+    assert api.list_versions("news") == ["2.0"]
+    with pytest.raises(ScrapydResponseError, match=r"version '1\.0' not found"):
+        api.delete_version("news", "1.0")
+    assert api.delete_project("news") is True
+    assert api.list_projects() == []
+    assert hub.client.get("/api/spiders/alpha").status_code == 404
+
+
+@pytest.fixture
+def http(url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"},
+                      timeout=30) as client:  # fmt: skip
+        yield client
+
+
+def test_answers_have_scrapyds_shapes_errors_are_http_200_and_logs_take_ranges(
+    hub: Hub, url: str, http: httpx.Client, site: Site, tmp_path: Path
+) -> None:
+    project = project_dir(tmp_path, "news_scrapy", "news", url)
+    assert tool("scrapyd-deploy", "-v", "1.0", cwd=project).returncode == 0
+    node = http.get("/scrapyd/daemonstatus.json").json()["node_name"]
+
+    def ok(answer: httpx.Response) -> dict[str, Any]:
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["status"] == "ok" and body["node_name"] == node, body
+        return {k: v for k, v in body.items() if k not in ("status", "node_name")}  # type: ignore[no-any-return]
+
+    assert ok(http.get("/scrapyd/daemonstatus.json")) == {"pending": 0, "running": 0,
+                                                          "finished": 0}  # fmt: skip
+    assert ok(http.get("/scrapyd/listprojects.json")) == {"projects": ["news"]}
+    assert ok(http.get("/scrapyd/listversions.json?project=news")) == {"versions": ["1.0"]}
+    assert ok(http.get("/scrapyd/listversions.json?project=other")) == {"versions": []}
+    assert ok(http.get("/scrapyd/listspiders.json", params={"project": "news", "_version": "1.0"})
+              ) == {"spiders": ["alpha", "beta", "gamma"]}  # fmt: skip
+    body = {"project": "news", "spider": "alpha", "jobid": "golden", "start_url": site.url,
+            "setting": ["CONCURRENT_REQUESTS=1", "USER_AGENT=a=b"]}  # fmt: skip
+    assert ok(http.post("/scrapyd/schedule.json", data=body)) == {"jobid": "golden"}
+    assert ok(http.get("/scrapyd/status.json?job=golden"))["currstate"] in ("pending", "running",
+                                                                            "finished")  # fmt: skip
+    task = finished(hub, "golden")
+    assert task["settings"] == {"CONCURRENT_REQUESTS": "1", "USER_AGENT": "a=b"}
+    assert ok(http.get("/scrapyd/status.json?job=golden&project=news")) == {"currstate": "finished"}
+    assert ok(http.get("/scrapyd/status.json?job=unknown")) == {"currstate": None}
+    jobs = ok(http.get("/scrapyd/listjobs.json?project=news"))
+    assert (jobs["pending"], jobs["running"]) == ([], [])
+    [done] = jobs["finished"]
+    assert sorted(done) == ["end_time", "id", "items_url", "log_url", "project", "spider",
+                            "start_time"]  # fmt: skip
+    assert (done["id"], done["project"], done["spider"]) == ("golden", "news", "alpha")
+    assert TIME.match(done["start_time"]) and TIME.match(done["end_time"]), done
+    assert done["log_url"] == "/scrapyd/logs/news/alpha/golden.log"
+    assert done["items_url"] == "/scrapyd/items/news/alpha/golden.jl"
+    assert ok(http.get("/scrapyd/daemonstatus.json"))["finished"] == 1
+
+    log = http.get(done["log_url"])
+    assert log.status_code == 200 and "Spider closed (finished)" in log.text
+    assert log.headers["content-type"].startswith("text/plain")
+    tail = http.get(done["log_url"], headers={"Range": "bytes=-100"})
+    assert tail.status_code == 206 and tail.content == log.content[-100:]
+    size = len(log.content)
+    assert tail.headers["content-range"] == f"bytes {size - 100}-{size - 1}/{size}"
+    head = http.get(done["log_url"], headers={"Range": "bytes=0-49"})
+    assert head.status_code == 206 and head.content == log.content[:50]
+    beyond = http.get(done["log_url"], headers={"Range": f"bytes={size + 10}-"})
+    assert beyond.status_code == 416 and beyond.headers["content-range"] == f"bytes */{size}"
+    lines = http.get(done["items_url"]).text.splitlines()
+    assert len(lines) == site.pages and all(httpx.Response(200, content=x).json()["site"]
+                                            == "alpha" for x in lines)  # fmt: skip
+    assert http.get("/scrapyd/logs/news/beta/golden.log").status_code == 404
+
+    # Errors: Scrapyd's envelope with HTTP 200.
+    for answer, message in [
+        (http.post("/scrapyd/schedule.json", data={"project": "news"}),
+         "'spider' parameter is required"),
+        (http.post("/scrapyd/schedule.json", data={"project": "gone", "spider": "x"}),
+         "project 'gone' not found"),
+        (http.post("/scrapyd/schedule.json", data={"project": "news", "spider": "alpha",
+                                                   "_version": "9"}), "version '9' not found"),
+        (http.post("/scrapyd/schedule.json", data={"project": "news", "spider": "alpha",
+                                                   "jobid": "golden"}), "exists already"),
+        (http.post("/scrapyd/addversion.json", data={"project": "news", "version": "2",
+                                                     "egg": "not a zip"}), "not a ZIP file"),
+        (http.get("/scrapyd/schedule.json"), "UnsupportedMethod"),
+        (http.post("/scrapyd/delversion.json", data={"project": "news", "version": "7"}),
+         "version '7' not found"),
+        (http.post("/scrapyd/delproject.json", data={"project": "gone"}),
+         "project 'gone' not found"),
+        (http.get("/scrapyd/listspiders.json?project=gone"), "project 'gone' not found"),
+    ]:  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["status"] == "error" and message in answer.json()["message"]
+        assert answer.json()["node_name"] == node
+
+    # Auth: basic (any user, the token as password) or bearer; nothing else.
+    bare = httpx.get(f"{url}/scrapyd/listprojects.json")
+    assert bare.status_code == 401 and "Basic" in bare.headers["www-authenticate"]
+    wrong = base64.b64encode(b"ops:wrong").decode()
+    assert httpx.get(f"{url}/listprojects.json",
+                     headers={"Authorization": f"Basic {wrong}"}).status_code == 401  # fmt: skip
+    assert httpx.post(f"{url}/scrapyd/addversion.json", data={"project": "x"}).status_code == 401
+    good = base64.b64encode(f"ops:{TOKEN}".encode()).decode()
+    assert httpx.get(f"{url}/scrapyd//listprojects.json",
+                     headers={"Authorization": f"Basic {good}"}).json()["projects"] == ["news"]  # fmt: skip
+    assert http.get("/scrapyd/").status_code == 200
+    assert http.get("/api/tasks/golden").json()["job_id"] == "golden"
+
+
+def test_an_egg_sent_as_a_urlencoded_field_is_taken(hub: Hub, url: str, tmp_path: Path) -> None:
+    """SpiderKeeper posts the egg's bytes as an urlencoded field, not as a file."""
+    project = project_dir(tmp_path, "news_scrapy", "news", url)
+    built = tool("scrapyd-deploy", "--build-egg", str(tmp_path / "news.egg"), cwd=project)
+    assert built.returncode == 0, built.stderr
+    egg = (tmp_path / "news.egg").read_bytes()
+    body = urllib.parse.urlencode({"project": "news", "version": "r1", "egg": egg}).encode()
+    answer = httpx.post(f"{url}/addversion.json", content=body, timeout=300, headers={
+        "Authorization": f"Bearer {TOKEN}",
+        "Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    assert answer.status_code == 200 and answer.json()["status"] == "ok", answer.text
+    assert answer.json()["spiders"] == 3
+
+
+def test_every_scrapyd_endpoint_asks_for_a_token_and_the_rest_of_the_root_is_untouched(
+    url: str, http: httpx.Client
+) -> None:
+    for name in ("daemonstatus", "addversion", "schedule", "cancel", "status", "listprojects",
+                 "listversions", "listspiders", "listjobs", "delversion", "delproject"):  # fmt: skip
+        for path in (f"/scrapyd/{name}.json", f"/{name}.json", f"/scrapyd//{name}.json"):
+            for method in ("GET", "POST"):
+                answer = httpx.request(method, f"{url}{path}")
+                assert answer.status_code == 401, (method, path, answer.status_code)
+        assert http.get(f"/scrapyd/{name}.json").json()["node_name"]  # with a token: answered
+    for path in ("/scrapyd/", "/scrapyd/logs/p/s/j.log", "/scrapyd/items/p/s/j.jl"):
+        assert httpx.get(f"{url}{path}").status_code == 401
+    assert httpx.get(f"{url}/other.json").status_code == 404  # not Scrapyd's: no token asked
+    assert http.get("/scrapyd/logs/p/s/j.log").status_code == 404

@@ -219,8 +219,8 @@ async def _params(request: Request) -> tuple[Params, bytes | None]:
                 egg = value.encode("latin-1")
                 continue
             params.setdefault(name, []).append(value.encode("latin-1").decode("utf-8", "replace"))
-    if egg is None and "egg" in params:  # an egg sent as a plain multipart field
-        egg = params.pop("egg")[0].encode("utf-8", "surrogateescape")
+    if egg is None and "egg" in params:  # a multipart text field: its bytes are lost
+        raise ScrapydError("send the egg as a file (multipart) or as an urlencoded field")
     return params, egg
 
 

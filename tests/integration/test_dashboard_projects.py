@@ -21,7 +21,9 @@ from tests.spider_env import AS_ROOT, shared_tmp_path
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "spiders"
 READY_TIMEOUT_MS = 60_000  # a worker runs `scrapy list` on the new version
 NOT_A_ZIP = "unsupported upload: expected a .zip, a .tar.gz or a .py file"
-NO_SCRAPY_CFG = "a scrapy package needs scrapy.cfg at its top level"
+NO_SCRAPY_CFG = (
+    "a scrapy package needs scrapy.cfg at its top level (or, as an egg, EGG-INFO/entry_points.txt)"
+)
 
 __all__ = ["browser"]  # the Chromium fixture of test_dashboard, shared
 

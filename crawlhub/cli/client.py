@@ -2,18 +2,19 @@
 
 import contextlib
 import io
-import json
+import json as _json
 import os
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from crawlhub.config import read_token_file
 from crawlhub.errors import CrawlhubError
 
 # Directories a project tree carries that a spider never needs.
@@ -43,32 +44,96 @@ class Package:
 
 
 class Client:
-    """A thin client of the /api routes, configured from CRAWLHUB_URL and CRAWLHUB_TOKEN."""
+    """A thin client of the /api routes on the standard library (a command starts in tens of
+    milliseconds: no HTTP library to import)."""
 
     def __init__(self, url: str, token: str | None, timeout: float = 60.0) -> None:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
+        if not url.startswith(("http://", "https://")):
+            raise CrawlhubError(f"the CrawlHub URL must start with http:// or https://: {url!r}")
+        self.base_url = url.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.timeout = timeout
 
-    @classmethod
-    def from_env(cls, data_dir: Path, port: int) -> "Client":
-        """Defaults to the embedded instance on this machine and the token it stored."""
-        url = os.environ.get("CRAWLHUB_URL") or f"http://127.0.0.1:{port}"
-        token = os.environ.get("CRAWLHUB_TOKEN") or next(iter(read_token_file(data_dir)), None)
-        return cls(url, token)
-
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        """Send a request; an error envelope becomes an ApiError."""
+    def _open(
+        self, method: str, path: str, *, params: dict[str, Any] | None = None,
+        body: bytes | None = None, headers: dict[str, str] | None = None,
+        timeout: float | None = -1.0,
+    ) -> Any:  # fmt: skip
+        """The open response of a request; an error envelope becomes an ApiError."""
+        query = urllib.parse.urlencode(
+            [(k, v) for k, v in (params or {}).items() if v is not None], doseq=True
+        )
+        url = f"{self.base_url}{path}{'?' + query if query else ''}"
+        # An http(s) URL: checked in __init__.
+        request = urllib.request.Request(url, data=body, method=method,  # noqa: S310
+                                         headers={**self.headers, **(headers or {})})  # fmt: skip
         try:
-            response = self.http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise ApiError(0, "unreachable", f"cannot reach {self.http.base_url}: {exc}") from exc
-        if response.status_code >= 400:
+            return urllib.request.urlopen(  # noqa: S310
+                request, timeout=self.timeout if timeout == -1.0 else timeout
+            )
+        except urllib.error.HTTPError as exc:
+            with exc:
+                raise _api_error(exc.code, exc.read()) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ApiError(0, "unreachable", f"cannot reach {self.base_url}: {reason}") from None
+
+    def request(
+        self, method: str, path: str, *, params: dict[str, Any] | None = None,
+        json: Any = None, files: dict[str, tuple[str, bytes, str]] | None = None,
+    ) -> Any:  # fmt: skip
+        """Send a request and return its JSON answer (None when empty)."""
+        body, headers = None, {}
+        if files is not None:
+            body, kind = _multipart(files)
+            headers["Content-Type"] = kind
+        elif json is not None:
+            body = _json.dumps(json).encode()
+            headers["Content-Type"] = "application/json"
+        with self._open(method, path, params=params, body=body, headers=headers) as response:
+            content = response.read()
+        return _json.loads(content) if content else None
+
+    def download(
+        self, path: str, params: dict[str, Any], dest: Path, progress: "Callable[[bytes], None]"
+    ) -> tuple[int, str | None]:
+        """Stream a response body into dest; returns its size and the server's file name."""
+        with self._open("GET", path, params=params, timeout=None) as response:
+            disposition = response.headers.get("content-disposition", "")
+            name = disposition.split('filename="')[-1].rstrip('"') if "filename=" in disposition \
+                else None  # fmt: skip
+            size = 0
             try:
-                error = response.json()["error"]
-            except (ValueError, KeyError, TypeError):
-                raise ApiError(response.status_code, "http_error", response.text[:500]) from None
-            raise ApiError(response.status_code, error["code"], error["message"], error["details"])
-        return response.json() if response.content else None
+                with dest.open("wb") as out:
+                    while chunk := response.read(1 << 16):
+                        out.write(chunk)
+                        size += len(chunk)
+                        progress(chunk)
+            except OSError as exc:
+                raise ApiError(0, "unreachable", f"download broke: {exc}") from exc
+            return size, name
+
+    def events(self, path: str, method: str = "GET", **kwargs: Any) -> Iterator[tuple[str, Any]]:
+        """Server-sent events of a stream as (event, data); resumes with Last-Event-ID on drops."""
+        last_id: str | None = None
+        for attempt in range(STREAM_RECONNECTS + 1):
+            headers = {"Last-Event-ID": last_id} if last_id else {}
+            try:
+                with self._open(method, path, headers=headers, timeout=None, **kwargs) as r:
+                    lines = (raw.decode("utf-8", "replace").rstrip("\r\n") for raw in r)
+                    for event_id, kind, data in parse_sse(lines):
+                        if event_id is not None:
+                            last_id = event_id
+                        yield kind, data
+                        if kind == "status":
+                            return
+                return
+            except (OSError, ApiError) as exc:
+                if isinstance(exc, ApiError) and exc.http_status != 0:
+                    raise
+                if attempt == STREAM_RECONNECTS or method != "GET":
+                    raise ApiError(0, "unreachable", f"stream broke: {exc}") from exc
+                time.sleep(1)
 
     def deploy(
         self, package: Package, name: str, *, entry: str | None = None, kind: str | None = None
@@ -145,56 +210,29 @@ class Client:
             waiting()
             time.sleep(1)
 
-    def download(
-        self, path: str, params: dict[str, Any], dest: Path, progress: "Callable[[bytes], None]"
-    ) -> tuple[int, str | None]:
-        """Stream a response body into dest; returns its size and the server's file name."""
-        try:
-            with self.http.stream("GET", path, params=params, timeout=None) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    error = response.json().get("error", {})
-                    raise ApiError(response.status_code, error.get("code", "http_error"),
-                                   error.get("message", response.text[:500]))  # fmt: skip
-                disposition = response.headers.get("content-disposition", "")
-                name = (
-                    disposition.split('filename="')[-1].rstrip('"')
-                    if "filename=" in disposition
-                    else None
-                )
-                size = 0
-                with dest.open("wb") as out:
-                    for chunk in response.iter_bytes():
-                        out.write(chunk)
-                        size += len(chunk)
-                        progress(chunk)
-                return size, name
-        except httpx.TransportError as exc:
-            raise ApiError(0, "unreachable", f"download broke: {exc}") from exc
 
-    def events(self, path: str, method: str = "GET", **kwargs: Any) -> Iterator[tuple[str, Any]]:
-        """Server-sent events of a stream as (event, data); resumes with Last-Event-ID on drops."""
-        last_id: str | None = None
-        for attempt in range(STREAM_RECONNECTS + 1):
-            headers = {"Last-Event-ID": last_id} if last_id else {}
-            try:
-                with self.http.stream(method, path, headers=headers, timeout=None, **kwargs) as r:
-                    if r.status_code >= 400:
-                        r.read()
-                        error = r.json().get("error", {})
-                        raise ApiError(r.status_code, error.get("code", "http_error"),
-                                       error.get("message", r.text[:500]))  # fmt: skip
-                    for event_id, kind, data in parse_sse(r.iter_lines()):
-                        if event_id is not None:
-                            last_id = event_id
-                        yield kind, data
-                        if kind == "status":
-                            return
-                return
-            except httpx.TransportError as exc:
-                if attempt == STREAM_RECONNECTS or method != "GET":
-                    raise ApiError(0, "unreachable", f"stream broke: {exc}") from exc
-                time.sleep(1)
+def _api_error(status: int, content: bytes) -> ApiError:
+    try:
+        error = _json.loads(content)["error"]
+        return ApiError(status, error["code"], error["message"], error.get("details"))
+    except (ValueError, KeyError, TypeError):
+        text = content.decode("utf-8", "replace")[:500]
+        return ApiError(status, "http_error", text or f"HTTP {status}")
+
+
+def _multipart(files: dict[str, tuple[str, bytes, str]]) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    parts = []
+    for field, (filename, data, kind) in files.items():
+        quoted = filename.replace("\\", "_").replace('"', "_")
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; '
+            f'filename="{quoted}"\r\nContent-Type: {kind}\r\n\r\n'.encode()
+            + data
+            + b"\r\n"
+        )
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
 
 
 def parse_sse(lines: Iterable[str]) -> Iterator[tuple[str | None, str, Any]]:
@@ -205,7 +243,7 @@ def parse_sse(lines: Iterable[str]) -> Iterator[tuple[str | None, str, Any]]:
     for line in lines:
         if not line:
             if data:
-                yield event_id, kind, json.loads("\n".join(data))
+                yield event_id, kind, _json.loads("\n".join(data))
             event_id, kind, data = None, "message", []
         elif line.startswith(":"):
             continue

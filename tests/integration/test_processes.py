@@ -177,11 +177,11 @@ def test_up_serves_the_api_with_a_generated_token_and_deploy_creates_versions(
         assert "created project news (scrapy): version 1" in news.stdout
         assert "the platform's environment: ready" in news.stdout
         assert "spiders: alpha, beta, gamma" in news.stdout
-        listing = crawlhub("projects", env=client_env, cwd=workdir).stdout
+        listing = crawlhub("projects", "list", env=client_env, cwd=workdir).stdout
         assert any(line.split()[:3] == ["news", "scrapy", "1"] for line in listing.splitlines())
-        shown = crawlhub("projects", "news", env=client_env, cwd=workdir).stdout
-        assert "1  ready" in shown and "alpha, beta, gamma" in shown, shown
-        log = crawlhub("projects", "news", "--log", env=client_env, cwd=workdir)
+        shown = crawlhub("projects", "show", "news", env=client_env, cwd=workdir).stdout
+        assert "ready" in shown and "alpha, beta, gamma" in shown, shown
+        log = crawlhub("projects", "log", "news", env=client_env, cwd=workdir)
         assert log.stdout.strip() == "scrapy list: alpha, beta, gamma", log.stdout
         refused = crawlhub("deploy", str(fake), "--project", "nothing", "--kind", "scrapy",
                            env=client_env, cwd=workdir)  # fmt: skip
@@ -210,7 +210,7 @@ def test_up_serves_the_api_with_a_generated_token_and_deploy_creates_versions(
 def test_deploy_reports_api_errors_and_unreachable_servers(workdir: Path) -> None:
     env = base_env(workdir, CRAWLHUB_URL=f"http://127.0.0.1:{free_port()}", CRAWLHUB_TOKEN="x")
     down = crawlhub("deploy", str(FIXTURES / "hello.py"), "--name", "hello", env=env, cwd=workdir)
-    assert down.returncode == 1
+    assert down.returncode == 3  # unreachable
     assert "cannot reach" in down.stderr
     missing = crawlhub("deploy", str(workdir / "nope.py"), "--name", "hello", env=env, cwd=workdir)
     assert missing.returncode == 1 and "no such file" in missing.stderr
@@ -304,12 +304,12 @@ def test_cli_runs_follows_and_lists_runs_of_the_embedded_instance(workdir: Path)
         assert "completed: 4 items" in followed.stderr
         task_id = followed.stderr.split()[1]
         printed = crawlhub("logs", task_id, env=client_env, cwd=workdir)
-        assert printed.returncode == 0
-        assert "[crawlhub] completed after" in printed.stderr
+        assert printed.returncode == 0  # every line on stdout, CrawlHub's marked
+        assert "[crawlhub] completed after" in printed.stdout and not printed.stderr
         exported = crawlhub("export", "hello", "--format", "csv", "-o", "hello.csv", "--excel",
                             env=client_env, cwd=workdir)  # fmt: skip
         assert exported.returncode == 0, exported.stderr
-        assert "100% 4/4 items" in exported.stderr and "wrote 4 items" in exported.stdout
+        assert "wrote 4 items" in exported.stderr and not exported.stdout
         csv_text = (workdir / "hello.csv").read_text(encoding="utf-8-sig")
         assert csv_text.splitlines()[0] in ("n,greeting", "greeting,n") and "hej" in csv_text
         jsonl = crawlhub(
@@ -318,8 +318,10 @@ def test_cli_runs_follows_and_lists_runs_of_the_embedded_instance(workdir: Path)
         assert jsonl.returncode == 0, jsonl.stderr
         served = next(workdir.glob(f"hello-{task_id}.jsonl"))  # the server's file name
         assert [json.loads(x)["n"] for x in served.read_text().splitlines()] == [0, 1, 2, 3]
-        listed = crawlhub("tasks", "--spider", "hello", env=client_env, cwd=workdir)
+        listed = crawlhub("runs", "--spider", "hello", env=client_env, cwd=workdir)
         assert task_id in listed.stdout and "completed" in listed.stdout
+        as_json = crawlhub("runs", "--spider", "hello", "--json", env=client_env, cwd=workdir)
+        assert [t["id"] for t in json.loads(as_json.stdout)["items"]] == [task_id]
 
         crawlhub(
             "deploy", str(workdir / "failing.py"), "--name", "failing", env=client_env, cwd=workdir
@@ -333,14 +335,14 @@ def test_cli_runs_follows_and_lists_runs_of_the_embedded_instance(workdir: Path)
         assert patched.status_code == 200, patched.text
         failed = crawlhub("run", "failing", "--follow", env=client_env, cwd=workdir)
         assert failed.returncode == 1
-        assert "giving up" in failed.stderr and "failed (exit_code)" in failed.stderr
+        assert "giving up" in failed.stdout and "failed (exit_code)" in failed.stderr
         shown = crawlhub("queues", env=client_env, cwd=workdir)
         assert shown.returncode == 0 and "crawlhub.runs" in shown.stdout, shown.stderr
         dead = crawlhub("queues", "dead-letters", env=client_env, cwd=workdir)
-        assert "1 dead letter(s) in crawlhub.runs" in dead.stdout, dead.stdout + dead.stderr
+        assert "1 dead letter(s) in crawlhub.runs" in dead.stderr, dead.stdout + dead.stderr
         purged = crawlhub("queues", "purge", env=client_env, cwd=workdir)
-        assert "purged 1 dead letter(s)" in purged.stdout
+        assert "purged 1 dead letter(s)" in purged.stderr
         bad_param = crawlhub("run", "hello", "-p", "novalue", env=client_env, cwd=workdir)
-        assert bad_param.returncode == 1 and "KEY=VALUE" in bad_param.stderr
+        assert bad_param.returncode == 2 and "KEY=VALUE" in bad_param.stderr
     finally:
         assert up.stop() == 0, up.output()

@@ -1,0 +1,202 @@
+"""Every client command of `crawlhub` against a real instance (served over HTTP, with workers),
+as a user types it; `--json` output parsed back."""
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import TOKEN
+from tests.integration.harness import Hub, Site, running_hub, served
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "spiders"
+SLOW = "import time\ndef run(p):\n    time.sleep(60)\n"
+
+
+@pytest.fixture
+def hub(pg_url: str, redis_url: str, tmp_path: Path) -> Iterator[Hub]:
+    with running_hub(pg_url, tmp_path, redis_url) as running:
+        yield running
+
+
+@pytest.fixture
+def url(hub: Hub) -> Iterator[str]:
+    with served(hub) as base:
+        yield base
+
+
+@pytest.fixture
+def site() -> Iterator[Site]:
+    served_site = Site(pages=3)
+    yield served_site
+    served_site.close()
+
+
+class Cli:
+    def __init__(self, url: str, home: Path) -> None:
+        self.env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home),
+                    "XDG_CONFIG_HOME": str(home / "config"), "CRAWLHUB_URL": url,
+                    "CRAWLHUB_TOKEN": TOKEN, "COLUMNS": "200"}  # fmt: skip
+        self.cwd = home
+
+    def __call__(self, *args: str, code: int = 0, **env: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([sys.executable, "-m", "crawlhub", *args], cwd=self.cwd,
+                              env={**self.env, **env}, capture_output=True, text=True,
+                              timeout=120, check=False)  # fmt: skip
+        assert done.returncode == code, (args, done.returncode, done.stdout, done.stderr)
+        return done
+
+    def json(self, *args: str, **env: str) -> Any:
+        return json.loads(self(*args, "--json", **env).stdout)
+
+
+@pytest.fixture
+def cli(url: str, tmp_path: Path) -> Cli:
+    home = tmp_path / "home"
+    home.mkdir()
+    return Cli(url, home)
+
+
+def test_projects_spiders_and_deploy(cli: Cli, hub: Hub) -> None:
+    deployed = cli("deploy", str(FIXTURES / "news_scrapy"), "--project", "news")
+    assert "spiders: alpha, beta, gamma" in deployed.stdout
+    [project] = cli.json("projects", "list")["items"]
+    assert (project["name"], project["spiders"]) == ("news", ["alpha", "beta", "gamma"])
+    assert "news" in cli("projects", "list").stdout
+    shown = cli.json("projects", "show", "news")
+    assert shown["versions"][0]["environment"]["status"] == "ready"
+    assert cli("projects", "log", "news").stdout.strip() == "scrapy list: alpha, beta, gamma"
+
+    listed = cli.json("spiders", "list", "--project", "news")
+    assert sorted(s["name"] for s in listed["items"]) == ["alpha", "beta", "gamma"]
+    table = cli("spiders", "list").stdout
+    assert all(name in table for name in ("alpha", "beta", "gamma"))
+    changed = cli.json("spiders", "set", "beta", "--timeout", "90", "--retries", "1",
+                       "-p", "start_url=http://x/", "-e", "TOKEN_OF=beta")  # fmt: skip
+    assert (changed["timeout_s"], changed["max_retries"]) == (90, 1)
+    assert (changed["params"], changed["env"]) == ({"start_url": "http://x/"}, {"TOKEN_OF": "beta"})
+    assert cli.json("spiders", "show", "beta")["timeout_s"] == 90
+    cli("spiders", "disable", "beta")
+    assert cli.json("spiders", "list", "--disabled")["items"][0]["name"] == "beta"
+    refused = cli("run", "beta", code=1)
+    assert "crawlhub: spider 'beta' is disabled" in refused.stderr
+    cli("spiders", "enable", "beta")
+    # The API's details are printed with its message.
+    bad = cli("spiders", "set", "beta", "--timeout", "0", code=1)
+    assert "timeout_s" in bad.stderr and "greater than or equal to 1" in bad.stderr
+    cli("spiders", "rm", "gamma", "--yes")
+    assert cli("spiders", "show", "gamma", code=1).stderr.startswith("crawlhub: spider 'gamma'")
+    cli("projects", "rm", "news", "--yes")
+    assert cli.json("projects", "list")["items"] == []
+
+
+def test_run_follow_logs_cancel_and_runs(cli: Cli, hub: Hub, site: Site) -> None:
+    cli("deploy", str(FIXTURES / "news_scrapy"), "--project", "news")
+    followed = cli("run", "alpha", "-p", f"start_url={site.url}", "-s", "CONCURRENT_REQUESTS=1",
+                   "--follow")  # fmt: skip
+    assert "Spider closed (finished)" in followed.stdout  # the spider's log, on stdout
+    assert f"completed: {site.pages} items" in followed.stderr
+    run_id = followed.stderr.split()[1]
+    task = hub.task(run_id)
+    assert task["settings"] == {"CONCURRENT_REQUESTS": 1}
+    everything = cli("logs", run_id).stdout
+    assert "[crawlhub] attempt 1" in everything and "Spider closed" in everything
+    system = cli("logs", run_id, "--stream", "system").stdout.splitlines()
+    assert system and all(line.startswith("[crawlhub] ") for line in system)
+    assert "[crawlhub]" in cli("logs", run_id, "--follow").stdout  # an ended run: at once
+
+    hub.deploy("slow", {"main.py": SLOW}, max_retries=0)
+    started = cli.json("run", "slow")
+    hub.wait(started["id"], {"running"})
+    cancelled = cli.json("cancel", started["id"])
+    assert cancelled["status"] == "cancelled"
+    assert hub.wait(started["id"], timeout=10)["reason"] == "user"
+    assert "already cancelled" in cli("cancel", started["id"], code=1).stderr
+
+    runs = cli.json("runs", "--spider", "slow")
+    assert [r["id"] for r in runs["items"]] == [started["id"]]
+    assert cli.json("runs", "--status", "completed")["items"][0]["id"] == run_id
+    table = cli("runs").stdout
+    assert run_id in table and "alpha" in table and "slow" in table
+    assert "is not one of" in cli("runs", "--status", "nope", code=2).stderr
+
+
+def test_schedules_data_alerts_channels_queues(cli: Cli, hub: Hub, site: Site) -> None:
+    hub.deploy("hello", {"main.py": "def run(p):\n    return [{'n': i} for i in range(3)]\n"})
+    made = cli.json("schedules", "add", "hello", "30 2 * * *", "--tz", "Asia/Tokyo",
+                    "-p", "count=3")  # fmt: skip
+    assert (made["cron"], made["timezone"], made["params"]) == ("30 2 * * *", "Asia/Tokyo",
+                                                                {"count": 3})  # fmt: skip
+    listed = cli.json("schedules", "list")
+    assert [s["id"] for s in listed["items"]] == [made["id"]]
+    fires = cli.json("schedules", "preview", made["id"], "-n", "3")["items"]
+    assert len(fires) == 3 and all(f["local"].endswith("02:30:00+09:00") for f in fires)
+    cli("schedules", "pause", made["id"])
+    assert cli.json("schedules", "list", "hello")["items"][0]["enabled"] is False
+    cli("schedules", "resume", made["id"])
+    bad = cli("schedules", "add", "hello", "61 * * * *", code=1)
+    assert "crawlhub:" in bad.stderr and "61" in bad.stderr
+    cli("schedules", "rm", made["id"])
+    assert cli.json("schedules", "list")["items"] == []
+
+    task = hub.wait(cli.json("run", "hello")["id"])
+    lines = cli("data", "query", "--spider", "hello").stdout.splitlines()
+    assert [json.loads(x) for x in lines] == [{"n": 0}, {"n": 1}, {"n": 2}]
+    page = cli.json("data", "query", "--run", task["id"], "-n", "2")
+    assert [i["data"]["n"] for i in page["items"]] == [0, 1] and page["total"] == 3
+    target = cli.cwd / "hello.csv"
+    exported = cli("data", "export", "hello", "--format", "csv", "-o", str(target))
+    assert "wrote 3 items" in exported.stderr
+    assert target.read_text().splitlines() == ["n", "0", "1", "2"]
+
+    hub.deploy("broken", {"main.py": "def run(p):\n    raise ValueError('bad page')\n"},
+               max_retries=0)  # fmt: skip
+    failed = cli("run", "broken", "--follow", code=1)
+    assert "ValueError: bad page" in failed.stdout
+    alerts = cli.json("alerts", "list", "--unread")["items"]
+    assert alerts and "broken" in alerts[0]["message"]
+    cli("alerts", "read", alerts[0]["id"])
+    assert cli.json("alerts", "list", "--unread")["items"] == []
+    assert "give one ALERT or --all" in cli("alerts", "read", code=2).stderr
+    cli("alerts", "read", "--all")
+
+    channel = cli.json("channels", "add", "email", "ops@example.com", "--min-level", "error")
+    assert cli.json("channels", "list")["items"][0]["id"] == channel["id"]
+    tested = cli("channels", "test", channel["id"], code=1)  # no SMTP host here
+    assert "smtp" in (tested.stdout + tested.stderr).lower()
+    cli("channels", "rm", channel["id"])
+    assert cli.json("channels", "list")["items"] == []
+    refused = cli("channels", "add", "webhook", "http://127.0.0.1/hook", code=1)
+    assert "crawlhub:" in refused.stderr
+
+    queues = cli.json("queues")
+    assert {q["name"] for q in queues["queues"]} >= {"crawlhub.runs", "crawlhub.builds"}
+    assert "crawlhub.runs" in cli("queues").stdout
+    dead = cli.json("queues", "dead-letters")
+    assert dead["total"] == 1 and dead["items"][0]["dead_at"]
+    assert "purged 1" in cli("queues", "purge").stderr
+
+
+def test_login_stores_the_server_for_this_user_and_commands_work_anywhere(
+    cli: Cli, url: str, tmp_path: Path
+) -> None:
+    env = {"CRAWLHUB_URL": "", "CRAWLHUB_TOKEN": ""}
+    refused = cli("login", url, "--token", "wrong", code=1, **env)
+    assert "not signed in" in refused.stderr
+    cli("login", url, "--token", TOKEN, **env)
+    stored = Path(cli.env["XDG_CONFIG_HOME"]) / "crawlhub" / "config.json"
+    assert oct(stored.stat().st_mode & 0o777) == "0o600"
+    assert json.loads(stored.read_text()) == {"url": url, "token": TOKEN}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    cli.cwd = elsewhere
+    assert cli.json("spiders", "list", **env)["items"] == []
+    helped = cli("--help", **env).stdout
+    assert "CRAWLHUB_URL" in helped and "CRAWLHUB_TOKEN" in helped and "Exit status" in helped
+    unreachable = cli("runs", code=3, CRAWLHUB_URL="http://127.0.0.1:9")
+    assert "cannot reach http://127.0.0.1:9" in unreachable.stderr

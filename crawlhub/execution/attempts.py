@@ -155,11 +155,8 @@ def record(
         )  # fmt: skip
         alert_id = None
         if status == "failed":
-            detail = (outcome.error_message or "").splitlines()[:1]
             alert_id = alerts.raise_alert(
-                session, context, "task_failed", "error",
-                f"{a.spider_name}: run {a.task_id} failed after {a.attempt} "
-                f"attempt(s) ({outcome.reason}{': ' + detail[0] if detail else ''})",
+                session, context, "task_failed", "error", failure_message(a, outcome),
                 spider_id=a.spider_id, task_id=a.task_id,
             )  # fmt: skip
         elif status == "completed" and a.alert_on_zero_items and items == 0:
@@ -169,3 +166,12 @@ def record(
                 spider_id=a.spider_id, task_id=a.task_id,
             )  # fmt: skip
     return status, alert_id
+
+
+def failure_message(a: Attempt, outcome: Outcome) -> str:
+    """An alert's words for a failed run: how it ended and the error it printed last
+    (the last line of its stderr, e.g. the exception of a traceback)."""
+    lines = [line.strip() for line in (outcome.error_message or "").splitlines() if line.strip()]
+    how = lines[0] if lines else outcome.reason
+    cause = f": {lines[-1][:300]}" if len(lines) > 1 else ""
+    return f"{a.spider_name}: run {a.task_id} failed after {a.attempt} attempt(s) ({how}){cause}"

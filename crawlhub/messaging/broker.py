@@ -1,10 +1,11 @@
 """The one place the Dramatiq broker is built."""
 
+import time
 from typing import Any
 
 import dramatiq
 import redis
-from dramatiq import Worker
+from dramatiq import Middleware, Worker
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import compute_backoff, current_millis, dq_name
@@ -66,6 +67,7 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     broker: dramatiq.Broker
     if settings.redis_url is None:
         broker = StubBroker()
+        broker.add_middleware(DeathTime())
     else:
         broker = WakingRedisBroker(  # type: ignore[no-untyped-call]
             url=settings.redis_url.get_secret_value(),
@@ -76,6 +78,14 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     for queue in QUEUES:
         broker.declare_queue(queue)
     return broker
+
+
+class DeathTime(Middleware):
+    """Stamps a message when it is dead-lettered: the in-process broker keeps no time of its
+    own (Redis scores its dead-letter set by it)."""
+
+    def after_nack(self, broker: dramatiq.Broker, message: Any) -> None:
+        message.options["dead_at"] = time.time()
 
 
 def build_worker(

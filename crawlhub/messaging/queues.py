@@ -128,7 +128,8 @@ def dead_letters(broker: dramatiq.Broker, queue: str, limit: int) -> tuple[list[
     assert isinstance(broker, StubBroker)
     proxies = broker.dead_letters_by_queue[queue]
     newest = list(reversed(proxies))[:limit]
-    return [_decode(p.message_id, p.asdict(), time.time()) for p in newest], len(proxies)
+    return [_decode(p.message_id, p.asdict(), p.options.get("dead_at") or time.time())
+            for p in newest], len(proxies)  # fmt: skip
 
 
 def _decode(message_id: str, data: dict[str, Any], dead_at: float) -> DeadMessage:

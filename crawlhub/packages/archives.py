@@ -129,8 +129,17 @@ def detect_format(filename: str, data: bytes) -> ArchiveFormat:
         return ArchiveFormat.ZIP
     if data.startswith(b"\x1f\x8b"):
         return ArchiveFormat.TAR_GZ
-    if filename.lower().endswith(".py"):
+    name = filename.lower()
+    if name.endswith(".py"):
         return ArchiveFormat.PY
+    if name.endswith((".zip", ".egg")):
+        why = "a damaged download, or another kind of file named .zip"
+        raise InvalidArchive(
+            f"{filename} is not a zip archive: its content is something else ({why})"
+        )
+    if name.endswith((".tar.gz", ".tgz")):
+        raise InvalidArchive(f"{filename} is not a gzip-compressed tar archive: its content is "
+                             "something else")  # fmt: skip
     raise InvalidArchive("unsupported upload: expected a .zip, a .tar.gz or a .py file")
 
 
@@ -285,7 +294,7 @@ def inspect_archive(
         raise TooLarge(message, code="archive_too_large")
     fmt = detect_format(filename, data)
     if fmt is ArchiveFormat.PY:
-        _check_python(data, py_module_path)
+        _check_python(data, filename if filename.lower().endswith(".py") else py_module_path)
     files: set[tuple[str, ...]] = set()
     dirs: set[tuple[str, ...]] = set()
     tops: set[str] = set()

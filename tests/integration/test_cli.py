@@ -160,6 +160,7 @@ def test_schedules_data_alerts_channels_queues(cli: Cli, hub: Hub, site: Site) -
     assert "ValueError: bad page" in failed.stdout
     alerts = cli.json("alerts", "list", "--unread")["items"]
     assert alerts and "broken" in alerts[0]["message"]
+    assert alerts[0]["message"].endswith("(exit code 1): ValueError: bad page"), alerts[0]
     cli("alerts", "read", alerts[0]["id"])
     assert cli.json("alerts", "list", "--unread")["items"] == []
     assert "give one ALERT or --all" in cli("alerts", "read", code=2).stderr

@@ -20,7 +20,10 @@ from tests.spider_env import AS_ROOT, shared_tmp_path
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "spiders"
 READY_TIMEOUT_MS = 60_000  # a worker runs `scrapy list` on the new version
-NOT_A_ZIP = "unsupported upload: expected a .zip, a .tar.gz or a .py file"
+NOT_A_ZIP = (
+    "{} is not a zip archive: its content is something else "
+    "(a damaged download, or another kind of file named .zip)"
+)
 NO_SCRAPY_CFG = (
     "a scrapy package needs scrapy.cfg at its top level (or, as an egg, EGG-INFO/entry_points.txt)"
 )
@@ -76,7 +79,11 @@ def test_a_refused_package_shows_its_error_and_creates_no_project(
     page = new_page(browser, hub)
     sign_in(page)
     cases = [
-        ("junk", write(tmp_path, "junk.zip", b"this is not a zip file"), NOT_A_ZIP),
+        (
+            "junk",
+            write(tmp_path, "junk.zip", b"this is not a zip file"),
+            NOT_A_ZIP.format("junk.zip"),
+        ),
         ("nocfg", write(tmp_path, "nocfg.zip", zip_of({"news/__init__.py": ""})), NO_SCRAPY_CFG),
     ]
     for name, package, reason in cases:
@@ -123,7 +130,7 @@ def test_a_scrapy_project_deployed_from_the_dashboard_lists_its_spiders(
     # A refused new version: its error beside the field; the project and version 1 stay.
     page.get_by_label("Package").set_input_files(str(write(tmp_path, "bad.zip", b"nope")))
     page.get_by_role("button", name="Upload", exact=True).click()
-    expect(page.locator("#error-file")).to_have_text(NOT_A_ZIP)
+    expect(page.locator("#error-file")).to_have_text(NOT_A_ZIP.format("bad.zip"))
     expect(page.get_by_role("heading", name="Project news")).to_be_visible()
     expect(page.get_by_role("region", name="Versions").locator("tbody tr")).to_have_count(1)
     assert api(hub, "/api/projects/news").json()["current_version"] == 1

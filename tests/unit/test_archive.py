@@ -104,6 +104,23 @@ def test_detect_format_rejects_anything_else() -> None:
     assert caught.value.message == "unsupported upload: expected a .zip, a .tar.gz or a .py file"
 
 
+@pytest.mark.parametrize(("name", "says"), [
+    ("fake.zip", "fake.zip is not a zip archive"),
+    ("project.egg", "project.egg is not a zip archive"),
+    ("site.tar.gz", "site.tar.gz is not a gzip-compressed tar archive"),
+])  # fmt: skip
+def test_a_file_named_as_an_archive_that_is_not_one_is_named_as_such(name: str, says: str) -> None:
+    with pytest.raises(InvalidArchive) as caught:
+        detect_format(name, b"plain text, not an archive")
+    assert caught.value.message.startswith(says)
+
+
+def test_a_syntax_error_names_the_uploaded_file() -> None:
+    with pytest.raises(InvalidArchive) as caught:
+        inspect_archive(b"def run(:\n", "broken.py", LIMITS, py_module_path="main.py")
+    assert caught.value.message.startswith("broken.py has a syntax error on line 1")
+
+
 # accepted uploads
 
 
@@ -430,11 +447,11 @@ def test_gzip_that_is_not_a_tar_is_invalid() -> None:
 
 def test_py_with_a_syntax_error_names_the_line() -> None:
     message = invalid(b"x = 1\ndef broken(:\n    pass\n", "s.py")
-    assert message.startswith("main.py has a syntax error on line 2")
+    assert message.startswith("s.py has a syntax error on line 2")  # the uploaded file
 
 
 def test_py_that_is_not_utf8_is_rejected() -> None:
-    assert invalid(b"x = '\xff\xfe'\n", "s.py") == "main.py is not valid UTF-8 text"
+    assert invalid(b"x = '\xff\xfe'\n", "s.py") == "s.py is not valid UTF-8 text"
 
 
 def test_py_with_nul_bytes_is_rejected() -> None:

@@ -1,7 +1,9 @@
 """Process entry points: web, worker, ticker, migrate and the embedded `up`."""
 
 import logging
+import os
 import signal
+import socket
 import threading
 from collections.abc import Callable
 from types import FrameType
@@ -19,6 +21,7 @@ from crawlhub.execution import preparation, sandbox, supervisor
 from crawlhub.messaging.broker import build_worker
 from crawlhub.messaging.keys import QUEUES
 from crawlhub.repo import migrate as migrations
+from crawlhub.repo import tasks as task_repo
 from crawlhub.scheduling import housekeeping
 from crawlhub.ticker import Ticker
 
@@ -113,6 +116,8 @@ def up(settings: Settings) -> None:
     migrations.upgrade(context.db.engine)
     worker = _start_worker(context)
     if settings.redis_url is None:
+        # This process is the only worker: what still runs was cut short when it last stopped.
+        housekeeping.hand_back_interrupted(context)
         # The in-process broker's queue died with the last process: send pending runs again.
         resent = housekeeping.resend_pending(context)
         if resent:
@@ -129,12 +134,31 @@ def up(settings: Settings) -> None:
     try:
         _serve(context, host)
     finally:
-        logger.info("stopping ticker and worker")
+        _stop_embedded(context, loop, ticker_thread, worker)
+
+
+def _stop_embedded(context: Context, loop: Ticker, ticker: threading.Thread,
+                   worker: Worker) -> None:  # fmt: skip
+    """Stop, saying what is waited for; a second Ctrl-C stops at once (the runs cut short
+    are handed back when CrawlHub starts again)."""
+    with context.db.read() as session:
+        running = task_repo.running_on(session, f"{socket.gethostname()}:{os.getpid()}:")
+    grace = context.settings.shutdown_grace_s
+    if running:
+        print(f"stopping: {running} run(s) still running get up to {grace:g} s to finish, then "
+              "go back to the queue; press Ctrl-C again to stop them now", flush=True)  # fmt: skip
+    logger.info("stopping ticker and worker")
+    try:
         loop.stop()
-        ticker_thread.join(timeout=5)
+        ticker.join(timeout=5)
         _stop_worker(worker, context)
         context.close()
-        logger.info("stopped")
+    except KeyboardInterrupt:
+        print("stopped at once: runs cut short go back to the queue when CrawlHub starts again",
+              flush=True)  # fmt: skip
+        logging.shutdown()
+        os._exit(130)  # worker threads may be mid-wait; the spiders die with us (PDEATHSIG)
+    logger.info("stopped")
 
 
 def _serve(context: Context, host: str) -> None:

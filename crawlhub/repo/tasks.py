@@ -225,6 +225,26 @@ def end_attempt(
     return current
 
 
+def hand_back_running(session: Session, message: str) -> list[uuid.UUID]:
+    """Every running task back to pending, its attempt fenced out (when the only worker that
+    could run them was stopped without handing them back)."""
+    back = []
+    for task_id in session.scalars(select(Task.id).where(Task.status == "running")).all():
+        if transition(session, task_id, INTERRUPT, message_id=None, worker=None,
+                      reason="shutdown", error_message=message, fence=Task.fence + 1):  # fmt: skip
+            back.append(task_id)
+    return back
+
+
+def running_on(session: Session, worker_prefix: str) -> int:
+    """How many tasks run on the workers whose names start with a prefix (host:pid:)."""
+    count: int = session.scalar(
+        select(func.count()).select_from(Task)
+        .where(Task.status == "running", Task.worker.startswith(worker_prefix, autoescape=True))
+    ) or 0  # fmt: skip
+    return count
+
+
 def requeue_task(session: Session, task_id: uuid.UUID) -> None:
     """Make a finished task pending again for a fresh series of attempts (retry counter reset)."""
     requeued = transition(

@@ -129,6 +129,19 @@ def expire(context: Context) -> bool:
     return retention.expire(context.db, context.settings.retention_days, now) > 0
 
 
+def hand_back_interrupted(context: Context) -> int:
+    """At the start of the only worker there is (embedded mode): runs still `running` were
+    cut short when it last stopped (a forced stop, a crash); they go back to the queue at once
+    rather than after the lease, and count no retry."""
+    with context.db.session() as session:
+        back = task_repo.hand_back_running(
+            session, "CrawlHub stopped during this run; handed back when it started again"
+        )
+    for task_id in back:
+        logger.warning("task %s was running when CrawlHub last stopped: handed back", task_id)
+    return len(back)
+
+
 def resend_pending(context: Context) -> int:
     """Send every pending task again (after the in-process broker lost its queue on restart)."""
     with context.db.session() as session:

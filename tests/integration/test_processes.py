@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.integration.harness import Site
 from tests.spider_env import spider_python
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "spiders"
@@ -345,4 +346,86 @@ def test_cli_runs_follows_and_lists_runs_of_the_embedded_instance(workdir: Path)
         bad_param = crawlhub("run", "hello", "-p", "novalue", env=client_env, cwd=workdir)
         assert bad_param.returncode == 2 and "KEY=VALUE" in bad_param.stderr
     finally:
+        assert up.stop() == 0, up.output()
+
+
+def test_ctrl_c_says_what_it_waits_for_twice_stops_at_once_and_the_next_start_hands_back(
+    workdir: Path,
+) -> None:
+    """Ctrl-C during a run says what `up` waits for; a second one stops at once; the next
+    `crawlhub up` knows it was the only worker and hands the cut-short run back at once (not
+    after the 60 s lease), and the run then completes."""
+    port = free_port()
+    env = base_env(workdir, PORT=str(port), DATABASE_URL=f"sqlite:///{workdir / 'hub.db'}")
+    client_env = {**env, "CRAWLHUB_URL": f"http://127.0.0.1:{port}"}
+    marker = workdir / "first-attempt-started"
+    (workdir / "slow.py").write_text(
+        "import pathlib, time\n"
+        "def run(p):\n"
+        f"    marker = pathlib.Path({str(marker)!r})\n"
+        "    if not marker.exists():\n"
+        "        marker.write_text('x')\n"
+        "        time.sleep(120)\n"
+        "    return [{'done': True}]\n"
+    )
+    up = Process(["up"], env, workdir)
+    up.wait_for(f"http://127.0.0.1:{port}/readyz")
+    assert crawlhub("deploy", str(workdir / "slow.py"), "--name", "slow", env=client_env,
+                    cwd=workdir).returncode == 0  # fmt: skip
+    started = crawlhub("run", "slow", "--json", env=client_env, cwd=workdir)
+    run_id = json.loads(started.stdout)["id"]
+    deadline = time.monotonic() + 30
+    while not marker.exists():
+        assert time.monotonic() < deadline, up.output()
+        time.sleep(0.1)
+    up.proc.send_signal(signal.SIGINT)
+    up.wait_output("press Ctrl-C again to stop them now")
+    assert "1 run(s) still running get up to" in up.output()
+    code = up.stop(signal.SIGINT, timeout=10)
+    assert code == 130 and "stopped at once" in up.output(), up.output()
+
+    again = Process(["up"], env, workdir)
+    try:
+        again.wait_for(f"http://127.0.0.1:{port}/readyz")
+        began = time.monotonic()
+        deadline = began + 30
+        while True:
+            shown = crawlhub("runs", "--json", env=client_env, cwd=workdir)
+            [task] = json.loads(shown.stdout)["items"]
+            if task["status"] == "completed":
+                break
+            assert time.monotonic() < deadline, (task, again.output())
+            time.sleep(0.2)
+        assert task["id"] == run_id and task["items_count"] == 1 and task["retry_count"] == 0
+        assert f"task {run_id} was running when CrawlHub last stopped" in again.output()
+    finally:
+        assert again.stop() == 0, again.output()
+
+
+def test_the_default_relative_data_dir_keeps_a_scrapy_runs_stats(workdir: Path) -> None:
+    """With nothing set, the data dir is ./crawlhub-data: resolved at start-up, so a spider
+    running in its work dir still writes its stats where CrawlHub reads them."""
+    port = free_port()
+    env = base_env(workdir, PORT=str(port))
+    del env["CRAWLHUB_DATA_DIR"]  # the default, relative to where `up` starts
+    up = Process(["up"], env, workdir)
+    site = Site(pages=3)
+    try:
+        up.wait_for(f"http://127.0.0.1:{port}/readyz")
+        assert (workdir / "crawlhub-data" / "api-token").exists()
+        client_env = {**env, "CRAWLHUB_URL": f"http://127.0.0.1:{port}"}
+        deployed = crawlhub("deploy", str(FIXTURES / "news_scrapy"), "--project", "news",
+                            env=client_env, cwd=workdir)  # fmt: skip
+        assert deployed.returncode == 0, deployed.stderr
+        ran = crawlhub("run", "alpha", "-p", f"start_url={site.url}", "--follow", "--json",
+                       env=client_env, cwd=workdir)  # fmt: skip
+        assert ran.returncode == 0, ran.stderr
+        run_id = ran.stderr.split()[1]
+        task = json.loads(crawlhub("runs", "--json", env=client_env, cwd=workdir).stdout)
+        [done] = [t for t in task["items"] if t["id"] == run_id]
+        assert done["stats"] is not None and done["stats"]["item_scraped_count"] == site.pages
+        assert "Could not save the crawl stats" not in crawlhub("logs", run_id, env=client_env,
+                                                                cwd=workdir).stdout  # fmt: skip
+    finally:
+        site.close()
         assert up.stop() == 0, up.output()

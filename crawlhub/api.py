@@ -9,7 +9,7 @@ from starlette.middleware import Middleware
 
 from crawlhub import metrics
 from crawlhub.context import Context
-from crawlhub.http import scrapyd
+from crawlhub.http import demo, scrapyd
 from crawlhub.http.middleware import BearerAuth, BodyLimit, CollapseSlashes
 from crawlhub.http.responses import EXCEPTION_HANDLERS
 from crawlhub.http.routes import (
@@ -42,6 +42,7 @@ ROUTES = [
     *queues.ROUTES,
     *data.ROUTES,
     *scrapyd.ROUTES,
+    *demo.ROUTES,
     *dashboard.ROUTES,
 ]
 

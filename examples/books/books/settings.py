@@ -1,0 +1,4 @@
+BOT_NAME = "books"
+SPIDER_MODULES = ["books.spiders"]
+ROBOTSTXT_OBEY = False
+LOG_LEVEL = "INFO"

@@ -153,6 +153,17 @@ def projects_log(api: Client, project: str, number: int | None) -> None:
         raise click.exceptions.Exit(1)
 
 
+@projects.command("set")
+@click.argument("project")
+@click.option("--name", required=True, help="Its new name (its spiders keep theirs).")
+@JSON_OPTION
+@pass_api
+def projects_set(api: Client, project: str, name: str, as_json: bool) -> None:
+    """Rename a project."""
+    changed = api.request("PATCH", f"/api/projects/{project}", json={"name": name})
+    output.emit_json(changed) if as_json else output.note(f"project {project} is now {name}")
+
+
 @projects.command("rm")
 @click.argument("project")
 @click.option("--yes", is_flag=True, help="Do not ask.")

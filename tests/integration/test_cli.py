@@ -91,7 +91,9 @@ def test_projects_spiders_and_deploy(cli: Cli, hub: Hub) -> None:
     assert "timeout_s" in bad.stderr and "greater than or equal to 1" in bad.stderr
     cli("spiders", "rm", "gamma", "--yes")
     assert cli("spiders", "show", "gamma", code=1).stderr.startswith("crawlhub: spider 'gamma'")
-    cli("projects", "rm", "news", "--yes")
+    assert cli.json("projects", "set", "news", "--name", "daily")["name"] == "daily"
+    assert cli.json("spiders", "show", "alpha")["project"] == "daily"
+    cli("projects", "rm", "daily", "--yes")
     assert cli.json("projects", "list")["items"] == []
 
 

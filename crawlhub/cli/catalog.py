@@ -60,7 +60,7 @@ def deploy(api: Client, path: Path, project: str | None, name: str | None, kind:
               f"{_version(version)}")  # fmt: skip
     if not no_wait and version["environment"]["status"] == "building":
         output.note("waiting for a worker to prepare it …")
-        version = api.settled_version(project, version["number"], timeout, lambda: None)
+        version = api.settled_version(project, version["number"], timeout)
     _report(project, version)
 
 

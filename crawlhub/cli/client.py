@@ -1,6 +1,7 @@
 """The HTTP client behind CrawlHub's command-line client commands."""
 
 import contextlib
+import http.client
 import io
 import json as _json
 import os
@@ -128,7 +129,7 @@ class Client:
                         if kind == "status":
                             return
                 return
-            except (OSError, ApiError) as exc:
+            except (OSError, http.client.HTTPException, ApiError) as exc:
                 if isinstance(exc, ApiError) and exc.http_status != 0:
                     raise
                 if attempt == STREAM_RECONNECTS or method != "GET":
@@ -195,11 +196,8 @@ class Client:
             raise
         return project, version, created
 
-    def settled_version(
-        self, project: str, number: int, timeout_s: float, waiting: "Callable[[], None]"
-    ) -> dict[str, Any]:
-        """A version once its environment is no longer building (or as it is at timeout);
-        `waiting` is called on each look while it builds."""
+    def settled_version(self, project: str, number: int, timeout_s: float) -> dict[str, Any]:
+        """A version once its environment is no longer building (or as it is at timeout)."""
         deadline = time.monotonic() + timeout_s
         while True:
             version: dict[str, Any] = self.request(
@@ -207,8 +205,7 @@ class Client:
             )
             if version["environment"]["status"] != "building" or time.monotonic() > deadline:
                 return version
-            waiting()
-            time.sleep(1)
+            time.sleep(0.5)
 
 
 def _api_error(status: int, content: bytes) -> ApiError:

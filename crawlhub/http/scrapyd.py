@@ -34,7 +34,7 @@ from crawlhub.repo.models import ProjectVersion
 
 PREFIX = "/scrapyd"
 NODE_NAME = socket.gethostname()
-PREPARE_WAIT_S = 900.0  # addversion.json answers once the egg's spiders are listed
+PREPARE_WAIT_S = 300.0  # addversion.json answers once the egg's spiders are listed
 MAX_FIELDS = 200
 LOG_PAGE = 10_000
 
@@ -98,6 +98,12 @@ async def addversion(context: Context, params: Params, egg: bytes | None) -> dic
     version = await _prepared(context, project, version)
     if version.env_status == "failed":  # stored all the same, as Scrapyd keeps a bad egg
         raise ScrapydError(f"RunnerError: {version.env_error}")
+    if version.env_status == "building":
+        raise ScrapydError(
+            f"no worker listed the egg's spiders within {PREPARE_WAIT_S:g} s (is a worker "
+            f"running?); version {label} is stored and gets ready when one takes it: "
+            f"/api/projects/{project}/versions/{version.number}"
+        )
     return {"project": project, "version": label, "spiders": len(version.spiders or [])}
 
 

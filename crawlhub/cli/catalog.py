@@ -1,6 +1,5 @@
 """`crawlhub deploy`, `crawlhub projects …` and `crawlhub spiders …`."""
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -10,22 +9,8 @@ import click
 from crawlhub.cli import output
 from crawlhub.cli.client import Client, build_package
 from crawlhub.cli.output import field
-from crawlhub.cli.session import JSON_OPTION, pass_api
+from crawlhub.cli.session import JSON_OPTION, pairs, pass_api
 from crawlhub.errors import CrawlhubError
-
-
-def pairs(values: tuple[str, ...], what: str) -> dict[str, Any]:
-    """KEY=VALUE options as a dict, each VALUE read as JSON when it parses, else as text."""
-    parsed: dict[str, Any] = {}
-    for text in values:
-        key, sep, value = text.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{text!r} is not KEY=VALUE", param_hint=what)
-        try:
-            parsed[key] = json.loads(value)
-        except ValueError:
-            parsed[key] = value
-    return parsed
 
 
 @click.command()

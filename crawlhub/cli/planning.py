@@ -5,10 +5,9 @@ from typing import Any
 import click
 
 from crawlhub.cli import output
-from crawlhub.cli.catalog import pairs
 from crawlhub.cli.client import Client
 from crawlhub.cli.output import field
-from crawlhub.cli.session import JSON_OPTION, pass_api
+from crawlhub.cli.session import JSON_OPTION, pairs, pass_api
 
 SCHEDULE_COLUMNS = [
     ("SCHEDULE", field("id")), ("SPIDER", lambda s: s.get("spider")), ("CRON", field("cron")),

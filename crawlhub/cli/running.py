@@ -3,10 +3,9 @@
 import click
 
 from crawlhub.cli import output
-from crawlhub.cli.catalog import pairs
 from crawlhub.cli.client import Client
 from crawlhub.cli.output import field
-from crawlhub.cli.session import JSON_OPTION, pass_api
+from crawlhub.cli.session import JSON_OPTION, pairs, pass_api
 
 STREAMS = click.Choice(["stdout", "stderr", "system"])
 STATUSES = ["pending", "running", "retrying", "completed", "failed", "cancelled", "skipped"]

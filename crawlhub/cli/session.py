@@ -1,6 +1,7 @@
-"""How a client command gets its API client: made from the global options (or the profile)
-when the command first talks to the server."""
+"""What client commands share: their API client (made from the global options, or the
+profile, when a command first talks to the server), `--json`, KEY=VALUE options."""
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -36,3 +37,17 @@ def pass_api(function: Callable[..., Any]) -> Callable[..., Any]:
     wrapper.__name__ = function.__name__
     wrapper.__doc__ = function.__doc__
     return wrapper
+
+
+def pairs(values: tuple[str, ...], what: str) -> dict[str, Any]:
+    """KEY=VALUE options as a dict, each VALUE read as JSON when it parses, else as text."""
+    parsed: dict[str, Any] = {}
+    for text in values:
+        key, sep, value = text.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{text!r} is not KEY=VALUE", param_hint=what)
+        try:
+            parsed[key] = json.loads(value)
+        except ValueError:
+            parsed[key] = value
+    return parsed

@@ -60,6 +60,12 @@ def list_projects(
         return [ProjectView(p, names[p.id]) for p in rows], total
 
 
+def current_versions(db: Database, views: list[ProjectView]) -> dict[uuid.UUID, ProjectVersion]:
+    """The current version of each project that has one (for a list of projects)."""
+    with db.read() as session:
+        return repo.current_versions(session, [v.project.id for v in views])
+
+
 def rename_project(db: Database, ref: str, name: str) -> ProjectView:
     """Give a project a new name (its spiders keep theirs)."""
     with db.session() as session:

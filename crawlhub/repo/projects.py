@@ -151,6 +151,18 @@ def get_version(
     return version
 
 
+def current_versions(
+    session: Session, project_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, ProjectVersion]:
+    """The current version of each of these projects that has one, in one query."""
+    stmt = (
+        select(ProjectVersion)
+        .join(Project, Project.id == ProjectVersion.project_id)
+        .where(Project.id.in_(project_ids), ProjectVersion.number == Project.current_version)
+    )
+    return {v.project_id: v for v in session.scalars(stmt)}
+
+
 def version_by_id(session: Session, version_id: uuid.UUID) -> ProjectVersion | None:
     """A version by its id, archive loaded; None when it is gone."""
     return session.scalar(

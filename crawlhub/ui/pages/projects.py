@@ -7,12 +7,10 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
 
-from crawlhub.context import Context
 from crawlhub.errors import Conflict, InvalidInput, TooLarge
 from crawlhub.http.schemas.projects import ProjectCreate
 from crawlhub.http.validation import ctx
 from crawlhub.packages import projects
-from crawlhub.repo.models import ProjectVersion
 from crawlhub.ui.forms import field, page_number, parse_form
 from crawlhub.ui.rendering import action, back, page, render
 from crawlhub.ui.sessions import Session
@@ -33,25 +31,19 @@ def list_page(
     context = ctx(request)
     number = page_number(request)
     rows, total = projects.list_projects(context.db, page=number, page_size=PAGE_SIZE)
+    current = projects.current_versions(context.db, rows)
     return render(
         request,
         session,
         "projects.html",
         status,
-        projects=[(p, current_version(context, p)) for p in rows],
+        projects=[(p, current.get(p.project.id)) for p in rows],
         total=total,
         page=number,
         pages=-(-total // PAGE_SIZE),
         errors=errors or {},
         values=values or {},
     )
-
-
-def current_version(context: Context, project: projects.ProjectView) -> ProjectVersion | None:
-    """A project's current version (None before its first upload)."""
-    if project.current_version is None:
-        return None
-    return projects.get_version(context.db, str(project.id), project.current_version)
 
 
 @page

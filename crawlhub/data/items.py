@@ -134,7 +134,9 @@ def _copied(
 
 def _columns(db: Database, where: ItemFilter, upto: int) -> list[str]:
     with db.read() as session:
-        keys = repo.first_seen_keys(session, where, upto)
+        keys = repo.recorded_keys(session, where)
+        if keys is None:
+            keys = repo.first_seen_keys(session, where, upto)
     return keys if keys is not None else formats.keys_in_order(_batches(db, where, upto))
 
 

@@ -245,6 +245,9 @@ class ItemSink:
         self.invalid = 0
         self._buffer: list[tuple[str, dict[str, Any], str | None]] = []
         self._buffered_bytes = 0
+        # Top-level keys of the items, first-seen order, recorded on the task with the items.
+        self._keys: dict[str, None] = {}
+        self._keys_grew = False
         self._invalid_unsaved = 0
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
@@ -274,6 +277,9 @@ class ItemSink:
         with self._lock:
             self._buffer.append((text, value, digest))
             self._buffered_bytes += len(text)
+            if not self._keys.keys() >= value.keys():
+                self._keys.update(dict.fromkeys(value))
+                self._keys_grew = True
             behind = (
                 len(self._buffer) >= ITEMS_BUFFERED or self._buffered_bytes >= ITEM_BYTES_BUFFERED
             )
@@ -298,6 +304,8 @@ class ItemSink:
                 batch, self._buffer = self._buffer, []
                 invalid, self._invalid_unsaved = self._invalid_unsaved, 0
                 self._buffered_bytes = 0
+                keys = list(self._keys) if self._keys_grew else None
+                self._keys_grew = False
             if self.fenced or (not batch and not invalid):
                 return
             try:
@@ -308,7 +316,7 @@ class ItemSink:
                     )
                     task_repo.add_progress(
                         session, self.task_id, items=stored, duplicates=len(batch) - stored,
-                        invalid=invalid,
+                        invalid=invalid, item_keys=keys,
                     )  # fmt: skip
             except Fenced:
                 self.fenced = True  # these items belong to an attempt that no longer counts
@@ -318,6 +326,7 @@ class ItemSink:
                     self._buffer[:0] = batch
                     self._invalid_unsaved += invalid
                     self._buffered_bytes += sum(len(text) for text, _, _ in batch)
+                    self._keys_grew = self._keys_grew or keys is not None
                 raise
             with self._lock:
                 self.count += stored

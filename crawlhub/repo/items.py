@@ -192,6 +192,29 @@ def _copy_out(driver: Any, statement: sql.Composed) -> Iterator[memoryview]:
         yield from copy
 
 
+def recorded_keys(session: Session, where: ItemFilter) -> list[str] | None:
+    """The columns of a selection from the keys its runs recorded as their items were stored,
+    run after run; None when a run holding items of it recorded none (older runs), or the
+    selection is by time (a superset would do, but a scan is exact)."""
+    if where.since is not None or where.until is not None:
+        return None
+    stmt = select(Task.item_keys).where(Task.items_count > 0).order_by(Task.created_at, Task.id)
+    if where.task_id is not None:
+        stmt = stmt.where(Task.id == where.task_id)
+    elif where.spider_id is not None:
+        stmt = stmt.where(Task.spider_id == where.spider_id)
+    else:
+        return None
+    keys: dict[str, None] = {}
+    found = False
+    for recorded in session.scalars(stmt):
+        if recorded is None:
+            return None
+        keys.update(dict.fromkeys(recorded))
+        found = True
+    return list(keys) if found else None
+
+
 def first_seen_keys(session: Session, where: ItemFilter, upto: int) -> list[str] | None:
     """Top-level keys of the selection ordered by the first item they appear in.
 

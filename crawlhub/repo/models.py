@@ -189,6 +189,9 @@ class Task(Base):
     items_invalid: Mapped[int] = mapped_column(Integer, default=0)
     log_lines: Mapped[int] = mapped_column(Integer, default=0)
     stats: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    # The top-level keys of its stored items, in the order they first came (recorded with the
+    # items, so a CSV export knows its columns without reading them; None: not recorded).
+    item_keys: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(nullable=True)

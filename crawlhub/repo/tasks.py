@@ -171,12 +171,16 @@ def add_progress(
     duplicates: int = 0,
     invalid: int = 0,
     log_lines: int = 0,
+    item_keys: list[str] | None = None,
 ) -> None:
-    """Add counts to a task (called per ingest batch, so the API shows progress)."""
+    """Add counts to a task (called per ingest batch, so the API shows progress), and record
+    its items' keys when they grew."""
+    more = {"item_keys": item_keys} if item_keys is not None else {}
     session.execute(
         update(Task)
         .where(Task.id == task_id)
         .values(
+            **more,
             items_count=Task.items_count + items,
             items_duplicate=Task.items_duplicate + duplicates,
             items_invalid=Task.items_invalid + invalid,
@@ -264,7 +268,7 @@ def reset_item_counts(session: Session, task_id: uuid.UUID) -> None:
     session.execute(
         update(Task)
         .where(Task.id == task_id)
-        .values(items_count=0, items_duplicate=0, items_invalid=0)
+        .values(items_count=0, items_duplicate=0, items_invalid=0, item_keys=None)
     )
 
 

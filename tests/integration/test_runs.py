@@ -1,5 +1,6 @@
 """Running real spiders as child processes: outcomes, limits, cancel, hostile output (SPEC §4-5)."""
 
+import csv
 import json
 import os
 import signal
@@ -9,11 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from crawlhub.cli.client import zip_directory
 from crawlhub.messaging.messages import send_run
-from crawlhub.repo.models import Item, LogLine
+from crawlhub.repo.models import Item, LogLine, Task
 from tests.integration.harness import Hub, Site, pid_alive, processes_of, running_hub
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "spiders"
@@ -551,3 +552,46 @@ def test_metrics_parse_and_their_counters_move_after_a_run(hub: Hub) -> None:
     assert after[("crawlhub_tasks", (("status", "completed"),))] == 1
     assert ("crawlhub_queue_messages", (("queue", "crawlhub.runs"), ("state", "ready"))) in after
     assert after[("crawlhub_workers", ())] >= 1
+
+
+def test_a_runs_item_keys_are_recorded_as_stored_and_give_exports_their_columns(
+    hub: Hub,
+) -> None:
+    """The top-level keys of a run's items are recorded with the items, in first-seen order,
+    across flushes; a CSV export takes its columns from them (no scan of the items), also
+    over several runs of a spider; a run without recorded keys is read as before."""
+    hub.deploy("keys", {"main.py": """
+        import time
+        from crawlhub import sdk
+
+        def run(params):
+            sdk.save_item({"a": 1})
+            sdk.flush()
+            time.sleep(0.3)  # a later flush brings a new key
+            sdk.save_item({"b": 2, "a": 3})
+            return [{"c": 4}] if params.get("more") else []
+    """})  # fmt: skip
+    first = hub.wait(hub.run("keys")["id"])
+    second = hub.wait(hub.run("keys", more=True)["id"])
+    with hub.context.db.session() as session:
+        stored = {t.id: t.item_keys for t in session.scalars(select(Task))}
+    assert stored[uuid.UUID(first["id"])] == ["a", "b"]
+    assert stored[uuid.UUID(second["id"])] == ["a", "b", "c"]
+
+    def csv_of(**query: str) -> list[list[str]]:
+        answer = hub.client.get("/api/data/export/csv", params=query)
+        assert answer.status_code == 200, answer.text
+        return list(csv.reader(answer.text.splitlines()))
+
+    assert csv_of(task_id=first["id"]) == [["a", "b"], ["1", ""], ["3", "2"]]
+    assert csv_of(spider_id="keys")[0] == ["a", "b", "c"]
+    with hub.context.db.session() as session:  # the columns are the recorded keys
+        session.execute(update(Task).where(Task.id == uuid.UUID(first["id"]))
+                        .values(item_keys=["b", "a"]))  # fmt: skip
+    assert csv_of(task_id=first["id"]) == [["b", "a"], ["", "1"], ["2", "3"]]
+    with hub.context.db.session() as session:  # as a run from before keys were recorded
+        session.execute(update(Task).where(Task.id == uuid.UUID(second["id"]))
+                        .values(item_keys=None))  # fmt: skip
+    assert csv_of(task_id=second["id"]) == [["a", "b", "c"], ["1", "", ""], ["3", "2", ""],
+                                            ["", "", "4"]]  # fmt: skip
+    assert csv_of(spider_id="keys")[0] == ["a", "b", "c"]

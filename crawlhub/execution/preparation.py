@@ -17,7 +17,6 @@ from crawlhub.execution import environments, sandbox, workdirs
 from crawlhub.execution.environments import BuildFailed, Runtime
 from crawlhub.packages import archives, projects
 from crawlhub.repo import projects as repo
-from crawlhub.repo.models import Project
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +34,7 @@ def prepare_version(context: Context, version_id: uuid.UUID) -> None:
         version = repo.version_by_id(session, version_id)
         if version is None:
             return
-        project = session.get(Project, version.project_id)
-        assert project is not None
+        project = repo.get_project(session, str(version.project_id))
         kind, name, number = project.kind, project.name, version.number
     lines: list[str] = []
     runtime, key = environments.platform_runtime(settings), None

@@ -10,16 +10,16 @@ from datetime import datetime
 from typing import Any
 
 from packaging.version import InvalidVersion, Version
-from sqlalchemy import delete, func, select
-from sqlalchemy.orm import Session
 
 from crawlhub.context import Context
 from crawlhub.errors import Conflict, CrawlhubError, NotFound
 from crawlhub.execution import runs
 from crawlhub.packages import projects
 from crawlhub.repo import projects as project_repo
+from crawlhub.repo import spiders as spider_repo
 from crawlhub.repo import tasks as task_repo
-from crawlhub.repo.models import ACTIVE, CLAIMABLE, FINISHED, Project, ProjectVersion, Spider, Task
+from crawlhub.repo.db import MAX_NAME, Session
+from crawlhub.repo.models import ACTIVE, CLAIMABLE, FINISHED, Project, ProjectVersion, Task
 from crawlhub.repo.tasks import JOB_ID_CHARS
 
 FINISHED_SHOWN = 100  # Scrapyd keeps the last 100 finished jobs (finished_to_keep)
@@ -55,24 +55,16 @@ def when(moment: datetime | None) -> str | None:
 
 def daemon_status(context: Context) -> dict[str, int]:
     with context.db.read() as session:
-        counts = dict(
-            session.execute(
-                select(Task.status, func.count()).where(Task.status.in_(ACTIVE))
-                .group_by(Task.status)
-            ).all()
-        )  # fmt: skip
-        finished = session.scalar(
-            select(func.count()).select_from(
-                select(Task.id).where(Task.status.in_(FINISHED)).limit(FINISHED_SHOWN).subquery()
-            )
-        )
-    pending = sum(counts.get(s, 0) for s in CLAIMABLE)
-    return {"pending": pending, "running": counts.get("running", 0), "finished": finished or 0}
+        return {
+            "pending": task_repo.count_in(session, CLAIMABLE),
+            "running": task_repo.count_in(session, ("running",)),
+            "finished": task_repo.count_in(session, FINISHED, cap=FINISHED_SHOWN),
+        }
 
 
 def list_projects(context: Context) -> list[str]:
     with context.db.read() as session:
-        return list(session.scalars(select(Project.name).order_by(Project.name)))
+        return project_repo.project_names(session)
 
 
 def list_versions(context: Context, project: str) -> list[str]:
@@ -81,10 +73,7 @@ def list_versions(context: Context, project: str) -> list[str]:
         found = project_repo.find_project(session, project)
         if found is None:
             return []
-        rows = session.scalars(
-            select(ProjectVersion).where(ProjectVersion.project_id == found.id)
-        ).all()
-        return sorted_versions({label_of(v) for v in rows})
+        return sorted_versions({label_of(v) for v in project_repo.versions_of(session, found.id)})
 
 
 def list_spiders(context: Context, project: str, label: str | None) -> list[str]:
@@ -126,16 +115,10 @@ def schedule(
             if version is None:
                 raise ScrapydError(f"version '{label}' not found")
             number = version.number
-        target = session.scalar(
-            select(Spider).where(
-                Spider.project_id == found.id,
-                ((Spider.kind == "scrapy") & (Spider.entry == spider))
-                | ((Spider.kind == "python") & (Spider.name == spider)),
-            ).order_by(Spider.created_at).limit(1)
-        )  # fmt: skip
+        target = spider_repo.spider_in_project(session, found.id, spider)
         if target is None:
             raise ScrapydError(f"spider '{spider}' not found")
-        if session.scalar(select(Task.id).where(Task.job_id == job_id)) is not None:
+        if task_repo.job_id_taken(session, job_id):
             raise ScrapydError(f"a job with id '{job_id}' exists already")
     try:
         runs.create_run(context, str(target.id), dict(args), TRIGGER, dict(settings),
@@ -191,10 +174,9 @@ def list_jobs(context: Context, project: str | None) -> dict[str, list[dict[str,
     """Pending, running and finished jobs (the last 100), with Scrapyd's fields."""
     with context.db.read() as session:
         found = _project(session, project) if project is not None else None
-        pending = _jobs(session, found, Task.status.in_(CLAIMABLE), Task.created_at, None)
-        running = _jobs(session, found, Task.status == "running", Task.started_at, None)
-        finished = _jobs(session, found, Task.status.in_(FINISHED),
-                         Task.finished_at.desc().nulls_last(), FINISHED_SHOWN)  # fmt: skip
+        pending = _jobs(session, found, CLAIMABLE, "created")
+        running = _jobs(session, found, ("running",), "started")
+        finished = _jobs(session, found, FINISHED, "finished", FINISHED_SHOWN)
     return {
         "pending": [
             {"id": j.id, "project": j.project, "spider": j.spider, "version": j.version,
@@ -220,26 +202,15 @@ def list_jobs(context: Context, project: str | None) -> dict[str, list[dict[str,
 def delete_version(context: Context, project: str, label: str) -> None:
     """Delete the versions a client named `label`; refused while a job waits for one."""
     with context.db.session() as session:
-        found = _project(session, project)
-        found = project_repo.get_project(session, str(found.id), for_update=True)
-        numbers = [v.number for v in _versions(session, found) if label_of(v) == label]
+        found = project_repo.get_project(session, str(_project(session, project).id),
+                                         for_update=True)  # fmt: skip
+        numbers = [v.number for v in project_repo.versions_of(session, found.id)
+                   if label_of(v) == label]  # fmt: skip
         if not numbers:
             raise ScrapydError(f"version '{label}' not found")
-        waiting = session.scalar(
-            select(func.count()).select_from(Task).join(Spider, Spider.id == Task.spider_id)
-            .where(Spider.project_id == found.id, Task.version.in_(numbers),
-                   Task.status.in_(ACTIVE))
-        )  # fmt: skip
+        waiting = project_repo.delete_versions(session, found, numbers)
         if waiting:
             raise ScrapydError(f"version '{label}' has {waiting} pending or running job(s)")
-        session.execute(
-            delete(ProjectVersion).where(
-                ProjectVersion.project_id == found.id, ProjectVersion.number.in_(numbers)
-            )
-        )
-        found.current_version = session.scalar(
-            select(func.max(ProjectVersion.number)).where(ProjectVersion.project_id == found.id)
-        )
 
 
 def delete_project(context: Context, project: str) -> None:
@@ -258,14 +229,14 @@ def job_task(context: Context, project: str, spider: str, job: str) -> Task:
         task = _job(session, found, job) if found is not None else None
         if task is None:
             raise NotFound(f"no job '{job[:80]}' in project '{project[:80]}'")
-        target = session.get(Spider, task.spider_id)
+        target = spider_repo.find_by_id(session, task.spider_id)
         if target is None or spider not in (target.entry, target.name):
             raise NotFound(f"job '{job[:80]}' is not a run of spider '{spider[:80]}'")
         return task
 
 
 def _name(project: str) -> str:
-    if not project or len(project) > project_repo.MAX_NAME or "\x00" in project:
+    if not project or len(project) > MAX_NAME or "\x00" in project:
         raise ScrapydError(f"project '{project[:80]}' not found")
     return project
 
@@ -277,20 +248,13 @@ def _project(session: Session, project: str) -> Project:
     return found
 
 
-def _versions(session: Session, project: Project) -> Sequence[ProjectVersion]:
-    return session.scalars(
-        select(ProjectVersion).where(ProjectVersion.project_id == project.id)
-        .order_by(ProjectVersion.number)
-    ).all()  # fmt: skip
-
-
 def _version(session: Session, project: Project, label: str | None) -> ProjectVersion | None:
     """The newest version named `label`, or the current one; None when there is none."""
     if label is None:
         if project.current_version is None:
             return None
         return project_repo.get_version(session, project, project.current_version)
-    named = [v for v in _versions(session, project) if label_of(v) == label]
+    named = [v for v in project_repo.versions_of(session, project.id) if label_of(v) == label]
     return named[-1] if named else None
 
 
@@ -301,29 +265,18 @@ def _job(session: Session, project: Project | None, job: str) -> Task | None:
     except NotFound:
         return None
     if project is not None:
-        owner = session.get(Spider, task.spider_id)
+        owner = spider_repo.find_by_id(session, task.spider_id)
         if owner is None or owner.project_id != project.id:
             return None
     return task
 
 
-def _jobs(session: Session, project: Project | None, where: Any, order: Any,
-          limit: int | None) -> list[Job]:  # fmt: skip
-    stmt = (
-        select(Task, Project.name, Spider, ProjectVersion.label)
-        .join(Spider, Spider.id == Task.spider_id)
-        .join(Project, Project.id == Spider.project_id)
-        .outerjoin(ProjectVersion, (ProjectVersion.project_id == Project.id)
-                   & (ProjectVersion.number == Task.version))
-        .where(where)
-        .order_by(order)
-    )  # fmt: skip
-    if project is not None:
-        stmt = stmt.where(Spider.project_id == project.id)
-    if limit is not None:
-        stmt = stmt.limit(limit)
+def _jobs(session: Session, project: Project | None, statuses: Sequence[str], order: str,
+          limit: int | None = None) -> list[Job]:  # fmt: skip
     jobs = []
-    for task, name, spider, label in session.execute(stmt).all():
+    rows = task_repo.runs_with_names(session, statuses, order, limit=limit,
+                                     project_id=project.id if project else None)  # fmt: skip
+    for task, name, spider, label in rows:
         version = label if label is not None else (str(task.version) if task.version else None)
         spider_name = spider.entry if spider.kind == "scrapy" else spider.name
         jobs.append(Job(task, name, spider_name, version))

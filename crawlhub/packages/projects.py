@@ -221,7 +221,7 @@ def record_prepared(
     """Store how getting a version ready went; Scrapy spiders new to the project (when it is
     the current version) become spiders of their own. Returns the names of those created."""
     with db.session() as session:
-        version = session.get(ProjectVersion, version_id)
+        version = repo.version_by_id(session, version_id, archive=False)
         if version is None:
             return []  # deleted meanwhile
         version.env_status, version.env_error = status, error

@@ -3,10 +3,10 @@
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import psycopg
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import create_engine, event, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session as Session  # re-exported for type hints outside repo/
@@ -116,6 +116,43 @@ def parse_id(ref: uuid.UUID | str, what: str) -> uuid.UUID:
         return uuid.UUID(ref)
     except ValueError:
         raise NotFound(f"{what} '{ref[:80]}' not found") from None
+
+
+class Named(Protocol):
+    """A table whose rows have an id and a unique name (spiders, projects)."""
+
+    id: Any
+    name: Any
+
+
+N = TypeVar("N", bound=Named)
+MAX_NAME = 64  # of a spider or a project
+
+
+def get_by_ref(
+    session: Session, model: type[N], ref: str, what: str, *, for_update: bool = False
+) -> N:
+    """The row with this id or this name; NotFound naming `what` otherwise."""
+    try:
+        where = model.id == uuid.UUID(ref)
+    except ValueError:  # not an id: a name
+        if len(ref) > MAX_NAME or "\x00" in ref:
+            # No stored name can match, and PostgreSQL rejects NUL in text parameters.
+            raise NotFound(f"{what} '{ref[:80]}' not found") from None
+        where = model.name == ref
+    stmt = select(model).where(where)
+    if for_update:
+        stmt = stmt.with_for_update()
+    row = session.scalar(stmt)
+    if row is None:
+        raise NotFound(f"{what} '{ref}' not found")
+    return row
+
+
+def find_by_name(session: Session, model: type[N], name: str) -> N | None:
+    """The row of this name, if any."""
+    row: N | None = session.scalar(select(model).where(model.name == name))
+    return row
 
 
 def get_or_404(session: Session, model: type[T], ref: uuid.UUID | str, what: str) -> T:

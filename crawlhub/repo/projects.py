@@ -4,38 +4,29 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, undefer
 
 from crawlhub.errors import Conflict, NotFound
+from crawlhub.repo.db import find_by_name, get_by_ref
 from crawlhub.repo.models import ACTIVE, Project, ProjectVersion, Spider, Task
 from crawlhub.repo.pages import paginate
-
-MAX_NAME = 64
 
 
 def get_project(session: Session, ref: str, *, for_update: bool = False) -> Project:
     """The project with this id or name; NotFound otherwise."""
-    try:
-        where = Project.id == uuid.UUID(ref)
-    except ValueError:  # not an id: a name
-        if len(ref) > MAX_NAME or "\x00" in ref:
-            raise NotFound(f"project '{ref[:80]}' not found") from None
-        where = Project.name == ref
-    stmt = select(Project).where(where)
-    if for_update:
-        stmt = stmt.with_for_update()
-    project = session.scalar(stmt)
-    if project is None:
-        raise NotFound(f"project '{ref}' not found")
-    return project
+    return get_by_ref(session, Project, ref, "project", for_update=for_update)
 
 
 def find_project(session: Session, name: str) -> Project | None:
     """The project of this name, if any."""
-    project: Project | None = session.scalar(select(Project).where(Project.name == name))
-    return project
+    return find_by_name(session, Project, name)
+
+
+def project_names(session: Session) -> list[str]:
+    """Every project's name, sorted."""
+    return list(session.scalars(select(Project.name).order_by(Project.name)))
 
 
 def list_projects(
@@ -136,6 +127,35 @@ def list_versions(
     return paginate(session, stmt, page, page_size)
 
 
+def versions_of(session: Session, project_id: uuid.UUID) -> Sequence[ProjectVersion]:
+    """Every version of a project, oldest first (archives not loaded)."""
+    return session.scalars(
+        select(ProjectVersion).where(ProjectVersion.project_id == project_id)
+        .order_by(ProjectVersion.number)
+    ).all()  # fmt: skip
+
+
+def delete_versions(session: Session, project: Project, numbers: Sequence[int]) -> int:
+    """Delete some versions of a project (refused while an active run waits for one: the
+    number of such runs is returned and nothing deleted); the newest left becomes current."""
+    waiting = session.scalar(
+        select(func.count()).select_from(Task).join(Spider, Spider.id == Task.spider_id)
+        .where(Spider.project_id == project.id, Task.version.in_(numbers),
+               Task.status.in_(ACTIVE))
+    )  # fmt: skip
+    if waiting:
+        return waiting
+    session.execute(
+        delete(ProjectVersion).where(
+            ProjectVersion.project_id == project.id, ProjectVersion.number.in_(numbers)
+        )
+    )
+    project.current_version = session.scalar(
+        select(func.max(ProjectVersion.number)).where(ProjectVersion.project_id == project.id)
+    )
+    return 0
+
+
 def get_version(
     session: Session, project: Project, number: int, *, archive: bool = False
 ) -> ProjectVersion:
@@ -163,13 +183,14 @@ def current_versions(
     return {v.project_id: v for v in session.scalars(stmt)}
 
 
-def version_by_id(session: Session, version_id: uuid.UUID) -> ProjectVersion | None:
-    """A version by its id, archive loaded; None when it is gone."""
-    return session.scalar(
-        select(ProjectVersion)
-        .options(undefer(ProjectVersion.archive))
-        .where(ProjectVersion.id == version_id)
-    )
+def version_by_id(
+    session: Session, version_id: uuid.UUID, *, archive: bool = True
+) -> ProjectVersion | None:
+    """A version by its id (its archive loaded unless not asked for); None when it is gone."""
+    stmt = select(ProjectVersion).where(ProjectVersion.id == version_id)
+    if archive:
+        stmt = stmt.options(undefer(ProjectVersion.archive))
+    return session.scalar(stmt)
 
 
 def current_env_keys(session: Session) -> set[str]:

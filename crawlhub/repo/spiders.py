@@ -8,35 +8,37 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from crawlhub.errors import Conflict, NotFound
+from crawlhub.errors import Conflict
+from crawlhub.repo.db import find_by_name, get_by_ref
 from crawlhub.repo.models import ACTIVE, Spider, Task
 from crawlhub.repo.pages import paginate
-
-MAX_NAME = 64
 
 
 def get_spider(session: Session, ref: str, *, for_update: bool = False) -> Spider:
     """The spider with this id or name; NotFound otherwise."""
-    try:
-        where = Spider.id == uuid.UUID(ref)
-    except ValueError:  # not an id: a name
-        if len(ref) > MAX_NAME or "\x00" in ref:
-            # No stored name can match, and PostgreSQL rejects NUL in text parameters.
-            raise NotFound(f"spider '{ref[:80]}' not found") from None
-        where = Spider.name == ref
-    stmt = select(Spider).where(where)
-    if for_update:
-        stmt = stmt.with_for_update()
-    spider = session.scalar(stmt)
-    if spider is None:
-        raise NotFound(f"spider '{ref}' not found")
-    return spider
+    return get_by_ref(session, Spider, ref, "spider", for_update=for_update)
 
 
 def find_spider(session: Session, name: str) -> Spider | None:
     """The spider of this name, if any."""
-    spider: Spider | None = session.scalar(select(Spider).where(Spider.name == name))
-    return spider
+    return find_by_name(session, Spider, name)
+
+
+def spider_in_project(session: Session, project_id: uuid.UUID, name: str) -> Spider | None:
+    """A project's spider as Scrapy knows it: a scrapy spider by its entry, a python spider
+    by its name (the oldest, should two share one)."""
+    return session.scalar(
+        select(Spider).where(
+            Spider.project_id == project_id,
+            ((Spider.kind == "scrapy") & (Spider.entry == name))
+            | ((Spider.kind == "python") & (Spider.name == name)),
+        ).order_by(Spider.created_at).limit(1)
+    )  # fmt: skip
+
+
+def find_by_id(session: Session, spider_id: uuid.UUID) -> Spider | None:
+    """A spider by id, None when it is gone."""
+    return session.get(Spider, spider_id)
 
 
 def name_of(session: Session, spider_id: uuid.UUID) -> str | None:

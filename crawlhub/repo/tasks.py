@@ -21,7 +21,7 @@ from crawlhub.repo.lifecycle import (
     fail_attempt,
     transition,
 )
-from crawlhub.repo.models import CLAIMABLE, Spider, Task
+from crawlhub.repo.models import CLAIMABLE, Project, ProjectVersion, Spider, Task
 from crawlhub.repo.pages import count_rows, page_of
 from crawlhub.repo.types import utcnow
 
@@ -336,6 +336,46 @@ def stale_running(session: Session, heartbeat_before: datetime, limit: int) -> S
     """Running tasks whose worker stopped refreshing their heartbeat, locked."""
     return _lock_oldest(session, limit, Task.heartbeat_at, Task.status == "running",
                         Task.heartbeat_at < heartbeat_before)  # fmt: skip
+
+
+def count_in(session: Session, statuses: Sequence[str], cap: int | None = None) -> int:
+    """How many tasks are in these statuses (counting stops at `cap`)."""
+    ids = select(Task.id).where(Task.status.in_(statuses))
+    if cap is not None:
+        ids = ids.limit(cap)
+    count: int = session.scalar(select(func.count()).select_from(ids.subquery())) or 0
+    return count
+
+
+def job_id_taken(session: Session, job_id: str) -> bool:
+    """Whether a task carries this client job id."""
+    return session.scalar(select(Task.id).where(Task.job_id == job_id)) is not None
+
+
+RUN_ORDERS = {"created": Task.created_at, "started": Task.started_at,
+              "finished": Task.finished_at.desc().nulls_last()}  # fmt: skip
+
+
+def runs_with_names(
+    session: Session, statuses: Sequence[str], order: str, *,
+    project_id: uuid.UUID | None = None, limit: int | None = None,
+) -> list[tuple[Task, str, Spider, str | None]]:  # fmt: skip
+    """Tasks in some statuses with their project's name, their spider and the label of the
+    version they run (Scrapyd's job listing)."""
+    stmt = (
+        select(Task, Project.name, Spider, ProjectVersion.label)
+        .join(Spider, Spider.id == Task.spider_id)
+        .join(Project, Project.id == Spider.project_id)
+        .outerjoin(ProjectVersion, (ProjectVersion.project_id == Project.id)
+                   & (ProjectVersion.number == Task.version))
+        .where(Task.status.in_(statuses))
+        .order_by(RUN_ORDERS[order])
+    )  # fmt: skip
+    if project_id is not None:
+        stmt = stmt.where(Spider.project_id == project_id)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return [(t, n, s, label) for t, n, s, label in session.execute(stmt).all()]
 
 
 def count_by_status(session: Session) -> dict[str, int]:

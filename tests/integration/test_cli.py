@@ -12,21 +12,15 @@ from typing import Any
 import pytest
 
 from tests.conftest import TOKEN
-from tests.integration.harness import Hub, Site, running_hub, served
+from tests.integration.harness import Hub, Site, served
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "spiders"
 SLOW = "import time\ndef run(p):\n    time.sleep(60)\n"
 
 
 @pytest.fixture
-def hub(pg_url: str, redis_url: str, tmp_path: Path) -> Iterator[Hub]:
-    with running_hub(pg_url, tmp_path, redis_url) as running:
-        yield running
-
-
-@pytest.fixture
-def url(hub: Hub) -> Iterator[str]:
-    with served(hub) as base:
+def url(pg_hub: Hub) -> Iterator[str]:
+    with served(pg_hub) as base:
         yield base
 
 
@@ -62,7 +56,7 @@ def cli(url: str, tmp_path: Path) -> Cli:
     return Cli(url, home)
 
 
-def test_projects_spiders_and_deploy(cli: Cli, hub: Hub) -> None:
+def test_projects_spiders_and_deploy(cli: Cli, pg_hub: Hub) -> None:
     deployed = cli("deploy", str(FIXTURES / "news_scrapy"), "--project", "news")
     assert "spiders: alpha, beta, gamma" in deployed.stdout
     [project] = cli.json("projects", "list")["items"]
@@ -97,14 +91,14 @@ def test_projects_spiders_and_deploy(cli: Cli, hub: Hub) -> None:
     assert cli.json("projects", "list")["items"] == []
 
 
-def test_run_follow_logs_cancel_and_runs(cli: Cli, hub: Hub, site: Site) -> None:
+def test_run_follow_logs_cancel_and_runs(cli: Cli, pg_hub: Hub, site: Site) -> None:
     cli("deploy", str(FIXTURES / "news_scrapy"), "--project", "news")
     followed = cli("run", "alpha", "-p", f"start_url={site.url}", "-s", "CONCURRENT_REQUESTS=1",
                    "--follow")  # fmt: skip
     assert "Spider closed (finished)" in followed.stdout  # the spider's log, on stdout
     assert f"completed: {site.pages} items" in followed.stderr
     run_id = followed.stderr.split()[1]
-    task = hub.task(run_id)
+    task = pg_hub.task(run_id)
     assert task["settings"] == {"CONCURRENT_REQUESTS": 1}
     everything = cli("logs", run_id).stdout
     assert "[crawlhub] attempt 1" in everything and "Spider closed" in everything
@@ -112,12 +106,12 @@ def test_run_follow_logs_cancel_and_runs(cli: Cli, hub: Hub, site: Site) -> None
     assert system and all(line.startswith("[crawlhub] ") for line in system)
     assert "[crawlhub]" in cli("logs", run_id, "--follow").stdout  # an ended run: at once
 
-    hub.deploy("slow", {"main.py": SLOW}, max_retries=0)
+    pg_hub.deploy("slow", {"main.py": SLOW}, max_retries=0)
     started = cli.json("run", "slow")
-    hub.wait(started["id"], {"running"})
+    pg_hub.wait(started["id"], {"running"})
     cancelled = cli.json("cancel", started["id"])
     assert cancelled["status"] == "cancelled"
-    assert hub.wait(started["id"], timeout=10)["reason"] == "user"
+    assert pg_hub.wait(started["id"], timeout=10)["reason"] == "user"
     assert "already cancelled" in cli("cancel", started["id"], code=1).stderr
 
     runs = cli.json("runs", "--spider", "slow")
@@ -128,8 +122,8 @@ def test_run_follow_logs_cancel_and_runs(cli: Cli, hub: Hub, site: Site) -> None
     assert "is not one of" in cli("runs", "--status", "nope", code=2).stderr
 
 
-def test_schedules_data_alerts_channels_queues(cli: Cli, hub: Hub, site: Site) -> None:
-    hub.deploy("hello", {"main.py": "def run(p):\n    return [{'n': i} for i in range(3)]\n"})
+def test_schedules_data_alerts_channels_queues(cli: Cli, pg_hub: Hub, site: Site) -> None:
+    pg_hub.deploy("hello", {"main.py": "def run(p):\n    return [{'n': i} for i in range(3)]\n"})
     made = cli.json("schedules", "add", "hello", "30 2 * * *", "--tz", "Asia/Tokyo",
                     "-p", "count=3")  # fmt: skip
     assert (made["cron"], made["timezone"], made["params"]) == ("30 2 * * *", "Asia/Tokyo",
@@ -146,7 +140,7 @@ def test_schedules_data_alerts_channels_queues(cli: Cli, hub: Hub, site: Site) -
     cli("schedules", "rm", made["id"])
     assert cli.json("schedules", "list")["items"] == []
 
-    task = hub.wait(cli.json("run", "hello")["id"])
+    task = pg_hub.wait(cli.json("run", "hello")["id"])
     lines = cli("data", "query", "--spider", "hello").stdout.splitlines()
     assert [json.loads(x) for x in lines] == [{"n": 0}, {"n": 1}, {"n": 2}]
     page = cli.json("data", "query", "--run", task["id"], "-n", "2")
@@ -156,7 +150,7 @@ def test_schedules_data_alerts_channels_queues(cli: Cli, hub: Hub, site: Site) -
     assert "wrote 3 items" in exported.stderr
     assert target.read_text().splitlines() == ["n", "0", "1", "2"]
 
-    hub.deploy("broken", {"main.py": "def run(p):\n    raise ValueError('bad page')\n"},
+    pg_hub.deploy("broken", {"main.py": "def run(p):\n    raise ValueError('bad page')\n"},
                max_retries=0)  # fmt: skip
     failed = cli("run", "broken", "--follow", code=1)
     assert "ValueError: bad page" in failed.stdout

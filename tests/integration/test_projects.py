@@ -35,12 +35,6 @@ OLD_SCRAPY = "scrapy==2.11.2\ntwisted==24.3.0\nw3lib==2.1.2\n"
 
 
 @pytest.fixture
-def pg_hub(pg_url: str, redis_url: str, tmp_path: Path) -> Iterator[Hub]:
-    with running_hub(pg_url, tmp_path, redis_url) as running:
-        yield running
-
-
-@pytest.fixture
 def site() -> Iterator[Site]:
     served = Site(pages=4)
     yield served

@@ -33,12 +33,6 @@ def hub(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Hub]:
 
 
 @pytest.fixture
-def pg_hub(pg_url: str, redis_url: str, tmp_path: Path) -> Iterator[Hub]:
-    with running_hub(pg_url, tmp_path, redis_url) as running:
-        yield running
-
-
-@pytest.fixture
 def site() -> Iterator[Site]:
     served = Site(pages=5)
     yield served

@@ -19,7 +19,7 @@ from scrapyd_api import ScrapydAPI
 from scrapyd_api.exceptions import ScrapydResponseError
 
 from tests.conftest import TOKEN
-from tests.integration.harness import Hub, Site, running_hub, served
+from tests.integration.harness import Hub, Site, served
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "spiders"
 BIN = Path(sys.executable).parent
@@ -27,14 +27,8 @@ TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}$")
 
 
 @pytest.fixture
-def hub(pg_url: str, redis_url: str, tmp_path: Path) -> Iterator[Hub]:
-    with running_hub(pg_url, tmp_path, redis_url) as running:
-        yield running
-
-
-@pytest.fixture
-def url(hub: Hub) -> Iterator[str]:
-    with served(hub) as base:
+def url(pg_hub: Hub) -> Iterator[str]:
+    with served(pg_hub) as base:
         yield base
 
 
@@ -64,13 +58,13 @@ def tool(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
                           timeout=600, check=False)  # fmt: skip
 
 
-def finished(hub: Hub, job: str, timeout: float = 120) -> dict[str, Any]:
+def finished(pg_hub: Hub, job: str, timeout: float = 120) -> dict[str, Any]:
     """A job's task once it ended (its job id is usable as the task's id)."""
-    return hub.wait(job, timeout=timeout)
+    return pg_hub.wait(job, timeout=timeout)
 
 
 def test_scrapyd_deploy_and_scrapyd_client_deploy_list_and_schedule(
-    hub: Hub, url: str, site: Site, tmp_path: Path
+    pg_hub: Hub, url: str, site: Site, tmp_path: Path
 ) -> None:
     project = project_dir(tmp_path, "news_scrapy", "news", url)
     deployed = tool("scrapyd-deploy", "-v", "1.0", cwd=project)
@@ -82,9 +76,9 @@ def test_scrapyd_deploy_and_scrapyd_client_deploy_list_and_schedule(
     everywhere = tool("scrapyd-deploy", "-a", "-v", "1.1", cwd=project)
     assert everywhere.returncode == 0, everywhere.stderr
     assert everywhere.stdout.count('"status": "ok"') == 2, everywhere.stdout
-    versions = hub.client.get("/api/projects/news/versions").json()["items"]
+    versions = pg_hub.client.get("/api/projects/news/versions").json()["items"]
     assert [v["number"] for v in versions] == [3, 2, 1] and versions[0]["format"] == "zip"
-    assert hub.client.get("/api/projects/news").json()["spiders"] == ["alpha", "beta", "gamma"]
+    assert pg_hub.client.get("/api/projects/news").json()["spiders"] == ["alpha", "beta", "gamma"]
 
     listed = tool("scrapyd-client", "projects", cwd=project)
     assert listed.returncode == 0 and listed.stdout.split() == ["news"], listed
@@ -95,32 +89,32 @@ def test_scrapyd_deploy_and_scrapyd_client_deploy_list_and_schedule(
                      "--arg", f"start_url={site.url}", cwd=project)  # fmt: skip
     assert scheduled.returncode == 0, scheduled.stderr
     job = scheduled.stdout.split("=>")[-1].strip()
-    task = finished(hub, job)
+    task = finished(pg_hub, job)
     assert (task["status"], task["trigger"], task["job_id"]) == ("completed", "scrapyd", job)
     assert task["items_count"] == site.pages and task["version"] == 3
-    items = hub.client.get("/api/data", params={"task_id": task["id"]}).json()["items"]
+    items = pg_hub.client.get("/api/data", params={"task_id": task["id"]}).json()["items"]
     assert {i["data"]["site"] for i in items} == {"gamma"}
 
 
 def test_an_egg_that_requires_a_package_gets_an_environment(
-    hub: Hub, url: str, site: Site, tmp_path: Path
+    pg_hub: Hub, url: str, site: Site, tmp_path: Path
 ) -> None:
     project = project_dir(tmp_path, "needs_scrapy", "needs", url)
     deployed = tool("scrapyd-deploy", cwd=project)  # the default version: a timestamp
     assert deployed.returncode == 0 and '"spiders": 1' in deployed.stdout, deployed
-    version = hub.client.get("/api/projects/needs/versions/1").json()
+    version = pg_hub.client.get("/api/projects/needs/versions/1").json()
     assert version["environment"]["requirements"] == ["text-unidecode==1.3"]
     assert version["environment"]["status"] == "ready" and version["environment"]["key"]
     api = ScrapydAPI(url, auth=("ops", TOKEN))
     job = api.schedule("needs", "words", start_url=site.url)
-    task = finished(hub, job)
+    task = finished(pg_hub, job)
     assert task["status"] == "completed", task
-    items = hub.client.get("/api/data", params={"task_id": task["id"]}).json()["items"]
+    items = pg_hub.client.get("/api/data", params={"task_id": task["id"]}).json()["items"]
     assert [i["data"] for i in items] == [{"title": "page 0 AEro"}]
 
 
 def test_python_scrapyd_api_schedules_lists_cancels_and_deletes(
-    hub: Hub, url: str, site: Site, tmp_path: Path
+    pg_hub: Hub, url: str, site: Site, tmp_path: Path
 ) -> None:
     project = project_dir(tmp_path, "news_scrapy", "news", url)
     assert tool("scrapyd-deploy", "-v", "1.0", cwd=project).returncode == 0
@@ -131,7 +125,7 @@ def test_python_scrapyd_api_schedules_lists_cancels_and_deletes(
     job = api.schedule("news", "beta", settings={"CLOSESPIDER_ITEMCOUNT": "2"},
                        start_url=site.url)  # fmt: skip
     assert api.job_status("news", job) in ("pending", "running", "finished")
-    task = finished(hub, job)
+    task = finished(pg_hub, job)
     assert task["settings"] == {"CLOSESPIDER_ITEMCOUNT": "2"}
     assert task["params"] == {"start_url": site.url}
     assert task["stats"]["finish_reason"] == "closespider_itemcount", task["stats"]
@@ -143,10 +137,10 @@ def test_python_scrapyd_api_schedules_lists_cancels_and_deletes(
     slow = api.schedule("news", "alpha", settings={"DOWNLOAD_DELAY": "30"},
                         jobid="slow-one", start_url=site.url)  # fmt: skip
     assert slow == "slow-one"
-    hub.wait(slow, {"running"})
+    pg_hub.wait(slow, {"running"})
     time.sleep(1)
     assert api.cancel("news", slow) == "running"
-    assert hub.wait(slow, timeout=10)["status"] == "cancelled"
+    assert pg_hub.wait(slow, timeout=10)["status"] == "cancelled"
     assert api.cancel("news", slow) is None  # over: nothing to cancel
     with pytest.raises(ScrapydResponseError, match="spider 'nope' not found"):
         api.schedule("news", "nope")
@@ -159,7 +153,7 @@ def test_python_scrapyd_api_schedules_lists_cancels_and_deletes(
         api.delete_version("news", "1.0")
     assert api.delete_project("news") is True
     assert api.list_projects() == []
-    assert hub.client.get("/api/spiders/alpha").status_code == 404
+    assert pg_hub.client.get("/api/spiders/alpha").status_code == 404
 
 
 @pytest.fixture
@@ -170,7 +164,7 @@ def http(url: str) -> Iterator[httpx.Client]:
 
 
 def test_answers_have_scrapyds_shapes_errors_are_http_200_and_logs_take_ranges(
-    hub: Hub, url: str, http: httpx.Client, site: Site, tmp_path: Path
+    pg_hub: Hub, url: str, http: httpx.Client, site: Site, tmp_path: Path
 ) -> None:
     project = project_dir(tmp_path, "news_scrapy", "news", url)
     assert tool("scrapyd-deploy", "-v", "1.0", cwd=project).returncode == 0
@@ -194,7 +188,7 @@ def test_answers_have_scrapyds_shapes_errors_are_http_200_and_logs_take_ranges(
     assert ok(http.post("/scrapyd/schedule.json", data=body)) == {"jobid": "golden"}
     assert ok(http.get("/scrapyd/status.json?job=golden"))["currstate"] in ("pending", "running",
                                                                             "finished")  # fmt: skip
-    task = finished(hub, "golden")
+    task = finished(pg_hub, "golden")
     assert task["settings"] == {"CONCURRENT_REQUESTS": "1", "USER_AGENT": "a=b"}
     assert ok(http.get("/scrapyd/status.json?job=golden&project=news")) == {"currstate": "finished"}
     assert ok(http.get("/scrapyd/status.json?job=unknown")) == {"currstate": None}
@@ -262,7 +256,7 @@ def test_answers_have_scrapyds_shapes_errors_are_http_200_and_logs_take_ranges(
     assert http.get("/api/tasks/golden").json()["job_id"] == "golden"
 
 
-def test_an_egg_sent_as_a_urlencoded_field_is_taken(hub: Hub, url: str, tmp_path: Path) -> None:
+def test_an_egg_sent_as_a_urlencoded_field_is_taken(pg_hub: Hub, url: str, tmp_path: Path) -> None:
     """SpiderKeeper posts the egg's bytes as an urlencoded field, not as a file."""
     project = project_dir(tmp_path, "news_scrapy", "news", url)
     built = tool("scrapyd-deploy", "--build-egg", str(tmp_path / "news.egg"), cwd=project)

@@ -112,16 +112,31 @@ def platform_runtime(settings: Settings) -> Runtime:
     return Runtime(sandbox.spider_python(settings))
 
 
+def _place(settings: Settings, requirements: str, kind: str) -> tuple[Interpreter, str, Path]:
+    """The interpreter, the requirements a build installs, and where the environment lives."""
+    python = interpreter(sandbox.spider_python(settings))
+    wanted = with_defaults(requirements, kind, python)
+    return python, wanted, envs_root(settings) / key_of(wanted, python)
+
+
+def _runtime(settings: Settings, target: Path) -> Runtime:
+    _touch(target / LAST_USED)
+    return Runtime(str(target / "bin" / "python"), runtime_dir(settings), target)
+
+
+def built(settings: Settings, requirements: str, kind: str) -> Runtime | None:
+    """The environment for these requirements when this machine has it (no waiting)."""
+    _, _, target = _place(settings, requirements, kind)
+    return _runtime(settings, target) if target.is_dir() else None
+
+
 def ensure(
     settings: Settings, requirements: str, kind: str, log: Callable[[str], None]
 ) -> tuple[str, Runtime]:
     """The environment for these requirements, built now (logging each line) unless it is
     there already; returns its key and how to run in it. BuildFailed when it cannot be."""
-    python = interpreter(sandbox.spider_python(settings))
-    wanted = with_defaults(requirements, kind, python)
-    key = key_of(wanted, python)
-    root = envs_root(settings)
-    target = root / key
+    python, wanted, target = _place(settings, requirements, kind)
+    root, key = target.parent, target.name
     if not target.is_dir():
         with _locked(root / f".{key}.lock"):
             if target.is_dir():
@@ -132,8 +147,7 @@ def ensure(
                 except BuildFailed as exc:
                     exc.key = key
                     raise
-    _touch(target / LAST_USED)
-    return key, Runtime(str(target / "bin" / "python"), runtime_dir(settings), target)
+    return key, _runtime(settings, target)
 
 
 def envs_root(settings: Settings) -> Path:

@@ -222,6 +222,9 @@ class Run:
         not got it yet, its build log going into the run's log)."""
         if not self.a.requirements:
             return environments.platform_runtime(self.settings)
+        ready = environments.built(self.settings, self.a.requirements, self.a.kind)
+        if ready is not None:  # the usual case: no thread, no lock
+            return ready
         built: list[Runtime | BaseException] = []
 
         def build() -> None:

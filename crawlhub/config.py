@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     spider_user: str = "crawlhub-spider"  # spiders run as this user when the worker can switch
     spider_python: Path | None = None  # interpreter for spiders; default: the worker's own
     spider_namespaces: bool = True  # each run in its own PID namespace, where Linux allows
+    warm_start: bool = True  # runs fork from a warm launcher per environment (else start cold)
+    launcher_idle_s: float = Field(600.0, ge=1, le=86400)  # a launcher unused this long stops
     # Where project environments' packages come from (builds only; spiders never see these).
     package_index_url: str | None = None  # default: PyPI
     extra_index_url: str | None = None  # space-separated

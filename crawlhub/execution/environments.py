@@ -345,7 +345,7 @@ def collect(settings: Settings, keep: set[str]) -> list[str]:
 
 
 RUNTIME_FILES = ("__init__.py", "sdk.py", "child/__init__.py", "child/bootstrap.py",
-                 "child/jail.py", "child/scrapy_extension.py")  # fmt: skip
+                 "child/jail.py", "child/launcher.py", "child/scrapy_extension.py")  # fmt: skip
 
 
 @functools.cache

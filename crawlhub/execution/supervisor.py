@@ -10,13 +10,13 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from crawlhub import metrics
 from crawlhub.alerting import alerts
 from crawlhub.child import jail
 from crawlhub.context import Context
-from crawlhub.execution import environments, sandbox, workdirs
+from crawlhub.execution import environments, launchers, sandbox, workdirs
 from crawlhub.execution.attempts import (
     CLAIM_PATIENCE_S,
     RECORD_PATIENCE_S,
@@ -41,6 +41,19 @@ CANCEL_GRACE_S = 2.0  # SIGTERM → SIGKILL delay on cancel: the group is gone w
 READER_GRACE_S = 1.0  # output readers get this long to finish before pipe holders are killed
 ERROR_MESSAGE_CHARS = 4000
 STATS_FILE = ".crawlhub-stats.json"
+
+
+class Process(Protocol):
+    """A spider's process: a subprocess.Popen, or a run a warm launcher forked."""
+
+    pid: int
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
 
 
 # Set by a worker process on SIGTERM: runs get shutdown_grace_s to finish, then are stopped
@@ -144,33 +157,61 @@ class Run:
         except BuildFailed as exc:
             self.logs.system(f"the project's environment cannot be built: {exc.message}")
             return Outcome("failed", "environment", None, exc.message)
-        command = self._command()
+        proc, outputs, how = self._start(self._command())
         who = f" as {self.identity.name}" if self.identity else ""
         self.logs.system(
             f"attempt {self.a.attempt}: {self.a.kind} spider {self.a.spider_name} "
-            f"version {self.a.version} ({self.a.entry}){who}"
+            f"version {self.a.version} ({self.a.entry}){who}, {how}"
         )
-        items_read, items_write = os.pipe()
+        pipes = {os.fstat(output.fileno()).st_ino for output in outputs}
+        readers = self._start_readers(*outputs)
+        outcome = self._supervise(proc)
+        self._drain(readers, pipes)
+        return outcome
+
+    def _start(self, command: list[str]) -> tuple["Process", list[IO[bytes]], str]:
+        """Start the spider: forked from its environment's warm launcher when it can be,
+        else in an interpreter of its own. Returns the process, its stdout, stderr and
+        item pipes, and how it started."""
+        how = "cold start"
+        if self.settings.warm_start:
+            assert self.runtime is not None and self.work is not None
+            pipes = [os.pipe() for _ in range(3)]
+            try:
+                warm = launchers.launch(
+                    self.settings, self.runtime, self.a.kind, command[3:],
+                    self._environment(launchers.ITEMS_FD), self.work,
+                    (pipes[0][1], pipes[1][1], pipes[2][1]),
+                )  # fmt: skip
+            except launchers.Unavailable as exc:
+                for read, _ in pipes:
+                    os.close(read)
+                how = f"cold start (no warm start: {exc})"
+            else:
+                return warm, [os.fdopen(read, "rb") for read, _ in pipes], "warm start"
+            finally:
+                for _, write in pipes:
+                    os.close(write)
+        pipes = [os.pipe() for _ in range(3)]
         try:
             proc = subprocess.Popen(
                 command,
                 cwd=self.work,
-                env=self._environment(items_write),
+                env=self._environment(pipes[2][1]),
                 stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                pass_fds=(items_write,),
+                stdout=pipes[0][1],
+                stderr=pipes[1][1],
+                pass_fds=(pipes[2][1],),
                 start_new_session=True,  # its own process group, so the whole tree can be killed
             )
+        except BaseException:
+            for read, _ in pipes:
+                os.close(read)
+            raise
         finally:
-            os.close(items_write)
-        assert proc.stdout is not None and proc.stderr is not None
-        pipes = {os.fstat(fd).st_ino for fd in (proc.stdout.fileno(), proc.stderr.fileno(),
-                                                  items_read)}  # fmt: skip
-        readers = self._start_readers(proc, os.fdopen(items_read, "rb"))
-        outcome = self._supervise(proc)
-        self._drain(readers, pipes)
-        return outcome
+            for _, write in pipes:
+                os.close(write)
+        return proc, [os.fdopen(read, "rb") for read, _ in pipes], how
 
     def _drain(self, readers: list[threading.Thread], pipes: set[int]) -> None:
         """Let the output readers reach the end of the pipes. A process the spider started
@@ -279,9 +320,8 @@ class Run:
         return env
 
     def _start_readers(
-        self, proc: subprocess.Popen[bytes], items: IO[bytes]
+        self, stdout: IO[bytes], stderr: IO[bytes], items: IO[bytes]
     ) -> list[threading.Thread]:
-        assert proc.stdout is not None and proc.stderr is not None
         line_cap, item_cap = self.settings.max_log_line_bytes, self.settings.max_item_bytes
 
         def pump_log(stream: str, pipe: IO[bytes]) -> None:
@@ -295,8 +335,8 @@ class Run:
                     self.items.line(raw, dropped)
 
         threads = [
-            threading.Thread(target=self._guard(pump_log), args=("stdout", proc.stdout)),
-            threading.Thread(target=self._guard(pump_log), args=("stderr", proc.stderr)),
+            threading.Thread(target=self._guard(pump_log), args=("stdout", stdout)),
+            threading.Thread(target=self._guard(pump_log), args=("stderr", stderr)),
             threading.Thread(target=self._guard(pump_items)),
         ]
         for thread in threads:
@@ -313,7 +353,7 @@ class Run:
 
         return guarded
 
-    def _supervise(self, proc: subprocess.Popen[bytes]) -> Outcome:
+    def _supervise(self, proc: "Process") -> Outcome:
         started = time.monotonic()
         deadline = started + self.a.timeout_s
         shutdown_deadline: float | None = None
@@ -362,6 +402,9 @@ class Run:
         if code is None:
             proc.wait()
             return Outcome(FENCED, FENCED, proc.returncode)
+        if isinstance(proc, launchers.Launched) and proc.lost:
+            self.logs.system("the warm launcher this run was started from died, and the spider "
+                             "with it")  # fmt: skip
         if code == 0:
             return Outcome("completed", None, 0)
         tail = "\n".join(self.logs.stderr_tail)[-ERROR_MESSAGE_CHARS:]
@@ -384,7 +427,7 @@ class Run:
         except Exception as exc:
             logger.warning("task %s: flush failed, will retry: %s", self.a.task_id, exc)
 
-    def _stop(self, proc: subprocess.Popen[bytes], grace: float) -> None:
+    def _stop(self, proc: "Process", grace: float) -> None:
         """SIGTERM to the whole group, SIGKILL after the grace period to everything the
         spider started, in its group or not (the jail's warden still holds them)."""
         _kill_group(proc.pid, signal.SIGTERM)

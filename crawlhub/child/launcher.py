@@ -1,0 +1,287 @@
+"""A warm launcher: one interpreter per environment and kind that has imported the bootstrap
+(and Scrapy, for Scrapy spiders) once, and forks a fresh process per run.
+
+Started by the worker, never by hand::
+
+    python -m crawlhub.child.launcher python|scrapy [room]
+
+(``room``, and the variable ``CRAWLHUB_LAUNCHER_ROOM``, are blank space a run's command
+line and environment are written over.)
+
+The worker holds the other end of a ``SOCK_SEQPACKET`` socket pair, whose end here is the
+descriptor named by ``CRAWLHUB_LAUNCHER_FD``. The first message is the launcher's
+greeting (JSON: its pid, what it imported, its site-packages, or an ``error``). Then each
+run is one message carrying four descriptors: the run's stdout, stderr and item pipe
+write ends, and a stream socket of its own. On that socket the worker has already written
+the run (a length-prefixed JSON object: ``argv``, ``env``, ``cwd``); the launcher forks and
+answers with the child's pid, then, when the child has ended, its wait status, both as
+8-byte integers. The launcher is the child's parent, and exits when the worker closes the
+socket pair (or dies: the launcher dies with it, and its runs with the launcher).
+
+The forked child becomes what ``python -m crawlhub.child.bootstrap ARGV`` would have been
+in that work dir with that environment: its own session and process group, the pipes on
+stdout, stderr and fd 3, no other descriptor of the launcher, the run's environment
+(also in ``/proc/<pid>/environ``) and command line (``/proc/<pid>/cmdline``), ``sys.path``
+led by the work dir. Then the bootstrap contains it exactly as a cold start does.
+Nothing imported here may start a thread, open a connection or install a reactor: the
+launcher checks for threads and for Twisted's reactor after its imports and refuses to
+serve otherwise. Standard library only, but for the bootstrap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib
+import json
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+
+from crawlhub.child import bootstrap, jail
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+FD_ENV = "CRAWLHUB_LAUNCHER_FD"
+ROOM_ENV = "CRAWLHUB_LAUNCHER_ROOM"
+ITEMS_FD = 3  # where the item pipe is in a run started by a launcher
+MAX_MESSAGE = 64
+MAX_RUN_BYTES = 16 * 1024 * 1024
+NUMBER = struct.Struct("!q")
+KINDS = ("python", "scrapy")
+
+# Imported by every launcher, beyond the bootstrap: what python spiders commonly use.
+PYTHON_PRELOAD = ("asyncio", "traceback", "typing", "urllib.request", "datetime", "re")
+# Scrapy's own entry points; the classes its default settings name are imported too.
+SCRAPY_PRELOAD = (
+    "scrapy", "scrapy.cmdline", "scrapy.crawler", "scrapy.utils.project", "scrapy.utils.reactor",
+    "scrapy.utils.log", "scrapy.spiderloader", "scrapy.core.engine", "scrapy.core.scraper",
+    "scrapy.core.downloader", "scrapy.exporters", "twisted.internet.asyncioreactor",
+    "crawlhub.child.scrapy_extension",
+)  # fmt: skip
+REACTOR = "twisted.internet.reactor"
+
+
+def main(argv: list[str]) -> list[str] | None:
+    """Serve runs until the worker closes the socket pair. Returns only in a forked child,
+    with the bootstrap's arguments: the caller runs the bootstrap."""
+    control = socket.socket(fileno=int(os.environ.pop(FD_ENV)))
+    os.environ.pop(ROOM_ENV, None)
+    jail.die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the worker's to handle
+    try:
+        if len(argv) < 1 or argv[0] not in KINDS:
+            raise ValueError(f"usage: python -m crawlhub.child.launcher {'|'.join(KINDS)}")
+        started = time.monotonic()
+        preloaded = preload(argv[0])
+        greeting = {
+            "pid": os.getpid(), "kind": argv[0], "modules": len(sys.modules),
+            "preloaded": preloaded, "seconds": round(time.monotonic() - started, 4),
+            "paths": site_paths(), "python": sys.executable,
+        }  # fmt: skip
+    except Exception as exc:
+        greeting = {"error": f"{type(exc).__name__}: {exc}"}
+    control.send(json.dumps(greeting).encode())
+    if "error" in greeting:
+        return None
+    return Launcher(control).serve()
+
+
+def preload(kind: str) -> int:
+    """Import what runs of this kind import first; how many modules were asked for."""
+    names = list(PYTHON_PRELOAD)
+    if kind == "scrapy":
+        names += SCRAPY_PRELOAD
+    for name in names:
+        _import(name)
+    if kind == "scrapy":
+        names += [_import(path.rpartition(".")[0]) for path in scrapy_defaults()]
+    if REACTOR in sys.modules:
+        raise RuntimeError("importing Scrapy installed a Twisted reactor: not fork-safe")
+    if threading.active_count() != 1:
+        raise RuntimeError(f"importing started threads: {threading.enumerate()}")
+    return len(names)
+
+
+def scrapy_defaults() -> Iterator[str]:
+    """The classes Scrapy's default settings name (middlewares, extensions, handlers, ...)."""
+    try:
+        from scrapy.settings import default_settings
+    except ImportError:
+        return
+    for name in dir(default_settings):
+        value = getattr(default_settings, name)
+        values = value if isinstance(value, dict | list | tuple) else [value]
+        for path in values:
+            if isinstance(path, str) and path.startswith("scrapy.") and "." in path[7:]:
+                yield path
+
+
+def _import(name: str) -> str:
+    with contextlib.suppress(Exception):  # not in this environment (an older Scrapy)
+        importlib.import_module(name)
+    return name
+
+
+def site_paths() -> list[str]:
+    """Where this interpreter finds packages: a change there means a new launcher."""
+    import sysconfig
+
+    paths = {sysconfig.get_paths()[key] for key in ("purelib", "platlib")}
+    paths.update(path for path in os.environ.get("PYTHONPATH", "").split(os.pathsep) if path)
+    return sorted(path for path in paths if os.path.isdir(path))
+
+
+class Launcher:
+    def __init__(self, control: socket.socket) -> None:
+        self.control = control
+        self.poller = select.poll()  # not epoll: no descriptor for a child to inherit
+        self.poller.register(control, select.POLLIN)
+        self.runs: dict[int, tuple[int, socket.socket]] = {}  # pidfd → (pid, run socket)
+
+    def serve(self) -> list[str] | None:
+        while True:
+            for fd, _ in self.poller.poll():
+                if fd == self.control.fileno():
+                    try:
+                        message, fds, _, _ = socket.recv_fds(self.control, MAX_MESSAGE, 4)
+                    except OSError:
+                        message, fds = b"", []
+                    if not message:  # the worker closed the pair: stop
+                        return None
+                    if len(fds) != 4:
+                        for fd_ in fds:
+                            os.close(fd_)
+                        continue
+                    argv = self.fork(fds)
+                    if argv is not None:
+                        return argv  # in the child
+                else:
+                    self.reap(fd)
+
+    def fork(self, fds: list[int]) -> list[str] | None:
+        stdout, stderr, items, run_fd = fds
+        run = socket.socket(fileno=run_fd)
+        try:
+            pid = os.fork()
+        except OSError:
+            run.close()
+            for fd in (stdout, stderr, items):
+                os.close(fd)
+            return None
+        if pid == 0:
+            return self.become_run(stdout, stderr, items, run)
+        for fd in (stdout, stderr, items):
+            os.close(fd)
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:  # cannot watch it: wait for it here (it is the worker's to stop)
+            _send(run, pid)
+            _, status = os.waitpid(pid, 0)
+            _send(run, status)
+            run.close()
+            return None
+        self.runs[pidfd] = (pid, run)
+        self.poller.register(pidfd, select.POLLIN)
+        _send(run, pid)
+        return None
+
+    def reap(self, pidfd: int) -> None:
+        pid, run = self.runs.pop(pidfd)
+        self.poller.unregister(pidfd)
+        os.close(pidfd)
+        _, status = os.waitpid(pid, 0)
+        _send(run, status)
+        run.close()
+
+    def become_run(self, stdout: int, stderr: int, items: int, run: socket.socket) -> list[str]:
+        """In the forked child: take the run's descriptors, identity and environment."""
+        os.setsid()
+        try:
+            argv, env, cwd = _read_run(run)
+        except (OSError, ValueError) as exc:
+            print(f"crawlhub: launcher: no run to start: {exc}", file=sys.stderr)
+            os._exit(bootstrap.EXIT_USAGE)
+        # Out of the way of 0-3 first, so that no dup2 below overwrites another.
+        high = [os.dup2(fd, 100 + n, inheritable=False)
+                for n, fd in enumerate((stdout, stderr, items))]  # fmt: skip
+        os.dup2(high[0], 1)
+        os.dup2(high[1], 2)
+        os.dup2(high[2], ITEMS_FD)
+        for sock in (self.control, run, *(r for _, r in self.runs.values())):
+            sock.detach()  # closed below by number; never again by a finaliser
+        os.closerange(ITEMS_FD + 1, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 4096)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        os.chdir(cwd)
+        os.environ.clear()
+        os.environ.update(env)
+        time.tzset()
+        sys.argv = [bootstrap.__file__, *argv]
+        sys.path[0] = cwd  # as `python -m` started in the work dir has it
+        importlib.invalidate_caches()
+        retitle([sys.executable, "-m", bootstrap.__name__, *argv], env)
+        return argv
+
+
+def retitle(argv: list[str], env: dict[str, str]) -> None:
+    """Show the run's command line and environment in /proc/<pid>/cmdline and environ, as an
+    exec would have: rewritten in place in the launcher's own (padded) argument and
+    environment areas, whole entries as far as they fit."""
+    try:
+        with open("/proc/self/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+        arg_start, arg_end, env_start, env_end = map(int, fields[45:49])
+    except (OSError, ValueError, IndexError):
+        return
+    _fill(arg_start, arg_end, b"".join(os.fsencode(arg) + b"\0" for arg in argv))
+    _fill(env_start, env_end, b"".join(os.fsencode(f"{k}={v}") + b"\0" for k, v in env.items()))
+
+
+def _fill(start: int, end: int, block: bytes) -> None:
+    size = end - start
+    if size <= 0:
+        return
+    if len(block) > size:
+        block = block[: block.rfind(b"\0", 0, size) + 1]
+    ctypes.memmove(start, block + b"\0" * (size - len(block)), size)
+
+
+def _read_run(run: socket.socket) -> tuple[list[str], dict[str, str], str]:
+    """The run the worker wrote on its socket: arguments, environment, work dir."""
+    (size,) = NUMBER.unpack(_read_exactly(run, NUMBER.size))
+    if not 0 < size <= MAX_RUN_BYTES:
+        raise ValueError(f"a run of {size} bytes")
+    spec = json.loads(_read_exactly(run, size))
+    argv, env, cwd = spec.get("argv"), spec.get("env"), spec.get("cwd")
+    if not (isinstance(argv, list) and all(isinstance(arg, str) for arg in argv)
+            and isinstance(env, dict) and all(isinstance(v, str) for v in env.values())
+            and isinstance(cwd, str)):  # fmt: skip
+        raise ValueError("not a run")
+    return argv, env, cwd
+
+
+def _read_exactly(run: socket.socket, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        chunk = run.recv(size - len(data))
+        if not chunk:
+            raise ValueError("the worker closed the run's socket")
+        data += chunk
+    return bytes(data)
+
+
+def _send(run: socket.socket, number: int) -> None:
+    with contextlib.suppress(OSError):  # the worker gave up on this run
+        run.sendall(NUMBER.pack(number))
+
+
+if __name__ == "__main__":
+    args = main(sys.argv[1:])
+    sys.exit(0 if args is None else bootstrap.main(args))

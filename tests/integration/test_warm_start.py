@@ -1,0 +1,296 @@
+"""Runs forked from a warm launcher are the runs a cold start makes (issue 17).
+
+Every other test runs spiders warm (the default); these compare a warm run with a cold one
+(`CRAWLHUB_WARM_START=false`) field by field, and break the launcher on purpose: killed
+between runs, killed during one, its environment changed under it, a run that sets a
+variable Python reads at start.
+"""
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crawlhub.cli.client import zip_directory
+from crawlhub.execution import launchers
+from tests.integration.harness import FINISHED, Hub, Site, pid_alive, processes_of, running_hub
+from tests.integration.test_runs import FIXTURES, SLEEPER, pids_of
+from tests.spider_env import AS_ROOT, spider_python
+
+PROBE = r"""
+import json, os, resource, signal, stat, sys
+
+def fd_kind(fd):
+    mode = os.fstat(fd).st_mode
+    return "pipe" if stat.S_ISFIFO(mode) else "char" if stat.S_ISCHR(mode) else "other"
+
+def listing(path):
+    try:
+        return sorted(os.listdir(path))
+    except OSError as exc:
+        return type(exc).__name__
+
+def run(params):
+    print("probe on stdout")
+    print("probe on stderr", file=sys.stderr)
+    me = os.getpid()
+    proc = lambda name: open(f"/proc/self/{name}", "rb").read().split(b"\0")
+    report = {
+        "ids": [os.getuid(), os.geteuid(), os.getgid(), os.getegid(), os.getgroups()],
+        "pid": me, "session_leader": os.getsid(0) == os.getpgid(0),
+        "processes": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
+        "limits": {name: resource.getrlimit(getattr(resource, name))
+                   for name in ("RLIMIT_AS", "RLIMIT_NPROC", "RLIMIT_NOFILE")},
+        "caps": [line for line in open("/proc/self/status").read().splitlines()
+                 if line.startswith(("Cap", "NoNewPrivs", "Seccomp"))],
+        "umask": os.umask(0o022),
+        "cwd": os.getcwd(), "home": os.environ["HOME"], "path0": sys.path[0],
+        "argv": sys.argv[1:], "cmdline": [a.decode() for a in proc("cmdline") if a],
+        "env": dict(os.environ),
+        "fds": sorted(int(fd) for fd in os.listdir("/proc/self/fd")),
+        "std": [fd_kind(0), fd_kind(1), fd_kind(2)],
+        "stdout": [sys.stdout.encoding, sys.stdout.line_buffering, sys.stdout.errors],
+        "stderr": [sys.stderr.encoding, sys.stderr.line_buffering, sys.stderr.errors],
+        "signals": {name: repr(signal.getsignal(getattr(signal, name)))
+                    for name in ("SIGINT", "SIGPIPE", "SIGHUP", "SIGCHLD")},
+        "data_dir": listing(params["data_dir"]),
+        "flags": repr(sys.flags),
+    }
+    yield {"report": report}
+    yield {"n": 2, "text": "第二"}
+    if params.get("fail"):
+        raise ValueError("bad page")
+"""
+
+
+@pytest.fixture(autouse=True)
+def fresh_launchers() -> Iterator[None]:
+    """Each test starts with no launcher, and leaves none behind."""
+    launchers.POOL.stop()
+    yield
+    launchers.POOL.stop()
+
+
+@pytest.fixture
+def warm_hub(pg_url: str, redis_url: str, tmp_path: Path) -> Iterator[Hub]:
+    with running_hub(pg_url, tmp_path, redis_url, threads=2) as hub:
+        yield hub
+
+
+def attempt_line(hub: Hub, task_id: str) -> str:
+    return next(line["text"] for line in hub.logs(task_id) if line["text"].startswith("attempt"))
+
+
+def probe(hub: Hub, name: str, **params: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run the probe spider; its task and its report, the values that name the run made
+    neutral (task id, work dir, item pipe's number)."""
+    task = hub.wait(hub.run(name, data_dir=str(hub.context.settings.data_dir), **params)["id"])
+    assert task["items_count"] == 2, "\n".join(line["text"] for line in hub.logs(task["id"]))
+    items = hub.client.get("/api/data", params={"task_id": task["id"]}).json()["items"]
+    report = next(item["data"]["report"] for item in items if "report" in item["data"])
+    work, task_id, data = report["cwd"], task["id"], str(hub.context.settings.data_dir)
+
+    def neutral(value: Any) -> Any:
+        if isinstance(value, str):
+            return value.replace(work, "<work>").replace(task_id, "<task>").replace(data, "<data>")
+        if isinstance(value, list):
+            return [neutral(v) for v in value]
+        if isinstance(value, dict):
+            return {k: neutral(v) for k, v in value.items()}
+        return value
+
+    report = neutral(report)
+    items_fd = int(report["env"].pop("CRAWLHUB_ITEMS_FD"))
+    report["fds"] = ["items" if fd == items_fd else fd for fd in report["fds"]]
+    report["fds"] = [fd for fd in report["fds"] if fd in (0, 1, 2, "items")] + [
+        len(report["fds"])
+    ]  # the descriptor listdir opened is the lowest free one: its number differs
+    task["lines"] = sorted((line["stream"], line["text"]) for line in hub.logs(task_id)
+                           if line["stream"] != "system")  # two pipes: no order between them
+    task["items"] = sorted(json.dumps(item["data"], sort_keys=True) for item in items
+                           if "report" not in item["data"])  # fmt: skip
+    return task, report
+
+
+@pytest.mark.skipif(not AS_ROOT, reason="compares runs as the spider user, which needs root")
+def test_a_warm_run_is_the_run_a_cold_start_makes(
+    pg_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    found: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+    failed: dict[str, dict[str, Any]] = {}
+    for start in ("warm", "cold"):
+        (tmp_path / start).mkdir(mode=0o755)
+        with running_hub(pg_url, tmp_path / start, redis_url, threads=1,
+                         warm_start=start == "warm", max_processes=40, max_open_files=300,
+                         memory_limit_mb=2048) as hub:  # fmt: skip
+            if start == "warm":
+                hub.deploy("probe", {"probe.py": PROBE}, entry="probe:run", max_retries=0,
+                           env={"MY_SETTING": "on"})  # fmt: skip
+            probe(hub, "probe")  # the first run of a worker may start its launcher
+            found[start] = probe(hub, "probe")
+            assert attempt_line(hub, found[start][0]["id"]).endswith(f", {start} start")
+            failed[start] = hub.wait(hub.run("probe", fail=True, data_dir="/")["id"])
+    (warm_task, warm), (cold_task, cold) = found["warm"], found["cold"]
+    assert warm == cold
+    assert warm["ids"][0] != 0 and warm["pid"] <= 3  # the spider user, in its PID namespace
+    assert warm["limits"]["RLIMIT_NPROC"] == [40, 40]
+    assert warm["limits"]["RLIMIT_NOFILE"] == [300, 300]
+    assert warm["limits"]["RLIMIT_AS"] == [2048 * 1024 * 1024] * 2
+    assert warm["data_dir"] == "PermissionError" and warm["session_leader"]
+    assert warm["cwd"] == warm["home"] == warm["path0"] == "<work>"
+    assert warm["env"]["MY_SETTING"] == "on" and warm["env"]["CRAWLHUB_TASK_ID"] == "<task>"
+    assert warm["cmdline"][-4:] == ["-m", "crawlhub.child.bootstrap", "python", "probe:run"]
+    assert warm["std"] == ["char", "pipe", "pipe"]
+    for key in ("status", "exit_code", "items_count", "lines", "items"):
+        assert warm_task[key] == cold_task[key], key
+    assert warm_task["lines"] == [("stderr", "probe on stderr"), ("stdout", "probe on stdout")]
+    for start in ("warm", "cold"):
+        assert failed[start]["status"] == "failed" and failed[start]["exit_code"] == 1
+        assert "ValueError: bad page" in failed[start]["error_message"]
+
+
+@pytest.mark.parametrize("start", ["warm", "cold"])
+def test_cancel_timeout_and_exit_codes_are_the_same_warm_or_cold(
+    pg_url: str, redis_url: str, tmp_path: Path, start: str
+) -> None:
+    with running_hub(pg_url, tmp_path, redis_url, threads=2, warm_start=start == "warm") as hub:
+        hub.deploy("stubborn", {"main.py": SLEEPER})
+        hub.deploy("slow", {"main.py": SLEEPER}, timeout_s=2, max_retries=0)
+        hub.deploy("exits", {"main.py": "import os\ndef run(p):\n    os._exit(7)\n"},
+                   max_retries=0)  # fmt: skip
+        stubborn = hub.run("stubborn", ignore_term=True)["id"]
+        slow = hub.run("slow", ignore_term=True)["id"]
+        # found by the run's variables in /proc/<pid>/environ: the jail's warden, the spider
+        # and the process it started, each showing the run's command line
+        pids = pids_of(hub, stubborn)
+        assert len(pids) == 3 and attempt_line(hub, stubborn).endswith(f"{start} start")
+        commands = [Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") for pid in pids]
+        assert sum(b"crawlhub.child.bootstrap" in command for command in commands) == 2
+        cancelled_at = time.monotonic()
+        assert hub.client.post(f"/api/tasks/{stubborn}/cancel").status_code == 200
+        while any(pid_alive(pid) for pid in pids) and time.monotonic() - cancelled_at < 10:
+            time.sleep(0.05)
+        assert time.monotonic() - cancelled_at < 3.0
+        timed_out = hub.wait(slow, timeout=30)
+        assert timed_out["status"] == "failed" and timed_out["reason"] == "timeout"
+        assert processes_of(slow) == [] and processes_of(stubborn) == []
+        exited = hub.wait(hub.run("exits")["id"])
+        assert exited["status"] == "failed" and exited["exit_code"] == 7
+        assert hub.wait(stubborn)["status"] == "cancelled"
+
+
+def launcher_of(kind: str = "python") -> launchers.Launcher:
+    python = str(spider_python() or "")
+    found = [launcher for launcher in launchers.POOL.current()
+             if launcher.key.kind == kind and (not python or launcher.key.python == python)]  # fmt: skip
+    assert len(found) == 1, found
+    return found[0]
+
+
+def wait_for_new_launcher(old_pid: int, timeout: float = 30) -> launchers.Launcher:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = [launcher for launcher in launchers.POOL.current()
+                   if launcher.key.kind == "python" and launcher.proc.pid != old_pid]  # fmt: skip
+        if current and current[0].alive():
+            return current[0]
+        time.sleep(0.05)
+    raise AssertionError("no new launcher")
+
+
+def test_a_launcher_killed_between_runs_means_one_cold_run_then_a_new_launcher(
+    warm_hub: Hub,
+) -> None:
+    hub = warm_hub
+    hub.deploy("quick", {"main.py": "def run(p):\n    return {'ok': p.get('n')}\n"})
+    first = hub.wait(hub.run("quick", n=1)["id"])
+    assert first["status"] == "completed" and attempt_line(hub, first["id"]).endswith("warm start")
+    old = launcher_of()
+    os.kill(old.proc.pid, signal.SIGKILL)
+    old.proc.wait()
+    second = hub.wait(hub.run("quick", n=2)["id"])
+    assert second["status"] == "completed" and second["items_count"] == 1
+    line = attempt_line(hub, second["id"])
+    assert "cold start (no warm start: the launcher exited (killed by signal 9)" in line, line
+    wait_for_new_launcher(old.proc.pid)
+    third = hub.wait(hub.run("quick", n=3)["id"])
+    assert third["status"] == "completed" and attempt_line(hub, third["id"]).endswith("warm start")
+
+
+def test_a_launcher_that_dies_during_a_run_takes_the_run_down_and_says_so(
+    warm_hub: Hub,
+) -> None:
+    hub = warm_hub
+    hub.deploy("stubborn", {"main.py": SLEEPER}, max_retries=0)
+    task_id = hub.run("stubborn")["id"]
+    pids = pids_of(hub, task_id)
+    os.kill(launcher_of().proc.pid, signal.SIGKILL)
+    task = hub.wait(task_id, FINISHED, timeout=30)
+    assert task["status"] == "failed" and task["reason"] == "exit_code"
+    texts = [line["text"] for line in hub.logs(task_id)]
+    assert "the warm launcher this run was started from died, and the spider with it" in texts
+    assert not any(pid_alive(pid) for pid in pids) and processes_of(task_id) == []
+
+
+def test_an_environment_change_retires_the_launcher_after_its_runs(warm_hub: Hub) -> None:
+    hub = warm_hub
+    hub.deploy("stubborn", {"main.py": SLEEPER})
+    hub.deploy("quick", {"main.py": "def run(p):\n    return {'ok': 1}\n"})
+    busy = hub.run("stubborn")["id"]
+    pids_of(hub, busy)
+    old = launcher_of()
+    site = Path(old.greeting["paths"][0])  # its site-packages
+    assert site.name == "site-packages", old.greeting
+    marker = site / f"crawlhub-warm-start-test-{os.getpid()}.txt"
+    marker.write_text("installed")  # what pip install does to site-packages
+    try:
+        changed = hub.wait(hub.run("quick")["id"])
+        assert changed["status"] == "completed"
+        line = attempt_line(hub, changed["id"])
+        assert "the environment changed since its launcher started" in line, line
+        assert old.alive()  # the run it started goes on
+        assert hub.client.post(f"/api/tasks/{busy}/cancel").status_code == 200
+        assert hub.wait(busy)["status"] == "cancelled"
+        old.proc.wait(timeout=10)  # stopped once its last run ended
+        new = wait_for_new_launcher(old.proc.pid)
+        after = hub.wait(hub.run("quick")["id"])
+        assert after["status"] == "completed"
+        assert attempt_line(hub, after["id"]).endswith("warm start")
+        assert launcher_of().proc.pid == new.proc.pid
+    finally:
+        marker.unlink()
+
+
+def test_a_run_that_sets_a_python_startup_variable_starts_cold(warm_hub: Hub) -> None:
+    hub = warm_hub
+    hub.deploy("seeded", {"main.py": "import sys\ndef run(p):\n    return {'h': hash('crawl')}\n"},
+               env={"PYTHONHASHSEED": "7"})  # fmt: skip
+    tasks = [hub.wait(hub.run("seeded")["id"]) for _ in range(2)]
+    for task in tasks:
+        assert task["status"] == "completed"
+        line = attempt_line(hub, task["id"])
+        assert "cold start (no warm start: the run sets PYTHONHASHSEED" in line, line
+    hashes = {item["data"]["h"] for task in tasks for item in hub.client.get(
+        "/api/data", params={"task_id": task["id"]}).json()["items"]}  # fmt: skip
+    assert len(hashes) == 1  # the seed took effect: a fixed hash across runs
+
+
+def test_a_scrapy_run_starts_warm_and_crawls(warm_hub: Hub) -> None:
+    hub, site = warm_hub, Site(pages=3)
+    try:
+        assert hub.client.post("/api/spiders", json={"name": "pages", "kind": "scrapy"}).is_success
+        upload = hub.client.post("/api/spiders/pages/versions", files={
+            "file": ("pages.zip", zip_directory(FIXTURES / "pages_scrapy"))})  # fmt: skip
+        assert upload.status_code == 201
+        for _ in range(2):
+            task = hub.wait(hub.run("pages", start_url=site.url)["id"], timeout=90)
+            assert task["status"] == "completed" and task["items_count"] == 3, hub.logs(task["id"])
+        assert attempt_line(hub, task["id"]).endswith("warm start")
+        assert launcher_of("scrapy").greeting["preloaded"] > 50
+    finally:
+        site.close()

@@ -1,10 +1,10 @@
 """SPEC §11: item ingest, spider → database: ≥ 100 000 items/s and ≥ 0.33 x raw COPY.
 
-A python spider yields N small items ({"n", "title", "price", "tags"}); CrawlHub reads
-them from the item pipe, parses them and stores them with COPY in batches of 1000. The
-figure is N / (task finished_at - ts of the spider's first log line, which it prints
-before its first item); the same over (finished_at - started_at), which adds the child's
-interpreter start, is shown too.
+A python spider yields N small items like issue 17's ({"i", "square", "label": "第i条",
+"nested": {"even"}}); CrawlHub reads them from the item pipe, parses them and stores
+them with COPY. The figure is N / (task finished_at - started_at): from the run's start
+to its end, as a user sees it (issue 17's goal, ≥ 100 000 items/s). The same from the
+spider's first log line (printed before its first item) is shown too.
 
 Baseline, in the same run, into the same `item` table (same indexes and foreign keys):
 psycopg 3 `COPY item (spider_id, task_id, attempt, data, created_at) FROM STDIN` of the
@@ -40,15 +40,15 @@ import time
 def run(params):
     count = int(params.get("count", 0))
     print(f"start {time.time():.6f}", flush=True)
-    for n in range(count):
-        yield {"n": n, "title": f"Item number {n}", "price": 1.5, "tags": ["a", "b"]}
+    for i in range(count):
+        yield {"i": i, "square": i * i, "label": f"第{i}条", "nested": {"even": i % 2 == 0}}
     print(f"produced {time.time():.6f}", flush=True)
 """
 
 
 def item_json(n: int) -> str:
     """The JSON text the spider's SDK writes for item n (compact separators)."""
-    item = {"n": n, "title": f"Item number {n}", "price": 1.5, "tags": ["a", "b"]}
+    item = {"i": n, "square": n * n, "label": f"第{n}条", "nested": {"even": n % 2 == 0}}
     return json.dumps(item, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -160,15 +160,14 @@ def main() -> None:
     baseline, text_rate, batched_rate = count / baseline_s, count / text_s, count / batched_s
     rows = [
         Row(
-            "CrawlHub items/s (first spider line → finished_at)", f"{rate:,.0f}/s",
-            f"COPY write_row {baseline:,.0f}/s", f"{rate / baseline:.2f}x COPY",
-            f"≥ {TARGET_RATE:,}/s and ≥ {TARGET_RATIO}x COPY",
-            rate >= TARGET_RATE and rate / baseline >= TARGET_RATIO,
-        ),
-        Row(
             "CrawlHub items/s (started_at → finished_at)", f"{rate_started:,.0f}/s",
             f"COPY write_row {baseline:,.0f}/s", f"{rate_started / baseline:.2f}x COPY",
-            "—", None,
+            f"≥ {TARGET_RATE:,}/s and ≥ {TARGET_RATIO}x COPY",
+            rate_started >= TARGET_RATE and rate_started / baseline >= TARGET_RATIO,
+        ),
+        Row(
+            "CrawlHub items/s (first spider line → finished_at)", f"{rate:,.0f}/s",
+            f"COPY write_row {baseline:,.0f}/s", f"{rate / baseline:.2f}x COPY", "—", None,
         ),
         Row(
             "reference: COPY of pre-formatted text blocks", f"{text_rate:,.0f}/s", "—",

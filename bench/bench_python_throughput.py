@@ -1,11 +1,13 @@
-"""SPEC §11: trivial `python` spiders, many queued: ≥ 0.5 x the bare `python` subprocess rate.
+"""SPEC §11 / issue 17: trivial `python` spiders, many queued: ≥ 0.6 x the bare `python`
+subprocess rate (SPEC asks 0.5).
 
 N runs of a trivial python spider are queued at once (N POSTs back to back) on a CrawlHub
 with 2 worker threads; the rate is N / (last task's finished_at - the time just before
 the first POST). Baseline, measured first in the same run: `subprocess.run([python,
 script])` of the same file (output captured) in a loop, 2 at a time on 2 threads, N times.
+CrawlHub is measured cold (`CRAWLHUB_WARM_START=false`) and then warm (the default).
 
-    .venv/bin/python bench/bench_python_throughput.py [--runs 100]
+    .venv/bin/python bench/bench_python_throughput.py [--runs 40]
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 from common import PYTHON, Hub, Row, line_ts, median, ms, parse_ts, report
 
-TARGET_RATIO = 0.5
+TARGET_RATIO = 0.6  # issue 17 (SPEC §11 asks 0.5)
 CONCURRENCY = 2
 POLL_S = 0.2
 
@@ -61,8 +63,8 @@ def phases_of(hub: Hub, task: dict[str, Any]) -> dict[str, float]:
     ended = line_ts(lines, "system", ("completed after", "failed after"))
     started, finished = parse_ts(task["started_at"]), parse_ts(task["finished_at"])
     return {
-        "claim → Popen": attempt - started,
-        "Popen → first stdout": first_out - attempt,
+        "claim → process started": attempt - started,
+        "process started → first stdout": first_out - attempt,
         "first stdout → exit seen": ended - first_out,
         "exit seen → finished_at": finished - ended,
         "started_at → finished_at": finished - started,
@@ -70,10 +72,10 @@ def phases_of(hub: Hub, task: dict[str, Any]) -> dict[str, float]:
 
 
 def measure_crawlhub(
-    runs: int, timeout_s: float
+    runs: int, timeout_s: float, *, warm: bool = True
 ) -> tuple[float, float, dict[str, int], dict[str, float]]:
     """(runs/s, seconds spent POSTing, count of each final status, median phase durations)."""
-    with Hub(worker_threads=CONCURRENCY) as hub:
+    with Hub(worker_threads=CONCURRENCY, warm_start=warm) as hub:
         hub.deploy_python("thru", SPIDER)
         warm = hub.wait(hub.run("thru")["id"])  # extracts the version once; not counted
         hub.expect_completed(warm)
@@ -109,7 +111,7 @@ def measure_crawlhub(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for runs")
     args = parser.parse_args()
 
@@ -117,6 +119,7 @@ def main() -> None:
         script = Path(tmp) / "main.py"
         script.write_text(SPIDER)
         baseline = measure_baseline(args.runs, script)
+    cold_rate, _, _, cold_phases = measure_crawlhub(args.runs, args.timeout, warm=False)
     rate, posted, statuses, phases = measure_crawlhub(args.runs, args.timeout)
     ratio = rate / baseline
     report(
@@ -132,6 +135,14 @@ def main() -> None:
                 ratio >= TARGET_RATIO,
             ),
             Row(
+                "the same, cold start (an interpreter per run)",
+                f"{cold_rate:.2f} runs/s",
+                f"bare subprocess.run x2: {baseline:.2f} runs/s",
+                f"{cold_rate / baseline:.2f}x bare",
+                "—",
+                None,
+            ),
+            Row(
                 "per run (wall / runs x 2 threads)",
                 f"{CONCURRENCY / rate * 1000:.0f} ms",
                 f"{CONCURRENCY / baseline * 1000:.0f} ms",
@@ -145,6 +156,7 @@ def main() -> None:
             f"final statuses {statuses}",
             "one warm-up run (version extraction) before the clock starts",
             "median per run: " + ", ".join(f"{k} {ms(v)}" for k, v in phases.items()),
+            "cold, median per run: " + ", ".join(f"{k} {ms(v)}" for k, v in cold_phases.items()),
         ],
     )
 

@@ -39,7 +39,7 @@ from crawlhub.actors.registry import declare_actors
 from crawlhub.api import create_app
 from crawlhub.config import load_settings
 from crawlhub.context import Context
-from crawlhub.execution import sandbox
+from crawlhub.execution import environments, launchers, sandbox
 from crawlhub.repo import migrate
 
 PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -129,8 +129,11 @@ def zip_files(files: dict[str, str]) -> bytes:
 class Hub:
     """A CrawlHub instance (API + worker threads) in this process, reached over HTTP."""
 
-    def __init__(self, *, worker_threads: int = 2, worker_timeout_ms: int = 100) -> None:
+    def __init__(
+        self, *, worker_threads: int = 2, worker_timeout_ms: int = 100, warm_start: bool = True
+    ) -> None:
         self.worker_threads = worker_threads
+        self.warm_start = warm_start
         self.worker_timeout_ms = worker_timeout_ms
         self._tmp = tempfile.TemporaryDirectory(prefix="crawlhub-bench-")
         self.data_dir = Path(self._tmp.name)
@@ -150,9 +153,11 @@ class Hub:
         settings = load_settings(
             database_url=db_url(), redis_url=REDIS_URL, api_tokens=TOKEN,
             data_dir=self.data_dir, worker_concurrency=self.worker_threads,
-            spider_python=spider_python(),
+            spider_python=spider_python(), warm_start=self.warm_start,
         )  # fmt: skip
         sandbox.prepare_worker(settings)
+        if settings.warm_start:  # as `crawlhub worker` does
+            launchers.warm_up(settings, environments.platform_runtime(settings))
         self.context = Context.build(settings)
         migrate.upgrade(self.context.db.engine)
         declare_actors(self.context)  # the worker threads consume run and alert messages
@@ -194,6 +199,7 @@ class Hub:
             self._server_thread.join(10)
         if self.worker is not None:
             self.worker.stop(timeout=30_000)
+        launchers.POOL.stop()
         if self.context is not None:
             self.context.close()
         self._tmp.cleanup()

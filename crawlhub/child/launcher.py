@@ -88,6 +88,7 @@ def main(argv: list[str]) -> list[str] | None:
         }  # fmt: skip
     except Exception as exc:
         greeting = {"error": f"{type(exc).__name__}: {exc}"}
+    retitle(sys.orig_argv[:4], dict(os.environ))  # the room is for runs, not for `ps`
     control.send(json.dumps(greeting).encode())
     if "error" in greeting:
         return None

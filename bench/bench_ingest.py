@@ -125,7 +125,7 @@ def main() -> None:
     args = parser.parse_args()
     count = args.items
 
-    with Hub() as hub, psycopg.connect(db_url("postgresql")) as conn:
+    with Hub(processes=True) as hub, psycopg.connect(db_url("postgresql")) as conn:
         hub.deploy_python("ingest", SPIDER)
         # A real task row for the baseline's foreign keys (and a warm-up): a run of 0 items.
         throwaway = hub.wait(hub.run("ingest", {"count": 0})["id"])

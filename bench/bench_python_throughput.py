@@ -75,7 +75,7 @@ def measure_crawlhub(
     runs: int, timeout_s: float, *, warm: bool = True
 ) -> tuple[float, float, dict[str, int], dict[str, float]]:
     """(runs/s, seconds spent POSTing, count of each final status, median phase durations)."""
-    with Hub(worker_threads=CONCURRENCY, warm_start=warm) as hub:
+    with Hub(worker_threads=CONCURRENCY, warm_start=warm, processes=True) as hub:
         hub.deploy_python("thru", SPIDER)
         warm = hub.wait(hub.run("thru")["id"])  # extracts the version once; not counted
         hub.expect_completed(warm)

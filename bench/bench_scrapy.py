@@ -158,7 +158,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             project = Path(tmp) / "project"
             write_project(project)
-            with Hub() as hub:
+            with Hub(processes=True) as hub:
                 hub.deploy_zip("pages", "scrapy", PROJECT, entry="pages")
                 for n in range(WARMUP_RUNS + args.runs):
                     bare_s, bare_first_s = bare_crawl(project, url)
@@ -169,7 +169,7 @@ def main() -> None:
                         hub_total.append(total_s)
                         hub_running.append(running_s)
                         hub_first.append(first_s)
-            with Hub(warm_start=False) as hub:
+            with Hub(warm_start=False, processes=True) as hub:
                 hub.deploy_zip("pages", "scrapy", PROJECT, entry="pages")
                 for n in range(WARMUP_RUNS + args.runs):
                     total_s, _, first_s = hub_crawl(hub, url)

@@ -50,7 +50,7 @@ def measure_crawlhub(
     phases: dict[str, list[float]] = {
         "post": [], "created": [], "claimed": [], "started": [], "running": [],
     }  # fmt: skip
-    with Hub(worker_timeout_ms=worker_timeout_ms, warm_start=warm) as hub:
+    with Hub(worker_timeout_ms=worker_timeout_ms, warm_start=warm, processes=True) as hub:
         hub.deploy_python("trigger", SPIDER)
         for n in range(WARMUP_RUNS + runs):
             time.sleep(idle_s)  # a manual run usually finds the worker idle

@@ -13,6 +13,7 @@ import io
 import logging
 import os
 import platform
+import shutil
 import socket
 import statistics
 import subprocess
@@ -127,13 +128,19 @@ def zip_files(files: dict[str, str]) -> bytes:
 
 
 class Hub:
-    """A CrawlHub instance (API + worker threads) in this process, reached over HTTP."""
+    """A CrawlHub instance (API + worker threads) in this process, reached over HTTP; with
+    `processes`, a distributed one instead: `crawlhub web` and `crawlhub worker` in
+    processes of their own, as the Procfile runs them (this process keeps a Context for
+    direct database access only)."""
 
     def __init__(
-        self, *, worker_threads: int = 2, worker_timeout_ms: int = 100, warm_start: bool = True
-    ) -> None:
+        self, *, worker_threads: int = 2, worker_timeout_ms: int = 100, warm_start: bool = True,
+        processes: bool = False,
+    ) -> None:  # fmt: skip
         self.worker_threads = worker_threads
         self.warm_start = warm_start
+        self.processes = processes
+        self._children: list[subprocess.Popen[bytes]] = []
         self.worker_timeout_ms = worker_timeout_ms
         self._tmp = tempfile.TemporaryDirectory(prefix="crawlhub-bench-")
         self.data_dir = Path(self._tmp.name)
@@ -155,11 +162,18 @@ class Hub:
             data_dir=self.data_dir, worker_concurrency=self.worker_threads,
             spider_python=spider_python(), warm_start=self.warm_start,
         )  # fmt: skip
+        self.context = Context.build(settings)
+        migrate.upgrade(self.context.db.engine)
+        if self.processes:
+            try:
+                self._start_processes()
+            except BaseException:
+                self.__exit__(None, None, None)
+                raise
+            return self
         sandbox.prepare_worker(settings)
         if settings.warm_start:  # as `crawlhub worker` does
             launchers.warm_up(settings, environments.platform_runtime(settings))
-        self.context = Context.build(settings)
-        migrate.upgrade(self.context.db.engine)
         declare_actors(self.context)  # the worker threads consume run and alert messages
         self.worker = Worker(
             self.context.broker,
@@ -185,6 +199,45 @@ class Hub:
         )
         return self
 
+    def _start_processes(self) -> None:
+        port = free_port()
+        env = {
+            **os.environ, "DATABASE_URL": db_url(), "REDIS_URL": REDIS_URL,
+            "CRAWLHUB_API_TOKENS": TOKEN, "CRAWLHUB_DATA_DIR": str(self.data_dir),
+            "CRAWLHUB_WORKER_CONCURRENCY": str(self.worker_threads), "PORT": str(port),
+            "CRAWLHUB_WARM_START": str(self.warm_start).lower(), "CRAWLHUB_LOG_LEVEL": "INFO",
+        }  # fmt: skip
+        python = spider_python()
+        if python is not None:
+            env["CRAWLHUB_SPIDER_PYTHON"] = str(python)
+        logs = self.data_dir.parent / f"{self.data_dir.name}-logs"
+        logs.mkdir()
+        for role in ("worker", "web"):
+            with (logs / f"{role}.log").open("wb") as out:
+                self._children.append(subprocess.Popen(
+                    [PYTHON, "-m", "crawlhub", role], env=env, stdout=out,
+                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                ))  # fmt: skip
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.client = httpx.Client(
+            base_url=self.base_url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if (
+                    self.client.get("/readyz").status_code == 200
+                    and b"worker ready" in (logs / "worker.log").read_bytes()
+                ):
+                    break
+            for child in self._children:
+                if child.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"crawlhub {child.args[3]} did not start (exit {child.poll()}): see {logs}"
+                    )
+            time.sleep(0.05)
+        time.sleep(1.0)  # the worker's launchers warm up
+
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
@@ -200,6 +253,15 @@ class Hub:
         if self.worker is not None:
             self.worker.stop(timeout=30_000)
         launchers.POOL.stop()
+        for child in self._children:
+            child.terminate()
+        for child in self._children:
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        shutil.rmtree(f"{self.data_dir}-logs", ignore_errors=True)
         if self.context is not None:
             self.context.close()
         self._tmp.cleanup()

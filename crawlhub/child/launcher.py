@@ -30,6 +30,7 @@ serve otherwise. Standard library only, but for the bootstrap.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import importlib
@@ -48,6 +49,7 @@ from crawlhub.child import bootstrap, jail
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from typing import NoReturn
 
 FD_ENV = "CRAWLHUB_LAUNCHER_FD"
 ROOM_ENV = "CRAWLHUB_LAUNCHER_ROOM"
@@ -283,6 +285,41 @@ def _send(run: socket.socket, number: int) -> None:
         run.sendall(NUMBER.pack(number))
 
 
+def run(argv: list[str]) -> NoReturn:
+    """Run the bootstrap in a forked child and end the process as Python ends, but for
+    tearing down the modules: non-daemon threads are waited for, atexit functions run,
+    stdout and stderr are flushed, an uncaught exception goes to sys.excepthook. Objects
+    still alive are not finalised (Python does not promise it either): in a forked process
+    that would copy every page it shares with the launcher, 20 ms with the standard
+    library's modules loaded and 90 ms with Scrapy's."""
+    try:
+        code = exit_code(bootstrap.main(argv))
+    except SystemExit as exc:
+        code = exit_code(exc.code)
+    except BaseException:
+        sys.excepthook(*sys.exc_info())
+        code = 1
+    threading._shutdown()  # type: ignore[attr-defined]  # what Py_FinalizeEx does first
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
+def exit_code(code: object) -> int:
+    """The status `sys.exit(code)` ends a process with (printing a message code)."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    with contextlib.suppress(Exception):
+        print(code, file=sys.stderr)
+    return 1
+
+
 if __name__ == "__main__":
     args = main(sys.argv[1:])
-    sys.exit(0 if args is None else bootstrap.main(args))
+    if args is None:
+        sys.exit(0)
+    run(args)

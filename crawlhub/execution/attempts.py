@@ -16,7 +16,6 @@ from crawlhub.context import Context
 from crawlhub.errors import ServiceUnavailable
 from crawlhub.repo import items as item_repo
 from crawlhub.repo import logs as log_repo
-from crawlhub.repo import projects as project_repo
 from crawlhub.repo import tasks as task_repo
 from crawlhub.repo.db import Database
 
@@ -115,10 +114,9 @@ def claim(db: Database, task_id: uuid.UUID) -> Attempt | None:
             # that attempt's items go, its log lines stay.
             item_repo.delete_task_items(session, task.id)
             task_repo.reset_item_counts(session, task.id)
-        spider = task_repo.spider_of(session, task)
         if task.version is None:
             raise RuntimeError("task has no spider version")  # guarded at creation
-        version = project_repo.get_version(session, spider.project, task.version, archive=True)
+        spider, version = task_repo.spider_and_version(session, task)
         return Attempt(
             task_id=task.id,
             spider_id=spider.id,
@@ -132,7 +130,8 @@ def claim(db: Database, task_id: uuid.UUID) -> Attempt | None:
             alert_on_zero_items=spider.alert_on_zero_items,
             dedup_keys=list(spider.dedup_keys) if spider.dedup_keys else None,
             attempt=task.retry_count + 1,
-            first_seq=log_repo.last_seq(session, task.id) + 1,
+            # Log lines are only ever written by attempts: none before the first claim.
+            first_seq=log_repo.last_seq(session, task.id) + 1 if task.fence > 1 else 1,
             fence=task.fence,
             version=version.number,
             sha256=version.sha256,

@@ -360,6 +360,9 @@ class Run:
         next_status = started + STATUS_EVERY_S
         next_beat = started + self.settings.heartbeat_s
         while True:
+            # Waiting first: a run shorter than a tick is flushed once, when it has ended.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=TICK_S)  # returns as soon as the spider exits
             code = proc.poll()
             if code is not None:
                 break
@@ -394,8 +397,6 @@ class Run:
                     return Outcome("cancelled", "user", proc.returncode)
             if self.logs.fenced or self.items.fenced:
                 break
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=TICK_S)  # returns as soon as the spider exits
         if code is None:  # fenced out: another attempt owns the task, this one just stops
             jail.kill_descendants(proc.pid)
         _kill_group(proc.pid, signal.SIGKILL)  # leftovers the spider started and left behind

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, update
+from sqlalchemy import ColumnElement, Update, update
 from sqlalchemy.orm import Session
 
 from crawlhub.repo.models import ACTIVE, CLAIMABLE, Task
@@ -48,13 +48,35 @@ def transition(
 ) -> bool:
     """Move a task along `move` with `values` set, if its status allows it (and `when`
     holds); whether it moved."""
-    moved = session.execute(
+    stmt = _move(task_id, move, when, values).returning(Task.id)
+    return session.execute(stmt, execution_options=_sync(session)).first() is not None
+
+
+def transition_task(
+    session: Session, task_id: uuid.UUID, move: Transition, **values: Any
+) -> Task | None:
+    """`transition`, returning the task as it is after the move (None when it did not move),
+    in the same statement."""
+    stmt = _move(task_id, move, (), values).returning(Task)
+    options = {**_sync(session), "populate_existing": True}
+    return session.scalars(stmt, execution_options=options).first()
+
+
+def _sync(session: Session) -> dict[str, Any]:
+    """Bring tasks this session holds up to date after an UPDATE, as the ORM does by default;
+    without one loaded, skip the ORM's evaluation of the statement (a worker's sessions
+    never load one: it costs them a millisecond per run)."""
+    held = any(isinstance(held, Task) for held in session.identity_map.values())
+    return {} if held else {"synchronize_session": False}
+
+
+def _move(task_id: uuid.UUID, move: Transition, when: tuple[ColumnElement[bool], ...],
+          values: dict[str, Any]) -> Update:  # fmt: skip
+    return (
         update(Task)
         .where(Task.id == task_id, Task.status.in_(move.sources), *when)
         .values(status=move.target, **values)
-        .returning(Task.id)
-    ).first()
-    return moved is not None
+    )
 
 
 def fail_attempt(

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Select, Table, bindparam, func, select, tuple_, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, undefer
 
 from crawlhub.errors import Conflict, Fenced, NotFound
 from crawlhub.repo.db import get_or_404
@@ -20,6 +20,7 @@ from crawlhub.repo.lifecycle import (
     REQUEUE,
     fail_attempt,
     transition,
+    transition_task,
 )
 from crawlhub.repo.models import CLAIMABLE, Project, ProjectVersion, Spider, Task
 from crawlhub.repo.pages import count_rows, page_of
@@ -118,17 +119,15 @@ def set_message_ids(session: Session, message_ids: dict[uuid.UUID, str]) -> None
 def claim_task(session: Session, task_id: uuid.UUID, worker: str) -> Task | None:
     """Move a pending or retrying task to running (compare-and-set); None when not claimable."""
     now = utcnow()
-    claimed = transition(
+    return transition_task(
         session, task_id, CLAIM, started_at=now, heartbeat_at=now, worker=worker,
         finished_at=None, fence=Task.fence + 1,
     )  # fmt: skip
-    if not claimed:
-        return None
-    session.expire_all()
-    return session.get(Task, task_id)
 
 
 FENCED = "fenced"  # what an attempt reads when its task belongs to another attempt now
+# A run's own writes to its task, in sessions that load no task: no ORM synchronisation.
+WORKER_WRITE = {"synchronize_session": False}
 
 
 def heartbeat(session: Session, task_id: uuid.UUID, fence: int, *, beat: bool) -> str | None:
@@ -138,7 +137,8 @@ def heartbeat(session: Session, task_id: uuid.UUID, fence: int, *, beat: bool) -
         session.execute(
             update(Task)
             .where(Task.id == task_id, Task.status == "running", Task.fence == fence)
-            .values(heartbeat_at=utcnow())
+            .values(heartbeat_at=utcnow()),
+            execution_options=WORKER_WRITE,
         )
     row = session.execute(select(Task.status, Task.fence).where(Task.id == task_id)).first()
     if row is None:
@@ -185,7 +185,8 @@ def add_progress(
             items_duplicate=Task.items_duplicate + duplicates,
             items_invalid=Task.items_invalid + invalid,
             log_lines=Task.log_lines + log_lines,
-        )
+        ),
+        execution_options=WORKER_WRITE,
     )
 
 
@@ -382,6 +383,20 @@ def count_by_status(session: Session) -> dict[str, int]:
     """How many tasks are in each status."""
     rows = session.execute(select(Task.status, func.count()).group_by(Task.status)).all()
     return {status: count for status, count in rows}
+
+
+def spider_and_version(session: Session, task: Task) -> tuple[Spider, ProjectVersion]:
+    """The spider a task runs and the version it runs (its archive loaded), in one query."""
+    row = session.execute(
+        select(Spider, ProjectVersion)
+        .join(ProjectVersion, ProjectVersion.project_id == Spider.project_id)
+        .where(Spider.id == task.spider_id, ProjectVersion.number == task.version)
+        .options(undefer(ProjectVersion.archive))
+    ).first()
+    if row is None:  # say which is missing
+        spider = spider_of(session, task)
+        raise NotFound(f"project '{spider.project.name}' has no version {task.version}")
+    return row[0], row[1]
 
 
 def spider_of(session: Session, task: Task) -> Spider:

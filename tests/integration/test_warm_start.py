@@ -110,8 +110,9 @@ def probe(hub: Hub, name: str, **params: Any) -> tuple[dict[str, Any], dict[str,
     report["fds"] = [fd for fd in report["fds"] if fd in (0, 1, 2, "items")] + [
         len(report["fds"])
     ]  # the descriptor listdir opened is the lowest free one: its number differs
-    task["lines"] = sorted((line["stream"], line["text"]) for line in hub.logs(task_id)
-                           if line["stream"] != "system")  # two pipes: no order between them
+    task["lines"] = sorted(
+        (line["stream"], line["text"]) for line in hub.logs(task_id) if line["stream"] != "system"
+    )  # two pipes: no order between them
     task["items"] = sorted(json.dumps(item["data"], sort_keys=True) for item in items
                            if "report" not in item["data"])  # fmt: skip
     return task, report
@@ -182,6 +183,39 @@ def test_cancel_timeout_and_exit_codes_are_the_same_warm_or_cold(
         exited = hub.wait(hub.run("exits")["id"])
         assert exited["status"] == "failed" and exited["exit_code"] == 7
         assert hub.wait(stubborn)["status"] == "cancelled"
+
+
+EXITS = """
+import atexit, sys, threading, time
+
+def run(params):
+    atexit.register(lambda: print("atexit ran", flush=True))
+    def late():
+        time.sleep(0.3)
+        print("thread finished", flush=True)
+    threading.Thread(target=late).start()  # not a daemon: the interpreter waits for it
+    if "code" in params:
+        sys.exit(params["code"])
+    return {"ok": True}
+"""
+
+
+@pytest.mark.parametrize("start", ["warm", "cold"])
+def test_a_run_ends_as_python_ends_warm_or_cold(
+    pg_url: str, redis_url: str, tmp_path: Path, start: str
+) -> None:
+    with running_hub(pg_url, tmp_path, redis_url, threads=2, warm_start=start == "warm") as hub:
+        hub.deploy("exits", {"main.py": EXITS}, max_retries=0)
+        for params, status, code in (({}, "completed", 0), ({"code": 3}, "failed", 3),
+                                     ({"code": "bye"}, "failed", 1)):  # fmt: skip
+            task = hub.wait(hub.run("exits", **params)["id"])
+            assert (task["status"], task["exit_code"]) == (status, code), task
+            lines = [(line["stream"], line["text"]) for line in hub.logs(task["id"])
+                     if line["stream"] != "system"]  # fmt: skip
+            expected = [("stdout", "thread finished"), ("stdout", "atexit ran")]
+            assert [line for line in lines if line[0] == "stdout"] == expected
+            assert (("stderr", "bye") in lines) == (code == 1)
+            assert attempt_line(hub, task["id"]).endswith(f"{start} start")
 
 
 def launcher_of(kind: str = "python") -> launchers.Launcher:

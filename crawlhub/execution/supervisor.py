@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 TICK_S = 0.05  # supervisor loop period: live log flush (exit is noticed at once)
 STATUS_EVERY_S = 0.5  # how often a running task's status is read (cancel detection)
+ITEMS_EVERY_S = 0.25  # how often the supervisor stores the items read meanwhile
 CANCEL_GRACE_S = 2.0  # SIGTERM → SIGKILL delay on cancel: the group is gone within 3 s
 READER_GRACE_S = 1.0  # output readers get this long to finish before pipe holders are killed
 ERROR_MESSAGE_CHARS = 4000
@@ -91,6 +92,7 @@ class Run:
         )  # fmt: skip
         self.work: Path | None = None
         self.runtime: Runtime | None = None
+        self._next_items_flush = 0.0
         self.identity = sandbox.spider_identity(settings.spider_user)
 
     def run(self) -> Ended:
@@ -424,7 +426,10 @@ class Run:
     def _flush_quietly(self) -> None:
         try:
             self.logs.flush()
-            self.items.flush()
+            now = time.monotonic()
+            if now >= self._next_items_flush:  # a few large batches: a commit each
+                self._next_items_flush = now + ITEMS_EVERY_S
+                self.items.flush()
         except Exception as exc:
             logger.warning("task %s: flush failed, will retry: %s", self.a.task_id, exc)
 

@@ -1,5 +1,6 @@
 """The one place the Dramatiq broker is built."""
 
+import threading
 import time
 from typing import Any
 
@@ -48,18 +49,38 @@ class _WakingConsumer(_RedisConsumer):
         super().__init__(broker, queue_name, prefetch, 0)  # type: ignore[no-untyped-call]
         self.wait_ms = timeout  # the parent never sleeps (its timeout is 0): we wait here
         self.wake_key = QUEUE_WAKE_LIST.format(queue=queue_name)
+        self.freed = threading.Event()  # set when a worker thread acks or nacks a message
 
     def __next__(self) -> Any:
+        self.freed.clear()
+        full = self.outstanding_message_count >= self.prefetch
         message = super().__next__()  # type: ignore[no-untyped-call]
         if message is None:
             # The wait Dramatiq would have slept (its backoff: short while messages keep
-            # coming, up to the timeout when idle), cut short by a wake token.
+            # coming, up to the timeout when idle), cut short by what can end it: a run
+            # ending when every prefetch slot is taken (a backlog waits in Redis for it),
+            # else a wake token.
             _, wait_ms = compute_backoff(self.misses - 1, max_backoff=self.wait_ms)
+            if full:
+                self.freed.wait(max(wait_ms, 1) / 1000)
+                return message
             try:
                 self.broker.client.blpop([self.wake_key], timeout=max(wait_ms, 1) / 1000)
             except redis.ConnectionError as exc:
                 raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
         return message
+
+    def ack(self, message: Any) -> None:
+        try:
+            super().ack(message)  # type: ignore[no-untyped-call]
+        finally:
+            self.freed.set()
+
+    def nack(self, message: Any) -> None:
+        try:
+            super().nack(message)  # type: ignore[no-untyped-call]
+        finally:
+            self.freed.set()
 
 
 def build_broker(settings: Settings) -> dramatiq.Broker:

@@ -1,5 +1,6 @@
 """The Redis broker wakes idle workers when a message is sent (real Redis, real Worker)."""
 
+import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -84,3 +85,33 @@ def test_a_busy_worker_leaves_the_next_run_to_an_idle_one(broker: dramatiq.Broke
     finally:
         busy.stop(timeout=5000)
         idle.stop(timeout=5000)
+
+
+def test_a_full_worker_takes_its_next_message_as_soon_as_a_run_ends(
+    broker: dramatiq.Broker,
+) -> None:
+    """With every prefetch slot taken, the consumer waits for a run to end, not for its
+    poll: a backlog starts one message after another (seen: 27 ms median gaps)."""
+    spans: list[tuple[float, float]] = []
+
+    def busy(seconds: float) -> None:
+        started = time.monotonic()
+        time.sleep(seconds)
+        spans.append((started, time.monotonic()))
+
+    actor = dramatiq.actor(busy, broker=broker, queue_name=QUEUE, actor_name="wake_busy")
+    worker = build_worker(broker, 1, IDLE_POLL_MS, queues=(QUEUE,))
+    worker.start()
+    try:
+        for _ in range(6):
+            actor.send(0.3)  # sent at once: the worker's one slot is full while the rest wait
+        deadline = time.monotonic() + 30
+        while len(spans) < 6 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        worker.stop(timeout=5000)
+    assert len(spans) == 6
+    spans.sort()
+    gaps = [nxt[0] - prev[1] for prev, nxt in itertools.pairwise(spans)]
+    # Polling, each gap would be the consumer's backoff left: up to 1 s as it grows.
+    assert max(gaps) < 0.05, gaps

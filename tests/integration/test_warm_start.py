@@ -328,3 +328,35 @@ def test_a_scrapy_run_starts_warm_and_crawls(warm_hub: Hub) -> None:
         assert launcher_of("scrapy").greeting["preloaded"] > 50
     finally:
         site.close()
+
+
+def test_an_idle_launcher_stops_and_the_next_run_starts_a_new_one(
+    pg_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    with running_hub(pg_url, tmp_path, redis_url, threads=1, launcher_idle_s=1) as hub:
+        hub.deploy("quick", {"main.py": "def run(p):\n    return {'ok': 1}\n"})
+        assert hub.wait(hub.run("quick")["id"])["status"] == "completed"
+        old = launcher_of()
+        deadline = time.monotonic() + 20  # idle 1 s, checked every few seconds
+        while launchers.POOL.current() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert launchers.POOL.current() == []
+        assert old.proc.wait(timeout=10) == 0  # it ended when its socket pair closed
+        task = hub.wait(hub.run("quick")["id"])
+        assert task["status"] == "completed"
+        assert attempt_line(hub, task["id"]).endswith("warm start")
+        assert launcher_of().proc.pid != old.proc.pid
+
+
+def test_a_run_whose_params_overflow_the_launchers_room_still_gets_them_whole(
+    warm_hub: Hub,
+) -> None:
+    hub = warm_hub
+    hub.deploy("sizes", {"main.py": "import os\ndef run(p):\n    return {'n': len(p['blob']), "
+                         "'env': len(os.environ['CRAWLHUB_PARAMS'])}\n"})  # fmt: skip
+    blob = "第" * 300_000  # 900 KB of UTF-8: more than the 64 KiB /proc/<pid>/environ shows
+    task = hub.wait(hub.run("sizes", blob=blob)["id"])
+    assert task["status"] == "completed", hub.logs(task["id"])
+    assert attempt_line(hub, task["id"]).endswith("warm start")
+    item = hub.client.get("/api/data", params={"task_id": task["id"]}).json()["items"][0]
+    assert item["data"]["n"] == 300_000 and item["data"]["env"] > 300_000

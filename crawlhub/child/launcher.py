@@ -33,6 +33,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import fcntl
 import importlib
 import json
 import os
@@ -81,6 +82,7 @@ def main(argv: list[str]) -> list[str] | None:
     try:
         if len(argv) < 1 or argv[0] not in KINDS:
             raise ValueError(f"usage: python -m crawlhub.child.launcher {'|'.join(KINDS)}")
+        os.close(os.pidfd_open(os.getpid()))  # runs are watched by pidfd (Linux 5.3)
         started = time.monotonic()
         preloaded = preload(argv[0])
         greeting = {
@@ -183,14 +185,7 @@ class Launcher:
             return self.become_run(stdout, stderr, items, run)
         for fd in (stdout, stderr, items):
             os.close(fd)
-        try:
-            pidfd = os.pidfd_open(pid)
-        except OSError:  # cannot watch it: wait for it here (it is the worker's to stop)
-            _send(run, pid)
-            _, status = os.waitpid(pid, 0)
-            _send(run, status)
-            run.close()
-            return None
+        pidfd = os.pidfd_open(pid)  # works: checked at start
         self.runs[pidfd] = (pid, run)
         self.poller.register(pidfd, select.POLLIN)
         _send(run, pid)
@@ -212,15 +207,16 @@ class Launcher:
         except (OSError, ValueError) as exc:
             print(f"crawlhub: launcher: no run to start: {exc}", file=sys.stderr)
             os._exit(bootstrap.EXIT_USAGE)
-        # Out of the way of 0-3 first, so that no dup2 below overwrites another.
-        high = [os.dup2(fd, 100 + n, inheritable=False)
-                for n, fd in enumerate((stdout, stderr, items))]  # fmt: skip
+        # Copies above 0-3 first (the lowest free numbers there), so that no dup2 below
+        # overwrites a descriptor not yet in place.
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, ITEMS_FD + 1)
+                for fd in (stdout, stderr, items)]  # fmt: skip
         os.dup2(high[0], 1)
         os.dup2(high[1], 2)
         os.dup2(high[2], ITEMS_FD)
         for sock in (self.control, run, *(r for _, r in self.runs.values())):
             sock.detach()  # closed below by number; never again by a finaliser
-        os.closerange(ITEMS_FD + 1, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 4096)
+        os.closerange(ITEMS_FD + 1, os.sysconf("SC_OPEN_MAX"))
         signal.signal(signal.SIGINT, signal.default_int_handler)
         os.chdir(cwd)
         os.environ.clear()

@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 
 EXPORT_BATCH = 5000  # rows per keyset query while exporting
 COPY_BATCH = 20_000  # rows per COPY (and per transaction, read whole before it is sent)
+FIRST_COPY_BATCH = 1_000  # the first batch: its rows reach the client within milliseconds
 
 
 @dataclass
@@ -113,12 +114,13 @@ def _copied(
     batches of COPY_BATCH rows. Each batch is read whole in its own short transaction and
     only then yielded, in chunks of whole lines: a client that reads slowly never holds a
     pooled connection or an open transaction (memory: one batch, a few MB)."""
-    after = 0
+    after, size = 0, FIRST_COPY_BATCH  # a small first batch: the first byte goes out at once
     while after < upto:
         chunks: list[bytes] = []
         buffer = bytearray()
         with db.read() as session:
-            end = repo.batch_end(session, where, after, upto, COPY_BATCH)
+            end = repo.batch_end(session, where, after, upto, size)
+            size = COPY_BATCH
             rows = repo.copy_export(session, where, after, end, columns, defuse)
             assert rows is not None
             for row in rows:

@@ -9,6 +9,7 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -178,34 +179,30 @@ class Run:
         how = "cold start"
         if self.settings.warm_start:
             assert self.runtime is not None and self.work is not None
-            pipes = [os.pipe() for _ in range(3)]
+            runtime, work = self.runtime, self.work
             try:
-                warm = launchers.launch(
-                    self.settings, self.runtime, self.a.kind, command[3:],
-                    self._environment(launchers.ITEMS_FD), self.work,
-                    (pipes[0][1], pipes[1][1], pipes[2][1]),
-                )  # fmt: skip
+                return *self._spawn(lambda fds: launchers.launch(
+                    self.settings, runtime, self.a.kind, command[3:],
+                    self._environment(launchers.ITEMS_FD), work, fds,
+                )), "warm start"  # fmt: skip
             except launchers.Unavailable as exc:
-                for read, _ in pipes:
-                    os.close(read)
                 how = f"cold start (no warm start: {exc})"
-            else:
-                return warm, [os.fdopen(read, "rb") for read, _ in pipes], "warm start"
-            finally:
-                for _, write in pipes:
-                    os.close(write)
+        return *self._spawn(lambda fds: subprocess.Popen(
+            command, cwd=self.work, env=self._environment(fds[2]), stdin=subprocess.DEVNULL,
+            stdout=fds[0], stderr=fds[1], pass_fds=(fds[2],),
+            start_new_session=True,  # its own process group, so the whole tree can be killed
+        )), how  # fmt: skip
+
+    @staticmethod
+    def _spawn(
+        start: Callable[[tuple[int, int, int]], "Process"],
+    ) -> tuple["Process", list[IO[bytes]]]:
+        """Start a process on three new pipes (stdout, stderr, items), given their write
+        ends, which are then its alone; returns it and the read ends (closed when it did
+        not start)."""
         pipes = [os.pipe() for _ in range(3)]
         try:
-            proc = subprocess.Popen(
-                command,
-                cwd=self.work,
-                env=self._environment(pipes[2][1]),
-                stdin=subprocess.DEVNULL,
-                stdout=pipes[0][1],
-                stderr=pipes[1][1],
-                pass_fds=(pipes[2][1],),
-                start_new_session=True,  # its own process group, so the whole tree can be killed
-            )
+            proc = start((pipes[0][1], pipes[1][1], pipes[2][1]))
         except BaseException:
             for read, _ in pipes:
                 os.close(read)
@@ -213,7 +210,7 @@ class Run:
         finally:
             for _, write in pipes:
                 os.close(write)
-        return proc, [os.fdopen(read, "rb") for read, _ in pipes], how
+        return proc, [os.fdopen(read, "rb") for read, _ in pipes]
 
     def _drain(self, readers: list[threading.Thread], pipes: set[int]) -> None:
         """Let the output readers reach the end of the pipes. A process the spider started

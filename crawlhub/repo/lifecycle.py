@@ -49,7 +49,7 @@ def transition(
     """Move a task along `move` with `values` set, if its status allows it (and `when`
     holds); whether it moved."""
     stmt = _move(task_id, move, when, values).returning(Task.id)
-    return session.execute(stmt, execution_options=_sync(session)).first() is not None
+    return session.execute(stmt, execution_options=sync_options(session)).first() is not None
 
 
 def transition_task(
@@ -58,14 +58,14 @@ def transition_task(
     """`transition`, returning the task as it is after the move (None when it did not move),
     in the same statement."""
     stmt = _move(task_id, move, (), values).returning(Task)
-    options = {**_sync(session), "populate_existing": True}
+    options = {**sync_options(session), "populate_existing": True}
     return session.scalars(stmt, execution_options=options).first()
 
 
-def _sync(session: Session) -> dict[str, Any]:
-    """Bring tasks this session holds up to date after an UPDATE, as the ORM does by default;
-    without one loaded, skip the ORM's evaluation of the statement (a worker's sessions
-    never load one: it costs them a millisecond per run)."""
+def sync_options(session: Session) -> dict[str, Any]:
+    """Execution options of an UPDATE of tasks: bring those this session holds up to date,
+    as the ORM does by default; without one loaded, skip the ORM's evaluation of the
+    statement (a worker's sessions never load one: it cost them a millisecond per run)."""
     held = any(isinstance(held, Task) for held in session.identity_map.values())
     return {} if held else {"synchronize_session": False}
 

@@ -19,6 +19,7 @@ from crawlhub.repo.lifecycle import (
     INTERRUPT,
     REQUEUE,
     fail_attempt,
+    sync_options,
     transition,
     transition_task,
 )
@@ -126,8 +127,6 @@ def claim_task(session: Session, task_id: uuid.UUID, worker: str) -> Task | None
 
 
 FENCED = "fenced"  # what an attempt reads when its task belongs to another attempt now
-# A run's own writes to its task, in sessions that load no task: no ORM synchronisation.
-WORKER_WRITE = {"synchronize_session": False}
 
 
 def heartbeat(session: Session, task_id: uuid.UUID, fence: int, *, beat: bool) -> str | None:
@@ -138,7 +137,7 @@ def heartbeat(session: Session, task_id: uuid.UUID, fence: int, *, beat: bool) -
             update(Task)
             .where(Task.id == task_id, Task.status == "running", Task.fence == fence)
             .values(heartbeat_at=utcnow()),
-            execution_options=WORKER_WRITE,
+            execution_options=sync_options(session),
         )
     row = session.execute(select(Task.status, Task.fence).where(Task.id == task_id)).first()
     if row is None:
@@ -186,7 +185,7 @@ def add_progress(
             items_invalid=Task.items_invalid + invalid,
             log_lines=Task.log_lines + log_lines,
         ),
-        execution_options=WORKER_WRITE,
+        execution_options=sync_options(session),
     )
 
 

@@ -451,8 +451,8 @@ def summarise_profile(path: Path, top: int = 12) -> list[str]:
         return ["(empty profile)"]
     lines = [f"{total} samples (100 Hz, non-idle threads)", "self:"]
     lines += [f"  {100 * c / total:5.1f} %  {name}" for name, c in own.most_common(top)]
-    lines.append("inclusive (crawlhub, csv, json, xlsxwriter, zipfile, sqlalchemy, psycopg):")
-    keep = ("crawlhub/", "csv", "json", "xlsxwriter", "zipfile", "sqlalchemy/engine", "psycopg/")
+    lines.append("inclusive (crawlhub, csv, json, zipfile, sqlalchemy, psycopg):")
+    keep = ("crawlhub/", "csv", "json", "zipfile", "sqlalchemy/engine", "psycopg/")
     picked = [(n, c) for n, c in inclusive.most_common() if any(k in n for k in keep)]
     lines += [f"  {100 * c / total:5.1f} %  {name}" for name, c in picked[: top + 6]]
     return lines

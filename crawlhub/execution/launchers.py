@@ -59,13 +59,13 @@ class Key:
 class Launched:
     """A run forked by a launcher, waited for like a ``subprocess.Popen``."""
 
-    def __init__(self, pid: int, answers: socket.socket, done: "Launcher") -> None:
+    def __init__(self, pid: int, answers: socket.socket, launcher: "Launcher") -> None:
         self.pid = pid
         self.returncode: int | None = None
         self.lost = False  # the launcher died before the run's end was known
         self._answers = answers
         self._buffer = b""
-        self._launcher = done
+        self._launcher = launcher
 
     def poll(self) -> int | None:
         if self.returncode is None:
@@ -241,24 +241,23 @@ class Pool:
         ``wait``, else asking for it and raising Unavailable)."""
         with self.lock:
             found = self.launchers.get(key)
+            why = None
             if found is not None and not found.alive():
-                del self.launchers[key]
-                found.close()
-                code = found.proc.returncode
-                self._request(key, env)
-                raise Unavailable(f"the launcher exited ({_status(code)}); restarting it")
-            if found is not None and found.changed():
-                del self.launchers[key]
-                self._retire(found)
-                self._request(key, env)
-                raise Unavailable("the environment changed since its launcher started; "
-                                  "starting a new one")  # fmt: skip
-            if found is not None:
+                why = f"the launcher exited ({_status(found.proc.returncode)}); restarting it"
+            elif found is not None and found.changed():
+                why = "the environment changed since its launcher started; starting a new one"
+            elif found is not None:
                 return found
-            failed = self.failed.get(key)
-            if failed is not None and time.monotonic() - failed[0] < RETRY_AFTER_S:
-                raise Unavailable(failed[1])
+            else:
+                failed = self.failed.get(key)
+                if failed is not None and time.monotonic() - failed[0] < RETRY_AFTER_S:
+                    raise Unavailable(failed[1])
+            if found is not None:
+                del self.launchers[key]
             event = self._request(key, env)
+        if found is not None:  # outside the lock: stopping it may take a moment
+            self._retire(found)  # a dead one at once, a changed one after its last run
+            raise Unavailable(why)
         if not wait:
             raise Unavailable("its launcher is starting")
         event.wait(START_TIMEOUT_S + 5)

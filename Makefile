@@ -3,12 +3,23 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: up test lint bench chaos install install-dev clean
+.PHONY: up test lint bench chaos install install-dev sandbox clean
 
-up: install
+up: install sandbox
 	$(BIN)/crawlhub up
 
-test: install-dev
+# Spiders run in bubblewrap's sandbox, behind nftables rules (README: Security model). As root
+# on Debian or Ubuntu, install what is missing; elsewhere CrawlHub says at start what spiders
+# run without.
+SANDBOX_PACKAGES := $(if $(shell command -v bwrap),,bubblewrap) $(if $(shell command -v nft || test -x /usr/sbin/nft && echo y),,nftables)
+
+sandbox:
+	@if [ -n "$(strip $(SANDBOX_PACKAGES))" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing the spiders' sandbox: apt-get install$(SANDBOX_PACKAGES)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SANDBOX_PACKAGES) >/dev/null; \
+	fi
+
+test: install-dev sandbox
 	$(BIN)/pytest
 
 lint: install-dev

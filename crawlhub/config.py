@@ -4,7 +4,7 @@ import os
 import secrets
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     AliasChoices,
@@ -58,12 +58,19 @@ class Settings(BaseSettings):
     max_log_line_bytes: int = Field(8192, ge=256)
     max_log_lines: int = Field(100_000, ge=100)
     max_item_bytes: int = Field(16 * MiB, ge=1024)
-    memory_limit_mb: int | None = Field(None, ge=64)
-    max_processes: int = Field(4096, ge=16)  # per run; RLIMIT_NPROC counts per user
-    max_open_files: int = Field(16384, ge=64)  # per process of a run
-    spider_user: str = "crawlhub-spider"  # spiders run as this user when the worker can switch
+    # Per run, unless a spider sets its own (sandbox/limits.py): memory it uses (its cgroup),
+    # tasks (processes and threads), open files per process, disk and files in its work dir.
+    memory_limit_mb: int = Field(2048, ge=64)
+    max_processes: int = Field(512, ge=16)
+    max_open_files: int = Field(16384, ge=64)
+    disk_limit_mb: int = Field(1024, ge=1)
+    max_files: int = Field(50_000, ge=100)
+    sandbox: Literal["auto", "bwrap", "users", "off"] = "auto"  # sandbox/isolation.py
+    # As root, each run slot's processes run as one of these uids (no account needed).
+    spider_uids: str = "1900000000-1900000999"
     spider_python: Path | None = None  # interpreter for spiders; default: the worker's own
-    spider_namespaces: bool = True  # each run in its own PID namespace, where Linux allows
+    sandbox_read_only: str = ""  # more host paths spiders may read, separated by ":"
+    sandbox_writable: str = ""  # host paths every spider may write (shared by all runs!)
     warm_start: bool = True  # runs fork from a warm launcher per environment (else start cold)
     launcher_idle_s: float = Field(600.0, ge=1, le=86400)  # a launcher unused this long stops
     # Where project environments' packages come from (builds only; spiders never see these).
@@ -118,6 +125,24 @@ class Settings(BaseSettings):
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return level
 
+    @field_validator("spider_uids")
+    @classmethod
+    def _check_spider_uids(cls, value: str) -> str:
+        first, dash, last = value.strip().partition("-")
+        if not (dash and first.isdigit() and last.isdigit()):
+            raise ValueError("must be a range of uids, first-last (e.g. 1900000000-1900000999)")
+        if not 1000 <= int(first) <= int(last) < 2**31 - 1:
+            raise ValueError("must lie within 1000-2147483646, first before last")
+        return f"{int(first)}-{int(last)}"
+
+    @field_validator("sandbox_read_only", "sandbox_writable")
+    @classmethod
+    def _check_paths(cls, value: str) -> str:
+        for path in filter(None, value.split(":")):
+            if not path.startswith("/"):
+                raise ValueError(f"{path!r} is not an absolute path")
+        return value
+
     @model_validator(mode="after")
     def _lease_covers_heartbeats(self) -> "Settings":
         if self.lease_s < 3 * self.heartbeat_s:
@@ -131,6 +156,12 @@ class Settings(BaseSettings):
             return ()
         raw = self.api_tokens.get_secret_value().split(",")
         return tuple(token.strip() for token in raw if token.strip())
+
+    @property
+    def spider_uid_range(self) -> range:
+        """The uids of run slots (CRAWLHUB_SPIDER_UIDS), for a root worker."""
+        first, last = self.spider_uids.split("-")
+        return range(int(first), int(last) + 1)
 
     @property
     def is_sqlite(self) -> bool:

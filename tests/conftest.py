@@ -1,6 +1,7 @@
 """Shared fixtures: real PostgreSQL and Redis (skipped locally when down, failing in CI)."""
 
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,12 +18,23 @@ from crawlhub.context import Context
 from crawlhub.repo import migrate
 from crawlhub.repo.db import make_engine
 from crawlhub.repo.models import Base
-from tests.spider_env import AS_ROOT, shared_tmp_path, spider_python
 
 PG_ADMIN = os.environ.get("CRAWLHUB_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("CRAWLHUB_TEST_REDIS", "redis://127.0.0.1:6379/15")
 TOKEN = "test-token-0123456789"
 IN_CI = bool(os.environ.get("CI"))
+
+
+@pytest.fixture
+def tmp_path(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
+    """A test's own directory, which the spiders of its CrawlHub may write too (make_settings
+    binds it into their sandbox as CRAWLHUB_SANDBOX_WRITABLE): gate and marker files. The
+    data dir and database of that CrawlHub are beside it, out of the spiders' sight."""
+    base = tmp_path_factory.mktemp(re.sub(r"\W", "_", request.node.name)[:30], numbered=True)
+    shared = base / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)  # spiders run as slot users
+    return shared
 
 
 def service_missing(name: str, exc: Exception) -> None:
@@ -31,14 +43,6 @@ def service_missing(name: str, exc: Exception) -> None:
     if IN_CI:
         pytest.fail(f"{message} (CI must run every service test)")
     pytest.skip(message)
-
-
-if AS_ROOT:
-
-    @pytest.fixture
-    def tmp_path() -> Path:
-        """As root, spiders run as another user: a tmp_path they can reach (spider_env)."""
-        return shared_tmp_path()
 
 
 @pytest.fixture(scope="session")
@@ -117,13 +121,14 @@ def empty_tables(url: str) -> None:
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
-    """Settings for a test, isolated from the developer's environment."""
+    """Settings for a test, isolated from the developer's environment: its spiders may write
+    to `tmp_path`, beside the data dir (tmp_path fixture)."""
     values: dict[str, Any] = {
-        "database_url": "sqlite:///" + str(tmp_path / "unused.db"),
+        "database_url": "sqlite:///" + str(tmp_path.parent / "unused.db"),
         "api_tokens": TOKEN,
-        "data_dir": tmp_path / "data",
+        "data_dir": tmp_path.parent / "data",
         "redis_url": None,
-        "spider_python": spider_python(),
+        "sandbox_writable": str(tmp_path),
     }
     values.update(overrides)
     return load_settings(**values)

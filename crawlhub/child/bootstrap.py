@@ -1,6 +1,7 @@
-"""The child side of a spider run: guard the process, then run a python entry or a Scrapy crawl.
+"""The child side of a spider run: run a python entry or a Scrapy crawl.
 
-Started by the worker in the run's work dir, never by hand::
+Started by the worker in the run's work dir, inside the run's sandbox (already unprivileged:
+the worker's side of the boundary is crawlhub/sandbox/), never by hand::
 
     python -m crawlhub.child.bootstrap python module.sub:function
     python -m crawlhub.child.bootstrap scrapy <spider> [scrapy crawl arguments ...]
@@ -14,15 +15,16 @@ module, so it imports nothing heavy and no CrawlHub module but the SDK.
 
 from __future__ import annotations
 
+import ctypes
 import io
 import json
 import os
+import select
 import signal
 import sys
 from collections.abc import AsyncIterable, Callable, Coroutine, Iterable, Mapping
 
 from crawlhub import sdk
-from crawlhub.child import jail
 
 # Not `from typing import TYPE_CHECKING`: importing typing costs every run ~3 ms.
 TYPE_CHECKING = False
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-EXIT_PARENT_GONE = jail.EXIT_WARDEN_GONE  # EX_SOFTWARE: the worker died before the start
+EXIT_PARENT_GONE = 70  # EX_SOFTWARE: the worker died before the start
 EXIT_TERMINATED = 128 + signal.SIGTERM
 
 ITEMS_FD_ENV = sdk.ITEMS_FD_ENV  # required: write end of the item pipe
@@ -44,6 +46,7 @@ STATS_EXTENSION = "crawlhub.child.scrapy_extension.StatsFileWriter"
 # After Scrapy's own extensions (all at 0), so that its spider_closed handler runs
 # after CoreStats has set finish_reason and finish_time.
 STATS_EXTENSION_ORDER = 1000
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 _USAGE = (
     "usage: python -m crawlhub.child.bootstrap python module:function\n"
@@ -54,14 +57,13 @@ _USAGE = (
 def main(argv: list[str] | None = None) -> int:
     """Run the spider named by ``argv`` and return the process exit status."""
     args = sys.argv[1:] if argv is None else argv
-    jail.die_with_parent()
+    die_with_parent()
     _configure_output()
     items_fd = _items_fd()
     # Checked after prctl: a worker that died before prctl took effect is caught here.
-    if jail.reader_gone(items_fd):
+    if reader_gone(items_fd):
         print("crawlhub: the worker is gone; not starting", file=sys.stderr)
         raise SystemExit(EXIT_PARENT_GONE)
-    jail.contain(pipes=(1, 2, items_fd))
     try:
         if len(args) == 2 and args[0] == "python":
             return run_python(args[1], _params())
@@ -72,6 +74,19 @@ def main(argv: list[str] | None = None) -> int:
         _fail(f"bad arguments {args!r}\n{_USAGE}")
     finally:
         sdk.flush()
+
+
+def die_with_parent() -> None:
+    """Have Linux SIGKILL this process when its parent dies."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(signal.SIGKILL), 0, 0, 0)
+
+
+def reader_gone(fd: int) -> bool:
+    """Whether the pipe that ``fd`` writes to has no reader left (the worker died)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(event & select.POLLERR for _, event in poller.poll(0))
 
 
 def run_python(entry: str, params: dict[str, Any]) -> int:

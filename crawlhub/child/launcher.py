@@ -1,7 +1,7 @@
-"""A warm launcher: one interpreter per environment and kind that has imported the bootstrap
-(and Scrapy, for Scrapy spiders) once, and forks a fresh process per run.
+"""A warm launcher: one interpreter per environment, kind and slot that has imported the
+bootstrap (and Scrapy, for Scrapy spiders) once, and forks a fresh process per run.
 
-Started by the worker, never by hand::
+Started by the worker inside the slot's sandbox, as the slot's user, never by hand::
 
     python -m crawlhub.child.launcher python|scrapy [room]
 
@@ -13,19 +13,23 @@ descriptor named by ``CRAWLHUB_LAUNCHER_FD``. The first message is the launcher'
 greeting (JSON: its pid, what it imported, its site-packages, or an ``error``). Then each
 run is one message carrying four descriptors: the run's stdout, stderr and item pipe
 write ends, and a stream socket of its own. On that socket the worker has already written
-the run (a length-prefixed JSON object: ``argv``, ``env``, ``cwd``); the launcher forks and
-answers with the child's pid, then, when the child has ended, its wait status, both as
-8-byte integers. The launcher is the child's parent, and exits when the worker closes the
-socket pair (or dies: the launcher dies with it, and its runs with the launcher).
+the run (a length-prefixed JSON object: ``argv``, ``env``, ``cwd``); the launcher forks,
+and the forked child, once it has taken the run's descriptors and environment, says
+``R`` with its credentials (so the worker learns its pid as the worker's PID namespace
+numbers it, from the kernel) and waits for ``g``: meanwhile the worker puts it in the run's
+cgroup and sets its limits. When the child has ended, the launcher kills whatever the run
+left in its PID namespace, empties /tmp and /dev/shm, and answers ``S`` and the wait
+status (an 8-byte integer). The launcher serves one run at a time (its slot's), is the
+child's parent, and exits when the worker closes the socket pair (or dies: the launcher
+dies with it, and its run with the launcher).
 
 The forked child becomes what ``python -m crawlhub.child.bootstrap ARGV`` would have been
 in that work dir with that environment: its own session and process group, the pipes on
 stdout, stderr and fd 3, no other descriptor of the launcher, the run's environment
 (also in ``/proc/<pid>/environ``) and command line (``/proc/<pid>/cmdline``), ``sys.path``
-led by the work dir. Then the bootstrap contains it exactly as a cold start does.
-Nothing imported here may start a thread, open a connection or install a reactor: the
-launcher checks for threads and for Twisted's reactor after its imports and refuses to
-serve otherwise. Standard library only, but for the bootstrap.
+led by the work dir. Nothing imported here may start a thread, open a connection or
+install a reactor: the launcher checks for threads and for Twisted's reactor after its
+imports and refuses to serve otherwise. Standard library only, but for the bootstrap.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import fcntl
 import importlib
 import json
 import os
+import resource
 import select
 import signal
 import socket
@@ -45,7 +50,7 @@ import sys
 import threading
 import time
 
-from crawlhub.child import bootstrap, jail
+from crawlhub.child import bootstrap
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -54,6 +59,14 @@ if TYPE_CHECKING:
 
 FD_ENV = "CRAWLHUB_LAUNCHER_FD"
 ROOM_ENV = "CRAWLHUB_LAUNCHER_ROOM"
+# How a launcher clears up after a run: "namespace" (alone in a PID namespace with private
+# /tmp and /dev/shm: kill all but itself and init, empty them), "user" (its slot's user is
+# the run's alone: kill every process of the user, empty $TMPDIR), "" (nothing).
+CLEAN_ENV = "CRAWLHUB_LAUNCHER_CLEAN"
+READY, GO, STATUS = b"R", b"g", b"S"
+CREDENTIALS = struct.Struct("3i")  # struct ucred: pid, uid, gid
+PR_SET_DUMPABLE = 4
+CLEAN_ROUNDS = 100
 ITEMS_FD = 3  # where the item pipe is in a run started by a launcher
 MAX_MESSAGE = 64
 MAX_RUN_BYTES = 16 * 1024 * 1024
@@ -77,7 +90,9 @@ def main(argv: list[str]) -> list[str] | None:
     with the bootstrap's arguments: the caller runs the bootstrap."""
     control = socket.socket(fileno=int(os.environ.pop(FD_ENV)))
     os.environ.pop(ROOM_ENV, None)
-    jail.die_with_parent()
+    clean = os.environ.pop(CLEAN_ENV, "")
+    bootstrap.die_with_parent()
+    _dumpable(False)  # the runs it forks share its user: they may not read its memory
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the worker's to handle
     try:
         if len(argv) < 1 or argv[0] not in KINDS:
@@ -96,7 +111,7 @@ def main(argv: list[str]) -> list[str] | None:
     control.send(json.dumps(greeting).encode())
     if "error" in greeting:
         return None
-    return Launcher(control).serve()
+    return Launcher(control, clean=clean).serve()
 
 
 def preload(kind: str) -> int:
@@ -145,8 +160,9 @@ def site_paths() -> list[str]:
 
 
 class Launcher:
-    def __init__(self, control: socket.socket) -> None:
+    def __init__(self, control: socket.socket, *, clean: str) -> None:
         self.control = control
+        self.clean = clean
         self.poller = select.poll()  # not epoll: no descriptor for a child to inherit
         self.poller.register(control, select.POLLIN)
         self.runs: dict[int, tuple[int, socket.socket]] = {}  # pidfd → (pid, run socket)
@@ -188,7 +204,6 @@ class Launcher:
         pidfd = os.pidfd_open(pid)  # works: checked at start
         self.runs[pidfd] = (pid, run)
         self.poller.register(pidfd, select.POLLIN)
-        _send(run, pid)
         return None
 
     def reap(self, pidfd: int) -> None:
@@ -196,15 +211,19 @@ class Launcher:
         self.poller.unregister(pidfd)
         os.close(pidfd)
         _, status = os.waitpid(pid, 0)
-        _send(run, status)
+        if self.clean:
+            clean_up(self.clean)
+        with contextlib.suppress(OSError):  # the worker gave up on this run
+            run.sendall(STATUS + NUMBER.pack(status))
         run.close()
 
     def become_run(self, stdout: int, stderr: int, items: int, run: socket.socket) -> list[str]:
-        """In the forked child: take the run's descriptors, identity and environment."""
+        """In the forked child: take the run's descriptors and environment, then wait for
+        the worker to let it go (in the run's cgroup, under its limits)."""
         os.setsid()
         try:
             argv, env, cwd = _read_run(run)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, KeyError) as exc:
             print(f"crawlhub: launcher: no run to start: {exc}", file=sys.stderr)
             os._exit(bootstrap.EXIT_USAGE)
         # Copies above 0-3 first (the lowest free numbers there), so that no dup2 below
@@ -214,9 +233,18 @@ class Launcher:
         os.dup2(high[0], 1)
         os.dup2(high[1], 2)
         os.dup2(high[2], ITEMS_FD)
+        try:
+            credentials = CREDENTIALS.pack(os.getpid(), os.getuid(), os.getgid())
+            run.sendmsg([READY], [(socket.SOL_SOCKET, socket.SCM_CREDENTIALS, credentials)])
+            go = run.recv(1)
+        except OSError:
+            go = b""
+        if go != GO:  # the worker gave up on this run (or died)
+            os._exit(bootstrap.EXIT_PARENT_GONE)
         for sock in (self.control, run, *(r for _, r in self.runs.values())):
             sock.detach()  # closed below by number; never again by a finaliser
         os.closerange(ITEMS_FD + 1, os.sysconf("SC_OPEN_MAX"))
+        _dumpable(True)  # as an exec would leave it
         signal.signal(signal.SIGINT, signal.default_int_handler)
         os.chdir(cwd)
         os.environ.clear()
@@ -227,6 +255,72 @@ class Launcher:
         importlib.invalidate_caches()
         retitle([sys.executable, "-m", bootstrap.__name__, *argv], env)
         return argv
+
+
+def clean_up(how: str) -> None:
+    """After a run: kill every process it left and empty its temporary directories, so the
+    next run of the slot finds nothing of it (the worker also kills its cgroup, if any)."""
+    me = os.getpid()
+    for _ in range(CLEAN_ROUNDS):
+        if how == "user":  # every process of this user but this one
+            with contextlib.suppress(OSError):
+                os.kill(-1, signal.SIGKILL)
+            left = [pid for pid in _live_pids() if pid != me and _owner(pid) == os.getuid()]
+        else:  # every process of this PID namespace but its init and this one
+            left = [pid for pid in _live_pids() if pid not in (1, me)]
+            for pid in left:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+        if not left:
+            break
+        time.sleep(0.002)
+    private = ("/tmp", "/dev/shm")  # noqa: S108  (the sandbox's own)
+    for directory in private if how == "namespace" else (os.environ.get("TMPDIR"),):
+        if directory:
+            _empty(directory)
+
+
+def _owner(pid: int) -> int:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return -1
+
+
+def _live_pids() -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as stat:
+                    if stat.read().rsplit(b")", 1)[1].split()[0] != b"Z":
+                        found.append(int(entry))
+            except (OSError, IndexError):
+                continue
+    return found
+
+
+def _empty(directory: str) -> None:
+    """Remove what is in a directory, on its own file system only: what is mounted below it
+    (the slot and the paths the worker binds, when they lie below /tmp) is not the run's."""
+    try:
+        device = os.lstat(directory).st_dev
+        entries = list(os.scandir(directory))
+    except OSError:
+        return
+    for entry in entries:
+        with contextlib.suppress(OSError):
+            if entry.is_dir(follow_symlinks=False):
+                if entry.stat(follow_symlinks=False).st_dev == device:
+                    _empty(entry.path)
+                    os.rmdir(entry.path)  # fails where a mount point lies below: it stays
+            else:
+                os.unlink(entry.path)
+
+
+def _dumpable(on: bool) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_DUMPABLE, ctypes.c_ulong(int(on)), 0, 0, 0)
 
 
 def retitle(argv: list[str], env: dict[str, str]) -> None:
@@ -259,10 +353,15 @@ def _read_run(run: socket.socket) -> tuple[list[str], dict[str, str], str]:
         raise ValueError(f"a run of {size} bytes")
     spec = json.loads(_read_exactly(run, size))
     argv, env, cwd = spec.get("argv"), spec.get("env"), spec.get("cwd")
+    limits = spec.get("rlimits", {})
     if not (isinstance(argv, list) and all(isinstance(arg, str) for arg in argv)
             and isinstance(env, dict) and all(isinstance(v, str) for v in env.values())
-            and isinstance(cwd, str)):  # fmt: skip
+            and isinstance(cwd, str) and isinstance(limits, dict)):  # fmt: skip
         raise ValueError("not a run")
+    for which, value in limits.items():  # hard limits: neither the run nor its children
+        _, hard = resource.getrlimit(int(which))  # can raise them again
+        wanted = int(value) if hard == resource.RLIM_INFINITY else min(int(value), hard)
+        resource.setrlimit(int(which), (wanted, wanted))
     return argv, env, cwd
 
 
@@ -274,11 +373,6 @@ def _read_exactly(run: socket.socket, size: int) -> bytes:
             raise ValueError("the worker closed the run's socket")
         data += chunk
     return bytes(data)
-
-
-def _send(run: socket.socket, number: int) -> None:
-    with contextlib.suppress(OSError):  # the worker gave up on this run
-        run.sendall(NUMBER.pack(number))
 
 
 def run(argv: list[str]) -> NoReturn:

@@ -213,17 +213,25 @@ def spiders_show(api: Client, spider: str, as_json: bool) -> None:
 @click.option("--dedup-keys", help="Comma-separated item fields that identify an item; '' off.")
 @click.option("--alert-on-zero-items/--no-alert-on-zero-items", default=None)
 @click.option("--retention-days", type=int)
+@click.option("-l", "--limit", "limits", multiple=True, metavar="NAME=VALUE",
+              help="Replace its run limits (repeat): memory_mb, processes, open_files, disk_mb, "
+              "files; '--limit default' goes back to the defaults.")  # fmt: skip
 @click.option("--name", help="A new name.")
 @JSON_OPTION
 @pass_api
 def spiders_set(api: Client, spider: str, as_json: bool, params: tuple[str, ...],
-                env: tuple[str, ...], dedup_keys: str | None, **changes: Any) -> None:  # fmt: skip
+                env: tuple[str, ...], dedup_keys: str | None, limits: tuple[str, ...],
+                **changes: Any) -> None:  # fmt: skip
     """Change a spider's settings (only those given)."""
     body = {k: v for k, v in changes.items() if v is not None}
     if params:
         body["params"] = pairs(params, "--param")
     if env:
         body["env"] = {k: str(v) for k, v in pairs(env, "--env").items()}
+    if limits == ("default",):
+        body["limits"] = None
+    elif limits:
+        body["limits"] = pairs(limits, "--limit")
     if dedup_keys is not None:
         body["dedup_keys"] = [k.strip() for k in dedup_keys.split(",") if k.strip()] or None
     if not body:

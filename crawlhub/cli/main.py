@@ -57,11 +57,11 @@ def _server(name: str, help_text: str) -> None:
         from crawlhub.cli import processes
         from crawlhub.cli.logging_setup import setup_logging
         from crawlhub.config import load_settings
-        from crawlhub.execution import sandbox
+        from crawlhub.sandbox import isolation
 
         settings = load_settings()
         setup_logging(settings.log_level)
-        sandbox.harden_process(server=True)
+        isolation.harden_process(server=True)
         targets.check_allow_list(settings.channel_allow_hosts)
         getattr(processes, name)(settings)
 

@@ -17,7 +17,7 @@ from crawlhub.api import create_app
 from crawlhub.config import Settings, ensure_token_file, token_path
 from crawlhub.context import Context
 from crawlhub.errors import ConfigError
-from crawlhub.execution import environments, launchers, preparation, sandbox, supervisor
+from crawlhub.execution import launchers, preparation, sandboxes, supervisor
 from crawlhub.messaging.broker import build_worker
 from crawlhub.messaging.keys import QUEUES
 from crawlhub.repo import migrate as migrations
@@ -79,10 +79,8 @@ def _stop_worker(consumer: Worker, context: Context) -> None:
 
 
 def _start_worker(context: Context) -> Worker:
-    sandbox.prepare_worker(context.settings)
+    sandboxes.prepare_worker(context.settings)
     preparation.collect_environments(context)  # and after each new version is prepared
-    if context.settings.warm_start:  # the platform's launchers, ready for the first runs
-        launchers.warm_up(context.settings, environments.platform_runtime(context.settings))
     declare_actors(context)
     # Dramatiq's Redis consumer polls with a backoff up to worker_timeout; its default (1 s)
     # would add up to a second between "run" and the spider starting.

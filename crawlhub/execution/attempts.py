@@ -73,6 +73,7 @@ class Attempt:
     filename: str
     archive: bytes
     requirements: str | None  # None: the platform's environment
+    limits: dict[str, int]  # the spider's own, over the defaults
 
 
 T = TypeVar("T")
@@ -138,6 +139,7 @@ def claim(db: Database, task_id: uuid.UUID) -> Attempt | None:
             filename=version.filename,
             archive=version.archive,
             requirements=version.requirements,
+            limits=dict(spider.limits or {}),
         )
 
 

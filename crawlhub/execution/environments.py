@@ -4,13 +4,17 @@ uv under $CRAWLHUB_DATA_DIR/envs/<key> and shared by every version that needs th
 The key hashes the normalised requirements (with the platform's Scrapy added for a Scrapy
 project that does not pin one), the Python version and the platform. A build happens once
 per key and machine: under a file lock, into a staging directory renamed into place when
-complete, so a directory named by its key is always whole. Where spiders run as their own
-user, builds do too (a package's build scripts are code from the registry), and the result
+complete, so a directory named by its key is always whole. A build runs packages' build
+scripts, code from the registry: each step runs in the sandbox of a slot, as a spider does
+(sandbox/), seeing the interpreter, uv, its staging directory and its own download cache
+(one per key: no later build of other requirements trusts what it downloaded), within the
+build timeout and the default limits, every process killed when the step ends. The result
 is then given to the worker's user, read-only to spiders.
 
 CrawlHub's in-spider runtime (the bootstrap, the SDK, the Scrapy extension: standard library
 and Scrapy only) is copied once per CrawlHub release into $CRAWLHUB_DATA_DIR/runtime/<hash>
-and put on the spider's PYTHONPATH, so nothing of the server is installed into environments.
+and put on every spider's PYTHONPATH, so nothing of the server is installed into
+environments and no spider needs the worker's own installation of CrawlHub.
 """
 
 import contextlib
@@ -20,8 +24,10 @@ import hashlib
 import json
 import logging
 import os
+import select
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -30,8 +36,12 @@ from pathlib import Path
 
 import crawlhub
 from crawlhub.config import Settings
-from crawlhub.execution import sandbox
 from crawlhub.packages import requirements as reqs
+from crawlhub.sandbox import spawn
+from crawlhub.sandbox.isolation import Isolation
+from crawlhub.sandbox.limits import Limits
+from crawlhub.sandbox.slots import Slot
+from crawlhub.sandbox.views import View
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +55,7 @@ _PROBE = (
     "try:\n    from importlib.metadata import version; scrapy = version('scrapy')\n"
     "except Exception:\n    scrapy = None\n"
     "print(json.dumps([sys.version.split()[0], sysconfig.get_platform(),"
-    " getattr(sys, '_base_executable', sys.executable), scrapy]))"
+    " getattr(sys, '_base_executable', sys.executable), scrapy, sys.prefix, sys.base_prefix]))"
 )
 
 
@@ -65,15 +75,22 @@ class Interpreter:
     platform: str
     base: str  # the interpreter itself, not a virtual environment's link to it
     scrapy: str | None  # the platform's Scrapy
+    prefixes: tuple[str, ...]  # its installation and virtual environment, shown to spiders
+
+    def paths(self) -> list[Path]:
+        """What a process must see to run this interpreter: its installations, and the
+        directory of the interpreter the virtual environment links to."""
+        return [Path(p) for p in (*self.prefixes, os.path.dirname(self.base))]
 
 
 @functools.cache
 def interpreter(python: str) -> Interpreter:
-    """Ask the spider interpreter what it is (once per process)."""
+    """Ask the spider interpreter what it is (once per process). The worker runs it
+    itself: it is the operator's, chosen by CRAWLHUB_SPIDER_PYTHON, never uploaded."""
     out = subprocess.run([python, "-I", "-c", _PROBE], capture_output=True, text=True,
                          check=True, timeout=60).stdout  # fmt: skip
-    version, platform, base, scrapy = json.loads(out)
-    return Interpreter(version, platform, base, scrapy)
+    version, platform, base, scrapy, prefix, base_prefix = json.loads(out)
+    return Interpreter(version, platform, base, scrapy, tuple(dict.fromkeys([prefix, base_prefix])))
 
 
 def with_defaults(requirements: str, kind: str, python: Interpreter) -> str:
@@ -95,46 +112,55 @@ class Runtime:
     """What a spider process runs on: an interpreter and what must be importable."""
 
     python: str
-    runtime: Path | None = None  # CrawlHub's in-spider runtime, when not installed
-    environment: Path | None = None  # the project environment, when it has one
+    runtime: Path  # CrawlHub's in-spider runtime
+    paths: tuple[Path, ...]  # what the spider reads: interpreter, environment, runtime
 
     def variables(self) -> dict[str, str]:
         """Environment variables of the spider process."""
-        return {"PYTHONPATH": str(self.runtime)} if self.runtime else {}
+        return {"PYTHONPATH": str(self.runtime)}
 
-    def shown(self) -> list[Path]:
-        """Directories below the data dir the spider must still read."""
-        return [p for p in (self.environment, self.runtime) if p is not None]
+
+def spider_python(settings: Settings) -> str:
+    """The interpreter that starts spiders (and builds their environments)."""
+    return str(settings.spider_python or sys.executable)
 
 
 def platform_runtime(settings: Settings) -> Runtime:
-    """The platform's own environment (CrawlHub installed in it)."""
-    return Runtime(sandbox.spider_python(settings))
+    """The platform's own environment: the spider interpreter with its packages."""
+    python = spider_python(settings)
+    runtime = runtime_dir(settings)
+    return Runtime(python, runtime, (*interpreter(python).paths(), runtime))
 
 
 def _place(settings: Settings, requirements: str, kind: str) -> tuple[Interpreter, str, Path]:
     """The interpreter, the requirements a build installs, and where the environment lives."""
-    python = interpreter(sandbox.spider_python(settings))
+    python = interpreter(spider_python(settings))
     wanted = with_defaults(requirements, kind, python)
     return python, wanted, envs_root(settings) / key_of(wanted, python)
 
 
-def _runtime(settings: Settings, target: Path) -> Runtime:
+def _runtime(settings: Settings, python: Interpreter, target: Path) -> Runtime:
     _touch(target / LAST_USED)
-    return Runtime(str(target / "bin" / "python"), runtime_dir(settings), target)
+    runtime = runtime_dir(settings)
+    return Runtime(str(target / "bin" / "python"), runtime, (*python.paths(), target, runtime))
 
 
 def built(settings: Settings, requirements: str, kind: str) -> Runtime | None:
     """The environment for these requirements when this machine has it (no waiting)."""
-    _, _, target = _place(settings, requirements, kind)
-    return _runtime(settings, target) if target.is_dir() else None
+    python, _, target = _place(settings, requirements, kind)
+    return _runtime(settings, python, target) if target.is_dir() else None
 
 
 def ensure(
-    settings: Settings, requirements: str, kind: str, log: Callable[[str], None]
+    settings: Settings,
+    requirements: str,
+    kind: str,
+    log: Callable[[str], None],
+    sandbox: "Builder",
 ) -> tuple[str, Runtime]:
-    """The environment for these requirements, built now (logging each line) unless it is
-    there already; returns its key and how to run in it. BuildFailed when it cannot be."""
+    """The environment for these requirements, built now in `sandbox` (logging each line)
+    unless it is there already; returns its key and how to run in it. BuildFailed when it
+    cannot be."""
     python, wanted, target = _place(settings, requirements, kind)
     root, key = target.parent, target.name
     if not target.is_dir():
@@ -143,11 +169,20 @@ def ensure(
                 log(f"environment {key} was built meanwhile by another run")
             else:
                 try:
-                    _build(settings, python, wanted, key, log)
+                    _build(settings, python, wanted, key, log, sandbox)
                 except BuildFailed as exc:
                     exc.key = key
                     raise
-    return key, _runtime(settings, target)
+    return key, _runtime(settings, python, target)
+
+
+@dataclass(frozen=True)
+class Builder:
+    """Where a build's steps run: the sandbox of a slot, with these limits."""
+
+    isolation: Isolation
+    slot: Slot
+    limits: Limits
 
 
 def envs_root(settings: Settings) -> Path:
@@ -171,10 +206,9 @@ def build_log(settings: Settings, key: str) -> str | None:
 
 def _build(
     settings: Settings, python: Interpreter, requirements: str, key: str,
-    log: Callable[[str], None],
+    log: Callable[[str], None], sandbox: Builder,
 ) -> None:  # fmt: skip
     root = envs_root(settings)
-    identity = sandbox.spider_identity(settings.spider_user)
     staging = Path(tempfile.mkdtemp(prefix=f".build-{key[:8]}-", dir=root))
     lines: list[str] = []
 
@@ -187,13 +221,15 @@ def _build(
     for line in requirements.splitlines():
         note(f"  {line}")
     try:
-        uv = _uv_for(root, identity)
-        cache = root / ".cache"
-        cache.mkdir(mode=0o700, exist_ok=True)
+        uv = _uv(root, sandbox)
+        # One download cache per key: what a build's scripts could tamper with is trusted by
+        # no build of other requirements.
+        cache = root / ".cache" / key
+        cache.mkdir(parents=True, exist_ok=True)
+        (root / ".cache").chmod(0o711)
         (staging / "requirements.txt").write_text(requirements + "\n")
-        if identity is not None:  # the build runs as the spider user, in its own places
-            for path in (staging, staging / "requirements.txt", cache):
-                os.chown(path, identity.uid, identity.gid)
+        for path in (staging, cache):  # the slot's user builds there, and nowhere else
+            sandbox.slot.hand_over(path)
         venv = staging / "venv"
         env = _build_env(settings, staging, cache)
         steps = [
@@ -201,16 +237,19 @@ def _build(
             [uv, "pip", "install", "--python", str(venv / "bin" / "python"), "--compile-bytecode",
              "-r", str(staging / "requirements.txt")],
         ]  # fmt: skip
-        for step in steps:
-            _run(step, env, identity, settings.env_build_timeout_s - (time.monotonic() - started),
-                 note)  # fmt: skip
+        view = View(read_only=(*python.paths(), Path(uv)), writable=(staging, cache),
+                    cwd=staging, tmp_mb=sandbox.limits.disk_mb, home=staging)  # fmt: skip
+        for number, step in enumerate(steps):
+            left = settings.env_build_timeout_s - (time.monotonic() - started)
+            spec = spawn.Spec(step, env, view, sandbox.limits, f"build-{key[:12]}-{number}")
+            _run(sandbox, spec, left, note)
         _seal(venv)
         venv.rename(root / key)
         note(f"environment {key} ready in {time.monotonic() - started:.1f} s")
     except BuildFailed as exc:
         note(exc.message)
         raise BuildFailed(exc.message, "\n".join(lines)) from None
-    except (OSError, subprocess.SubprocessError) as exc:
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
         note(f"building the environment failed: {exc}")
         raise BuildFailed(f"building the environment failed: {exc}", "\n".join(lines)) from None
     finally:
@@ -218,32 +257,40 @@ def _build(
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _run(command: list[str], env: dict[str, str], identity: sandbox.SpiderIdentity | None,
-         timeout_s: float, note: Callable[[str], None]) -> None:  # fmt: skip
-    """One build step, its output noted line by line; BuildFailed naming the error."""
-    as_user = {"user": identity.uid, "group": identity.gid, "extra_groups": []} if identity else {}
-    proc = subprocess.Popen(command, env=env, cwd="/", stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            errors="replace", umask=0o022, start_new_session=True,
-                            **as_user)  # type: ignore[call-overload]  # fmt: skip
-    assert proc.stdout is not None
+def _run(sandbox: Builder, spec: spawn.Spec, timeout_s: float,
+         note: Callable[[str], None]) -> None:  # fmt: skip
+    """One build step in the sandbox, its output noted line by line; every process it
+    started is killed when it ends. BuildFailed naming the error."""
+    read, write = os.pipe()
+    try:
+        proc = spawn.start(sandbox.isolation, sandbox.slot, spec, stdout=write, stderr=write)
+    finally:
+        os.close(write)
     deadline = time.monotonic() + max(timeout_s, 1)
     output: list[str] = []
-    with proc.stdout:
-        for line in proc.stdout:
-            if line.strip():
-                output.append(line.rstrip())
-                note(output[-1])
-            if time.monotonic() > deadline:
-                break
+    timed_out = False
     try:
-        code = proc.wait(max(deadline - time.monotonic(), 0.1))
+        with os.fdopen(read, "rb") as pipe:
+            while True:
+                ready, _, _ = select.select([pipe], [], [], max(deadline - time.monotonic(), 0))
+                if not ready:
+                    timed_out = True
+                    break
+                line = pipe.readline()
+                if not line:
+                    break
+                text = line.decode("utf-8", "replace").rstrip()
+                if text.strip():
+                    output.append(text)
+                    note(text)
+        code = None if timed_out else proc.wait(max(deadline - time.monotonic(), 0.1))
     except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, 9)
-        proc.wait()
+        code = None
+    finally:
+        proc.close()  # a daemon a build script left behind dies here
+    if code is None:
         raise BuildFailed(f"the build took longer than {int(timeout_s)} s "
-                          "(CRAWLHUB_ENV_BUILD_TIMEOUT_S)", "") from None  # fmt: skip
+                          "(CRAWLHUB_ENV_BUILD_TIMEOUT_S)", "")  # fmt: skip
     if code != 0:
         raise BuildFailed(f"installing the requirements failed: {_error_of(output, code)}", "")
 
@@ -260,7 +307,7 @@ def _error_of(output: list[str], code: int) -> str:
 
 def _build_env(settings: Settings, home: Path, cache: Path) -> dict[str, str]:
     """uv's environment: the operator's index settings, nothing else of the worker's."""
-    env = sandbox.base_env(home)
+    env = base_env(home)
     # UV_NATIVE_TLS: the system's trust store, as pip uses (a TLS-inspecting proxy's CA).
     env.update({"UV_CACHE_DIR": str(cache), "UV_NO_CONFIG": "1", "UV_PYTHON_DOWNLOADS": "never",
                 "UV_NO_PROGRESS": "1", "UV_LINK_MODE": "copy", "UV_NATIVE_TLS": "1"})  # fmt: skip
@@ -274,17 +321,17 @@ def _build_env(settings: Settings, home: Path, cache: Path) -> dict[str, str]:
     return env
 
 
-def _uv_for(root: Path, identity: sandbox.SpiderIdentity | None) -> str:
-    """uv's binary, copied where the spider user can run it when builds run as that user."""
+def _uv(root: Path, sandbox: Builder) -> str:
+    """uv's binary: bound read-only into a build's view; without one (mode `users`), a copy
+    the slot's users can run."""
     import uv  # only workers that build need it
 
-    source = Path(uv.find_uv_bin())
-    if identity is None:
+    source = Path(uv.find_uv_bin()).resolve()
+    if sandbox.isolation.bwrap is not None or not sandbox.isolation.switch_user:
         return str(source)
     tools = _shared_dir(root / ".tools")
     copy = tools / "uv"
-    stat = source.stat()
-    if not copy.exists() or copy.stat().st_size != stat.st_size:
+    if not copy.exists() or copy.stat().st_size != source.stat().st_size:
         partial = tools / f".uv-{os.getpid()}"
         shutil.copyfile(source, partial)
         partial.chmod(0o755)
@@ -337,6 +384,7 @@ def collect(settings: Settings, keep: set[str]) -> list[str]:
             continue
         with _locked(root / f".{path.name}.lock"):
             shutil.rmtree(path, ignore_errors=True)
+            shutil.rmtree(root / ".cache" / path.name, ignore_errors=True)
         (root / f".{path.name}.lock").unlink(missing_ok=True)
         (root / f".{path.name}.log").unlink(missing_ok=True)
         removed.append(path.name)
@@ -345,7 +393,7 @@ def collect(settings: Settings, keep: set[str]) -> list[str]:
 
 
 RUNTIME_FILES = ("__init__.py", "sdk.py", "child/__init__.py", "child/bootstrap.py",
-                 "child/jail.py", "child/launcher.py", "child/scrapy_extension.py")  # fmt: skip
+                 "child/launcher.py", "child/scrapy_extension.py")  # fmt: skip
 
 
 @functools.cache
@@ -369,7 +417,7 @@ def runtime_dir(settings: Settings) -> Path:
             path = staging / "crawlhub" / name
             path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
             path.write_bytes(data)
-        subprocess.run([sandbox.spider_python(settings), "-I", "-m", "compileall", "-q",
+        subprocess.run([spider_python(settings), "-I", "-m", "compileall", "-q",
                         str(staging)], check=False, capture_output=True, timeout=120)  # fmt: skip
         _seal(staging)
         with contextlib.suppress(OSError):  # another worker's identical copy won
@@ -382,3 +430,18 @@ def runtime_dir(settings: Settings) -> Path:
 def tail(log: str) -> str:
     """The last lines of a build log, for a run's log or a version's summary."""
     return "\n".join(log.splitlines()[-LOG_TAIL_LINES:])
+
+
+def base_env(home: Path) -> dict[str, str]:
+    """What every spider process (and build) starts from: nothing of the worker's own."""
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(home),
+        "LANG": os.environ.get("LANG", "C.UTF-8"),
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONIOENCODING": "utf-8",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    if "TZ" in os.environ:
+        env["TZ"] = os.environ["TZ"]
+    return env

@@ -1,12 +1,14 @@
 """Warm launchers: the worker's side of child/launcher.py.
 
-One launcher per interpreter, in-spider runtime and kind (python or scrapy), started on
-the first run that needs it and stopped after ``CRAWLHUB_LAUNCHER_IDLE_S`` without one.
-A run started through a launcher is forked from it instead of starting an interpreter:
-the same bootstrap, the same containment, the same pipes. When a launcher cannot serve
-a run (it failed to start, it died, its environment changed since it started, the run
-sets a variable an interpreter reads only when it starts), :func:`launch` raises
-:class:`Unavailable` with the reason and the caller starts the run cold.
+One launcher per interpreter, in-spider runtime, kind (python or scrapy) and slot, started
+in the slot's sandbox as the slot's user on the first run that needs it, and stopped after
+``CRAWLHUB_LAUNCHER_IDLE_S`` without one. A run started through a launcher is forked from
+it instead of starting an interpreter: the same bootstrap, the same sandbox, the same
+pipes; the worker puts the forked run in a cgroup of its own with the run's limits before
+it may go on. When a launcher cannot serve a run (the sandbox has no user or namespace of
+the slot's own, it failed to start, it died, its environment changed since it started, the
+run sets a variable an interpreter or the loader reads only when it starts),
+:func:`launch` raises :class:`Unavailable` with the reason and the caller starts it cold.
 
 Launchers are started by one long-lived thread of the worker: Linux kills a process whose
 parent *thread* ends (the launcher's parent-death signal), and run threads come and go.
@@ -18,18 +20,20 @@ import logging
 import os
 import queue
 import select
+import signal
 import socket
 import subprocess
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
 
 from crawlhub.child import launcher as child
-from crawlhub.config import Settings
-from crawlhub.execution import sandbox
-from crawlhub.execution.environments import Runtime
+from crawlhub.sandbox import spawn
+from crawlhub.sandbox.cgroups import Counters, Group
+from crawlhub.sandbox.isolation import Isolation
+from crawlhub.sandbox.limits import Limits
+from crawlhub.sandbox.slots import Slot
 
 logger = logging.getLogger(__name__)
 
@@ -40,9 +44,10 @@ RETRY_AFTER_S = 60.0  # a launcher that failed to start is not tried again for t
 KEEPER_TICK_S = 5.0
 ARG_ROOM = 4096  # bytes of command line a run's may be written over
 ENV_ROOM = 64 * 1024  # bytes of environment likewise
-# What an interpreter reads only when it starts (beyond PYTHON*): a run that sets one
-# differently from its launcher starts cold.
-STARTUP_VARIABLES = ("LANG", "LC_ALL", "LC_CTYPE")
+# What an interpreter or the loader reads only when it starts (beyond PYTHON* and LD_*): a
+# run that sets one differently from its launcher starts cold.
+STARTUP_VARIABLES = ("LANG", "LC_ALL", "LC_CTYPE", "MALLOC_ARENA_MAX", "GLIBC_TUNABLES")
+STARTUP_PREFIXES = ("PYTHON", "LD_")
 
 
 class Unavailable(Exception):
@@ -54,18 +59,45 @@ class Key:
     python: str
     kind: str
     variables: tuple[tuple[str, str], ...]
+    slot: int
+
+
+@dataclass(frozen=True)
+class Start:
+    """How to start a launcher: its sandbox and environment."""
+
+    isolation: Isolation
+    slot: Slot
+    spec: spawn.Spec  # argv is filled in by the launcher
 
 
 class Launched:
     """A run forked by a launcher, waited for like a ``subprocess.Popen``."""
 
-    def __init__(self, pid: int, answers: socket.socket, launcher: "Launcher") -> None:
-        self.pid = pid
+    def __init__(self, pid: int, answers: socket.socket, launcher: "Launcher",
+                 group: Group | None) -> None:  # fmt: skip
+        self.pid = pid  # in this worker's PID namespace
         self.returncode: int | None = None
         self.lost = False  # the launcher died before the run's end was known
+        self.group = group
         self._answers = answers
         self._buffer = b""
         self._launcher = launcher
+
+    def counters(self) -> Counters | None:
+        return self.group.counters() if self.group else None
+
+    def kill_tree(self) -> None:
+        """SIGKILL the run's process group and its cgroup (the launcher kills what is left
+        in its namespace when the run has ended)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        if self.group is not None:
+            self.group.kill()
+
+    def close(self) -> None:
+        if self.group is not None:
+            self.group.remove()
 
     def poll(self) -> int | None:
         if self.returncode is None:
@@ -85,8 +117,9 @@ class Launched:
         ready, _, _ = select.select([self._answers], [], [], timeout)
         if not ready:
             return
+        size = len(child.STATUS) + child.NUMBER.size
         try:
-            chunk = self._answers.recv(child.NUMBER.size - len(self._buffer))
+            chunk = self._answers.recv(size - len(self._buffer))
         except OSError:
             chunk = b""
         if not chunk:  # the launcher died, and the run with it (its parent-death signal)
@@ -94,8 +127,8 @@ class Launched:
             self._end(-9)
             return
         self._buffer += chunk
-        if len(self._buffer) == child.NUMBER.size:
-            (status,) = child.NUMBER.unpack(self._buffer)
+        if len(self._buffer) == size:
+            (status,) = child.NUMBER.unpack(self._buffer[len(child.STATUS) :])
             self._end(os.waitstatus_to_exitcode(status))
 
     def _end(self, code: int) -> None:
@@ -107,29 +140,37 @@ class Launched:
 class Launcher:
     """One launcher process and the socket pair the worker talks to it on."""
 
-    def __init__(self, key: Key, env: dict[str, str]) -> None:
+    def __init__(self, key: Key, start: Start) -> None:
         self.key = key
-        self.env = env
+        self.env = start.spec.env
+        self.isolation = start.isolation
         self.lock = threading.Lock()
         self.active = 0
         self.retired = False
         self.last_used = time.monotonic()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.control = ours
+        read, write = os.pipe()
+        env = {
+            **start.spec.env,
+            child.FD_ENV: str(theirs.fileno()),
+            child.ROOM_ENV: " " * ENV_ROOM,
+            child.CLEAN_ENV: _cleaning(start.isolation),
+        }
+        argv = [key.python, "-m", "crawlhub.child.launcher", key.kind, " " * ARG_ROOM]
+        spec = replace(start.spec, env=env, argv=argv)
         try:
-            self.proc = subprocess.Popen(
-                [key.python, "-m", "crawlhub.child.launcher", key.kind, " " * ARG_ROOM],
-                # stdout and stderr are pipes, as a run's are: the forked run's sys.stdout
-                # and sys.stderr are the launcher's, over the run's own pipes
-                cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                env={**env, child.FD_ENV: str(theirs.fileno()), child.ROOM_ENV: " " * ENV_ROOM},
-                pass_fds=(theirs.fileno(),), start_new_session=True,
-            )  # fmt: skip
-        except OSError as exc:
+            # stdout and stderr are a pipe, as a run's are: the forked run's sys.stdout and
+            # sys.stderr are the launcher's, over the run's own pipes
+            self.proc = spawn.start(start.isolation, start.slot, spec, stdout=write,
+                                    stderr=write, pass_fds=(theirs.fileno(),))  # fmt: skip
+        except (OSError, ValueError) as exc:
             ours.close()
             raise Unavailable(f"cannot start {key.python}: {exc}") from exc
         finally:
             theirs.close()
+            os.close(write)
+        self.output = os.fdopen(read, "rb")
         threading.Thread(target=self._relay, name="launcher-output", daemon=True).start()
         ready, _, _ = select.select([ours], [], [], START_TIMEOUT_S)
         greeting = json.loads(ours.recv(65536) or b"{}") if ready else {}
@@ -139,14 +180,13 @@ class Launcher:
             raise Unavailable(f"the launcher could not start: {why}")
         self.greeting = greeting
         self.fingerprint = self._fingerprint()
-        logger.info("warm launcher %d for %s spiders on %s: %d modules in %.2f s",
-                    self.proc.pid, key.kind, key.python, greeting["modules"],
+        logger.info("warm launcher %d for %s spiders on %s (slot %d): %d modules in %.2f s",
+                    self.proc.pid, key.kind, key.python, key.slot, greeting["modules"],
                     greeting["seconds"])  # fmt: skip
 
     def _relay(self) -> None:
         """What the launcher itself prints (nothing, unless it fails) goes to the worker's log."""
-        assert self.proc.stdout is not None
-        with self.proc.stdout as output:
+        with self.output as output:
             for line in output:
                 logger.warning("launcher %d: %s", self.proc.pid,
                                line.decode("utf-8", "replace").rstrip())  # fmt: skip
@@ -168,21 +208,29 @@ class Launcher:
     def changed(self) -> bool:
         return self._fingerprint() != self.fingerprint
 
-    def launch(self, argv: Sequence[str], env: dict[str, str], cwd: Path,
-               fds: tuple[int, int, int]) -> Launched:  # fmt: skip
-        """Fork a run: ``fds`` are its stdout, stderr and item pipe write ends."""
+    def launch(self, argv: Sequence[str], env: dict[str, str], cwd: str,
+               fds: tuple[int, int, int], cgroup: str, limits: Limits) -> Launched:  # fmt: skip
+        """Fork a run: ``fds`` are its stdout, stderr and item pipe write ends; it goes on
+        once it is in a cgroup named ``cgroup`` with these limits."""
         for name, value in env.items():
-            if (name.startswith("PYTHON") or name in STARTUP_VARIABLES) and \
+            if (name.startswith(STARTUP_PREFIXES) or name in STARTUP_VARIABLES) and \
                     self.env.get(name) != value:  # fmt: skip
-                raise Unavailable(f"the run sets {name}, which Python reads when it starts")
+                raise Unavailable(f"the run sets {name}, which is read when a program starts")
         for name in self.env:
-            if (name.startswith("PYTHON") or name in STARTUP_VARIABLES) and name not in env:
+            if (name.startswith(STARTUP_PREFIXES) or name in STARTUP_VARIABLES) and \
+                    name not in env:  # fmt: skip
                 raise Unavailable(f"the run unsets {name}")
-        spec = json.dumps({"argv": list(argv), "env": env, "cwd": str(cwd)}).encode()
+        nproc = self.isolation.switch_user and self.isolation.cgroups.version is None
+        # Set by the forked run itself before it goes on (lowering its own hard limits).
+        limit = {str(k): v for k, v in spawn.rlimits(limits, nproc=nproc).items()}
+        spec = json.dumps({"argv": list(argv), "env": env, "cwd": cwd, "rlimits": limit}).encode()
         answers, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        # The kernel tells the forked run's pid as this worker's PID namespace numbers it.
+        answers.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         with self.lock:
             self.active += 1
             self.last_used = time.monotonic()
+        group = None
         try:
             try:
                 socket.send_fds(self.control, [b"run"], [*fds, theirs.fileno()])
@@ -192,17 +240,32 @@ class Launcher:
                 raise Unavailable(f"the launcher is gone ({exc})") from exc
             finally:
                 theirs.close()
-            ready, _, _ = select.select([answers], [], [], ANSWER_TIMEOUT_S)
-            data = answers.recv(child.NUMBER.size) if ready else b""
-            if len(data) != child.NUMBER.size:
-                raise Unavailable("the launcher did not answer" if not ready
-                                  else "the launcher died")  # fmt: skip
+            pid = self._ready(answers)
+            group = spawn.add_to_cgroup(self.isolation, cgroup, limits, pid)
+            answers.sendall(child.GO)
         except BaseException:
             answers.close()
+            if group is not None:
+                group.remove()
             self.ended()
             raise
-        (pid,) = child.NUMBER.unpack(data)
-        return Launched(pid, answers, self)
+        return Launched(pid, answers, self, group)
+
+    @staticmethod
+    def _ready(answers: socket.socket) -> int:
+        """The forked run's pid, from the credentials of its `R` (Unavailable if none)."""
+        ready, _, _ = select.select([answers], [], [], ANSWER_TIMEOUT_S)
+        if not ready:
+            raise Unavailable("the launcher did not answer")
+        try:
+            data, ancillary, _, _ = answers.recvmsg(1, socket.CMSG_SPACE(child.CREDENTIALS.size))
+        except OSError as exc:
+            raise Unavailable(f"the launcher died ({exc})") from exc
+        for level, kind, payload in ancillary:
+            if (level, kind) == (socket.SOL_SOCKET, socket.SCM_CREDENTIALS) and data == child.READY:
+                pid, _, _ = child.CREDENTIALS.unpack(payload[: child.CREDENTIALS.size])
+                return int(pid)
+        raise Unavailable("the launcher died" if not data else "the run did not start")
 
     def ended(self) -> None:
         with self.lock:
@@ -216,12 +279,12 @@ class Launcher:
         """Stop the launcher: closing its socket pair ends it (its runs are over)."""
         self.control.close()
         if kill:
-            self.proc.kill()
+            self.proc.kill_tree()
         try:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+            self.proc.kill_tree()
+        self.proc.close()
 
 
 class Pool:
@@ -232,11 +295,12 @@ class Pool:
         self.launchers: dict[Key, Launcher] = {}
         self.failed: dict[Key, tuple[float, str]] = {}  # when, why a start failed
         self.starting: dict[Key, threading.Event] = {}
-        self.requests: queue.Queue[tuple[Key, dict[str, str]]] = queue.Queue()
+        self.requests: queue.Queue[tuple[Key, Start, int]] = queue.Queue()
+        self.generation = 0  # moved on by stop(): a launcher asked for before is not kept
         self.idle_s = 600.0
         self.keeper: threading.Thread | None = None
 
-    def get(self, key: Key, env: dict[str, str], *, wait: bool) -> Launcher:
+    def get(self, key: Key, start: Start, *, wait: bool) -> Launcher:
         """The launcher for ``key``, started now when there is none (waiting for it when
         ``wait``, else asking for it and raising Unavailable)."""
         with self.lock:
@@ -254,7 +318,7 @@ class Pool:
                     raise Unavailable(failed[1])
             if found is not None:
                 del self.launchers[key]
-            event = self._request(key, env)
+            event = self._request(key, start)
         if found is not None:  # outside the lock: stopping it may take a moment
             self._retire(found)  # a dead one at once, a changed one after its last run
             raise Unavailable(why)
@@ -274,12 +338,12 @@ class Pool:
         if idle:
             launcher.close()
 
-    def _request(self, key: Key, env: dict[str, str]) -> threading.Event:
+    def _request(self, key: Key, start: Start) -> threading.Event:
         """Have the keeper start a launcher for ``key`` (once). Holds self.lock."""
         event = self.starting.get(key)
         if event is None:
             event = self.starting[key] = threading.Event()
-            self.requests.put((key, env))
+            self.requests.put((key, start, self.generation))
         if self.keeper is None:
             self.keeper = threading.Thread(target=self._keep, name="launcher-keeper", daemon=True)
             self.keeper.start()
@@ -288,12 +352,12 @@ class Pool:
     def _keep(self) -> None:
         while True:
             try:
-                key, env = self.requests.get(timeout=KEEPER_TICK_S)
+                key, start, generation = self.requests.get(timeout=KEEPER_TICK_S)
             except queue.Empty:
                 self._stop_idle()
                 continue
             try:
-                started: Launcher | None = Launcher(key, env)
+                started: Launcher | None = Launcher(key, start)
                 failure = None
             except Unavailable as exc:
                 started, failure = None, str(exc)
@@ -303,22 +367,34 @@ class Pool:
                 started, failure = None, f"the launcher could not start: {exc}"
                 logger.exception("warm launcher for %s spiders on %s", key.kind, key.python)
             with self.lock:
-                if started is not None:
+                stale = generation != self.generation
+                if started is not None and not stale:
                     self.launchers[key] = started
                     self.failed.pop(key, None)
-                else:
+                elif started is None:
                     self.failed[key] = (time.monotonic(), failure or "")
                 self.starting.pop(key).set()
+            if started is not None and stale:  # asked for before the pool stopped
+                started.close()
 
     def _stop_idle(self) -> None:
+        """Stop the launchers idle for too long, and retire those whose environment changed
+        (each once its run has ended)."""
         now = time.monotonic()
         with self.lock:
             idle = [key for key, launcher in self.launchers.items()
                     if launcher.active <= 0 and now - launcher.last_used > self.idle_s]  # fmt: skip
+            changed = [key for key, launcher in self.launchers.items()
+                       if key not in idle and launcher.changed()]  # fmt: skip
             stopped = [self.launchers.pop(key) for key in idle]
+            retired = [self.launchers.pop(key) for key in changed]
         for launcher in stopped:
             logger.info("warm launcher %d idle for %.0f s: stopped", launcher.proc.pid,
                         now - launcher.last_used)  # fmt: skip
+            self._retire(launcher)
+        for launcher in retired:
+            logger.info("warm launcher %d: its environment changed; it stops after its run",
+                        launcher.proc.pid)  # fmt: skip
             self._retire(launcher)
 
     def stop(self) -> None:
@@ -326,6 +402,7 @@ class Pool:
         with self.lock:
             stopped = list(self.launchers.values())
             self.launchers.clear()
+            self.generation += 1
         for launcher in stopped:
             self._retire(launcher)
 
@@ -337,28 +414,25 @@ class Pool:
 POOL = Pool()
 
 
-def key_of(runtime: Runtime, kind: str) -> tuple[Key, dict[str, str]]:
-    """Which launcher serves runs of this kind on this runtime, and its environment."""
-    variables = runtime.variables()
-    env = {**sandbox.base_env(Path("/")), **variables}
-    return Key(runtime.python, kind, tuple(sorted(variables.items()))), env
-
-
-def launch(settings: Settings, runtime: Runtime, kind: str, argv: Sequence[str],
-           env: dict[str, str], cwd: Path, fds: tuple[int, int, int]) -> Launched:  # fmt: skip
+def launch(key: Key, start: Start, argv: Sequence[str], env: dict[str, str], cwd: str,
+           fds: tuple[int, int, int], cgroup: str, limits: Limits) -> Launched:  # fmt: skip
     """Start a run through its warm launcher; Unavailable says why it cannot."""
-    POOL.idle_s = settings.launcher_idle_s
-    key, launcher_env = key_of(runtime, kind)
-    return POOL.get(key, launcher_env, wait=True).launch(argv, env, cwd, fds)
+    if not _cleaning(start.isolation):
+        raise Unavailable("runs share the worker's user and namespaces (CRAWLHUB_SANDBOX=off)")
+    return POOL.get(key, start, wait=True).launch(argv, env, cwd, fds, cgroup, limits)
 
 
-def warm_up(settings: Settings, runtime: Runtime) -> None:
-    """Start the launchers of this runtime ahead of its first run (at a worker's start)."""
-    POOL.idle_s = settings.launcher_idle_s
-    for kind in child.KINDS:
-        key, env = key_of(runtime, kind)
-        with contextlib.suppress(Unavailable):  # it is starting
-            POOL.get(key, env, wait=False)
+def warm_up(starts: Sequence[tuple[Key, Start]]) -> None:
+    """Start these launchers ahead of their first run (at a worker's start)."""
+    for key, start in starts:
+        if _cleaning(start.isolation):
+            with contextlib.suppress(Unavailable):  # it is starting
+                POOL.get(key, start, wait=False)
+
+
+def _cleaning(isolation: Isolation) -> str:
+    """How a launcher clears up after each run, in this sandbox ("": it cannot)."""
+    return {"bwrap": "namespace", "users": "user"}.get(isolation.mode, "")
 
 
 def _status(code: int | None) -> str:

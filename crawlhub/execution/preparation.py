@@ -1,22 +1,23 @@
 """Getting a new project version ready on a worker: its environment built, its Scrapy
-spiders listed (`scrapy list`, run contained like any spider, in the project's own
-environment), and what happened recorded on the version."""
+spiders listed (`scrapy list`, run in a slot's sandbox like any spider, in the project's
+own environment), and what happened recorded on the version."""
 
 import contextlib
 import json
 import logging
 import os
-import signal
 import subprocess
 import threading
 import uuid
 from pathlib import Path
 
 from crawlhub.context import Context
-from crawlhub.execution import environments, sandbox, workdirs
+from crawlhub.execution import environments, sandboxes, workdirs
 from crawlhub.execution.environments import BuildFailed, Runtime
 from crawlhub.packages import archives, projects
 from crawlhub.repo import projects as repo
+from crawlhub.sandbox import spawn
+from crawlhub.sandbox.slots import Slot
 
 logger = logging.getLogger(__name__)
 
@@ -38,17 +39,24 @@ def prepare_version(context: Context, version_id: uuid.UUID) -> None:
         kind, name, number = project.kind, project.name, version.number
     lines: list[str] = []
     runtime, key = environments.platform_runtime(settings), None
+    spiders = None
     try:
-        if version.requirements:
-            key, runtime = environments.ensure(settings, version.requirements, kind, lines.append)
-        spiders = None
-        if kind == "scrapy":
-            source = workdirs.extracted_version(
-                settings.data_dir, version.sha256, version.archive, version.filename, "main.py",
-                archives.Limits.of(settings),
-            )  # fmt: skip
-            spiders = list_spiders(context, runtime, source)
-            lines.append(f"scrapy list: {', '.join(spiders) or '(no spiders)'}")
+        # A slot only for what runs code of the upload's: its build, its spider listing.
+        with sandboxes.slot(settings) if version.requirements or kind == "scrapy" \
+                else contextlib.nullcontext() as taken:  # fmt: skip
+            if version.requirements:
+                assert taken is not None
+                builder = sandboxes.builder(settings, taken)
+                key, runtime = environments.ensure(settings, version.requirements, kind,
+                                                   lines.append, builder)  # fmt: skip
+            if kind == "scrapy":
+                assert taken is not None
+                source = workdirs.extracted_version(
+                    settings.data_dir, version.sha256, version.archive, version.filename,
+                    "main.py", archives.Limits.of(settings),
+                )  # fmt: skip
+                spiders = list_spiders(context, runtime, source, taken)
+                lines.append(f"scrapy list: {', '.join(spiders) or '(no spiders)'}")
     except (BuildFailed, ListingFailed) as exc:
         message = exc.message if isinstance(exc, BuildFailed) else str(exc)
         log = exc.log if isinstance(exc, BuildFailed) else "\n".join([*lines, message])
@@ -66,47 +74,45 @@ def prepare_version(context: Context, version_id: uuid.UUID) -> None:
     collect_environments(context)
 
 
-def list_spiders(context: Context, runtime: Runtime, source: Path) -> list[str]:
+def list_spiders(context: Context, runtime: Runtime, source: Path, taken: Slot) -> list[str]:
     """The Scrapy spiders of an extracted project, found by its own code as `scrapy list`
-    finds them, in a throwaway work dir, contained as a run is."""
+    finds them, in a throwaway work dir of the slot, sandboxed as a run is."""
     settings = context.settings
-    identity = sandbox.spider_identity(settings.spider_user)
-    work = workdirs.fresh_workdir(settings.data_dir, source, f"list-{uuid.uuid4().hex}")
+    work = workdirs.fresh_workdir(source, taken.root / f"list-{uuid.uuid4().hex}")
+    taken.hand_over(work)
+    limits = sandboxes.default_limits(settings)
+    read, write = os.pipe()
+    taken.hand_over_pipe(write)
+    env = {**sandboxes.base_env(settings, runtime, taken, work), "CRAWLHUB_ITEMS_FD": str(write)}
+    spec = spawn.Spec([runtime.python, "-m", "crawlhub.child.bootstrap", "list"], env,
+                      sandboxes.view(settings, runtime, taken, work, limits), limits,
+                      f"list-{taken.number}-{uuid.uuid4().hex[:8]}")  # fmt: skip
+    chunks: list[bytes] = []
+    reader = threading.Thread(target=_read_all, args=(read, chunks), daemon=True)
+    reader.start()
     try:
-        sandbox.hand_over(work, identity)
-        read, write = os.pipe()
-        env = {**sandbox.base_env(work), **runtime.variables(), "CRAWLHUB_ITEMS_FD": str(write),
-               **sandbox.jail_env(settings, identity, runtime.shown())}  # fmt: skip
-        chunks: list[bytes] = []
-        reader = threading.Thread(target=_read_all, args=(read, chunks), daemon=True)
-        reader.start()
-        try:
-            proc = subprocess.Popen(
-                [runtime.python, "-m", "crawlhub.child.bootstrap", "list"], cwd=work, env=env,
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                pass_fds=(write,), start_new_session=True,
-            )  # fmt: skip
-        finally:
-            os.close(write)
-        try:
-            output, _ = proc.communicate(timeout=LIST_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-            raise ListingFailed(f"scrapy list took longer than {LIST_TIMEOUT_S} s") from None
-        reader.join(5)
-        text = output.decode("utf-8", "replace").strip()
-        if proc.returncode != 0:
-            last = text.splitlines()[-1] if text else f"exit {proc.returncode}"
-            raise ListingFailed(f"scrapy list failed: {last}\n{text}")
-        try:
-            names = json.loads(b"".join(chunks))
-        except ValueError:
-            raise ListingFailed(f"scrapy list gave no spider names\n{text}") from None
-        return [str(n) for n in names]
+        proc = spawn.start(sandboxes.isolation_of(settings), taken, spec, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, pass_fds=(write,))  # fmt: skip
     finally:
-        workdirs.remove_workdir(work)
+        os.close(write)
+    try:
+        output, _ = proc.proc.communicate(timeout=LIST_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.close()
+        proc.proc.communicate()
+        raise ListingFailed(f"scrapy list took longer than {LIST_TIMEOUT_S} s") from None
+    finally:
+        proc.close()
+    reader.join(5)
+    text = output.decode("utf-8", "replace").strip()
+    if proc.returncode != 0:
+        last = text.splitlines()[-1] if text else f"exit {proc.returncode}"
+        raise ListingFailed(f"scrapy list failed: {last}\n{text}")
+    try:
+        names = json.loads(b"".join(chunks))
+    except ValueError:
+        raise ListingFailed(f"scrapy list gave no spider names\n{text}") from None
+    return [str(n) for n in names]
 
 
 def _read_all(fd: int, chunks: list[bytes]) -> None:

@@ -1,10 +1,12 @@
-"""Supervising one run attempt: work dir, the spider's process, its output, its end."""
+"""Supervising one run attempt: its slot and work dir, the spider's sandboxed process, its
+output, its limits, its end."""
 
 import contextlib
 import json
 import logging
 import os
 import signal
+import stat
 import subprocess
 import threading
 import time
@@ -15,9 +17,8 @@ from typing import IO, Any, Protocol
 
 from crawlhub import metrics
 from crawlhub.alerting import alerts
-from crawlhub.child import jail
 from crawlhub.context import Context
-from crawlhub.execution import environments, launchers, sandbox, workdirs
+from crawlhub.execution import environments, launchers, sandboxes, workdirs
 from crawlhub.execution.attempts import (
     CLAIM_PATIENCE_S,
     RECORD_PATIENCE_S,
@@ -33,6 +34,11 @@ from crawlhub.execution.environments import BuildFailed, Runtime
 from crawlhub.packages import archives
 from crawlhub.repo import tasks as task_repo
 from crawlhub.repo.tasks import FENCED
+from crawlhub.sandbox import limits as run_limits
+from crawlhub.sandbox import spawn
+from crawlhub.sandbox.cgroups import Counters
+from crawlhub.sandbox.limits import Limits
+from crawlhub.sandbox.slots import Slot
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +49,12 @@ CANCEL_GRACE_S = 2.0  # SIGTERM → SIGKILL delay on cancel: the group is gone w
 READER_GRACE_S = 1.0  # output readers get this long to finish before pipe holders are killed
 ERROR_MESSAGE_CHARS = 4000
 STATS_FILE = ".crawlhub-stats.json"
+MAX_STATS_BYTES = 4 * 1024 * 1024  # Scrapy's stats of a big crawl are tens of KB
+DISK_EVERY_S = 1.0  # how often the work dir is measured (more seldom when that is slow)
 
 
 class Process(Protocol):
-    """A spider's process: a subprocess.Popen, or a run a warm launcher forked."""
+    """A spider's process tree: started in its sandbox, or forked by a warm launcher."""
 
     pid: int
 
@@ -56,6 +64,12 @@ class Process(Protocol):
     def poll(self) -> int | None: ...
 
     def wait(self, timeout: float | None = None) -> int: ...
+
+    def counters(self) -> Counters | None: ...
+
+    def kill_tree(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 # Set by a worker process on SIGTERM: runs get shutdown_grace_s to finish, then are stopped
@@ -92,11 +106,24 @@ class Run:
             attempt.dedup_keys, fence=attempt.fence,
         )  # fmt: skip
         self.work: Path | None = None
+        self.work_fd: int | None = None  # the work dir as it was made (renames do not fool it)
         self.runtime: Runtime | None = None
+        self.slot: Slot | None = None
+        self.limits: Limits = sandboxes.limits_of(settings, attempt.limits)
         self._next_items_flush = 0.0
-        self.identity = sandbox.spider_identity(settings.spider_user)
+        self._next_disk_check = 0.0
 
     def run(self) -> Ended:
+        """The attempt in a slot of this worker, which is emptied after it."""
+        with sandboxes.slot(self.settings) as taken:
+            self.slot = taken
+            try:
+                return self._attempt()
+            finally:
+                if self.work_fd is not None:
+                    os.close(self.work_fd)
+
+    def _attempt(self) -> Ended:
         started = time.monotonic()
         try:
             outcome = self._run()
@@ -144,8 +171,6 @@ class Run:
             except Exception as exc:  # Redis down: readers fall back on the database
                 logger.warning("task %s: could not end its live log: %s", self.a.task_id, exc)
         alerts.notify_channels(self.context, alert_id)
-        if self.work is not None:
-            workdirs.remove_workdir(self.work)
         logger.info(
             "task %s attempt %d %s (reason %s, exit %s) in %.2f s, %d items",
             self.a.task_id, self.a.attempt, status, outcome.reason, outcome.exit_code, duration,
@@ -161,47 +186,60 @@ class Run:
             self.logs.system(f"the project's environment cannot be built: {exc.message}")
             return Outcome("failed", "environment", None, exc.message)
         proc, outputs, how = self._start(self._command())
-        who = f" as {self.identity.name}" if self.identity else ""
+        assert self.slot is not None
+        who = f" as uid {self.slot.uid}" if self.slot.uid is not None else ""
         self.logs.system(
             f"attempt {self.a.attempt}: {self.a.kind} spider {self.a.spider_name} "
             f"version {self.a.version} ({self.a.entry}){who}, {how}"
         )
+        self.logs.system(f"limits: {self.limits.describe()}")
         pipes = {os.fstat(output.fileno()).st_ino for output in outputs}
         readers = self._start_readers(*outputs)
-        outcome = self._supervise(proc)
-        self._drain(readers, pipes)
+        try:
+            outcome = self._supervise(proc)
+            self._drain(readers, pipes)
+        finally:
+            proc.close()
         return outcome
 
     def _start(self, command: list[str]) -> tuple["Process", list[IO[bytes]], str]:
         """Start the spider: forked from its environment's warm launcher when it can be,
-        else in an interpreter of its own. Returns the process, its stdout, stderr and
-        item pipes, and how it started."""
+        else in an interpreter of its own, in its slot's sandbox either way. Returns the
+        process, its stdout, stderr and item pipes, and how it started."""
+        assert self.runtime is not None and self.work is not None and self.slot is not None
+        runtime, work, taken = self.runtime, self.work, self.slot
+        cgroup = f"run-{self.a.task_id}-{self.a.fence}"
         how = "cold start"
         if self.settings.warm_start:
-            assert self.runtime is not None and self.work is not None
-            runtime, work = self.runtime, self.work
+            key, start = sandboxes.launcher(self.settings, runtime, self.a.kind, taken)
             try:
                 return *self._spawn(lambda fds: launchers.launch(
-                    self.settings, runtime, self.a.kind, command[3:],
-                    self._environment(launchers.ITEMS_FD), work, fds,
-                )), "warm start"  # fmt: skip
+                    key, start, command[3:], self._environment(launchers.ITEMS_FD), str(work),
+                    fds, cgroup, self.limits,
+                ), taken), "warm start"  # fmt: skip
             except launchers.Unavailable as exc:
                 how = f"cold start (no warm start: {exc})"
-        return *self._spawn(lambda fds: subprocess.Popen(
-            command, cwd=self.work, env=self._environment(fds[2]), stdin=subprocess.DEVNULL,
-            stdout=fds[0], stderr=fds[1], pass_fds=(fds[2],),
-            start_new_session=True,  # its own process group, so the whole tree can be killed
-        )), how  # fmt: skip
+        view = sandboxes.view(self.settings, runtime, taken, work, self.limits)
+        isolation = sandboxes.isolation_of(self.settings)
+
+        def cold(fds: tuple[int, int, int]) -> spawn.Sandboxed:
+            spec = spawn.Spec(command, self._environment(fds[2]), view, self.limits, cgroup)
+            return spawn.start(isolation, taken, spec, stdout=fds[0], stderr=fds[1],
+                               pass_fds=(fds[2],))  # fmt: skip
+
+        return *self._spawn(cold, taken), how
 
     @staticmethod
     def _spawn(
-        start: Callable[[tuple[int, int, int]], "Process"],
+        start: Callable[[tuple[int, int, int]], "Process"], taken: Slot
     ) -> tuple["Process", list[IO[bytes]]]:
         """Start a process on three new pipes (stdout, stderr, items), given their write
-        ends, which are then its alone; returns it and the read ends (closed when it did
-        not start)."""
+        ends, which are then its alone (and its user's, so that it may open them again as
+        /dev/fd/N); returns it and the read ends (closed when it did not start)."""
         pipes = [os.pipe() for _ in range(3)]
         try:
+            for _, write in pipes:
+                taken.hand_over_pipe(write)
             proc = start((pipes[0][1], pipes[1][1], pipes[2][1]))
         except BaseException:
             for read, _ in pipes:
@@ -231,7 +269,8 @@ class Run:
                     return
                 holders = pipe_holders(pipes)
                 for pid in holders:
-                    _kill(pid)
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(pid, signal.SIGKILL)
                 if holders:
                     self.logs.system(
                         f"killed {len(holders)} process(es) the spider left running that still "
@@ -243,6 +282,8 @@ class Run:
                 reader.join(0.05)
 
     def _prepare(self) -> Path:
+        """The run's work dir in its slot: a copy of the version, given to the slot's user."""
+        assert self.slot is not None
         limits = archives.Limits.of(self.settings)
         module = archives.module_path(self.a.entry) if self.a.kind == "python" else "main.py"
         source = workdirs.extracted_version(
@@ -251,26 +292,29 @@ class Run:
         self.a.archive = b""  # no need to hold the package for the rest of the run
         # Named by the fence, unique per claim: a fenced-out attempt that cleans up late never
         # removes the directory of the attempt that owns the task now.
-        work = workdirs.fresh_workdir(
-            self.settings.data_dir, source, f"{self.a.task_id}-{self.a.fence}"
-        )
-        sandbox.hand_over(work, self.identity)
+        work = workdirs.fresh_workdir(source, self.slot.root / f"{self.a.task_id}-{self.a.fence}")
+        self.slot.hand_over(work)
+        self.work_fd = os.open(work, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         return work
 
     def _runtime(self) -> Runtime:
         """The platform's environment, or the project's (built now when this machine has
         not got it yet, its build log going into the run's log)."""
+        assert self.slot is not None
         if not self.a.requirements:
             return environments.platform_runtime(self.settings)
         ready = environments.built(self.settings, self.a.requirements, self.a.kind)
         if ready is not None:  # the usual case: no thread, no lock
             return ready
         built: list[Runtime | BaseException] = []
+        taken = self.slot
 
         def build() -> None:
             try:
-                built.append(environments.ensure(self.settings, self.a.requirements or "",
-                                                 self.a.kind, self.logs.system)[1])  # fmt: skip
+                built.append(environments.ensure(
+                    self.settings, self.a.requirements or "", self.a.kind, self.logs.system,
+                    sandboxes.builder(self.settings, taken),
+                )[1])  # fmt: skip
             except BaseException as exc:  # handed to the run's thread
                 built.append(exc)
 
@@ -299,8 +343,9 @@ class Run:
         return base
 
     def _environment(self, items_fd: int) -> dict[str, str]:
-        assert self.work is not None
-        env = sandbox.base_env(self.work)
+        assert self.work is not None and self.runtime is not None and self.slot is not None
+        env = sandboxes.base_env(self.settings, self.runtime, self.slot, self.work)
+        runtime_paths = {name: env[name] for name in self.runtime.variables()}
         env.update(self.a.env)
         env.update(
             {
@@ -312,10 +357,8 @@ class Run:
                 "CRAWLHUB_STATS_PATH": str(self.work / STATS_FILE),
             }
         )
-        assert self.runtime is not None
-        for name, value in self.runtime.variables().items():  # before the spider's own
-            env[name] = f"{value}:{env[name]}" if env.get(name) else value
-        env.update(sandbox.jail_env(self.settings, self.identity, self.runtime.shown()))
+        for name, value in runtime_paths.items():  # before the spider's own
+            env[name] = f"{value}:{self.a.env[name]}" if self.a.env.get(name) else value
         return env
 
     def _start_readers(
@@ -396,21 +439,62 @@ class Run:
                     return Outcome("cancelled", "user", proc.returncode)
             if self.logs.fenced or self.items.fenced:
                 break
+            over = self._over_disk(now)
+            if over is not None:
+                self._stop(proc, 0)
+                return over
+        proc.kill_tree()  # what the spider started and left behind, or all of it when fenced
         if code is None:  # fenced out: another attempt owns the task, this one just stops
-            jail.kill_descendants(proc.pid)
-        _kill_group(proc.pid, signal.SIGKILL)  # leftovers the spider started and left behind
-        if code is None:
             proc.wait()
             return Outcome(FENCED, FENCED, proc.returncode)
         if isinstance(proc, launchers.Launched) and proc.lost:
             self.logs.system("the warm launcher this run was started from died, and the spider "
                              "with it")  # fmt: skip
+        over = self._over_limit(proc, code)
+        if over is not None:
+            return over
         if code == 0:
             return Outcome("completed", None, 0)
         tail = "\n".join(self.logs.stderr_tail)[-ERROR_MESSAGE_CHARS:]
         how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
         self.logs.system(f"spider failed: {how}")
         return Outcome("failed", "exit_code", code, f"{how}\n{tail}".strip())
+
+    def _over_limit(self, proc: "Process", code: int) -> Outcome | None:
+        """How a run that went over a limit fails, None if it did not: over its memory or
+        process limit (the kernel's counts in its cgroup), or, when it failed, holding more
+        than its disk and file limits, or a file as large as its disk limit (the kernel
+        refused to make it larger: `RLIMIT_FSIZE`)."""
+        counters = proc.counters()
+        over = None
+        if counters is not None and counters.oom_kills:
+            over = ("memory_mb", f"the kernel killed {counters.oom_kills} of its processes")
+        elif counters is not None and counters.forks_refused:
+            over = ("processes", f"{counters.forks_refused} forks were refused")
+        elif code != 0 and self.slot is not None:
+            over = run_limits.usage([self.slot.root], self.limits).over(self.limits)
+        if over is None:
+            return None
+        return self._limit_failure(over[0], over[1], code)
+
+    def _over_disk(self, now: float) -> Outcome | None:
+        """Measure the work dir now and then: the outcome of a run over its disk or file
+        limit (its spider is stopped), else None."""
+        if now < self._next_disk_check or self.slot is None:
+            return None
+        began = time.monotonic()
+        over = run_limits.usage([self.slot.root], self.limits).over(self.limits)
+        # Never more than a tenth of the time on measuring, however many files it holds.
+        self._next_disk_check = now + max(DISK_EVERY_S, 10 * (time.monotonic() - began))
+        return None if over is None else self._limit_failure(*over, None)
+
+    def _limit_failure(self, name: str, what: str, code: int | None) -> Outcome:
+        reason, words = run_limits.REASONS[name]
+        value = getattr(self.limits, name)
+        unit = " MB" if name.endswith("_mb") else ""
+        message = f"over its {words} limit of {value}{unit}: {what}"
+        self.logs.system(f"spider failed: {message}")
+        return Outcome("failed", reason, code, message)
 
     def _status(self, *, beat: bool) -> str | None:
         try:
@@ -431,25 +515,43 @@ class Run:
             logger.warning("task %s: flush failed, will retry: %s", self.a.task_id, exc)
 
     def _stop(self, proc: "Process", grace: float) -> None:
-        """SIGTERM to the whole group, SIGKILL after the grace period to everything the
-        spider started, in its group or not (the jail's warden still holds them)."""
+        """SIGTERM to the spider's process group, SIGKILL after the grace period to every
+        process of its tree, in its group or not."""
         _kill_group(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
-            self.logs.system(f"still running {grace:g} s after SIGTERM: SIGKILL")
-            jail.kill_descendants(proc.pid)
-        _kill_group(proc.pid, signal.SIGKILL)
+            if grace:
+                self.logs.system(f"still running {grace:g} s after SIGTERM: SIGKILL")
+        proc.kill_tree()
         proc.wait()
 
     def _stats(self) -> dict[str, Any] | None:
-        if self.work is None:
+        """Scrapy's final stats, as the stats extension left them in the work dir: opened
+        relative to the work dir as it was made, a regular file of the slot's user with no
+        other name, never through a link or a FIFO, at most MAX_STATS_BYTES."""
+        if self.work_fd is None:
             return None
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         try:
-            stats = json.loads((self.work / STATS_FILE).read_text())
-        except (OSError, ValueError):
+            fd = os.open(STATS_FILE, flags, dir_fd=self.work_fd)
+        except OSError:
             return None
-        return stats if isinstance(stats, dict) else None
+        with os.fdopen(fd, "rb") as file:
+            info = os.fstat(fd)
+            owner = self.slot.uid if self.slot is not None and self.slot.uid is not None \
+                else os.geteuid()  # fmt: skip
+            if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or info.st_uid != owner \
+                    or info.st_size > MAX_STATS_BYTES:  # fmt: skip
+                self.logs.system("the crawl's stats file is not a plain file of the run's: "
+                                 "ignored")  # fmt: skip
+                return None
+            data = file.read(MAX_STATS_BYTES + 1)
+        try:
+            stats = json.loads(data)
+        except ValueError:
+            return None
+        return stats if isinstance(stats, dict) and len(data) <= MAX_STATS_BYTES else None
 
 
 def _text(value: Any) -> str:
@@ -502,11 +604,6 @@ def pipe_holders(pipes: set[int]) -> list[int]:
                 found.append(int(entry.name))
                 break
     return found
-
-
-def _kill(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, signal.SIGKILL)
 
 
 def _kill_group(pgid: int, sig: signal.Signals) -> None:

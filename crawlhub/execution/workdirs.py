@@ -36,20 +36,11 @@ def extracted_version(
     return target
 
 
-def fresh_workdir(data_dir: Path, source: Path, name: str) -> Path:
-    """A new private copy of an extracted version for one run attempt."""
-    work = data_dir / "work" / name
+def fresh_workdir(source: Path, work: Path) -> Path:
+    """A new private copy of an extracted version for one run attempt, at `work` (in the
+    attempt's slot)."""
     if work.exists():
         shutil.rmtree(work)
-    work.parent.mkdir(parents=True, exist_ok=True)
     shutil.copytree(source, work, symlinks=False)
     os.chmod(work, 0o700)
     return work
-
-
-def remove_workdir(work: Path) -> None:
-    """Delete a run's work dir; failures are logged, not raised."""
-    try:
-        shutil.rmtree(work)
-    except OSError as exc:
-        logger.warning("could not remove work dir %s: %s", work, exc)

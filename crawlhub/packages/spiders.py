@@ -73,6 +73,7 @@ def create_spider(
     else in a new project of its own name, with its first version when a package (file
     name, bytes) is given: all or nothing (a refused package creates nothing)."""
     fields = {"timeout_s": context.settings.default_timeout_s, **fields}
+    fields["limits"] = fields.get("limits") or {}
     project_ref = fields.pop("project", None)
     version: ProjectVersion | None = None
     with context.db.session() as session:
@@ -106,6 +107,8 @@ def create_spider(
 def update_spider(context: Context, ref: str, changes: dict[str, Any]) -> Spider:
     """Change a spider; a new entry is checked against its project's current version. A new
     kind changes its project's, when the spider is the project's only one."""
+    if "limits" in changes:
+        changes = {**changes, "limits": changes["limits"] or {}}
     with context.db.session() as session:
         spider = repo.get_spider(session, ref, for_update=True)
         merged = {

@@ -77,6 +77,8 @@ class Spider(Base):
     alert_on_zero_items: Mapped[bool] = mapped_column(Boolean, default=False)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     retention_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Its runs' own limits (memory_mb, processes, open_files, disk_mb, files), over the defaults.
+    limits: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

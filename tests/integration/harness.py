@@ -1,8 +1,11 @@
 """A CrawlHub under test: context, real worker threads, API client, and helpers to wait on runs."""
 
+import atexit
 import io
 import os
+import shutil
 import socket
+import tempfile
 import textwrap
 import threading
 import time
@@ -20,11 +23,27 @@ from starlette.testclient import TestClient
 from crawlhub.actors.registry import declare_actors
 from crawlhub.api import create_app
 from crawlhub.context import Context
-from crawlhub.execution import sandbox
+from crawlhub.execution import sandboxes
 from crawlhub.messaging.broker import build_worker
 from tests.conftest import TOKEN, make_settings
 
 FINISHED = {"completed", "failed", "cancelled", "skipped"}
+SYSTEM_PYTHONS = ("/usr/bin/python3", "/usr/local/bin/python3")
+
+
+def mode_settings(mode: str) -> dict[str, Any]:
+    """running_hub settings for a sandbox mode. `bwrap` is the default. `users` is what a
+    root worker falls back to without namespaces (Docker's default seccomp profile): spiders
+    see the machine's files as their slot's user, so they run on the system's Python (the
+    tests' is in root's home) with a data dir every user may traverse."""
+    if mode == "bwrap":
+        return {}
+    python = next((p for p in SYSTEM_PYTHONS if os.access(p, os.X_OK)), None)
+    assert python is not None, f"mode users needs one of {SYSTEM_PYTHONS}"
+    base = Path(tempfile.mkdtemp(prefix="crawlhub-users-mode-"))
+    base.chmod(0o711)
+    atexit.register(shutil.rmtree, base, ignore_errors=True)
+    return {"sandbox": "users", "spider_python": python, "data_dir": base / "data"}
 
 
 @dataclass
@@ -94,7 +113,7 @@ def running_hub(database_url: str, tmp_path: Path, redis_url: str | None = None,
         make_settings(tmp_path, database_url=database_url, redis_url=redis_url, **settings)
     )
     if threads:
-        sandbox.prepare_worker(context.settings)
+        sandboxes.prepare_worker(context.settings)
     declare_actors(context)
     worker = build_worker(context.broker, threads, 100) if threads else None
     if worker is not None:

@@ -16,7 +16,6 @@ from playwright.sync_api import Browser, Page, expect
 from crawlhub.cli.client import zip_directory
 from tests.integration.test_dashboard import TOKEN, browser, new_page, sign_in
 from tests.integration.test_processes import Process, base_env, free_port
-from tests.spider_env import AS_ROOT, shared_tmp_path
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "spiders"
 READY_TIMEOUT_MS = 60_000  # a worker runs `scrapy list` on the new version
@@ -34,7 +33,7 @@ __all__ = ["browser"]  # the Chromium fixture of test_dashboard, shared
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One `crawlhub up` (SQLite, its own worker) for this module's tests: its address."""
-    workdir = shared_tmp_path() if AS_ROOT else tmp_path_factory.mktemp("hub")
+    workdir = tmp_path_factory.mktemp("hub")
     port = free_port()
     env = base_env(workdir, PORT=str(port), CRAWLHUB_API_TOKENS=TOKEN,
                    DATABASE_URL=f"sqlite:///{workdir / 'hub.db'}")  # fmt: skip

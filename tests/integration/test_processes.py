@@ -15,7 +15,6 @@ import httpx
 import pytest
 
 from tests.integration.harness import Site
-from tests.spider_env import spider_python
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "spiders"
 START_TIMEOUT_S = 30
@@ -34,10 +33,10 @@ def base_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         for k, v in os.environ.items()
         if not k.startswith(("CRAWLHUB_", "DATABASE_", "REDIS_"))
     }
-    env.update({"CRAWLHUB_DATA_DIR": str(tmp_path / "data"), "PYTHONUNBUFFERED": "1"})
-    python = spider_python()
-    if python is not None:
-        env["CRAWLHUB_SPIDER_PYTHON"] = str(python)
+    # Spiders may write to tmp_path (gate and marker files), their data dir included: these
+    # tests are about processes; test_sandbox.py shows what a sandbox without it holds.
+    env.update({"CRAWLHUB_DATA_DIR": str(tmp_path / "data"), "PYTHONUNBUFFERED": "1",
+                "CRAWLHUB_SANDBOX_WRITABLE": str(tmp_path)})  # fmt: skip
     env.update(extra)
     return env
 

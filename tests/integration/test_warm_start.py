@@ -8,6 +8,7 @@ variable Python reads at start.
 
 import json
 import os
+import resource
 import signal
 import time
 from collections.abc import Iterator
@@ -20,7 +21,6 @@ from crawlhub.cli.client import zip_directory
 from crawlhub.execution import launchers
 from tests.integration.harness import FINISHED, Hub, Site, pid_alive, processes_of, running_hub
 from tests.integration.test_runs import FIXTURES, SLEEPER, pids_of
-from tests.spider_env import AS_ROOT, spider_python
 
 PROBE = r"""
 import json, os, resource, signal, stat, sys
@@ -118,7 +118,6 @@ def probe(hub: Hub, name: str, **params: Any) -> tuple[dict[str, Any], dict[str,
     return task, report
 
 
-@pytest.mark.skipif(not AS_ROOT, reason="compares runs as the spider user, which needs root")
 def test_a_warm_run_is_the_run_a_cold_start_makes(
     pg_url: str, redis_url: str, tmp_path: Path
 ) -> None:
@@ -126,7 +125,8 @@ def test_a_warm_run_is_the_run_a_cold_start_makes(
     failed: dict[str, dict[str, Any]] = {}
     for start in ("warm", "cold"):
         (tmp_path / start).mkdir(mode=0o755)
-        with running_hub(pg_url, tmp_path / start, redis_url, threads=1,
+        (tmp_path / start / "shared").mkdir(mode=0o755)
+        with running_hub(pg_url, tmp_path / start / "shared", redis_url, threads=1,
                          warm_start=start == "warm", max_processes=40, max_open_files=300,
                          memory_limit_mb=2048) as hub:  # fmt: skip
             if start == "warm":
@@ -137,12 +137,18 @@ def test_a_warm_run_is_the_run_a_cold_start_makes(
             assert attempt_line(hub, found[start][0]["id"]).endswith(f", {start} start")
             failed[start] = hub.wait(hub.run("probe", fail=True, data_dir="/")["id"])
     (warm_task, warm), (cold_task, cold) = found["warm"], found["cold"]
+    # Each in a PID namespace of its own: under the sandbox's init (1), a cold run is 2; a
+    # warm one sees its launcher (2), whose previous run was 3.
+    assert (cold.pop("pid"), cold.pop("processes")) == (2, [1, 2])
+    assert (warm.pop("pid"), warm.pop("processes")) == (4, [1, 2, 4])
     assert warm == cold
-    assert warm["ids"][0] != 0 and warm["pid"] <= 3  # the spider user, in its PID namespace
-    assert warm["limits"]["RLIMIT_NPROC"] == [40, 40]
+    assert warm["ids"][0] != 0
+    assert warm["ids"][0] == warm["ids"][1] >= 1000 and warm["ids"][4] == []  # no groups
     assert warm["limits"]["RLIMIT_NOFILE"] == [300, 300]
-    assert warm["limits"]["RLIMIT_AS"] == [2048 * 1024 * 1024] * 2
-    assert warm["data_dir"] == "PermissionError" and warm["session_leader"]
+    unlimited = [resource.RLIM_INFINITY] * 2  # memory is counted by the run's cgroup
+    assert warm["limits"]["RLIMIT_AS"] == unlimited
+    # the data dir holds the in-spider runtime and the slots, nothing else
+    assert warm["data_dir"] == ["runtime", "work"] and warm["session_leader"]
     assert warm["cwd"] == warm["home"] == warm["path0"] == "<work>"
     assert warm["env"]["MY_SETTING"] == "on" and warm["env"]["CRAWLHUB_TASK_ID"] == "<task>"
     assert warm["cmdline"][-4:] == ["-m", "crawlhub.child.bootstrap", "python", "probe:run"]
@@ -166,12 +172,12 @@ def test_cancel_timeout_and_exit_codes_are_the_same_warm_or_cold(
                    max_retries=0)  # fmt: skip
         stubborn = hub.run("stubborn", ignore_term=True)["id"]
         slow = hub.run("slow", ignore_term=True)["id"]
-        # found by the run's variables in /proc/<pid>/environ: the jail's warden, the spider
-        # and the process it started, each showing the run's command line
+        # found by the run's variables in /proc/<pid>/environ: the spider and the process it
+        # started, the spider showing the run's command line
         pids = pids_of(hub, stubborn)
-        assert len(pids) == 3 and attempt_line(hub, stubborn).endswith(f"{start} start")
+        assert len(pids) == 2 and attempt_line(hub, stubborn).endswith(f"{start} start")
         commands = [Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") for pid in pids]
-        assert sum(b"crawlhub.child.bootstrap" in command for command in commands) == 2
+        assert sum(b"crawlhub.child.bootstrap" in command for command in commands) == 1
         cancelled_at = time.monotonic()
         assert hub.client.post(f"/api/tasks/{stubborn}/cancel").status_code == 200
         while any(pid_alive(pid) for pid in pids) and time.monotonic() - cancelled_at < 10:
@@ -218,19 +224,20 @@ def test_a_run_ends_as_python_ends_warm_or_cold(
             assert attempt_line(hub, task["id"]).endswith(f"{start} start")
 
 
-def launcher_of(kind: str = "python") -> launchers.Launcher:
-    python = str(spider_python() or "")
-    found = [launcher for launcher in launchers.POOL.current()
-             if launcher.key.kind == kind and (not python or launcher.key.python == python)]  # fmt: skip
-    assert len(found) == 1, found
+def launcher_of(kind: str = "python", slot: int | None = None) -> launchers.Launcher:
+    """The one launcher of this kind (in this slot)."""
+    found = [launcher for launcher in launchers.POOL.current() if launcher.key.kind == kind
+             and slot in (None, launcher.key.slot)]  # fmt: skip
+    assert len(found) == 1, [launcher.key for launcher in found]
     return found[0]
 
 
-def wait_for_new_launcher(old_pid: int, timeout: float = 30) -> launchers.Launcher:
+def wait_for_new_launcher(old: launchers.Launcher, timeout: float = 30) -> launchers.Launcher:
+    """The launcher that took the place of `old` (same environment, kind and slot)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         current = [launcher for launcher in launchers.POOL.current()
-                   if launcher.key.kind == "python" and launcher.proc.pid != old_pid]  # fmt: skip
+                   if launcher.key == old.key and launcher.proc.pid != old.proc.pid]  # fmt: skip
         if current and current[0].alive():
             return current[0]
         time.sleep(0.05)
@@ -251,7 +258,7 @@ def test_a_launcher_killed_between_runs_means_one_cold_run_then_a_new_launcher(
     assert second["status"] == "completed" and second["items_count"] == 1
     line = attempt_line(hub, second["id"])
     assert "cold start (no warm start: the launcher exited (killed by signal 9)" in line, line
-    wait_for_new_launcher(old.proc.pid)
+    wait_for_new_launcher(old)
     third = hub.wait(hub.run("quick", n=3)["id"])
     assert third["status"] == "completed" and attempt_line(hub, third["id"]).endswith("warm start")
 
@@ -276,10 +283,11 @@ def test_an_environment_change_retires_the_launcher_after_its_runs(warm_hub: Hub
     hub.deploy("stubborn", {"main.py": SLEEPER})
     hub.deploy("quick", {"main.py": "def run(p):\n    return {'ok': 1}\n"})
     busy = hub.run("stubborn")["id"]
-    pids_of(hub, busy)
-    old = launcher_of()
-    site = Path(old.greeting["paths"][0])  # its site-packages
-    assert site.name == "site-packages", old.greeting
+    pids_of(hub, busy)  # in the first slot, through its launcher
+    old = launcher_of(slot=0)
+    first = hub.wait(hub.run("quick")["id"])  # in the second slot, through its own
+    assert attempt_line(hub, first["id"]).endswith("warm start")
+    [site] = [Path(p) for p in old.greeting["paths"] if p.endswith("site-packages")]
     marker = site / f"crawlhub-warm-start-test-{os.getpid()}.txt"
     marker.write_text("installed")  # what pip install does to site-packages
     try:
@@ -290,12 +298,11 @@ def test_an_environment_change_retires_the_launcher_after_its_runs(warm_hub: Hub
         assert old.alive()  # the run it started goes on
         assert hub.client.post(f"/api/tasks/{busy}/cancel").status_code == 200
         assert hub.wait(busy)["status"] == "cancelled"
-        old.proc.wait(timeout=10)  # stopped once its last run ended
-        new = wait_for_new_launcher(old.proc.pid)
+        old.proc.wait(timeout=20)  # stopped once its last run ended
         after = hub.wait(hub.run("quick")["id"])
         assert after["status"] == "completed"
         assert attempt_line(hub, after["id"]).endswith("warm start")
-        assert launcher_of().proc.pid == new.proc.pid
+        assert launcher_of(slot=0).proc.pid != old.proc.pid
     finally:
         marker.unlink()
 
@@ -321,11 +328,15 @@ def test_a_scrapy_run_starts_warm_and_crawls(warm_hub: Hub) -> None:
         upload = hub.client.post("/api/spiders/pages/versions", files={
             "file": ("pages.zip", zip_directory(FIXTURES / "pages_scrapy"))})  # fmt: skip
         assert upload.status_code == 201
+        deadline = time.monotonic() + 60  # listed first, so that the runs take the first slot
+        while hub.client.get("/api/projects/pages/versions").json()["items"][0]["spiders"] is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
         for _ in range(2):
             task = hub.wait(hub.run("pages", start_url=site.url)["id"], timeout=90)
             assert task["status"] == "completed" and task["items_count"] == 3, hub.logs(task["id"])
         assert attempt_line(hub, task["id"]).endswith("warm start")
-        assert launcher_of("scrapy").greeting["preloaded"] > 50
+        assert launcher_of("scrapy", slot=0).greeting["preloaded"] > 50
     finally:
         site.close()
 

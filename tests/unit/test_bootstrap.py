@@ -330,23 +330,6 @@ def run(params):
     assert run.items == [{"n": 1}]
 
 
-def test_the_memory_limit_turns_a_2_gib_allocation_into_a_memory_error(tmp_path: Path) -> None:
-    source = """
-import resource
-
-def run(params):
-    print(resource.getrlimit(resource.RLIMIT_AS))
-    data = bytearray(2 * 1024**3)
-    return {"allocated": len(data)}
-"""
-    run = run_python(tmp_path, source, CRAWLHUB_MEMORY_LIMIT_MB="256")
-
-    assert run.stdout == f"({256 * 1024**2}, {256 * 1024**2})\n"
-    assert run.returncode == 1
-    assert run.stderr.rstrip().endswith("MemoryError")
-    assert run.raw_items == b""
-
-
 def test_an_async_generator_spider_is_run_to_completion(tmp_path: Path) -> None:
     source = """
 import asyncio

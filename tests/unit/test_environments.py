@@ -22,7 +22,7 @@ from crawlhub.execution.environments import (
 from crawlhub.packages import archives, requirements
 
 LIMITS = archives.Limits(1 << 20, 100, 1 << 22)
-PYTHON = Interpreter("3.11.2", "linux-x86_64", "/usr/bin/python3.11", "2.19.0")
+PYTHON = Interpreter("3.11.2", "linux-x86_64", "/usr/bin/python3.11", "2.19.0", ("/usr",))
 
 
 def needs(files: dict[str, str | bytes]) -> str | None:
@@ -68,7 +68,7 @@ def test_equal_needs_share_a_key_and_scrapy_projects_get_the_platform_scrapy() -
     two = requirements.normalise([(1, "parsel"), (2, "text-unidecode == 1.3")], "r")
     assert one == two and one is not None
     assert key_of(one, PYTHON) == key_of(two, PYTHON)
-    other = Interpreter("3.12.1", PYTHON.platform, PYTHON.base, PYTHON.scrapy)
+    other = Interpreter("3.12.1", PYTHON.platform, PYTHON.base, PYTHON.scrapy, PYTHON.prefixes)
     assert key_of(one, PYTHON) != key_of(one, other)
     assert with_defaults(one, "scrapy", PYTHON).splitlines() == [
         "parsel",

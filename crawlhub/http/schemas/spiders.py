@@ -9,11 +9,12 @@ from pydantic import Field, field_validator, model_validator
 from crawlhub.http.schemas.common import Out, Page, PageQuery, Strict
 from crawlhub.http.schemas.projects import SLUG, SpiderKind, not_an_id
 from crawlhub.packages.spiders import check_dedup_keys, check_entry, check_env
+from crawlhub.sandbox import limits as run_limits
 
 MAX_TIMEOUT_S = 7 * 24 * 3600
 
-# The only spider field a client may set to null (null turns dedup off).
-NULLABLE_FIELDS = frozenset({"dedup_keys", "retention_days"})
+# The spider fields a client may set to null (null turns dedup off, limits to the defaults).
+NULLABLE_FIELDS = frozenset({"dedup_keys", "retention_days", "limits"})
 
 
 class SpiderFields(Strict):
@@ -29,6 +30,15 @@ class SpiderFields(Strict):
     alert_on_zero_items: bool | None = None
     enabled: bool | None = None
     retention_days: int | None = Field(None, ge=1, le=36_500)
+    limits: dict[str, int] | None = Field(
+        None, description="its runs' own limits over the defaults: memory_mb, processes "
+        "(tasks), open_files (per process), disk_mb and files (work dir); null: the defaults",
+    )  # fmt: skip
+
+    @field_validator("limits")
+    @classmethod
+    def _limits(cls, value: dict[str, int] | None) -> dict[str, int] | None:
+        return None if value is None else run_limits.check(value)
 
     @field_validator("env")
     @classmethod
@@ -104,6 +114,7 @@ class SpiderOut(Out):
     alert_on_zero_items: bool
     enabled: bool
     retention_days: int | None
+    limits: dict[str, int]
     current_version: int | None
     created_at: datetime
     updated_at: datetime

@@ -1,0 +1,1 @@
+"""How a process of uploaded code is started: the worker's side of the privilege boundary."""

@@ -18,10 +18,11 @@ from crawlhub.config import Settings, ensure_token_file, token_path
 from crawlhub.context import Context
 from crawlhub.errors import ConfigError
 from crawlhub.execution import launchers, preparation, sandboxes, supervisor
-from crawlhub.messaging.broker import build_worker
+from crawlhub.messaging.broker import build_worker, open_without_password
 from crawlhub.messaging.keys import QUEUES
 from crawlhub.repo import migrate as migrations
 from crawlhub.repo import tasks as task_repo
+from crawlhub.repo.db import accepts_any_password
 from crawlhub.scheduling import housekeeping
 from crawlhub.ticker import Ticker
 
@@ -80,6 +81,7 @@ def _stop_worker(consumer: Worker, context: Context) -> None:
 
 def _start_worker(context: Context) -> Worker:
     sandboxes.prepare_worker(context.settings)
+    _warn_of_open_services(context.settings)
     preparation.collect_environments(context)  # and after each new version is prepared
     declare_actors(context)
     # Dramatiq's Redis consumer polls with a backoff up to worker_timeout; its default (1 s)
@@ -87,6 +89,20 @@ def _start_worker(context: Context) -> Worker:
     consumer = build_worker(context.broker, context.settings.worker_concurrency, WORKER_POLL_MS)
     consumer.start()
     return consumer
+
+
+def _warn_of_open_services(settings: Settings) -> None:
+    """One line each for a database or Redis that lets in anyone who reaches it."""
+    url = settings.database_url.get_secret_value()
+    if accepts_any_password(url):
+        logger.warning("PostgreSQL lets CrawlHub in with a wrong password (trust authentication): "
+                       "anyone who reaches it is in; give its user a password (README: Security "
+                       "model)")  # fmt: skip
+    if settings.redis_url is not None and open_without_password(
+        settings.redis_url.get_secret_value()
+    ):
+        logger.warning("Redis answers clients without a password: set `requirepass` and put the "
+                       "password in REDIS_URL (README: Security model)")  # fmt: skip
 
 
 def ticker(settings: Settings) -> None:

@@ -3,6 +3,7 @@
 import threading
 import time
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import dramatiq
 import redis
@@ -81,6 +82,20 @@ class _WakingConsumer(_RedisConsumer):
             super().nack(message)  # type: ignore[no-untyped-call]
         finally:
             self.freed.set()
+
+
+def open_without_password(url: str) -> bool:
+    """Whether the Redis of `url` answers a client that gives no password."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]  # the host and port, without user and password
+    bare = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    client = redis.Redis.from_url(bare, socket_connect_timeout=5, socket_timeout=5)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:  # NOAUTH, or unreachable: nothing to say
+        return False
+    finally:
+        client.close()
 
 
 def build_broker(settings: Settings) -> dramatiq.Broker:

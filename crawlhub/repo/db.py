@@ -1,9 +1,11 @@
 """Engine and session set-up; the database URL decides the dialect."""
 
+import secrets
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 from sqlalchemy import create_engine, event, select, text
@@ -35,6 +37,23 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     return create_engine(
         url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800
     )
+
+
+def accepts_any_password(url: str) -> bool:
+    """Whether the PostgreSQL of `url` lets its user in with a wrong password (`trust`
+    authentication: anyone who reaches it is in); False for SQLite or when it cannot tell."""
+    if not url.startswith("postgresql"):
+        return False
+    parts = urlsplit(url.replace("+psycopg", "", 1))
+    host = parts.hostname or "localhost"
+    netloc = f"{quote(parts.username or '', safe='')}:{secrets.token_hex(16)}@{host}"
+    wrong = urlunsplit((parts.scheme, netloc + (f":{parts.port}" if parts.port else ""),
+                        parts.path, parts.query, ""))  # fmt: skip
+    try:
+        psycopg.connect(wrong, connect_timeout=5).close()
+    except psycopg.Error:
+        return False
+    return True
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -22,6 +22,7 @@ from crawlhub.sandbox.limits import Limits, MiB
 logger = logging.getLogger(__name__)
 
 CONTROLLERS = ("memory", "pids")
+MS_REMOUNT, MS_BIND = 32, 4096  # <sys/mount.h>
 PREFIX = "crawlhub-"
 KILL_ROUNDS = 200  # a fork bomb is outrun within this many passes
 
@@ -203,6 +204,7 @@ def _v2(mount: tuple[Path, str], own: str) -> Tree:
     with processes cannot also hold cgroups with controllers), runs go beside it."""
     mountpoint, root = mount
     parent = _below(mountpoint, root, own)
+    _writable(mountpoint)
     try:
         available = (parent / "cgroup.controllers").read_text().split()
         missing = [c for c in CONTROLLERS if c not in available]
@@ -223,6 +225,19 @@ def _v2(mount: tuple[Path, str], own: str) -> Tree:
                     "give the worker a cgroup of its own (systemd: Delegate=yes)")  # fmt: skip
     _remove_at_exit({"memory": base})
     return Tree(2, dict.fromkeys(CONTROLLERS, base))
+
+
+def _writable(mountpoint: Path) -> None:
+    """A container's private cgroup namespace is mounted read-only: as root with SYS_ADMIN
+    (docker-compose.yml gives the worker both), make it writable in this mount namespace."""
+    if os.geteuid() != 0 or not os.statvfs(mountpoint).f_flag & os.ST_RDONLY:
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mount(None, os.fsencode(mountpoint), None, MS_REMOUNT | MS_BIND, None) != 0:
+        logger.info("cgroup file system %s stays read-only: %s", mountpoint,
+                    os.strerror(ctypes.get_errno()))  # fmt: skip
 
 
 def _mounts() -> dict[str, tuple[Path, str]]:

@@ -54,7 +54,7 @@ def test_compose_runs_release_before_the_processes_with_durable_redis() -> None:
         assert services[name]["command"] == ["crawlhub", name]
         condition = services[name]["depends_on"]["release"]["condition"]
         assert condition == "service_completed_successfully"
-        assert services[name]["init"] is True
+        assert services[name]["init"] is (name != "worker")  # the worker divides its cgroup
     redis_command = " ".join(services["redis"]["command"])
     assert "--appendonly yes" in redis_command and "noeviction" in redis_command
 
@@ -68,12 +68,52 @@ def test_dockerfile_runs_as_a_non_root_user_in_exec_form() -> None:
     assert any(line.startswith("FROM python:3.11-slim") for line in lines)
 
 
-def test_every_deployment_starts_the_worker_as_root_with_a_spider_user_to_switch_to() -> None:
-    """Spiders get a user of their own only when the worker can switch (Security model)."""
+def test_every_deployment_starts_the_worker_as_root_with_what_the_sandbox_needs() -> None:
+    """Spiders get users of their own and bubblewrap's namespaces only from a root worker
+    that may make them (README: Security model)."""
     compose = yaml.safe_load((ROOT / "deploy" / "docker-compose.yml").read_text())
-    assert compose["services"]["worker"]["user"] == "root"
+    worker = compose["services"]["worker"]
+    assert worker["user"] == "root" and set(worker["cap_add"]) == {"SYS_ADMIN", "NET_ADMIN"}
+    assert set(worker["security_opt"]) == {"apparmor=unconfined", "systempaths=unconfined"}
+    assert worker["cgroup"] == "private"
     assert all("user" not in compose["services"][name] for name in ("web", "ticker"))
     dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
-    assert "useradd --system --gid crawlhub-spider" in dockerfile
+    assert "bubblewrap nftables" in dockerfile
     unit = (ROOT / "deploy" / "systemd" / "crawlhub-worker.service").read_text()
-    assert "\nUser=root\n" in unit and "crawlhub-spider" in unit
+    assert "\nUser=root\n" in unit and "\nDelegate=yes\n" in unit
+
+
+def test_compose_writes_no_password_and_requires_generated_ones() -> None:
+    """PostgreSQL and Redis take passwords deploy/init-env generates into deploy/.env (not
+    committed); the compose file holds none, and Redis refuses clients without one."""
+    text = (ROOT / "deploy" / "docker-compose.yml").read_text()
+    compose = yaml.safe_load(text)
+    postgres, redis = compose["services"]["postgres"], compose["services"]["redis"]
+    assert postgres["environment"]["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
+    assert "--requirepass" in redis["command"]
+    assert redis["command"][redis["command"].index("--requirepass") + 1].startswith(
+        "${REDIS_PASSWORD:?")  # fmt: skip
+    for name in ("web", "worker", "ticker", "release"):
+        env = compose["services"][name]["environment"]
+        assert "${POSTGRES_PASSWORD:?" in env["DATABASE_URL"], name
+        assert env["REDIS_URL"].startswith("redis://:${REDIS_PASSWORD:?"), name
+    assert ":crawlhub@" not in text and "POSTGRES_PASSWORD: crawlhub" not in text
+    assert ".env" in (ROOT / ".gitignore").read_text().split()
+
+
+def test_init_env_generates_every_secret_once_and_keeps_them_private(tmp_path: Path) -> None:
+    import shutil
+    import stat
+    import subprocess
+
+    deploy = tmp_path / "deploy"
+    deploy.mkdir()
+    shutil.copy(ROOT / "deploy" / "init-env", deploy / "init-env")
+    subprocess.run([str(deploy / "init-env")], check=True, capture_output=True)
+    written = (deploy / ".env").read_text()
+    values = dict(line.split("=", 1) for line in written.splitlines() if "=" in line)
+    assert set(values) == {"CRAWLHUB_API_TOKENS", "POSTGRES_PASSWORD", "REDIS_PASSWORD"}
+    assert len(set(values.values())) == 3 and all(len(v) == 48 for v in values.values())
+    assert stat.S_IMODE((deploy / ".env").stat().st_mode) == 0o600
+    subprocess.run([str(deploy / "init-env")], check=True, capture_output=True)
+    assert (deploy / ".env").read_text() == written  # never overwritten

@@ -1,12 +1,12 @@
 """Project environments: what a build costs, cold and with its wheels cached; what finding a
 built one costs; and a run's start in a project environment against the platform's.
 
-Builds are real (uv, from the package registry) of a set an old Scrapy project pins
-(`scrapy==2.11.2`, its era's Twisted and w3lib): first into a fresh data dir with an empty
-uv cache (cold), then again after deleting the environment but not the cache (cached
-wheels). A cache hit is `environments.ensure` finding the environment built. The start is
-the bootstrap of a trivial python entry, as the worker starts it (contained, data dir
-hidden, the environment and runtime shown again), timed from Popen to exit, in the project
+Builds are real (uv, from the package registry, each step in a slot's sandbox as a run is)
+of a set an old Scrapy project pins (`scrapy==2.11.2`, its era's Twisted and w3lib): first
+into a fresh data dir with an empty uv cache (cold), then again after deleting the
+environment but not its cache (cached wheels). A cache hit is `environments.ensure` finding
+the environment built. The start is the bootstrap of a trivial python entry, started cold in
+the sandbox as the worker starts it, timed from `spawn.start` to exit, in the project
 environment and in the platform's, interleaved. Target (SPEC §14): within 10 %.
 
     .venv/bin/python bench/bench_environments.py [--runs 40]
@@ -22,11 +22,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import Row, median, ms, percentile, report, spider_python
+from common import Row, median, ms, percentile, report
 
 from crawlhub.config import Settings, load_settings
-from crawlhub.execution import environments, sandbox
+from crawlhub.execution import environments, sandboxes
 from crawlhub.execution.environments import Runtime
+from crawlhub.sandbox import spawn
+from crawlhub.sandbox.slots import Slot
 
 REQUIREMENTS = "scrapy==2.11.2\ntwisted==24.3.0\nw3lib==2.1.2"
 TARGET = 1.10
@@ -37,36 +39,33 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=40)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="crawlhub-bench-envs-") as tmp:
-        root = Path(tmp)
-        root.chmod(0o711)
-        python = spider_python()
-        settings = load_settings(data_dir=root / "data", spider_python=python)
-        sandbox.prepare_worker(settings)
+        settings = load_settings(data_dir=Path(tmp) / "data")
+        found = sandboxes.prepare_worker(settings)
         lines: list[str] = []
-
-        began = time.perf_counter()
-        key, runtime = environments.ensure(settings, REQUIREMENTS, "scrapy", lines.append)
-        cold = time.perf_counter() - began
-        shutil.rmtree(environments.envs_root(settings) / key)
-        began = time.perf_counter()
-        environments.ensure(settings, REQUIREMENTS, "scrapy", lines.append)
-        cached = time.perf_counter() - began
-        hits = []
-        for _ in range(20):
+        with sandboxes.slot(settings) as taken:
+            builder = sandboxes.builder(settings, taken)
             began = time.perf_counter()
-            environments.ensure(settings, REQUIREMENTS, "scrapy", lines.append)
-            hits.append(time.perf_counter() - began)
-
-        work = settings.data_dir / "work" / "bench"
-        work.mkdir(parents=True)
-        (work / "triv.py").write_text("def run(params):\n    return {'ok': 1}\n")
-        identity = sandbox.spider_identity(settings.spider_user)
-        sandbox.hand_over(work, identity)
-        platform = environments.platform_runtime(settings)
-        starts: dict[str, list[float]] = {"platform": [], "project": []}
-        for _ in range(args.runs):
-            for name, where in (("platform", platform), ("project", runtime)):
-                starts[name].append(start(settings, identity, where, work))
+            key, runtime = environments.ensure(settings, REQUIREMENTS, "scrapy", lines.append,
+                                               builder)  # fmt: skip
+            cold = time.perf_counter() - began
+            shutil.rmtree(environments.envs_root(settings) / key)
+            began = time.perf_counter()
+            environments.ensure(settings, REQUIREMENTS, "scrapy", lines.append, builder)
+            cached = time.perf_counter() - began
+            hits = []
+            for _ in range(20):
+                began = time.perf_counter()
+                environments.ensure(settings, REQUIREMENTS, "scrapy", lines.append, builder)
+                hits.append(time.perf_counter() - began)
+            work = taken.root / "bench"
+            work.mkdir()
+            (work / "triv.py").write_text("def run(params):\n    return {'ok': 1}\n")
+            taken.hand_over(work)
+            platform = environments.platform_runtime(settings)
+            starts: dict[str, list[float]] = {"platform": [], "project": []}
+            for _ in range(args.runs):
+                for name, where in (("platform", platform), ("project", runtime)):
+                    starts[name].append(start(settings, taken, where, work))
     base, project = median(starts["platform"]), median(starts["project"])
 
     def p90(name: str) -> str:
@@ -86,20 +85,24 @@ def main() -> None:
     ]  # fmt: skip
     report(f"project environments ({args.runs} starts each)", rows,
            [f"requirements: {REQUIREMENTS.replace(chr(10), ', ')}",
-            f"interpreter {python or 'the worker'}'s; builds with uv from the registry",
-            "starts timed from Popen to exit, contained as a run"])  # fmt: skip
+            f"sandbox: {found.describe()}; builds with uv from the registry",
+            "starts timed from spawn.start to exit, cold, in the sandbox as a run"])  # fmt: skip
 
 
-def start(
-    settings: Settings, identity: sandbox.SpiderIdentity | None, runtime: Runtime, work: Path
-) -> float:
-    env = {**sandbox.base_env(work), **runtime.variables(), "CRAWLHUB_ITEMS_FD": "1",
-           **sandbox.jail_env(settings, identity, runtime.shown())}  # fmt: skip
+def start(settings: Settings, taken: Slot, runtime: Runtime, work: Path) -> float:
+    limits = sandboxes.default_limits(settings)
+    env = {**sandboxes.base_env(settings, runtime, taken, work), "CRAWLHUB_ITEMS_FD": "1"}
+    spec = spawn.Spec([runtime.python, "-m", "crawlhub.child.bootstrap", "python", "triv:run"],
+                      env, sandboxes.view(settings, runtime, taken, work, limits), limits,
+                      f"bench-{time.monotonic_ns()}")  # fmt: skip
     began = time.perf_counter()
-    subprocess.run([runtime.python, "-m", "crawlhub.child.bootstrap", "python", "triv:run"],
-                   cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   check=True)  # fmt: skip
-    return time.perf_counter() - began
+    proc = spawn.start(sandboxes.isolation_of(settings), taken, spec, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)  # fmt: skip
+    code = proc.wait()
+    took = time.perf_counter() - began
+    proc.close()
+    assert code == 0, f"the run failed: exit {code}"
+    return took
 
 
 if __name__ == "__main__":

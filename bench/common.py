@@ -40,7 +40,7 @@ from crawlhub.actors.registry import declare_actors
 from crawlhub.api import create_app
 from crawlhub.config import load_settings
 from crawlhub.context import Context
-from crawlhub.execution import environments, launchers, sandbox
+from crawlhub.execution import launchers, sandboxes
 from crawlhub.repo import migrate
 
 PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -50,17 +50,6 @@ REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 TOKEN = "bench-token"  # noqa: S105 - a throwaway token of a loopback-only instance
 FINISHED = frozenset({"completed", "failed", "cancelled", "skipped"})
 PYTHON = sys.executable
-
-
-def spider_python() -> Path | None:
-    """As root, spiders run as another user, who cannot run a Python under /root: the tests'
-    shared environment on the system's interpreter (tests/spider_env.py) is used instead."""
-    if os.geteuid() != 0:
-        return None
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from tests.spider_env import spider_python as shared
-
-    return shared()
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -160,7 +149,7 @@ class Hub:
         settings = load_settings(
             database_url=db_url(), redis_url=REDIS_URL, api_tokens=TOKEN,
             data_dir=self.data_dir, worker_concurrency=self.worker_threads,
-            spider_python=spider_python(), warm_start=self.warm_start,
+            warm_start=self.warm_start,
         )  # fmt: skip
         self.context = Context.build(settings)
         migrate.upgrade(self.context.db.engine)
@@ -171,9 +160,7 @@ class Hub:
                 self.__exit__(None, None, None)
                 raise
             return self
-        sandbox.prepare_worker(settings)
-        if settings.warm_start:  # as `crawlhub worker` does
-            launchers.warm_up(settings, environments.platform_runtime(settings))
+        sandboxes.prepare_worker(settings)  # as `crawlhub worker` does, launchers warmed up
         declare_actors(self.context)  # the worker threads consume run and alert messages
         self.worker = Worker(
             self.context.broker,
@@ -207,9 +194,6 @@ class Hub:
             "CRAWLHUB_WORKER_CONCURRENCY": str(self.worker_threads), "PORT": str(port),
             "CRAWLHUB_WARM_START": str(self.warm_start).lower(), "CRAWLHUB_LOG_LEVEL": "INFO",
         }  # fmt: skip
-        python = spider_python()
-        if python is not None:
-            env["CRAWLHUB_SPIDER_PYTHON"] = str(python)
         logs = self.data_dir.parent / f"{self.data_dir.name}-logs"
         logs.mkdir()
         for role in ("worker", "web"):

@@ -60,8 +60,8 @@ if TYPE_CHECKING:
 FD_ENV = "CRAWLHUB_LAUNCHER_FD"
 ROOM_ENV = "CRAWLHUB_LAUNCHER_ROOM"
 # How a launcher clears up after a run: "namespace" (alone in a PID namespace with private
-# /tmp and /dev/shm: kill all but itself and init, empty them), "user" (its slot's user is
-# the run's alone: kill every process of the user, empty $TMPDIR), "" (nothing).
+# /tmp and /dev/shm: kill all but itself and init, empty them), "user" (no namespace: empty
+# $TMPDIR; the worker kills the slot user's other processes), "" (nothing).
 CLEAN_ENV = "CRAWLHUB_LAUNCHER_CLEAN"
 READY, GO, STATUS = b"R", b"g", b"S"
 CREDENTIALS = struct.Struct("3i")  # struct ucred: pid, uid, gid
@@ -261,16 +261,12 @@ def clean_up(how: str) -> None:
     """After a run: kill every process it left and empty its temporary directories, so the
     next run of the slot finds nothing of it (the worker also kills its cgroup, if any)."""
     me = os.getpid()
-    for _ in range(CLEAN_ROUNDS):
-        if how == "user":  # every process of this user but this one
+    for _ in range(CLEAN_ROUNDS if how == "namespace" else 0):
+        # every process of this PID namespace but its init and this one
+        left = [pid for pid in _live_pids() if pid not in (1, me)]
+        for pid in left:
             with contextlib.suppress(OSError):
-                os.kill(-1, signal.SIGKILL)
-            left = [pid for pid in _live_pids() if pid != me and _owner(pid) == os.getuid()]
-        else:  # every process of this PID namespace but its init and this one
-            left = [pid for pid in _live_pids() if pid not in (1, me)]
-            for pid in left:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
         if not left:
             break
         time.sleep(0.002)
@@ -278,13 +274,6 @@ def clean_up(how: str) -> None:
     for directory in private if how == "namespace" else (os.environ.get("TMPDIR"),):
         if directory:
             _empty(directory)
-
-
-def _owner(pid: int) -> int:
-    try:
-        return os.stat(f"/proc/{pid}").st_uid
-    except OSError:
-        return -1
 
 
 def _live_pids() -> list[int]:

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from crawlhub.child import launcher as child
-from crawlhub.sandbox import spawn
+from crawlhub.sandbox import slots, spawn
 from crawlhub.sandbox.cgroups import Counters, Group
 from crawlhub.sandbox.isolation import Isolation
 from crawlhub.sandbox.limits import Limits
@@ -171,6 +171,9 @@ class Launcher:
             theirs.close()
             os.close(write)
         self.output = os.fdopen(read, "rb")
+        self.slot = start.slot.number
+        if start.isolation.bwrap is None:  # it is its slot's user's process: spare it
+            slots.keep(self.slot, self.proc.pid)
         threading.Thread(target=self._relay, name="launcher-output", daemon=True).start()
         ready, _, _ = select.select([ours], [], [], START_TIMEOUT_S)
         greeting = json.loads(ours.recv(65536) or b"{}") if ready else {}
@@ -285,6 +288,7 @@ class Launcher:
         except subprocess.TimeoutExpired:
             self.proc.kill_tree()
         self.proc.close()
+        slots.keep(self.slot, self.proc.pid, kept=False)
 
 
 class Pool:

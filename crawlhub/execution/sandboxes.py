@@ -39,7 +39,8 @@ def slot(settings: Settings) -> Iterator[Slot]:
     """A slot of this worker for one process tree of uploaded code, emptied before and after."""
     found = isolation_of(settings)
     uids = found.uids if found.switch_user else None
-    with slots.pool(settings.data_dir, uids).take(settings.data_dir) as taken:
+    strays = found.mode == "users"  # no PID namespace ends what a run leaves behind
+    with slots.pool(settings.data_dir, uids).take(settings.data_dir, strays=strays) as taken:
         yield taken
 
 

@@ -120,9 +120,10 @@ def usage(roots: Iterable[Path], limits: Limits) -> Usage:
                 except OSError:
                     continue
                 size += info.st_blocks * 512
-                largest = max(largest, info.st_size)
                 if entry.is_dir(follow_symlinks=False):
                     todo.append(entry.path)
+                elif entry.is_file(follow_symlinks=False):
+                    largest = max(largest, info.st_size)
                 if size > most_bytes or count > limits.files or largest >= most_bytes:
                     return Usage(size, count, largest)
     return Usage(size, count, largest)

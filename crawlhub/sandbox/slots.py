@@ -13,13 +13,30 @@ import contextlib
 import fcntl
 import os
 import shutil
+import signal
 import stat
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 MACHINE_LOCKS = Path("/run/crawlhub/slots")  # as root: one set of slot numbers per machine
+KILL_ROUNDS = 100
+# Slot number → pids of the processes of its user that outlive runs (its warm launchers,
+# where they run in no PID namespace of their own): spared when strays are killed.
+KEEPERS: dict[int, set[int]] = {}
+_keepers_lock = threading.Lock()
+
+
+def keep(number: int, pid: int, *, kept: bool = True) -> None:
+    """Spare (or no longer spare) a process of slot `number`'s user from stray killing."""
+    with _keepers_lock:
+        pids = KEEPERS.setdefault(number, set())
+        if kept:
+            pids.add(pid)
+        else:
+            pids.discard(pid)
 
 
 @dataclass(frozen=True)
@@ -64,6 +81,22 @@ class Slot:
         if self.uid is not None and stat.S_ISFIFO(os.fstat(fd).st_mode):
             os.fchown(fd, self.uid, self.uid)
 
+    def kill_strays(self) -> None:
+        """SIGKILL every process of the slot's user but its keepers: what a run, a listing
+        or a build left where no namespace or cgroup ends with it (mode `users`)."""
+        if self.uid is None:
+            return
+        for _ in range(KILL_ROUNDS):
+            with _keepers_lock:
+                spared = set(KEEPERS.get(self.number, ()))
+            strays = [pid for pid in _pids_of(self.uid) if pid not in spared]
+            if not strays:
+                return
+            for pid in strays:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.002)
+
     def wipe(self) -> None:
         """Remove everything a run left in the slot (links unlinked, never followed); the
         directories themselves stay, as a warm launcher has them in its view."""
@@ -99,8 +132,9 @@ class Pool:
         return Slot(number, uid, data_dir)
 
     @contextlib.contextmanager
-    def take(self, data_dir: Path) -> Iterator[Slot]:
-        """A slot for one sandboxed process tree, emptied before and after."""
+    def take(self, data_dir: Path, *, strays: bool = False) -> Iterator[Slot]:
+        """A slot for one sandboxed process tree, emptied before and after; `strays`: its
+        user's processes left behind are killed after it (no namespace ends them)."""
         with self.lock:
             number = min(self.free) if self.free else self._claim()
             if number in self.free:
@@ -110,6 +144,8 @@ class Pool:
             slot.wipe()
             yield slot
         finally:
+            if strays:
+                slot.kill_strays()
             with contextlib.suppress(OSError):
                 slot.wipe()
             with self.lock:
@@ -155,6 +191,26 @@ def pool(data_dir: Path, uids: range | None) -> Pool:
         if key not in _pools:
             _pools[key] = Pool(lock_dir, uids)
         return _pools[key]
+
+
+def _pids_of(uid: int) -> list[int]:
+    """Live processes whose real user is `uid`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status") as status:
+                for line in status:
+                    if line.startswith("Uid:"):
+                        if int(line.split()[1]) == uid:
+                            found.append(int(entry))
+                        break
+                    if line.startswith("State:") and line.split()[1] == "Z":
+                        break
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
 
 
 def _writable_run() -> bool:

@@ -13,7 +13,9 @@ afterwards nothing of a slot's users is left running and the worker still runs s
 import io
 import json
 import os
+import secrets
 import shutil
+import socket
 import subprocess
 import tarfile
 import textwrap
@@ -612,3 +614,35 @@ def test_a_scrapy_playwright_spider_with_debian_chromium_completes_under_the_def
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_worker_warns_of_a_database_and_a_redis_that_let_anyone_in(
+    hub: Hub, pg_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    """This machine's PostgreSQL trusts local connections and its Redis has no password: one
+    warning line each. A Redis with a password gets none."""
+    with worker_process(tmp_path, pg_url, redis_url) as worker:
+        pass
+    output = worker.output.read_text()
+    assert "PostgreSQL lets CrawlHub in with a wrong password (trust authentication)" in output
+    assert "Redis answers clients without a password" in output
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    password = secrets.token_hex(12)
+    guarded = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                                "--requirepass", password, "--save", "", "--appendonly", "no"],
+                               stdout=subprocess.DEVNULL)  # fmt: skip
+    try:
+        for _ in range(100):
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        with worker_process(tmp_path, pg_url, f"redis://:{password}@127.0.0.1:{port}/0") as other:
+            pass
+        assert "Redis answers clients without a password" not in other.output.read_text()
+        assert password not in other.output.read_text()
+    finally:
+        guarded.terminate()
+        guarded.wait()

@@ -5,7 +5,11 @@ environment's build, with the sandbox (this tree) and without it (the code befor
 The code before is checked out into a temporary git worktree and measured by its own
 scripts (`bench/bench_trigger_latency.py`, `bench/bench_environments.py`) on this tree's
 virtualenv, the same scripts of this tree measure it now; before and after alternate, so
-the machine's drift falls on both. Target: the warm start within 1.2 times before's.
+the machine's drift falls on both. Spiders run on the same interpreter on both sides: as
+root, the code before ran them on the tests' shared environment on the system's Python
+(its `tests/spider_env.py`), so this tree is given that one too (`CRAWLHUB_SPIDER_PYTHON`):
+on this machine the system's Python starts in 14 ms, pyenv's in root's home in 34 ms.
+Target: the warm start within 1.2 times before's.
 
     .venv/bin/python bench/bench_sandbox.py [--runs 30] [--before 5607116] [--rounds 1]
 """
@@ -46,10 +50,12 @@ def main() -> None:
         subprocess.run(["git", "worktree", "add", "--detach", str(before), args.before],
                        cwd=ROOT, check=True, capture_output=True)  # fmt: skip
         try:
+            python = before_python(before)
+            extra = {"before": {}, "after": {"CRAWLHUB_SPIDER_PYTHON": python} if python else {}}
             for kind, script in SCRIPTS.items():
                 for _ in range(args.rounds):
                     for side, tree in (("before", before), ("after", ROOT)):
-                        output = measure(tree, script, args.runs)
+                        output = measure(tree, script, args.runs, extra[side])
                         for figure, (source, pattern) in FIGURES.items():
                             if source == kind:
                                 found[side].setdefault(figure, []).append(parse(pattern, output))
@@ -69,14 +75,24 @@ def main() -> None:
            ["warm and cold: API call → spider code running, p50 of --runs runs; build: a "
             "project environment from an empty uv cache; start in an environment: a cold "
             "start of the bootstrap in it, median",
-            "before: spiders ran as `nobody` under the in-interpreter jail (as root, on the "
-            "tests' shared environment on the system's Python); after: bubblewrap and a slot "
-            "user, on this tree's interpreter"])  # fmt: skip
+            "before: spiders ran as `nobody` under the in-interpreter jail; after: bubblewrap "
+            "and a slot user; both on the same interpreter (as root: the system's Python)",
+            ])  # fmt: skip
 
 
-def measure(tree: Path, script: str, runs: int) -> str:
-    """The printed report of one benchmark script of `tree`, on this virtualenv."""
+def before_python(tree: Path) -> str:
+    """The interpreter the code before runs spiders on ("" for the worker's own)."""
+    probe = ("import sys; sys.path.insert(0, '.'); from tests.spider_env import spider_python; "
+             "print(spider_python() or '')")  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(tree)}
+    done = subprocess.run([sys.executable, "-c", probe], cwd=tree, capture_output=True,
+                          text=True, check=True, env=env)  # fmt: skip
+    return done.stdout.strip()
+
+
+def measure(tree: Path, script: str, runs: int, extra: dict[str, str]) -> str:
+    """The printed report of one benchmark script of `tree`, on this virtualenv."""
+    env = {**os.environ, "PYTHONPATH": str(tree), **extra}
     done = subprocess.run([sys.executable, str(tree / "bench" / script), "--runs", str(runs)],
                           cwd=tree, env=env, capture_output=True, text=True, timeout=3600,
                           check=False)  # fmt: skip

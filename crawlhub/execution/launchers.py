@@ -4,11 +4,16 @@ One launcher per interpreter, in-spider runtime, kind (python or scrapy) and slo
 in the slot's sandbox as the slot's user on the first run that needs it, and stopped after
 ``CRAWLHUB_LAUNCHER_IDLE_S`` without one. A run started through a launcher is forked from
 it instead of starting an interpreter: the same bootstrap, the same sandbox, the same
-pipes; the worker puts the forked run in a cgroup of its own with the run's limits before
-it may go on. When a launcher cannot serve a run (the sandbox has no user or namespace of
-the slot's own, it failed to start, it died, its environment changed since it started, the
-run sets a variable an interpreter or the loader reads only when it starts),
-:func:`launch` raises :class:`Unavailable` with the reason and the caller starts it cold.
+pipes. A launcher serves its slot's runs one at a time, so its cgroup is its run's: the
+worker sets the run's limits on it before the forked run may go on, and counts the run's
+events from there. (Moving a process into a cgroup of its own waits for an RCU grace
+period, several milliseconds on cgroup v1: only when the launcher's cgroup cannot take the
+run's limits, a lower memory limit than the launcher already uses, is the run moved.)
+
+When a launcher cannot serve a run (the sandbox has no user or namespace of the slot's own,
+it failed to start, it died, its environment changed since it started, the run sets a
+variable an interpreter or the loader reads only when it starts), :func:`launch` raises
+:class:`Unavailable` with the reason and the caller starts it cold.
 
 Launchers are started by one long-lived thread of the worker: Linux kills a process whose
 parent *thread* ends (the launcher's parent-death signal), and run threads come and go.
@@ -27,6 +32,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from crawlhub.child import launcher as child
 from crawlhub.sandbox import slots, spawn
@@ -71,33 +77,46 @@ class Start:
     spec: spawn.Spec  # argv is filled in by the launcher
 
 
+@dataclass
+class RunGroup:
+    """The cgroup a forked run counts in: its launcher's (spare: the launcher's own
+    processes), or one of its own (`own`: removed with the run)."""
+
+    group: Group
+    before: Counters
+    spare: frozenset[int] = frozenset()
+    own: bool = False
+
+
 class Launched:
     """A run forked by a launcher, waited for like a ``subprocess.Popen``."""
 
     def __init__(self, pid: int, answers: socket.socket, launcher: "Launcher",
-                 group: Group | None) -> None:  # fmt: skip
+                 cgroup: RunGroup | None) -> None:  # fmt: skip
         self.pid = pid  # in this worker's PID namespace
         self.returncode: int | None = None
         self.lost = False  # the launcher died before the run's end was known
-        self.group = group
+        self.cgroup = cgroup
         self._answers = answers
         self._buffer = b""
         self._launcher = launcher
 
     def counters(self) -> Counters | None:
-        return self.group.counters() if self.group else None
+        if self.cgroup is None:
+            return None
+        return self.cgroup.group.counters().since(self.cgroup.before)
 
     def kill_tree(self) -> None:
-        """SIGKILL the run's process group and its cgroup (the launcher kills what is left
-        in its namespace when the run has ended)."""
+        """SIGKILL the run's process group and what it left in its cgroup (the launcher
+        also kills what is left in its namespace when the run has ended)."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
-        if self.group is not None:
-            self.group.kill()
+        if self.cgroup is not None:
+            self.cgroup.group.kill(self.cgroup.spare)
 
     def close(self) -> None:
-        if self.group is not None:
-            self.group.remove()
+        if self.cgroup is not None and self.cgroup.own:
+            self.cgroup.group.remove()
 
     def poll(self) -> int | None:
         if self.returncode is None:
@@ -143,12 +162,15 @@ class Launcher:
     def __init__(self, key: Key, start: Start) -> None:
         self.key = key
         self.env = start.spec.env
+        self.limits = start.spec.limits
         self.isolation = start.isolation
         self.lock = threading.Lock()
         self.active = 0
         self.retired = False
         self.last_used = time.monotonic()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # The greeting's credentials: the launcher's pid as this worker numbers it.
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         self.control = ours
         read, write = os.pipe()
         env = {
@@ -176,12 +198,15 @@ class Launcher:
             slots.keep(self.slot, self.proc.pid)
         threading.Thread(target=self._relay, name="launcher-output", daemon=True).start()
         ready, _, _ = select.select([ours], [], [], START_TIMEOUT_S)
-        greeting = json.loads(ours.recv(65536) or b"{}") if ready else {}
-        if not ready or "error" in greeting or "pid" not in greeting:
+        greeting, pid = _greeting(ours) if ready else ({}, None)
+        if not ready or "error" in greeting or "pid" not in greeting or pid is None:
             self.close(kill=True)
             why = greeting.get("error") or ("no answer" if not ready else "it exited")
             raise Unavailable(f"the launcher could not start: {why}")
         self.greeting = greeting
+        # Its own processes, spared when what a run left in its cgroup is killed: the
+        # sandbox it started in (bubblewrap and its init), the launcher.
+        self.own = frozenset({self.proc.pid, pid, _parent(pid)})
         self.fingerprint = self._fingerprint()
         logger.info("warm launcher %d for %s spiders on %s (slot %d): %d modules in %.2f s",
                     self.proc.pid, key.kind, key.python, key.slot, greeting["modules"],
@@ -244,15 +269,29 @@ class Launcher:
             finally:
                 theirs.close()
             pid = self._ready(answers)
-            group = spawn.add_to_cgroup(self.isolation, cgroup, limits, pid)
+            group = self._cgroup(cgroup, limits, pid)
             answers.sendall(child.GO)
         except BaseException:
             answers.close()
-            if group is not None:
-                group.remove()
+            if group is not None and group.own:
+                group.group.remove()
             self.ended()
             raise
         return Launched(pid, answers, self, group)
+
+    def _cgroup(self, name: str, limits: Limits, pid: int) -> RunGroup | None:
+        """The cgroup the run counts in, with its limits: the launcher's, else one of its
+        own (None without cgroups)."""
+        own = self.proc.group
+        if own is None:
+            return None
+        try:
+            own.limit(limits)
+            return RunGroup(own, own.counters(), self.own)
+        except OSError:  # its memory limit is below what the launcher uses already
+            own.limit(self.limits)
+        moved = spawn.add_to_cgroup(self.isolation, name, limits, pid)
+        return None if moved is None else RunGroup(moved, moved.counters(), own=True)
 
     @staticmethod
     def _ready(answers: socket.socket) -> int:
@@ -437,6 +476,32 @@ def warm_up(starts: Sequence[tuple[Key, Start]]) -> None:
 def _cleaning(isolation: Isolation) -> str:
     """How a launcher clears up after each run, in this sandbox ("": it cannot)."""
     return {"bwrap": "namespace", "users": "user"}.get(isolation.mode, "")
+
+
+def _greeting(control: socket.socket) -> tuple[dict[str, Any], int | None]:
+    """A launcher's greeting, and its pid from the credentials the kernel attached."""
+    try:
+        data, ancillary, _, _ = control.recvmsg(65536, socket.CMSG_SPACE(child.CREDENTIALS.size))
+    except OSError:
+        return {}, None
+    pid = None
+    for level, kind, payload in ancillary:
+        if (level, kind) == (socket.SOL_SOCKET, socket.SCM_CREDENTIALS):
+            pid = int(child.CREDENTIALS.unpack(payload[: child.CREDENTIALS.size])[0])
+    try:
+        greeting = json.loads(data or b"{}")
+    except ValueError:
+        return {"error": "a greeting that is not JSON"}, None
+    return (greeting if isinstance(greeting, dict) else {}), pid
+
+
+def _parent(pid: int) -> int:
+    """A process's parent (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return int(stat.read().rsplit(b")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _status(code: int | None) -> str:

@@ -34,6 +34,10 @@ class Counters:
     oom_kills: int  # processes the kernel killed over the memory limit
     forks_refused: int  # forks refused at the process limit
 
+    def since(self, before: "Counters") -> "Counters":
+        return Counters(self.oom_kills - before.oom_kills,
+                        self.forks_refused - before.forks_refused)  # fmt: skip
+
 
 class Group:
     """One cgroup (v1: one directory per controller)."""
@@ -50,8 +54,14 @@ class Group:
             self._write("memory", "memory.swap.max", "0", optional=True)
             self._write("pids", "pids.max", str(limits.processes))
             return
+        # v1 keeps memory+swap at or above memory: raise that first, lower it last
+        swap = self.dirs.get("memory", Path("/nonexistent")) / "memory.memsw.limit_in_bytes"
+        raising = swap.exists() and int(swap.read_text()) < int(memory)
+        if raising:
+            self._write("memory", "memory.memsw.limit_in_bytes", memory)
         self._write("memory", "memory.limit_in_bytes", memory)
-        self._write("memory", "memory.memsw.limit_in_bytes", memory, optional=True)
+        if not raising:
+            self._write("memory", "memory.memsw.limit_in_bytes", memory, optional=True)
         self._write("pids", "pids.max", str(limits.processes))
 
     def add(self, pid: int) -> None:
@@ -80,14 +90,14 @@ class Group:
                 found.update(int(p) for p in (directory / "cgroup.procs").read_text().split())
         return found
 
-    def kill(self) -> None:
-        """SIGKILL every process in the cgroup, until none is left."""
-        if self.version == 2:
+    def kill(self, spare: frozenset[int] = frozenset()) -> None:
+        """SIGKILL every process in the cgroup but those `spare`d, until none is left."""
+        if self.version == 2 and not spare:
             for directory in set(self.dirs.values()):
                 with contextlib.suppress(OSError):  # Linux 5.14 and later
                     (directory / "cgroup.kill").write_text("1")
         for _ in range(KILL_ROUNDS):
-            found = self.pids()
+            found = self.pids() - spare
             if not found:
                 return
             for pid in found:

@@ -23,7 +23,6 @@ import signal
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO
 
 from crawlhub.sandbox.cgroups import Counters, Group
@@ -206,7 +205,3 @@ def add_to_cgroup(isolation: Isolation, name: str, limits: Limits, pid: int) -> 
         raise
     return group
 
-
-def paths_of(view: View) -> list[Path]:
-    """Where the disk and file limits are measured: the writable part of a view."""
-    return list(view.writable)

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from crawlhub.errors import CrawlhubError, InvalidInput
 from crawlhub.http.validation import parse_json
 
-JSON_FIELDS = ("params", "env", "settings")  # form fields that hold a JSON object
+JSON_FIELDS = ("params", "env", "settings", "limits")  # form fields that hold a JSON object
 WHOLE_NUMBER = re.compile(r"[0-9]{1,18}")
 
 

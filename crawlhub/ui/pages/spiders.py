@@ -52,7 +52,9 @@ def list_spiders(request: Request, session: Session) -> Response:
 
 def settings_values(form: FormData) -> dict[str, Any]:
     """A spider's settings form as the fields of a patch (checkboxes absent mean off)."""
-    values: dict[str, Any] = {name: field(form, name) for name in ("entry", "params", "env")}
+    values: dict[str, Any] = {
+        name: field(form, name) for name in ("entry", "params", "env", "limits")
+    }
     for name in INT_FIELDS:
         raw = field(form, name)
         values[name] = None if raw == "" and name == "retention_days" else raw

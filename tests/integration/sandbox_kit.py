@@ -142,10 +142,11 @@ class Worker:
 
 
 @contextmanager
-def worker_process(tmp_path: Path, pg_url: str, redis_url: str, **extra: str) -> Iterator[Worker]:
+def worker_process(tmp_path: Path, pg_url: str, redis_url: str, *, data_root: Path | None = None,
+                   **extra: str) -> Iterator[Worker]:  # fmt: skip
     """`crawlhub worker` as root in a process of its own, its environment full of secrets
     and a token file in its data dir, as `crawlhub up` leaves one."""
-    data_dir = tmp_path.parent / f"worker-data-{time.monotonic_ns()}"
+    data_dir = (data_root or tmp_path.parent) / f"worker-data-{time.monotonic_ns()}"
     data_dir.mkdir()
     found = {k: f"{k}-{secrets.token_hex(8)}" for k in ("db", "redis", "token", "smtp", "file")}
     (data_dir / "api-token").write_text(found["file"])
@@ -198,9 +199,10 @@ def slot_processes() -> list[tuple[int, int, str]]:
     return found
 
 
-def assert_unprivileged(report: dict[str, Any], worker: Worker) -> None:
+def assert_unprivileged(report: dict[str, Any], worker: Worker, *, namespaces: bool = True) -> None:
     """What holds for every process of uploaded code: a slot's user, no capabilities at
-    all, no_new_privs, none of CrawlHub's secrets, nothing of its processes or data."""
+    all, no_new_privs, none of CrawlHub's secrets, nothing of its processes or data
+    (without namespaces, mode `users`: the data dir is there, but not its to read)."""
     where = f"{report['phase']} {report['argv']}"
     assert report["uid"] in SLOT_UIDS and report["euid"] == report["uid"], where
     assert report["gid"] == report["uid"] and report["groups"] == [], where
@@ -214,9 +216,12 @@ def assert_unprivileged(report: dict[str, Any], worker: Worker) -> None:
                    for k in report["env"]), where  # fmt: skip
     assert report["worker_environ"].startswith("!"), where
     assert report["token"].startswith("!"), where
+    seen = report["data_dir"]
+    if not namespaces:
+        assert seen == "!PermissionError" and report["root_home"] == "!PermissionError", where
+        return
     # Of root's home, only the way to the interpreter when it lives there (pyenv's, here).
     assert report["root_home"] in (INTERPRETER_IN_ROOT, "!FileNotFoundError"), where
     # of the data dir, it sees what it runs on (runtime, environments) and the slots
-    seen = report["data_dir"]
     assert seen == "!FileNotFoundError" or set(seen) <= {"runtime", "envs", "work"}, (where, seen)
     assert max(report["pids"]) < 100, (where, "it sees processes beyond its own namespace")

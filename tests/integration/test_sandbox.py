@@ -18,6 +18,7 @@ import shutil
 import socket
 import subprocess
 import tarfile
+import tempfile
 import textwrap
 import threading
 import time
@@ -193,6 +194,7 @@ def test_uploaded_modules_libraries_and_startup_variables_run_as_a_slot_user_nev
         }  # fmt: skip
         files["scrapy.cfg"] = (FIXTURES / "pages_scrapy" / "scrapy.cfg").read_text()
         files["json.py"] = shadow(report, "json")
+        files["sitecustomize.py"] = report + "\n_crawlhub_report('scrapy sitecustomize.py')\n"
         files["pages/spiders/pages.py"] = (report + "\n_crawlhub_report('spider')\n"
                                            + files["pages/spiders/pages.py"])  # fmt: skip
         deploy(hub, "pages", files, "scrapy")
@@ -204,10 +206,14 @@ def test_uploaded_modules_libraries_and_startup_variables_run_as_a_slot_user_nev
             assert run(hub, "pages", start_url=site.url)["items_count"] == 2
             hub.client.patch("/api/spiders/pages", json={"env": {"PYTHONHASHSEED": "1"}})
             assert run(hub, "pages", start_url=site.url)["items_count"] == 2
+            hub.client.patch("/api/spiders/pages", json={"env": {"PYTHONPATH": "."}})
+            assert run(hub, "pages", start_url=site.url)["items_count"] == 2
         finally:
             site.close()
         phases = recorder.phases()
-        assert {"entry", "json.py", "sitecustomize.py", "ld_preload", "spider"} <= set(phases)
+        assert {"entry", "json.py", "sitecustomize.py", "ld_preload", "spider",
+                "scrapy sitecustomize.py"} <= set(phases)  # fmt: skip
+        assert phases.count("json.py") >= 3  # python cold, scrapy list, scrapy cold
         for found in recorder.reports:
             if found["phase"] != "ld_preload":
                 assert_unprivileged(found, worker)
@@ -646,3 +652,48 @@ def test_a_worker_warns_of_a_database_and_a_redis_that_let_anyone_in(
     finally:
         guarded.terminate()
         guarded.wait()
+
+
+def test_without_namespaces_uploaded_code_runs_as_a_slot_user_and_runs_stay_apart(
+    hub: Hub, pg_url: str, redis_url: str, tmp_path: Path, recorder: Recorder
+) -> None:
+    """Mode `users`, what a root worker falls back to where bubblewrap is refused (Docker's
+    default profile): each slot a user of its own, no namespaces. Spiders see the machine's
+    files, so they run on the system's Python with a data dir every user may traverse."""
+    python = next((p for p in ("/usr/bin/python3", "/usr/local/bin/python3")
+                   if os.access(p, os.X_OK)), None)  # fmt: skip
+    assert python is not None, "the users mode needs a Python every user can run"
+    root = Path(tempfile.mkdtemp(prefix="crawlhub-users-"))
+    root.chmod(0o711)
+    try:
+        with worker_process(tmp_path, pg_url, redis_url, data_root=root, CRAWLHUB_SANDBOX="users",
+                            CRAWLHUB_SPIDER_PYTHON=python) as worker:  # fmt: skip
+            assert b"sandbox: a user per slot, no namespaces" in worker.output.read_bytes()
+            report = worker.report_code(recorder)
+            deploy(hub, "plain", {
+                "main.py": report + "\ndef run(params):\n    _crawlhub_report('entry')\n"
+                                    "    return {'ok': 1}\n",
+                "json.py": shadow(report, "json"),
+                "sitecustomize.py": report + "\n_crawlhub_report('sitecustomize.py')\n",
+            }, "python", max_retries=0)  # fmt: skip
+            assert how_started(run(hub, "plain")).endswith("warm start")
+            hub.client.patch("/api/spiders/plain", json={"env": {"PYTHONPATH": "."}})
+            assert run(hub, "plain")["status"] == "completed"
+            for phase in ("entry", "json.py", "sitecustomize.py"):
+                for found in recorder.wait_for(phase):
+                    assert_unprivileged(found, worker, namespaces=False)
+            hub.deploy("victim", {"main.py": VICTIM}, max_retries=0)
+            # cold: warm, it would kill its own launcher (its slot's user's) and so itself
+            hub.deploy("attacker", {"main.py": ATTACKER}, max_retries=0,
+                       env={"PYTHONHASHSEED": "0"})  # fmt: skip
+            victim = hub.run("victim", seconds=6)["id"]
+            hub.wait(victim, {"running"})
+            time.sleep(1)
+            attack = run(hub, "attacker")
+            [item] = hub.client.get("/api/data", params={"task_id": attack["id"]}).json()["items"]
+            assert item["data"]["own_slot"] == "PermissionError"
+            survived = hub.wait(victim, timeout=60)
+            assert survived["status"] == "completed" and survived["items_count"] == 1
+            assert_clean(hub, worker)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -101,6 +101,7 @@ def prepare_worker(settings: Settings) -> Isolation:
     found = isolation_of(settings)
     launchers.POOL.idle_s = settings.launcher_idle_s
     data = settings.data_dir
+    check_shown_paths(settings)
     for path, mode in ((data, 0o711), (data / "work", 0o711), (data / "versions", 0o700)):
         path.mkdir(parents=True, exist_ok=True)
         if os.geteuid() in (0, path.stat().st_uid):
@@ -124,6 +125,17 @@ def prepare_worker(settings: Settings) -> Isolation:
     if settings.warm_start:  # the platform's launchers, ready for the first runs
         launchers.warm_up([launcher(settings, runtime, kind, first) for kind in KINDS])
     return found
+
+
+def check_shown_paths(settings: Settings) -> None:
+    """The paths an operator shows every spider must keep the data dir out of their view."""
+    data = settings.data_dir.resolve()
+    for name, value in (("CRAWLHUB_SANDBOX_READ_ONLY", settings.sandbox_read_only),
+                        ("CRAWLHUB_SANDBOX_WRITABLE", settings.sandbox_writable)):  # fmt: skip
+        for path in (Path(p).resolve() for p in value.split(":") if p):
+            if path == data or data.is_relative_to(path) or path.is_relative_to(data):
+                raise ConfigError(f"{name}: {path} would show spiders the data dir {data} "
+                                  "(its token file, database, other runs)")  # fmt: skip
 
 
 def _check_reach(settings: Settings, found: Isolation, runtime: Runtime) -> None:

@@ -74,15 +74,6 @@ class Group:
         return Counters(self._event("memory", memory, "oom_kill"),
                         self._event("pids", "pids.events", "max"))  # fmt: skip
 
-    def peak_bytes(self) -> int | None:
-        """The most memory the cgroup used (None where the kernel does not say)."""
-        name = "memory.peak" if self.version == 2 else "memory.max_usage_in_bytes"
-        directory = self.dirs.get("memory")
-        try:
-            return int((directory / name).read_text()) if directory else None
-        except (OSError, ValueError):
-            return None
-
     def pids(self) -> set[int]:
         found: set[int] = set()
         for directory in set(self.dirs.values()):

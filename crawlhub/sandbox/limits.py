@@ -9,7 +9,7 @@ disk and file count of the work dir (and the run's /tmp) by the supervisor measu
 import os
 import resource
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 MiB = 1024 * 1024
@@ -75,11 +75,6 @@ def check(overrides: Mapping[str, object]) -> dict[str, int]:
             raise ValueError(f"limit {name} must be a whole number from {least} to {most}")
         checked[name] = value
     return checked
-
-
-def names() -> list[str]:
-    """Every limit a spider may set."""
-    return [field.name for field in fields(Limits)]
 
 
 @dataclass(frozen=True)

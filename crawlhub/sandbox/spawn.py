@@ -204,4 +204,3 @@ def add_to_cgroup(isolation: Isolation, name: str, limits: Limits, pid: int) -> 
             group.remove()
         raise
     return group
-

@@ -33,12 +33,19 @@ def base_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         for k, v in os.environ.items()
         if not k.startswith(("CRAWLHUB_", "DATABASE_", "REDIS_"))
     }
-    # Spiders may write to tmp_path (gate and marker files), their data dir included: these
-    # tests are about processes; test_sandbox.py shows what a sandbox without it holds.
     env.update({"CRAWLHUB_DATA_DIR": str(tmp_path / "data"), "PYTHONUNBUFFERED": "1",
-                "CRAWLHUB_SANDBOX_WRITABLE": str(tmp_path)})  # fmt: skip
+                "CRAWLHUB_SANDBOX_WRITABLE": str(shared(tmp_path))})  # fmt: skip
     env.update(extra)
     return env
+
+
+def shared(tmp_path: Path) -> Path:
+    """A directory below tmp_path the spiders of base_env's CrawlHub may write to (gate and
+    marker files): bound into their sandbox, beside the data dir, out of their sight."""
+    path = tmp_path / "shared"
+    path.mkdir(exist_ok=True)
+    path.chmod(0o1777)  # spiders run as slot users
+    return path
 
 
 def crawlhub(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -357,7 +364,7 @@ def test_ctrl_c_says_what_it_waits_for_twice_stops_at_once_and_the_next_start_ha
     port = free_port()
     env = base_env(workdir, PORT=str(port), DATABASE_URL=f"sqlite:///{workdir / 'hub.db'}")
     client_env = {**env, "CRAWLHUB_URL": f"http://127.0.0.1:{port}"}
-    marker = workdir / "first-attempt-started"
+    marker = shared(workdir) / "first-attempt-started"
     (workdir / "slow.py").write_text(
         "import pathlib, time\n"
         "def run(p):\n"

@@ -23,7 +23,7 @@ from crawlhub.messaging import messages
 from crawlhub.repo.models import Channel, Item
 from crawlhub.scheduling import housekeeping
 from tests.integration.harness import Hub, pid_alive, processes_of, running_hub
-from tests.integration.test_processes import Process, base_env, free_port
+from tests.integration.test_processes import Process, base_env, free_port, shared
 
 SECRET = "channel-secret-42"
 
@@ -336,7 +336,7 @@ def test_sigterm_to_a_worker_hands_its_long_run_to_another_worker(
         tmp_path, DATABASE_URL=pg_url, REDIS_URL=redis_url, CRAWLHUB_API_TOKENS="t",
         CRAWLHUB_SHUTDOWN_GRACE_S="1", PORT=str(free_port()),
     )  # fmt: skip
-    marker = tmp_path / "started-once"
+    marker = shared(tmp_path) / "started-once"  # where the workers' spiders may write
     with running_hub(pg_url, tmp_path, redis_url, threads=0) as hub:
         hub.deploy("long", {"main.py": f"""
             import os, time

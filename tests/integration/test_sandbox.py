@@ -78,6 +78,17 @@ def shadow(report: str, name: str) -> str:
     """)
 
 
+def python_project(report: str) -> dict[str, str | bytes]:
+    """A Python project whose entry, a json.py and a sitecustomize.py at its top say who ran
+    them."""
+    return {
+        "main.py": report + "\ndef run(params):\n    _crawlhub_report('entry')\n"
+                            "    return {'ok': 1}\n",
+        "json.py": shadow(report, "json"),
+        "sitecustomize.py": report + "\n_crawlhub_report('sitecustomize.py')\n",
+    }  # fmt: skip
+
+
 def deploy(hub: Hub, name: str, files: dict[str, str | bytes], kind: str, **spider: Any) -> None:
     body = {"name": name, "kind": kind, **spider}
     assert hub.client.post("/api/spiders", json=body).status_code == 201
@@ -163,13 +174,8 @@ def test_uploaded_modules_libraries_and_startup_variables_run_as_a_slot_user_nev
     with worker_process(tmp_path, pg_url, redis_url) as worker:
         report = worker.report_code(recorder)
         # A Python project with a json.py and a sitecustomize.py at its top.
-        deploy(hub, "plain", {
-            "main.py": report + "\ndef run(params):\n    _crawlhub_report('entry')\n"
-                                "    return {'ok': 1}\n",
-            "json.py": shadow(report, "json"),
-            "sitecustomize.py": report + "\n_crawlhub_report('sitecustomize.py')\n",
-            "evil.so": preload_library(tmp_path, recorder.port),
-        }, "python")  # fmt: skip
+        files = {**python_project(report), "evil.so": preload_library(tmp_path, recorder.port)}
+        deploy(hub, "plain", files, "python")
         warm = run(hub, "plain")
         assert warm["status"] == "completed", warm["log"]
         assert how_started(warm).endswith("warm start"), how_started(warm)
@@ -220,8 +226,8 @@ def test_uploaded_modules_libraries_and_startup_variables_run_as_a_slot_user_nev
         assert_clean(hub, worker)
 
 
-SLEEPY_STATS = """
-import os, time
+LINKED_STATS = """
+import os
 
 def run(params):
     os.symlink(params["target"], ".crawlhub-stats.json")
@@ -241,7 +247,7 @@ def test_the_worker_reads_nothing_back_from_a_work_dir_by_path(
     hub: Hub, pg_url: str, redis_url: str, tmp_path: Path
 ) -> None:
     with worker_process(tmp_path, pg_url, redis_url) as worker:
-        hub.deploy("linked", {"main.py": SLEEPY_STATS}, max_retries=0)
+        hub.deploy("linked", {"main.py": LINKED_STATS}, max_retries=0)
         hub.deploy("fifo", {"main.py": FIFO_STATS}, max_retries=0)
         secret = tmp_path.parent / "root-only.json"
         secret.write_text(json.dumps({"secret": worker.secrets["file"]}))
@@ -670,12 +676,7 @@ def test_without_namespaces_uploaded_code_runs_as_a_slot_user_and_runs_stay_apar
                             CRAWLHUB_SPIDER_PYTHON=python) as worker:  # fmt: skip
             assert b"sandbox: a user per slot, no namespaces" in worker.output.read_bytes()
             report = worker.report_code(recorder)
-            deploy(hub, "plain", {
-                "main.py": report + "\ndef run(params):\n    _crawlhub_report('entry')\n"
-                                    "    return {'ok': 1}\n",
-                "json.py": shadow(report, "json"),
-                "sitecustomize.py": report + "\n_crawlhub_report('sitecustomize.py')\n",
-            }, "python", max_retries=0)  # fmt: skip
+            deploy(hub, "plain", python_project(report), "python", max_retries=0)
             assert how_started(run(hub, "plain")).endswith("warm start")
             hub.client.patch("/api/spiders/plain", json={"env": {"PYTHONPATH": "."}})
             assert run(hub, "plain")["status"] == "completed"

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from crawlhub.config import load_settings
+from crawlhub.errors import ConfigError
+from crawlhub.execution.sandboxes import check_shown_paths
 from crawlhub.sandbox import firewall, limits, spawn
 from crawlhub.sandbox.cgroups import Group, Tree
 from crawlhub.sandbox.isolation import Isolation
@@ -207,3 +210,15 @@ def test_the_firewall_guards_the_tcp_services_of_the_urls_and_nothing_else() -> 
         "not enforced")  # fmt: skip
     assert firewall.protect(isolation("bwrap", root=True), ["sqlite:///x"]) == (
         "no service of CrawlHub's is on the network")  # fmt: skip
+
+
+@pytest.mark.parametrize("shown", ["{data}", "{data}/work", "{root}", "/"])
+def test_a_path_shown_to_spiders_that_holds_or_lies_in_the_data_dir_is_refused(
+    tmp_path: Path, shown: str
+) -> None:
+    data = tmp_path / "data"
+    path = shown.format(data=data, root=tmp_path)
+    for name in ("sandbox_read_only", "sandbox_writable"):
+        settings = load_settings(data_dir=data, **{name: path})
+        with pytest.raises(ConfigError, match="would show spiders the data dir"):
+            check_shown_paths(settings)

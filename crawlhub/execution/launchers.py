@@ -163,6 +163,7 @@ class Launcher:
         self.key = key
         self.env = start.spec.env
         self.limits = start.spec.limits
+        self.run_limits: Limits | None = self.limits  # what its cgroup holds now
         self.isolation = start.isolation
         self.lock = threading.Lock()
         self.active = 0
@@ -286,10 +287,14 @@ class Launcher:
         if own is None:
             return None
         try:
-            own.limit(limits)
+            if _counted(limits) != _counted(self.run_limits):  # else set for the last run
+                self.run_limits = None
+                own.limit(limits)
+                self.run_limits = limits
             return RunGroup(own, own.counters(), self.own)
         except OSError:  # its memory limit is below what the launcher uses already
             own.limit(self.limits)
+            self.run_limits = self.limits
         moved = spawn.add_to_cgroup(self.isolation, name, limits, pid)
         return None if moved is None else RunGroup(moved, moved.counters(), own=True)
 
@@ -476,6 +481,11 @@ def warm_up(starts: Sequence[tuple[Key, Start]]) -> None:
 def _cleaning(isolation: Isolation) -> str:
     """How a launcher clears up after each run, in this sandbox ("": it cannot)."""
     return {"bwrap": "namespace", "users": "user"}.get(isolation.mode, "")
+
+
+def _counted(limits: Limits | None) -> tuple[int, int] | None:
+    """What of a run's limits its cgroup holds."""
+    return None if limits is None else (limits.memory_mb, limits.processes)
 
 
 def _greeting(control: socket.socket) -> tuple[dict[str, Any], int | None]:

@@ -117,7 +117,8 @@ class Slot:
 class Pool:
     """The slot numbers this process holds under one lock directory: claimed as they are
     first needed and kept, the lowest free one given out first (its launchers are the warm
-    ones). A number is one slot whatever the data dir, so its user runs one tree at a time."""
+    ones). A number is one slot whatever the data dir, so its user runs one tree at a time.
+    A slot is emptied when it is given back, and when its number is first claimed."""
 
     def __init__(self, lock_dir: Path, uids: range | None) -> None:
         self.lock_dir = lock_dir
@@ -136,12 +137,14 @@ class Pool:
         """A slot for one sandboxed process tree, emptied before and after; `strays`: its
         user's processes left behind are killed after it (no namespace ends them)."""
         with self.lock:
+            fresh = not self.free  # a number new to this process: what is left is a dead one's
             number = min(self.free) if self.free else self._claim()
             if number in self.free:
                 self.free.remove(number)
         slot = self.slot(number, data_dir)
         try:
-            slot.wipe()
+            if fresh or not slot.root.is_dir():  # else emptied when it was last given back
+                slot.wipe()
             yield slot
         finally:
             if strays:

@@ -108,6 +108,21 @@ def test_patch_backoff_is_checked_against_the_stored_values(client: TestClient) 
     assert client.get("/api/spiders/books").json()["retry_backoff_min_s"] == 10
 
 
+def test_a_spiders_limits_are_its_own_over_the_defaults_and_refused_beside_their_field(
+    client: TestClient,
+) -> None:
+    created = create(client, limits={"memory_mb": 4096, "processes": 64})
+    assert created["limits"] == {"memory_mb": 4096, "processes": 64}
+    for bad in ({"memory_mb": 63}, {"memory_mb": "lots"}, {"swap_mb": 1}, {"files": True},
+                {"disk_mb": 10 * 1024 * 1024 + 1}, ["memory_mb"]):  # fmt: skip
+        response = client.patch("/api/spiders/books", json={"limits": bad})
+        assert response.status_code == 422, (bad, response.text)
+        assert response.json()["error"]["details"][0]["loc"][0] == "limits", bad
+    assert client.get("/api/spiders/books").json()["limits"] == created["limits"]
+    reset = client.patch("/api/spiders/books", json={"limits": None})
+    assert reset.status_code == 200 and reset.json()["limits"] == {}
+
+
 def test_unknown_spider_is_404_for_every_method(client: TestClient) -> None:
     for method in ("GET", "PATCH", "DELETE"):
         kwargs = {"json": {}} if method == "PATCH" else {}

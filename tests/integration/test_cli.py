@@ -75,6 +75,11 @@ def test_projects_spiders_and_deploy(cli: Cli, pg_hub: Hub) -> None:
     assert (changed["timeout_s"], changed["max_retries"]) == (90, 1)
     assert (changed["params"], changed["env"]) == ({"start_url": "http://x/"}, {"TOKEN_OF": "beta"})
     assert cli.json("spiders", "show", "beta")["timeout_s"] == 90
+    limited = cli.json("spiders", "set", "beta", "-l", "memory_mb=4096", "-l", "files=500")
+    assert limited["limits"] == {"memory_mb": 4096, "files": 500}
+    refused = cli("spiders", "set", "beta", "-l", "memory=1", code=1)
+    assert "unknown limit 'memory'" in refused.stderr
+    assert cli.json("spiders", "set", "beta", "-l", "default")["limits"] == {}
     cli("spiders", "disable", "beta")
     assert cli.json("spiders", "list", "--disabled")["items"][0]["name"] == "beta"
     refused = cli("run", "beta", code=1)

@@ -16,8 +16,8 @@ write ends, and a stream socket of its own. On that socket the worker has alread
 the run (a length-prefixed JSON object: ``argv``, ``env``, ``cwd``); the launcher forks,
 and the forked child, once it has taken the run's descriptors and environment, says
 ``R`` with its credentials (so the worker learns its pid as the worker's PID namespace
-numbers it, from the kernel) and waits for ``g``: meanwhile the worker puts it in the run's
-cgroup and sets its limits. When the child has ended, the launcher kills whatever the run
+numbers it, from the kernel) and waits for ``g``: meanwhile the worker sets the run's
+limits on the cgroup it counts in. When the child has ended, the launcher kills whatever the run
 left in its PID namespace, empties /tmp and /dev/shm, and answers ``S`` and the wait
 status (an 8-byte integer). The launcher serves one run at a time (its slot's), is the
 child's parent, and exits when the worker closes the socket pair (or dies: the launcher
@@ -223,7 +223,7 @@ class Launcher:
         os.setsid()
         try:
             argv, env, cwd = _read_run(run)
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError) as exc:
             print(f"crawlhub: launcher: no run to start: {exc}", file=sys.stderr)
             os._exit(bootstrap.EXIT_USAGE)
         # Copies above 0-3 first (the lowest free numbers there), so that no dup2 below

@@ -42,8 +42,8 @@ def prepare_version(context: Context, version_id: uuid.UUID) -> None:
     spiders = None
     try:
         # A slot only for what runs code of the upload's: its build, its spider listing.
-        with sandboxes.slot(settings) if version.requirements or kind == "scrapy" \
-                else contextlib.nullcontext() as taken:  # fmt: skip
+        runs_code = bool(version.requirements) or kind == "scrapy"
+        with sandboxes.slot(settings) if runs_code else contextlib.nullcontext() as taken:
             if version.requirements:
                 assert taken is not None
                 builder = sandboxes.builder(settings, taken)
@@ -98,8 +98,8 @@ def list_spiders(context: Context, runtime: Runtime, source: Path, taken: Slot) 
     try:
         output, _ = proc.proc.communicate(timeout=LIST_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        proc.close()
-        proc.proc.communicate()
+        proc.kill_tree()
+        proc.proc.communicate()  # what it printed, and its pipes closed
         raise ListingFailed(f"scrapy list took longer than {LIST_TIMEOUT_S} s") from None
     finally:
         proc.close()

@@ -10,6 +10,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 
+from crawlhub.child import launcher as child
 from crawlhub.config import Settings
 from crawlhub.errors import ConfigError
 from crawlhub.execution import environments, launchers
@@ -24,7 +25,6 @@ from crawlhub.sandbox.views import View
 logger = logging.getLogger(__name__)
 
 REACH_TIMEOUT_S = 60
-KINDS = ("python", "scrapy")
 # Run in the sandbox at a worker's start: the spider interpreter and CrawlHub's runtime work.
 REACH_CHECK = "import os, crawlhub.child.bootstrap; print(os.getuid())"
 
@@ -36,7 +36,7 @@ def isolation_of(settings: Settings) -> Isolation:
 
 @contextlib.contextmanager
 def slot(settings: Settings) -> Iterator[Slot]:
-    """A slot of this worker for one process tree of uploaded code, emptied before and after."""
+    """A slot of this worker for one process tree of uploaded code (see slots.Pool.take)."""
     found = isolation_of(settings)
     uids = found.uids if found.switch_user else None
     strays = found.mode == "users"  # no PID namespace ends what a run leaves behind
@@ -123,7 +123,7 @@ def prepare_worker(settings: Settings) -> Isolation:
     if found.cgroups.version is None:
         logger.warning("runs have no memory or process limits: %s", found.cgroups.why)
     if settings.warm_start:  # the platform's launchers, ready for the first runs
-        launchers.warm_up([launcher(settings, runtime, kind, first) for kind in KINDS])
+        launchers.warm_up([launcher(settings, runtime, kind, first) for kind in child.KINDS])
     return found
 
 

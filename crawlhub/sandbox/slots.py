@@ -110,8 +110,7 @@ class Slot:
                 else:
                     with contextlib.suppress(OSError):
                         os.unlink(entry.path)
-        self.tmp.chmod(0o700)
-        self.hand_over(self.tmp)
+        self.tmp.chmod(0o700)  # as it was made, whatever its user did to it
 
 
 class Pool:

@@ -25,6 +25,9 @@ from crawlhub.sandbox.views import View
 logger = logging.getLogger(__name__)
 
 REACH_TIMEOUT_S = 60
+# Settings of the in-interpreter jail the sandbox replaced: read by nothing now.
+OBSOLETE = {"CRAWLHUB_SPIDER_USER": "CRAWLHUB_SPIDER_UIDS",
+            "CRAWLHUB_SPIDER_NAMESPACES": "CRAWLHUB_SANDBOX"}  # fmt: skip
 # Run in the sandbox at a worker's start: the spider interpreter and CrawlHub's runtime work.
 REACH_CHECK = "import os, crawlhub.child.bootstrap; print(os.getuid())"
 
@@ -102,6 +105,10 @@ def prepare_worker(settings: Settings) -> Isolation:
     launchers.POOL.idle_s = settings.launcher_idle_s
     data = settings.data_dir
     check_shown_paths(settings)
+    for name, instead in OBSOLETE.items():
+        if name in os.environ:
+            logger.warning("%s is no longer read: spiders run in bubblewrap's sandbox as slot "
+                           "users (see %s; README: Security model)", name, instead)  # fmt: skip
     for path, mode in ((data, 0o711), (data / "work", 0o711), (data / "versions", 0o700)):
         path.mkdir(parents=True, exist_ok=True)
         if os.geteuid() in (0, path.stat().st_uid):

@@ -632,12 +632,14 @@ def test_a_worker_warns_of_a_database_and_a_redis_that_let_anyone_in(
     hub: Hub, pg_url: str, redis_url: str, tmp_path: Path
 ) -> None:
     """This machine's PostgreSQL trusts local connections and its Redis has no password: one
-    warning line each. A Redis with a password gets none."""
-    with worker_process(tmp_path, pg_url, redis_url) as worker:
+    warning line each. A Redis with a password gets none. (And a setting of the jail the
+    sandbox replaced is said to be read no longer.)"""
+    with worker_process(tmp_path, pg_url, redis_url, CRAWLHUB_SPIDER_USER="nobody") as worker:
         pass
     output = worker.output.read_text()
     assert "PostgreSQL lets CrawlHub in with a wrong password (trust authentication)" in output
     assert "Redis answers clients without a password" in output
+    assert "CRAWLHUB_SPIDER_USER is no longer read" in output
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

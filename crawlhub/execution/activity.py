@@ -10,8 +10,8 @@ from crawlhub.context import Context
 from crawlhub.messaging import queues
 from crawlhub.messaging.keys import RUNS_QUEUE
 from crawlhub.repo import reports
+from crawlhub.repo.db import db_now
 from crawlhub.repo.models import Schedule, Spider, Task
-from crawlhub.repo.schedules import db_now
 
 DAY = timedelta(hours=24)
 WEEK = timedelta(days=7)

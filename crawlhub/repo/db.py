@@ -4,17 +4,19 @@ import secrets
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
-from sqlalchemy import create_engine, event, select, text
+from sqlalchemy import ColumnElement, create_engine, event, func, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session as Session  # re-exported for type hints outside repo/
 from sqlalchemy.orm import sessionmaker
 
 from crawlhub.errors import NotFound, ServiceUnavailable
+from crawlhub.repo.types import utcnow
 
 T = TypeVar("T")
 # Errors PostgreSQL raises to make a transaction give way: not an outage.
@@ -181,3 +183,20 @@ def get_or_404(session: Session, model: type[T], ref: uuid.UUID | str, what: str
     if row is None:
         raise NotFound(f"{what} '{key}' not found")
     return row
+
+
+def db_now(session: Session) -> datetime:
+    """The database clock (PostgreSQL's clock_timestamp()); this process's clock on SQLite,
+    where the database lives in this process."""
+    if session.get_bind().dialect.name == "postgresql":
+        value: datetime = session.execute(text("SELECT clock_timestamp()")).scalar_one()
+        return value
+    return utcnow()
+
+
+def now_of(session: Session) -> "ColumnElement[datetime] | datetime":
+    """The database clock as a value to write in a statement: heartbeats, leases and run times
+    are all stamped and compared on one clock, whatever the clocks of the workers say."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.clock_timestamp()
+    return utcnow()

@@ -80,7 +80,12 @@ def _move(task_id: uuid.UUID, move: Transition, when: tuple[ColumnElement[bool],
 
 
 def fail_attempt(
-    session: Session, task_id: uuid.UUID, *, retry: bool, now: datetime, **values: Any
+    session: Session,
+    task_id: uuid.UUID,
+    *,
+    retry: bool,
+    now: ColumnElement[datetime] | datetime,
+    **values: Any,
 ) -> str | None:
     """End a running attempt as a failure: `retrying` (its retry counted) while retries remain
     and `retry` allows it, else `failed` at `now`; the new status, None when it was not running."""

@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -14,14 +14,6 @@ from crawlhub.repo.db import parse_id
 from crawlhub.repo.models import ACTIVE, Schedule, Spider, Task
 from crawlhub.repo.pages import paginate
 from crawlhub.repo.types import utcnow
-
-
-def db_now(session: Session) -> datetime:
-    """The database clock (PostgreSQL's now()); this process's clock on SQLite."""
-    if session.get_bind().dialect.name == "postgresql":
-        value: datetime = session.execute(text("SELECT clock_timestamp()")).scalar_one()
-        return value
-    return utcnow()
 
 
 def get_schedule(session: Session, ref: str, *, for_update: bool = False) -> Schedule:

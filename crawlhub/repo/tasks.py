@@ -10,7 +10,7 @@ from sqlalchemy import ColumnElement, Select, Table, bindparam, func, select, tu
 from sqlalchemy.orm import Session, undefer
 
 from crawlhub.errors import Conflict, Fenced, NotFound
-from crawlhub.repo.db import get_or_404
+from crawlhub.repo.db import get_or_404, now_of
 from crawlhub.repo.lifecycle import (
     CANCEL,
     CLAIM,
@@ -25,7 +25,6 @@ from crawlhub.repo.lifecycle import (
 )
 from crawlhub.repo.models import CLAIMABLE, Project, ProjectVersion, Spider, Task
 from crawlhub.repo.pages import count_rows, page_of
-from crawlhub.repo.types import utcnow
 
 JOB_ID_CHARS = 128  # Task.job_id's length
 
@@ -119,7 +118,7 @@ def set_message_ids(session: Session, message_ids: dict[uuid.UUID, str]) -> None
 
 def claim_task(session: Session, task_id: uuid.UUID, worker: str) -> Task | None:
     """Move a pending or retrying task to running (compare-and-set); None when not claimable."""
-    now = utcnow()
+    now = now_of(session)
     return transition_task(
         session, task_id, CLAIM, started_at=now, heartbeat_at=now, worker=worker,
         finished_at=None, fence=Task.fence + 1,
@@ -136,7 +135,7 @@ def heartbeat(session: Session, task_id: uuid.UUID, fence: int, *, beat: bool) -
         session.execute(
             update(Task)
             .where(Task.id == task_id, Task.status == "running", Task.fence == fence)
-            .values(heartbeat_at=utcnow()),
+            .values(heartbeat_at=now_of(session)),
             execution_options=sync_options(session),
         )
     row = session.execute(select(Task.status, Task.fence).where(Task.id == task_id)).first()
@@ -211,7 +210,7 @@ def end_attempt(
         hold_attempt(session, task_id, fence)
     except Fenced:
         return FENCED
-    now = utcnow()
+    now = now_of(session)
     recorded: dict[str, Any] = {"exit_code": exit_code, "stats": stats, "heartbeat_at": now}
     ending = {**recorded, "reason": reason, "error_message": error_message}
     if status == "interrupted":  # its worker is shutting down: back to the queue as it was
@@ -277,7 +276,7 @@ def cancel_task(session: Session, task_id: uuid.UUID, reason: str = "user") -> s
     before = session.scalar(select(Task.status).where(Task.id == task_id).with_for_update())
     if before is None:
         raise NotFound(f"task '{task_id}' not found")
-    if not transition(session, task_id, CANCEL, reason=reason, finished_at=utcnow()):
+    if not transition(session, task_id, CANCEL, reason=reason, finished_at=now_of(session)):
         return None
     return before
 
@@ -285,14 +284,14 @@ def cancel_task(session: Session, task_id: uuid.UUID, reason: str = "user") -> s
 def mark_dead_lettered(session: Session, task_id: uuid.UUID, message: str) -> bool:
     """Fail a task that was still waiting for the run message that got dead-lettered."""
     return transition(session, task_id, DEAD_LETTER, reason="error", error_message=message,
-                      finished_at=utcnow())  # fmt: skip
+                      finished_at=now_of(session))  # fmt: skip
 
 
-def mark_lost(session: Session, task_id: uuid.UUID, message: str, now: datetime) -> str | None:
+def mark_lost(session: Session, task_id: uuid.UUID, message: str) -> str | None:
     """Hand a running task whose worker went silent to the failure path: `retrying` while
     retries remain, else `failed` (reason `lost`); the new status, None if it moved on. The
     fence moves too: the silent attempt, should it wake up, writes nothing more."""
-    return fail_attempt(session, task_id, retry=True, now=now, reason="lost",
+    return fail_attempt(session, task_id, retry=True, now=now_of(session), reason="lost",
                         error_message=message, fence=Task.fence + 1)  # fmt: skip
 
 

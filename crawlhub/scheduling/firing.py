@@ -18,7 +18,7 @@ from crawlhub.execution import runs
 from crawlhub.packages import projects
 from crawlhub.repo import schedules as repo
 from crawlhub.repo import tasks as task_repo
-from crawlhub.repo.db import Session
+from crawlhub.repo.db import Session, db_now
 from crawlhub.repo.models import Schedule, Spider
 from crawlhub.scheduling.cron import Cron
 
@@ -91,7 +91,7 @@ def fire(context: Context, now: datetime | None = None) -> bool:
     sends: list[runs.Send] = []
     new_alerts: list[uuid.UUID | None] = []
     with context.db.session() as session:
-        now = now or repo.db_now(session)
+        now = now or db_now(session)
         due = repo.claim_due(session, now, FIRE_BATCH)
         spiders: dict[uuid.UUID, Spider] = {}
         for schedule in due:
@@ -172,4 +172,4 @@ def seconds_until_due(context: Context) -> float | None:
         earliest = repo.earliest_fire(session)
         if earliest is None:
             return None
-        return (earliest - repo.db_now(session)).total_seconds()
+        return (earliest - db_now(session)).total_seconds()

@@ -18,9 +18,8 @@ from crawlhub.execution import runs
 from crawlhub.messaging import queues
 from crawlhub.messaging.broker import run_maintenance
 from crawlhub.messaging.keys import QUEUES, RUNS_QUEUE
-from crawlhub.repo import schedules as schedule_repo
 from crawlhub.repo import tasks as task_repo
-from crawlhub.repo.types import utcnow
+from crawlhub.repo.db import db_now
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +40,7 @@ def sweep(context: Context) -> bool:
     harmless: a run message for a task that is not claimable is acknowledged and ignored.
     """
     with context.db.session() as session:
-        now = schedule_repo.db_now(session)
+        now = db_now(session)
         unsent = [t.id for t in task_repo.unsent(session, now - timedelta(seconds=UNSENT_AFTER_S),
                                                  SWEEP_BATCH)]  # fmt: skip
         waiting = [t.id for t in task_repo.waiting(
@@ -78,13 +77,13 @@ def reap(context: Context) -> bool:
     retries: list[tuple[uuid.UUID, int]] = []
     new_alerts: list[uuid.UUID | None] = []
     with context.db.session() as session:
-        now = schedule_repo.db_now(session)
+        now = db_now(session)
         stale = task_repo.stale_running(session, now - lease, REAP_BATCH)
         for task in stale:
             since = task.heartbeat_at.isoformat() if task.heartbeat_at else "the start"
             message = f"lost: worker {task.worker} sent no heartbeat since {since}"
             retries_before = task.retry_count  # the transition below may refresh `task`
-            status = task_repo.mark_lost(session, task.id, message, utcnow())
+            status = task_repo.mark_lost(session, task.id, message)
             spider = task_repo.spider_of(session, task)
             if status == "retrying":
                 _, delay = compute_backoff(
@@ -125,7 +124,7 @@ def maintain(context: Context) -> bool:
 def expire(context: Context) -> bool:
     """Delete items and log lines past their retention (per spider, or the global default)."""
     with context.db.session() as session:
-        now = schedule_repo.db_now(session)
+        now = db_now(session)
     return retention.expire(context.db, context.settings.retention_days, now) > 0
 
 

@@ -10,7 +10,7 @@ from crawlhub.packages.spiders import check_scrapy_settings
 from crawlhub.repo import reports
 from crawlhub.repo import schedules as repo
 from crawlhub.repo import spiders as spider_repo
-from crawlhub.repo.db import Database
+from crawlhub.repo.db import Database, db_now
 from crawlhub.repo.models import Schedule, Task
 from crawlhub.scheduling.cron import Cron
 
@@ -28,7 +28,7 @@ def create_schedule(
     with db.session() as session:
         spider = spider_repo.get_spider(session, spider_ref)
         check_scrapy_settings(fields["settings"], spider.kind)
-        fields["next_fire_at"] = cron.next_after(repo.db_now(session))
+        fields["next_fire_at"] = cron.next_after(db_now(session))
         schedule = repo.create_schedule(session, {**fields, "spider_id": spider.id})
     wake.set()
     return schedule
@@ -52,7 +52,7 @@ def update_schedule(
             changes["next_fire_at"] = None
         elif resumed or "cron" in changes or "timezone" in changes:
             # From now on: resuming does not replay the fires missed while paused.
-            changes["next_fire_at"] = cron.next_after(repo.db_now(session))
+            changes["next_fire_at"] = cron.next_after(db_now(session))
         repo.update_schedule(session, schedule, changes)
     wake.set()
     return schedule
@@ -108,7 +108,7 @@ def preview(
     """The next n fires after `after` (default now), each in UTC and in the schedule's zone."""
     with db.read() as session:
         schedule = repo.get_schedule(session, ref)
-        start = after or repo.db_now(session)
+        start = after or db_now(session)
     cron = Cron(schedule.cron, schedule.timezone, hash_id=str(schedule.id))
     zone = ZoneInfo(schedule.timezone)
     return [(fire, fire.astimezone(zone)) for fire in cron.preview(start, n)]

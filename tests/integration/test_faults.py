@@ -5,6 +5,8 @@ import itertools
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -137,6 +139,51 @@ def test_a_stalled_worker_resumed_after_its_lease_is_fenced_out(
                 if process.proc.poll() is None:
                     os.kill(process.proc.pid, signal.SIGCONT)
                 process.stop()
+        context.close()
+
+
+def test_a_worker_whose_clock_runs_90_s_behind_the_database_keeps_its_runs(
+    pg_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    """Heartbeats are stamped by the database's clock, not the worker's: a worker under
+    `faketime -f -90s` (Debian's libfaketime) keeps its runs through a reaper that looks
+    every half second, with a lease of 5 s."""
+    env = base_env(tmp_path, CRAWLHUB_API_TOKENS=TOKEN, REDIS_URL=redis_url,
+                   DATABASE_URL=pg_url.replace("postgresql+psycopg://", "postgres://"),
+                   CRAWLHUB_LEASE_S="5", CRAWLHUB_HEARTBEAT_S="1",
+                   CRAWLHUB_WORKER_CONCURRENCY="2")  # fmt: skip
+    assert crawlhub("migrate", env=env, cwd=tmp_path).returncode == 0
+    clock = subprocess.run(
+        ["faketime", "-f", "-90s", sys.executable, "-c", "import time; print(time.time())"],
+        capture_output=True,
+        text=True,
+    )
+    assert 85 < time.time() - float(clock.stdout) < 95  # libfaketime works here
+    behind = Process(["worker"], env, tmp_path, prefix=("faketime", "-f", "-90s"))
+    context = Context.build(make_settings(tmp_path, database_url=pg_url, redis_url=redis_url,
+                                          lease_s=5, heartbeat_s=1))  # fmt: skip
+    try:
+        behind.wait_output("worker ready")
+        with TestClient(create_app(context), headers={"Authorization": f"Bearer {TOKEN}"}) as c:
+            hub = Hub(context, c, tmp_path)
+            hub.deploy("slow", {"main.py": STEADY}, max_retries=2, retry_backoff_min_s=1,
+                       retry_backoff_max_s=1)  # fmt: skip
+            ids = [hub.run("slow", count=40, pause=0.2)["id"] for _ in range(2)]
+            for task_id in ids:
+                hub.wait(task_id, {"running"})
+            deadline = time.monotonic() + 60
+            while any(hub.task(t)["status"] == "running" for t in ids):
+                assert time.monotonic() < deadline
+                housekeeping.reap(context)
+                time.sleep(0.5)
+            for task_id in ids:
+                task = hub.task(task_id)
+                assert (task["status"], task["retry_count"], task["items_count"]) == (
+                    "completed", 0, 40), task  # fmt: skip
+                assert not [line for line in hub.logs(task_id) if "lost" in line["text"]]
+            assert "lost its task" not in behind.output()
+    finally:
+        behind.stop()
         context.close()
 
 

@@ -98,7 +98,7 @@ def test_each_claim_and_each_reap_moves_the_fence(context: Context) -> None:
     with context.db.session() as session:
         task = task_repo.claim_task(session, task_id, "w1")
         assert task is not None and task.fence == 1
-        assert task_repo.mark_lost(session, task_id, "lost", datetime.now(UTC)) == "retrying"
+        assert task_repo.mark_lost(session, task_id, "lost") == "retrying"
         assert task_repo.get_task(session, task_id).fence == 2
         again = task_repo.claim_task(session, task_id, "w2")
         assert again is not None and again.fence == 3

@@ -64,11 +64,12 @@ class Process:
 
     started: list["Process"] = []  # noqa: RUF012 - every one, so none outlives the session
 
-    def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path,
+                 prefix: tuple[str, ...] = ()) -> None:  # fmt: skip
         self.log = cwd / f"{args[0]}-{time.monotonic_ns()}.log"
         self.out = self.log.open("w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "crawlhub", *args],
+            [*prefix, sys.executable, "-m", "crawlhub", *args],
             env=env,
             cwd=cwd,
             stdout=self.out,

@@ -24,6 +24,9 @@ class Context:
     tokens: tuple[str, ...] = field(default=(), repr=False)
     # Set when a schedule changes, so a ticker in this process re-reads its next due time.
     wake_ticker: threading.Event = field(default_factory=threading.Event)
+    # Set when this process's worker starts shutting down: runs get the shutdown grace to
+    # finish, then are handed back to the queue (not failed, no retry counted).
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
     def build(cls, settings: Settings) -> "Context":

@@ -26,6 +26,7 @@ from pydantic import SecretStr
 from crawlhub.context import Context
 from crawlhub.messaging import queues
 from crawlhub.repo import tasks as task_repo
+from crawlhub.repo import workers as worker_repo
 
 logger = logging.getLogger(__name__)
 
@@ -63,16 +64,21 @@ def read_state(context: Context) -> list[Metric]:
         logger.warning("metrics: task counts unavailable: %s", exc)
     depth = GaugeMetricFamily("crawlhub_queue_messages", "Broker messages by queue and state",
                               labels=["queue", "state"])  # fmt: skip
-    workers = GaugeMetricFamily("crawlhub_workers", "Workers with a fresh heartbeat")
     try:
-        counts, live = queues.overview(context.broker)
-        for q in counts:
+        for q in queues.overview(context.broker):
             for state in ("ready", "delayed", "in_flight", "dead_lettered"):
                 depth.add_metric([q.name, state], getattr(q, state))
-        workers.add_metric([], len(live))
-        families += [depth, workers]
+        families.append(depth)
     except Exception as exc:
         logger.warning("metrics: queue depths unavailable: %s", exc)
+    workers = GaugeMetricFamily("crawlhub_workers", "Worker processes online (heartbeating "
+                                "their registration)")  # fmt: skip
+    try:
+        with context.db.read() as session:
+            workers.add_metric([], len(worker_repo.online(session, context.settings.heartbeat_s)))
+        families.append(workers)
+    except Exception as exc:
+        logger.warning("metrics: workers online unavailable: %s", exc)
     return families
 
 

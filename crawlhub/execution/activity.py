@@ -10,8 +10,9 @@ from crawlhub.context import Context
 from crawlhub.messaging import queues
 from crawlhub.messaging.keys import RUNS_QUEUE
 from crawlhub.repo import reports
+from crawlhub.repo import workers as worker_repo
 from crawlhub.repo.db import db_now
-from crawlhub.repo.models import Schedule, Spider, Task
+from crawlhub.repo.models import Schedule, Spider, Task, WorkerProcess
 
 DAY = timedelta(hours=24)
 WEEK = timedelta(days=7)
@@ -82,10 +83,11 @@ class Overview:
 
 def overview(context: Context, *, running_limit: int = 50, fires_limit: int = 10) -> Overview:
     """The overview, read in one transaction plus one look at the broker."""
-    counts, workers = queues.overview(context.broker)
+    counts = queues.overview(context.broker)
     dead, _ = queues.dead_letters(context.broker, RUNS_QUEUE, ATTENTION_LIMIT)
     with context.db.read() as session:
         now = db_now(session)
+        workers = worker_repo.online(session, context.settings.heartbeat_s)
         by_status = reports.status_counts(session, now - DAY)
         items = reports.items_since(session, now - DAY)
         running = reports.running(session, running_limit)
@@ -203,3 +205,10 @@ def spider_history(context: Context, spider_id: uuid.UUID, limit: int = 30) -> l
     """A spider's last finished runs, oldest first (items and duration per run)."""
     with context.db.read() as session:
         return list(reports.spider_history(session, spider_id, limit))
+
+
+def workers_online(context: Context) -> list[WorkerProcess]:
+    """The worker processes heartbeating their registration (a ticker or a web process never
+    counts), oldest first."""
+    with context.db.read() as session:
+        return list(worker_repo.online(session, context.settings.heartbeat_s))

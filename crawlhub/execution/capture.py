@@ -194,12 +194,6 @@ class LogSink:
                 counted, self.unsaved_count = self.unsaved_count, 0
             if self.fenced or (not batch and not counted):
                 return
-            # Live first (readers want lines now), then the database (the record): a reader
-            # that sees a line before it is stored waits for the store before going on.
-            try:
-                self.live.publish(self.key, batch)
-            except Exception as exc:  # live delivery is best effort; the database is the record
-                logger.warning("task %s: live log publish failed: %s", self.task_id, exc)
             rows = [
                 (e.attempt, e.seq, e.stream, datetime.fromtimestamp(e.ts, UTC), e.text)
                 for e in batch
@@ -209,6 +203,11 @@ class LogSink:
                     task_repo.hold_attempt(session, self.task_id, self.fence)
                     log_repo.insert_lines(session, self.task_id, rows)
                     task_repo.add_progress(session, self.task_id, log_lines=counted)
+                    # Published while this transaction holds the task: no other attempt can
+                    # take it meanwhile, so a fenced-out attempt's lines never reach live
+                    # readers. Should the commit fail, the lines are published again with
+                    # their numbers, which readers have already passed.
+                    self._publish(batch)
             except Fenced:
                 self.fenced = True  # these lines belong to an attempt that no longer counts
             except Exception:
@@ -216,6 +215,12 @@ class LogSink:
                     self._buffer[:0] = batch
                     self.unsaved_count += counted
                 raise
+
+    def _publish(self, batch: list[LogEvent]) -> None:
+        try:
+            self.live.publish(self.key, batch)
+        except Exception as exc:  # live delivery is best effort; the database is the record
+            logger.warning("task %s: live log publish failed: %s", self.task_id, exc)
 
 
 class ItemSink:

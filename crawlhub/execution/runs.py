@@ -213,16 +213,21 @@ def new_lines(
 def requeue_dead_letter(context: Context, queue: str, message_id: str) -> str | None:
     """Take a dead letter out and run it again: a run becomes a fresh pending series of
     attempts (its items gone, its logs kept); another message is sent again as it was.
-    Returns the run's task id, if it was a run."""
-    message = queues.take(context.broker, queue, message_id)
+    Returns the run's task id, if it was a run.
+
+    The task moves first and the dead letter goes after: a requeue that meets a conflict (the
+    run was requeued meanwhile) or an outage leaves the dead letter where it was."""
+    message = queues.find(context.broker, queue, message_id)
     if message.actor != RUN_ACTOR or not message.task_id:
         queues.resend(context.broker, queue, message)
+        queues.remove(context.broker, queue, message_id)
         return None
     task_id = uuid.UUID(message.task_id)
     with context.db.session() as session:
         repo.requeue_task(session, task_id)
         item_repo.delete_task_items(session, task_id)
         repo.reset_item_counts(session, task_id)
+    queues.remove(context.broker, queue, message_id)
     enqueue(context, task_id)
     logger.info("dead letter %s requeued: task %s is pending again", message_id, task_id)
     return message.task_id

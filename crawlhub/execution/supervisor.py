@@ -72,9 +72,6 @@ class Process(Protocol):
     def close(self) -> None: ...
 
 
-# Set by a worker process on SIGTERM: runs get shutdown_grace_s to finish, then are stopped
-# and handed back to the queue (not failed, not counted as a retry).
-SHUTDOWN = threading.Event()
 SHUTDOWN_KILL_GRACE_S = 3.0
 
 
@@ -410,7 +407,7 @@ class Run:
                 break
             now = time.monotonic()
             self._flush_quietly()
-            if SHUTDOWN.is_set():
+            if self.context.stopping.is_set():
                 if shutdown_deadline is None:
                     shutdown_deadline = now + self.settings.shutdown_grace_s
                     self.logs.system("worker is shutting down: waiting for the spider to finish")

@@ -31,14 +31,6 @@ class QueueCounts:
 
 
 @dataclass
-class Worker:
-    """A worker process whose Dramatiq heartbeat is fresh."""
-
-    id: str
-    last_heartbeat: datetime
-
-
-@dataclass
 class DeadMessage:
     """A dead-lettered message, decoded."""
 
@@ -62,8 +54,9 @@ def check_queue(name: str) -> str:
     return name
 
 
-def overview(broker: dramatiq.Broker) -> tuple[list[QueueCounts], list[Worker]]:
-    """Message counts of every queue, and the workers whose heartbeat is fresh."""
+def overview(broker: dramatiq.Broker) -> list[QueueCounts]:
+    """Message counts of every queue (in flight: held by consumers whose Dramatiq heartbeat
+    is fresh; who counts as a worker is `repo.workers.online`'s business)."""
     if isinstance(broker, RedisBroker):
         client: Any = broker.client  # redis-py's reply types are too loose to check
         now_ms = time.time() * 1000
@@ -79,8 +72,7 @@ def overview(broker: dramatiq.Broker) -> tuple[list[QueueCounts], list[Worker]]:
                     pipe.scard(_key(f"__acks__.{worker}.{queue}"))
                 ready, delayed, dead, *acks = pipe.execute()
             counts.append(QueueCounts(queue, ready, delayed, sum(acks), dead))
-        workers = [Worker(w, datetime.fromtimestamp(s / 1000, UTC)) for w, s in live]
-        return counts, workers
+        return counts
     assert isinstance(broker, StubBroker)
     counts = [
         QueueCounts(
@@ -92,7 +84,7 @@ def overview(broker: dramatiq.Broker) -> tuple[list[QueueCounts], list[Worker]]:
         )
         for q in QUEUES
     ]
-    return counts, [Worker("embedded", datetime.now(UTC))]
+    return counts
 
 
 def queued_tasks(broker: dramatiq.Broker, queue: str) -> set[str] | None:
@@ -150,8 +142,8 @@ def resend(broker: dramatiq.Broker, queue: str, message: DeadMessage) -> None:
     logger.info("dead letter %s of actor %s sent again", message.message_id, message.actor)
 
 
-def take(broker: dramatiq.Broker, queue: str, message_id: str) -> DeadMessage:
-    """Remove one dead letter from its set and return it; NotFound when it is not there."""
+def find(broker: dramatiq.Broker, queue: str, message_id: str) -> DeadMessage:
+    """One dead letter, left in its set; NotFound when it is not there."""
     check_queue(queue)
     if isinstance(broker, RedisBroker):
         client: Any = broker.client  # redis-py's reply types are too loose to check
@@ -159,18 +151,27 @@ def take(broker: dramatiq.Broker, queue: str, message_id: str) -> DeadMessage:
         score = client.zscore(_key(xq_name(queue)), message_id)
         if body is None or score is None:
             raise NotFound(f"no dead letter '{message_id[:80]}' in {queue}")
+        return _decode(message_id, json.loads(body), score / 1000)
+    assert isinstance(broker, StubBroker)
+    for proxy in broker.dead_letters_by_queue[queue]:
+        if proxy.message_id == message_id:
+            return _decode(message_id, proxy.asdict(), time.time())
+    raise NotFound(f"no dead letter '{message_id[:80]}' in {queue}")
+
+
+def remove(broker: dramatiq.Broker, queue: str, message_id: str) -> None:
+    """Drop one dead letter (gone already: nothing to do)."""
+    check_queue(queue)
+    if isinstance(broker, RedisBroker):
+        client: Any = broker.client
         with client.pipeline() as pipe:
             pipe.zrem(_key(xq_name(queue)), message_id)
             pipe.hdel(_key(xq_name(queue) + ".msgs"), message_id)
             pipe.execute()
-        return _decode(message_id, json.loads(body), score / 1000)
+        return
     assert isinstance(broker, StubBroker)
     proxies = broker.dead_letters_by_queue[queue]
-    for proxy in proxies:
-        if proxy.message_id == message_id:
-            proxies.remove(proxy)
-            return _decode(message_id, proxy.asdict(), time.time())
-    raise NotFound(f"no dead letter '{message_id[:80]}' in {queue}")
+    proxies[:] = [proxy for proxy in proxies if proxy.message_id != message_id]
 
 
 def purge(broker: dramatiq.Broker, queue: str) -> int:

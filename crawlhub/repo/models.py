@@ -319,3 +319,26 @@ class Delivery(Base):
         Index(None, "channel_id"),
         Index(None, "status", "next_attempt_at"),
     )
+
+
+class WorkerProcess(Base):
+    """A worker process, registered at its start and heartbeating its row (the database's
+    clock) until it stops; the only thing "workers online" counts."""
+
+    __tablename__ = "worker"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)  # host:pid
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    version: Mapped[str] = mapped_column(String(64))
+    threads: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column()
+    last_seen_at: Mapped[datetime] = mapped_column()
+    stopped_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+    __table_args__ = (Index(None, "last_seen_at"),)
+
+    @property
+    def last_heartbeat(self) -> datetime:
+        """When it was last heard from (the API's name for it)."""
+        return self.last_seen_at

@@ -53,7 +53,7 @@ def test_overview_counts_the_last_day_and_names_what_needs_attention(context: Co
     health = view.health
     assert (health.running, health.failed_24h, health.items_24h) == (2, 1, 30)
     assert health.finished_24h == 5 and health.success_rate_24h == 4 / 5
-    assert health.workers == 1  # the in-process broker is its own worker
+    assert health.workers == 0  # only worker processes count, and none runs here
     kinds = {(a.kind, a.task_id) for a in view.attention}
     assert kinds == {("failed", failed), ("zero_items", empty), ("missed", missed),
                      ("stalled", silent)}  # fmt: skip

@@ -1,5 +1,6 @@
 """The sinks between a spider's pipes and the database: batching, back-pressure, failures."""
 
+import asyncio
 import itertools
 import json
 import uuid
@@ -12,6 +13,7 @@ from sqlalchemy.exc import OperationalError
 from crawlhub.context import Context
 from crawlhub.execution import capture
 from crawlhub.execution.capture import ItemSink, LogSink
+from crawlhub.messaging.livelog import START, LiveLog, LiveRead, RedisLiveLog
 from crawlhub.repo.models import Item, LogLine, Spider, Task
 
 
@@ -114,3 +116,41 @@ def test_sinks_of_an_attempt_that_lost_its_task_write_nothing(context: Context) 
     items.line(b'{"n": 3}')
     items.flush()  # and nothing later either, without asking the database again
     assert stored(context, task_id) == (1, 1, 1)
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+def test_a_fenced_out_attempts_lines_never_reach_live_readers(
+    context: Context, kind: str, request: pytest.FixtureRequest
+) -> None:
+    """Publishing is fenced like the database write: a stale attempt that wakes up (its task
+    reaped and claimed again) puts nothing on the live stream that SSE readers follow, in
+    Redis as in the in-process stream."""
+    live: LiveLog = context.live
+    if kind == "redis":
+        live = RedisLiveLog(request.getfixturevalue("redis_url"))
+    _, task_id = new_task(context)
+    stale = LogSink(context.db, live, task_id, 1, fence=0, first_seq=1, max_lines=10_000)
+    stale.line("stdout", b"before")
+    stale.flush()
+    with context.db.session() as session:  # reaped and claimed again meanwhile
+        task = session.get(Task, task_id)
+        assert task is not None
+        task.fence += 1
+    stale.line("stdout", b"stale line")
+    stale.flush()
+    assert stale.fenced
+    current = LogSink(context.db, live, task_id, 2, fence=1, first_seq=2, max_lines=10_000)
+    current.line("stdout", b"new attempt")
+    current.flush()
+
+    async def read_once() -> LiveRead:
+        try:
+            return await live.read(str(task_id), START, 100)
+        finally:
+            await live.aclose()
+
+    read = asyncio.run(read_once())
+    if kind == "redis":
+        live.close()
+    assert [(e.seq, e.attempt, e.text) for e in read.events] == [
+        (1, 1, "before"), (2, 2, "new attempt")]  # fmt: skip

@@ -10,10 +10,12 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from tests.conftest import TOKEN
 from tests.integration.harness import Site
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "spiders"
@@ -64,12 +66,11 @@ class Process:
 
     started: list["Process"] = []  # noqa: RUF012 - every one, so none outlives the session
 
-    def __init__(self, args: list[str], env: dict[str, str], cwd: Path,
-                 prefix: tuple[str, ...] = ()) -> None:  # fmt: skip
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
         self.log = cwd / f"{args[0]}-{time.monotonic_ns()}.log"
         self.out = self.log.open("w")
         self.proc = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "crawlhub", *args],
+            [sys.executable, "-m", "crawlhub", *args],
             env=env,
             cwd=cwd,
             stdout=self.out,
@@ -436,3 +437,61 @@ def test_the_default_relative_data_dir_keeps_a_scrapy_runs_stats(workdir: Path) 
     finally:
         site.close()
         assert up.stop() == 0, up.output()
+
+
+def test_workers_online_counts_worker_processes_only(
+    workdir: Path, postgres_url: str, redis_url: str
+) -> None:
+    """A ticker (whose maintenance call touches Dramatiq's heartbeat set) and a web process
+    that enqueues are not workers: 0 online with only them up, on the API, the dashboard's
+    overview and /metrics. A worker counts from its boot until it stops (at once) or goes
+    silent for three heartbeats (killed). (The overview's count is the same query.)"""
+    port = free_port()
+    env = base_env(workdir, PORT=str(port), REDIS_URL=redis_url, CRAWLHUB_API_TOKENS=TOKEN,
+                   DATABASE_URL=postgres_url.replace("postgresql+psycopg://", "postgres://"),
+                   CRAWLHUB_HEARTBEAT_S="0.5", CRAWLHUB_LEASE_S="5")  # fmt: skip
+    assert crawlhub("migrate", env=env, cwd=workdir).returncode == 0
+    web, ticker = Process(["web"], env, workdir), Process(["ticker"], env, workdir)
+    base = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+
+    def online() -> list[dict[str, Any]]:
+        workers: list[dict[str, Any]] = httpx.get(f"{base}/api/queues", headers=headers).json()[
+            "workers"
+        ]
+        return workers
+
+    def until(count: int) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + 15
+        while len(found := online()) != count:
+            assert time.monotonic() < deadline, found
+            time.sleep(0.2)
+        return found
+
+    workers: list[Process] = []
+    try:
+        web.wait_for(f"{base}/readyz")
+        ticker.wait_output("ticker started")
+        deployed = crawlhub("deploy", str(FIXTURES / "hello.py"), "--name", "hello", cwd=workdir,
+                            env={**env, "CRAWLHUB_URL": base, "CRAWLHUB_TOKEN": TOKEN})  # fmt: skip
+        assert deployed.returncode == 0, deployed.stderr
+        httpx.post(f"{base}/api/spiders/hello/run", headers=headers, json={}).raise_for_status()
+        time.sleep(3)  # several ticker rounds, the maintenance call among them
+        assert online() == []
+        metrics = httpx.get(f"{base}/metrics").text
+        assert "crawlhub_workers 0.0" in metrics, metrics
+        workers = [Process(["worker"], env, workdir) for _ in range(2)]
+        for worker in workers:
+            worker.wait_output("worker ready")
+        found = until(2)
+        assert {w["pid"] for w in found} == {w.proc.pid for w in workers}
+        assert all(w["threads"] == 4 and w["id"].endswith(f":{w['pid']}") for w in found)
+        assert workers[0].stop() == 0
+        assert [w["pid"] for w in online()] == [workers[1].proc.pid]  # stopped: gone at once
+        workers[1].proc.kill()
+        workers[1].proc.wait()
+        until(0)  # killed: gone after three missed heartbeats
+    finally:
+        for proc in (web, ticker, *workers):
+            if proc.proc.poll() is None:
+                proc.stop()

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from crawlhub.alerting import alerts
 from crawlhub.messaging import messages
-from crawlhub.repo.models import Channel, Item
+from crawlhub.repo.models import Channel, Item, Task
 from crawlhub.scheduling import housekeeping
 from tests.integration.harness import Hub, pid_alive, processes_of, running_hub
 from tests.integration.test_processes import Process, base_env, free_port, shared
@@ -184,11 +184,25 @@ def test_always_failing_spider_is_dead_lettered_alerted_and_signed_webhook_sent(
     deliveries = hub.client.get(f"/api/alerts/{alert['id']}/deliveries").json()["items"]
     assert [(d["status"], d["attempts"]) for d in deliveries] == [("delivered", 1)]
 
+    # A requeue that conflicts (the run was requeued by other means and is pending) keeps the
+    # dead letter: the task moves first, the letter goes after.
+    requeue_url = f"/api/queues/crawlhub.runs/dead-letters/{dead['items'][0]['message_id']}/requeue"
+    with hub.context.db.session() as session:
+        session.execute(
+            update(Task).where(Task.id == uuid.UUID(task["id"])).values(status="pending")
+        )
+    conflict = hub.client.post(requeue_url)
+    assert conflict.status_code == 409, conflict.text
+    kept = hub.client.get("/api/queues/crawlhub.runs/dead-letters").json()
+    assert task["id"] in [d["task_id"] for d in kept["items"]]
+    with hub.context.db.session() as session:
+        session.execute(
+            update(Task).where(Task.id == uuid.UUID(task["id"])).values(status="failed")
+        )
+
     # Requeue from the dead-letter set reruns the task (now fixed); purge empties the set.
     (tmp_path / "fixed").write_text("yes")
-    requeued = hub.client.post(
-        f"/api/queues/crawlhub.runs/dead-letters/{dead['items'][0]['message_id']}/requeue"
-    )
+    requeued = hub.client.post(requeue_url)
     assert requeued.status_code == 200, requeued.text
     rerun = hub.wait(task["id"], timeout=30)
     assert rerun["status"] == "completed" and rerun["retry_count"] == 0

@@ -5,7 +5,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from crawlhub.execution import runs
+from crawlhub.execution import activity, runs
 from crawlhub.http.responses import ModelResponse
 from crawlhub.http.schemas.common import Count
 from crawlhub.http.schemas.queues import (
@@ -14,6 +14,7 @@ from crawlhub.http.schemas.queues import (
     DeadLetterQuery,
     Queues,
     Requeued,
+    WorkerOut,
 )
 from crawlhub.http.validation import ctx, errors, query_of, spec
 from crawlhub.messaging import queues
@@ -22,8 +23,9 @@ from crawlhub.messaging import queues
 @spec.validate(resp=Resp(HTTP_200=Queues), tags=["queues"])
 def list_queues(request: Request) -> Response:
     """Per queue: ready, delayed, in flight and dead-lettered messages; live workers."""
-    counts, workers = queues.overview(ctx(request).broker)
-    return ModelResponse(Queues(queues=counts, workers=workers))
+    context = ctx(request)
+    listed = [WorkerOut.model_validate(w) for w in activity.workers_online(context)]
+    return ModelResponse(Queues(queues=queues.overview(context.broker), workers=listed))
 
 
 @spec.validate(

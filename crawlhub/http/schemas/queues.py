@@ -2,17 +2,32 @@
 
 from datetime import datetime
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from crawlhub.http.schemas.common import Strict
-from crawlhub.messaging.queues import QueueCounts, Worker
+from crawlhub.messaging.queues import QueueCounts
+
+
+class WorkerOut(BaseModel):
+    """A worker process that heartbeats its registration."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    host: str
+    pid: int
+    version: str
+    threads: int
+    started_at: datetime
+    last_heartbeat: datetime
 
 
 class Queues(BaseModel):
-    """Per-queue message counts and the live workers (from Dramatiq's heartbeats)."""
+    """Per-queue message counts and the workers online (worker processes whose own heartbeat
+    is fresh; a ticker or a web process never counts)."""
 
     queues: list[QueueCounts]
-    workers: list[Worker]
+    workers: list[WorkerOut]
 
 
 class DeadLetter(BaseModel):

@@ -4,7 +4,7 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import Response
 
-from crawlhub.execution import runs
+from crawlhub.execution import activity, runs
 from crawlhub.http.validation import ctx
 from crawlhub.messaging import queues
 from crawlhub.messaging.keys import QUEUES
@@ -18,7 +18,8 @@ DEAD_SHOWN = 100
 def list_queues(request: Request, session: Session) -> Response:
     """Depths, workers and the newest dead letters of each queue."""
     broker = ctx(request).broker
-    counts, workers = queues.overview(broker)
+    counts = queues.overview(broker)
+    workers = activity.workers_online(ctx(request))
     dead = {name: queues.dead_letters(broker, name, DEAD_SHOWN) for name in QUEUES}
     return render(request, session, "queues.html", counts=counts, workers=workers, dead=dead)
 

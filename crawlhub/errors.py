@@ -74,3 +74,8 @@ class ServiceUnavailable(CrawlhubError):
     """A backing service (database, Redis) cannot be reached."""
 
     code = "unavailable"
+
+
+class GiveWay(ServiceUnavailable):
+    """The database is up but asked a transaction to give way (a deadlock, a serialization
+    failure) or this process had no free connection for it: try again shortly."""

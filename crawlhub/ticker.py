@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 
 from crawlhub.context import Context
-from crawlhub.errors import ServiceUnavailable
+from crawlhub.errors import GiveWay, ServiceUnavailable
 from crawlhub.scheduling import firing, housekeeping
 
 logger = logging.getLogger(__name__)
@@ -66,6 +66,10 @@ class Ticker:
     def _step(self, step: Callable[[Context], bool]) -> bool:
         try:
             busy = step(self.context)
+        except GiveWay as exc:  # the database is there: the next round tries again
+            logger.info("ticker step %s: %s", step.__name__, exc.message)
+            self.stopping.wait(ERROR_BACKOFF_S)
+            return False
         except ServiceUnavailable as exc:
             if not self._database_lost:
                 logger.warning("ticker: %s; reaping pauses until a lease after it is back",

@@ -4,26 +4,29 @@ import uuid
 
 import dramatiq
 
+from crawlhub import outages
 from crawlhub.context import Context
 from crawlhub.errors import ServiceUnavailable
 from crawlhub.execution import runs, supervisor
+from crawlhub.execution.outcomes import Recorder
 from crawlhub.messaging.keys import ALERT_ACTOR, RUN_ACTOR, RUNS_QUEUE
 
 # Dramatiq's TimeLimit cannot interrupt the supervisor's blocking waits; the runner enforces
 # each spider's own timeout instead, so the actor's limit is effectively off.
 NO_TIME_LIMIT_MS = 10 * 365 * 24 * 3600 * 1000
-INFRA_RETRY_MS = 5_000  # a run whose claim met a database outage is tried again this soon
+OUTAGE_RETRY_MS = 5_000  # a run whose claim met an outage is tried again this soon
 
 
-def declare(context: Context) -> "dramatiq.Actor[[str], None]":
-    """The run actor, bound to the context's broker, database and live log."""
+def declare(context: Context, recorder: Recorder) -> "dramatiq.Actor[[str], None]":
+    """The run actor, bound to the context's broker, database and live log, and to the
+    process's recorder of outcomes an outage keeps from the database."""
 
     def run(task_id: str) -> None:
         try:
-            ended = supervisor.execute(context, uuid.UUID(task_id))
+            ended = supervisor.execute(context, uuid.UUID(task_id), recorder)
         except ServiceUnavailable as exc:  # nothing ran: no retry of the task is counted
-            raise dramatiq.Retry(f"task {task_id}: {exc.message}", delay=INFRA_RETRY_MS) from exc
-        if ended is not None and ended.status == "pending":  # interrupted by our shutdown
+            raise dramatiq.Retry(f"task {task_id}: {exc.message}", delay=OUTAGE_RETRY_MS) from exc
+        if ended is not None and ended.status == "pending":  # handed back: shutdown, outage
             runs.enqueue(context, uuid.UUID(task_id))  # if this fails, the sweep resends it
             return
         if ended is not None and (
@@ -53,8 +56,12 @@ class RunFailed(Exception):
 
 
 def should_retry(retries: int, exc: BaseException) -> bool:
-    """Dramatiq's retry rule for run messages: the task's own state decides (it counts the
-    spider's failures); an outage (Retry) is always tried again and counts nothing."""
+    """Dramatiq's retry rule for run messages (the policy is `crawlhub.outages`'s): the
+    spider's failure as its task's state says (it counts them); an outage always, counting
+    nothing; anything else is CrawlHub's own bug, tried once more, then dead-lettered (and
+    the run failed with reason `error`)."""
     if isinstance(exc, RunFailed):
         return exc.retry
-    return isinstance(exc, dramatiq.Retry)
+    if isinstance(exc, dramatiq.Retry) or outages.is_outage(exc):
+        return True
+    return retries < outages.BUG_RETRIES

@@ -17,7 +17,7 @@ from crawlhub.api import create_app
 from crawlhub.config import Settings, ensure_token_file, token_path
 from crawlhub.context import Context
 from crawlhub.errors import ConfigError
-from crawlhub.execution import launchers, preparation, presence, sandboxes, supervisor
+from crawlhub.execution import launchers, preparation, sandboxes, supervisor
 from crawlhub.messaging.broker import build_worker, open_without_password
 from crawlhub.messaging.keys import QUEUES
 from crawlhub.repo import migrate as migrations
@@ -84,7 +84,6 @@ def _start_worker(context: Context) -> Worker:
     _warn_of_open_services(context.settings)
     preparation.collect_environments(context)  # and after each new version is prepared
     declare_actors(context)
-    context.broker.add_middleware(presence.WorkerLife(context))
     # Dramatiq's Redis consumer polls with a backoff up to worker_timeout; its default (1 s)
     # would add up to a second between "run" and the spider starting.
     consumer = build_worker(context.broker, context.settings.worker_concurrency, WORKER_POLL_MS)

@@ -1,19 +1,15 @@
 """One attempt of a task: claiming it, what it needs to start, and recording how it ended."""
 
-import itertools
 import logging
 import os
 import socket
 import threading
-import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from crawlhub.alerting import alerts
 from crawlhub.context import Context
-from crawlhub.errors import ServiceUnavailable
 from crawlhub.repo import items as item_repo
 from crawlhub.repo import logs as log_repo
 from crawlhub.repo import tasks as task_repo
@@ -50,6 +46,18 @@ class Ended:
     retryable: bool
 
 
+@dataclass(frozen=True)
+class RunRef:
+    """Which attempt of which task, and what recording its outcome needs to know."""
+
+    task_id: uuid.UUID
+    fence: int
+    attempt: int
+    spider_id: uuid.UUID
+    spider_name: str
+    alert_on_zero_items: bool
+
+
 @dataclass
 class Attempt:
     """Everything needed to start one attempt, read in the claim transaction."""
@@ -75,28 +83,13 @@ class Attempt:
     requirements: str | None  # None: the platform's environment
     limits: dict[str, int]  # the spider's own, over the defaults
 
+    @property
+    def ref(self) -> RunRef:
+        return RunRef(self.task_id, self.fence, self.attempt, self.spider_id, self.spider_name,
+                      self.alert_on_zero_items)  # fmt: skip
 
-T = TypeVar("T")
-PATIENCE_STEPS_S = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)  # waits between tries, then every 15 s
+
 CLAIM_PATIENCE_S = 30.0  # then the message goes back to the queue (no retry counted)
-RECORD_PATIENCE_S = 600.0  # a finished spider's outcome is worth waiting for
-
-
-def patiently(action: Callable[[], T], what: str, task_id: uuid.UUID, limit_s: float) -> T:
-    """Run a database step, trying again while the database is unavailable (each wait
-    logged), for at most `limit_s`; an outage is not the spider's failure."""
-    started = time.monotonic()
-    for tries in itertools.count():
-        try:
-            return action()
-        except ServiceUnavailable as exc:
-            wait = PATIENCE_STEPS_S[min(tries, len(PATIENCE_STEPS_S) - 1)]
-            if time.monotonic() - started + wait > limit_s:
-                raise
-            logger.warning("task %s: %s failed (%s); trying again in %.1f s",
-                           task_id, what, exc.message, wait)  # fmt: skip
-            time.sleep(wait)
-    raise AssertionError("unreachable")
 
 
 def worker_name() -> str:
@@ -144,7 +137,7 @@ def claim(db: Database, task_id: uuid.UUID) -> Attempt | None:
 
 
 def record(
-    context: Context, a: Attempt, outcome: Outcome, stats: dict[str, Any] | None, items: int
+    context: Context, a: RunRef, outcome: Outcome, stats: dict[str, Any] | None, items: int
 ) -> tuple[str, uuid.UUID | None]:
     """End the attempt and, in the same transaction, raise the alert it calls for; FENCED (and
     nothing written) when the task belongs to another attempt now."""
@@ -169,7 +162,7 @@ def record(
     return status, alert_id
 
 
-def failure_message(a: Attempt, outcome: Outcome) -> str:
+def failure_message(a: RunRef, outcome: Outcome) -> str:
     """An alert's words for a failed run: how it ended and the error it printed last
     (the last line of its stderr, e.g. the exception of a traceback)."""
     lines = [line.strip() for line in (outcome.error_message or "").splitlines() if line.strip()]

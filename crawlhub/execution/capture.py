@@ -14,10 +14,11 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import IO, Any
 
+from crawlhub import outages
 from crawlhub.errors import Fenced
 from crawlhub.messaging.livelog import LiveLog, LogEvent
 from crawlhub.repo import items as item_repo
@@ -33,19 +34,7 @@ BATCH = 1000  # log lines per database write
 ITEMS_BUFFERED = 20_000
 ITEM_BYTES_BUFFERED = 32 * 1024 * 1024
 CHUNK = 64 * 1024  # read size while skipping the rest of an over-long line
-WRITE_RETRY_PAUSE_S = 0.5
 STDERR_TAIL = 20  # stderr lines kept for a failed task's error_message
-
-
-def flush_or_pause(flush: Callable[[], None], task_id: uuid.UUID) -> None:
-    """Flush from a reader thread. When the database or Redis fails, pause instead of letting
-    the reader die: the batch stays buffered, the spider waits on its pipe meanwhile, and the
-    next line (or the supervisor's next tick) tries again."""
-    try:
-        flush()
-    except Exception as exc:
-        logger.warning("task %s: write failed, will retry: %s", task_id, exc)
-        time.sleep(WRITE_RETRY_PAUSE_S)
 
 
 def dedup_hash(item: dict[str, Any], keys: list[str]) -> str | None:
@@ -178,7 +167,7 @@ class LogSink:
             self._append(stream, text)
             full = len(self._buffer) >= BATCH
         if full:
-            flush_or_pause(self.flush, self.task_id)
+            outages.pause(self.flush, self.task_id)
 
     def _append(self, stream: str, text: str) -> None:
         self.seq += 1
@@ -289,7 +278,7 @@ class ItemSink:
                 len(self._buffer) >= ITEMS_BUFFERED or self._buffered_bytes >= ITEM_BYTES_BUFFERED
             )
         if behind:  # the supervisor's flushes do not keep up: write here, slowing the spider
-            flush_or_pause(self.flush, self.task_id)
+            outages.pause(self.flush, self.task_id)
 
     def _reject(self, message: str) -> None:
         with self._lock:

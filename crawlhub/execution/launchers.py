@@ -347,6 +347,21 @@ class Pool:
         self.generation = 0  # moved on by stop(): a launcher asked for before is not kept
         self.idle_s = 600.0
         self.keeper: threading.Thread | None = None
+        self.losses: set[str] = set()  # runs whose launcher died under them: next time cold
+
+    def lost_under(self, run: str) -> None:
+        """Note that a run's launcher died under it: its next attempt here starts cold (a
+        spider that kills its own launcher cannot make its run start over and over)."""
+        with self.lock:
+            self.losses.add(run)
+
+    def take_loss(self, run: str) -> bool:
+        """Whether a run lost its launcher before (forgotten once asked)."""
+        with self.lock:
+            if run in self.losses:
+                self.losses.discard(run)
+                return True
+            return False
 
     def get(self, key: Key, start: Start, *, wait: bool) -> Launcher:
         """The launcher for ``key``, started now when there is none (waiting for it when

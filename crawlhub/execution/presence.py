@@ -1,5 +1,6 @@
-"""A worker process's life as Dramatiq tells it: registered and heartbeating from its boot,
-telling its runs to wind down when it starts shutting down, marked stopped at the end.
+"""A worker process's life as Dramatiq tells it: registered and heartbeating from its boot
+(and recording the outcomes an earlier process left), telling its runs to wind down when it
+starts shutting down, marked stopped at the end.
 
 "Workers online" counts these rows only (`repo.workers.online`): a ticker or a web process
 touches Dramatiq's own heartbeat set too, but never registers.
@@ -14,6 +15,7 @@ import dramatiq
 
 from crawlhub import __version__
 from crawlhub.context import Context
+from crawlhub.execution.outcomes import Recorder
 from crawlhub.repo import workers as worker_repo
 
 logger = logging.getLogger(__name__)
@@ -27,14 +29,16 @@ def worker_id() -> str:
 class WorkerLife(dramatiq.Middleware):
     """Dramatiq's boot and shutdown hooks of a worker process."""
 
-    def __init__(self, context: Context) -> None:
+    def __init__(self, context: Context, recorder: Recorder) -> None:
         self.context = context
+        self.recorder = recorder
         self.id = worker_id()
         self._stop = threading.Event()
         self._beats: threading.Thread | None = None
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         self._register(worker.worker_threads)
+        self.recorder.resume()
         self._beats = threading.Thread(target=self._beat, args=(worker.worker_threads,),
                                        name="crawlhub-presence", daemon=True)  # fmt: skip
         self._beats.start()
@@ -44,6 +48,7 @@ class WorkerLife(dramatiq.Middleware):
         self.context.stopping.set()
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        self.recorder.stop()
         self._stop.set()
         if self._beats is not None:
             self._beats.join(timeout=5)

@@ -15,22 +15,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from crawlhub import metrics
+from crawlhub import metrics, outages
 from crawlhub.alerting import alerts
 from crawlhub.context import Context
+from crawlhub.errors import ServiceUnavailable
 from crawlhub.execution import environments, launchers, sandboxes, workdirs
-from crawlhub.execution.attempts import (
-    CLAIM_PATIENCE_S,
-    RECORD_PATIENCE_S,
-    Attempt,
-    Ended,
-    Outcome,
-    claim,
-    patiently,
-    record,
-)
+from crawlhub.execution.attempts import CLAIM_PATIENCE_S, Attempt, Ended, Outcome, claim, record
 from crawlhub.execution.capture import ItemSink, LogSink, read_lines
 from crawlhub.execution.environments import BuildFailed, Runtime
+from crawlhub.execution.outcomes import Entry, Recorder, send_again
 from crawlhub.packages import archives
 from crawlhub.repo import tasks as task_repo
 from crawlhub.repo.tasks import FENCED
@@ -75,21 +68,23 @@ class Process(Protocol):
 SHUTDOWN_KILL_GRACE_S = 3.0
 
 
-def execute(context: Context, task_id: uuid.UUID) -> Ended | None:
+def execute(context: Context, task_id: uuid.UUID, recorder: Recorder) -> Ended | None:
     """Run a task if it can be claimed; None when it could not (duplicate delivery, cancelled).
     ServiceUnavailable when the database stayed unreachable for the claim: nothing ran."""
-    attempt = patiently(lambda: claim(context.db, task_id), "claim", task_id, CLAIM_PATIENCE_S)
+    attempt = outages.patiently(lambda: claim(context.db, task_id), "claim", task_id,
+                                CLAIM_PATIENCE_S)  # fmt: skip
     if attempt is None:
         logger.info("task %s is not claimable; message acknowledged and ignored", task_id)
         return None
-    return Run(context, attempt).run()
+    return Run(context, attempt, recorder).run()
 
 
 class Run:
     """One attempt of one task, from work dir to recorded outcome."""
 
-    def __init__(self, context: Context, attempt: Attempt) -> None:
+    def __init__(self, context: Context, attempt: Attempt, recorder: Recorder) -> None:
         self.context = context
+        self.recorder = recorder
         self.db = db = context.db
         self.live = live = context.live
         self.settings = settings = context.settings
@@ -109,6 +104,7 @@ class Run:
         self.limits: Limits = sandboxes.limits_of(settings, attempt.limits)
         self._next_items_flush = 0.0
         self._next_disk_check = 0.0
+        self._summarized = False  # the run's last line ("completed after …") is written
 
     def run(self) -> Ended:
         """The attempt in a slot of this worker, which is emptied after it."""
@@ -125,31 +121,59 @@ class Run:
         try:
             outcome = self._run()
         except Exception as exc:
-            logger.exception("task %s: run failed inside CrawlHub", self.a.task_id)
-            outcome = Outcome("failed", "error", None, f"{type(exc).__name__}: {exc}")
-            self.logs.system(f"CrawlHub could not run the spider: {outcome.error_message}")
+            if outages.is_outage(exc):  # not the spider's failure: the run starts again
+                self.logs.system(f"CrawlHub could not run the spider: {exc}; the run goes "
+                                 "back to the queue")  # fmt: skip
+                outcome = Outcome("interrupted", "outage", None, str(exc))
+            else:
+                logger.exception("task %s: run failed inside CrawlHub", self.a.task_id)
+                outcome = Outcome("failed", "error", None, f"{type(exc).__name__}: {exc}")
+                self.logs.system(f"CrawlHub could not run the spider: {outcome.error_message}")
         duration = time.monotonic() - started
         stats = self._stats()
         if self.a.kind == "scrapy" and stats is not None:
             hint = zero_pages_hint(stats)
             if hint:
                 self.logs.system(hint)
-        task_id = self.a.task_id
-        # The outcome is kept through a database outage: only a spider's own failure counts.
-        patiently(self.items.flush, "storing the last items", task_id, RECORD_PATIENCE_S)
-        self.logs.system(
-            f"{outcome.status} after {duration:.2f} s: {self.items.count} items, "
-            f"{self.items.duplicates} duplicates, {self.items.invalid} invalid, "
-            f"{self.logs.produced} log lines"
-        )
-        patiently(self.logs.flush, "storing the last log lines", task_id, RECORD_PATIENCE_S)
+        # Kept before anything else is tried: an outage never turns it into a retry.
+        entry = Entry(self.a.ref, outcome, stats)
+        self.recorder.ledger.write(entry)
+        try:
+            self._finish(entry, duration, self.settings.record_patience_s)
+        except ServiceUnavailable:
+            self.recorder.adopt(entry, lambda: self._finish(entry, duration, 0, adopted=True))
+            return Ended("recording", False)
+        self.recorder.ledger.remove(entry)
+        return Ended(entry.recorded_as, outcome.retryable)
+
+    def _finish(self, entry: Entry, duration: float, patience_s: float, *,
+                adopted: bool = False) -> None:  # fmt: skip
+        """Store the last items and log lines and record the outcome (in `entry.status`),
+        trying for `patience_s` while an outage blocks it; then ServiceUnavailable. A run
+        the recorder `adopted` (its message is gone) is sent again when it is to run again."""
+        task_id, outcome = self.a.task_id, entry.outcome
+        if not entry.flushed:
+            outages.patiently(self.items.flush, "storing the last items", task_id, patience_s)
+            if not self._summarized:
+                self._summarized = True
+                self.logs.system(
+                    f"{outcome.status} after {duration:.2f} s: {self.items.count} items, "
+                    f"{self.items.duplicates} duplicates, {self.items.invalid} invalid, "
+                    f"{self.logs.produced} log lines"
+                )
+            outages.patiently(self.logs.flush, "storing the last log lines", task_id, patience_s)
+            entry.items, entry.flushed = self.items.count, True
+            self.recorder.ledger.write(entry)
         if outcome.status == FENCED:
             status, alert_id = FENCED, None
         else:
-            status, alert_id = patiently(
-                lambda: record(self.context, self.a, outcome, stats, self.items.count),
-                "recording the outcome", task_id, RECORD_PATIENCE_S,
+            status, alert_id = outages.patiently(
+                lambda: record(self.context, self.a.ref, outcome, entry.stats, entry.items),
+                "recording the outcome", task_id, patience_s,
             )  # fmt: skip
+        entry.recorded_as = status
+        if adopted:
+            send_again(self.context, task_id, status)
         metrics.RUNS.labels(status).inc()
         metrics.RUN_SECONDS.observe(duration)
         metrics.ITEMS.inc(self.items.count)
@@ -173,7 +197,6 @@ class Run:
             self.a.task_id, self.a.attempt, status, outcome.reason, outcome.exit_code, duration,
             self.items.count,
         )  # fmt: skip
-        return Ended(status, outcome.retryable)
 
     def _run(self) -> Outcome:
         self.work = self._prepare()
@@ -207,7 +230,9 @@ class Run:
         runtime, work, taken = self.runtime, self.work, self.slot
         cgroup = f"run-{self.a.task_id}-{self.a.fence}"
         how = "cold start"
-        if self.settings.warm_start:
+        if launchers.POOL.take_loss(str(self.a.task_id)):
+            how = "cold start (no warm start: its launcher died under its last attempt)"
+        elif self.settings.warm_start:
             key, start = sandboxes.launcher(self.settings, runtime, self.a.kind, taken)
             try:
                 return *self._spawn(lambda fds: launchers.launch(
@@ -445,8 +470,11 @@ class Run:
             proc.wait()
             return Outcome(FENCED, FENCED, proc.returncode)
         if isinstance(proc, launchers.Launched) and proc.lost:
+            # CrawlHub's failure, not the spider's: it starts again, cold, and counts no retry.
             self.logs.system("the warm launcher this run was started from died, and the spider "
-                             "with it")  # fmt: skip
+                             "with it: the run starts again (no retry counted)")  # fmt: skip
+            launchers.POOL.lost_under(str(self.a.task_id))
+            return Outcome("interrupted", "launcher", code, "its warm launcher died")
         over = self._over_limit(proc, code)
         if over is not None:
             return over

@@ -12,14 +12,15 @@ import psycopg
 from sqlalchemy import ColumnElement, create_engine, event, func, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session as Session  # re-exported for type hints outside repo/
 from sqlalchemy.orm import sessionmaker
 
-from crawlhub.errors import NotFound, ServiceUnavailable
+from crawlhub.errors import GiveWay, NotFound, ServiceUnavailable
 from crawlhub.repo.types import utcnow
 
 T = TypeVar("T")
-# Errors PostgreSQL raises to make a transaction give way: not an outage.
+# Errors PostgreSQL raises to make a transaction give way: tried again, like an outage.
 ROLLBACKS = (
     psycopg.errors.SerializationFailure,
     psycopg.errors.DeadlockDetected,
@@ -97,7 +98,8 @@ class Database:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A session whose transaction commits on success and rolls back on error; a database
-        that cannot be reached (or is busy) raises ServiceUnavailable."""
+        that cannot be reached (or is busy) raises ServiceUnavailable; a deadlock, a
+        serialization failure or an exhausted pool raises GiveWay (both outages to retry)."""
         with self._transaction(self._sessions) as session:
             yield session
 
@@ -114,10 +116,13 @@ class Database:
                 yield session
         except (OperationalError, InterfaceError) as exc:
             if isinstance(exc.orig, ROLLBACKS):
-                raise  # a deadlock or serialization failure is not an outage
+                raise GiveWay(f"the database asked to try again ({type(exc.orig).__name__})") \
+                    from exc  # fmt: skip
             raise ServiceUnavailable(
                 f"the database is unavailable ({type(exc.orig).__name__})"
             ) from exc
+        except PoolTimeout as exc:
+            raise GiveWay("no free database connection in this process's pool") from exc
 
     def ping(self) -> None:
         """Raise if the database cannot answer a trivial query."""

@@ -23,7 +23,7 @@ from starlette.testclient import TestClient
 from crawlhub.actors.registry import declare_actors
 from crawlhub.api import create_app
 from crawlhub.context import Context
-from crawlhub.execution import presence, sandboxes
+from crawlhub.execution import sandboxes
 from crawlhub.messaging.broker import build_worker
 from tests.conftest import TOKEN, make_settings
 
@@ -115,8 +115,6 @@ def running_hub(database_url: str, tmp_path: Path, redis_url: str | None = None,
     if threads:
         sandboxes.prepare_worker(context.settings)
     declare_actors(context)
-    if threads:
-        context.broker.add_middleware(presence.WorkerLife(context))
     worker = build_worker(context.broker, threads, 100) if threads else None
     if worker is not None:
         worker.start()

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
+from crawlhub import outages
 from crawlhub.context import Context
 from crawlhub.execution import capture
 from crawlhub.execution.capture import ItemSink, LogSink
@@ -77,7 +78,7 @@ def test_a_failing_write_pauses_the_reader_and_loses_nothing(
 ) -> None:
     monkeypatch.setattr(capture, "ITEMS_BUFFERED", 3)
     monkeypatch.setattr(capture, "BATCH", 3)
-    monkeypatch.setattr(capture, "WRITE_RETRY_PAUSE_S", 0.01)
+    monkeypatch.setattr(outages, "WAITS_S", (0.01,))
     logs, items, task_id = sinks(context)
     fail_once(monkeypatch, capture.item_repo, "insert_items")
     for n in range(3):

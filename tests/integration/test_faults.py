@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 import redis
 from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.testclient import TestClient
 
 from crawlhub.api import create_app
@@ -31,34 +33,51 @@ from tests.conftest import TOKEN, make_settings
 from tests.integration.harness import Hub, mode_settings, processes_of, running_hub
 from tests.integration.test_processes import Process, base_env, crawlhub, free_port
 
+# How a database step fails, as SQLAlchemy raises it: the connection dropped, PostgreSQL
+# chose this transaction as a deadlock's victim, the process's pool had no connection free.
+FAILURES = {
+    "connection": lambda name: OperationalError(name, {}, Exception("server closed the connection")),
+    "deadlock": lambda name: OperationalError(
+        name, {}, psycopg.errors.DeadlockDetected("deadlock detected")),
+    "pool timeout": lambda name: PoolTimeout("QueuePool limit of size 10 overflow 10 reached"),
+}  # fmt: skip
 
-def fail_once(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
-    """The next call of a repo function fails as a dropped database connection does."""
+
+def fail_once(
+    monkeypatch: pytest.MonkeyPatch, name: str, how: str = "connection"
+) -> "itertools.count[int]":
+    """The next call of a repo function fails as a dropped database connection (or another
+    of FAILURES) does; the calls are counted."""
     real = getattr(task_repo, name)
     calls = itertools.count()
 
     def failing_once(*args: Any, **kwargs: Any) -> Any:
         if next(calls) == 0:
-            raise OperationalError(name, {}, Exception("server closed the connection"))
+            raise FAILURES[how](name)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(task_repo, name, failing_once)
+    return calls
 
 
 QUICK = {"main.py": "def run(params):\n    print('ran', flush=True)\n    return [{'n': 1}]\n"}
 
 
+@pytest.mark.parametrize("how", list(FAILURES))
 @pytest.mark.parametrize("step", ["claim_task", "end_attempt"])
 def test_a_database_blip_at_claim_or_record_costs_no_retry(
-    step: str, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    step: str, how: str, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A dropped connection, a deadlock or an exhausted pool is an outage wherever the run
+    meets it: tried again, never a retry of the spider, never a dead letter."""
     with running_hub(database_url, tmp_path) as hub:
         hub.deploy("once", QUICK, max_retries=0)
-        fail_once(monkeypatch, step)
+        calls = fail_once(monkeypatch, step, how)
         task = hub.wait(hub.run("once")["id"])
         assert (task["status"], task["retry_count"], task["items_count"]) == ("completed", 0, 1)
         ran = [line for line in hub.logs(task["id"]) if line["text"] == "ran"]
         assert len(ran) == 1  # the spider ran once: the blip was retried, not the run
+        assert next(calls) >= 2  # it failed once, then went through
         dead = hub.client.get("/api/queues/crawlhub.runs/dead-letters").json()
         assert dead["total"] == 0
 

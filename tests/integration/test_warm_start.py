@@ -20,6 +20,7 @@ import pytest
 from crawlhub.cli.client import zip_directory
 from crawlhub.execution import launchers
 from tests.integration.harness import FINISHED, Hub, Site, pid_alive, processes_of, running_hub
+from tests.integration.test_processes import shared
 from tests.integration.test_runs import FIXTURES, SLEEPER, pids_of
 
 PROBE = r"""
@@ -263,19 +264,39 @@ def test_a_launcher_killed_between_runs_means_one_cold_run_then_a_new_launcher(
     assert third["status"] == "completed" and attempt_line(hub, third["id"]).endswith("warm start")
 
 
-def test_a_launcher_that_dies_during_a_run_takes_the_run_down_and_says_so(
-    warm_hub: Hub,
+def test_a_launcher_that_dies_during_a_run_is_crawlhubs_failure_not_the_spiders(
+    warm_hub: Hub, tmp_path: Path
 ) -> None:
+    """The run it took down starts again, cold, without counting a retry (even with
+    max_retries 0), and completes; nothing of the first attempt is left running."""
     hub = warm_hub
-    hub.deploy("stubborn", {"main.py": SLEEPER}, max_retries=0)
+    gate = shared(tmp_path) / "second-attempt"
+    hub.deploy("stubborn", {"main.py": GATED.format(gate=str(gate))}, max_retries=0)
     task_id = hub.run("stubborn")["id"]
     pids = pids_of(hub, task_id)
+    gate.touch()
     os.kill(launcher_of().proc.pid, signal.SIGKILL)
-    task = hub.wait(task_id, FINISHED, timeout=30)
-    assert task["status"] == "failed" and task["reason"] == "exit_code"
+    task = hub.wait(task_id, FINISHED, timeout=60)
+    assert (task["status"], task["retry_count"]) == ("completed", 0), task
     texts = [line["text"] for line in hub.logs(task_id)]
-    assert "the warm launcher this run was started from died, and the spider with it" in texts
+    assert ("the warm launcher this run was started from died, and the spider with it: the run "
+            "starts again (no retry counted)") in texts  # fmt: skip
+    attempts = [t for t in texts if t.startswith("attempt ")]
+    assert len(attempts) == 2 and attempts[0].endswith("warm start"), attempts
+    assert attempts[1].endswith("cold start (no warm start: its launcher died under its last "
+                                "attempt)"), attempts  # fmt: skip
     assert not any(pid_alive(pid) for pid in pids) and processes_of(task_id) == []
+
+
+GATED = """
+import os, time
+
+def run(params):
+    print("pids", os.getpid(), flush=True)
+    if os.path.exists({gate!r}):
+        return [{{"second": True}}]
+    time.sleep(600)
+"""
 
 
 def test_an_environment_change_retires_the_launcher_after_its_runs(warm_hub: Hub) -> None:

@@ -11,6 +11,16 @@ from crawlhub.messaging.broker import install_broker
 from crawlhub.messaging.livelog import LiveLog, MemoryLiveLog, RedisLiveLog
 from crawlhub.repo.db import Database
 
+# Database sessions one run may hold at once: its supervisor's, and a writer of its log lines
+# and of its items (the output readers write when the supervisor falls behind).
+SESSIONS_PER_RUN = 3
+SESSIONS_BESIDE_RUNS = 4  # the worker's heartbeat, its outcome recorder, builds, alerts
+
+
+def sessions_needed(settings: Settings) -> int:
+    """The database sessions a worker may hold at once with every thread running a run."""
+    return SESSIONS_PER_RUN * settings.worker_concurrency + SESSIONS_BESIDE_RUNS
+
 
 @dataclass
 class Context:
@@ -29,13 +39,16 @@ class Context:
     stopping: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
-    def build(cls, settings: Settings) -> "Context":
-        """Connect lazily to every configured service (nothing is contacted yet).
+    def build(cls, settings: Settings, *, runs_here: bool = False) -> "Context":
+        """Connect lazily to every configured service (nothing is contacted yet). A process
+        that `runs_here` (a worker, `crawlhub up`) sizes its database pool for its runs.
 
         Messages are sent by actor name, so only a process that consumes them declares the
         actors on this broker (`crawlhub.actors.registry.declare_actors`).
         """
-        db = Database(settings.database_url.get_secret_value(), pool_size=settings.db_pool_size)
+        pool = max(settings.db_pool_size, sessions_needed(settings)) if runs_here \
+            else settings.db_pool_size  # fmt: skip
+        db = Database(settings.database_url.get_secret_value(), pool_size=pool)
         client = None
         if settings.redis_url is not None:
             client = redis.Redis.from_url(

@@ -84,7 +84,7 @@ class Ticker:
             )
             self.stopping.wait(ERROR_BACKOFF_S)
             return False
-        if self._database_lost:
+        if self._database_lost and step is not housekeeping.maintain:  # that one is Redis's
             self._database_lost = False
             self.database_regained = time.monotonic()
             logger.info("ticker: the database is back; no run is reaped for %.0f s",

@@ -15,7 +15,7 @@ from crawlhub import metrics
 from crawlhub.actors.registry import declare_actors
 from crawlhub.api import create_app
 from crawlhub.config import Settings, ensure_token_file, token_path
-from crawlhub.context import Context
+from crawlhub.context import SESSIONS_PER_RUN, Context, sessions_needed
 from crawlhub.errors import ConfigError
 from crawlhub.execution import launchers, preparation, sandboxes, supervisor
 from crawlhub.messaging.broker import build_worker, open_without_password
@@ -56,7 +56,7 @@ def web(settings: Settings) -> None:
 def worker(settings: Settings) -> None:
     """Run Dramatiq worker threads for the run and alert queues until SIGTERM/SIGINT."""
     _require_redis(settings, "worker")
-    context = Context.build(settings)
+    context = Context.build(settings, runs_here=True)
     stop = threading.Event()
     _on_stop_signals("worker", "finishing current messages", stop.set)
     _serve_metrics(settings)
@@ -80,6 +80,7 @@ def _stop_worker(consumer: Worker, context: Context) -> None:
 
 
 def _start_worker(context: Context) -> Worker:
+    _check_connection_room(context)
     sandboxes.prepare_worker(context.settings)
     _warn_of_open_services(context.settings)
     preparation.collect_environments(context)  # and after each new version is prepared
@@ -89,6 +90,19 @@ def _start_worker(context: Context) -> Worker:
     consumer = build_worker(context.broker, context.settings.worker_concurrency, WORKER_POLL_MS)
     consumer.start()
     return consumer
+
+
+def _check_connection_room(context: Context) -> None:
+    """Refuse a concurrency the database cannot serve: every run holds up to three sessions."""
+    needed = sessions_needed(context.settings)
+    room = context.db.connection_room()
+    if room is not None and needed > room:
+        raise ConfigError(
+            f"CRAWLHUB_WORKER_CONCURRENCY={context.settings.worker_concurrency}: a worker needs "
+            f"up to {needed} database connections ({SESSIONS_PER_RUN} per run), and PostgreSQL "
+            f"lets ordinary users hold {room} (max_connections): lower the concurrency or raise "
+            "max_connections"
+        )
 
 
 def _warn_of_open_services(settings: Settings) -> None:
@@ -129,7 +143,7 @@ def up(settings: Settings) -> None:
                 f"  {created}",
                 flush=True,
             )
-    context = Context.build(settings)
+    context = Context.build(settings, runs_here=True)
     migrations.upgrade(context.db.engine)
     worker = _start_worker(context)
     if settings.redis_url is None:

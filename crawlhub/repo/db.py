@@ -32,8 +32,9 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     """An engine for a postgresql+psycopg:// or sqlite:// URL, tuned for its dialect."""
     if url.startswith("sqlite"):
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_pre_ping=False
-        )
+            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_pre_ping=False,
+            pool_size=pool_size, max_overflow=pool_size,
+        )  # fmt: skip
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
@@ -123,6 +124,16 @@ class Database:
             ) from exc
         except PoolTimeout as exc:
             raise GiveWay("no free database connection in this process's pool") from exc
+
+    def connection_room(self) -> int | None:
+        """How many connections the server lets ordinary users hold (PostgreSQL's
+        max_connections less those reserved for superusers); None on SQLite."""
+        if self.dialect != "postgresql":
+            return None
+        with self.engine.connect() as conn:
+            most = int(conn.execute(text("SHOW max_connections")).scalar_one())
+            kept = int(conn.execute(text("SHOW superuser_reserved_connections")).scalar_one())
+        return most - kept
 
     def ping(self) -> None:
         """Raise if the database cannot answer a trivial query."""

@@ -1,6 +1,7 @@
 """A CrawlHub under test: context, real worker threads, API client, and helpers to wait on runs."""
 
 import atexit
+import contextlib
 import io
 import os
 import shutil
@@ -218,3 +219,63 @@ def served(hub: Hub) -> Iterator[str]:
         thread.join(10)
         if context is not None:
             context.close()
+
+
+class Outage:
+    """A TCP proxy in front of a service (PostgreSQL): `cut()` drops every connection through
+    it and refuses new ones, as a database that went away does; `restore()` lets them in."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self.down = threading.Event()
+        self.stopped = False
+        self.lock = threading.Lock()
+        self.open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def cut(self) -> None:
+        self.down.set()
+        with self.lock:
+            held, self.open = self.open, []
+        for conn in held:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
+
+    def restore(self) -> None:
+        self.down.clear()
+
+    def close(self) -> None:
+        self.stopped = True
+        self.cut()
+        self.listener.close()
+
+    def _accept(self) -> None:
+        while not self.stopped:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.down.is_set():
+                client.close()
+                continue
+            try:
+                server = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.open += [client, server]
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        for conn in (source, sink):
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)

@@ -30,8 +30,8 @@ from crawlhub.repo.models import Item, Spider, Task
 from crawlhub.scheduling import housekeeping
 from crawlhub.ticker import Ticker
 from tests.conftest import TOKEN, make_settings
-from tests.integration.harness import Hub, mode_settings, processes_of, running_hub
-from tests.integration.test_processes import Process, base_env, crawlhub, free_port
+from tests.integration.harness import Hub, Outage, mode_settings, processes_of, running_hub
+from tests.integration.test_processes import Process, base_env, crawlhub, free_port, shared
 
 # How a database step fails, as SQLAlchemy raises it: the connection dropped, PostgreSQL
 # chose this transaction as a deadlock's victim, the process's pool had no connection free.
@@ -158,6 +158,75 @@ def test_a_stalled_worker_resumed_after_its_lease_is_fenced_out(
                 if process.proc.poll() is None:
                     os.kill(process.proc.pid, signal.SIGCONT)
                 process.stop()
+        context.close()
+
+
+GATED = """
+import os, time
+
+def run(params):
+    print("ran", flush=True)
+    yield {"n": 1}
+    yield {"n": 2}
+    while not os.path.exists(params["gate"]):
+        time.sleep(0.05)
+    yield {"n": 3}
+    yield {"n": 4}
+"""
+
+
+def test_an_outcome_outlasting_its_patience_in_an_outage_is_recorded_once_when_it_is_back(
+    pg_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    """The database goes away (a proxy drops every connection and refuses new ones) for the
+    worker and the ticker just before a spider ends, and stays away past the run's patience
+    (2 s here, 600 s by default) and past the lease (5 s): the worker keeps the outcome and
+    the last items, nothing is reaped, and when the database is back the run is recorded
+    once, completed, with every item and no retry counted."""
+    outage = Outage("127.0.0.1", 5432)
+    through = pg_url.replace("postgresql+psycopg://", "postgres://").replace(
+        "127.0.0.1:5432", f"127.0.0.1:{outage.port}")  # fmt: skip
+    assert through != pg_url
+    env = base_env(tmp_path, CRAWLHUB_API_TOKENS=TOKEN, REDIS_URL=redis_url,
+                   DATABASE_URL=through, CRAWLHUB_LEASE_S="5", CRAWLHUB_HEARTBEAT_S="1",
+                   CRAWLHUB_RECORD_PATIENCE_S="2")  # fmt: skip
+    assert crawlhub("migrate", env=env, cwd=tmp_path).returncode == 0
+    worker, ticker = Process(["worker"], env, tmp_path), Process(["ticker"], env, tmp_path)
+    context = Context.build(make_settings(tmp_path, database_url=pg_url, redis_url=redis_url))
+    gate = shared(tmp_path) / "gate"
+    try:
+        worker.wait_output("worker ready")
+        ticker.wait_output("ticker started")
+        with TestClient(create_app(context), headers={"Authorization": f"Bearer {TOKEN}"}) as c:
+            hub = Hub(context, c, tmp_path)
+            hub.deploy("steady", {"main.py": GATED}, max_retries=2)
+            task_id = hub.run("steady", gate=str(gate))["id"]
+            deadline = time.monotonic() + 30
+            while "ran" not in [line["text"] for line in hub.logs(task_id)]:
+                assert time.monotonic() < deadline, hub.task(task_id)
+                time.sleep(0.1)
+            outage.cut()
+            gate.touch()  # the spider ends during the outage
+            worker.wait_output("its outcome (completed) is kept")
+            time.sleep(12)  # past the patience, and more than twice the lease
+            during = hub.task(task_id)
+            assert (during["status"], during["retry_count"]) == ("running", 0), during
+            assert [p.name for p in (tmp_path / "data" / "outcomes").iterdir()] == [
+                f"{task_id}-1.json"]  # fmt: skip
+            outage.restore()
+            task = hub.wait(task_id, timeout=60)
+            assert (task["status"], task["retry_count"], task["items_count"]) == (
+                "completed", 0, 4), task  # fmt: skip
+            texts = [line["text"] for line in hub.logs(task_id)]
+            assert texts.count("ran") == 1  # the spider ran once
+            assert len([t for t in texts if t.startswith("completed after")]) == 1, texts
+            assert not [t for t in texts if "lost" in t], texts
+            assert list((tmp_path / "data" / "outcomes").glob("*.json")) == []
+            assert "lost (worker" not in ticker.output()  # the reaper charged nothing
+    finally:
+        for process in (worker, ticker):
+            process.stop()
+        outage.close()
         context.close()
 
 

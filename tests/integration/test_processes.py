@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from tests.conftest import TOKEN
@@ -291,6 +292,27 @@ def test_invalid_setting_stops_a_process_with_one_line_naming_it(workdir: Path) 
         "crawlhub: CRAWLHUB_CHANNEL_ALLOW_HOSTS: '10.0.0.0/33' is neither a host name nor an "
         "address or CIDR"
     ]
+
+
+def test_a_worker_refuses_a_concurrency_its_database_cannot_serve(
+    workdir: Path, postgres_url: str, redis_url: str
+) -> None:
+    """Each run may hold three database sessions: a concurrency whose runs would need more
+    connections than PostgreSQL lets ordinary users hold stops the worker at start, with one
+    line naming the setting."""
+    with psycopg.connect(postgres_url.replace("postgresql+psycopg://", "postgres://")) as conn:
+        most = int(conn.execute("SHOW max_connections").fetchone()[0])  # type: ignore[index]
+        kept = int(conn.execute("SHOW superuser_reserved_connections").fetchone()[0])  # type: ignore[index]
+    threads = (most - kept) // 3 + 1
+    env = base_env(workdir, REDIS_URL=redis_url, CRAWLHUB_WORKER_CONCURRENCY=str(threads),
+                   DATABASE_URL=postgres_url.replace("postgresql+psycopg://", "postgres://"))  # fmt: skip
+    assert crawlhub("migrate", env=env, cwd=workdir).returncode == 0
+    result = crawlhub("worker", env=env, cwd=workdir)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"crawlhub: CRAWLHUB_WORKER_CONCURRENCY={threads}: a worker needs up to {3 * threads + 4} "
+        f"database connections (3 per run), and PostgreSQL lets ordinary users hold "
+        f"{most - kept} (max_connections): lower the concurrency or raise max_connections")  # fmt: skip
 
 
 def test_cli_runs_follows_and_lists_runs_of_the_embedded_instance(workdir: Path) -> None:

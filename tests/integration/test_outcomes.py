@@ -1,0 +1,67 @@
+"""The worker's outcome ledger: what an earlier worker process left is recorded at the next
+start, as it ended when its items were stored, else handed back to the queue."""
+
+import time
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from crawlhub.context import Context
+from crawlhub.execution.attempts import Outcome, RunRef
+from crawlhub.execution.outcomes import Entry, Recorder
+from crawlhub.repo.models import Task
+from tests.integration.test_activity import add_spider, add_task
+
+
+def running_task(context: Context) -> tuple[RunRef, uuid.UUID]:
+    spider = add_spider(context, "left")
+    task_id = add_task(context, spider, "running", datetime.now(UTC), fence=3, max_retries=2,
+                       started_at=datetime.now(UTC))  # fmt: skip
+    return RunRef(task_id, 3, 1, spider, "left", alert_on_zero_items=False), task_id
+
+
+def recorded(context: Context, task_id: uuid.UUID) -> Task:
+    deadline = time.monotonic() + 10
+    while True:
+        with context.db.session() as session:
+            task = session.get(Task, task_id)
+            assert task is not None
+            if task.status != "running":
+                return task
+        assert time.monotonic() < deadline, "the recorder never recorded it"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("flushed", [True, False])
+def test_an_outcome_left_in_the_ledger_is_recorded_at_the_next_start(
+    context: Context, flushed: bool
+) -> None:
+    run, task_id = running_task(context)
+    left = Recorder(context)
+    left.ledger.write(Entry(run, Outcome("completed", None, 0), {"pages": 3}, items=7,
+                            flushed=flushed))  # fmt: skip
+    stale = Entry(
+        RunRef(uuid.uuid4(), 1, 1, run.spider_id, "left", False),
+        Outcome("failed", "exit_code", 1, "exit code 1"),
+        None,
+        flushed=True,
+    )
+    left.ledger.write(stale)  # its task is gone: fenced out, dropped
+    (left.ledger.root / "junk.json").write_text("{not json")
+    recorder = Recorder(context)
+    try:
+        assert recorder.resume() == 2
+        task = recorded(context, task_id)
+    finally:
+        recorder.stop()
+    if flushed:  # its items were stored: it ended as it did
+        assert (task.status, task.exit_code, task.stats, task.retry_count) == (
+            "completed", 0, {"pages": 3}, 0)  # fmt: skip
+    else:  # its last items died with that worker: it runs again, no retry counted
+        assert (task.status, task.retry_count, task.reason) == ("pending", 0, "shutdown")
+        assert task.fence == 3  # the next claim moves it
+    deadline = time.monotonic() + 10
+    while list(recorder.ledger.root.glob("*.json")):
+        assert time.monotonic() < deadline, list(recorder.ledger.root.iterdir())
+        time.sleep(0.05)

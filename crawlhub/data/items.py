@@ -18,9 +18,18 @@ from crawlhub.repo.models import Item
 
 logger = logging.getLogger(__name__)
 
-EXPORT_BATCH = 5000  # rows per keyset query while exporting
+EXPORT_BATCH = 5000  # rows per keyset query while exporting (fewer when rows are large)
+FIRST_EXPORT_BATCH = 16  # the first query's rows, before their size is known
 COPY_BATCH = 20_000  # rows per COPY (and per transaction, read whole before it is sent)
 FIRST_COPY_BATCH = 1_000  # the first batch: its rows reach the client within milliseconds
+# An export holds at most about this much of a batch at once, whatever its items weigh
+# (up to CRAWLHUB_MAX_ITEM_BYTES each): later batches take as many rows as fit.
+BATCH_BYTES = 16 * 1024 * 1024
+
+
+def _rows_that_fit(largest: int, most: int) -> int:
+    """How many rows of about `largest` bytes a batch may take."""
+    return max(1, min(most, BATCH_BYTES // max(largest, 1)))
 
 
 @dataclass
@@ -67,15 +76,17 @@ def page(
 
 
 def _batches(db: Database, where: ItemFilter, upto: int) -> Iterator[formats.Batch]:
-    """The selection up to an id in keyset batches, each read in its own short transaction."""
-    after = 0
+    """The selection up to an id in keyset batches, each read in its own short transaction;
+    a batch takes as many rows as BATCH_BYTES holds of the largest row of the last one."""
+    after, size = 0, FIRST_EXPORT_BATCH
     while True:
         with db.read() as session:
-            rows = repo.export_batch(session, where, after, EXPORT_BATCH, upto)
+            rows = repo.export_batch(session, where, after, size, upto)
         if not rows:
             return
         yield rows
         after = rows[-1][0]
+        size = _rows_that_fit(max(len(text) for _, text in rows), EXPORT_BATCH)
 
 
 def export_stream(
@@ -111,27 +122,35 @@ def _copied(
     db: Database, where: ItemFilter, upto: int, columns: list[str] | None, defuse: tuple[str, ...]
 ) -> Iterator[bytes]:
     """The selection up to an id as COPY writes it (JSON lines, or CSV rows of columns), in
-    batches of COPY_BATCH rows. Each batch is read whole in its own short transaction and
-    only then yielded, in chunks of whole lines: a client that reads slowly never holds a
-    pooled connection or an open transaction (memory: one batch, a few MB)."""
+    batches of up to COPY_BATCH rows. Each batch is read whole in its own short transaction
+    and only then yielded, in chunks of whole lines: a client that reads slowly never holds a
+    pooled connection or an open transaction. Memory stays within about BATCH_BYTES: a batch
+    that turns out larger is sent as it is read (its transaction held meanwhile), and the
+    next take as many rows as fit, by the largest row of the last."""
     after, size = 0, FIRST_COPY_BATCH  # a small first batch: the first byte goes out at once
     while after < upto:
         chunks: list[bytes] = []
+        held = largest = 0
         buffer = bytearray()
         with db.read() as session:
             end = repo.batch_end(session, where, after, upto, size)
-            size = COPY_BATCH
             rows = repo.copy_export(session, where, after, end, columns, defuse)
             assert rows is not None
             for row in rows:
+                largest = max(largest, len(row))
                 buffer += row
                 if len(buffer) >= formats.CHUNK:
                     chunks.append(bytes(buffer))
+                    held += len(buffer)
                     buffer.clear()
+                    if held >= BATCH_BYTES:  # too large to hold: send it as it comes
+                        yield from chunks
+                        chunks.clear()
         if buffer:
             chunks.append(bytes(buffer))
         yield from chunks  # after the commit: the connection is back in the pool
         after = end
+        size = _rows_that_fit(largest, COPY_BATCH)
 
 
 def _columns(db: Database, where: ItemFilter, upto: int) -> list[str]:

@@ -11,7 +11,7 @@ from typing import Any
 
 import openpyxl
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from starlette.testclient import TestClient
 
 from crawlhub.context import Context
@@ -330,3 +330,42 @@ def test_exporting_200k_items_keeps_memory_bounded(big: Hub, fmt: str) -> None:
     growth_mb = (_status_kb("VmHWM") - baseline) / 1024
     assert size > 1_000_000
     assert growth_mb < 60, f"{fmt} export grew the process by {growth_mb:.0f} MB"
+
+
+@pytest.fixture
+def heavy(pg_url: str, tmp_path: Path) -> Iterator[Hub]:
+    """50 items of 8 MiB each (PostgreSQL writes them itself: no 400 MB in this process)."""
+    with running_hub(pg_url, tmp_path, None, threads=0) as hub:
+        with hub.context.db.session() as session:
+            spider = Spider.standalone(name="heavy", kind="python", entry="main:run")
+            session.add(spider)
+            session.flush()
+            task = Task(spider_id=spider.id, trigger="manual", status="completed",
+                        item_keys=["n", "body"])  # fmt: skip
+            session.add(task)
+            session.flush()
+            session.execute(text(
+                "INSERT INTO item (spider_id, task_id, attempt, data, created_at) "
+                "SELECT :spider, :task, 1, jsonb_build_object('n', g, 'body', "
+                "repeat(chr(65 + g % 26), 8 * 1024 * 1024)), now() FROM generate_series(1, 50) g"
+            ), {"spider": spider.id, "task": task.id})  # fmt: skip
+        yield hub
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "json"])
+def test_exporting_50_items_of_8_mib_keeps_memory_bounded(heavy: Hub, fmt: str) -> None:
+    """Batches are bounded by bytes as well as rows: the export of 400 MB of items grows the
+    process by a few batches' worth, not by all of them."""
+    baseline = _rss_reset()
+    size = lines = 0
+    with heavy.client.stream(
+        "GET", f"/api/data/export/{fmt}", params={"spider_id": "heavy"}
+    ) as response:
+        assert response.status_code == 200
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            lines += chunk.count(b"\n")
+    growth_mb = (_status_kb("VmHWM") - baseline) / 1024
+    assert size > 50 * 8 * 1024 * 1024
+    assert lines >= 50
+    assert growth_mb < 150, f"{fmt} export grew the process by {growth_mb:.0f} MB"

@@ -4,7 +4,7 @@ job id. What the Scrapyd-compatible API (crawlhub/http/scrapyd.py) answers with.
 """
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,6 +15,7 @@ from crawlhub.context import Context
 from crawlhub.errors import Conflict, CrawlhubError, NotFound
 from crawlhub.execution import runs
 from crawlhub.packages import projects
+from crawlhub.repo import logs as log_repo
 from crawlhub.repo import projects as project_repo
 from crawlhub.repo import spiders as spider_repo
 from crawlhub.repo import tasks as task_repo
@@ -281,3 +282,28 @@ def _jobs(session: Session, project: Project | None, statuses: Sequence[str], or
         spider_name = spider.entry if spider.kind == "scrapy" else spider.name
         jobs.append(Job(task, name, spider_name, version))
     return jobs
+
+
+LOG_PAGE = 2000  # log lines read per query while a job's log is sent
+
+
+def log_size(context: Context, task_id: uuid.UUID) -> int:
+    """The size in bytes of a job's log as text."""
+    with context.db.read() as session:
+        return log_repo.text_bytes(session, task_id)
+
+
+def log_bytes(context: Context, task_id: uuid.UUID, start: int, end: int) -> Iterator[bytes]:
+    """Bytes `start` to `end` (inclusive) of a job's log as text, read a page of lines at a
+    time (lines a running job adds meanwhile past `end` are left for the next request)."""
+    offset, after = 0, 0
+    while offset <= end:
+        with context.db.read() as session:
+            page = log_repo.list_lines(session, task_id, after_seq=after, limit=LOG_PAGE)
+        if not page:
+            return
+        chunk = "".join(f"{line.text}\n" for line in page).encode()
+        if offset + len(chunk) > start:
+            yield chunk[max(start - offset, 0) : end - offset + 1]
+        offset += len(chunk)
+        after = page[-1].seq

@@ -16,7 +16,7 @@ import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
@@ -26,7 +26,7 @@ from starlette.routing import Route
 from crawlhub.context import Context
 from crawlhub.data import items
 from crawlhub.errors import CrawlhubError
-from crawlhub.execution import runs, scrapyd
+from crawlhub.execution import scrapyd
 from crawlhub.execution.scrapyd import ScrapydError
 from crawlhub.http.validation import ctx
 from crawlhub.packages import projects
@@ -36,7 +36,6 @@ PREFIX = "/scrapyd"
 NODE_NAME = socket.gethostname()
 PREPARE_WAIT_S = 300.0  # addversion.json answers once the egg's spiders are listed
 MAX_FIELDS = 200
-LOG_PAGE = 10_000
 
 Params = dict[str, list[str]]
 Handler = Callable[[Context, Params, bytes | None], Awaitable[dict[str, Any]]]
@@ -246,43 +245,30 @@ RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
 async def job_log(request: Request) -> Response:
-    """A job's log as text (stdout, stderr and CrawlHub's lines, in order); `Range` honoured."""
+    """A job's log as text (stdout, stderr and CrawlHub's lines, in order), streamed from
+    the database a page of lines at a time; `Range` honoured, as a static file server does."""
     context, p = ctx(request), request.path_params
     task = await run_in_threadpool(scrapyd.job_task, context, p["project"], p["spider"], p["job"])
-    text = await run_in_threadpool(_log_text, context, str(task.id))
-    return ranged(request, text.encode("utf-8"), "text/plain; charset=utf-8")
-
-
-def _log_text(context: Context, task_id: str) -> str:
-    lines: list[str] = []
-    after = 0
-    while True:
-        page = runs.log_lines(context, task_id, after_seq=after, limit=LOG_PAGE)
-        lines += [line.text for line in page]
-        if len(page) < LOG_PAGE:
-            return "".join(f"{line}\n" for line in lines)
-        after = page[-1].seq
-
-
-def ranged(request: Request, body: bytes, media_type: str) -> Response:
-    """The body, or the one byte range `Range` asks for (206), as a static file server."""
-    size = len(body)
+    size = await run_in_threadpool(scrapyd.log_size, context, task.id)
     headers = {"Accept-Ranges": "bytes"}
+    media_type = "text/plain; charset=utf-8"
     wanted = request.headers.get("range")
     match = RANGE.match(wanted.strip()) if wanted else None
-    if wanted is None or match is None or match.groups() == ("", ""):
-        return Response(body, media_type=media_type, headers=headers)
-    first, last = match.groups()
-    if first == "":  # the last N bytes
-        start, end = max(size - int(last), 0), size - 1
-    else:
-        start, end = int(first), min(int(last), size - 1) if last else size - 1
-    if start >= size or start > end or (first == "" and int(last) == 0):
-        return Response(b"", status_code=416,
-                        headers={**headers, "Content-Range": f"bytes */{size}"})  # fmt: skip
-    headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-    return Response(body[start : end + 1], status_code=206, media_type=media_type,
-                    headers=headers)  # fmt: skip
+    start, end, status = 0, size - 1, 200
+    if wanted is not None and match is not None and match.groups() != ("", ""):
+        first, last = match.groups()
+        if first == "":  # the last N bytes
+            start = max(size - int(last), 0)
+        else:
+            start, end = int(first), min(int(last), size - 1) if last else size - 1
+        if start >= size or start > end or (first == "" and int(last) == 0):
+            return Response(b"", status_code=416,
+                            headers={**headers, "Content-Range": f"bytes */{size}"})  # fmt: skip
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+        status = 206
+    headers["Content-Length"] = str(max(end - start + 1, 0))
+    body = iterate_in_threadpool(scrapyd.log_bytes(context, task.id, start, end))
+    return StreamingResponse(body, status_code=status, media_type=media_type, headers=headers)
 
 
 async def job_items(request: Request) -> Response:

@@ -4,7 +4,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import LargeBinary, cast, func, insert, select
 from sqlalchemy.orm import Session
 
 from crawlhub.repo.bulk import copy_rows
@@ -59,3 +59,13 @@ def list_lines(
         newest = stmt.where(LogLine.seq < before_seq).order_by(LogLine.seq.desc()).limit(limit)
         return list(reversed(session.scalars(newest).all()))
     return session.scalars(stmt.order_by(LogLine.seq).limit(limit)).all()
+
+
+def text_bytes(session: Session, task_id: uuid.UUID) -> int:
+    """The size of a task's log as text: each line's UTF-8 bytes and its newline."""
+    if session.get_bind().dialect.name == "postgresql":
+        size = func.octet_length(LogLine.text)
+    else:
+        size = func.length(cast(LogLine.text, LargeBinary))
+    total = session.scalar(select(func.sum(size + 1)).where(LogLine.task_id == task_id))
+    return int(total or 0)

@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.parse
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,9 @@ import pytest
 from scrapyd_api import ScrapydAPI
 from scrapyd_api.exceptions import ScrapydResponseError
 
+from crawlhub.context import Context
+from crawlhub.execution import scrapyd
+from crawlhub.repo.models import LogLine, Spider, Task
 from tests.conftest import TOKEN
 from tests.integration.harness import Hub, Site, served
 
@@ -284,3 +288,27 @@ def test_every_scrapyd_endpoint_asks_for_a_token_and_the_rest_of_the_root_is_unt
         assert httpx.get(f"{url}{path}").status_code == 401
     assert httpx.get(f"{url}/other.json").status_code == 404  # not Scrapyd's: no token asked
     assert http.get("/scrapyd/logs/p/s/j.log").status_code == 404
+
+
+def test_a_jobs_log_is_streamed_page_by_page_with_any_byte_range(context: Context) -> None:
+    """The log is never built whole: it is read LOG_PAGE lines at a time, and any byte range
+    (across pages, inside a multi-byte character's line) is the same slice of the text."""
+    with context.db.session() as session:
+        spider = Spider.standalone(name="chatty", kind="python", entry="main:run")
+        session.add(spider)
+        session.flush()
+        task = Task(spider_id=spider.id, trigger="manual", status="completed")
+        session.add(task)
+        session.flush()
+        lines = [f"line {n} é€ {'x' * (n % 50)}" for n in range(1, 5001)]
+        session.add_all(LogLine(task_id=task.id, seq=n, attempt=1, stream="stdout",
+                                ts=datetime.now(UTC), text=text)
+                        for n, text in enumerate(lines, 1))  # fmt: skip
+        task_id = task.id
+    whole = "".join(f"{line}\n" for line in lines).encode()
+    assert scrapyd.log_size(context, task_id) == len(whole)
+    page = len("".join(f"{line}\n" for line in lines[: scrapyd.LOG_PAGE]).encode())
+    for start, end in [(0, len(whole) - 1), (page - 3, page + 3), (7, 7), (len(whole) - 1,) * 2,
+                       (page * 2 + 1, len(whole) + 50)]:  # fmt: skip
+        got = b"".join(scrapyd.log_bytes(context, task_id, start, end))
+        assert got == whole[start : end + 1], (start, end)

@@ -10,6 +10,7 @@ import subprocess
 import threading
 import uuid
 from pathlib import Path
+from typing import IO
 
 from crawlhub.context import Context
 from crawlhub.execution import environments, sandboxes, workdirs
@@ -22,6 +23,8 @@ from crawlhub.sandbox.slots import Slot
 logger = logging.getLogger(__name__)
 
 LIST_TIMEOUT_S = 180
+MAX_OUTPUT_BYTES = 256 * 1024  # of what a listing prints, kept for its error message
+MAX_NAMES_BYTES = 1024 * 1024  # of the spider names it writes (thousands of spiders)
 
 
 class ListingFailed(Exception):
@@ -87,37 +90,73 @@ def list_spiders(context: Context, runtime: Runtime, source: Path, taken: Slot) 
     spec = spawn.Spec([runtime.python, "-m", "crawlhub.child.bootstrap", "list"], env,
                       sandboxes.view(settings, runtime, taken, work, limits), limits,
                       f"list-{taken.number}-{uuid.uuid4().hex[:8]}")  # fmt: skip
-    chunks: list[bytes] = []
-    reader = threading.Thread(target=_read_all, args=(read, chunks), daemon=True)
-    reader.start()
+    names_read = _Capped(os.fdopen(read, "rb"), MAX_NAMES_BYTES)
     try:
         proc = spawn.start(sandboxes.isolation_of(settings), taken, spec, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, pass_fds=(write,))  # fmt: skip
     finally:
         os.close(write)
+    assert proc.proc.stdout is not None
+    printed = _Capped(proc.proc.stdout, MAX_OUTPUT_BYTES)
     try:
-        output, _ = proc.proc.communicate(timeout=LIST_TIMEOUT_S)
+        proc.proc.wait(timeout=LIST_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         proc.kill_tree()
-        proc.proc.communicate()  # what it printed, and its pipes closed
+        proc.proc.wait()
         raise ListingFailed(f"scrapy list took longer than {LIST_TIMEOUT_S} s") from None
     finally:
+        printed.join()
+        names_read.join()
         proc.close()
-    reader.join(5)
-    text = output.decode("utf-8", "replace").strip()
+    text = printed.text()
     if proc.returncode != 0:
         last = text.splitlines()[-1] if text else f"exit {proc.returncode}"
         raise ListingFailed(f"scrapy list failed: {last}\n{text}")
+    if names_read.dropped:
+        raise ListingFailed(f"scrapy list gave over {MAX_NAMES_BYTES} bytes of spider names")
     try:
-        names = json.loads(b"".join(chunks))
+        names = json.loads(names_read.kept)
     except ValueError:
         raise ListingFailed(f"scrapy list gave no spider names\n{text}") from None
     return [str(n) for n in names]
 
 
-def _read_all(fd: int, chunks: list[bytes]) -> None:
-    with os.fdopen(fd, "rb") as pipe:
-        chunks.append(pipe.read())
+class _Capped:
+    """A pipe read to its end by a thread, keeping at most `cap` bytes of it: its start and
+    its end (where an error's traceback is), and counting what is dropped between."""
+
+    def __init__(self, pipe: IO[bytes], cap: int) -> None:
+        self.head = b""
+        self.tail = b""
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._read, args=(pipe, cap), daemon=True)
+        self._thread.start()
+
+    def _read(self, pipe: IO[bytes], cap: int) -> None:
+        head_cap, tail_cap = cap // 4, cap - cap // 4
+        with pipe:
+            while chunk := pipe.read(65536):
+                room = head_cap - len(self.head)
+                self.head += chunk[:room]
+                self.tail += chunk[max(room, 0) :]
+                if len(self.tail) > tail_cap:
+                    self.dropped += len(self.tail) - tail_cap
+                    self.tail = self.tail[-tail_cap:]
+
+    @property
+    def kept(self) -> bytes:
+        return self.head + self.tail
+
+    def join(self) -> None:
+        self._thread.join(5)
+
+    def text(self) -> str:
+        if not self.dropped:
+            return self.kept.decode("utf-8", "replace").strip()
+        return (
+            f"{self.head.decode('utf-8', 'replace')}\n…[{self.dropped} bytes not kept]…\n"
+            f"{self.tail.decode('utf-8', 'replace')}"
+        ).strip()
 
 
 def collect_environments(context: Context) -> None:

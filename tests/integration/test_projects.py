@@ -363,3 +363,23 @@ def test_project_api_refuses_ambiguous_names_and_mismatched_spiders(client: Test
     assert client.get("/api/projects/news/versions/1").status_code == 404
     assert client.get("/api/projects/daily/versions/x1").status_code == 400
     assert client.get("/api/projects/nope/versions").status_code == 404
+
+
+def test_a_listing_that_prints_without_end_keeps_a_bounded_part_of_it(pg_hub: Hub) -> None:
+    """`scrapy list` of a project whose settings print 8 MB and then fail: the version says
+    the listing failed, with the start and the end of what it printed (the traceback), and
+    how much was left out between."""
+    noisy = package({
+        "scrapy.cfg": "[settings]\ndefault = noisy.settings\n",
+        "noisy/__init__.py": "",
+        "noisy/settings.py": "import sys\nsys.stdout.write('spam ' * 1_600_000)\n"
+                             "raise RuntimeError('settings broken')\n",
+    })  # fmt: skip
+    upload(pg_hub, "noisy", noisy, kind="scrapy")
+    version = settled(pg_hub, "noisy", 1, timeout=120)
+    environment = version["environment"]
+    assert environment["status"] == "failed", environment
+    error = environment["error"]
+    assert error.startswith("scrapy list failed: RuntimeError: settings broken"), error[:300]
+    assert " bytes not kept]" in error
+    assert len(error) < 1024 * 1024

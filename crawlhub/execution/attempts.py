@@ -79,7 +79,7 @@ class Attempt:
     version: int
     sha256: str
     filename: str
-    archive: bytes
+    version_id: uuid.UUID  # its package is read only where it is not extracted yet
     requirements: str | None  # None: the platform's environment
     limits: dict[str, int]  # the spider's own, over the defaults
 
@@ -130,7 +130,7 @@ def claim(db: Database, task_id: uuid.UUID) -> Attempt | None:
             version=version.number,
             sha256=version.sha256,
             filename=version.filename,
-            archive=version.archive,
+            version_id=version.id,
             requirements=version.requirements,
             limits=dict(spider.limits or {}),
         )

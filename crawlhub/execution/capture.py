@@ -35,6 +35,10 @@ ITEMS_BUFFERED = 20_000
 ITEM_BYTES_BUFFERED = 32 * 1024 * 1024
 CHUNK = 64 * 1024  # read size while skipping the rest of an over-long line
 STDERR_TAIL = 20  # stderr lines kept for a failed task's error_message
+# Distinct top-level item keys recorded per run (they give CSV exports their columns without a
+# pass over the items). Past this many, the run records none and exports find the columns by
+# reading the items: no unbounded list in memory or on the task.
+MAX_ITEM_KEYS = 1000
 
 
 def dedup_hash(item: dict[str, Any], keys: list[str]) -> str | None:
@@ -242,6 +246,7 @@ class ItemSink:
         # Top-level keys of the items, first-seen order, recorded on the task with the items.
         self._keys: dict[str, None] = {}
         self._keys_grew = False
+        self._too_many_keys = False  # past MAX_ITEM_KEYS: none recorded
         self._invalid_unsaved = 0
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
@@ -271,9 +276,12 @@ class ItemSink:
         with self._lock:
             self._buffer.append((text, value, digest))
             self._buffered_bytes += len(text)
-            if not self._keys.keys() >= value.keys():
+            if not self._too_many_keys and not self._keys.keys() >= value.keys():
                 self._keys.update(dict.fromkeys(value))
                 self._keys_grew = True
+                if len(self._keys) > MAX_ITEM_KEYS:
+                    self._too_many_keys = True
+                    self._keys.clear()
             behind = (
                 len(self._buffer) >= ITEMS_BUFFERED or self._buffered_bytes >= ITEM_BYTES_BUFFERED
             )
@@ -298,7 +306,9 @@ class ItemSink:
                 batch, self._buffer = self._buffer, []
                 invalid, self._invalid_unsaved = self._invalid_unsaved, 0
                 self._buffered_bytes = 0
-                keys = list(self._keys) if self._keys_grew else None
+                keys: list[str] | None = None
+                if self._keys_grew:
+                    keys = [] if self._too_many_keys else list(self._keys)
                 self._keys_grew = False
             if self.fenced or (not batch and not invalid):
                 return
@@ -310,7 +320,7 @@ class ItemSink:
                     )
                     task_repo.add_progress(
                         session, self.task_id, items=stored, duplicates=len(batch) - stored,
-                        invalid=invalid, item_keys=keys,
+                        invalid=invalid, item_keys=keys, keys_unknown=self._too_many_keys,
                     )  # fmt: skip
             except Fenced:
                 self.fenced = True  # these items belong to an attempt that no longer counts

@@ -55,7 +55,7 @@ def prepare_version(context: Context, version_id: uuid.UUID) -> None:
             if kind == "scrapy":
                 assert taken is not None
                 source = workdirs.extracted_version(
-                    settings.data_dir, version.sha256, version.archive, version.filename,
+                    settings.data_dir, version.sha256, lambda: version.archive, version.filename,
                     "main.py", archives.Limits.of(settings),
                 )  # fmt: skip
                 spiders = list_spiders(context, runtime, source, taken)

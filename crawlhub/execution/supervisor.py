@@ -18,13 +18,14 @@ from typing import IO, Any, Protocol
 from crawlhub import metrics, outages
 from crawlhub.alerting import alerts
 from crawlhub.context import Context
-from crawlhub.errors import ServiceUnavailable
+from crawlhub.errors import NotFound, ServiceUnavailable
 from crawlhub.execution import environments, launchers, sandboxes, workdirs
 from crawlhub.execution.attempts import CLAIM_PATIENCE_S, Attempt, Ended, Outcome, claim, record
 from crawlhub.execution.capture import ItemSink, LogSink, read_lines
 from crawlhub.execution.environments import BuildFailed, Runtime
 from crawlhub.execution.outcomes import Entry, Recorder, send_again
 from crawlhub.packages import archives
+from crawlhub.repo import projects as project_repo
 from crawlhub.repo import tasks as task_repo
 from crawlhub.repo.tasks import FENCED
 from crawlhub.sandbox import limits as run_limits
@@ -309,15 +310,22 @@ class Run:
         limits = archives.Limits.of(self.settings)
         module = archives.module_path(self.a.entry) if self.a.kind == "python" else "main.py"
         source = workdirs.extracted_version(
-            self.settings.data_dir, self.a.sha256, self.a.archive, self.a.filename, module, limits
+            self.settings.data_dir, self.a.sha256, self._archive, self.a.filename, module, limits
         )
-        self.a.archive = b""  # no need to hold the package for the rest of the run
         # Named by the fence, unique per claim: a fenced-out attempt that cleans up late never
         # removes the directory of the attempt that owns the task now.
         work = workdirs.fresh_workdir(source, self.slot.root / f"{self.a.task_id}-{self.a.fence}")
         self.slot.hand_over(work)
         self.work_fd = os.open(work, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         return work
+
+    def _archive(self) -> bytes:
+        """The version's package (read only when this machine has not extracted it yet)."""
+        with self.db.read() as session:
+            version = project_repo.version_by_id(session, self.a.version_id)
+        if version is None:
+            raise NotFound(f"version {self.a.version} of spider {self.a.spider_name} is gone")
+        return version.archive
 
     def _runtime(self) -> Runtime:
         """The platform's environment, or the project's (built now when this machine has

@@ -5,6 +5,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from crawlhub.packages import archives
@@ -13,15 +14,17 @@ from crawlhub.packages.archives import ArchiveFormat, Limits
 logger = logging.getLogger(__name__)
 
 
-def extracted_version(
-    data_dir: Path, sha256: str, data: bytes, filename: str, module_path: str, limits: Limits
-) -> Path:
-    """The directory holding this package extracted, created once per sha256 and module path."""
+def extracted_version(data_dir: Path, sha256: str, load: Callable[[], bytes], filename: str,
+                      module_path: str, limits: Limits) -> Path:  # fmt: skip
+    """The directory holding this package extracted, created once per sha256 and module path;
+    the package's bytes are loaded (`load`) only when it is not extracted yet."""
+    py_key = f"{sha256}-{module_path.replace('/', '.')}"
+    for key in (sha256, py_key):
+        if (data_dir / "versions" / key).is_dir():
+            return data_dir / "versions" / key
+    data = load()
     fmt = archives.detect_format(filename, data)
-    key = sha256 if fmt is not ArchiveFormat.PY else f"{sha256}-{module_path.replace('/', '.')}"
-    target = data_dir / "versions" / key
-    if target.is_dir():
-        return target
+    target = data_dir / "versions" / (sha256 if fmt is not ArchiveFormat.PY else py_key)
     target.parent.mkdir(parents=True, exist_ok=True)
     info = archives.inspect_archive(data, filename, limits, py_module_path=module_path)
     staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=target.parent))

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Select, Table, bindparam, func, select, tuple_, update
-from sqlalchemy.orm import Session, undefer
+from sqlalchemy.orm import Session
 
 from crawlhub.errors import Conflict, Fenced, NotFound
 from crawlhub.repo.db import get_or_404, now_of
@@ -170,10 +170,13 @@ def add_progress(
     invalid: int = 0,
     log_lines: int = 0,
     item_keys: list[str] | None = None,
+    keys_unknown: bool = False,
 ) -> None:
     """Add counts to a task (called per ingest batch, so the API shows progress), and record
-    its items' keys when they grew."""
-    more = {"item_keys": item_keys} if item_keys is not None else {}
+    its items' keys when they grew (none, when there were too many to keep)."""
+    more: dict[str, Any] = {}
+    if item_keys is not None:
+        more["item_keys"] = None if keys_unknown else item_keys
     session.execute(
         update(Task)
         .where(Task.id == task_id)
@@ -384,12 +387,11 @@ def count_by_status(session: Session) -> dict[str, int]:
 
 
 def spider_and_version(session: Session, task: Task) -> tuple[Spider, ProjectVersion]:
-    """The spider a task runs and the version it runs (its archive loaded), in one query."""
+    """The spider a task runs and the version it runs (without its archive), in one query."""
     row = session.execute(
         select(Spider, ProjectVersion)
         .join(ProjectVersion, ProjectVersion.project_id == Spider.project_id)
         .where(Spider.id == task.spider_id, ProjectVersion.number == task.version)
-        .options(undefer(ProjectVersion.archive))
     ).first()
     if row is None:  # say which is missing
         spider = spider_of(session, task)

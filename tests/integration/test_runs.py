@@ -8,9 +8,10 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 
 from crawlhub.cli.client import zip_directory
 from crawlhub.messaging.messages import send_run
@@ -593,3 +594,45 @@ def test_a_runs_item_keys_are_recorded_as_stored_and_give_exports_their_columns(
     assert csv_of(task_id=second["id"]) == [["a", "b", "c"], ["1", "", ""], ["3", "2", ""],
                                             ["", "", "4"]]  # fmt: skip
     assert csv_of(spider_id="keys")[0] == ["a", "b", "c"]
+
+
+def test_a_versions_package_is_read_from_the_database_only_until_it_is_extracted(
+    hub: Hub,
+) -> None:
+    """A claim reads no archive (up to 50 MB each); the first run on a worker reads it once to
+    extract it, later runs use the extracted copy."""
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    hub.deploy("packed", {"main.py": "def run(p):\n    return [{'ok': 1}]\n"})
+    event.listen(hub.context.db.engine, "before_cursor_execute", seen)
+    try:
+        for _ in range(3):
+            assert hub.wait(hub.run("packed")["id"])["status"] == "completed"
+    finally:
+        event.remove(hub.context.db.engine, "before_cursor_execute", seen)
+    reads = [s for s in statements if "project_version.archive" in s]
+    assert len(reads) <= 1, reads  # none when the upload's preparation extracted it already
+
+
+def test_a_run_with_more_item_keys_than_kept_records_none_and_exports_read_them(
+    hub: Hub,
+) -> None:
+    """Past MAX_ITEM_KEYS distinct keys a run records none (nothing unbounded is kept); its CSV
+    export finds every column by reading the items."""
+    hub.deploy("sprawl", {"main.py": """
+        def run(params):
+            for n in range(1200):
+                yield {"id": n, f"field_{n}": n}
+    """})  # fmt: skip
+    task = hub.wait(hub.run("sprawl")["id"])
+    assert (task["status"], task["items_count"]) == ("completed", 1200)
+    with hub.context.db.session() as session:
+        assert session.get(Task, uuid.UUID(task["id"])).item_keys is None  # type: ignore[union-attr]
+    answer = hub.client.get("/api/data/export/csv", params={"task_id": task["id"]})
+    assert answer.status_code == 200, answer.text
+    rows = list(csv.reader(answer.text.splitlines()))
+    assert sorted(rows[0]) == sorted(["id", *(f"field_{n}" for n in range(1200))])
+    assert len(rows) == 1201

@@ -14,7 +14,13 @@ from dramatiq.common import compute_backoff, current_millis, dq_name
 from dramatiq.errors import ConnectionClosed
 
 from crawlhub.config import Settings
-from crawlhub.messaging.keys import DRAMATIQ_NAMESPACE, QUEUE_WAKE_LIST, QUEUES
+from crawlhub.messaging.keys import (
+    DRAMATIQ_NAMESPACE,
+    QUEUE_WAKE_LIST,
+    QUEUED_RUNS,
+    QUEUES,
+    RUN_ACTOR,
+)
 
 WAKE_TOKENS = 16  # tokens kept when no worker waits: enough to wake every idle consumer
 
@@ -111,9 +117,48 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
             # Dramatiq keeps dead letters 7 days by default; operators need longer to notice.
             dead_message_ttl=settings.dead_letter_ttl_days * 86_400_000,
         )
+        broker.add_middleware(QueuedRuns())
     for queue in QUEUES:
         broker.declare_queue(queue)
     return broker
+
+
+class QueuedRuns(Middleware):
+    """Counts the run messages the Redis broker holds per task, in one hash beside its
+    queues (`keys.QUEUED_RUNS`): +1 when one is enqueued (a retry, or a delayed message
+    becoming due, is a new one), -1 when one is acknowledged or dead-lettered. The sweep
+    looks up the tasks it checks there (`queues.queued_tasks`) instead of reading every
+    message of the queues."""
+
+    # Decrement, dropping the field at zero: no entry is left behind for a finished task.
+    _RELEASE = """
+    local left = redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
+    if left <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
+    return left
+    """
+
+    def after_enqueue(self, broker: dramatiq.Broker, message: Any, delay: int | None) -> None:
+        task_id = _run_task(message)
+        if task_id is not None:
+            broker.client.hincrby(QUEUED_RUNS, task_id, 1)  # type: ignore[attr-defined]
+
+    def after_ack(self, broker: dramatiq.Broker, message: Any) -> None:
+        self._release(broker, message)
+
+    def after_nack(self, broker: dramatiq.Broker, message: Any) -> None:
+        self._release(broker, message)
+
+    def _release(self, broker: dramatiq.Broker, message: Any) -> None:
+        task_id = _run_task(message)
+        if task_id is not None:
+            client: Any = broker.client  # type: ignore[attr-defined]
+            client.eval(self._RELEASE, 1, QUEUED_RUNS, task_id)
+
+
+def _run_task(message: Any) -> str | None:
+    if message.actor_name != RUN_ACTOR or not message.args:
+        return None
+    return str(message.args[0])
 
 
 class DeathTime(Middleware):

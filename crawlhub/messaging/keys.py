@@ -19,6 +19,11 @@ DRAMATIQ_NAMESPACE = "dramatiq"
 # Live log events of one task: a Redis stream, capped and expired after the run.
 TASK_LOG_STREAM = "crawlhub:task:{task_id}:log"
 
+# How many run messages the broker holds per task (ready, delayed, or being worked on): kept
+# beside Dramatiq's queues by the broker's middleware, so the sweep looks up the tasks it
+# checks instead of reading every queued message (crawlhub/messaging/broker.py).
+QUEUED_RUNS = "crawlhub:queued-runs"
+
 # Wake-up list of a queue: whoever enqueues pushes a token, idle workers wait on it with
 # BLPOP instead of sleeping between polls (crawlhub/messaging/broker.py).
 QUEUE_WAKE_LIST = "crawlhub:wake:{queue}"

@@ -14,7 +14,7 @@ from dramatiq.common import dq_name, xq_name
 
 from crawlhub.errors import NotFound
 from crawlhub.messaging import messages
-from crawlhub.messaging.keys import DRAMATIQ_NAMESPACE, QUEUES, RUN_ACTOR
+from crawlhub.messaging.keys import DRAMATIQ_NAMESPACE, QUEUED_RUNS, QUEUES, RUN_ACTOR
 
 logger = logging.getLogger(__name__)
 
@@ -87,20 +87,19 @@ def overview(broker: dramatiq.Broker) -> list[QueueCounts]:
     return counts
 
 
-def queued_tasks(broker: dramatiq.Broker, queue: str) -> set[str] | None:
-    """The task ids of every run message the Redis broker holds for a queue: ready, delayed
-    or being worked on (a message stays in its hash until acknowledged). None for the
-    in-process broker, which cannot lose a message while its process lives."""
+def queued_tasks(broker: dramatiq.Broker, task_ids: list[str]) -> set[str] | None:
+    """Which of these tasks have a run message in the Redis broker: ready, delayed or being
+    worked on (until acknowledged), as the broker's count beside its queues says
+    (`broker.QueuedRuns`): one lookup of these ids, not a read of every message. None for
+    the in-process broker, which cannot lose a message while its process lives."""
     if not isinstance(broker, RedisBroker):
         return None
+    if not task_ids:
+        return set()
     client: Any = broker.client  # redis-py's reply types are too loose to check
-    found: set[str] = set()
-    for key in (_key(queue + ".msgs"), _key(dq_name(queue) + ".msgs")):
-        for body in client.hvals(key):
-            data = json.loads(body)
-            if data.get("actor_name") == RUN_ACTOR and data.get("args"):
-                found.add(str(data["args"][0]))
-    return found
+    counts = client.hmget(QUEUED_RUNS, task_ids)
+    return {task_id for task_id, count in zip(task_ids, counts, strict=True)
+            if count is not None and int(count) > 0}  # fmt: skip
 
 
 def dead_letters(broker: dramatiq.Broker, queue: str, limit: int) -> tuple[list[DeadMessage], int]:

@@ -17,7 +17,7 @@ from crawlhub.data import retention
 from crawlhub.execution import runs
 from crawlhub.messaging import queues
 from crawlhub.messaging.broker import run_maintenance
-from crawlhub.messaging.keys import QUEUES, RUNS_QUEUE
+from crawlhub.messaging.keys import QUEUES
 from crawlhub.repo import tasks as task_repo
 from crawlhub.repo.db import db_now
 
@@ -55,7 +55,7 @@ def sweep(context: Context) -> bool:
         ]
     lost: list[uuid.UUID] = []
     if waiting or retrying:
-        queued = queues.queued_tasks(context.broker, RUNS_QUEUE)
+        queued = queues.queued_tasks(context.broker, [str(t) for t in waiting + retrying])
         if queued is None:  # the in-process broker loses nothing while its process lives
             lost = long_retrying
         else:

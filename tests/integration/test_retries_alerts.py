@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from sqlalchemy import select, update
 
 from crawlhub.alerting import alerts
-from crawlhub.messaging import messages
+from crawlhub.messaging import messages, queues
+from crawlhub.messaging.keys import QUEUED_RUNS
 from crawlhub.repo.models import Channel, Item, Task
 from crawlhub.scheduling import housekeeping
 from tests.integration.harness import Hub, pid_alive, processes_of, running_hub
@@ -456,3 +458,31 @@ def test_every_attempt_of_a_delivery_carries_the_same_delivery_id(
         assert len(ids) == 1
     finally:
         flaky.close()
+
+
+def test_the_count_of_queued_run_messages_follows_retries_and_dead_letters_and_ends_empty(
+    hub: Hub, tmp_path: Path
+) -> None:
+    """The sweep looks tasks up in the broker's count of run messages per task (no read of
+    whole queues): a waiting retry is counted, and once runs end, retried or dead-lettered,
+    nothing is left in it."""
+    client = redis.Redis.from_url(hub.context.settings.redis_url.get_secret_value())  # type: ignore[union-attr]
+    hub.deploy("flaky", {"main.py": FLAKY}, max_retries=3, retry_backoff_min_s=2,
+               retry_backoff_max_s=2)  # fmt: skip
+    hub.deploy("never", {"main.py": "def run(p):\n    raise SystemExit(1)\n"}, max_retries=1,
+               retry_backoff_min_s=1, retry_backoff_max_s=1)  # fmt: skip
+    flaky = hub.run("flaky", dir=str(tmp_path), fail_times=1)["id"]
+    never = hub.run("never")["id"]
+    deadline = time.monotonic() + 30
+    while hub.task(flaky)["status"] != "retrying":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert queues.queued_tasks(hub.context.broker, [flaky]) == {flaky}  # its delayed retry
+    assert hub.wait(flaky, timeout=60)["status"] == "completed"
+    assert hub.wait(never, timeout=60)["status"] == "failed"
+    deadline = time.monotonic() + 10
+    while client.hlen(QUEUED_RUNS):
+        assert time.monotonic() < deadline, client.hgetall(QUEUED_RUNS)
+        time.sleep(0.05)
+    assert queues.queued_tasks(hub.context.broker, [flaky, never]) == set()
+    client.close()

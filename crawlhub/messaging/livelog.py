@@ -7,6 +7,7 @@ Lines are also persisted in the database; these streams only carry them live.
 
 import asyncio
 import itertools
+import logging
 import threading
 import time
 from collections import deque
@@ -19,8 +20,18 @@ import redis.asyncio as aioredis
 
 from crawlhub.messaging.keys import TASK_LOG_STREAM
 
+logger = logging.getLogger(__name__)
+
 STREAM_MAXLEN = 10_000  # recent lines kept per task stream (approximate trim)
+# A stream holds about this many bytes of lines at most, however long they are: it is trimmed
+# by the size of the lines just published (readers that fall behind read the database).
+STREAM_BYTES = 4 * 1024 * 1024
+FINISHED_KEEP = 200  # lines a finished run's stream keeps for the readers still following it
 STREAM_TTL_S = 3600  # a finished task's stream expires after this
+# Live lines stop being published (the database still stores every one) while Redis is above
+# this share of its maxmemory: the queues in the same Redis keep working whatever runs print.
+MEMORY_GUARD = 0.8
+MEMORY_CHECK_S = 2.0  # how often a process reads Redis's memory figures
 MEMORY_POLL_S = 0.02  # in-process readers look for new lines this often
 
 
@@ -69,24 +80,44 @@ class RedisLiveLog:
         self.sync = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
         self._async: aioredis.Redis | None = None
         self._lock = threading.Lock()
+        self._full_until = 0.0  # Redis was found near its maxmemory: no live lines till then
+        self._checked_at = 0.0
 
     def publish(self, task_id: str, events: Sequence[LogEvent]) -> None:
-        if not events:
+        if not events or self._near_full():
             return
         key = TASK_LOG_STREAM.format(task_id=task_id)
+        size = sum(len(e.text) for e in events) + 64 * len(events)
+        keep = max(1, min(STREAM_MAXLEN, STREAM_BYTES * len(events) // size))
         with self.sync.pipeline(transaction=False) as pipe:
             for e in events:
                 fields = {"q": e.seq, "a": e.attempt, "s": e.stream, "t": e.ts, "x": e.text}
-                pipe.xadd(key, fields, maxlen=STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]
+                pipe.xadd(key, fields, maxlen=keep, approximate=True)  # type: ignore[arg-type]
             pipe.expire(key, STREAM_TTL_S * 24)  # a safety net should the finish never come
             pipe.execute()
 
     def finish(self, task_id: str) -> None:
         key = TASK_LOG_STREAM.format(task_id=task_id)
         with self.sync.pipeline(transaction=False) as pipe:
-            pipe.xadd(key, {"end": 1}, maxlen=STREAM_MAXLEN, approximate=True)
+            pipe.xadd(key, {"end": 1}, maxlen=FINISHED_KEEP, approximate=False)
             pipe.expire(key, STREAM_TTL_S)
             pipe.execute()
+
+    def _near_full(self) -> bool:
+        """Whether Redis is above MEMORY_GUARD of its maxmemory (read every MEMORY_CHECK_S;
+        a Redis without maxmemory is never full for this)."""
+        now = time.monotonic()
+        if now - self._checked_at >= MEMORY_CHECK_S:
+            self._checked_at = now
+            info: Any = self.sync.info("memory")
+            most = int(info.get("maxmemory") or 0)
+            full = bool(most) and int(info["used_memory"]) >= MEMORY_GUARD * most
+            if full and self._full_until <= now:
+                logger.warning("Redis is above %d%% of its maxmemory: live log lines are not "
+                               "published (the database keeps them) until it is below",
+                               MEMORY_GUARD * 100)  # fmt: skip
+            self._full_until = now + MEMORY_CHECK_S if full else 0.0
+        return self._full_until > now
 
     def _client(self) -> aioredis.Redis:
         # One async client per event loop would be ideal; the web process has one loop.
@@ -130,9 +161,18 @@ class RedisLiveLog:
 
 class _MemoryStream:
     def __init__(self) -> None:
-        self.events: deque[LogEvent] = deque(maxlen=STREAM_MAXLEN)
+        self.events: deque[LogEvent] = deque()
+        self.bytes = 0
         self.offset = 0  # how many events were trimmed off the front
         self.ended_at: float | None = None
+
+    def add(self, event: LogEvent) -> None:
+        self.events.append(event)
+        self.bytes += len(event.text) + 64
+        while len(self.events) > STREAM_MAXLEN or (self.bytes > STREAM_BYTES
+                                                    and len(self.events) > 1):  # fmt: skip
+            self.bytes -= len(self.events.popleft().text) + 64
+            self.offset += 1
 
 
 class MemoryLiveLog:
@@ -147,9 +187,7 @@ class MemoryLiveLog:
             stream = self._streams.setdefault(task_id, _MemoryStream())
             stream.ended_at = None  # a new attempt publishes after an earlier one ended
             for event in events:
-                if len(stream.events) == STREAM_MAXLEN:
-                    stream.offset += 1
-                stream.events.append(event)
+                stream.add(event)
 
     def finish(self, task_id: str) -> None:
         now = time.monotonic()

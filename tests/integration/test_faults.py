@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -530,3 +531,63 @@ def test_cancel_and_timeout_end_every_process_of_the_run_escaped_ones_included(
             while processes_of(task_id) and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert processes_of(task_id) == [], f"{status}: a process outlived its run"
+
+
+CHATTY = """
+def run(params):
+    line = "x" * 8000
+    for n in range(params["lines"]):
+        print(n, line, flush=n % 100 == 0)
+    return [{"done": True}]
+"""
+
+
+@pytest.fixture
+def small_redis(tmp_path: Path) -> Iterator[str]:
+    """A Redis of its own with 24 MB of memory and no eviction, as the queues need it."""
+    port = free_port()
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                               "--save", "", "--appendonly", "no", "--maxmemory", "24mb",
+                               "--maxmemory-policy", "noeviction", "--dir", str(tmp_path)],
+                              stdout=subprocess.DEVNULL)  # fmt: skip
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    client.close()
+    yield url
+    server.terminate()
+    server.wait()
+
+
+def test_chatty_runs_cannot_fill_redis_so_that_enqueueing_fails(
+    pg_url: str, small_redis: str, tmp_path: Path
+) -> None:
+    """Three runs print 60 MB each into a Redis of 24 MB: their live streams are capped by
+    bytes and live lines pause near maxmemory, so other runs are still enqueued and run, and
+    every line is in the database."""
+    with running_hub(pg_url, tmp_path, small_redis, threads=4) as hub:
+        hub.deploy("chatty", {"main.py": CHATTY}, max_retries=0)
+        hub.deploy("quiet", {"main.py": "def run(p):\n    return [{'ok': 1}]\n"})
+        chatty = [hub.run("chatty", lines=7500)["id"] for _ in range(3)]
+        deadline = time.monotonic() + 60
+        while sum(hub.task(t)["log_lines"] for t in chatty) < 6000:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        client = redis.Redis.from_url(small_redis)
+        used = int(client.info("memory")["used_memory"])
+        assert used < 24 * 1024 * 1024
+        quiet = hub.wait(hub.run("quiet")["id"], timeout=60)  # enqueued amid the noise
+        assert quiet["status"] == "completed", quiet
+        for task_id in chatty:
+            task = hub.wait(task_id, timeout=120)
+            assert (task["status"], task["log_lines"]) == ("completed", 7500), task
+        streams = [k for k in client.scan_iter("crawlhub:task:*:log")]
+        assert all(client.xlen(k) <= 250 for k in streams)  # trimmed when their runs ended
+        client.close()

@@ -48,7 +48,10 @@ class Settings(BaseSettings):
     max_unpacked_bytes: int = Field(500 * MiB, ge=1024)
     max_archive_files: int = Field(10_000, ge=1)
     max_request_bytes: int = Field(1 * MiB, ge=1024)
-    retention_days: int | None = Field(None, ge=1)
+    retention_days: int | None = Field(None, ge=1)  # items and log lines (per spider too)
+    task_retention_days: int = Field(180, ge=1)  # finished runs, with their items and logs
+    alert_retention_days: int = Field(90, ge=1)  # alerts and their deliveries
+    keep_versions: int = Field(20, ge=1)  # newest versions per project that keep their package
     kill_grace_s: float = Field(10.0, ge=0.1, le=600)
     shutdown_grace_s: float = Field(15.0, ge=0, le=3600)  # runs may finish this long on SIGTERM
     heartbeat_s: float = Field(5.0, ge=0.5, le=300)

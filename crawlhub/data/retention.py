@@ -1,16 +1,24 @@
-"""Retention: items and log lines past their spider's (or the default) age are deleted."""
+"""The data lifecycle, on the database: items and log lines past their spider's (or the
+default) retention, finished runs, alerts and deliveries past theirs, the packages of old
+versions. (Each worker collects its own disk: extracted versions and environments unused
+for CRAWLHUB_ENV_TTL_DAYS, run work dirs when their slot is given back.)"""
 
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from crawlhub.config import Settings
+from crawlhub.repo import expiry
 from crawlhub.repo import items as repo
-from crawlhub.repo.db import Database
+from crawlhub.repo.db import Database, Session
 
 logger = logging.getLogger(__name__)
 
 RETENTION_BATCH = 5000  # rows per delete transaction
 RETENTION_ROUNDS = 20  # batches per retention step, so one step stays short
+TASK_BATCH = 100  # finished runs per delete (their items and log lines go with them)
+VERSION_BATCH = 20  # packages dropped per transaction
 
 
 def expire(db: Database, default_days: int | None, now: datetime) -> int:
@@ -30,4 +38,32 @@ def expire(db: Database, default_days: int | None, now: datetime) -> int:
                 break
     if gone:
         logger.info("retention: deleted %d expired item(s) and log line(s)", gone)
+    return gone
+
+
+def expire_history(db: Database, settings: Settings, now: datetime) -> int:
+    """Delete finished runs, alerts and deliveries past their retention and drop the packages
+    of versions past CRAWLHUB_KEEP_VERSIONS, in bounded batches; returns the count."""
+    steps: list[tuple[str, Callable[[Session], int]]] = [
+        ("finished run(s)", lambda s: expiry.old_tasks(
+            s, now - timedelta(days=settings.task_retention_days), TASK_BATCH)),
+        ("alert(s)", lambda s: expiry.old_alerts(
+            s, now - timedelta(days=settings.alert_retention_days), RETENTION_BATCH)),
+        ("delivery(ies)", lambda s: expiry.old_deliveries(
+            s, now - timedelta(days=settings.alert_retention_days), RETENTION_BATCH)),
+        ("old version package(s)", lambda s: expiry.prune_archives(
+            s, expiry.prunable_versions(s, settings.keep_versions, VERSION_BATCH))),
+    ]  # fmt: skip
+    gone = 0
+    for what, step in steps:
+        count = 0
+        for _ in range(RETENTION_ROUNDS):
+            with db.session() as session:
+                deleted = step(session)
+            count += deleted
+            if deleted == 0:
+                break
+        if count:
+            logger.info("retention: %d %s", count, what)
+        gone += count
     return gone

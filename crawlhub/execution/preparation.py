@@ -161,10 +161,11 @@ class _Capped:
 
 def collect_environments(context: Context) -> None:
     """Delete this machine's environments that no current version uses and no run used for
-    CRAWLHUB_ENV_TTL_DAYS."""
+    CRAWLHUB_ENV_TTL_DAYS, and its extracted versions no run used for as long."""
     try:
         with context.db.read() as session:
             keep = repo.current_env_keys(session)
         environments.collect(context.settings, keep)
+        workdirs.collect(context.settings.data_dir, context.settings.env_ttl_days)
     except Exception as exc:  # clean-up must never fail a build or a worker's start
         logger.warning("cleaning up environments failed: %s", exc)

@@ -325,6 +325,9 @@ class Run:
             version = project_repo.version_by_id(session, self.a.version_id)
         if version is None:
             raise NotFound(f"version {self.a.version} of spider {self.a.spider_name} is gone")
+        if not version.archive:
+            raise NotFound(f"the package of version {self.a.version} was dropped by retention "
+                           "(CRAWLHUB_KEEP_VERSIONS); deploy it again to run it")  # fmt: skip
         return version.archive
 
     def _runtime(self) -> Runtime:

@@ -5,6 +5,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +22,7 @@ def extracted_version(data_dir: Path, sha256: str, load: Callable[[], bytes], fi
     py_key = f"{sha256}-{module_path.replace('/', '.')}"
     for key in (sha256, py_key):
         if (data_dir / "versions" / key).is_dir():
+            os.utime(data_dir / "versions" / key)  # used now: `collect` keeps it
             return data_dir / "versions" / key
     data = load()
     fmt = archives.detect_format(filename, data)
@@ -47,3 +49,24 @@ def fresh_workdir(source: Path, work: Path) -> Path:
     shutil.copytree(source, work, symlinks=False)
     os.chmod(work, 0o700)
     return work
+
+
+def collect(data_dir: Path, ttl_days: int) -> int:
+    """Delete the extracted versions no run or listing on this machine used for `ttl_days`
+    (a later run extracts its version again); returns how many went."""
+    root = data_dir / "versions"
+    if not root.is_dir():
+        return 0
+    cutoff = time.time() - ttl_days * 86400
+    gone = 0
+    for entry in root.iterdir():
+        try:
+            if entry.name.startswith(".extract-") or entry.stat().st_mtime >= cutoff:
+                continue
+        except FileNotFoundError:
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        gone += 1
+    if gone:
+        logger.info("deleted %d extracted version(s) unused for %d days", gone, ttl_days)
+    return gone

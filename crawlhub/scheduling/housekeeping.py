@@ -122,10 +122,13 @@ def maintain(context: Context) -> bool:
 
 
 def expire(context: Context) -> bool:
-    """Delete items and log lines past their retention (per spider, or the global default)."""
+    """The data lifecycle: items and log lines past their retention (per spider, or the
+    global default), then finished runs, alerts, deliveries and old versions' packages."""
     with context.db.session() as session:
         now = db_now(session)
-    return retention.expire(context.db, context.settings.retention_days, now) > 0
+    gone = retention.expire(context.db, context.settings.retention_days, now)
+    gone += retention.expire_history(context.db, context.settings, now)
+    return gone > 0
 
 
 def hand_back_interrupted(context: Context) -> int:

@@ -19,9 +19,9 @@ from pathlib import Path
 from common import Row, median, ms, percentile, report
 
 from crawlhub.config import load_settings
-from crawlhub.execution import environments, sandboxes
 from crawlhub.sandbox import spawn
 from crawlhub.sandbox.isolation import isolation
+from crawlhub.worker import environments, sandboxes
 
 TARGET = 1.30  # the sandbox within 30 % of a bare start
 

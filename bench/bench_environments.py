@@ -25,10 +25,10 @@ from pathlib import Path
 from common import Row, median, ms, percentile, report
 
 from crawlhub.config import Settings, load_settings
-from crawlhub.execution import environments, sandboxes
-from crawlhub.execution.environments import Runtime
 from crawlhub.sandbox import spawn
 from crawlhub.sandbox.slots import Slot
+from crawlhub.worker import environments, sandboxes
+from crawlhub.worker.environments import Runtime
 
 REQUIREMENTS = "scrapy==2.11.2\ntwisted==24.3.0\nw3lib==2.1.2"
 TARGET = 1.10

@@ -170,7 +170,7 @@ def fill(spider: uuid.UUID, task: uuid.UUID, count: int) -> float:
                     created = (BASE_TIME + timedelta(milliseconds=i)).isoformat()
                     lines.append(f"{prefix}{data}\t{created}\n")
                 copy.write("".join(lines))
-        # What ingest records with the items (crawlhub.execution.capture.ItemSink): their
+        # What ingest records with the items (crawlhub.worker.capture.ItemSink): their
         # count and top-level keys, which exports take their columns from.
         conn.execute(
             "UPDATE task SET items_count = %s, item_keys = %s WHERE id = %s",

@@ -30,7 +30,7 @@ from common import Hub, Row, db_url, parse_ts, report
 
 TARGET_RATE = 100_000
 TARGET_RATIO = 0.33
-BATCH = 1000  # crawlhub.execution.capture.BATCH
+BATCH = 1000  # crawlhub.worker.capture.BATCH
 COPY_SQL = "COPY item (spider_id, task_id, attempt, data, created_at) FROM STDIN"
 
 SPIDER = """\

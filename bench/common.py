@@ -40,8 +40,8 @@ from crawlhub.actors.registry import declare_actors
 from crawlhub.api import create_app
 from crawlhub.config import load_settings
 from crawlhub.context import Context
-from crawlhub.execution import launchers, sandboxes
 from crawlhub.repo import migrate
+from crawlhub.worker import launchers, sandboxes
 
 PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 PG_HOST_URL = PG_ADMIN_URL.rsplit("/", 1)[0]

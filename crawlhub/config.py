@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     dead_letter_ttl_days: int = Field(30, ge=1, le=3650)
     lease_s: float = Field(60.0, ge=5, le=3600)  # a running task silent this long is lost
     # A finished run's thread waits this long for an outage to end, then hands its outcome to
-    # the worker's recorder (execution/outcomes.py), which waits as long as it takes.
+    # the worker's recorder (worker/outcomes.py), which waits as long as it takes.
     record_patience_s: float = Field(600.0, ge=0, le=86400)
     max_log_line_bytes: int = Field(8192, ge=256)
     max_log_lines: int = Field(100_000, ge=100)

@@ -14,7 +14,8 @@ from collections.abc import Callable
 
 from crawlhub.context import Context
 from crawlhub.errors import GiveWay, ServiceUnavailable
-from crawlhub.scheduling import firing, housekeeping
+from crawlhub.housekeeping import steps as housekeeping
+from crawlhub.scheduling import firing
 
 logger = logging.getLogger(__name__)
 

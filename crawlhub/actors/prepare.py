@@ -5,8 +5,8 @@ import uuid
 import dramatiq
 
 from crawlhub.context import Context
-from crawlhub.execution import preparation
 from crawlhub.messaging.keys import BUILDS_QUEUE, PREPARE_ACTOR
+from crawlhub.worker import preparation
 
 
 def declare(context: Context) -> "dramatiq.Actor[[str], None]":

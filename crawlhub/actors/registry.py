@@ -2,7 +2,7 @@
 
 from crawlhub.actors import alert, prepare, run
 from crawlhub.context import Context
-from crawlhub.execution import outcomes, presence
+from crawlhub.worker import outcomes, presence
 
 
 def declare_actors(context: Context) -> None:

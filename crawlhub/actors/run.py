@@ -7,9 +7,10 @@ import dramatiq
 from crawlhub import outages
 from crawlhub.context import Context
 from crawlhub.errors import ServiceUnavailable
-from crawlhub.execution import runs, supervisor
-from crawlhub.execution.outcomes import Recorder
 from crawlhub.messaging.keys import ALERT_ACTOR, RUN_ACTOR, RUNS_QUEUE
+from crawlhub.services import runs
+from crawlhub.worker import supervisor
+from crawlhub.worker.outcomes import Recorder
 
 # Dramatiq's TimeLimit cannot interrupt the supervisor's blocking waits; the runner enforces
 # each spider's own timeout instead, so the actor's limit is effectively off.

@@ -17,14 +17,14 @@ from crawlhub.api import create_app
 from crawlhub.config import Settings, ensure_token_file, token_path
 from crawlhub.context import SESSIONS_PER_RUN, Context, sessions_needed
 from crawlhub.errors import ConfigError
-from crawlhub.execution import launchers, preparation, sandboxes, supervisor
+from crawlhub.housekeeping import steps as housekeeping
 from crawlhub.messaging.broker import build_worker, open_without_password
 from crawlhub.messaging.keys import QUEUES
 from crawlhub.repo import migrate as migrations
 from crawlhub.repo import tasks as task_repo
 from crawlhub.repo.db import accepts_any_password
-from crawlhub.scheduling import housekeeping
 from crawlhub.ticker import Ticker
+from crawlhub.worker import launchers, preparation, sandboxes, supervisor
 
 logger = logging.getLogger(__name__)
 

@@ -1,1 +1,1 @@
-"""Scraped items: queries, streamed exports in every format, deletion and retention."""
+"""Scraped items: queries, streamed exports in every format, deletion."""

@@ -26,11 +26,11 @@ from starlette.routing import Route
 from crawlhub.context import Context
 from crawlhub.data import items
 from crawlhub.errors import CrawlhubError
-from crawlhub.execution import scrapyd
-from crawlhub.execution.scrapyd import ScrapydError
 from crawlhub.http.validation import ctx
-from crawlhub.packages import projects
+from crawlhub.registry import projects
 from crawlhub.repo.models import ProjectVersion
+from crawlhub.services import scrapyd
+from crawlhub.services.scrapyd import ScrapydError
 
 PREFIX = "/scrapyd"
 NODE_NAME = socket.gethostname()

@@ -10,10 +10,10 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 
 from crawlhub.context import Context
-from crawlhub.execution import runs
 from crawlhub.http.schemas.tasks import TaskOut
 from crawlhub.messaging.livelog import START
 from crawlhub.repo.models import FINISHED, Task
+from crawlhub.services import runs
 
 DB_BATCH = 1000
 LIVE_BLOCK_MS = 1000  # a reader re-checks the task's status at least this often when idle

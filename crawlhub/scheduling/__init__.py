@@ -1,1 +1,1 @@
-"""Cron evaluation, the schedule service and the ticker's steps (fire, sweep, reap)."""
+"""Cron evaluation, the schedule service and the ticker's firing of schedules."""

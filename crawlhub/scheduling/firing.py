@@ -14,13 +14,13 @@ from functools import lru_cache
 from crawlhub import metrics
 from crawlhub.alerting import alerts
 from crawlhub.context import Context
-from crawlhub.execution import runs
-from crawlhub.packages import projects
+from crawlhub.registry import projects
 from crawlhub.repo import schedules as repo
 from crawlhub.repo import tasks as task_repo
 from crawlhub.repo.db import Session, db_now
 from crawlhub.repo.models import Schedule, Spider
 from crawlhub.scheduling.cron import Cron
+from crawlhub.services import runs
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from crawlhub.packages.spiders import check_scrapy_settings
+from crawlhub.registry.spiders import check_scrapy_settings
 from crawlhub.repo import reports
 from crawlhub.repo import schedules as repo
 from crawlhub.repo import spiders as spider_repo

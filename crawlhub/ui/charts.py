@@ -3,7 +3,7 @@
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from crawlhub.execution.activity import OUTCOMES, Hour
+from crawlhub.services.activity import OUTCOMES, Hour
 
 HEIGHT = 120  # drawing height in SVG units
 

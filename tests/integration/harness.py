@@ -24,8 +24,8 @@ from starlette.testclient import TestClient
 from crawlhub.actors.registry import declare_actors
 from crawlhub.api import create_app
 from crawlhub.context import Context
-from crawlhub.execution import sandboxes
 from crawlhub.messaging.broker import build_worker
+from crawlhub.worker import sandboxes
 from tests.conftest import TOKEN, make_settings
 
 FINISHED = {"completed", "failed", "cancelled", "skipped"}

@@ -4,8 +4,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from crawlhub.context import Context
-from crawlhub.execution import activity
 from crawlhub.repo.models import LogLine, Schedule, Spider, Task
+from crawlhub.services import activity
 
 
 def add_spider(context: Context, name: str) -> uuid.UUID:

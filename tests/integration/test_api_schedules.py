@@ -197,7 +197,7 @@ def test_sweep_resends_a_run_whose_message_redis_lost(
                     created_at=datetime.now(UTC) - timedelta(minutes=5)
                 )
             )  # fmt: skip
-        from crawlhub.scheduling import housekeeping
+        from crawlhub.housekeeping import steps as housekeeping
 
         housekeeping.sweep(hub.context)
         task = hub.wait(victim, timeout=30)

@@ -12,10 +12,10 @@ from sqlalchemy.exc import OperationalError
 
 from crawlhub import outages
 from crawlhub.context import Context
-from crawlhub.execution import capture
-from crawlhub.execution.capture import ItemSink, LogSink
 from crawlhub.messaging.livelog import START, LiveLog, LiveRead, RedisLiveLog
 from crawlhub.repo.models import Item, LogLine, Spider, Task
+from crawlhub.worker import capture
+from crawlhub.worker.capture import ItemSink, LogSink
 
 
 def new_task(context: Context) -> tuple[uuid.UUID, uuid.UUID]:

@@ -16,8 +16,8 @@ from starlette.testclient import TestClient
 
 from crawlhub.context import Context
 from crawlhub.data import items as data
-from crawlhub.data import retention
 from crawlhub.data.formats import cell
+from crawlhub.housekeeping import retention
 from crawlhub.repo.items import insert_items
 from crawlhub.repo.models import Item, LogLine, Spider, Task
 from tests.integration.harness import Hub, running_hub

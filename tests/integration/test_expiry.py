@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select, update
 
 from crawlhub.context import Context
-from crawlhub.data import retention
+from crawlhub.housekeeping import retention
 from crawlhub.repo.models import (
     Alert,
     Channel,

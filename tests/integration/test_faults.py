@@ -26,9 +26,9 @@ from starlette.testclient import TestClient
 from crawlhub.api import create_app
 from crawlhub.context import Context
 from crawlhub.errors import ServiceUnavailable
+from crawlhub.housekeeping import steps as housekeeping
 from crawlhub.repo import tasks as task_repo
 from crawlhub.repo.models import Item, Spider, Task
-from crawlhub.scheduling import housekeeping
 from crawlhub.ticker import Ticker
 from tests.conftest import TOKEN, make_settings
 from tests.integration.harness import Hub, Outage, mode_settings, processes_of, running_hub

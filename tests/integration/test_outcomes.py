@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 import pytest
 
 from crawlhub.context import Context
-from crawlhub.execution.attempts import Outcome, RunRef
-from crawlhub.execution.outcomes import Entry, Recorder
 from crawlhub.repo.models import Task
+from crawlhub.worker.attempts import Outcome, RunRef
+from crawlhub.worker.outcomes import Entry, Recorder
 from tests.integration.test_activity import add_spider, add_task
 
 

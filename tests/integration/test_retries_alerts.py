@@ -20,10 +20,10 @@ import redis
 from sqlalchemy import select, update
 
 from crawlhub.alerting import alerts
+from crawlhub.housekeeping import steps as housekeeping
 from crawlhub.messaging import messages, queues
 from crawlhub.messaging.keys import QUEUED_RUNS
 from crawlhub.repo.models import Channel, Item, Task
-from crawlhub.scheduling import housekeeping
 from tests.integration.harness import Hub, pid_alive, processes_of, running_hub
 from tests.integration.test_processes import Process, base_env, free_port, shared
 

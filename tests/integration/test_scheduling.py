@@ -11,8 +11,9 @@ import pytest
 from sqlalchemy import func, select, update
 
 from crawlhub.context import Context
+from crawlhub.housekeeping import steps as housekeeping
 from crawlhub.repo.models import ProjectVersion, Schedule, Spider, Task
-from crawlhub.scheduling import firing, housekeeping
+from crawlhub.scheduling import firing
 from tests.conftest import make_settings
 
 T0 = datetime(2026, 6, 1, 13, 20, tzinfo=UTC)  # "now" after the downtime

@@ -20,8 +20,8 @@ from scrapyd_api import ScrapydAPI
 from scrapyd_api.exceptions import ScrapydResponseError
 
 from crawlhub.context import Context
-from crawlhub.execution import scrapyd
 from crawlhub.repo.models import LogLine, Spider, Task
+from crawlhub.services import scrapyd
 from tests.conftest import TOKEN
 from tests.integration.harness import Hub, Site, served
 

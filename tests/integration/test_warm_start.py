@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from crawlhub.cli.client import zip_directory
-from crawlhub.execution import launchers
+from crawlhub.worker import launchers
 from tests.integration.harness import FINISHED, Hub, Site, pid_alive, processes_of, running_hub
 from tests.integration.test_processes import shared
 from tests.integration.test_runs import FIXTURES, SLEEPER, pids_of

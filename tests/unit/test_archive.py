@@ -1,4 +1,4 @@
-"""Unit tests for crawlhub.packages.archives: validating and extracting uploaded spider packages."""
+"""Unit tests for crawlhub.registry.archives: validating and extracting uploaded spider packages."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from crawlhub.errors import InvalidArchive, TooLarge
-from crawlhub.packages.archives import (
+from crawlhub.registry.archives import (
     ArchiveFormat,
     ArchiveInfo,
     Limits,

@@ -11,7 +11,8 @@ import pytest
 
 from crawlhub.config import load_settings
 from crawlhub.errors import InvalidArchive
-from crawlhub.execution.environments import (
+from crawlhub.registry import archives, requirements
+from crawlhub.worker.environments import (
     LAST_USED,
     Interpreter,
     collect,
@@ -19,7 +20,6 @@ from crawlhub.execution.environments import (
     key_of,
     with_defaults,
 )
-from crawlhub.packages import archives, requirements
 
 LIMITS = archives.Limits(1 << 20, 100, 1 << 22)
 PYTHON = Interpreter("3.11.2", "linux-x86_64", "/usr/bin/python3.11", "2.19.0", ("/usr",))

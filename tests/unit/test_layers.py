@@ -54,10 +54,10 @@ def test_repo_importing_http_breaks_the_layers(tree: Path) -> None:
 
 def test_a_type_only_import_of_a_higher_layer_breaks_the_layers(tree: Path) -> None:
     add_import(tree, "crawlhub.context", "from typing import TYPE_CHECKING\n"
-               "if TYPE_CHECKING:\n    from crawlhub.execution import supervisor  # noqa")  # fmt: skip
+               "if TYPE_CHECKING:\n    from crawlhub.worker import supervisor  # noqa")  # fmt: skip
     result = lint_imports(tree)
     assert result.returncode == 1
-    assert "crawlhub.context -> crawlhub.execution.supervisor" in result.stdout
+    assert "crawlhub.context -> crawlhub.worker.supervisor" in result.stdout
 
 
 def test_child_importing_the_server_breaks_its_contract(tree: Path) -> None:
@@ -68,7 +68,7 @@ def test_child_importing_the_server_breaks_its_contract(tree: Path) -> None:
 
 
 def test_a_cycle_between_sibling_modules_breaks_its_contract(tree: Path) -> None:
-    add_import(tree, "crawlhub.execution.workdirs", "from crawlhub.execution import supervisor")
+    add_import(tree, "crawlhub.worker.workdirs", "from crawlhub.worker import supervisor")
     result = lint_imports(tree)
     assert result.returncode == 1
     assert "No import cycles among the modules of any package BROKEN" in result.stdout

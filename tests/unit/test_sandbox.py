@@ -11,13 +11,13 @@ import pytest
 
 from crawlhub.config import load_settings
 from crawlhub.errors import ConfigError
-from crawlhub.execution.sandboxes import check_shown_paths
 from crawlhub.sandbox import firewall, limits, spawn
 from crawlhub.sandbox.cgroups import Group, Tree
 from crawlhub.sandbox.isolation import Isolation
 from crawlhub.sandbox.limits import Limits, MiB
 from crawlhub.sandbox.slots import Pool, Slot
 from crawlhub.sandbox.views import View, accounts, bwrap_args
+from crawlhub.worker.sandboxes import check_shown_paths
 
 DEFAULTS = Limits(memory_mb=2048, processes=512, open_files=16384, disk_mb=1024, files=50_000)
 NO_CGROUPS = Tree(None, {}, "none here")

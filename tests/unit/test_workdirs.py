@@ -4,8 +4,8 @@ import os
 import time
 from pathlib import Path
 
-from crawlhub.execution import workdirs
-from crawlhub.packages.archives import Limits
+from crawlhub.registry.archives import Limits
+from crawlhub.worker import workdirs
 
 
 def test_extracted_versions_unused_for_the_ttl_are_collected_and_used_ones_kept(

@@ -22,7 +22,7 @@ from crawlhub.http.schemas.projects import (
     VersionUpload,
 )
 from crawlhub.http.validation import body_of, ctx, errors, query_of, spec
-from crawlhub.packages import projects
+from crawlhub.registry import projects
 
 TAGS = ["projects"]
 

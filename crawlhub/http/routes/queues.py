@@ -5,7 +5,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from crawlhub.execution import activity, runs
 from crawlhub.http.responses import ModelResponse
 from crawlhub.http.schemas.common import Count
 from crawlhub.http.schemas.queues import (
@@ -18,6 +17,7 @@ from crawlhub.http.schemas.queues import (
 )
 from crawlhub.http.validation import ctx, errors, query_of, spec
 from crawlhub.messaging import queues
+from crawlhub.services import activity, runs
 
 
 @spec.validate(resp=Resp(HTTP_200=Queues), tags=["queues"])

@@ -8,7 +8,6 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from crawlhub.execution import runs
 from crawlhub.http import sse
 from crawlhub.http.responses import ModelResponse
 from crawlhub.http.schemas.common import MAX_INT
@@ -23,6 +22,7 @@ from crawlhub.http.schemas.tasks import (
     TaskPage,
 )
 from crawlhub.http.validation import body_of, ctx, errors, parse, query_of, read_json, spec
+from crawlhub.services import runs
 
 LAST_EVENT_ID = re.compile(r"[0-9]{1,10}")  # the `id:` of a log event this stream sent
 

@@ -21,7 +21,7 @@ from crawlhub.http.schemas.spiders import (
     SpiderPatch,
 )
 from crawlhub.http.validation import body_of, ctx, errors, query_of, spec
-from crawlhub.packages import spiders
+from crawlhub.registry import spiders
 
 
 @spec.validate(query=SpiderListQuery, resp=Resp(HTTP_200=SpiderPage), tags=["spiders"])

@@ -3,8 +3,8 @@
 from starlette.requests import Request
 from starlette.responses import Response
 
-from crawlhub.execution import activity
 from crawlhub.http.validation import ctx
+from crawlhub.services import activity
 from crawlhub.ui import charts
 from crawlhub.ui.rendering import page, render
 from crawlhub.ui.sessions import Session

@@ -10,7 +10,7 @@ from starlette.responses import Response
 from crawlhub.errors import Conflict, InvalidInput, TooLarge
 from crawlhub.http.schemas.projects import ProjectCreate
 from crawlhub.http.validation import ctx
-from crawlhub.packages import projects
+from crawlhub.registry import projects
 from crawlhub.ui.forms import field, page_number, parse_form
 from crawlhub.ui.rendering import action, back, page, render
 from crawlhub.ui.sessions import Session

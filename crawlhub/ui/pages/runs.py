@@ -8,13 +8,13 @@ from starlette.responses import Response, StreamingResponse
 
 from crawlhub.context import Context
 from crawlhub.data import items
-from crawlhub.execution import runs
 from crawlhub.http import sse
 from crawlhub.http.routes.data import export_response
 from crawlhub.http.schemas.tasks import format_cursor, parse_cursor
 from crawlhub.http.validation import ctx
-from crawlhub.packages import spiders
+from crawlhub.registry import spiders
 from crawlhub.repo.models import ACTIVE, FINISHED, Spider, Task
+from crawlhub.services import runs
 from crawlhub.ui.forms import utc_time, whole_number
 from crawlhub.ui.rendering import action, back, current_session, page, render, to_login
 from crawlhub.ui.sessions import Session

@@ -11,7 +11,7 @@ from starlette.responses import Response
 from crawlhub.errors import InvalidInput
 from crawlhub.http.schemas.schedules import ScheduleCreate, SchedulePatch
 from crawlhub.http.validation import ctx
-from crawlhub.packages import spiders
+from crawlhub.registry import spiders
 from crawlhub.scheduling import schedules
 from crawlhub.ui.forms import field, page_number, parse_form
 from crawlhub.ui.rendering import action, back, page, render

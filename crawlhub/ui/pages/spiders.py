@@ -7,12 +7,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from crawlhub.errors import CrawlhubError, InvalidInput, TooLarge
-from crawlhub.execution import activity, runs
 from crawlhub.http.schemas.spiders import SpiderCreate, SpiderPatch
 from crawlhub.http.validation import ctx, parse_json
-from crawlhub.packages import spiders
+from crawlhub.registry import spiders
 from crawlhub.repo.models import Task
 from crawlhub.scheduling import schedules
+from crawlhub.services import activity, runs
 from crawlhub.ui import charts
 from crawlhub.ui.forms import field, page_number, parse_form
 from crawlhub.ui.rendering import action, back, page, render

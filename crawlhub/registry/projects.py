@@ -12,7 +12,7 @@ from typing import Any
 from crawlhub.context import Context
 from crawlhub.errors import Conflict, InvalidArchive, InvalidInput
 from crawlhub.messaging import messages
-from crawlhub.packages import archives, requirements
+from crawlhub.registry import archives, requirements
 from crawlhub.repo import projects as repo
 from crawlhub.repo import spiders as spider_repo
 from crawlhub.repo.db import Database, Session

@@ -15,8 +15,8 @@ import dramatiq
 
 from crawlhub import __version__
 from crawlhub.context import Context
-from crawlhub.execution.outcomes import Recorder
 from crawlhub.repo import workers as worker_repo
+from crawlhub.worker.outcomes import Recorder
 
 logger = logging.getLogger(__name__)
 

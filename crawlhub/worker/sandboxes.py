@@ -13,14 +13,14 @@ from pathlib import Path
 from crawlhub.child import launcher as child
 from crawlhub.config import Settings
 from crawlhub.errors import ConfigError
-from crawlhub.execution import environments, launchers
-from crawlhub.execution.environments import Builder, Runtime
 from crawlhub.sandbox import firewall, slots, spawn
 from crawlhub.sandbox import limits as run_limits
 from crawlhub.sandbox.isolation import Isolation, isolation
 from crawlhub.sandbox.limits import Limits
 from crawlhub.sandbox.slots import Slot
 from crawlhub.sandbox.views import View
+from crawlhub.worker import environments, launchers
+from crawlhub.worker.environments import Builder, Runtime
 
 logger = logging.getLogger(__name__)
 

@@ -29,9 +29,9 @@ from typing import Any
 from crawlhub import outages
 from crawlhub.alerting import alerts
 from crawlhub.context import Context
-from crawlhub.execution import runs
-from crawlhub.execution.attempts import Outcome, RunRef, record
 from crawlhub.repo.tasks import FENCED
+from crawlhub.services import runs
+from crawlhub.worker.attempts import Outcome, RunRef, record
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from crawlhub.errors import InvalidArchive
-from crawlhub.packages import archives
+from crawlhub.registry import archives
 
 MAX_FILE_BYTES = 256 * 1024
 MAX_REQUIREMENTS = 500

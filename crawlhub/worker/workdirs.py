@@ -9,8 +9,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from crawlhub.packages import archives
-from crawlhub.packages.archives import ArchiveFormat, Limits
+from crawlhub.registry import archives
+from crawlhub.registry.archives import ArchiveFormat, Limits
 
 logger = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from crawlhub.context import Context
 from crawlhub.errors import Conflict
 from crawlhub.messaging import messages, queues
 from crawlhub.messaging.keys import RUN_ACTOR
-from crawlhub.packages import projects
-from crawlhub.packages.spiders import check_scrapy_settings
+from crawlhub.registry import projects
+from crawlhub.registry.spiders import check_scrapy_settings
 from crawlhub.repo import items as item_repo
 from crawlhub.repo import logs as log_repo
 from crawlhub.repo import spiders as spider_repo

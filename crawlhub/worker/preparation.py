@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import IO
 
 from crawlhub.context import Context
-from crawlhub.execution import environments, sandboxes, workdirs
-from crawlhub.execution.environments import BuildFailed, Runtime
-from crawlhub.packages import archives, projects
+from crawlhub.registry import archives, projects
 from crawlhub.repo import projects as repo
 from crawlhub.sandbox import spawn
 from crawlhub.sandbox.slots import Slot
+from crawlhub.worker import environments, sandboxes, workdirs
+from crawlhub.worker.environments import BuildFailed, Runtime
 
 logger = logging.getLogger(__name__)
 

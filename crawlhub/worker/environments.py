@@ -36,7 +36,7 @@ from pathlib import Path
 
 import crawlhub
 from crawlhub.config import Settings
-from crawlhub.packages import requirements as reqs
+from crawlhub.registry import requirements as reqs
 from crawlhub.sandbox import spawn
 from crawlhub.sandbox.isolation import Isolation
 from crawlhub.sandbox.limits import Limits

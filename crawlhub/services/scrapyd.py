@@ -13,8 +13,7 @@ from packaging.version import InvalidVersion, Version
 
 from crawlhub.context import Context
 from crawlhub.errors import Conflict, CrawlhubError, NotFound
-from crawlhub.execution import runs
-from crawlhub.packages import projects
+from crawlhub.registry import projects
 from crawlhub.repo import logs as log_repo
 from crawlhub.repo import projects as project_repo
 from crawlhub.repo import spiders as spider_repo
@@ -22,6 +21,7 @@ from crawlhub.repo import tasks as task_repo
 from crawlhub.repo.db import MAX_NAME, Session
 from crawlhub.repo.models import ACTIVE, CLAIMABLE, FINISHED, Project, ProjectVersion, Task
 from crawlhub.repo.tasks import JOB_ID_CHARS
+from crawlhub.services import runs
 
 FINISHED_SHOWN = 100  # Scrapyd keeps the last 100 finished jobs (finished_to_keep)
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # Scrapyd's, here always with microseconds (UTC)

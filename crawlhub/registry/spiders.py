@@ -5,7 +5,7 @@ from typing import Any
 
 from crawlhub.context import Context
 from crawlhub.errors import Conflict, InvalidInput
-from crawlhub.packages import archives, projects
+from crawlhub.registry import archives, projects
 from crawlhub.repo import projects as project_repo
 from crawlhub.repo import spiders as repo
 from crawlhub.repo.db import Database

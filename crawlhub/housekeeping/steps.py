@@ -13,13 +13,13 @@ from dramatiq.common import compute_backoff
 
 from crawlhub.alerting import alerts
 from crawlhub.context import Context
-from crawlhub.data import retention
-from crawlhub.execution import runs
+from crawlhub.housekeeping import retention
 from crawlhub.messaging import queues
 from crawlhub.messaging.broker import run_maintenance
 from crawlhub.messaging.keys import QUEUES
 from crawlhub.repo import tasks as task_repo
 from crawlhub.repo.db import db_now
+from crawlhub.services import runs
 
 logger = logging.getLogger(__name__)
 

@@ -19,12 +19,7 @@ from crawlhub import metrics, outages
 from crawlhub.alerting import alerts
 from crawlhub.context import Context
 from crawlhub.errors import NotFound, ServiceUnavailable
-from crawlhub.execution import environments, launchers, sandboxes, workdirs
-from crawlhub.execution.attempts import CLAIM_PATIENCE_S, Attempt, Ended, Outcome, claim, record
-from crawlhub.execution.capture import ItemSink, LogSink, read_lines
-from crawlhub.execution.environments import BuildFailed, Runtime
-from crawlhub.execution.outcomes import Entry, Recorder, send_again
-from crawlhub.packages import archives
+from crawlhub.registry import archives
 from crawlhub.repo import projects as project_repo
 from crawlhub.repo import tasks as task_repo
 from crawlhub.repo.tasks import FENCED
@@ -33,6 +28,11 @@ from crawlhub.sandbox import spawn
 from crawlhub.sandbox.cgroups import Counters
 from crawlhub.sandbox.limits import Limits
 from crawlhub.sandbox.slots import Slot
+from crawlhub.worker import environments, launchers, sandboxes, workdirs
+from crawlhub.worker.attempts import CLAIM_PATIENCE_S, Attempt, Ended, Outcome, claim, record
+from crawlhub.worker.capture import ItemSink, LogSink, read_lines
+from crawlhub.worker.environments import BuildFailed, Runtime
+from crawlhub.worker.outcomes import Entry, Recorder, send_again
 
 logger = logging.getLogger(__name__)
 

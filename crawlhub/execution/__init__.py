@@ -1,1 +1,0 @@
-"""Running spiders: creating runs, claiming attempts, supervising the child, capturing output."""

@@ -33,13 +33,14 @@ import httpx
 import psycopg
 import redis
 
-from tests.integration.test_faults import FLAKY, STEADY
+from tests.integration.test_faults import FLAKY, LIBFAKETIME, STEADY
 from tests.integration.test_processes import Process, base_env, free_port
 from tests.integration.test_retries_alerts import Receiver
 
 TOKEN = "chaos-token-0123456789"
 FINISHED = {"completed", "failed", "cancelled", "skipped"}
 LEASE_S = 10
+RECORD_PATIENCE_S = 5  # a finished run waits this long for the database, then is recorded later
 QUICK = "def run(params):\n    return [{'n': 0}]\n"
 FAILING = "import sys\ndef run(params):\n    sys.exit(3)\n"
 
@@ -134,6 +135,7 @@ class Fleet:
                             CRAWLHUB_LEASE_S=str(LEASE_S), CRAWLHUB_HEARTBEAT_S="1",
                             CRAWLHUB_WORKER_CONCURRENCY="4",
                             CRAWLHUB_SHUTDOWN_GRACE_S="2",
+                            CRAWLHUB_RECORD_PATIENCE_S=str(RECORD_PATIENCE_S),
                             CRAWLHUB_CHANNEL_ALLOW_HOSTS="127.0.0.1")  # fmt: skip
         subprocess.run([sys.executable, "-m", "crawlhub", "migrate"], env=self.env, cwd=root,
                        check=True, capture_output=True)  # fmt: skip
@@ -147,8 +149,8 @@ class Fleet:
                                 headers={"Authorization": f"Bearer {TOKEN}"})  # fmt: skip
         self.deployed: set[str] = set()
 
-    def start(self, name: str) -> Process:
-        process = Process([name.split("-")[0]], self.env, self.root)
+    def start(self, name: str, **env: str) -> Process:
+        process = Process([name.split("-")[0]], {**self.env, **env}, self.root)
         self.procs[name] = process
         return process
 
@@ -329,6 +331,45 @@ def postgres_outage(fleet: Fleet, pg: Postgres) -> Outcome:
     return outcome
 
 
+def long_postgres_outage(fleet: Fleet, pg: Postgres) -> Outcome:
+    """PostgreSQL down for 40 s, across the end of 8 runs: longer than a run's patience
+    (RECORD_PATIENCE_S here) and than the lease, so the outcomes wait in the workers'
+    ledgers and are recorded when it is back, none reaped, none retried."""
+    ids = steady_runs(fleet, 8, count=30, pause=0.1)
+    for task_id in ids:
+        fleet.worker_of(task_id)
+    pg.stop()
+    time.sleep(40)  # the runs end about 3 s in
+    pg.start()
+    started = time.monotonic()
+    outcome = steady_check(fleet, f"PostgreSQL down 40 s across the runs' ends (patience "
+                           f"{RECORD_PATIENCE_S} s, lease {LEASE_S} s)", ids, 30, started)  # fmt: skip
+    retried = sum(fleet.task(i)["retry_count"] > 0 for i in ids)
+    outcome.note += f" {retried} of {len(ids)} runs retried"
+    return outcome
+
+
+def clock_behind(fleet: Fleet) -> Outcome:
+    """One worker's wall clock 90 s behind the database (libfaketime): heartbeats and leases
+    are on the database's clock, so none of its runs is reaped."""
+    fleet.procs["worker-b"].stop()
+    behind = fleet.start("worker-b", LD_PRELOAD=LIBFAKETIME, FAKETIME="-90s")
+    behind.wait_output("worker ready")
+    fleet.procs["worker-a"].proc.send_signal(signal.SIGSTOP)  # every run goes to worker-b
+    try:
+        ids = steady_runs(fleet, 4, count=100, pause=0.1)
+        started = time.monotonic()
+        outcome = steady_check(fleet, "a worker 90 s behind the database's clock", ids, 100,
+                               started)  # fmt: skip
+    finally:
+        fleet.procs["worker-a"].proc.send_signal(signal.SIGCONT)
+    retried = sum(fleet.task(i)["retry_count"] > 0 for i in ids)
+    outcome.note += f" {retried} of {len(ids)} runs reaped"
+    behind.stop(signal.SIGKILL)  # libfaketime stretches the timed waits of its shutdown
+    fleet.start("worker-b").wait_output("worker ready")
+    return outcome
+
+
 def two_tickers(fleet: Fleet, minutes: float) -> Outcome:
     fleet.deploy("tick", QUICK, max_retries=0)
     with psycopg.connect(fleet.env["DATABASE_URL"]) as conn:
@@ -409,6 +450,8 @@ def main() -> None:
         "flush_redis": lambda: flush_redis(fleet, rds),
         "restart_postgres": lambda: restart_postgres(fleet, pg),
         "postgres_outage": lambda: postgres_outage(fleet, pg),
+        "long_postgres_outage": lambda: long_postgres_outage(fleet, pg),
+        "clock_behind": lambda: clock_behind(fleet),
         "two_tickers": lambda: two_tickers(fleet, args.ticker_minutes),
         "burst": lambda: burst(fleet),
         "bad_channel": lambda: bad_channel(fleet),

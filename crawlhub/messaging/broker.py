@@ -36,9 +36,34 @@ class WakingRedisBroker(RedisBroker):
     have no tokens (their messages become due by time) and keep polling at the timeout.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        # Acks and nacks Redis did not take (it was restarting, or unreachable): settled by
+        # the next consumer of their queue, so no finished run stays "in flight".
+        self.owed: list[tuple[str, str, str]] = []  # (queue, "ack" | "nack", redis message id)
+        self.owed_lock = threading.Lock()
+
     @property
     def consumer_class(self) -> type[_RedisConsumer]:
         return _WakingConsumer
+
+    def owe(self, queue: str, kind: str, redis_message_id: str) -> None:
+        with self.owed_lock:
+            self.owed.append((queue, kind, redis_message_id))
+
+    def settle(self, queue: str) -> None:
+        """Send the acks and nacks of a queue that Redis did not take (raises while it still
+        cannot: they stay owed)."""
+        with self.owed_lock:
+            mine = [entry for entry in self.owed if entry[0] == queue]
+        for entry in mine:
+            _, kind, redis_message_id = entry
+            if kind == "ack":
+                self.do_ack(queue, redis_message_id)
+            else:
+                self.do_nack(queue, redis_message_id)
+            with self.owed_lock:
+                self.owed.remove(entry)
 
     def enqueue(self, message: dramatiq.Message[Any], *, delay: int | None = None) -> Any:
         message = super().enqueue(message, delay=delay)
@@ -59,6 +84,11 @@ class _WakingConsumer(_RedisConsumer):
         self.freed = threading.Event()  # set when a worker thread acks or nacks a message
 
     def __next__(self) -> Any:
+        if self.broker.owed:
+            try:
+                self.broker.settle(self.queue_name)
+            except redis.RedisError as exc:
+                raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
         self.freed.clear()
         full = self.outstanding_message_count >= self.prefetch
         message = super().__next__()  # type: ignore[no-untyped-call]
@@ -78,14 +108,16 @@ class _WakingConsumer(_RedisConsumer):
         return message
 
     def ack(self, message: Any) -> None:
-        try:
-            super().ack(message)  # type: ignore[no-untyped-call]
-        finally:
-            self.freed.set()
+        self._settle(message, "ack")
 
     def nack(self, message: Any) -> None:
+        self._settle(message, "nack")
+
+    def _settle(self, message: Any, kind: str) -> None:
         try:
-            super().nack(message)  # type: ignore[no-untyped-call]
+            getattr(super(), kind)(message)
+        except (ConnectionClosed, redis.RedisError):  # kept, and sent when Redis is back
+            self.broker.owe(self.queue_name, kind, message.options["redis_message_id"])
         finally:
             self.freed.set()
 
@@ -111,7 +143,7 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
         broker = StubBroker()
         broker.add_middleware(DeathTime())
     else:
-        broker = WakingRedisBroker(  # type: ignore[no-untyped-call]
+        broker = WakingRedisBroker(
             url=settings.redis_url.get_secret_value(),
             namespace=DRAMATIQ_NAMESPACE,
             # Dramatiq keeps dead letters 7 days by default; operators need longer to notice.

@@ -591,3 +591,40 @@ def test_chatty_runs_cannot_fill_redis_so_that_enqueueing_fails(
         streams = [k for k in client.scan_iter("crawlhub:task:*:log")]
         assert all(client.xlen(k) <= 250 for k in streams)  # trimmed when their runs ended
         client.close()
+
+
+def test_an_ack_redis_did_not_take_is_sent_again_and_nothing_stays_in_flight(
+    pg_url: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis times out (paused, overloaded) just as a finished run's message is acknowledged
+    (Dramatiq itself retries only a dropped connection): the worker keeps the ack and sends
+    it with its next look at the queue, so the run does not stay "in flight" (held by the
+    worker) until the worker restarts."""
+    client = redis.Redis.from_url(redis_url)
+
+    def held() -> int:
+        return sum(client.scard(key) for key in client.scan_iter("dramatiq:__acks__.*runs"))
+
+    gate = shared(tmp_path) / "gate"
+    with running_hub(pg_url, tmp_path, redis_url, threads=2) as hub:
+        broker: Any = hub.context.broker
+        real, calls = broker.do_ack, itertools.count()
+
+        def dropped_once(*args: Any) -> Any:
+            if next(calls) == 0:
+                raise redis.TimeoutError("Timeout reading from socket")
+            return real(*args)
+
+        monkeypatch.setattr(broker, "do_ack", dropped_once)
+        hub.deploy("gated", {"main.py": GATED})
+        task_id = hub.run("gated", gate=str(gate))["id"]
+        hub.wait(task_id, {"running"})
+        assert held() == 1  # its message, being worked on
+        gate.touch()
+        assert hub.wait(task_id, timeout=60)["status"] == "completed"
+        deadline = time.monotonic() + 15
+        while held():
+            assert time.monotonic() < deadline, "the ack was never sent"
+            time.sleep(0.1)
+        assert next(calls) >= 2  # the first ack failed, a later one went through
+    client.close()

@@ -1,6 +1,6 @@
 """Why a Scrapy crawl got no page, told from its final stats."""
 
-from crawlhub.worker.supervisor import zero_pages_hint
+from crawlhub.worker.ending import zero_pages_hint
 
 
 def test_no_hint_when_a_page_came_back() -> None:

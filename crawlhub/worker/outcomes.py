@@ -14,10 +14,13 @@ process is handed back to the queue, as an interrupted run is (no retry counted)
 """
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import queue
+import secrets
+import shutil
 import threading
 import time
 import uuid
@@ -53,14 +56,51 @@ class Entry:
 
 
 class Ledger:
-    """The worker's outcome files: one per finished attempt not yet recorded."""
+    """A worker process's outcome files, one per finished attempt not yet recorded, in a
+    folder of its own (`outcomes/<pid>-<random>/`) that it holds locked while it lives: the
+    workers sharing a data dir never take each other's, and the next one to start takes
+    over the folders of processes that are gone (their lock is free)."""
 
     def __init__(self, data_dir: Path) -> None:
-        self.root = data_dir / "outcomes"
+        self.base = data_dir / "outcomes"
+        self.root = self.base / f"{os.getpid()}-{secrets.token_hex(4)}"
+        self._lock: int | None = None
+
+    def _own(self) -> None:
+        """Make this process's folder, locked before anyone can see it."""
+        if self._lock is not None:
+            return
+        self.base.mkdir(mode=0o700, parents=True, exist_ok=True)
+        making = self.base / f".{self.root.name}"
+        making.mkdir(mode=0o700)
+        self._lock = _locked(making / LOCK, blocking=True)
+        making.rename(self.root)
+
+    def close(self) -> None:
+        """Let go of the folder (what is in it is taken over at a later start)."""
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+    def take_over(self) -> None:
+        """Move the entries of the folders whose process is gone into this one."""
+        self._own()
+        for folder in self.base.iterdir():
+            if folder == self.root or folder.name.startswith(".") or not folder.is_dir():
+                continue
+            lock = _locked(folder / LOCK, blocking=False)
+            if lock is None:  # its process lives
+                continue
+            try:
+                for path in folder.glob("*.json"):
+                    path.replace(self.root / path.name)
+                shutil.rmtree(folder, ignore_errors=True)
+            finally:
+                os.close(lock)
 
     def write(self, entry: Entry) -> None:
         """Write (or rewrite) an entry durably: a new file renamed into place, synced."""
-        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._own()
         body = {**asdict(entry), "run": {**asdict(entry.run), "task_id": str(entry.run.task_id),
                                          "spider_id": str(entry.run.spider_id)}}  # fmt: skip
         partial = self.root / f".{entry.name}.{os.getpid()}"
@@ -75,7 +115,8 @@ class Ledger:
             (self.root / entry.name).unlink()
 
     def entries(self) -> list[Entry]:
-        """Every entry left, oldest first (unreadable ones are logged and dropped)."""
+        """Every entry in this process's folder, oldest first (unreadable ones are logged and
+        dropped)."""
         if not self.root.is_dir():
             return []
         found = []
@@ -99,6 +140,20 @@ def send_again(context: Context, task_id: uuid.UUID, status: str) -> None:
     task is to run again (handed back, or retrying: at once rather than after its backoff)."""
     if status in ("pending", "retrying"):
         runs.enqueue(context, task_id)  # if this fails, the ticker's sweep sends it
+
+
+LOCK = ".lock"
+
+
+def _locked(path: Path, *, blocking: bool) -> int | None:
+    """An open descriptor holding an exclusive lock on `path` (None: another holds it)."""
+    fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
 
 
 @dataclass
@@ -128,7 +183,8 @@ class Recorder:
         self._jobs.put(_Job(entry, finish))
 
     def resume(self) -> int:
-        """At a worker's start: record what an earlier process of this data dir left."""
+        """At a worker's start: record what earlier processes of this data dir left."""
+        self.ledger.take_over()
         left = self.ledger.entries()
         for entry in left:
             logger.warning("task %s: recording the outcome an earlier worker left (%s)",
@@ -141,6 +197,7 @@ class Recorder:
         if self._thread is not None:
             self._jobs.put(None)
             self._thread.join(timeout=5)
+        self.ledger.close()
 
     def _start(self) -> None:
         with self._lock:

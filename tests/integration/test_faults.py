@@ -212,7 +212,7 @@ def test_an_outcome_outlasting_its_patience_in_an_outage_is_recorded_once_when_i
             time.sleep(12)  # past the patience, and more than twice the lease
             during = hub.task(task_id)
             assert (during["status"], during["retry_count"]) == ("running", 0), during
-            assert [p.name for p in (tmp_path / "data" / "outcomes").iterdir()] == [
+            assert [p.name for p in (tmp_path / "data" / "outcomes").glob("*/*.json")] == [
                 f"{task_id}-1.json"]  # fmt: skip
             outage.restore()
             task = hub.wait(task_id, timeout=60)
@@ -222,7 +222,7 @@ def test_an_outcome_outlasting_its_patience_in_an_outage_is_recorded_once_when_i
             assert texts.count("ran") == 1  # the spider ran once
             assert len([t for t in texts if t.startswith("completed after")]) == 1, texts
             assert not [t for t in texts if "lost" in t], texts
-            assert list((tmp_path / "data" / "outcomes").glob("*.json")) == []
+            assert list((tmp_path / "data" / "outcomes").glob("*/*.json")) == []
             assert "lost (worker" not in ticker.output()  # the reaper charged nothing
     finally:
         for process in (worker, ticker):

@@ -49,6 +49,10 @@ def test_an_outcome_left_in_the_ledger_is_recorded_at_the_next_start(
     )
     left.ledger.write(stale)  # its task is gone: fenced out, dropped
     (left.ledger.root / "junk.json").write_text("{not json")
+    alive = Recorder(context)  # another worker sharing the data dir, still running
+    alive.ledger.write(Entry(RunRef(uuid.uuid4(), 1, 1, run.spider_id, "left", False),
+                             Outcome("completed", None, 0), None))  # fmt: skip
+    left.stop()  # its process is gone: its folder's lock is free
     recorder = Recorder(context)
     try:
         assert recorder.resume() == 2
@@ -65,3 +69,6 @@ def test_an_outcome_left_in_the_ledger_is_recorded_at_the_next_start(
     while list(recorder.ledger.root.glob("*.json")):
         assert time.monotonic() < deadline, list(recorder.ledger.root.iterdir())
         time.sleep(0.05)
+    assert not left.ledger.root.exists()  # taken over, then removed
+    assert len(alive.ledger.entries()) == 1  # a live worker's entry is left to it
+    alive.stop()

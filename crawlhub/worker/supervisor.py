@@ -110,6 +110,10 @@ class Run:
             self.output.drain(readers, pipes, self._keep_lease)
         finally:
             proc.close()
+        if outcome.reason == "exit_code":  # said once its last stderr lines are read
+            self.logs.system(f"spider failed: {outcome.error_message}")
+            tail = "\n".join(self.logs.stderr_tail)[-ERROR_MESSAGE_CHARS:]
+            outcome.error_message = f"{outcome.error_message}\n{tail}".strip()
         return outcome
 
     def _supervise(self, proc: Process, watch: LimitWatch) -> Outcome:
@@ -175,10 +179,8 @@ class Run:
             return over
         if code == 0:
             return Outcome("completed", None, 0)
-        tail = "\n".join(self.logs.stderr_tail)[-ERROR_MESSAGE_CHARS:]
         how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-        self.logs.system(f"spider failed: {how}")
-        return Outcome("failed", "exit_code", code, f"{how}\n{tail}".strip())
+        return Outcome("failed", "exit_code", code, how)  # its stderr's tail added once read
 
     def _keep_lease(self) -> None:
         """Heartbeat and store what is buffered (while an environment builds, while the

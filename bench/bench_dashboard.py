@@ -108,8 +108,8 @@ def main() -> None:
     from crawlhub.api import create_app
     from crawlhub.config import load_settings
     from crawlhub.context import Context
-    from crawlhub.http.schemas.tasks import format_cursor
     from crawlhub.ui.sessions import COOKIE, issue
+    from crawlhub.web.schemas.tasks import format_cursor
 
     recreate_database(DB_NAME)
     with TemporaryDirectory() as tmp:

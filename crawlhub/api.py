@@ -11,7 +11,6 @@ from crawlhub import metrics
 from crawlhub.context import Context
 from crawlhub.http import demo, scrapyd
 from crawlhub.http.middleware import BearerAuth, BodyLimit, CollapseSlashes
-from crawlhub.http.responses import EXCEPTION_HANDLERS
 from crawlhub.http.routes import (
     alerts,
     data,
@@ -22,8 +21,9 @@ from crawlhub.http.routes import (
     schedules,
     spiders,
 )
-from crawlhub.http.validation import spec
 from crawlhub.ui import routes as dashboard
+from crawlhub.web.responses import EXCEPTION_HANDLERS
+from crawlhub.web.validation import spec
 
 # Requests that carry a package upload (API and dashboard) get the upload size limit.
 UPLOAD_PATHS = re.compile(

@@ -6,9 +6,9 @@ from crawlhub.cli import output
 from crawlhub.cli.client import Client
 from crawlhub.cli.output import field
 from crawlhub.cli.session import JSON_OPTION, pairs, pass_api
+from crawlhub.repo.statuses import STATUSES
 
 STREAMS = click.Choice(["stdout", "stderr", "system"])
-STATUSES = ["pending", "running", "retrying", "completed", "failed", "cancelled", "skipped"]
 RUN_COLUMNS = [
     ("RUN", field("id")), ("SPIDER", lambda t: t.get("spider")), ("STATUS", field("status")),
     ("REASON", field("reason")), ("TRIGGER", field("trigger")), ("ITEMS", field("items_count")),

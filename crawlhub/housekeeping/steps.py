@@ -15,7 +15,7 @@ from crawlhub.alerting import alerts
 from crawlhub.context import Context
 from crawlhub.housekeeping import retention
 from crawlhub.messaging import queues
-from crawlhub.messaging.broker import run_maintenance
+from crawlhub.messaging.broker import WakingRedisBroker
 from crawlhub.messaging.keys import QUEUES
 from crawlhub.repo import tasks as task_repo
 from crawlhub.repo.db import db_now
@@ -116,8 +116,9 @@ def deliver(context: Context) -> bool:
 
 def maintain(context: Context) -> bool:
     """Recover dead workers' unacknowledged messages now rather than by Dramatiq's chance."""
-    for queue in QUEUES:
-        run_maintenance(context.broker, queue)
+    if isinstance(context.broker, WakingRedisBroker):
+        for queue in QUEUES:
+            context.broker.maintain(queue)
     return False
 
 

@@ -10,8 +10,8 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from crawlhub.errors import TooLarge
-from crawlhub.http.responses import error_response
 from crawlhub.http.scrapyd import PREFIX, is_scrapyd_path
+from crawlhub.web.responses import error_response
 
 
 def is_api_path(path: str) -> bool:

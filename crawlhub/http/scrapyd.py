@@ -26,11 +26,10 @@ from starlette.routing import Route
 from crawlhub.context import Context
 from crawlhub.data import items
 from crawlhub.errors import CrawlhubError
-from crawlhub.http.validation import ctx
 from crawlhub.registry import projects
-from crawlhub.repo.models import ProjectVersion
 from crawlhub.services import scrapyd
 from crawlhub.services.scrapyd import ScrapydError
+from crawlhub.web.validation import ctx
 
 PREFIX = "/scrapyd"
 NODE_NAME = socket.gethostname()
@@ -94,7 +93,11 @@ async def addversion(context: Context, params: Params, egg: bytes | None) -> dic
     if not egg.startswith(b"PK"):
         raise ScrapydError("egg is not a ZIP file (if using curl, use egg=@path not egg=path)")
     version = await run_in_threadpool(scrapyd.add_version, context, project, label, egg)
-    version = await _prepared(context, project, version)
+    deadline = time.monotonic() + PREPARE_WAIT_S  # Scrapyd lists the spiders before answering
+    while version.env_status == "building" and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        version = await run_in_threadpool(projects.get_version, context.db, project,
+                                          version.number)  # fmt: skip
     if version.env_status == "failed":  # stored all the same, as Scrapyd keeps a bad egg
         raise ScrapydError(f"RunnerError: {version.env_error}")
     if version.env_status == "building":
@@ -104,16 +107,6 @@ async def addversion(context: Context, params: Params, egg: bytes | None) -> dic
             f"/api/projects/{project}/versions/{version.number}"
         )
     return {"project": project, "version": label, "spiders": len(version.spiders or [])}
-
-
-async def _prepared(context: Context, project: str, version: ProjectVersion) -> ProjectVersion:
-    """The version once a worker listed its spiders (Scrapyd lists them before answering)."""
-    deadline = time.monotonic() + PREPARE_WAIT_S
-    while version.env_status == "building" and time.monotonic() < deadline:
-        await asyncio.sleep(0.2)
-        version = await run_in_threadpool(projects.get_version, context.db, project,
-                                          version.number)  # fmt: skip
-    return version
 
 
 async def schedule(context: Context, params: Params, egg: bytes | None) -> dict[str, Any]:

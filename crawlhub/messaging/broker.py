@@ -8,9 +8,10 @@ from urllib.parse import urlsplit, urlunsplit
 import dramatiq
 import redis
 from dramatiq import Middleware, Worker
-from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.broker import Consumer
+from dramatiq.brokers.redis import MAINTENANCE_SCALE, RedisBroker
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.common import compute_backoff, current_millis, dq_name
+from dramatiq.common import compute_backoff, dq_name
 from dramatiq.errors import ConnectionClosed
 
 from crawlhub.config import Settings
@@ -34,36 +35,52 @@ class WakingRedisBroker(RedisBroker):
     waits on that list with BLPOP for at most the same timeout: it takes the message at
     once, and an idle worker costs no more Redis round trips than before. Delay queues
     have no tokens (their messages become due by time) and keep polling at the timeout.
+
+    Only Dramatiq's public surface is used: `consume` wraps the consumer Dramatiq builds
+    (asked never to sleep) in `_WakingConsumer`, and commands go through its `do_*`
+    dispatch, as Dramatiq's own consumer sends them.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
         # Acks and nacks Redis did not take (it was restarting, or unreachable): settled by
         # the next consumer of their queue, so no finished run stays "in flight".
-        self.owed: list[tuple[str, str, str]] = []  # (queue, "ack" | "nack", redis message id)
+        self.owed: list[tuple[str, str, Any]] = []  # (queue, "ack" | "nack", message)
         self.owed_lock = threading.Lock()
+        self._maintainer: RedisBroker | None = None
 
-    @property
-    def consumer_class(self) -> type[_RedisConsumer]:
-        return _WakingConsumer
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
+        inner = super().consume(queue_name, prefetch, 0)
+        return _WakingConsumer(self, inner, queue_name, prefetch, timeout)
 
-    def owe(self, queue: str, kind: str, redis_message_id: str) -> None:
+    def owe(self, queue: str, kind: str, message: Any) -> None:
         with self.owed_lock:
-            self.owed.append((queue, kind, redis_message_id))
+            self.owed.append((queue, kind, message))
 
-    def settle(self, queue: str) -> None:
-        """Send the acks and nacks of a queue that Redis did not take (raises while it still
-        cannot: they stay owed)."""
+    def settle(self, queue: str, consumer: Consumer) -> None:
+        """Send the acks and nacks of a queue that Redis did not take, through `consumer`
+        (raises while Redis still cannot take them: they stay owed)."""
         with self.owed_lock:
             mine = [entry for entry in self.owed if entry[0] == queue]
         for entry in mine:
-            _, kind, redis_message_id = entry
-            if kind == "ack":
-                self.do_ack(queue, redis_message_id)
-            else:
-                self.do_nack(queue, redis_message_id)
+            _, kind, message = entry
+            getattr(consumer, kind)(message)
             with self.owed_lock:
                 self.owed.remove(entry)
+
+    def maintain(self, queue: str) -> None:
+        """Run Dramatiq's Redis maintenance for a queue and its delay queue now, instead of
+        by chance: it puts the unacknowledged messages of workers whose heartbeat expired
+        back on the queue and drops dead letters older than their retention. A second
+        broker on the same client, whose every command maintains, sends one cheap command."""
+        if self._maintainer is None:
+            self._maintainer = RedisBroker(
+                client=self.client, namespace=self.namespace, middleware=[],
+                heartbeat_timeout=self.heartbeat_timeout, dead_message_ttl=self.dead_message_ttl,
+                maintenance_chance=MAINTENANCE_SCALE,
+            )  # type: ignore[no-untyped-call]  # fmt: skip
+        for name in (queue, dq_name(queue)):
+            self._maintainer.do_qsize(name)
 
     def enqueue(self, message: dramatiq.Message[Any], *, delay: int | None = None) -> Any:
         message = super().enqueue(message, delay=delay)
@@ -76,36 +93,52 @@ class WakingRedisBroker(RedisBroker):
         return message
 
 
-class _WakingConsumer(_RedisConsumer):
-    def __init__(self, broker: RedisBroker, queue_name: str, prefetch: int, timeout: int) -> None:
-        super().__init__(broker, queue_name, prefetch, 0)  # type: ignore[no-untyped-call]
-        self.wait_ms = timeout  # the parent never sleeps (its timeout is 0): we wait here
+class _WakingConsumer(Consumer):
+    """Dramatiq's own consumer (`inner`, which never sleeps), with the wait between two
+    empty fetches spent where it can be cut short, and acks Redis did not take kept."""
+
+    def __init__(
+        self, broker: WakingRedisBroker, inner: Consumer, queue_name: str, prefetch: int,
+        timeout: int,
+    ) -> None:  # fmt: skip
+        self.broker = broker
+        self.inner = inner
+        self.queue_name = queue_name
+        self.prefetch = prefetch
+        self.wait_ms = timeout
         self.wake_key = QUEUE_WAKE_LIST.format(queue=queue_name)
+        self.misses = 0  # empty fetches in a row: the wait grows with them, as Dramatiq's
+        self.held = 0  # messages handed out and not yet acked or nacked
+        self.held_lock = threading.Lock()  # worker threads ack and nack; `__next__` counts
         self.freed = threading.Event()  # set when a worker thread acks or nacks a message
 
     def __next__(self) -> Any:
         if self.broker.owed:
             try:
-                self.broker.settle(self.queue_name)
-            except redis.RedisError as exc:
+                self.broker.settle(self.queue_name, self.inner)
+            except (ConnectionClosed, redis.RedisError) as exc:
                 raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
         self.freed.clear()
-        full = self.outstanding_message_count >= self.prefetch
-        message = super().__next__()  # type: ignore[no-untyped-call]
-        if message is None:
-            # The wait Dramatiq would have slept (its backoff: short while messages keep
-            # coming, up to the timeout when idle), cut short by what can end it: a run
-            # ending when every prefetch slot is taken (a backlog waits in Redis for it),
-            # else a wake token.
-            _, wait_ms = compute_backoff(self.misses - 1, max_backoff=self.wait_ms)
-            if full:
-                self.freed.wait(max(wait_ms, 1) / 1000)
-                return message
-            try:
-                self.broker.client.blpop([self.wake_key], timeout=max(wait_ms, 1) / 1000)
-            except redis.ConnectionError as exc:
-                raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
-        return message
+        full = self.held >= self.prefetch  # the inner consumer will not fetch
+        message = next(self.inner)
+        if message is not None:
+            self.misses = 0
+            with self.held_lock:
+                self.held += 1
+            return message
+        # The wait Dramatiq would have slept (its backoff: short while messages keep
+        # coming, up to the timeout when idle), cut short by what can end it: a run ending
+        # when every prefetch slot is taken (a backlog waits in Redis for it), else a wake
+        # token.
+        self.misses, wait_ms = compute_backoff(self.misses, max_backoff=self.wait_ms)
+        if full:
+            self.freed.wait(max(wait_ms, 1) / 1000)
+            return None
+        try:
+            self.broker.client.blpop([self.wake_key], timeout=max(wait_ms, 1) / 1000)
+        except redis.ConnectionError as exc:
+            raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
+        return None
 
     def ack(self, message: Any) -> None:
         self._settle(message, "ack")
@@ -113,12 +146,20 @@ class _WakingConsumer(_RedisConsumer):
     def nack(self, message: Any) -> None:
         self._settle(message, "nack")
 
+    def requeue(self, messages: Any) -> None:
+        self.inner.requeue(messages)
+
+    def close(self) -> None:
+        self.inner.close()
+
     def _settle(self, message: Any, kind: str) -> None:
         try:
-            getattr(super(), kind)(message)
+            getattr(self.inner, kind)(message)
         except (ConnectionClosed, redis.RedisError):  # kept, and sent when Redis is back
-            self.broker.owe(self.queue_name, kind, message.options["redis_message_id"])
+            self.broker.owe(self.queue_name, kind, message)
         finally:
+            with self.held_lock:
+                self.held -= 1
             self.freed.set()
 
 
@@ -221,18 +262,3 @@ def install_broker(settings: Settings) -> dramatiq.Broker:
     broker = build_broker(settings)
     dramatiq.set_broker(broker)
     return broker
-
-
-def run_maintenance(broker: dramatiq.Broker, queue: str) -> None:
-    """Run Dramatiq's Redis maintenance for a queue now, instead of by chance.
-
-    It puts the unacknowledged messages of workers whose heartbeat expired back on the
-    queue (and its delay queue) and drops dead letters older than their retention.
-    """
-    if not isinstance(broker, RedisBroker):
-        return
-    dispatch = broker.scripts["dispatch"]
-    for name in (queue, dq_name(queue)):
-        args = ["qsize", current_millis(), name, broker.broker_id, broker.heartbeat_timeout,
-                broker.dead_message_ttl, 1, broker._max_unpack_size()]  # type: ignore[no-untyped-call]  # fmt: skip
-        dispatch(args=args, keys=[broker.namespace])

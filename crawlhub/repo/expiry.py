@@ -10,8 +10,6 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from crawlhub.repo.models import (
-    ACTIVE,
-    FINISHED,
     Alert,
     Delivery,
     Project,
@@ -19,6 +17,7 @@ from crawlhub.repo.models import (
     Spider,
     Task,
 )
+from crawlhub.repo.statuses import ACTIVE, FINISHED
 
 PRUNED = b""  # the archive of a version whose package was dropped
 

@@ -13,7 +13,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, Update, update
 from sqlalchemy.orm import Session
 
-from crawlhub.repo.models import ACTIVE, CLAIMABLE, Task
+from crawlhub.repo.models import Task
+from crawlhub.repo.statuses import ACTIVE, CLAIMABLE
 
 
 @dataclass(frozen=True)

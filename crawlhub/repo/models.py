@@ -159,12 +159,6 @@ class Schedule(Base):
     )
 
 
-# Task statuses by what they mean to the code that moves tasks along.
-CLAIMABLE = ("pending", "retrying")  # a worker may start an attempt
-ACTIVE = ("pending", "running", "retrying")  # not over yet
-FINISHED = ("completed", "failed", "cancelled", "skipped")  # final
-
-
 class Task(Base):
     __tablename__ = "task"
 

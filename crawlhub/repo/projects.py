@@ -10,8 +10,9 @@ from sqlalchemy.orm import Session, undefer
 
 from crawlhub.errors import Conflict, NotFound
 from crawlhub.repo.db import find_by_name, get_by_ref
-from crawlhub.repo.models import ACTIVE, Project, ProjectVersion, Spider, Task
+from crawlhub.repo.models import Project, ProjectVersion, Spider, Task
 from crawlhub.repo.pages import paginate
+from crawlhub.repo.statuses import ACTIVE
 
 
 def get_project(session: Session, ref: str, *, for_update: bool = False) -> Project:

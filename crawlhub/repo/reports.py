@@ -9,7 +9,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from crawlhub.repo.models import FINISHED, LogLine, Schedule, Spider, Task
+from crawlhub.repo.models import LogLine, Schedule, Spider, Task
+from crawlhub.repo.statuses import FINISHED
 
 RECENT_RUNS = 20  # a spider's success rate is over its last this many finished runs
 

@@ -11,8 +11,9 @@ from sqlalchemy.orm import Session
 
 from crawlhub.errors import NotFound
 from crawlhub.repo.db import parse_id
-from crawlhub.repo.models import ACTIVE, Schedule, Spider, Task
+from crawlhub.repo.models import Schedule, Spider, Task
 from crawlhub.repo.pages import paginate
+from crawlhub.repo.statuses import ACTIVE
 from crawlhub.repo.types import utcnow
 
 

@@ -10,8 +10,9 @@ from sqlalchemy.orm import Session
 
 from crawlhub.errors import Conflict
 from crawlhub.repo.db import find_by_name, get_by_ref
-from crawlhub.repo.models import ACTIVE, Spider, Task
+from crawlhub.repo.models import Spider, Task
 from crawlhub.repo.pages import paginate
+from crawlhub.repo.statuses import ACTIVE
 
 
 def get_spider(session: Session, ref: str, *, for_update: bool = False) -> Spider:

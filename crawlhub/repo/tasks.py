@@ -23,8 +23,9 @@ from crawlhub.repo.lifecycle import (
     transition,
     transition_task,
 )
-from crawlhub.repo.models import CLAIMABLE, Project, ProjectVersion, Spider, Task
+from crawlhub.repo.models import Project, ProjectVersion, Spider, Task
 from crawlhub.repo.pages import count_rows, page_of
+from crawlhub.repo.statuses import CLAIMABLE
 
 JOB_ID_CHARS = 128  # Task.job_id's length
 

@@ -1,6 +1,7 @@
 """Runs of spiders: create and enqueue, look up, list, cancel, requeue, read their logs."""
 
 import logging
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,8 +20,11 @@ from crawlhub.repo import spiders as spider_repo
 from crawlhub.repo import tasks as repo
 from crawlhub.repo.db import Session
 from crawlhub.repo.models import LogLine, Spider, Task
+from crawlhub.repo.statuses import FINISHED
 
 logger = logging.getLogger(__name__)
+
+CANCEL_SETTLE_S = 5.0  # how long a log stream waits for a cancelled run's last lines
 
 
 def create_run(
@@ -114,6 +118,32 @@ def get_task(context: Context, ref: uuid.UUID | str) -> Task:
     """One task by id."""
     with context.db.read() as session:
         return repo.get_task(session, ref)
+
+
+def task_and_spider(context: Context, ref: str) -> tuple[Task, Spider]:
+    """A run and the spider it belongs to (its page shows the spider's name)."""
+    with context.db.read() as session:
+        task = repo.get_task(session, ref)
+        return task, spider_repo.get_spider(session, str(task.spider_id))
+
+
+def duration_s(task: Task) -> float:
+    """How long a finished run took (0 for one that never started)."""
+    if task.started_at is None or task.finished_at is None:
+        return 0.0
+    return max((task.finished_at - task.started_at).total_seconds(), 0.0)
+
+
+def lines_over(task: Task, stream_ended: bool) -> bool:
+    """Whether no more log lines can come: finished, and a cancelled run's process has
+    stopped (its stream ended, or it was cancelled before starting, or long enough ago)."""
+    if task.status not in FINISHED:
+        return False
+    if task.status != "cancelled" or task.started_at is None or stream_ended:
+        return True
+    # Cancelled while running: its worker writes the last lines within a few seconds.
+    finished = task.finished_at.timestamp() if task.finished_at else time.time()
+    return time.time() - finished > CANCEL_SETTLE_S
 
 
 @dataclass(frozen=True)

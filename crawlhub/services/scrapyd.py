@@ -19,7 +19,8 @@ from crawlhub.repo import projects as project_repo
 from crawlhub.repo import spiders as spider_repo
 from crawlhub.repo import tasks as task_repo
 from crawlhub.repo.db import MAX_NAME, Session
-from crawlhub.repo.models import ACTIVE, CLAIMABLE, FINISHED, Project, ProjectVersion, Task
+from crawlhub.repo.models import Project, ProjectVersion, Task
+from crawlhub.repo.statuses import ACTIVE, CLAIMABLE, FINISHED
 from crawlhub.repo.tasks import JOB_ID_CHARS
 from crawlhub.services import runs
 

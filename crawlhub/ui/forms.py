@@ -10,7 +10,7 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 
 from crawlhub.errors import CrawlhubError, InvalidInput
-from crawlhub.http.validation import parse_json
+from crawlhub.web.validation import parse_json
 
 JSON_FIELDS = ("params", "env", "settings", "limits")  # form fields that hold a JSON object
 WHOLE_NUMBER = re.compile(r"[0-9]{1,18}")

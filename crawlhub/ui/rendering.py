@@ -20,9 +20,9 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from crawlhub.data.formats import cell
 from crawlhub.errors import CrawlhubError
-from crawlhub.http.responses import status_of
-from crawlhub.http.validation import ctx
 from crawlhub.ui.sessions import COOKIE, CSRF_FIELD, CSRF_HEADER, Session, csrf_ok, verify
+from crawlhub.web.responses import status_of
+from crawlhub.web.validation import ctx
 
 logger = logging.getLogger(__name__)
 

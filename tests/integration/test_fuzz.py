@@ -30,8 +30,8 @@ from crawlhub.alerting import alerts
 from crawlhub.api import create_app
 from crawlhub.context import Context
 from crawlhub.data.formats import FORMATS
-from crawlhub.http import sse
 from crawlhub.messaging.keys import RUNS_QUEUE
+from crawlhub.web import sse
 from tests.conftest import TOKEN
 
 EXAMPLES = int(os.environ.get("CRAWLHUB_FUZZ_EXAMPLES", "20"))

@@ -11,8 +11,8 @@ from starlette.testclient import TestClient
 
 from crawlhub.api import create_app
 from crawlhub.context import Context
-from crawlhub.http.schemas.common import MAX_OFFSET_ROWS
 from crawlhub.repo.models import Spider, Task
+from crawlhub.web.schemas.common import MAX_OFFSET_ROWS
 from tests.conftest import TOKEN
 
 MOMENT = datetime(2026, 3, 8, 12, 0, 0, 123456, tzinfo=UTC)

@@ -44,12 +44,12 @@ def test_the_tree_keeps_every_contract(tree: Path) -> None:
     assert "0 broken" in result.stdout
 
 
-def test_repo_importing_http_breaks_the_layers(tree: Path) -> None:
-    add_import(tree, "crawlhub.repo.pages", "from crawlhub.http import validation  # noqa")
+def test_repo_importing_web_breaks_the_layers(tree: Path) -> None:
+    add_import(tree, "crawlhub.repo.pages", "from crawlhub.web import validation  # noqa")
     result = lint_imports(tree)
     assert result.returncode == 1
     assert "Layers: entry points, adapters, domain, infrastructure BROKEN" in result.stdout
-    assert "crawlhub.repo.pages -> crawlhub.http.validation" in result.stdout
+    assert "crawlhub.repo.pages -> crawlhub.web.validation" in result.stdout
 
 
 def test_a_type_only_import_of_a_higher_layer_breaks_the_layers(tree: Path) -> None:
@@ -58,6 +58,26 @@ def test_a_type_only_import_of_a_higher_layer_breaks_the_layers(tree: Path) -> N
     result = lint_imports(tree)
     assert result.returncode == 1
     assert "crawlhub.context -> crawlhub.worker.supervisor" in result.stdout
+
+
+def test_the_dashboard_and_the_api_are_independent_of_each_other(tree: Path) -> None:
+    add_import(tree, "crawlhub.ui.pages.runs", "from crawlhub.http.routes import data  # noqa")
+    add_import(tree, "crawlhub.http.routes.runs", "from crawlhub.ui import charts  # noqa")
+    result = lint_imports(tree)
+    assert result.returncode == 1
+    assert "Layers: entry points, adapters, domain, infrastructure BROKEN" in result.stdout
+    assert "crawlhub.ui.pages.runs -> crawlhub.http.routes.data" in result.stdout
+    assert "crawlhub.http.routes.runs -> crawlhub.ui.charts" in result.stdout
+
+
+@pytest.mark.parametrize("module", ["crawlhub.ui.pages.runs", "crawlhub.http.routes.runs",
+                                    "crawlhub.web.sse"])  # fmt: skip
+def test_a_face_importing_the_orm_models_breaks_its_contract(tree: Path, module: str) -> None:
+    add_import(tree, module, "from crawlhub.repo.models import Task  # noqa")
+    result = lint_imports(tree)
+    assert result.returncode == 1
+    assert "never the ORM models BROKEN" in result.stdout.replace("\n", " ")
+    assert f"{module} -> crawlhub.repo.models" in result.stdout
 
 
 def test_child_importing_the_server_breaks_its_contract(tree: Path) -> None:

@@ -6,8 +6,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from crawlhub.alerting import alerts, channels
-from crawlhub.http.responses import ModelResponse
-from crawlhub.http.schemas.alerts import (
+from crawlhub.web.responses import ModelResponse
+from crawlhub.web.schemas.alerts import (
     AlertListQuery,
     AlertOut,
     AlertPage,
@@ -19,8 +19,8 @@ from crawlhub.http.schemas.alerts import (
     DeliveryOut,
     DeliveryPage,
 )
-from crawlhub.http.schemas.common import Count, PageQuery
-from crawlhub.http.validation import body_of, ctx, errors, query_of, spec
+from crawlhub.web.schemas.common import Count, PageQuery
+from crawlhub.web.validation import body_of, ctx, errors, query_of, spec
 
 
 @spec.validate(query=AlertListQuery, resp=Resp(HTTP_200=AlertPage, **errors(404)), tags=["alerts"])

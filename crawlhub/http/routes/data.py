@@ -2,16 +2,15 @@
 
 from spectree import Response as Resp
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
-from crawlhub.data import formats, items
-from crawlhub.errors import NotFound
-from crawlhub.http.responses import ModelResponse
-from crawlhub.http.schemas.common import Count
-from crawlhub.http.schemas.data import DataPage, DataQuery, DeleteQuery, ExportQuery, ItemOut
-from crawlhub.http.validation import ctx, errors, parse, query_of, spec
-from crawlhub.repo.db import Database
+from crawlhub.data import items
+from crawlhub.web.exports import export_response
+from crawlhub.web.responses import ModelResponse
+from crawlhub.web.schemas.common import Count
+from crawlhub.web.schemas.data import DataPage, DataQuery, DeleteQuery, ExportQuery, ItemOut
+from crawlhub.web.validation import ctx, errors, query_of, spec
 
 
 @spec.validate(query=DataQuery, resp=Resp(HTTP_200=DataPage, **errors(404)), tags=["data"])
@@ -39,21 +38,6 @@ def list_data(request: Request) -> Response:
 def export_data(request: Request) -> Response:
     """Stream the selection as csv, json, jsonl or xlsx (constant memory at any size)."""
     return export_response(ctx(request).db, request.path_params["fmt"], dict(request.query_params))
-
-
-def export_response(db: Database, fmt: str, params: dict[str, str]) -> StreamingResponse:
-    """The streamed export file of the items a query string selects (the API's and the
-    dashboard's downloads)."""
-    if fmt not in formats.FORMATS:
-        raise NotFound(f"unknown export format '{fmt[:20]}' (csv, json, jsonl, xlsx)")
-    q = parse(ExportQuery, params)
-    fields = items.parse_fields(q.fields)
-    selection = items.select(db, spider=q.spider_id, task=q.task_id, since=q.since, until=q.until)
-    body = items.export_stream(db, selection, fmt, fields=fields, excel=q.excel)
-    disposition = f'attachment; filename="{items.filename(selection, fmt)}"'
-    return StreamingResponse(
-        body, media_type=formats.FORMATS[fmt], headers={"Content-Disposition": disposition}
-    )
 
 
 @spec.validate(query=DeleteQuery, resp=Resp(HTTP_200=Count, **errors(400, 404)), tags=["data"])

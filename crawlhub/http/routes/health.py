@@ -10,10 +10,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from crawlhub import metrics
-from crawlhub.http.responses import ModelResponse, error_response
-from crawlhub.http.schemas.common import Health
-from crawlhub.http.validation import ctx, errors, spec
 from crawlhub.repo import migrate
+from crawlhub.web.responses import ModelResponse, error_response
+from crawlhub.web.schemas.common import Health
+from crawlhub.web.validation import ctx, errors, spec
 
 logger = logging.getLogger(__name__)
 

@@ -7,10 +7,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from crawlhub.errors import BadRequest
-from crawlhub.http.responses import ModelResponse
 from crawlhub.http.routes.spiders import read_upload
-from crawlhub.http.schemas.common import PageQuery
-from crawlhub.http.schemas.projects import (
+from crawlhub.registry import projects
+from crawlhub.web.responses import ModelResponse
+from crawlhub.web.schemas.common import PageQuery
+from crawlhub.web.schemas.projects import (
     EnvironmentOut,
     ProjectCreate,
     ProjectListQuery,
@@ -21,8 +22,7 @@ from crawlhub.http.schemas.projects import (
     VersionPage,
     VersionUpload,
 )
-from crawlhub.http.validation import body_of, ctx, errors, query_of, spec
-from crawlhub.registry import projects
+from crawlhub.web.validation import body_of, ctx, errors, query_of, spec
 
 TAGS = ["projects"]
 

@@ -5,9 +5,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from crawlhub.http.responses import ModelResponse
-from crawlhub.http.schemas.common import Count
-from crawlhub.http.schemas.queues import (
+from crawlhub.messaging import queues
+from crawlhub.services import activity, runs
+from crawlhub.web.responses import ModelResponse
+from crawlhub.web.schemas.common import Count
+from crawlhub.web.schemas.queues import (
     DeadLetter,
     DeadLetterPage,
     DeadLetterQuery,
@@ -15,9 +17,7 @@ from crawlhub.http.schemas.queues import (
     Requeued,
     WorkerOut,
 )
-from crawlhub.http.validation import ctx, errors, query_of, spec
-from crawlhub.messaging import queues
-from crawlhub.services import activity, runs
+from crawlhub.web.validation import ctx, errors, query_of, spec
 
 
 @spec.validate(resp=Resp(HTTP_200=Queues), tags=["queues"])

@@ -8,10 +8,11 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from crawlhub.http import sse
-from crawlhub.http.responses import ModelResponse
-from crawlhub.http.schemas.common import MAX_INT
-from crawlhub.http.schemas.tasks import (
+from crawlhub.services import runs
+from crawlhub.web import sse
+from crawlhub.web.responses import ModelResponse
+from crawlhub.web.schemas.common import MAX_INT
+from crawlhub.web.schemas.tasks import (
     LogLineOut,
     LogPage,
     LogQuery,
@@ -21,8 +22,7 @@ from crawlhub.http.schemas.tasks import (
     TaskOut,
     TaskPage,
 )
-from crawlhub.http.validation import body_of, ctx, errors, parse, query_of, read_json, spec
-from crawlhub.services import runs
+from crawlhub.web.validation import body_of, ctx, errors, parse, query_of, read_json, spec
 
 LAST_EVENT_ID = re.compile(r"[0-9]{1,10}")  # the `id:` of a log event this stream sent
 

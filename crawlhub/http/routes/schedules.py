@@ -5,9 +5,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from crawlhub.http.responses import ModelResponse
-from crawlhub.http.schemas.common import PageQuery
-from crawlhub.http.schemas.schedules import (
+from crawlhub.scheduling import schedules
+from crawlhub.web.responses import ModelResponse
+from crawlhub.web.schemas.common import PageQuery
+from crawlhub.web.schemas.schedules import (
     FireTime,
     Preview,
     PreviewQuery,
@@ -16,8 +17,7 @@ from crawlhub.http.schemas.schedules import (
     SchedulePage,
     SchedulePatch,
 )
-from crawlhub.http.validation import body_of, ctx, errors, query_of, spec
-from crawlhub.scheduling import schedules
+from crawlhub.web.validation import body_of, ctx, errors, query_of, spec
 
 
 @spec.validate(query=PageQuery, resp=Resp(HTTP_200=SchedulePage, **errors(404)), tags=["schedules"])

@@ -10,18 +10,18 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from crawlhub.errors import BadRequest, TooLarge
-from crawlhub.http.responses import ModelResponse
-from crawlhub.http.schemas.common import PageQuery
-from crawlhub.http.schemas.projects import VersionOut, VersionPage, VersionUpload
-from crawlhub.http.schemas.spiders import (
+from crawlhub.registry import spiders
+from crawlhub.web.responses import ModelResponse
+from crawlhub.web.schemas.common import PageQuery
+from crawlhub.web.schemas.projects import VersionOut, VersionPage, VersionUpload
+from crawlhub.web.schemas.spiders import (
     SpiderCreate,
     SpiderListQuery,
     SpiderOut,
     SpiderPage,
     SpiderPatch,
 )
-from crawlhub.http.validation import body_of, ctx, errors, query_of, spec
-from crawlhub.registry import spiders
+from crawlhub.web.validation import body_of, ctx, errors, query_of, spec
 
 
 @spec.validate(query=SpiderListQuery, resp=Resp(HTTP_200=SpiderPage), tags=["spiders"])

@@ -8,11 +8,11 @@ from starlette.responses import Response
 
 from crawlhub.alerting import alerts, channels
 from crawlhub.errors import InvalidInput
-from crawlhub.http.schemas.alerts import ChannelCreate, ChannelPatch
-from crawlhub.http.validation import ctx
 from crawlhub.ui.forms import field, page_number, parse_form
 from crawlhub.ui.rendering import action, back, page, render
 from crawlhub.ui.sessions import Session
+from crawlhub.web.schemas.alerts import ChannelCreate, ChannelPatch
+from crawlhub.web.validation import ctx
 
 PAGE_SIZE = 20
 KINDS = ("webhook", "slack", "dingtalk", "feishu", "wecom", "email")

@@ -7,10 +7,10 @@ from starlette.responses import Response
 
 from crawlhub.data import items
 from crawlhub.errors import InvalidInput
-from crawlhub.http.validation import ctx
 from crawlhub.ui.forms import utc_time, whole_number
 from crawlhub.ui.rendering import page, render
 from crawlhub.ui.sessions import Session
+from crawlhub.web.validation import ctx
 
 PAGE_SIZE = 50
 

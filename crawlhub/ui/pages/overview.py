@@ -3,11 +3,11 @@
 from starlette.requests import Request
 from starlette.responses import Response
 
-from crawlhub.http.validation import ctx
 from crawlhub.services import activity
 from crawlhub.ui import charts
 from crawlhub.ui.rendering import page, render
 from crawlhub.ui.sessions import Session
+from crawlhub.web.validation import ctx
 
 
 @page

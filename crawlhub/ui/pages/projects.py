@@ -8,12 +8,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from crawlhub.errors import Conflict, InvalidInput, TooLarge
-from crawlhub.http.schemas.projects import ProjectCreate
-from crawlhub.http.validation import ctx
 from crawlhub.registry import projects
 from crawlhub.ui.forms import field, page_number, parse_form
 from crawlhub.ui.rendering import action, back, page, render
 from crawlhub.ui.sessions import Session
+from crawlhub.web.schemas.projects import ProjectCreate
+from crawlhub.web.validation import ctx
 
 PAGE_SIZE = 20
 VERSIONS_SHOWN = 10

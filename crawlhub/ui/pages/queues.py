@@ -4,12 +4,12 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import Response
 
-from crawlhub.http.validation import ctx
 from crawlhub.messaging import queues
 from crawlhub.messaging.keys import QUEUES
 from crawlhub.services import activity, runs
 from crawlhub.ui.rendering import action, back, page, render
 from crawlhub.ui.sessions import Session
+from crawlhub.web.validation import ctx
 
 DEAD_SHOWN = 100
 

@@ -6,23 +6,20 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from crawlhub.context import Context
 from crawlhub.data import items
-from crawlhub.http import sse
-from crawlhub.http.routes.data import export_response
-from crawlhub.http.schemas.tasks import format_cursor, parse_cursor
-from crawlhub.http.validation import ctx
-from crawlhub.registry import spiders
-from crawlhub.repo.models import ACTIVE, FINISHED, Spider, Task
+from crawlhub.repo.statuses import ACTIVE, FINISHED, STATUSES
 from crawlhub.services import runs
 from crawlhub.ui.forms import utc_time, whole_number
 from crawlhub.ui.rendering import action, back, current_session, page, render, to_login
 from crawlhub.ui.sessions import Session
+from crawlhub.web import sse
+from crawlhub.web.exports import export_response
+from crawlhub.web.schemas.tasks import format_cursor, parse_cursor
+from crawlhub.web.validation import ctx
 
 PAGE_SIZE = 50
 LOG_PAGE = 500  # lines per log page: a 100 000-line log is read a page at a time
 ITEM_ROWS = 50
-STATUSES = ("pending", "running", "retrying", "completed", "failed", "cancelled", "skipped")
 TRIGGERS = ("manual", "schedule", "test", "scrapyd")
 STREAMS = ("stdout", "stderr", "system")
 
@@ -38,12 +35,6 @@ def cursor_of(raw: str) -> runs.Cursor | None:
 def choice(raw: str | None, allowed: tuple[str, ...]) -> str | None:
     """A filter value when it is one of the allowed ones."""
     return raw if raw in allowed else None
-
-
-def task_and_spider(context: Context, ref: str) -> tuple[Task, Spider]:
-    """A run and the spider it belongs to (its page shows the spider's name)."""
-    task = runs.get_task(context, ref)
-    return task, spiders.get_spider(context.db, str(task.spider_id))
 
 
 @page
@@ -82,7 +73,7 @@ def show_run(request: Request, session: Session) -> Response:
     """A run: status, timings, stats, its log a page at a time (live while it runs), items."""
     context = ctx(request)
     ref = request.path_params["id"]
-    task, spider = task_and_spider(context, ref)
+    task, spider = runs.task_and_spider(context, ref)
     params = request.query_params
     stream = choice(params.get("stream"), STREAMS)
     attempt = whole_number(params.get("attempt"))
@@ -129,7 +120,7 @@ def show_run(request: Request, session: Session) -> Response:
 def run_facts(request: Request, session: Session) -> Response:
     """A run's facts alone, which its page refreshes while the run is not over."""
     context = ctx(request)
-    task, spider = task_and_spider(context, request.path_params["id"])
+    task, spider = runs.task_and_spider(context, request.path_params["id"])
     response = render(request, session, "_run_facts.html", task=task, spider=spider)
     if task.status in FINISHED:
         response.status_code = 286  # htmx: stop polling

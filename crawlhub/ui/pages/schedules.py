@@ -9,13 +9,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from crawlhub.errors import InvalidInput
-from crawlhub.http.schemas.schedules import ScheduleCreate, SchedulePatch
-from crawlhub.http.validation import ctx
 from crawlhub.registry import spiders
 from crawlhub.scheduling import schedules
 from crawlhub.ui.forms import field, page_number, parse_form
 from crawlhub.ui.rendering import action, back, page, render
 from crawlhub.ui.sessions import Session
+from crawlhub.web.schemas.schedules import ScheduleCreate, SchedulePatch
+from crawlhub.web.validation import ctx
 
 PAGE_SIZE = 50
 OVERLAPS = ("forbid", "allow", "replace")

@@ -5,9 +5,9 @@ import urllib.parse
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from crawlhub.http.validation import ctx
 from crawlhub.ui.rendering import action, current_session, render
 from crawlhub.ui.sessions import COOKIE, Session, issue, matching_token
+from crawlhub.web.validation import ctx
 
 
 def safe_next(target: str | None) -> str:

@@ -7,16 +7,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from crawlhub.errors import CrawlhubError, InvalidInput, TooLarge
-from crawlhub.http.schemas.spiders import SpiderCreate, SpiderPatch
-from crawlhub.http.validation import ctx, parse_json
 from crawlhub.registry import spiders
-from crawlhub.repo.models import Task
 from crawlhub.scheduling import schedules
 from crawlhub.services import activity, runs
 from crawlhub.ui import charts
 from crawlhub.ui.forms import field, page_number, parse_form
 from crawlhub.ui.rendering import action, back, page, render
 from crawlhub.ui.sessions import Session
+from crawlhub.web.schemas.spiders import SpiderCreate, SpiderPatch
+from crawlhub.web.validation import ctx, parse_json
 
 PAGE_SIZE = 20
 INT_FIELDS = (
@@ -125,7 +124,7 @@ def spider_page(
     )
     durations = charts.simple(
         [
-            (f"{t.created_at:%Y-%m-%d %H:%M} UTC: {duration_s(t):.1f} s", duration_s(t))
+            (f"{t.created_at:%Y-%m-%d %H:%M} UTC: {runs.duration_s(t):.1f} s", runs.duration_s(t))
             for t in history
         ],
         "duration",
@@ -144,13 +143,6 @@ def spider_page(
         durations=durations,
         errors=errors or {},
     )
-
-
-def duration_s(task: Task) -> float:
-    """How long a finished run took."""
-    if task.started_at is None or task.finished_at is None:
-        return 0.0
-    return max((task.finished_at - task.started_at).total_seconds(), 0.0)
 
 
 @page

@@ -6,7 +6,7 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from crawlhub.http.schemas.common import Out, Page, Strict, in_range
+from crawlhub.web.schemas.common import Out, Page, Strict, in_range
 
 Overlap = Literal["forbid", "allow", "replace"]
 Catchup = Literal["latest", "all", "none"]

@@ -7,8 +7,8 @@ from typing import Any, ClassVar, Literal, Self
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from crawlhub.errors import InvalidInput
-from crawlhub.http.schemas.common import MAX_INT, Out, PageQuery, Strict, in_range
 from crawlhub.services.runs import Cursor
+from crawlhub.web.schemas.common import MAX_INT, Out, PageQuery, Strict, in_range
 
 TaskStatus = Literal[
     "pending", "running", "retrying", "completed", "failed", "cancelled", "skipped"

@@ -4,8 +4,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from crawlhub.http.schemas.common import Strict
 from crawlhub.messaging.queues import QueueCounts
+from crawlhub.web.schemas.common import Strict
 
 
 class WorkerOut(BaseModel):

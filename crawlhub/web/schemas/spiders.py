@@ -6,10 +6,10 @@ from typing import Any, Self
 
 from pydantic import Field, field_validator, model_validator
 
-from crawlhub.http.schemas.common import Out, Page, PageQuery, Strict
-from crawlhub.http.schemas.projects import SLUG, SpiderKind, not_an_id
 from crawlhub.registry.spiders import check_dedup_keys, check_entry, check_env
 from crawlhub.sandbox import limits as run_limits
+from crawlhub.web.schemas.common import Out, Page, PageQuery, Strict
+from crawlhub.web.schemas.projects import SLUG, SpiderKind, not_an_id
 
 MAX_TIMEOUT_S = 7 * 24 * 3600
 

@@ -7,7 +7,7 @@ from typing import Literal, Self
 from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from crawlhub.alerting.channels import check_target
-from crawlhub.http.schemas.common import Out, Page, PageQuery, Strict
+from crawlhub.web.schemas.common import Out, Page, PageQuery, Strict
 
 Level = Literal["info", "warning", "error"]
 ChannelKind = Literal["webhook", "slack", "dingtalk", "feishu", "wecom", "email"]

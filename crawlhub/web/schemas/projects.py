@@ -2,12 +2,11 @@
 
 import uuid
 from datetime import datetime
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, Field, field_validator
 
-from crawlhub.http.schemas.common import Out, Page, PageQuery, Strict
-from crawlhub.repo.models import ProjectVersion
+from crawlhub.web.schemas.common import Out, Page, PageQuery, Strict
 
 SLUG = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 # Projects may be named as Scrapy projects are (a module name), or as Scrapyd clients do.
@@ -83,7 +82,7 @@ class EnvironmentOut(BaseModel):
     log: str | None = Field(description="the build log (its last lines in a version summary)")
 
     @classmethod
-    def of(cls, version: ProjectVersion, *, full: bool) -> Self:
+    def of(cls, version: Any, *, full: bool) -> Self:  # a project version row
         log = version.env_log
         if log is not None and not full:
             log = "\n".join(log.splitlines()[-SUMMARY_LOG_LINES:])
@@ -109,7 +108,7 @@ class VersionOut(BaseModel):
     created_at: datetime
 
     @classmethod
-    def of(cls, version: ProjectVersion) -> Self:
+    def of(cls, version: Any) -> Self:
         return cls(
             number=version.number, project_id=version.project_id, format=version.format,
             filename=version.filename, sha256=version.sha256, size=version.size,

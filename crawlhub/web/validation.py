@@ -18,8 +18,8 @@ from starlette.requests import Request
 from crawlhub import __version__
 from crawlhub.context import Context
 from crawlhub.errors import BadRequest, InvalidInput
-from crawlhub.http.responses import validation_details
-from crawlhub.http.schemas.common import ErrorResponse
+from crawlhub.web.responses import validation_details
+from crawlhub.web.schemas.common import ErrorResponse
 
 JSON_TYPES = ("application/json", "application/problem+json")
 MAX_JSON_DEPTH = 64  # far deeper than any request needs; PostgreSQL and Python stop later
@@ -165,7 +165,7 @@ def make_spectree() -> SpecTree:
         mode="strict",
         annotations=False,
         validation_error_model=ErrorResponse,
-        # Plain model names in components/schemas (unique across crawlhub.http.schemas).
+        # Plain model names in components/schemas (unique across crawlhub.web.schemas).
         naming_strategy=lambda model: model.__name__,
         nested_naming_strategy=lambda _parent, child: child,
         security_schemes=[

@@ -10,16 +10,14 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 
 from crawlhub.context import Context
-from crawlhub.http.schemas.tasks import TaskOut
 from crawlhub.messaging.livelog import START
-from crawlhub.repo.models import FINISHED, Task
 from crawlhub.services import runs
+from crawlhub.web.schemas.tasks import TaskOut
 
 DB_BATCH = 1000
 LIVE_BLOCK_MS = 1000  # a reader re-checks the task's status at least this often when idle
 KEEPALIVE_S = 15.0  # a comment line keeps proxies from closing an idle stream
 GAP_RETRY_S = 0.1
-CANCEL_SETTLE_S = 5.0  # how long a stream waits for a cancelled run's last lines
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -68,7 +66,7 @@ async def task_log_events(
         cursor = read.cursor
         if read.ended or not read.events:
             task = await run_in_threadpool(runs.get_task, context, task_id)
-            if _over(task, read.ended):
+            if runs.lines_over(task, read.ended):
                 for row in await run_in_threadpool(runs.new_lines, context, task_id, last, None):
                     yield log_event(row.seq, row.attempt, row.stream, row.text)
                 yield event("status", json.loads(TaskOut.model_validate(task).model_dump_json()))
@@ -76,15 +74,3 @@ async def task_log_events(
         if time.monotonic() - quiet_since >= KEEPALIVE_S:
             quiet_since = time.monotonic()
             yield ": keepalive\n\n"
-
-
-def _over(task: Task, stream_ended: bool) -> bool:
-    """Whether no more lines can come: finished, and a cancelled run's process has stopped."""
-    if task.status not in FINISHED:
-        return False
-    if task.status != "cancelled" or task.started_at is None or stream_ended:
-        return True
-    # Cancelled while running: its worker writes the last lines within a few seconds.
-    finished = task.finished_at.timestamp() if task.finished_at else time.time()
-    waited = time.time() - finished
-    return waited > CANCEL_SETTLE_S

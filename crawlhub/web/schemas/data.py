@@ -6,7 +6,7 @@ from typing import Any, Self
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from crawlhub.http.schemas.common import (
+from crawlhub.web.schemas.common import (
     MAX_BIGINT,
     MAX_OFFSET_ROWS,
     MAX_PAGE,

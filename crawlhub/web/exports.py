@@ -1,0 +1,24 @@
+"""Streamed exports of scraped items: the API's and the dashboard's downloads."""
+
+from starlette.responses import StreamingResponse
+
+from crawlhub.data import formats, items
+from crawlhub.errors import NotFound
+from crawlhub.repo.db import Database
+from crawlhub.web.schemas.data import ExportQuery
+from crawlhub.web.validation import parse
+
+
+def export_response(db: Database, fmt: str, params: dict[str, str]) -> StreamingResponse:
+    """The streamed export file of the items a query string selects (the API's and the
+    dashboard's downloads)."""
+    if fmt not in formats.FORMATS:
+        raise NotFound(f"unknown export format '{fmt[:20]}' (csv, json, jsonl, xlsx)")
+    q = parse(ExportQuery, params)
+    fields = items.parse_fields(q.fields)
+    selection = items.select(db, spider=q.spider_id, task=q.task_id, since=q.since, until=q.until)
+    body = items.export_stream(db, selection, fmt, fields=fields, excel=q.excel)
+    disposition = f'attachment; filename="{items.filename(selection, fmt)}"'
+    return StreamingResponse(
+        body, media_type=formats.FORMATS[fmt], headers={"Content-Disposition": disposition}
+    )

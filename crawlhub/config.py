@@ -88,6 +88,7 @@ class Settings(BaseSettings):
     channel_allow_hosts: str = ""  # hosts or CIDRs channels may reach despite the SSRF rules
     metrics_token: SecretStr | None = None  # bearer token /metrics asks for, when set
     db_pool_size: int = Field(10, ge=1)
+    db_pool_timeout_s: float = Field(30.0, gt=0, le=3600)  # then GiveWay: an outage, retried
     session_hours: float = Field(12.0, gt=0, le=24 * 30)  # dashboard sign-ins last this long
     smtp_host: str | None = None
     smtp_port: int = Field(587, ge=1, le=65535)

@@ -48,7 +48,8 @@ class Context:
         """
         pool = max(settings.db_pool_size, sessions_needed(settings)) if runs_here \
             else settings.db_pool_size  # fmt: skip
-        db = Database(settings.database_url.get_secret_value(), pool_size=pool)
+        db = Database(settings.database_url.get_secret_value(), pool_size=pool,
+                      pool_timeout_s=settings.db_pool_timeout_s)  # fmt: skip
         client = None
         if settings.redis_url is not None:
             client = redis.Redis.from_url(

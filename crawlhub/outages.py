@@ -12,7 +12,14 @@ Three kinds of failure end or interrupt an attempt, and only one is the spider's
   once more, then the run fails with reason `error`.
 
 Every wait between tries of an outage comes from WAITS_S: a step blocked on the database
-(`patiently`), a reader thread whose write failed (`pause`), a worker's outcome recorder.
+(`patiently`), a reader thread whose write failed (`pause`), a worker's outcome recorder,
+and a run message whose claim met an outage (sent again after the last of them, as a
+delayed message rather than a waiting thread).
+
+One more failure is nobody's here: **a channel's receiver** refusing or failing an alert
+delivery. Its tries (DELIVERY_WAITS_S, then given up and shown on the alert) are spaced for a
+remote service coming back, minutes rather than seconds, and live here beside the others so
+that every retry table of CrawlHub is in this one module.
 """
 
 import itertools
@@ -29,6 +36,9 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 WAITS_S = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)  # between tries of a step an outage blocks, then 15 s
 BUG_RETRIES = 1  # a message that met CrawlHub's own bug is tried this many times more
+CLAIM_RETRY_S = WAITS_S[-1]  # a run whose claim met an outage is sent again this much later
+DELIVERY_WAITS_S = (2, 10, 60, 300)  # before an alert delivery's tries 2, 3, 4, 5
+DELIVERY_TRIES = len(DELIVERY_WAITS_S) + 1  # then the delivery is given up (shown as failed)
 
 
 def wait_s(tries: int, cap_s: float | None = None) -> float:

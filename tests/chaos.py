@@ -33,7 +33,7 @@ import httpx
 import psycopg
 import redis
 
-from tests.integration.test_faults import FLAKY, LIBFAKETIME, STEADY
+from tests.integration.test_faults import CHATTY, FLAKY, LIBFAKETIME, STEADY
 from tests.integration.test_processes import Process, base_env, free_port
 from tests.integration.test_retries_alerts import Receiver
 
@@ -370,6 +370,39 @@ def clock_behind(fleet: Fleet) -> Outcome:
     return outcome
 
 
+def chatty_runs(fleet: Fleet, rds: Redis) -> Outcome:
+    """Redis capped at 16 MB (noeviction, as the queues need), 4 runs printing 60 MB each,
+    and 40 steady runs sent amid them: live streams are capped by bytes and live lines pause
+    near maxmemory, so every enqueue is taken and every line is in the database."""
+    client = redis.Redis.from_url(rds.url)
+    client.config_set("maxmemory", 16 * 1024 * 1024)
+    client.config_set("maxmemory-policy", "noeviction")
+    fleet.deploy("chatty", CHATTY, max_retries=0)
+    try:
+        chatty = [fleet.run("chatty", lines=7500) for _ in range(4)]
+        time.sleep(3)  # the streams are filling
+        started = time.monotonic()
+        ids = steady_runs(fleet, 40, count=20, pause=0.01)
+        peak = 0
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            peak = max(peak, int(client.info("memory")["used_memory"]))
+            if all(fleet.task(i)["status"] in FINISHED for i in ids + chatty):
+                break
+            time.sleep(0.5)
+        outcome = steady_check(fleet, "4 runs printing 60 MB each into a Redis of 16 MB, 40 runs "
+                               "sent amid them", ids, 20, started)  # fmt: skip
+        tasks = [fleet.task(i) for i in chatty]
+        short = sum(t["status"] != "completed" or t["log_lines"] != 7500 for t in tasks)
+        outcome.stuck += sum(t["status"] not in FINISHED for t in tasks)
+        outcome.note += (f" Redis peak {peak / 2**20:.0f} MB of 16; {short} of 4 chatty runs "
+                         f"short of their 7500 lines in the database")  # fmt: skip
+        return outcome
+    finally:
+        client.config_set("maxmemory", 0)
+        client.close()
+
+
 def two_tickers(fleet: Fleet, minutes: float) -> Outcome:
     fleet.deploy("tick", QUICK, max_retries=0)
     with psycopg.connect(fleet.env["DATABASE_URL"]) as conn:
@@ -452,6 +485,7 @@ def main() -> None:
         "postgres_outage": lambda: postgres_outage(fleet, pg),
         "long_postgres_outage": lambda: long_postgres_outage(fleet, pg),
         "clock_behind": lambda: clock_behind(fleet),
+        "chatty_runs": lambda: chatty_runs(fleet, rds),
         "two_tickers": lambda: two_tickers(fleet, args.ticker_minutes),
         "burst": lambda: burst(fleet),
         "bad_channel": lambda: bad_channel(fleet),

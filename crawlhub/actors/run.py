@@ -15,7 +15,6 @@ from crawlhub.worker.outcomes import Recorder
 # Dramatiq's TimeLimit cannot interrupt the supervisor's blocking waits; the runner enforces
 # each spider's own timeout instead, so the actor's limit is effectively off.
 NO_TIME_LIMIT_MS = 10 * 365 * 24 * 3600 * 1000
-OUTAGE_RETRY_MS = 5_000  # a run whose claim met an outage is tried again this soon
 
 
 def declare(context: Context, recorder: Recorder) -> "dramatiq.Actor[[str], None]":
@@ -26,7 +25,9 @@ def declare(context: Context, recorder: Recorder) -> "dramatiq.Actor[[str], None
         try:
             ended = supervisor.execute(context, uuid.UUID(task_id), recorder)
         except ServiceUnavailable as exc:  # nothing ran: no retry of the task is counted
-            raise dramatiq.Retry(f"task {task_id}: {exc.message}", delay=OUTAGE_RETRY_MS) from exc
+            raise dramatiq.Retry(
+                f"task {task_id}: {exc.message}", delay=int(outages.CLAIM_RETRY_S * 1000)
+            ) from exc
         if ended is not None and ended.status == "pending":  # handed back: shutdown, outage
             runs.enqueue(context, uuid.UUID(task_id))  # if this fails, the sweep resends it
             return

@@ -5,7 +5,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from crawlhub import metrics
+from crawlhub import metrics, outages
 from crawlhub.alerting import senders, targets
 from crawlhub.context import Context
 from crawlhub.messaging import messages
@@ -18,8 +18,6 @@ from crawlhub.repo.types import utcnow
 
 logger = logging.getLogger(__name__)
 
-MAX_DELIVERY_ATTEMPTS = 5
-DELIVERY_BACKOFF_S = (2, 10, 60, 300)  # waits before delivery attempts 2, 3, 4, 5
 DELIVERY_BATCH = 50  # deliveries claimed at once
 RETRY_MARGIN_MS = 250  # a retry's message arrives this long after the delivery is due
 CLAIM_HOLD = timedelta(minutes=2)  # a claimed delivery whose sender vanished is sent again then
@@ -111,8 +109,8 @@ def _send_due(context: Context, alert_id: uuid.UUID | None) -> int:
             error = targets.scrub(error, out.target)
         attempts = out.attempts + 1
         retry_at = None
-        if error is not None and not final and attempts < MAX_DELIVERY_ATTEMPTS:
-            delay = DELIVERY_BACKOFF_S[min(attempts, len(DELIVERY_BACKOFF_S)) - 1]
+        if error is not None and not final and attempts < outages.DELIVERY_TRIES:
+            delay = outages.DELIVERY_WAITS_S[min(attempts, len(outages.DELIVERY_WAITS_S)) - 1]
             retry_at = utcnow() + timedelta(seconds=delay)
         with context.db.session() as session:
             repo.record_delivery(session, out.delivery_id, error, retry_at)

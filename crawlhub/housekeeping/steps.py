@@ -9,8 +9,6 @@ import logging
 import uuid
 from datetime import timedelta
 
-from dramatiq.common import compute_backoff
-
 from crawlhub.alerting import alerts
 from crawlhub.context import Context
 from crawlhub.housekeeping import retention
@@ -86,11 +84,7 @@ def reap(context: Context) -> bool:
             status = task_repo.mark_lost(session, task.id, message)
             spider = task_repo.spider_of(session, task)
             if status == "retrying":
-                _, delay = compute_backoff(
-                    retries_before,
-                    factor=spider.retry_backoff_min_s * 1000,
-                    max_backoff=spider.retry_backoff_max_s * 1000,
-                )
+                delay = runs.retry_delay_ms(retries_before, spider)
                 retries.append((task.id, delay))
                 logger.warning("task %s lost (worker %s); retry %d in %d ms", task.id, task.worker,
                                retries_before + 1, delay)  # fmt: skip

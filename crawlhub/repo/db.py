@@ -28,19 +28,21 @@ ROLLBACKS = (
 )
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> Engine:
-    """An engine for a postgresql+psycopg:// or sqlite:// URL, tuned for its dialect."""
+def make_engine(url: str, *, pool_size: int = 10, pool_timeout_s: float = 30.0) -> Engine:
+    """An engine for a postgresql+psycopg:// or sqlite:// URL, tuned for its dialect; a
+    session waits `pool_timeout_s` for a free connection of the pool."""
     if url.startswith("sqlite"):
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 30}, pool_pre_ping=False,
-            pool_size=pool_size, max_overflow=pool_size,
+            pool_size=pool_size, max_overflow=pool_size, pool_timeout=pool_timeout_s,
         )  # fmt: skip
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     return create_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800
-    )
+        url, pool_size=pool_size, max_overflow=pool_size, pool_timeout=pool_timeout_s,
+        pool_pre_ping=True, pool_recycle=1800,
+    )  # fmt: skip
 
 
 def accepts_any_password(url: str) -> bool:
@@ -85,8 +87,8 @@ def _sqlite_begin(connection: Any) -> None:
 class Database:
     """An engine plus the session factory every process uses."""
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
-        self.engine = make_engine(url, pool_size=pool_size)
+    def __init__(self, url: str, *, pool_size: int = 10, pool_timeout_s: float = 30.0) -> None:
+        self.engine = make_engine(url, pool_size=pool_size, pool_timeout_s=pool_timeout_s)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         readers = self.engine.execution_options(**{READ_ONLY: True})
         self._reads = sessionmaker(readers, expire_on_commit=False)

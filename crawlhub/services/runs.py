@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from dramatiq.common import compute_backoff
+
 from crawlhub.context import Context
 from crawlhub.errors import Conflict
 from crawlhub.messaging import messages, queues
@@ -82,6 +84,23 @@ def run_options(max_retries_left: int, spider: Spider) -> dict[str, Any]:
 def enqueue(context: Context, task_id: uuid.UUID, delay_ms: int = 0) -> str | None:
     """Send one committed task's run message (see enqueue_many); its message id or None."""
     return enqueue_many(context, [Send(task_id, delay_ms)]).get(task_id)
+
+
+def retry_delay_ms(retries_before: int, spider: Spider) -> int:
+    """The spider's backoff before retry number `retries_before + 1`: Dramatiq's formula,
+    as its Retries middleware spaces the retries of a failed message."""
+    _, delay = compute_backoff(retries_before, factor=spider.retry_backoff_min_s * 1000,
+                               max_backoff=spider.retry_backoff_max_s * 1000)  # fmt: skip
+    return int(delay)
+
+
+def enqueue_retry(context: Context, task_id: uuid.UUID) -> None:
+    """Send the run message of a task that is `retrying` after its spider's backoff (a retry
+    whose message was not left to Dramatiq: the run was recorded late, or reaped)."""
+    with context.db.read() as session:
+        task = repo.get_task(session, task_id)
+        delay = retry_delay_ms(max(task.retry_count - 1, 0), repo.spider_of(session, task))
+    enqueue(context, task_id, delay)
 
 
 def enqueue_many(context: Context, sends: Sequence[Send]) -> dict[uuid.UUID, str]:

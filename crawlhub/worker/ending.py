@@ -96,6 +96,9 @@ class Ending:
         try:
             self.finish(entry, duration, self.context.settings.record_patience_s)
         except ServiceUnavailable:
+            logger.warning("task %s: the database is still unavailable; its outcome (%s) is "
+                           "kept and will be recorded when it is back", self.a.task_id,
+                           outcome.status)  # fmt: skip
             self.recorder.adopt(entry, lambda: self.finish(entry, duration, 0, adopted=True))
             return "recording"
         self.recorder.ledger.remove(entry)

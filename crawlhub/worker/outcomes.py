@@ -137,9 +137,12 @@ class Ledger:
 
 def send_again(context: Context, task_id: uuid.UUID, status: str) -> None:
     """Send the run message of a task recorded after its message was acknowledged, when the
-    task is to run again (handed back, or retrying: at once rather than after its backoff)."""
-    if status in ("pending", "retrying"):
-        runs.enqueue(context, task_id)  # if this fails, the ticker's sweep sends it
+    task is to run again: at once when handed back, after its spider's backoff when
+    retrying. If this fails, the ticker's sweep sends it."""
+    if status == "pending":
+        runs.enqueue(context, task_id)
+    elif status == "retrying":
+        runs.enqueue_retry(context, task_id)
 
 
 LOCK = ".lock"
@@ -175,10 +178,8 @@ class Recorder:
         self._lock = threading.Lock()
 
     def adopt(self, entry: Entry, finish: Callable[[], None]) -> None:
-        """Take over a run whose ending an outage blocks (its entry is in the ledger)."""
-        logger.warning("task %s: the database is still unavailable; its outcome (%s) is kept "
-                       "and will be recorded when it is back", entry.run.task_id,
-                       entry.outcome.status)  # fmt: skip
+        """Take over a run whose ending is still to be recorded (its entry is in the ledger):
+        `finish` is tried until it stops meeting an outage."""
         self._start()
         self._jobs.put(_Job(entry, finish))
 

@@ -30,6 +30,7 @@ from crawlhub.housekeeping import steps as housekeeping
 from crawlhub.repo import tasks as task_repo
 from crawlhub.repo.models import Item, Spider, Task
 from crawlhub.ticker import Ticker
+from crawlhub.worker.capture import dedup_hash
 from tests.conftest import TOKEN, make_settings
 from tests.integration.harness import Hub, Outage, mode_settings, processes_of, running_hub
 from tests.integration.test_processes import Process, base_env, crawlhub, free_port, shared
@@ -79,6 +80,105 @@ def test_a_database_blip_at_claim_or_record_costs_no_retry(
         ran = [line for line in hub.logs(task["id"]) if line["text"] == "ran"]
         assert len(ran) == 1  # the spider ran once: the blip was retried, not the run
         assert next(calls) >= 2  # it failed once, then went through
+        dead = hub.client.get("/api/queues/crawlhub.runs/dead-letters").json()
+        assert dead["total"] == 0
+
+
+LOCKED = """
+import time
+
+def run(params):
+    yield {"n": 1}
+    time.sleep(params["sleep"])
+"""
+
+
+def deadlocks(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
+                       ).fetchone()  # fmt: skip
+    assert row is not None
+    return int(row[0])
+
+
+def waiting_on_a_lock(conn: psycopg.Connection[Any], timeout: float = 30) -> None:
+    """Until another backend of this database waits on a lock."""
+    deadline = time.monotonic() + timeout
+    while not conn.execute(
+        "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
+        "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+    ).fetchone():
+        assert time.monotonic() < deadline, "no backend waits on a lock"
+        time.sleep(0.05)
+
+
+def test_a_real_deadlock_during_a_run_is_an_outage_not_a_retry(pg_url: str, tmp_path: Path) -> None:
+    """PostgreSQL picks the run's write of its item as a deadlock's victim (a transaction of
+    ours holds the same dedup key and then asks for the run's task): the write is tried
+    again, the run completes on its first attempt with its item, and nothing is dead."""
+    plain = pg_url.replace("postgresql+psycopg://", "postgresql://")
+    watch = psycopg.connect(plain, autocommit=True)
+    with running_hub(pg_url, tmp_path) as hub:
+        hub.deploy("locked", {"main.py": LOCKED}, max_retries=0, dedup_keys=["n"])
+        spider_id = hub.client.get("/api/spiders/locked").json()["id"]
+        with hub.context.db.session() as session:
+            other = Task(spider_id=spider_id, trigger="manual", status="skipped",
+                         created_at=datetime.now(UTC))  # fmt: skip
+            session.add(other)
+            session.flush()
+            other_id = other.id
+        before = deadlocks(watch)
+        ours = psycopg.connect(plain)
+        try:
+            ours.execute("SET deadlock_timeout = '60s'")  # the run's side finds the deadlock
+            ours.execute(
+                "INSERT INTO item (spider_id, task_id, attempt, data, dedup_hash, created_at) "
+                "VALUES (%s, %s, 1, '{\"n\": 1}', %s, now())",
+                (spider_id, other_id, dedup_hash({"n": 1}, ["n"])),
+            )  # uncommitted: the run's insert of the same key waits for us
+            task_id = hub.run("locked", sleep=4)["id"]
+            waiting_on_a_lock(watch)
+            # The run's transaction holds its task (fenced writes): asking for it closes the
+            # cycle; PostgreSQL aborts the run's side within its 1 s deadlock_timeout.
+            ours.execute("SELECT 1 FROM task WHERE id = %s FOR UPDATE", (task_id,))
+        finally:
+            ours.rollback()
+            ours.close()
+        task = hub.wait(task_id, timeout=60)
+        assert (task["status"], task["retry_count"], task["items_count"]) == ("completed", 0, 1)
+        assert deadlocks(watch) > before  # a real one, detected by PostgreSQL
+        dead = hub.client.get("/api/queues/crawlhub.runs/dead-letters").json()
+        assert dead["total"] == 0
+    watch.close()
+
+
+def test_a_real_pool_timeout_during_a_run_is_an_outage_not_a_retry(
+    pg_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every connection of the worker's pool is taken while its run writes: the write waits
+    the pool timeout, gives way as an outage and is tried again; once connections are free
+    the run completes on its first attempt with its item."""
+    with running_hub(pg_url, tmp_path, threads=1, db_pool_timeout_s=1) as hub:
+        hub.deploy("starved", {"main.py": STEADY}, max_retries=0)
+        task_id = hub.run("starved", count=16, pause=0.5)["id"]
+        hub.wait(task_id, {"running"})
+        time.sleep(0.5)
+        engine = hub.context.db.engine
+        held = []
+        try:
+            while True:  # take every connection the pool has and may add
+                try:
+                    held.append(engine.connect())
+                except PoolTimeout:
+                    break
+            time.sleep(4)  # the run's writes meet an empty pool meanwhile
+        finally:
+            for connection in held:
+                connection.close()
+        task = hub.wait(task_id, timeout=60)
+        assert (task["status"], task["retry_count"], task["items_count"]) == ("completed", 0, 16)
+        assert "no free database connection" in caplog.text  # the pool did run dry
+        assert [line["text"] for line in hub.logs(task_id, stream="stdout")] == [
+            f"item {n}" for n in range(16)]  # fmt: skip
         dead = hub.client.get("/api/queues/crawlhub.runs/dead-letters").json()
         assert dead["total"] == 0
 

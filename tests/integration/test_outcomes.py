@@ -6,9 +6,12 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
+from dramatiq import Message
+from dramatiq.common import dq_name
 
 from crawlhub.context import Context
-from crawlhub.repo.models import Task
+from crawlhub.messaging.keys import RUNS_QUEUE
+from crawlhub.repo.models import Spider, Task
 from crawlhub.worker.attempts import Outcome, RunRef
 from crawlhub.worker.outcomes import Entry, Recorder
 from tests.integration.test_activity import add_spider, add_task
@@ -72,3 +75,31 @@ def test_an_outcome_left_in_the_ledger_is_recorded_at_the_next_start(
     assert not left.ledger.root.exists()  # taken over, then removed
     assert len(alive.ledger.entries()) == 1  # a live worker's entry is left to it
     alive.stop()
+
+
+def test_a_failed_outcome_recorded_late_is_retried_after_its_spiders_backoff(
+    context: Context,
+) -> None:
+    """A run that failed while the database was away is recorded `retrying` later, by the
+    recorder: its new message waits the spider's backoff, as Dramatiq's retry would have."""
+    run, task_id = running_task(context)
+    with context.db.session() as session:
+        spider = session.get(Spider, run.spider_id)
+        assert spider is not None
+        spider.retry_backoff_min_s, spider.retry_backoff_max_s = 40, 80
+    left = Recorder(context)
+    left.ledger.write(Entry(run, Outcome("failed", "exit_code", 1, "exit code 1"), None,
+                            flushed=True))  # fmt: skip
+    left.stop()
+    recorder = Recorder(context)
+    try:
+        assert recorder.resume() == 1
+        task = recorded(context, task_id)
+    finally:
+        recorder.stop()
+    assert (task.status, task.retry_count) == ("retrying", 1)
+    delayed = context.broker.queues[dq_name(RUNS_QUEUE)]  # type: ignore[attr-defined]
+    sent = [Message.decode(delayed.get_nowait()) for _ in range(delayed.qsize())]
+    assert [m.args for m in sent] == [(str(task_id),)]
+    wait_s = (sent[0].options["eta"] - time.time() * 1000) / 1000
+    assert 35 < wait_s <= 80  # the first retry's backoff: 40 s, up to twice with jitter

@@ -19,7 +19,7 @@ import pytest
 import redis
 from sqlalchemy import select, update
 
-from crawlhub.alerting import alerts
+from crawlhub import outages
 from crawlhub.housekeeping import steps as housekeeping
 from crawlhub.messaging import messages, queues
 from crawlhub.messaging.keys import QUEUED_RUNS
@@ -223,7 +223,7 @@ def test_always_failing_spider_is_dead_lettered_alerted_and_signed_webhook_sent(
 def test_webhook_down_for_two_deliveries_succeeds_on_a_later_attempt(
     hub: Hub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(alerts, "DELIVERY_BACKOFF_S", (0.2, 0.2, 0.2, 0.2))
+    monkeypatch.setattr(outages, "DELIVERY_WAITS_S", (0.2, 0.2, 0.2, 0.2))
     flaky = Receiver(fail_first=2)
     healthy = Receiver()
     try:
@@ -446,7 +446,7 @@ def test_an_alert_whose_message_was_lost_is_delivered_by_the_ticker(
 def test_every_attempt_of_a_delivery_carries_the_same_delivery_id(
     hub: Hub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(alerts, "DELIVERY_BACKOFF_S", (0.2, 0.2, 0.2, 0.2))
+    monkeypatch.setattr(outages, "DELIVERY_WAITS_S", (0.2, 0.2, 0.2, 0.2))
     flaky = Receiver(fail_first=2)
     try:
         assert hub.client.post("/api/channels", json={"kind": "webhook",

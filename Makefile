@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 up: install sandbox
 	$(BIN)/crawlhub up
 
-# Spiders run in bubblewrap's sandbox, behind nftables rules (README: Security model). As root
+# Spiders run in bubblewrap's sandbox, behind nftables rules (docs/guide/security.md). As root
 # on Debian or Ubuntu, install what is missing; elsewhere CrawlHub says at start what spiders
 # run without.
 SANDBOX_PACKAGES := $(if $(shell command -v bwrap),,bubblewrap) $(if $(shell command -v nft || test -x /usr/sbin/nft && echo y),,nftables)

@@ -26,7 +26,7 @@ TOKEN_FILE = "api-token"  # noqa: S105 - a file name, not a secret
 
 
 class Settings(BaseSettings):
-    """Every knob of CrawlHub; see the README's configuration table."""
+    """Every knob of CrawlHub; see docs/guide/configuration.md."""
 
     model_config = SettingsConfigDict(
         env_prefix="CRAWLHUB_", extra="ignore", frozen=True, populate_by_name=True

@@ -70,6 +70,11 @@ class ConfigError(CrawlhubError):
     code = "config_error"
 
 
+class Reported(Exception):
+    """An exception raised to steer a library (Dramatiq's retries) about something already
+    reported in one line where it happened: the console shows its traceback at DEBUG only."""
+
+
 class ServiceUnavailable(CrawlhubError):
     """A backing service (database, Redis) cannot be reached."""
 

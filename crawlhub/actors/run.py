@@ -6,7 +6,7 @@ import dramatiq
 
 from crawlhub import outages
 from crawlhub.context import Context
-from crawlhub.errors import ServiceUnavailable
+from crawlhub.errors import Reported, ServiceUnavailable
 from crawlhub.messaging.keys import ALERT_ACTOR, RUN_ACTOR, RUNS_QUEUE
 from crawlhub.services import runs
 from crawlhub.worker import supervisor
@@ -49,7 +49,7 @@ def declare(context: Context, recorder: Recorder) -> "dramatiq.Actor[[str], None
     )(run)
 
 
-class RunFailed(Exception):
+class RunFailed(Reported):
     """An attempt failed; raised so that Dramatiq retries or dead-letters the message."""
 
     def __init__(self, message: str, *, retry: bool) -> None:

@@ -25,7 +25,7 @@ Environment:
                   http://127.0.0.1:$PORT, PORT default 8000)
   CRAWLHUB_TOKEN  its API token (else `crawlhub login`'s, else the token file
                   of the local data dir, $CRAWLHUB_DATA_DIR/api-token)
-Server commands read every CRAWLHUB_* setting (README: Configuration).
+Server commands read every CRAWLHUB_* setting (docs/guide/configuration.md).
 
 \b
 Exit status: 0 done, 1 refused or failed (or a followed run did not complete),
@@ -51,7 +51,7 @@ def cli(ctx: click.Context, url: str | None, token: str | None) -> None:
 def _server(name: str, help_text: str) -> None:
     """A server process command; the server's code is imported only when it runs."""
 
-    @cli.command(name, help=help_text, epilog="Settings: every CRAWLHUB_* variable (README).")
+    @cli.command(name, help=help_text, epilog="Settings: every CRAWLHUB_* variable (docs/guide/configuration.md).")
     def command() -> None:
         from crawlhub.alerting import targets
         from crawlhub.cli import processes

@@ -110,13 +110,13 @@ def _warn_of_open_services(settings: Settings) -> None:
     url = settings.database_url.get_secret_value()
     if accepts_any_password(url):
         logger.warning("PostgreSQL lets CrawlHub in with a wrong password (trust authentication): "
-                       "anyone who reaches it is in; give its user a password (README: Security "
-                       "model)")  # fmt: skip
+                       "anyone who reaches it is in; give its user a password "
+                       "(docs/guide/security.md)")  # fmt: skip
     if settings.redis_url is not None and open_without_password(
         settings.redis_url.get_secret_value()
     ):
         logger.warning("Redis answers clients without a password: set `requirepass` and put the "
-                       "password in REDIS_URL (README: Security model)")  # fmt: skip
+                       "password in REDIS_URL (docs/guide/security.md)")  # fmt: skip
 
 
 def ticker(settings: Settings) -> None:

@@ -26,7 +26,7 @@ class Transition:
     target: str
 
 
-# The whole table (README "Run lifecycle" shows it too). `pending` and `skipped` tasks are
+# The whole table (docs/guide/runs.md, "Run lifecycle", shows it too). `pending` and `skipped` tasks are
 # born by INSERT; everything after that moves through here.
 CLAIM = Transition("claim", CLAIMABLE, "running")  # a worker starts an attempt
 COMPLETE = Transition("complete", ("running",), "completed")  # the spider exited 0

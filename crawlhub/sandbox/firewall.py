@@ -4,8 +4,12 @@ PostgreSQL and Redis of `DATABASE_URL` and `REDIS_URL` are refused by the kernel
 An nftables table `inet crawlhub` (made once per machine, shared by its workers) rejects TCP
 from the slot users' uids to those ports on any address of this machine, and to the
 addresses the services' host names resolve to elsewhere. Only a root worker can add it;
-other set-ups must keep the services behind passwords and a firewall (README: Security
-model). The spiders' network is otherwise the machine's: crawling needs it.
+other set-ups must keep the services behind passwords and a firewall (docs/guide/
+security.md). The spiders' network is otherwise the machine's: crawling needs it.
+
+Each service's entry lives PROTECT_TTL_S and every live worker renews its own
+(`refresh`, from its heartbeat thread, every RENEW_S): a port stops being refused once no
+worker protects it (a service moved, a worker gone), instead of for the machine's uptime.
 """
 
 import contextlib
@@ -23,6 +27,9 @@ logger = logging.getLogger(__name__)
 
 TABLE = "inet crawlhub"
 NFT_TIMEOUT_S = 10
+PROTECT_TTL_S = 900  # an entry no worker renews is dropped after this
+RENEW_S = 120  # how often a live worker renews its entries
+_renewal: list[str] = []  # this process's renewal script (nft commands), once protected
 DEFAULT_PORTS = {"postgresql": 5432, "redis": 6379, "rediss": 6379}
 
 
@@ -67,18 +74,25 @@ def protect(isolation: Isolation, urls: Iterable[str]) -> str:
         f"add table {TABLE}",
         f"add chain {TABLE} output {{ type filter hook output priority 0; policy accept; }}",
         f"add set {TABLE} uids {{ type uid; flags interval; }}",
-        f"add set {TABLE} local_ports {{ type inet_service; }}",
-        f"add set {TABLE} remote4 {{ type ipv4_addr . inet_service; }}",
-        f"add set {TABLE} remote6 {{ type ipv6_addr . inet_service; }}",
+        f"add set {TABLE} local_ports {{ type inet_service; flags timeout; }}",
+        f"add set {TABLE} remote4 {{ type ipv4_addr . inet_service; flags timeout; }}",
+        f"add set {TABLE} remote6 {{ type ipv6_addr . inet_service; flags timeout; }}",
         f"add element {TABLE} uids {{ {uids} }}",
     ]
+    renewal = []
     for name, elements in (("local_ports", local_ports), ("remote4", remote4),
                            ("remote6", remote6)):  # fmt: skip
-        if elements:
-            listed = ", ".join(map(str, sorted(elements)))
-            script.append(f"add element {TABLE} {name} {{ {listed} }}")
+        for element in sorted(map(str, elements)):
+            # Added if missing, then replaced: its time to live starts again (one transaction).
+            entry = f"{TABLE} {name} {{ {element} timeout {PROTECT_TTL_S}s }}"
+            renewal += [f"add element {entry}", f"delete element {TABLE} {name} {{ {element} }}",
+                        f"add element {entry}"]  # fmt: skip
     try:
-        _nft(nft, "\n".join(script))
+        if _without_timeouts(nft):  # an earlier version's (entries that never expire): made
+            # anew in the same transaction; other live workers add theirs at their renewal
+            script.insert(0, f"delete table {TABLE}")
+        _nft(nft, "\n".join(script + renewal))
+        _renewal[:] = [nft, *renewal]
         rules = _nft(nft, f"list chain {TABLE} output")
         if "reject" not in rules:
             _nft(nft, "\n".join(
@@ -90,6 +104,28 @@ def protect(isolation: Isolation, urls: Iterable[str]) -> str:
         return f"not enforced: nft failed: {exc}"
     where = ", ".join(f"{host}:{port}" for host, port in services)
     return f"refused to the slot users by nftables ({where})"
+
+
+def refresh() -> None:
+    """Renew this process's entries (a live worker's heartbeat thread calls it every
+    RENEW_S); a failure is logged and tried again at the next call."""
+    if not _renewal:
+        return
+    nft, *renewal = _renewal
+    try:
+        _nft(nft, "\n".join(renewal))
+    except (OSError, subprocess.SubprocessError) as exc:
+        logger.warning("could not renew the nftables entries keeping spiders off CrawlHub's "
+                       "services: %s", exc)  # fmt: skip
+
+
+def _without_timeouts(nft: str) -> bool:
+    """Whether the table exists with sets whose entries never expire."""
+    try:
+        listed = _nft(nft, f"list set {TABLE} local_ports")
+    except (OSError, subprocess.SubprocessError):
+        return False  # no table yet
+    return "timeout" not in listed
 
 
 def _nft(nft: str, script: str) -> str:

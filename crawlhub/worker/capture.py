@@ -149,8 +149,9 @@ class LogSink:
         self._add(stream, text, counted=True)
 
     def system(self, text: str) -> None:
-        """Add a line of CrawlHub's own about the run (never capped)."""
-        logger.info("task %s: %s", self.task_id, text)
+        """Add a line of CrawlHub's own about the run (never capped; on the console at DEBUG:
+        it shows one line per attempt, from `worker.ending`)."""
+        logger.debug("task %s: %s", self.task_id, text)
         self._add("system", text, counted=False, force=True)
 
     def _add(self, stream: str, text: str, *, counted: bool, force: bool = False) -> None:

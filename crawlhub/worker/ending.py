@@ -150,11 +150,12 @@ class Ending:
             except Exception as exc:  # Redis down: readers fall back on the database
                 logger.warning("task %s: could not end its live log: %s", self.a.task_id, exc)
         alerts.notify_channels(self.context, alert_id)
-        logger.info(
-            "task %s attempt %d %s (reason %s, exit %s) in %.2f s, %d items",
-            self.a.task_id, self.a.attempt, status, outcome.reason, outcome.exit_code, duration,
-            self.items.count,
-        )  # fmt: skip
+        # The console's one line per attempt (the run's own lines are there at DEBUG).
+        ended = "failed, to be retried" if status == "retrying" else status
+        why = "" if outcome.reason is None else f" ({outcome.reason}, exit {outcome.exit_code})"
+        logger.info("task %s: %s attempt %d %s%s after %.2f s, %d items", self.a.task_id,
+                    self.a.ref.spider_name, self.a.attempt, ended, why, duration,
+                    self.items.count)  # fmt: skip
 
 
 def read_stats(staging: Staging, logs: LogSink) -> dict[str, Any] | None:

@@ -10,12 +10,14 @@ import logging
 import os
 import socket
 import threading
+import time
 
 import dramatiq
 
 from crawlhub import __version__
 from crawlhub.context import Context
 from crawlhub.repo import workers as worker_repo
+from crawlhub.sandbox import firewall
 from crawlhub.worker.outcomes import Recorder
 
 logger = logging.getLogger(__name__)
@@ -71,7 +73,11 @@ class WorkerLife(dramatiq.Middleware):
 
     def _beat(self, threads: int) -> None:
         failing = False
+        renew_at = time.monotonic() + firewall.RENEW_S
         while not self._stop.wait(self.context.settings.heartbeat_s):
+            if time.monotonic() >= renew_at:  # this worker's services stay refused to spiders
+                firewall.refresh()
+                renew_at = time.monotonic() + firewall.RENEW_S
             try:
                 with self.context.db.session() as session:
                     known = worker_repo.beat(session, self.id)

@@ -108,7 +108,7 @@ def prepare_worker(settings: Settings) -> Isolation:
     for name, instead in OBSOLETE.items():
         if name in os.environ:
             logger.warning("%s is no longer read: spiders run in bubblewrap's sandbox as slot "
-                           "users (see %s; README: Security model)", name, instead)  # fmt: skip
+                           "users (see %s; docs/guide/security.md)", name, instead)  # fmt: skip
     for path, mode in ((data, 0o711), (data / "work", 0o711), (data / "versions", 0o700)):
         path.mkdir(parents=True, exist_ok=True)
         if os.geteuid() in (0, path.stat().st_uid):
@@ -123,8 +123,8 @@ def prepare_worker(settings: Settings) -> Isolation:
     services = firewall.protect(found, urls)
     logger.info("sandbox: %s; CrawlHub's database and Redis: %s", found.describe(), services)
     if found.mode != "bwrap":
-        logger.warning("spiders run without namespaces of their own (%s): %s (README: "
-                       "Security model)", found.why,
+        logger.warning("spiders run without namespaces of their own (%s): %s (docs/guide/"
+                       "security.md)", found.why,
                        "each slot's user keeps runs apart" if found.switch_user else
                        "they can read what the worker's user can")  # fmt: skip
     if found.cgroups.version is None:

@@ -3,9 +3,11 @@
 import atexit
 import contextlib
 import io
+import json
 import os
 import shutil
 import socket
+import subprocess
 import tempfile
 import textwrap
 import threading
@@ -153,7 +155,7 @@ class Site:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = serve_to_spiders(Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -161,6 +163,38 @@ class Site:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def protected_ports() -> set[int]:
+    """The local ports the firewall refuses to spiders: CrawlHub's services', among them the
+    random ports of the services tests start (refused until their entries expire)."""
+    try:
+        done = subprocess.run(["nft", "-j", "list", "set", "inet", "crawlhub", "local_ports"],
+                              capture_output=True, text=True, timeout=10)  # fmt: skip
+    except OSError:  # no nft: no firewall
+        return set()
+    if done.returncode != 0:  # no table yet
+        return set()
+    ports = set()
+    for entry in json.loads(done.stdout)["nftables"]:
+        for element in entry.get("set", {}).get("elem", []):
+            ports.add(int(element["elem"]["val"] if isinstance(element, dict) else element))
+    return ports
+
+
+def serve_to_spiders(handler: Any) -> ThreadingHTTPServer:
+    """An HTTP server on 127.0.0.1 that spiders can reach: on a port the firewall does not
+    refuse them (a random port may be one a test's service had)."""
+    refused, taken = protected_ports(), []
+    try:
+        while True:
+            server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+            if server.server_address[1] not in refused:
+                return server
+            taken.append(server)  # held until a good one is found, so it is not given again
+    finally:
+        for server in taken:
+            server.server_close()
 
 
 def processes_of(task_id: str) -> list[int]:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import socket
 import stat
@@ -517,3 +518,49 @@ def test_workers_online_counts_worker_processes_only(
         for proc in (web, ticker, *workers):
             if proc.proc.poll() is None:
                 proc.stop()
+
+
+def test_a_run_that_fails_three_times_prints_one_line_per_attempt_and_no_traceback(
+    workdir: Path,
+) -> None:
+    """The server console of a run dead-lettered after three attempts: one line for each
+    attempt's failure, none of Dramatiq's tracebacks (they are there at DEBUG)."""
+    port = free_port()
+    (workdir / "failing.py").write_text("import sys\ndef run(p):\n    sys.exit(4)\n")
+    for level, traceback in (("INFO", False), ("DEBUG", True)):
+        env = base_env(workdir, PORT=str(port), CRAWLHUB_LOG_LEVEL=level,
+                       DATABASE_URL=f"sqlite:///{workdir / f'{level}.db'}",
+                       CRAWLHUB_DATA_DIR=str(workdir / level))  # fmt: skip
+        client_env = {**env, "CRAWLHUB_URL": f"http://127.0.0.1:{port}"}
+        up = Process(["up"], env, workdir)
+        try:
+            up.wait_for(f"http://127.0.0.1:{port}/readyz")
+            token = (workdir / level / "api-token").read_text().strip()
+            deployed = crawlhub("deploy", str(workdir / "failing.py"), "--name", "failing",
+                                env=client_env, cwd=workdir)  # fmt: skip
+            assert deployed.returncode == 0, deployed.stderr
+            patched = httpx.patch(
+                f"http://127.0.0.1:{port}/api/spiders/failing",
+                json={"max_retries": 2, "retry_backoff_min_s": 1, "retry_backoff_max_s": 1},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            assert patched.status_code == 200, patched.text
+            failed = crawlhub("run", "failing", "--follow", env=client_env, cwd=workdir)
+            assert failed.returncode == 1, failed.stderr
+            task_id = failed.stderr.split()[1]
+            deadline = time.monotonic() + 30
+            while "dead-lettered" not in up.output():
+                assert time.monotonic() < deadline, up.output()
+                time.sleep(0.1)
+            time.sleep(0.5)
+        finally:
+            assert up.stop() == 0, up.output()
+        printed = up.output()
+        assert ("Traceback" in printed) is traceback, printed
+        if not traceback:
+            about = [line for line in printed.splitlines() if task_id in line]
+            attempts = [line for line in about if re.search(r"failing attempt \d failed", line)]
+            assert [line.split(" attempt ")[1][:1] for line in attempts] == ["1", "2", "3"]
+            assert "failed, to be retried (exit_code, exit 4)" in attempts[0]
+            assert "Failed to process message" not in printed and "Retrying" not in printed
+            assert len(about) <= 6, "\n".join(about)  # the 3 attempts, the alert, the dead letter

@@ -10,7 +10,7 @@ import threading
 import time
 import zipfile
 from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from crawlhub.cli.client import zip_directory
-from tests.integration.harness import Hub, Site, running_hub
+from tests.integration.harness import Hub, Site, running_hub, serve_to_spiders
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "spiders"
 BUILD_TIMEOUT_S = 600
@@ -312,7 +312,7 @@ def test_builds_use_the_operators_package_index_and_spiders_never_see_it(
         f'<html><body><a href="/{filename}">{filename}</a></body></html>'
     )
     handler = functools.partial(QuietFiles, directory=str(index))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = serve_to_spiders(handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/simple/"

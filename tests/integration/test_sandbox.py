@@ -31,7 +31,17 @@ from typing import Any
 
 import pytest
 
-from tests.integration.harness import FINISHED, Hub, Site, running_hub
+from crawlhub.sandbox import firewall
+from crawlhub.worker import sandboxes
+from tests.conftest import make_settings
+from tests.integration.harness import (
+    FINISHED,
+    Hub,
+    Site,
+    protected_ports,
+    running_hub,
+    serve_to_spiders,
+)
 from tests.integration.sandbox_kit import (
     Recorder,
     Worker,
@@ -505,8 +515,7 @@ def package_index(root: Path, report: str, marker: str) -> Path:
 def index(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     root = tmp_path.parent / "index"
     root.mkdir()
-    server = ThreadingHTTPServer(("127.0.0.1", 0),
-                                 partial(SimpleHTTPRequestHandler, directory=str(root)))  # fmt: skip
+    server = serve_to_spiders(partial(SimpleHTTPRequestHandler, directory=str(root)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield root, f"http://127.0.0.1:{server.server_address[1]}/simple"
@@ -700,3 +709,28 @@ def test_without_namespaces_uploaded_code_runs_as_a_slot_user_and_runs_stay_apar
             assert_clean(hub, worker)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_services_firewall_entry_expires_unless_a_live_worker_renews_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A service's port is refused to spiders while a worker renews its entry, and no
+    longer once none does (a service moved, its worker gone): ports of services that came
+    and went are not refused for the machine's uptime."""
+    monkeypatch.setattr(firewall, "PROTECT_TTL_S", 3)
+    monkeypatch.setattr(firewall, "_renewal", [])
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    found = sandboxes.isolation_of(make_settings(tmp_path))
+    said = firewall.protect(found, [f"redis://127.0.0.1:{port}/0"])
+    assert said == f"refused to the slot users by nftables (127.0.0.1:{port})"
+    assert port in protected_ports()
+    time.sleep(2)
+    firewall.refresh()  # renewed: 3 s from now
+    time.sleep(2)
+    assert port in protected_ports()
+    deadline = time.monotonic() + 5
+    while port in protected_ports():  # nobody renews it now
+        assert time.monotonic() < deadline, "the entry outlived its time to live"
+        time.sleep(0.2)

@@ -16,8 +16,8 @@ def test_env_example_documents_every_setting() -> None:
     assert missing == []
 
 
-def test_readme_configuration_table_names_every_setting() -> None:
-    text = (ROOT / "README.md").read_text()
+def test_the_configuration_page_names_every_setting() -> None:
+    text = (ROOT / "docs" / "guide" / "configuration.md").read_text()
     missing = [
         env_name(f)
         for f in Settings.model_fields
@@ -70,7 +70,7 @@ def test_dockerfile_runs_as_a_non_root_user_in_exec_form() -> None:
 
 def test_every_deployment_starts_the_worker_as_root_with_what_the_sandbox_needs() -> None:
     """Spiders get users of their own and bubblewrap's namespaces only from a root worker
-    that may make them (README: Security model)."""
+    that may make them (docs/guide/security.md)."""
     compose = yaml.safe_load((ROOT / "deploy" / "docker-compose.yml").read_text())
     worker = compose["services"]["worker"]
     assert worker["user"] == "root" and set(worker["cap_add"]) == {"SYS_ADMIN", "NET_ADMIN"}

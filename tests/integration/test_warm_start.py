@@ -355,7 +355,10 @@ def test_a_scrapy_run_starts_warm_and_crawls(warm_hub: Hub) -> None:
             time.sleep(0.1)
         for _ in range(2):
             task = hub.wait(hub.run("pages", start_url=site.url)["id"], timeout=90)
-            assert task["status"] == "completed" and task["items_count"] == 3, hub.logs(task["id"])
+            assert task["status"] == "completed" and task["items_count"] == 3, (
+                site.hits,
+                hub.logs(task["id"]),
+            )
         assert attempt_line(hub, task["id"]).endswith("warm start")
         assert launcher_of("scrapy", slot=0).greeting["preloaded"] > 50
     finally:

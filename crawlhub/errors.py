@@ -22,6 +22,12 @@ class BadRequest(CrawlhubError):
     code = "bad_request"
 
 
+class Ambiguous(BadRequest):
+    """A short id (an id's first characters) matches more than one object."""
+
+    code = "ambiguous"
+
+
 class Unauthorized(CrawlhubError):
     """No valid bearer token was presented."""
 

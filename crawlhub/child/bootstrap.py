@@ -121,6 +121,9 @@ def run_scrapy(spider: str, crawl_args: list[str], items_fd: int) -> int:
     extensions = settings.getdict("EXTENSIONS_BASE")
     extensions[STATS_EXTENSION] = STATS_EXTENSION_ORDER
     settings.set("EXTENSIONS_BASE", extensions, priority="cmdline")
+    # Scrapy's telnet console listens on a port with a password in the log: off unless the
+    # project turns it on (its settings outrank the defaults).
+    settings.set("TELNETCONSOLE_ENABLED", False, priority="default")
     try:
         execute(["scrapy", "crawl", spider, *crawl_args], settings=settings)
     except KeyError as exc:  # the project has no such spider: another try cannot help

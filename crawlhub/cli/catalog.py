@@ -8,7 +8,7 @@ import click
 
 from crawlhub.cli import output
 from crawlhub.cli.client import Client, build_package
-from crawlhub.cli.output import field
+from crawlhub.cli.output import field, moment
 from crawlhub.cli.session import JSON_OPTION, pairs, pass_api
 from crawlhub.errors import CrawlhubError
 
@@ -32,9 +32,10 @@ def deploy(api: Client, path: Path, project: str | None, name: str | None, kind:
     python package), the upload is one spider's code instead. A refused upload leaves
     nothing behind."""
     package = build_package(path, kind)
-    project = project or slug_of(path)
+    given, project = project, project or slug_of(path)
     if name or entry or package.kind == "python":
-        spider, version, created = api.deploy(package, name or project, entry=entry, kind=kind)
+        spider, version, created = api.deploy(package, name or project, entry=entry, kind=kind,
+                                              project=given)  # fmt: skip
         what = "created spider" if created else "spider"
         print(f"{what} {spider['name']} ({spider['kind']}, entry {spider['entry']}) "
               f"in project {spider['project']}: {_version(version)}")  # fmt: skip
@@ -116,7 +117,7 @@ def projects_show(api: Client, project: str, as_json: bool) -> None:
     output.table(versions["items"], [
         ("VERSION", field("number")), ("LABEL", lambda v: v.get("label")),
         ("ENVIRONMENT", lambda v: v["environment"]["status"]),
-        ("CREATED", field("created_at", 19)),
+        ("CREATED (UTC)", moment("created_at")),
         ("SPIDERS / ERROR", lambda v: v["environment"]["error"]
          if v["environment"]["status"] == "failed" else v["spiders"]),
     ], title="versions")  # fmt: skip

@@ -3,6 +3,7 @@
 import contextlib
 import http.client
 import io
+import itertools
 import json as _json
 import os
 import time
@@ -74,10 +75,23 @@ class Client:
             )
         except urllib.error.HTTPError as exc:
             with exc:
-                raise _api_error(exc.code, exc.read()) from None
+                error = _api_error(exc.code, exc.read())
+            if exc.code == 401:
+                error.message += self._login_hint()
+            raise error from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise ApiError(0, "unreachable", f"cannot reach {self.base_url}: {reason}") from None
+
+    def _login_hint(self) -> str:
+        if not self.headers:
+            return (
+                f" — no token for {self.base_url} here: run `crawlhub login "
+                f"{self.base_url}` once (it stores the server and its token), pass --token or "
+                "CRAWLHUB_TOKEN, or run from the folder holding crawlhub-data/api-token"
+            )
+        return (f" — {self.base_url} refused the token: `crawlhub login {self.base_url}` "
+                "stores another")  # fmt: skip
 
     def request(
         self, method: str, path: str, *, params: dict[str, Any] | None = None,
@@ -137,23 +151,36 @@ class Client:
                 time.sleep(1)
 
     def deploy(
-        self, package: Package, name: str, *, entry: str | None = None, kind: str | None = None
-    ) -> tuple[dict[str, Any], dict[str, Any], bool]:
-        """Create the spider if needed, upload the package as the next version of its
-        project, then apply the entry and kind given. A refused upload leaves the spider as
-        it was: one created for it is deleted again, a changed kind changed back."""
-        created, undo = False, {}
+        self, package: Package, name: str, *, entry: str | None = None, kind: str | None = None,
+        project: str | None = None,
+    ) -> tuple[dict[str, Any], dict[str, Any], bool]:  # fmt: skip
+        """Create the spider if needed (in `project`, made if missing, else in a project of
+        its own name), upload the package as the next version of its project, then apply the
+        entry and kind given. A refused upload leaves things as they were: a spider or a
+        project created for it is deleted again, a changed kind changed back."""
+        created, undo, made_project = False, {}, None
         try:
             spider = self.request("GET", f"/api/spiders/{name}")
         except ApiError as exc:
             if exc.http_status != 404:
                 raise
-            body: dict[str, Any] = {"name": name, "kind": package.kind}
+            body: dict[str, Any] = {"name": name, "kind": kind or package.kind}
             if entry:
                 body["entry"] = entry
-            spider = self.request("POST", "/api/spiders", json=body)
+            if project is not None:
+                made_project = self._project_for(project, body["kind"])
+                body["project"] = project
+            try:
+                spider = self.request("POST", "/api/spiders", json=body)
+            except ApiError:
+                self._forget_project(made_project)
+                raise
             created = True
         else:
+            if project is not None and project != spider["project"]:
+                raise CrawlhubError(f"spider {name} is in project {spider['project']}, not "
+                                    f"{project}: deploy it without --project, or under another "
+                                    "--name")  # fmt: skip
             if kind is not None and kind != spider["kind"]:
                 undo = {"kind": spider["kind"], "entry": spider["entry"]}
                 change = {"kind": kind, "entry": entry or spider["entry"]}
@@ -167,10 +194,26 @@ class Client:
                     self.request("DELETE", f"/api/spiders/{spider['id']}")
                 elif undo:
                     self.request("PATCH", f"/api/spiders/{spider['id']}", json=undo)
+            self._forget_project(made_project)
             raise
         if entry and entry != spider["entry"]:  # checked against the version just uploaded
             spider = self.request("PATCH", f"/api/spiders/{spider['id']}", json={"entry": entry})
         return spider, version, created
+
+    def _project_for(self, name: str, kind: str) -> str | None:
+        """Make sure a project of this name exists; its id when it was made here."""
+        try:
+            self.request("GET", f"/api/projects/{name}")
+            return None
+        except ApiError as exc:
+            if exc.http_status != 404:
+                raise
+        return str(self.request("POST", "/api/projects", json={"name": name, "kind": kind})["id"])
+
+    def _forget_project(self, project_id: str | None) -> None:
+        if project_id is not None:
+            with contextlib.suppress(ApiError):
+                self.request("DELETE", f"/api/projects/{project_id}")
 
     def deploy_project(
         self, package: Package, name: str
@@ -289,3 +332,15 @@ def zip_directory(root: Path) -> bytes:
                     continue
                 archive.write(file, file.relative_to(root).as_posix())
     return buffer.getvalue()
+
+
+def every(api: Client, path: str, page_size: int = 100) -> list[Any]:
+    """Every item of a paged API list, page after page."""
+    found: list[Any] = []
+    for number in itertools.count(1):
+        page = api.request("GET", path, params={"page": number, "page_size": page_size})
+        found += page["items"]
+        total = page.get("total")
+        if len(page["items"]) < page_size or (total is not None and len(found) >= total):
+            return found
+    return found

@@ -51,7 +51,11 @@ def cli(ctx: click.Context, url: str | None, token: str | None) -> None:
 def _server(name: str, help_text: str) -> None:
     """A server process command; the server's code is imported only when it runs."""
 
-    @cli.command(name, help=help_text, epilog="Settings: every CRAWLHUB_* variable (docs/guide/configuration.md).")
+    @cli.command(
+        name,
+        help=help_text,
+        epilog="Settings: every CRAWLHUB_* variable (docs/guide/configuration.md).",
+    )
     def command() -> None:
         from crawlhub.alerting import targets
         from crawlhub.cli import processes

@@ -4,13 +4,13 @@ import click
 
 from crawlhub.cli import output, profile
 from crawlhub.cli.client import ApiError, Client
-from crawlhub.cli.output import field
+from crawlhub.cli.output import field, moment
 from crawlhub.cli.session import JSON_OPTION, Api, pass_api
 
 ALERT_COLUMNS = [
     ("ALERT", field("id")), ("LEVEL", field("level")), ("TYPE", field("type")),
-    ("COUNT", field("count")), ("READ", field("is_read")), ("LAST SEEN", field("last_seen_at", 19)),
-    ("MESSAGE", field("message")),
+    ("COUNT", field("count")), ("READ", field("is_read")),
+    ("LAST SEEN (UTC)", moment("last_seen_at")), ("MESSAGE", field("message")),
 ]  # fmt: skip
 CHANNEL_COLUMNS = [
     ("CHANNEL", field("id")), ("KIND", field("kind")), ("TARGET", field("target")),
@@ -144,7 +144,7 @@ def dead_letters(api: Client, queue: str, as_json: bool) -> None:
         output.note(f"{page['total']} dead letter(s) in {queue}")
     output.listing(page, page["items"], [
         ("MESSAGE", field("message_id")), ("ACTOR", field("actor")), ("RUN", field("task_id")),
-        ("DIED", field("dead_at", 19)), ("ERROR", field("error")),
+        ("DIED (UTC)", moment("dead_at")), ("ERROR", field("error")),
     ], as_json=as_json, empty="none")  # fmt: skip
 
 

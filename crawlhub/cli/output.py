@@ -9,6 +9,31 @@ from typing import Any
 Column = tuple[str, Callable[[dict[str, Any]], Any]]
 
 
+def when(value: str | None, zone: str | None = None) -> str:
+    """A time of the API (ISO 8601, UTC) as people read it, its zone said once:
+    `2026-12-07 05:30:00 UTC`, or `2026-12-07 06:30 Europe/Paris (05:30 UTC)` in a zone."""
+    if not value:
+        return "-"
+    from datetime import UTC, datetime
+
+    moment = datetime.fromisoformat(value).astimezone(UTC)
+    if not zone or zone == "UTC":
+        return f"{moment:%Y-%m-%d %H:%M:%S} UTC"
+    from zoneinfo import ZoneInfo
+
+    return f"{moment.astimezone(ZoneInfo(zone)):%Y-%m-%d %H:%M} {zone} ({moment:%H:%M} UTC)"
+
+
+def moment(name: str) -> Callable[[dict[str, Any]], Any]:
+    """A column of times in UTC, to the second (its header says UTC once)."""
+
+    def read(row: dict[str, Any]) -> Any:
+        value = row.get(name)
+        return when(value)[:-4] if value else "-"
+
+    return read
+
+
 def field(name: str, width: int | None = None) -> Callable[[dict[str, Any]], Any]:
     """A column reading one field (times cut to the second)."""
 

@@ -5,14 +5,14 @@ from typing import Any
 import click
 
 from crawlhub.cli import output
-from crawlhub.cli.client import Client
-from crawlhub.cli.output import field
+from crawlhub.cli.client import Client, every
+from crawlhub.cli.output import field, moment
 from crawlhub.cli.session import JSON_OPTION, pairs, pass_api
 
 SCHEDULE_COLUMNS = [
     ("SCHEDULE", field("id")), ("SPIDER", lambda s: s.get("spider")), ("CRON", field("cron")),
     ("TIMEZONE", field("timezone")), ("ENABLED", field("enabled")),
-    ("NEXT FIRE (UTC)", field("next_fire_at", 19)), ("OVERLAP", field("overlap")),
+    ("NEXT FIRE (UTC)", moment("next_fire_at")), ("OVERLAP", field("overlap")),
 ]  # fmt: skip
 
 
@@ -50,7 +50,7 @@ def add(api: Client, spider: str, cron: str, params: tuple[str, ...], settings: 
         return
     print(made["id"])
     output.note(f"schedule {made['id']}: {spider} at '{made['cron']}' ({made['timezone']}), "
-                f"next fire {made['next_fire_at'] or '-'} UTC")  # fmt: skip
+                f"next fire {output.when(made['next_fire_at'], made['timezone'])}")  # fmt: skip
 
 
 @schedules.command("list")
@@ -59,12 +59,13 @@ def add(api: Client, spider: str, cron: str, params: tuple[str, ...], settings: 
 @pass_api
 def list_(api: Client, spider: str | None, as_json: bool) -> None:
     """List the schedules of a spider, or of every spider."""
-    spiders = ([api.request("GET", f"/api/spiders/{spider}")] if spider else
-               api.request("GET", "/api/spiders", params={"page_size": 100})["items"])  # fmt: skip
+    spiders = (
+        [api.request("GET", f"/api/spiders/{spider}")] if spider else every(api, "/api/spiders")
+    )
     rows = []
     for one in spiders:
-        page = api.request("GET", f"/api/spiders/{one['id']}/schedules", params={"page_size": 100})
-        rows += [{**s, "spider": one["name"]} for s in page["items"]]
+        found = every(api, f"/api/spiders/{one['id']}/schedules")
+        rows += [{**s, "spider": one["name"]} for s in found]
     output.listing({"items": rows, "total": len(rows)}, rows, SCHEDULE_COLUMNS,
                    as_json=as_json, empty="no schedules")  # fmt: skip
 
@@ -87,7 +88,8 @@ def _switch(name: str, enabled: bool) -> click.Command:
     @pass_api
     def switch(api: Client, schedule: str) -> None:
         made = api.request("PATCH", f"/api/schedules/{schedule}", json={"enabled": enabled})
-        output.note(f"schedule {made['id']} {name}d; next fire {made['next_fire_at'] or '-'}")
+        output.note(f"schedule {made['id']} {name}d; next fire "
+                    f"{output.when(made['next_fire_at'], made['timezone'])}")  # fmt: skip
 
     return switch
 

@@ -4,7 +4,7 @@ import click
 
 from crawlhub.cli import output
 from crawlhub.cli.client import Client
-from crawlhub.cli.output import field
+from crawlhub.cli.output import field, moment
 from crawlhub.cli.session import JSON_OPTION, pairs, pass_api
 from crawlhub.repo.statuses import STATUSES
 
@@ -12,7 +12,7 @@ STREAMS = click.Choice(["stdout", "stderr", "system"])
 RUN_COLUMNS = [
     ("RUN", field("id")), ("SPIDER", lambda t: t.get("spider")), ("STATUS", field("status")),
     ("REASON", field("reason")), ("TRIGGER", field("trigger")), ("ITEMS", field("items_count")),
-    ("CREATED", field("created_at", 19)),
+    ("CREATED (UTC)", moment("created_at")),
 ]  # fmt: skip
 
 

@@ -36,13 +36,20 @@ def query(api: Client, spider: str | None, task: str | None, limit: int, after_i
         return
     for item in page["items"]:
         print(json.dumps(item["data"], ensure_ascii=False))
-    output.note(f"{len(page['items'])} of {page['total']} items"
-                + (f"; next: --after-id {page['next_after_id']}" if page.get("next_after_id")
-                   else ""))  # fmt: skip
+    output.note(paging_line(len(page["items"]), page["total"], page.get("next_after_id")))
+
+
+def paging_line(shown: int, total: int | None, next_after_id: int | None) -> str:
+    """What a page of items held and how to read on: `3 of 8 items; next: --after-id 26`, or
+    `3 items` past an id (no total there), `no items` when nothing is left."""
+    if shown == 0:
+        return "no items"
+    said = f"{shown} of {total:,} items" if total is not None else f"{shown} items"
+    return said + (f"; next: --after-id {next_after_id}" if next_after_id else "; the last")
 
 
 @data.command("export")
-@click.argument("spider")
+@click.argument("spider", required=False)
 @click.option("--format", "fmt", type=FORMATS, default="jsonl", show_default=True)
 @click.option("-o", "--output", "target", type=click.Path(path_type=Path),
               help="Default: the server's file name.")  # fmt: skip
@@ -50,9 +57,10 @@ def query(api: Client, spider: str | None, task: str | None, limit: int, after_i
 @click.option("--fields", help="CSV/XLSX columns, e.g. url,title.")
 @click.option("--excel", is_flag=True, help="CSV for Excel (BOM, formulas neutralised).")
 @pass_api
-def export(api: Client, spider: str, fmt: str, target: Path | None, task: str | None,
+def export(api: Client, spider: str | None, fmt: str, target: Path | None, task: str | None,
            fields: str | None, excel: bool) -> None:  # fmt: skip
-    """Download a spider's items to a file, with a progress bar on stderr."""
+    """Download items to a file (a spider's, a run's, or all of them), with a progress bar
+    on stderr."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
     filters = {"spider_id": spider, "task_id": task}
@@ -63,14 +71,14 @@ def export(api: Client, spider: str, fmt: str, target: Path | None, task: str | 
     count = TextColumn("{task.completed:,.0f}/{task.total:,.0f} items")
     columns = (TextColumn("{task.description}"), BarColumn(), count if lines else DownloadColumn())
     with Progress(*columns, console=output.stderr_console(), transient=True) as bar:
-        job = bar.add_task(f"{spider}.{fmt}", total=total if lines else None)
+        job = bar.add_task(f"{spider or 'items'}.{fmt}", total=total if lines else None)
 
         def advance(chunk: bytes) -> None:
             bar.advance(job, chunk.count(b"\n") if lines else len(chunk))
 
         try:
             size, served = api.download(f"/api/data/export/{fmt}", params, partial, advance)
-            target = target or Path(served or f"{spider}.{fmt}")
+            target = target or Path(served or f"{spider or 'items'}.{fmt}")
             partial.replace(target)
         finally:
             partial.unlink(missing_ok=True)

@@ -45,34 +45,48 @@ def select(
     db: Database,
     *,
     spider: str | None = None,
-    task: uuid.UUID | None = None,
+    task: uuid.UUID | str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> Selection:
-    """Resolve a spider (id or name) and task into an item filter; 404 when either is unknown."""
+    """Resolve a spider (id or name) and a run (id, its first characters, or its Scrapyd job
+    id) into an item filter; 404 when either is unknown."""
     with db.read() as session:
         spider_row = spider_repo.get_spider(session, spider) if spider else None
         if task is not None:
             task_row = task_repo.get_task(session, task)
+            task = task_row.id
             if spider_row is None:
                 spider_row = task_repo.spider_of(session, task_row)
     where = ItemFilter(spider_row.id if spider_row else None, task, since, until)
     return Selection(where, spider_row.name if spider_row else None, task)
 
 
+@dataclass(frozen=True)
+class Page:
+    """A page of items: the total and whether it is exact (no total with keyset paging), and
+    whether more items follow the last one."""
+
+    rows: list[Item]
+    total: int | None
+    exact: bool
+    more: bool
+
+
 def page(
     db: Database, selection: Selection, *, page: int, page_size: int, after_id: int | None
-) -> tuple[list[Item], int | None, bool]:
-    """A page of items with the total and whether it is exact, or, with after_id, the next
-    ones (no total: keyset)."""
+) -> Page:
+    """A page of items by number, or, with after_id, the ones after that id (keyset)."""
     with db.read() as session:
         if after_id is not None:
-            rows = repo.list_items(session, selection.where, limit=page_size, after_id=after_id)
-            return list(rows), None, True
+            rows = repo.list_items(session, selection.where, limit=page_size + 1,
+                                   after_id=after_id)  # fmt: skip
+            return Page(list(rows[:page_size]), None, True, len(rows) > page_size)
         rows = repo.list_items(
-            session, selection.where, limit=page_size, offset=(page - 1) * page_size
+            session, selection.where, limit=page_size + 1, offset=(page - 1) * page_size
         )
-        return list(rows), *repo.count_items(session, selection.where)
+        total, exact = repo.count_items(session, selection.where)
+        return Page(list(rows[:page_size]), total, exact, len(rows) > page_size)
 
 
 def _batches(db: Database, where: ItemFilter, upto: int) -> Iterator[formats.Batch]:

@@ -1,5 +1,6 @@
 """Engine and session set-up; the database URL decides the dialect."""
 
+import json
 import secrets
 import uuid
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session as Session  # re-exported for type hints outside repo/
 from sqlalchemy.orm import sessionmaker
 
-from crawlhub.errors import GiveWay, NotFound, ServiceUnavailable
+from crawlhub.errors import Ambiguous, GiveWay, NotFound, ServiceUnavailable
 from crawlhub.repo.types import utcnow
 
 T = TypeVar("T")
@@ -35,6 +36,7 @@ def make_engine(url: str, *, pool_size: int = 10, pool_timeout_s: float = 30.0) 
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 30}, pool_pre_ping=False,
             pool_size=pool_size, max_overflow=pool_size, pool_timeout=pool_timeout_s,
+            json_serializer=_json_text,
         )  # fmt: skip
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
@@ -43,6 +45,12 @@ def make_engine(url: str, *, pool_size: int = 10, pool_timeout_s: float = 30.0) 
         url, pool_size=pool_size, max_overflow=pool_size, pool_timeout=pool_timeout_s,
         pool_pre_ping=True, pool_recycle=1800,
     )  # fmt: skip
+
+
+def _json_text(value: Any) -> str:
+    """JSON as SQLite stores it: UTF-8 text as it is (`£`, not `\\u00a3`), so that exports
+    of the stored text read as the items did (PostgreSQL's jsonb keeps text so already)."""
+    return json.dumps(value, ensure_ascii=False)
 
 
 def accepts_any_password(url: str) -> bool:
@@ -147,16 +155,6 @@ class Database:
         self.engine.dispose()
 
 
-def parse_id(ref: uuid.UUID | str, what: str) -> uuid.UUID:
-    """An id from a path or query parameter; NotFound naming `what` when it is not a UUID."""
-    if isinstance(ref, uuid.UUID):
-        return ref
-    try:
-        return uuid.UUID(ref)
-    except ValueError:
-        raise NotFound(f"{what} '{ref[:80]}' not found") from None
-
-
 class Named(Protocol):
     """A table whose rows have an id and a unique name (spiders, projects)."""
 
@@ -174,11 +172,13 @@ def get_by_ref(
     """The row with this id or this name; NotFound naming `what` otherwise."""
     try:
         where = model.id == uuid.UUID(ref)
-    except ValueError:  # not an id: a name
+    except ValueError:  # not an id: a name, else an id's first characters
         if len(ref) > MAX_NAME or "\x00" in ref:
             # No stored name can match, and PostgreSQL rejects NUL in text parameters.
             raise NotFound(f"{what} '{ref[:80]}' not found") from None
         where = model.name == ref
+        if id_prefix(ref) is not None and find_by_name(session, model, ref) is None:
+            where = model.id == resolve_id(session, model, ref, what)
     stmt = select(model).where(where)
     if for_update:
         stmt = stmt.with_for_update()
@@ -195,12 +195,52 @@ def find_by_name(session: Session, model: type[N], name: str) -> N | None:
 
 
 def get_or_404(session: Session, model: type[T], ref: uuid.UUID | str, what: str) -> T:
-    """The row of `model` with this id (a UUID or its text); NotFound naming `what` otherwise."""
-    key = parse_id(ref, what)
+    """The row of `model` with this id (a UUID, its text, or its first characters when no
+    other id starts with them); NotFound naming `what` otherwise."""
+    key = resolve_id(session, model, ref, what)
     row = session.get(model, key)
     if row is None:
         raise NotFound(f"{what} '{key}' not found")
     return row
+
+
+SHORT_ID_MIN = 4  # hex digits of the shortest id prefix accepted (the dashboard shows 8)
+SHOWN_MATCHES = 5
+
+
+def id_prefix(ref: str) -> str | None:
+    """The hex digits of `ref` when it can be the start of an id (dashes allowed)."""
+    digits = ref.replace("-", "").lower()
+    if SHORT_ID_MIN <= len(digits) < 32 and all(c in "0123456789abcdef" for c in digits):
+        return digits
+    return None
+
+
+def resolve_id(session: Session, model: Any, ref: uuid.UUID | str, what: str) -> uuid.UUID:
+    """The id `ref` names: an id itself, or the one id of `model` starting with `ref`'s
+    characters (NotFound when none does; Ambiguous, listing them, when several do). The
+    prefix is a range of ids, so the primary key's index finds it at any size."""
+    if isinstance(ref, uuid.UUID):
+        return ref
+    try:
+        return uuid.UUID(ref)
+    except ValueError:
+        pass
+    digits = id_prefix(ref)
+    if digits is None:
+        raise NotFound(f"{what} '{ref[:80]}' not found")
+    low, high = (uuid.UUID(digits.ljust(32, fill)) for fill in "0f")
+    found = session.scalars(
+        select(model.id).where(model.id >= low, model.id <= high).order_by(model.id)
+        .limit(SHOWN_MATCHES + 1)
+    ).all()  # fmt: skip
+    if not found:
+        raise NotFound(f"{what} '{ref}' not found")
+    if len(found) > 1:
+        shown = ", ".join(str(key) for key in found[:SHOWN_MATCHES])
+        more = " and more" if len(found) > SHOWN_MATCHES else ""
+        raise Ambiguous(f"{what} '{ref}' is ambiguous: it starts {shown}{more}; give more of it")
+    return uuid.UUID(str(found[0]))
 
 
 def db_now(session: Session) -> datetime:

@@ -26,8 +26,8 @@ class Transition:
     target: str
 
 
-# The whole table (docs/guide/runs.md, "Run lifecycle", shows it too). `pending` and `skipped` tasks are
-# born by INSERT; everything after that moves through here.
+# The whole table (docs/guide/runs.md, "Run lifecycle", shows it too). `pending` and
+# `skipped` tasks are born by INSERT; everything after that moves through here.
 CLAIM = Transition("claim", CLAIMABLE, "running")  # a worker starts an attempt
 COMPLETE = Transition("complete", ("running",), "completed")  # the spider exited 0
 RETRY = Transition("retry", ("running",), "retrying")  # an attempt failed, retries remain

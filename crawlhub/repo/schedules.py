@@ -10,7 +10,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from crawlhub.errors import NotFound
-from crawlhub.repo.db import parse_id
+from crawlhub.repo.db import resolve_id
 from crawlhub.repo.models import Schedule, Spider, Task
 from crawlhub.repo.pages import paginate
 from crawlhub.repo.statuses import ACTIVE
@@ -19,7 +19,7 @@ from crawlhub.repo.types import utcnow
 
 def get_schedule(session: Session, ref: str, *, for_update: bool = False) -> Schedule:
     """One schedule by id; NotFound otherwise."""
-    schedule_id = parse_id(ref, "schedule")
+    schedule_id = resolve_id(session, Schedule, ref, "schedule")
     stmt = select(Schedule).where(Schedule.id == schedule_id)
     if for_update:
         stmt = stmt.with_for_update()

@@ -10,7 +10,7 @@ from sqlalchemy import ColumnElement, Select, Table, bindparam, func, select, tu
 from sqlalchemy.orm import Session
 
 from crawlhub.errors import Conflict, Fenced, NotFound
-from crawlhub.repo.db import get_or_404, now_of
+from crawlhub.repo.db import get_or_404, id_prefix, now_of
 from crawlhub.repo.lifecycle import (
     CANCEL,
     CLAIM,
@@ -49,6 +49,8 @@ def get_task(session: Session, ref: uuid.UUID | str) -> Task:
         task = None
     if task is None and 0 < len(ref) <= JOB_ID_CHARS and "\x00" not in ref:
         task = session.scalar(select(Task).where(Task.job_id == ref))
+    if task is None and id_prefix(ref) is not None:  # the first characters of its id
+        return get_or_404(session, Task, ref, "task")
     if task is None:
         raise NotFound(f"task '{ref[:80]}' not found")
     return task

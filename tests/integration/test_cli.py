@@ -3,9 +3,12 @@ as a user types it; `--json` output parsed back."""
 
 import json
 import os
+import re
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +16,7 @@ import pytest
 
 from tests.conftest import TOKEN
 from tests.integration.harness import Hub, Site, served
+from tests.integration.test_activity import add_spider, add_task
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "spiders"
 SLOW = "import time\ndef run(p):\n    time.sleep(60)\n"
@@ -202,3 +206,72 @@ def test_login_stores_the_server_for_this_user_and_commands_work_anywhere(
     assert "CRAWLHUB_URL" in helped and "CRAWLHUB_TOKEN" in helped and "Exit status" in helped
     unreachable = cli("runs", code=3, CRAWLHUB_URL="http://127.0.0.1:9")
     assert "cannot reach http://127.0.0.1:9" in unreachable.stderr
+
+
+def test_short_ids_paging_lines_and_export_forms(cli: Cli, pg_hub: Hub) -> None:
+    """What a person types after reading the dashboard: its 8-character ids; the paging
+    line says how to read on and when nothing follows; exports of everything and of one
+    run, with text as it was scraped."""
+    pg_hub.deploy("shop", {"main.py": "def run(p):\n    return [{'n': i, 'price': '£3' + str(i)}"
+                                      " for i in range(8)]\n"})  # fmt: skip
+    task = pg_hub.wait(cli.json("run", "shop")["id"])
+    short = task["id"][:8]
+    assert "[crawlhub] completed after" in cli("logs", short).stdout
+    assert cli.json("runs", "--spider", "shop")["items"][0]["id"] == task["id"]
+    first = cli("data", "query", "--run", short, "-n", "5")
+    assert [json.loads(x)["n"] for x in first.stdout.splitlines()] == [0, 1, 2, 3, 4]
+    assert '"price": "£30"' in first.stdout
+    after = cli.json("data", "query", "--run", short, "-n", "5")["next_after_id"]
+    assert first.stderr.strip() == f"5 of 8 items; next: --after-id {after}"
+    rest = cli("data", "query", "--run", short, "-n", "10", "--after-id", str(after))
+    assert [json.loads(x)["n"] for x in rest.stdout.splitlines()] == [5, 6, 7]
+    assert rest.stderr.strip() == "3 items; the last"
+    past = cli("data", "query", "--run", short, "--after-id", str(after + 100))
+    assert past.stdout == "" and past.stderr.strip() == "no items"
+    whole = cli("data", "query", "--spider", "shop", "-n", "10")
+    assert whole.stderr.strip() == "8 of 8 items; the last"
+
+    everything = cli("data", "export", "--format", "jsonl", "-o", "all.jsonl")
+    assert "wrote 8 items" in everything.stderr
+    lines = (cli.cwd / "all.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(x)["n"] for x in lines] == list(range(8))
+    assert '"£30"' in lines[0]  # as scraped, not \u00a3
+    one_run = cli("data", "export", "--run", short, "--format", "csv", "-o", "run.csv")
+    assert "wrote 8 items" in one_run.stderr
+    assert (cli.cwd / "run.csv").read_text(encoding="utf-8").splitlines()[1] == "0,£30"
+
+    made = cli("schedules", "add", "shop", "30 6 * * 1-5", "--tz", "Europe/Paris")
+    said = made.stderr.strip()
+    assert said.count("UTC") == 1 and "Europe/Paris (" in said, said
+    assert re.search(r"next fire \d{4}-\d\d-\d\d 06:30 Europe/Paris \(0\d:30 UTC\)$", said), said
+
+
+def test_ambiguous_short_ids_list_their_matches_and_a_missing_token_says_how_to_sign_in(
+    cli: Cli, pg_hub: Hub, url: str, tmp_path: Path
+) -> None:
+    spider = add_spider(pg_hub.context, "twins")
+    for twin in ("77aa1111-aaaa-4aaa-8aaa-000000000001", "77aa2222-aaaa-4aaa-8aaa-000000000002"):
+        add_task(pg_hub.context, spider, "completed", datetime.now(UTC), id=uuid.UUID(twin))
+    ambiguous = cli("logs", "77aa", code=1)
+    assert "ambiguous" in ambiguous.stderr
+    assert "77aa1111-aaaa-4aaa-8aaa-000000000001" in ambiguous.stderr
+    assert "77aa2222-aaaa-4aaa-8aaa-000000000002" in ambiguous.stderr
+    assert "[crawlhub]" not in cli("logs", "77aa2").stdout  # one match: its (empty) log
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    cli.cwd = elsewhere
+    refused = cli("runs", code=1, CRAWLHUB_TOKEN="")
+    assert f"crawlhub login {url}" in refused.stderr, refused.stderr
+    wrong = cli("runs", code=1, CRAWLHUB_TOKEN="not-a-token")
+    assert "refused the token" in wrong.stderr and "crawlhub login" in wrong.stderr
+
+
+def test_deploy_with_a_project_and_a_name_puts_the_spider_in_that_project(cli: Cli) -> None:
+    deployed = cli("deploy", str(FIXTURES / "news_scrapy"), "--project", "pwpy", "--name",
+                   "pw_news", "--entry", "alpha")  # fmt: skip
+    assert "in project pwpy" in deployed.stdout, deployed.stdout
+    assert cli.json("spiders", "show", "pw_news")["project"] == "pwpy"
+    assert cli("projects", "log", "pwpy").returncode == 0
+    elsewhere = cli("deploy", str(FIXTURES / "news_scrapy"), "--project", "other", "--name",
+                    "pw_news", "--entry", "alpha", code=1)  # fmt: skip
+    assert "spider pw_news is in project pwpy, not other" in elsewhere.stderr

@@ -361,6 +361,7 @@ def test_a_scrapy_run_starts_warm_and_crawls(warm_hub: Hub) -> None:
             )
         assert attempt_line(hub, task["id"]).endswith("warm start")
         assert launcher_of("scrapy", slot=0).greeting["preloaded"] > 50
+        assert not [line for line in hub.logs(task["id"]) if "Telnet" in line["text"]]
     finally:
         site.close()
 

@@ -19,16 +19,16 @@ def list_data(request: Request) -> Response:
     q = query_of(request, DataQuery)
     db = ctx(request).db
     selection = items.select(db, spider=q.spider_id, task=q.task_id, since=q.since, until=q.until)
-    rows, total, exact = items.page(
-        db, selection, page=q.page, page_size=q.page_size, after_id=q.after_id
-    )
-    found = [ItemOut.model_validate(r) for r in rows]
+    found_page = items.page(db, selection, page=q.page, page_size=q.page_size,
+                            after_id=q.after_id)  # fmt: skip
+    total, exact = found_page.total, found_page.exact
+    found = [ItemOut.model_validate(r) for r in found_page.rows]
     keyset = q.after_id is not None
     return ModelResponse(DataPage(
         items=found, total=total, total_exact=exact, page=None if keyset else q.page,
         page_size=q.page_size,
         total_pages=None if total is None else (total + q.page_size - 1) // q.page_size,
-        next_after_id=found[-1].id if found else None,
+        next_after_id=found[-1].id if found and found_page.more else None,
     ))  # fmt: skip
 
 

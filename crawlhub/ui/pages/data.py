@@ -31,7 +31,8 @@ def list_items(request: Request, session: Session) -> Response:
     until = utc_time(params.get("until", ""), "until")
     selection = items.select(db, spider=spider, task=task, since=since, until=until)
     after_id = whole_number(after, 2**63 - 1) or 0
-    rows, _, _ = items.page(db, selection, page=1, page_size=PAGE_SIZE, after_id=after_id)
+    found = items.page(db, selection, page=1, page_size=PAGE_SIZE, after_id=after_id)
+    rows = found.rows
     columns = list(dict.fromkeys(key for row in rows for key in row.data))
     export = {
         k: v
@@ -45,7 +46,7 @@ def list_items(request: Request, session: Session) -> Response:
     }
     following = (
         {**{k: v for k, v in params.items() if k != "after_id" and v}, "after_id": str(rows[-1].id)}
-        if len(rows) == PAGE_SIZE
+        if found.more
         else None
     )
     return render(

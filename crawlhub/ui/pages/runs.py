@@ -93,7 +93,8 @@ def show_run(request: Request, session: Session) -> Response:
         search=search,
     )
     selection = items.select(context.db, task=task.id)
-    rows, total, _ = items.page(context.db, selection, page=1, page_size=ITEM_ROWS, after_id=None)
+    found = items.page(context.db, selection, page=1, page_size=ITEM_ROWS, after_id=None)
+    rows, total = found.rows, found.total
     columns = list(dict.fromkeys(key for row in rows for key in row.data))
     filtered = bool(stream or attempt or search or params.get("after_seq"))
     return render(

@@ -16,6 +16,8 @@ from crawlhub.web.schemas.common import (
     in_range,
 )
 
+RUN_REF = "run id, its first characters (unique), or its Scrapyd job id"
+
 
 def _aware(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
@@ -25,7 +27,7 @@ def _aware(value: datetime | None) -> datetime | None:
 
 class DataFilter(Strict):
     spider_id: str | None = Field(None, max_length=64, description="spider id or name")
-    task_id: uuid.UUID | None = None
+    task_id: str | None = Field(None, max_length=64, description=RUN_REF)
     since: datetime | None = Field(None, description="created at or after (ISO 8601 with offset)")
     until: datetime | None = Field(None, description="created before (ISO 8601 with offset)")
 
@@ -58,8 +60,8 @@ class ExportQuery(DataFilter):
 
 
 class DeleteQuery(Strict):
-    spider_id: str | None = Field(None, max_length=64)
-    task_id: uuid.UUID | None = None
+    spider_id: str | None = Field(None, max_length=64, description="spider id or name")
+    task_id: str | None = Field(None, max_length=64, description=RUN_REF)
 
 
 class ItemOut(Out):
@@ -72,7 +74,8 @@ class ItemOut(Out):
 
 
 class DataPage(BaseModel):
-    """Items in id order; with after_id (keyset paging) total is null and next_after_id leads on."""
+    """Items in id order; with after_id (keyset paging) total is null. next_after_id leads on
+    while more items follow (null after the last)."""
 
     items: list[ItemOut]
     total: int | None

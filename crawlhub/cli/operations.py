@@ -144,7 +144,8 @@ def dead_letters(api: Client, queue: str, as_json: bool) -> None:
         output.note(f"{page['total']} dead letter(s) in {queue}")
     output.listing(page, page["items"], [
         ("MESSAGE", field("message_id")), ("ACTOR", field("actor")), ("RUN", field("task_id")),
-        ("DIED (UTC)", moment("dead_at")), ("ERROR", field("error")),
+        ("SPIDER", field("spider")), ("DIED (UTC)", moment("dead_at")),
+        ("ATTEMPTS", field("attempts")), ("ERROR", field("error")),
     ], as_json=as_json, empty="none")  # fmt: skip
 
 

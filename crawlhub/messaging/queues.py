@@ -78,7 +78,8 @@ def overview(broker: dramatiq.Broker) -> list[QueueCounts]:
         QueueCounts(
             q,
             broker.queues[q].qsize(),
-            broker.queues[dq_name(q)].qsize(),
+            # Held by the worker until due as well as waiting: neither is acknowledged yet.
+            broker.queues[dq_name(q)].unfinished_tasks,
             broker.queues[q].unfinished_tasks - broker.queues[q].qsize(),
             len(broker.dead_letters_by_queue[q]),
         )

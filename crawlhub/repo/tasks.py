@@ -56,6 +56,19 @@ def get_task(session: Session, ref: uuid.UUID | str) -> Task:
     return task
 
 
+def with_spider_names(
+    session: Session, task_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, tuple[Task, str]]:
+    """Tasks by id with their spider's name (the ones that exist)."""
+    if not task_ids:
+        return {}
+    rows = session.execute(
+        select(Task, Spider.name).join(Spider, Spider.id == Task.spider_id)
+        .where(Task.id.in_(task_ids))
+    ).all()  # fmt: skip
+    return {task.id: (task, name) for task, name in rows}
+
+
 def find_task(session: Session, task_id: uuid.UUID) -> Task | None:
     """One task, None when there is none."""
     return session.get(Task, task_id)
@@ -255,10 +268,16 @@ def running_on(session: Session, worker_prefix: str) -> int:
 
 
 def requeue_task(session: Session, task_id: uuid.UUID) -> None:
-    """Make a finished task pending again for a fresh series of attempts (retry counter reset)."""
+    """Make a finished task pending again for a fresh series of attempts, as many as its
+    spider's retries allow. Attempts are numbered on from the last one (`retry_count`
+    counts the attempts before the next one), so the log keeps one attempt 1."""
+    task = get_or_404(session, Task, task_id, "task")
+    done = task.retry_count + (1 if task.started_at is not None else 0)
+    allowed = spider_of(session, task).max_retries
     requeued = transition(
-        session, task_id, REQUEUE, retry_count=0, message_id=None, reason=None,
-        error_message=None, exit_code=None, finished_at=None, started_at=None,
+        session, task_id, REQUEUE, retry_count=done, max_retries=done + allowed,
+        message_id=None, reason=None, error_message=None, exit_code=None, finished_at=None,
+        started_at=None,
     )  # fmt: skip
     if not requeued:
         status = task_status(session, task_id)

@@ -13,6 +13,7 @@ from crawlhub.repo import reports
 from crawlhub.repo import workers as worker_repo
 from crawlhub.repo.db import db_now
 from crawlhub.repo.models import Schedule, Spider, Task, WorkerProcess
+from crawlhub.services import runs
 
 DAY = timedelta(hours=24)
 WEEK = timedelta(days=7)
@@ -84,7 +85,7 @@ class Overview:
 def overview(context: Context, *, running_limit: int = 50, fires_limit: int = 10) -> Overview:
     """The overview, read in one transaction plus one look at the broker."""
     counts = queues.overview(context.broker)
-    dead, _ = queues.dead_letters(context.broker, RUNS_QUEUE, ATTENTION_LIMIT)
+    dead, _ = runs.dead_letters(context, RUNS_QUEUE, ATTENTION_LIMIT)
     with context.db.read() as session:
         now = db_now(session)
         workers = worker_repo.online(session, context.settings.heartbeat_s)
@@ -130,12 +131,12 @@ def overview(context: Context, *, running_limit: int = 50, fires_limit: int = 10
     problems += [
         Attention(
             "dead_letter",
-            None,
-            uuid.UUID(m.task_id) if m.task_id else None,
-            m.dead_at,
-            m.error or f"{m.actor} message",
+            d.spider,
+            uuid.UUID(d.message.task_id) if d.message.task_id else None,
+            d.message.dead_at,
+            d.error or f"{d.message.actor} message",
         )
-        for m in dead
+        for d in dead
     ]
     return Overview(
         now=now,

@@ -259,6 +259,35 @@ def new_lines(
         return list(log_repo.list_lines(session, task_id, after_seq=after_seq, limit=limit))
 
 
+@dataclass(frozen=True)
+class DeadLetter:
+    """A dead letter as people read it: a run's spider, its own error and its attempts."""
+
+    message: queues.DeadMessage
+    spider: str | None
+    error: str | None  # the run's error when it is a run's letter, else the message's
+    attempts: int  # how many times it was tried
+
+
+def dead_letters(context: Context, queue: str, limit: int) -> tuple[list[DeadLetter], int]:
+    """The newest dead letters of a queue, each run's told by its task."""
+    found, total = queues.dead_letters(context.broker, queue, limit)
+    ids = [uuid.UUID(m.task_id) for m in found if m.task_id]
+    with context.db.read() as session:
+        named = repo.with_spider_names(session, ids)
+    letters = []
+    for m in found:
+        known = named.get(uuid.UUID(m.task_id)) if m.task_id else None
+        if known is None:  # another actor's message, or a run deleted since
+            letters.append(DeadLetter(m, None, m.error, m.retries))
+            continue
+        task, spider = known
+        error = task.error_message or task.reason or m.error
+        attempts = task.retry_count + (1 if task.started_at is not None else 0)
+        letters.append(DeadLetter(m, spider, error, attempts))
+    return letters, total
+
+
 def requeue_dead_letter(context: Context, queue: str, message_id: str) -> str | None:
     """Take a dead letter out and run it again: a run becomes a fresh pending series of
     attempts (its items gone, its logs kept); another message is sent again as it was.

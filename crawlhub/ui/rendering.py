@@ -122,10 +122,15 @@ def render(
     request: Request, session: Session | None, template: str, status: int = 200, **values: Any
 ) -> HTMLResponse:
     """A page rendered with the values, the navigation and the session's CSRF token."""
+    notice = urllib.parse.unquote(request.cookies.get(NOTICE, ""))[:NOTICE_CHARS]
     html = ENV.get_template(template).render(
-        request=request, path=request.url.path, csrf=session.csrf if session else "", **values
-    )
-    return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
+        request=request, path=request.url.path, csrf=session.csrf if session else "",
+        notice=notice, **values,
+    )  # fmt: skip
+    response = HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
+    if notice:  # shown once
+        response.delete_cookie(NOTICE, path="/", httponly=True, samesite="strict")
+    return response
 
 
 def current_session(request: Request) -> Session | None:
@@ -199,6 +204,14 @@ def action(handler: ActionHandler) -> Callable[[Request], Awaitable[Response]]:
     return wrapper
 
 
-def back(location: str) -> RedirectResponse:
-    """After a change, show the page it happened on (POST → redirect → GET)."""
-    return RedirectResponse(location, 303)
+NOTICE = "crawlhub_notice"  # what the last button did, shown once by the next page
+NOTICE_CHARS = 300
+
+
+def back(location: str, said: str) -> RedirectResponse:
+    """After a change, show the page it happened on (POST → redirect → GET), saying what
+    was done there (in a cookie the next page shows once)."""
+    response = RedirectResponse(location, 303)
+    response.set_cookie(NOTICE, urllib.parse.quote(said[:NOTICE_CHARS]), max_age=60, path="/",
+                        httponly=True, samesite="strict")  # fmt: skip
+    return response

@@ -155,7 +155,9 @@ def test_always_failing_spider_is_dead_lettered_alerted_and_signed_webhook_sent(
         dead = hub.client.get("/api/queues/crawlhub.runs/dead-letters").json()
         time.sleep(0.1)
     assert [d["task_id"] for d in dead["items"]] == [task["id"]]
-    assert dead["items"][0]["actor"] == "run" and "RunFailed" in (dead["items"][0]["error"] or "")
+    letter = dead["items"][0]
+    assert (letter["actor"], letter["spider"], letter["attempts"]) == ("run", "doomed", 3)
+    assert letter["error"] == task["error_message"] and "RunFailed" not in letter["error"]
     queues = hub.client.get("/api/queues").json()
     runs = next(q for q in queues["queues"] if q["name"] == "crawlhub.runs")
     assert runs["dead_lettered"] == 1 and queues["workers"]
@@ -207,7 +209,10 @@ def test_always_failing_spider_is_dead_lettered_alerted_and_signed_webhook_sent(
     requeued = hub.client.post(requeue_url)
     assert requeued.status_code == 200, requeued.text
     rerun = hub.wait(task["id"], timeout=30)
-    assert rerun["status"] == "completed" and rerun["retry_count"] == 0
+    # A new series of attempts (max_retries is 0 now: one), numbered on from the last one.
+    assert (rerun["status"], rerun["retry_count"], rerun["max_retries"]) == ("completed", 3, 3)
+    assert {line["attempt"] for line in hub.logs(task["id"])} == {1, 2, 3, 4}
+    assert {line["attempt"] for line in hub.logs(task["id"], attempt=1)} == {1}
     remaining = hub.client.get("/api/queues/crawlhub.runs/dead-letters").json()
     assert task["id"] not in [d["task_id"] for d in remaining["items"]]
     purged = hub.client.delete("/api/queues/crawlhub.runs/dead-letters")
@@ -486,3 +491,35 @@ def test_the_count_of_queued_run_messages_follows_retries_and_dead_letters_and_e
         time.sleep(0.05)
     assert queues.queued_tasks(hub.context.broker, [flaky, never]) == set()
     client.close()
+
+
+@pytest.mark.parametrize("broker", ["in-process", "redis"])
+def test_a_run_waiting_its_backoff_counts_as_delayed_and_nothing_stays_in_flight(
+    broker: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The queues' counts as an operator reads them: a run between two attempts is delayed
+    (the in-process worker holds it until due), and after a requeue ran nothing is left in
+    flight."""
+    database = request.getfixturevalue("pg_url")
+    redis_url = request.getfixturevalue("redis_url") if broker == "redis" else None
+    flaky = ("import os, sys\ndef run(p):\n    if not os.path.exists(p['ok']):\n"
+             "        sys.exit(3)\n    return [{'n': 1}]\n")  # fmt: skip
+    with running_hub(database, tmp_path, redis_url) as hub:
+        hub.deploy("wobbly", {"main.py": flaky}, max_retries=1, retry_backoff_min_s=4,
+                   retry_backoff_max_s=4)  # fmt: skip
+        ok = shared(tmp_path) / "ok"
+        task_id = hub.run("wobbly", ok=str(ok))["id"]
+        hub.wait(task_id, {"retrying"})
+        time.sleep(0.5)  # the retry's message is sent as the attempt's ends
+        runs = queues.overview(hub.context.broker)[0]
+        assert (runs.name, runs.delayed, runs.in_flight) == ("crawlhub.runs", 1, 0), runs
+        assert hub.wait(task_id, timeout=30)["status"] == "failed"
+        dead = hub.client.get("/api/queues/crawlhub.runs/dead-letters").json()["items"]
+        ok.write_text("fixed")
+        requeue = f"/api/queues/crawlhub.runs/dead-letters/{dead[0]['message_id']}/requeue"
+        assert hub.client.post(requeue).status_code == 200
+        hub.wait(task_id, {"running", "completed"})
+        assert hub.wait(task_id)["status"] == "completed"
+        time.sleep(0.5)
+        runs = queues.overview(hub.context.broker)[0]
+        assert (runs.ready, runs.delayed, runs.in_flight, runs.dead_lettered) == (0, 0, 0, 0)

@@ -34,9 +34,11 @@ def list_queues(request: Request) -> Response:
 def list_dead_letters(request: Request) -> Response:
     """The newest dead letters of a queue, decoded (task id, actor, error, time)."""
     q = query_of(request, DeadLetterQuery)
-    found, total = queues.dead_letters(ctx(request).broker, request.path_params["name"], q.limit)
-    items = [DeadLetter(message_id=m.message_id, actor=m.actor, task_id=m.task_id, error=m.error,
-                        retries=m.retries, dead_at=m.dead_at) for m in found]  # fmt: skip
+    found, total = runs.dead_letters(ctx(request), request.path_params["name"], q.limit)
+    items = [DeadLetter(message_id=d.message.message_id, actor=d.message.actor,
+                        task_id=d.message.task_id, spider=d.spider, error=d.error,
+                        attempts=d.attempts, retries=d.message.retries,
+                        dead_at=d.message.dead_at) for d in found]  # fmt: skip
     return ModelResponse(DeadLetterPage(items=items, total=total))
 
 

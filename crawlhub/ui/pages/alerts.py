@@ -25,7 +25,6 @@ def alerts_page(
     status: int = 200,
     errors: dict[str, str] | None = None,
     values: dict[str, Any] | None = None,
-    tested: tuple[str, bool, str | None] | None = None,
 ) -> Response:
     """Alerts with their deliveries, and the channels with their forms."""
     context = ctx(request)
@@ -51,7 +50,6 @@ def alerts_page(
         levels=LEVELS,
         errors=errors or {},
         values=values or {},
-        tested=tested,
     )
 
 
@@ -65,14 +63,14 @@ def list_alerts(request: Request, session: Session) -> Response:
 def mark_read(request: Request, session: Session, form: FormData) -> Response:
     """Mark one alert read."""
     alerts.mark_read(ctx(request), request.path_params["id"])
-    return back("/alerts")
+    return back("/alerts", "Alert marked read.")
 
 
 @action
 def mark_all_read(request: Request, session: Session, form: FormData) -> Response:
     """Mark every alert read."""
     alerts.mark_all_read(ctx(request))
-    return back("/alerts")
+    return back("/alerts", "Every alert marked read.")
 
 
 def channel_values(form: FormData, *, creating: bool) -> dict[str, Any]:
@@ -101,8 +99,8 @@ def create_channel(request: Request, session: Session, form: FormData) -> Respon
     body, errors = parse_form(ChannelCreate, dict(values))
     if not errors:
         try:
-            channels.create_channel(ctx(request), body.model_dump(exclude_unset=True))
-            return back("/alerts")
+            made = channels.create_channel(ctx(request), body.model_dump(exclude_unset=True))
+            return back("/alerts", f'Channel added ({made.kind}); "Test" sends it a notification.')
         except InvalidInput as exc:
             errors[field_of(exc)] = exc.message
     return alerts_page(request, session, 422, errors, values)
@@ -117,7 +115,7 @@ def update_channel(request: Request, session: Session, form: FormData) -> Respon
             channels.update_channel(
                 ctx(request), request.path_params["id"], body.model_dump(exclude_unset=True)
             )
-            return back("/alerts")
+            return back("/alerts", "Channel saved.")
         except InvalidInput as exc:
             errors[""] = exc.message
     return alerts_page(request, session, 422, {f"channel-{k}": v for k, v in errors.items()})
@@ -126,13 +124,14 @@ def update_channel(request: Request, session: Session, form: FormData) -> Respon
 @action
 def test_channel(request: Request, session: Session, form: FormData) -> Response:
     """Send a test notification and show whether the channel took it."""
-    ref = request.path_params["id"]
-    outcome = channels.test_channel(ctx(request), ref)
-    return alerts_page(request, session, tested=(ref, outcome.delivered, outcome.error))
+    outcome = channels.test_channel(ctx(request), request.path_params["id"])
+    said = ("Test notification delivered." if outcome.delivered else
+            f"Test notification failed: {outcome.error}")  # fmt: skip
+    return back("/alerts", said)
 
 
 @action
 def delete_channel(request: Request, session: Session, form: FormData) -> Response:
     """Delete a channel."""
     channels.delete_channel(ctx(request), request.path_params["id"])
-    return back("/alerts")
+    return back("/alerts", "Channel deleted.")

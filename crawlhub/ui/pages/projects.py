@@ -71,7 +71,10 @@ def deploy(request: Request, session: Session, form: FormData) -> Response:
         details = exc.details if isinstance(exc.details, dict) else {}
         where = "name" if isinstance(exc, Conflict) else details.get("field", "file")
         return list_page(request, session, 422, {where: exc.message}, values)
-    return back(f"/projects/{body.name}")
+    return back(
+        f"/projects/{body.name}",
+        f"Project {body.name} deployed: a worker now lists its spiders and builds its environment.",
+    )
 
 
 def chosen(form: FormData) -> UploadFile | None:
@@ -135,7 +138,7 @@ def upload_version(request: Request, session: Session, form: FormData) -> Respon
         projects.upload_version(context, ref, str(upload.filename), data)
     except (InvalidInput, TooLarge) as exc:
         return project_page(request, session, ref, 422, {"file": exc.message})
-    return back(f"/projects/{ref}")
+    return back(f"/projects/{ref}", "New version uploaded: a worker now prepares it.")
 
 
 def delete_page(
@@ -169,4 +172,4 @@ def delete_project(request: Request, session: Session, form: FormData) -> Respon
         projects.delete_project(ctx(request).db, request.path_params["ref"])
     except Conflict as exc:
         return delete_page(request, session, 409, exc.message)
-    return back("/projects")
+    return back("/projects", "Project deleted.")

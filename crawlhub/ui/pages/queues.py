@@ -20,7 +20,7 @@ def list_queues(request: Request, session: Session) -> Response:
     broker = ctx(request).broker
     counts = queues.overview(broker)
     workers = activity.workers_online(ctx(request))
-    dead = {name: queues.dead_letters(broker, name, DEAD_SHOWN) for name in QUEUES}
+    dead = {name: runs.dead_letters(ctx(request), name, DEAD_SHOWN) for name in QUEUES}
     return render(request, session, "queues.html", counts=counts, workers=workers, dead=dead)
 
 
@@ -28,8 +28,13 @@ def list_queues(request: Request, session: Session) -> Response:
 def requeue(request: Request, session: Session, form: FormData) -> Response:
     """Run a dead letter again."""
     params = request.path_params
-    runs.requeue_dead_letter(ctx(request), params["name"], params["message_id"])
-    return back("/queues")
+    task_id = runs.requeue_dead_letter(ctx(request), params["name"], params["message_id"])
+    if task_id is None:
+        return back("/queues", "Message sent again.")
+    return back(
+        f"/runs/{task_id}",
+        "Requeued: the run is pending again, its attempts continue from the last one.",
+    )
 
 
 @page
@@ -43,5 +48,5 @@ def confirm_purge(request: Request, session: Session) -> Response:
 @action
 def purge(request: Request, session: Session, form: FormData) -> Response:
     """Drop every dead letter of a queue."""
-    queues.purge(ctx(request).broker, request.path_params["name"])
-    return back("/queues")
+    gone = queues.purge(ctx(request).broker, request.path_params["name"])
+    return back("/queues", f"Purged {gone} dead letter(s).")

@@ -132,14 +132,14 @@ def run_facts(request: Request, session: Session) -> Response:
 def cancel_run(request: Request, session: Session, form: FormData) -> Response:
     """Cancel a run and show it."""
     task = runs.cancel(ctx(request), request.path_params["id"])
-    return back(f"/runs/{task.id}")
+    return back(f"/runs/{task.id}", "Cancelled: the spider is being stopped.")
 
 
 @action
 def run_again(request: Request, session: Session, form: FormData) -> Response:
     """Start a new run of the same spider with the same params, and show it."""
     task = runs.run_again(ctx(request), request.path_params["id"])
-    return back(f"/runs/{task.id}")
+    return back(f"/runs/{task.id}", "A new run started with the same params.")
 
 
 async def log_stream(request: Request) -> Response:

@@ -103,7 +103,7 @@ def create_schedule(request: Request, session: Session, form: FormData) -> Respo
             schedules.create_schedule(
                 context.db, spider, body.model_dump(exclude_unset=True), context.wake_ticker
             )
-            return back("/schedules")
+            return back("/schedules", "Schedule added.")
         except InvalidInput as exc:
             errors["settings" if "setting" in exc.message else "cron"] = exc.message
     return form_page(request, session, {**dict(form), "spider": spider}, errors, 422)
@@ -138,7 +138,7 @@ def update_schedule(request: Request, session: Session, form: FormData) -> Respo
             schedules.update_schedule(
                 context.db, ref, body.model_dump(exclude_unset=True), context.wake_ticker
             )
-            return back("/schedules")
+            return back("/schedules", "Schedule saved.")
         except InvalidInput as exc:
             errors["settings" if "setting" in exc.message else "cron"] = exc.message
     schedule = schedules.get_schedule(context.db, ref)
@@ -153,7 +153,7 @@ def pause_or_resume(request: Request, session: Session, form: FormData) -> Respo
     schedules.update_schedule(
         context.db, request.path_params["id"], {"enabled": enabled}, context.wake_ticker
     )
-    return back("/schedules")
+    return back("/schedules", "Schedule resumed." if enabled else "Schedule paused.")
 
 
 @page

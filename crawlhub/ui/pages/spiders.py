@@ -81,7 +81,7 @@ def create_spider(request: Request, session: Session, form: FormData) -> Respons
                 body.model_dump(exclude_unset=True),
                 (str(upload.filename), data),  # type: ignore[union-attr]
             )
-            return back(f"/spiders/{spider.name}")
+            return back(f"/spiders/{spider.name}", f"Spider {spider.name} added.")
         except (InvalidInput, TooLarge) as exc:
             errors["file"] = exc.message
     rows, total = spiders.list_spiders(context.db, page=1, page_size=PAGE_SIZE)
@@ -163,7 +163,7 @@ def update_spider(request: Request, session: Session, form: FormData) -> Respons
         spider = spiders.update_spider(context, ref, body.model_dump(exclude_unset=True))
     except (InvalidInput, TooLarge) as exc:
         return spider_page(request, session, ref, 422, {"": exc.message})
-    return back(f"/spiders/{spider.name}")
+    return back(f"/spiders/{spider.name}", "Settings saved.")
 
 
 @action
@@ -179,7 +179,7 @@ def upload_version(request: Request, session: Session, form: FormData) -> Respon
         spiders.upload_version(context, ref, str(upload.filename), data)
     except (InvalidInput, TooLarge) as exc:
         return spider_page(request, session, ref, 422, {"file": exc.message})
-    return back(f"/spiders/{ref}")
+    return back(f"/spiders/{ref}", "New version uploaded.")
 
 
 @action
@@ -193,4 +193,4 @@ def run_now(request: Request, session: Session, form: FormData) -> Response:
     if not isinstance(params, dict):
         return spider_page(request, session, ref, 422, {"run_params": "give a JSON object"})
     task = runs.create_run(ctx(request), ref, params)
-    return back(f"/runs/{task.id}")
+    return back(f"/runs/{task.id}", "Run started.")

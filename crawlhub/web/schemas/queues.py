@@ -34,8 +34,10 @@ class DeadLetter(BaseModel):
     message_id: str
     actor: str
     task_id: str | None
-    error: str | None
-    retries: int
+    spider: str | None = Field(description="the run's spider (null: not a run's message)")
+    error: str | None = Field(description="the run's own error, else the message's last one")
+    attempts: int = Field(description="how many times it was tried")
+    retries: int = Field(description="Dramatiq's count of the message's failures")
     dead_at: datetime
 
 

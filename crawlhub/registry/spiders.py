@@ -104,6 +104,14 @@ def create_spider(
     return spider
 
 
+HIDDEN = "********"  # what a spider's env values read as: they are often credentials
+
+
+def hidden_env(env: dict[str, str] | None) -> dict[str, str]:
+    """A spider's env as the API and dashboard show it: its names, never its values."""
+    return dict.fromkeys(env or {}, HIDDEN)
+
+
 def update_spider(context: Context, ref: str, changes: dict[str, Any]) -> Spider:
     """Change a spider; a new entry is checked against its project's current version. A new
     kind changes its project's, when the spider is the project's only one."""
@@ -132,6 +140,10 @@ def update_spider(context: Context, ref: str, changes: dict[str, Any]) -> Spider
                 project.kind = kind
             projects.check_entry_in(session, project, kind, entry,
                                     archives.Limits.of(context.settings))  # fmt: skip
+        if changes.get("env") is not None:  # a value left as shown keeps what is stored
+            stored = spider.env or {}
+            changes = {**changes, "env": {k: stored.get(k, v) if v == HIDDEN else v
+                                          for k, v in changes["env"].items()}}  # fmt: skip
         return repo.update_spider(session, spider, changes)
 
 

@@ -239,11 +239,13 @@ def end_attempt(
     else:
         move = COMPLETE if status == "completed" else CANCEL
         moved = transition(session, task_id, move, finished_at=now, **ending)
-    if not moved:
-        session.execute(update(Task).where(Task.id == task_id).values(**recorded))
     current = task_status(session, task_id)
     if current is None:
         raise NotFound(f"task '{task_id}' not found")
+    if not moved:
+        if current == "cancelled":  # cancelled while it ran: it ended only now
+            recorded["finished_at"] = now
+        session.execute(update(Task).where(Task.id == task_id).values(**recorded))
     return current
 
 

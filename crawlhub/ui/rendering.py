@@ -20,6 +20,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from crawlhub.data.formats import cell
 from crawlhub.errors import CrawlhubError
+from crawlhub.registry.spiders import hidden_env
 from crawlhub.ui.sessions import COOKIE, CSRF_FIELD, CSRF_HEADER, Session, csrf_ok, verify
 from crawlhub.web.responses import status_of
 from crawlhub.web.validation import ctx
@@ -110,6 +111,7 @@ def environment() -> jinja2.Environment:
         cell=cell,
         pretty=pretty,
         quote=lambda s: urllib.parse.quote(str(s), safe=""),
+        hidden_env=hidden_env,
     )
     env.globals.update(navigation=NAVIGATION, csrf_field=CSRF_FIELD)
     return env

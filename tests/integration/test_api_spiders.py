@@ -2,10 +2,11 @@
 
 import uuid
 
+from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from crawlhub.context import Context
-from crawlhub.repo.models import Task
+from crawlhub.repo.models import Spider, Task
 
 
 def create(client: TestClient, **body: object) -> dict[str, object]:
@@ -170,3 +171,22 @@ def test_delete_with_an_active_task_is_refused(client: TestClient, context: Cont
     assert response.status_code == 409
     assert response.json()["error"]["details"] == {"active_tasks": 1}
     assert client.get("/api/spiders/books").status_code == 200
+
+
+def test_env_values_are_write_only_and_a_hidden_value_sent_back_keeps_what_is_stored(
+    client: TestClient, context: Context
+) -> None:
+    """A spider's env often holds credentials: the API and the dashboard show its names,
+    never its values; a client that sends back what it read changes nothing."""
+    spider = create(client, env={"API_KEY": "sk-live-123", "REGION": "eu"})
+    assert spider["env"] == {"API_KEY": "********", "REGION": "********"}
+    shown = client.get("/api/spiders/books")
+    assert "sk-live-123" not in shown.text and 'eu"' not in shown.text
+    changed = client.patch("/api/spiders/books",
+                           json={"env": {**shown.json()["env"], "REGION": "us"}})  # fmt: skip
+    assert changed.status_code == 200, changed.text
+    with context.db.session() as session:
+        stored = session.scalars(select(Spider.env).where(Spider.name == "books")).one()
+    assert stored == {"API_KEY": "sk-live-123", "REGION": "us"}
+    listed = client.get("/api/spiders").text
+    assert "sk-live-123" not in listed

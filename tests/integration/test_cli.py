@@ -77,7 +77,8 @@ def test_projects_spiders_and_deploy(cli: Cli, pg_hub: Hub) -> None:
     changed = cli.json("spiders", "set", "beta", "--timeout", "90", "--retries", "1",
                        "-p", "start_url=http://x/", "-e", "TOKEN_OF=beta")  # fmt: skip
     assert (changed["timeout_s"], changed["max_retries"]) == (90, 1)
-    assert (changed["params"], changed["env"]) == ({"start_url": "http://x/"}, {"TOKEN_OF": "beta"})
+    assert (changed["params"], changed["env"]) == ({"start_url": "http://x/"},
+                                                   {"TOKEN_OF": "********"})  # fmt: skip
     assert cli.json("spiders", "show", "beta")["timeout_s"] == 90
     limited = cli.json("spiders", "set", "beta", "-l", "memory_mb=4096", "-l", "files=500")
     assert limited["limits"] == {"memory_mb": 4096, "files": 500}

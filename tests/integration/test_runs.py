@@ -7,6 +7,7 @@ import signal
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -238,6 +239,12 @@ def test_cancel_of_a_running_spider_that_ignores_sigterm_ends_its_group_within_3
     assert task["status"] == "cancelled" and task["reason"] == "user"
     again = hub.client.post(f"/api/tasks/{task_id}/cancel")
     assert again.status_code == 409
+    # Its duration is until its spider stopped (the log's), not until the cancel was asked.
+    [said] = [x["text"] for x in hub.logs(task_id) if x["text"].startswith("cancelled after")]
+    logged = float(said.split()[2])
+    took = (datetime.fromisoformat(task["finished_at"])
+            - datetime.fromisoformat(task["started_at"])).total_seconds()  # fmt: skip
+    assert abs(took - logged) < 0.5, (took, said)
 
 
 def test_cancel_of_a_pending_task_means_it_never_starts(

@@ -6,7 +6,7 @@ from typing import Any, Self
 
 from pydantic import Field, field_validator, model_validator
 
-from crawlhub.registry.spiders import check_dedup_keys, check_entry, check_env
+from crawlhub.registry.spiders import HIDDEN, check_dedup_keys, check_entry, check_env, hidden_env
 from crawlhub.sandbox import limits as run_limits
 from crawlhub.web.schemas.common import Out, Page, PageQuery, Strict
 from crawlhub.web.schemas.projects import SLUG, SpiderKind, not_an_id
@@ -105,7 +105,10 @@ class SpiderOut(Out):
     kind: SpiderKind
     entry: str
     params: dict[str, Any]
-    env: dict[str, str]
+    env: dict[str, str] = Field(
+        description=f"names only: every value reads '{HIDDEN}' (a value sent back as "
+        f"'{HIDDEN}' keeps what is stored)"
+    )
     timeout_s: int
     max_retries: int
     retry_backoff_min_s: int
@@ -123,6 +126,11 @@ class SpiderOut(Out):
     @classmethod
     def _project_name(cls, value: Any) -> Any:
         return getattr(value, "name", value)
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _hidden(cls, value: Any) -> Any:
+        return hidden_env(value)
 
 
 class SpiderListQuery(PageQuery):

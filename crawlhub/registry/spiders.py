@@ -177,6 +177,12 @@ def get_spider(db: Database, ref: str) -> Spider:
         return repo.get_spider(session, ref)
 
 
+def spider_names(db: Database) -> list[str]:
+    """Every spider's name, in order (a form's choice of spider)."""
+    with db.read() as session:
+        return repo.all_names(session)
+
+
 def list_spiders(
     db: Database, *, page: int, page_size: int, kind: str | None = None,
     enabled: bool | None = None, search: str | None = None, project: str | None = None,

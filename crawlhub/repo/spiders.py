@@ -15,6 +15,19 @@ from crawlhub.repo.pages import paginate
 from crawlhub.repo.statuses import ACTIVE
 
 
+def names_by_id(session: Session, spider_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """The names of these spiders (those that exist)."""
+    if not spider_ids:
+        return {}
+    rows = session.execute(select(Spider.id, Spider.name).where(Spider.id.in_(spider_ids)))
+    return {spider_id: name for spider_id, name in rows}
+
+
+def all_names(session: Session) -> list[str]:
+    """Every spider's name, in order."""
+    return list(session.scalars(select(Spider.name).order_by(Spider.name)))
+
+
 def get_spider(session: Session, ref: str, *, for_update: bool = False) -> Spider:
     """The spider with this id or name; NotFound otherwise."""
     return get_by_ref(session, Spider, ref, "spider", for_update=for_update)

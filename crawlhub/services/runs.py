@@ -139,6 +139,12 @@ def get_task(context: Context, ref: uuid.UUID | str) -> Task:
         return repo.get_task(session, ref)
 
 
+def spider_names(context: Context, spider_ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """The names of the spiders rows refer to, for lists that show them."""
+    with context.db.read() as session:
+        return spider_repo.names_by_id(session, sorted(spider_ids))
+
+
 def task_and_spider(context: Context, ref: str) -> tuple[Task, Spider]:
     """A run and the spider it belongs to (its page shows the spider's name)."""
     with context.db.read() as session:

@@ -1,12 +1,10 @@
 """Data: scraped items by spider, run and time range, with keyset paging and exports."""
 
-import uuid
-
 from starlette.requests import Request
 from starlette.responses import Response
 
 from crawlhub.data import items
-from crawlhub.errors import InvalidInput
+from crawlhub.services import runs
 from crawlhub.ui.forms import utc_time, whole_number
 from crawlhub.ui.rendering import page, render
 from crawlhub.ui.sessions import Session
@@ -19,11 +17,8 @@ PAGE_SIZE = 50
 def list_items(request: Request, session: Session) -> Response:
     """A page of items after an id, newest selection first by id order."""
     params = request.query_params
-    raw_task = params.get("task", "").strip()
-    try:
-        task = uuid.UUID(raw_task) if raw_task else None
-    except ValueError:
-        raise InvalidInput("run: not a run id") from None
+    raw_task = params.get("task", "").strip()[:64]
+    task = raw_task or None  # a run's id, its first characters or its Scrapyd job id
     after = params.get("after_id", "")
     db = ctx(request).db
     spider = params.get("spider", "").strip()[:64] or None
@@ -54,6 +49,7 @@ def list_items(request: Request, session: Session) -> Response:
         session,
         "data.html",
         rows=rows,
+        names=runs.spider_names(ctx(request), {row.spider_id for row in rows}),
         columns=columns,
         filters=dict(params),
         export=export,

@@ -60,6 +60,7 @@ def list_runs(request: Request, session: Session) -> Response:
         session,
         "runs.html",
         rows=rows,
+        names=runs.spider_names(ctx(request), {t.spider_id for t in rows}),
         query=query,
         older=older,
         filters=dict(params),
@@ -80,7 +81,8 @@ def show_run(request: Request, session: Session) -> Response:
     search = params.get("q", "").strip()[:200] or None
     after = whole_number(params.get("after_seq"))
     before = whole_number(params.get("before_seq"))
-    if after is None and before is None:
+    newest = after is None and before is None
+    if newest:
         before = 2**31 - 1  # the newest lines
     lines = runs.log_lines(
         context,
@@ -111,6 +113,7 @@ def show_run(request: Request, session: Session) -> Response:
         attempt=attempt,
         search=search or "",
         live=task.status in ACTIVE and not filtered,
+        newest=newest,
         finished=task.status in FINISHED,
         log_page=LOG_PAGE,
         streams=STREAMS,

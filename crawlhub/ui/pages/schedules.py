@@ -47,7 +47,7 @@ def form_page(
     schedule: Any = None,
 ) -> Response:
     """The create or edit form."""
-    names = [s.name for s in spiders.list_spiders(ctx(request).db, page=1, page_size=100)[0]]
+    names = spiders.spider_names(ctx(request).db)
     return render(
         request,
         session,

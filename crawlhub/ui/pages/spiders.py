@@ -115,21 +115,15 @@ def spider_page(
     recent, _ = runs.runs_before(context, runs.RunQuery(spider=str(spider.id)), None, 10)
     history = activity.spider_history(context, spider.id)
     items = charts.simple(
-        [
-            (f"{t.created_at:%Y-%m-%d %H:%M} UTC: {t.items_count} items", t.items_count)
-            for t in history
-        ],
-        "items",
-        "Items per run",
-    )
+        [(t.created_at, f"{t.created_at:%Y-%m-%d %H:%M} UTC: {t.items_count} items",
+          t.items_count) for t in history],
+        "items", "Items per run", "items",
+    )  # fmt: skip
     durations = charts.simple(
-        [
-            (f"{t.created_at:%Y-%m-%d %H:%M} UTC: {runs.duration_s(t):.1f} s", runs.duration_s(t))
-            for t in history
-        ],
-        "duration",
-        "Duration per run (s)",
-    )
+        [(t.created_at, f"{t.created_at:%Y-%m-%d %H:%M} UTC: {runs.duration_s(t):.1f} s",
+          runs.duration_s(t)) for t in history],
+        "duration", "Duration per run", "s",
+    )  # fmt: skip
     return render(
         request,
         session,

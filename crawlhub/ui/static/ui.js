@@ -34,7 +34,10 @@ function logLine(data) {
 
 function followLog() {
   const log = document.getElementById("log");
-  if (!log || log.dataset.live !== "true" || !window.EventSource) return;
+  if (!log) return;
+  // The newest lines are at the end: show them, as the live page did before it reloaded.
+  if (log.dataset.newest === "true") log.scrollTop = log.scrollHeight;
+  if (log.dataset.live !== "true" || !window.EventSource) return;
   const source = new EventSource(log.dataset.streamUrl + "?after_seq=" + log.dataset.after);
   source.addEventListener("log", function (event) {
     const data = JSON.parse(event.data);

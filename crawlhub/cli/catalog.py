@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from crawlhub.cli import output
-from crawlhub.cli.client import Client, build_package
+from crawlhub.cli.client import Client, build_package, every
 from crawlhub.cli.output import field, moment
 from crawlhub.cli.session import JSON_OPTION, pairs, pass_api
 from crawlhub.errors import CrawlhubError
@@ -94,8 +94,8 @@ def projects() -> None:
 @pass_api
 def projects_list(api: Client, as_json: bool, search: str | None) -> None:
     """List projects with their current version and spiders."""
-    page = api.request("GET", "/api/projects", params={"page_size": 100, "search": search})
-    output.listing(page, page["items"], [
+    rows = every(api, "/api/projects", {"search": search})
+    output.listing({"items": rows, "total": len(rows)}, rows, [
         ("PROJECT", field("name")), ("KIND", field("kind")),
         ("VERSION", field("current_version")), ("SPIDERS", field("spiders")),
     ], as_json=as_json, empty="no projects")  # fmt: skip
@@ -183,10 +183,11 @@ def spiders() -> None:
 def spiders_list(api: Client, as_json: bool, project: str | None, kind: str | None,
                  enabled: bool | None) -> None:  # fmt: skip
     """List spiders, newest first."""
-    params = {"page_size": 100, "project": project, "kind": kind,
+    params = {"project": project, "kind": kind,
               "enabled": None if enabled is None else str(enabled).lower()}  # fmt: skip
-    page = api.request("GET", "/api/spiders", params=params)
-    output.listing(page, page["items"], SPIDER_COLUMNS, as_json=as_json, empty="no spiders")
+    rows = every(api, "/api/spiders", params)
+    output.listing({"items": rows, "total": len(rows)}, rows, SPIDER_COLUMNS, as_json=as_json,
+                   empty="no spiders")  # fmt: skip
 
 
 @spiders.command("show")

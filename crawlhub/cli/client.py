@@ -334,11 +334,13 @@ def zip_directory(root: Path) -> bytes:
     return buffer.getvalue()
 
 
-def every(api: Client, path: str, page_size: int = 100) -> list[Any]:
+def every(api: Client, path: str, params: dict[str, Any] | None = None,
+          page_size: int = 100) -> list[Any]:  # fmt: skip
     """Every item of a paged API list, page after page."""
     found: list[Any] = []
     for number in itertools.count(1):
-        page = api.request("GET", path, params={"page": number, "page_size": page_size})
+        page = api.request("GET", path, params={**(params or {}), "page": number,
+                                                "page_size": page_size})  # fmt: skip
         found += page["items"]
         total = page.get("total")
         if len(page["items"]) < page_size or (total is not None and len(found) >= total):

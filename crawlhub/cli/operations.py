@@ -3,7 +3,7 @@
 import click
 
 from crawlhub.cli import output, profile
-from crawlhub.cli.client import ApiError, Client
+from crawlhub.cli.client import ApiError, Client, every
 from crawlhub.cli.output import field, moment
 from crawlhub.cli.session import JSON_OPTION, Api, pass_api
 
@@ -63,8 +63,9 @@ def channels() -> None:
 @pass_api
 def channels_list(api: Client, as_json: bool) -> None:
     """List channels (secrets are never shown)."""
-    page = api.request("GET", "/api/channels", params={"page_size": 100})
-    output.listing(page, page["items"], CHANNEL_COLUMNS, as_json=as_json, empty="no channels")
+    rows = every(api, "/api/channels")
+    output.listing({"items": rows, "total": len(rows)}, rows, CHANNEL_COLUMNS, as_json=as_json,
+                   empty="no channels")  # fmt: skip
 
 
 @channels.command("add")

@@ -88,6 +88,9 @@ def listing(data: Any, rows: Sequence[dict[str, Any]], columns: Sequence[Column]
         emit_json(data)
     elif rows:
         table(rows, columns, title=title)
+        total = data.get("total") if isinstance(data, dict) else None
+        if isinstance(total, int) and total > len(rows):
+            note(f"{len(rows)} of {total:,} shown")
     else:
         print(f"({empty})", file=sys.stderr)
 

@@ -71,15 +71,16 @@ def runs(api: Client, spider: str | None, status: str | None, trigger: str | Non
     if not as_json and rows:
         names = _spider_names(api, {t["spider_id"] for t in rows})
         rows = [{**t, "spider": names.get(t["spider_id"], t["spider_id"])} for t in rows]
-    output.listing(page, rows, RUN_COLUMNS, as_json=as_json, empty="no runs")
+    # A Scrapyd client knows its runs by the job id it gave (usable as the run's id).
+    columns = RUN_COLUMNS + ([("JOB", field("job_id"))] if any(t.get("job_id") for t in rows)
+                             else [])  # fmt: skip
+    output.listing(page, rows, columns, as_json=as_json, empty="no runs")
 
 
 def _spider_names(api: Client, ids: set[str]) -> dict[str, str]:
-    if len(ids) == 1:
-        (only,) = ids
-        return {only: api.request("GET", f"/api/spiders/{only}")["name"]}
-    page = api.request("GET", "/api/spiders", params={"page_size": 100})
-    return {s["id"]: s["name"] for s in page["items"]}
+    """The names of a page's spiders (a page of runs names a few of them)."""
+    return {spider_id: api.request("GET", f"/api/spiders/{spider_id}")["name"]
+            for spider_id in ids}  # fmt: skip
 
 
 @click.command()

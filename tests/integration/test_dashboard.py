@@ -150,8 +150,19 @@ def dashboard_flow(browser: Browser, base: str, tmp_path: Path, site: Site, keep
     assert sorted(csv.splitlines()[0].split(",")) == ["note", "page", "size", "title"]
     assert len(csv.splitlines()) == 4
     shot(page, "run", keep)
+    log_box = page.locator("#log")  # the newest lines in view once the page turned finished
+    assert log_box.evaluate("el => el.scrollTop + el.clientHeight >= el.scrollHeight - 2")
     page.get_by_role("link", name="slow", exact=True).click()
-    expect(page.get_by_role("img", name="Items per run")).to_be_visible()
+    chart = page.get_by_role("figure").filter(has_text="Items per run")
+    expect(chart.get_by_role("img", name=re.compile("^Items per run: 1 bars from"))).to_be_visible()
+    expect(chart).to_contain_text("5 items")  # the scale's top: a round number above 3
+    expect(chart).to_contain_text(" UTC")  # the time its bar stands for
+    # Env values are write-only: the form shows names; a hidden value sent back is kept.
+    page.get_by_label("Environment (JSON)").fill('{"API_KEY": "sk-live-never-shown"}')
+    page.get_by_role("button", name="Save settings").click()
+    expect(page.get_by_role("status")).to_have_text("Settings saved.")
+    expect(page.get_by_label("Environment (JSON)")).to_have_value('{"API_KEY": "********"}')
+    assert "sk-live-never-shown" not in page.content()
     shot(page, "spider", keep)
 
     # A schedule: its reading and next fires appear as the expression is typed.
@@ -181,7 +192,11 @@ def dashboard_flow(browser: Browser, base: str, tmp_path: Path, site: Site, keep
     run_now(page, "sleeper")
     expect(page.locator("#log")).to_contain_text("going to sleep", timeout=20_000)
     page.get_by_role("button", name="Cancel").click()
+    expect(page.get_by_role("status")).to_contain_text("Cancelled: the spider is being stopped.")
     expect(page.locator("#run-status")).to_contain_text("cancelled", timeout=10_000)
+    expect(page.locator("#log")).to_contain_text("cancelled after", timeout=15_000)
+    expect(page.get_by_text("No items: the run found none.")).to_be_visible()
+    assert "Traceback" not in page.locator("#log").inner_text()
 
     # A failing spider: settings form with a field error, then an alert and a dead letter.
     create_spider(page, tmp_path, "broken", BROKEN)
@@ -204,6 +219,15 @@ def dashboard_flow(browser: Browser, base: str, tmp_path: Path, site: Site, keep
     page.get_by_role("link", name="Overview", exact=True).click()
     expect(page.get_by_role("heading", name="Needs attention")).to_be_visible()
     expect(page.locator("main")).to_contain_text("Failed run")
+    dead_row = page.locator("tr.attention-dead_letter").filter(has_text=broken_id[:8])
+    for _ in range(40):  # dead-lettered just after the run failed: the page is read again
+        if dead_row.count():
+            break
+        page.wait_for_timeout(500)
+        page.reload()
+    expect(dead_row).to_contain_text("broken")
+    expect(dead_row).to_contain_text("RuntimeError: boom: the site changed")
+    expect(page.get_by_role("figure").first).to_contain_text(" UTC")
     shot(page, "overview", keep)
 
     page.get_by_role("link", name="Alerts", exact=True).click()
@@ -227,7 +251,8 @@ def dashboard_flow(browser: Browser, base: str, tmp_path: Path, site: Site, keep
     expect(channel).to_be_visible()
     assert "s3cret-never-shown" not in page.content()
     channel.get_by_role("button", name=re.compile("^Test")).click()
-    expect(page.get_by_role("status")).to_contain_text("failed")
+    expect(page.get_by_role("status")).to_contain_text("Test notification failed")
+    expect(page).to_have_url(re.compile(r"/alerts$"))
     page.get_by_role("form", name=f"Channel {site.url}hook").get_by_role(
         "button", name=re.compile("^Delete")
     ).click()
@@ -236,23 +261,30 @@ def dashboard_flow(browser: Browser, base: str, tmp_path: Path, site: Site, keep
     page.get_by_role("link", name="Queues", exact=True).click()
     dead = page.locator("tr").filter(has_text=broken_id[:8])
     expect(dead).to_have_count(1, timeout=20_000)
+    expect(dead).to_contain_text("broken")  # its spider, its attempts, the run's own error
+    expect(dead).to_contain_text("RuntimeError: boom: the site changed")
+    assert "RunFailed" not in dead.inner_text()
+    expect(dead.get_by_role("cell", name="1", exact=True)).to_have_count(1)
     shot(page, "queues", keep)
     dead.get_by_role("button", name=re.compile("^Requeue")).click()
-    expect(page).to_have_url(re.compile(r"/queues$"))
-    page.goto(f"/runs/{broken_id}")
-    expect(page.locator("#log")).to_contain_text("attempt 1", timeout=20_000)
+    expect(page).to_have_url(re.compile(f"/runs/{broken_id}$"))
+    expect(page.get_by_role("status")).to_contain_text("Requeued")
+    expect(page.locator("#log")).to_contain_text("attempt 2", timeout=20_000)
     expect(page.locator("#run-status")).to_contain_text("failed", timeout=30_000)
     lines = httpx.get(f"{base}/api/tasks/{broken_id}/logs",
                       headers={"Authorization": f"Bearer {TOKEN}"}).json()["items"]  # fmt: skip
-    assert sum(line["text"].startswith("attempt 1:") for line in lines) == 2  # run twice
+    starts = [line["text"].split(":")[0] for line in lines if line["text"].startswith("attempt ")]
+    assert starts == ["attempt 1", "attempt 2"]  # numbered on, not a second attempt 1
 
     # The other pages, as a person browses them.
     page.get_by_role("link", name="Runs", exact=True).click()
     page.get_by_label("Status").select_option("completed")
     page.get_by_role("button", name="Filter").click()
     expect(page.locator("main tbody tr")).to_have_count(1)
+    expect(page.locator("main tbody tr").first.get_by_role("link", name="slow")).to_be_visible()
     shot(page, "runs", keep)
     page.get_by_role("link", name="Data", exact=True).click()
+    expect(page.get_by_role("columnheader", name="Spider")).to_be_visible()  # every spider's
     page.get_by_label("Spider").fill("slow")
     page.get_by_role("button", name="Show items").click()
     expect(page.locator("table.items tbody tr")).to_have_count(3)

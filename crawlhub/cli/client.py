@@ -160,7 +160,7 @@ class Client:
         project created for it is deleted again, a changed kind changed back."""
         created, undo, made_project = False, {}, None
         try:
-            spider = self.request("GET", f"/api/spiders/{name}")
+            spider = self._named("spiders", name)
         except ApiError as exc:
             if exc.http_status != 404:
                 raise
@@ -203,12 +203,20 @@ class Client:
     def _project_for(self, name: str, kind: str) -> str | None:
         """Make sure a project of this name exists; its id when it was made here."""
         try:
-            self.request("GET", f"/api/projects/{name}")
+            self._named("projects", name)
             return None
         except ApiError as exc:
             if exc.http_status != 404:
                 raise
         return str(self.request("POST", "/api/projects", json={"name": name, "kind": kind})["id"])
+
+    def _named(self, kind: str, name: str) -> Any:
+        """The spider or project of this name (a 404 when none is: the API would also take
+        a name that looks like an id's first characters for that id)."""
+        found = self.request("GET", f"/api/{kind}/{name}")
+        if found["name"] != name:
+            raise ApiError(404, "not_found", f"{kind[:-1]} '{name}' not found")
+        return found
 
     def _forget_project(self, project_id: str | None) -> None:
         if project_id is not None:
@@ -222,7 +230,7 @@ class Client:
         project created for a refused upload is deleted again."""
         created = False
         try:
-            project = self.request("GET", f"/api/projects/{name}")
+            project = self._named("projects", name)
         except ApiError as exc:
             if exc.http_status != 404:
                 raise

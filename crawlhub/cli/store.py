@@ -36,7 +36,8 @@ def query(api: Client, spider: str | None, task: str | None, limit: int, after_i
         return
     for item in page["items"]:
         print(json.dumps(item["data"], ensure_ascii=False))
-    output.note(paging_line(len(page["items"]), page["total"], page.get("next_after_id")))
+    total = page["total"] if page.get("total_exact", True) else None  # no estimate as a count
+    output.note(paging_line(len(page["items"]), total, page.get("next_after_id")))
 
 
 def paging_line(shown: int, total: int | None, next_after_id: int | None) -> str:

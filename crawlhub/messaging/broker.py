@@ -108,8 +108,9 @@ class _WakingConsumer(Consumer):
         self.wait_ms = timeout
         self.wake_key = QUEUE_WAKE_LIST.format(queue=queue_name)
         self.misses = 0  # empty fetches in a row: the wait grows with them, as Dramatiq's
-        self.held = 0  # messages handed out and not yet acked or nacked
-        self.held_lock = threading.Lock()  # worker threads ack and nack; `__next__` counts
+        # Ids of the messages handed out and not yet acked or nacked through this consumer
+        # (after a restart, Dramatiq acks the earlier consumer's messages through this one).
+        self.held: set[str] = set()
         self.freed = threading.Event()  # set when a worker thread acks or nacks a message
 
     def __next__(self) -> Any:
@@ -119,12 +120,11 @@ class _WakingConsumer(Consumer):
             except (ConnectionClosed, redis.RedisError) as exc:
                 raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
         self.freed.clear()
-        full = self.held >= self.prefetch  # the inner consumer will not fetch
+        full = len(self.held) >= self.prefetch  # the inner consumer will not fetch
         message = next(self.inner)
         if message is not None:
             self.misses = 0
-            with self.held_lock:
-                self.held += 1
+            self.held.add(message.message_id)
             return message
         # The wait Dramatiq would have slept (its backoff: short while messages keep
         # coming, up to the timeout when idle), cut short by what can end it: a run ending
@@ -158,8 +158,7 @@ class _WakingConsumer(Consumer):
         except (ConnectionClosed, redis.RedisError):  # kept, and sent when Redis is back
             self.broker.owe(self.queue_name, kind, message)
         finally:
-            with self.held_lock:
-                self.held -= 1
+            self.held.discard(message.message_id)  # set operations are atomic under the GIL
             self.freed.set()
 
 

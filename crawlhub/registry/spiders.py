@@ -74,6 +74,7 @@ def create_spider(
     name, bytes) is given: all or nothing (a refused package creates nothing)."""
     fields = {"timeout_s": context.settings.default_timeout_s, **fields}
     fields["limits"] = fields.get("limits") or {}
+    fields["env"] = kept_env(fields.get("env"), {})
     project_ref = fields.pop("project", None)
     version: ProjectVersion | None = None
     with context.db.session() as session:
@@ -112,6 +113,20 @@ def hidden_env(env: dict[str, str] | None) -> dict[str, str]:
     return dict.fromkeys(env or {}, HIDDEN)
 
 
+def kept_env(env: dict[str, str] | None, stored: dict[str, str]) -> dict[str, str]:
+    """An env as given, each value left as shown (HIDDEN) keeping the stored one; HIDDEN for
+    a name with no stored value is refused (it would become the value)."""
+    kept = {}
+    for name, value in (env or {}).items():
+        if value == HIDDEN:
+            if name not in stored:
+                raise InvalidInput(f"env {name}: '{HIDDEN}' keeps a stored value, and {name} "
+                                   "has none: give its value")  # fmt: skip
+            value = stored[name]
+        kept[name] = value
+    return kept
+
+
 def update_spider(context: Context, ref: str, changes: dict[str, Any]) -> Spider:
     """Change a spider; a new entry is checked against its project's current version. A new
     kind changes its project's, when the spider is the project's only one."""
@@ -140,10 +155,8 @@ def update_spider(context: Context, ref: str, changes: dict[str, Any]) -> Spider
                 project.kind = kind
             projects.check_entry_in(session, project, kind, entry,
                                     archives.Limits.of(context.settings))  # fmt: skip
-        if changes.get("env") is not None:  # a value left as shown keeps what is stored
-            stored = spider.env or {}
-            changes = {**changes, "env": {k: stored.get(k, v) if v == HIDDEN else v
-                                          for k, v in changes["env"].items()}}  # fmt: skip
+        if changes.get("env") is not None:
+            changes = {**changes, "env": kept_env(changes["env"], spider.env or {})}
         return repo.update_spider(session, spider, changes)
 
 

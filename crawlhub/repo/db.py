@@ -177,7 +177,8 @@ def get_by_ref(
             # No stored name can match, and PostgreSQL rejects NUL in text parameters.
             raise NotFound(f"{what} '{ref[:80]}' not found") from None
         where = model.name == ref
-        if id_prefix(ref) is not None and find_by_name(session, model, ref) is None:
+        if (digits := id_prefix(ref)) is not None and len(digits) >= SHORT_NAMED_MIN and \
+                find_by_name(session, model, ref) is None:  # fmt: skip
             where = model.id == resolve_id(session, model, ref, what)
     stmt = select(model).where(where)
     if for_update:
@@ -205,6 +206,9 @@ def get_or_404(session: Session, model: type[T], ref: uuid.UUID | str, what: str
 
 
 SHORT_ID_MIN = 4  # hex digits of the shortest id prefix accepted (the dashboard shows 8)
+# Where a ref may also be a name (spiders, projects), a prefix must be as long as the
+# dashboard shows: a missing name such as "cafe" is not taken for an id starting so.
+SHORT_NAMED_MIN = 8
 SHOWN_MATCHES = 5
 
 
@@ -240,7 +244,8 @@ def resolve_id(session: Session, model: Any, ref: uuid.UUID | str, what: str) ->
         shown = ", ".join(str(key) for key in found[:SHOWN_MATCHES])
         more = " and more" if len(found) > SHOWN_MATCHES else ""
         raise Ambiguous(f"{what} '{ref}' is ambiguous: it starts {shown}{more}; give more of it")
-    return uuid.UUID(str(found[0]))
+    key: uuid.UUID = found[0]
+    return key
 
 
 def db_now(session: Session) -> datetime:

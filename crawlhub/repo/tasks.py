@@ -23,7 +23,7 @@ from crawlhub.repo.lifecycle import (
     transition,
     transition_task,
 )
-from crawlhub.repo.models import Project, ProjectVersion, Spider, Task
+from crawlhub.repo.models import LogLine, Project, ProjectVersion, Spider, Task
 from crawlhub.repo.pages import count_rows, page_of
 from crawlhub.repo.statuses import CLAIMABLE
 
@@ -54,6 +54,15 @@ def get_task(session: Session, ref: uuid.UUID | str) -> Task:
     if task is None:
         raise NotFound(f"task '{ref[:80]}' not found")
     return task
+
+
+def attempts_made(session: Session, task_id: uuid.UUID) -> int:
+    """The number of the last attempt that started (each writes its `attempt N:` line first;
+    0 when none did): what a requeue numbers on from, what a dead letter shows."""
+    last: int | None = session.scalar(
+        select(func.max(LogLine.attempt)).where(LogLine.task_id == task_id)
+    )
+    return last or 0
 
 
 def with_spider_names(
@@ -274,8 +283,8 @@ def requeue_task(session: Session, task_id: uuid.UUID) -> None:
     spider's retries allow. Attempts are numbered on from the last one (`retry_count`
     counts the attempts before the next one), so the log keeps one attempt 1."""
     task = get_or_404(session, Task, task_id, "task")
-    done = task.retry_count + (1 if task.started_at is not None else 0)
-    allowed = spider_of(session, task).max_retries
+    done = attempts_made(session, task_id)
+    allowed = 0 if task.trigger == "test" else spider_of(session, task).max_retries
     requeued = transition(
         session, task_id, REQUEUE, retry_count=done, max_retries=done + allowed,
         message_id=None, reason=None, error_message=None, exit_code=None, finished_at=None,

@@ -79,27 +79,30 @@ def protect(isolation: Isolation, urls: Iterable[str]) -> str:
         f"add set {TABLE} remote6 {{ type ipv6_addr . inet_service; flags timeout; }}",
         f"add element {TABLE} uids {{ {uids} }}",
     ]
-    renewal = []
     for name, elements in (("local_ports", local_ports), ("remote4", remote4),
                            ("remote6", remote6)):  # fmt: skip
         for element in sorted(map(str, elements)):
-            # Added if missing, then replaced: its time to live starts again (one transaction).
+            # Added if missing, then replaced: its time to live starts again.
             entry = f"{TABLE} {name} {{ {element} timeout {PROTECT_TTL_S}s }}"
-            renewal += [f"add element {entry}", f"delete element {TABLE} {name} {{ {element} }}",
-                        f"add element {entry}"]  # fmt: skip
+            script += [f"add element {entry}", f"delete element {TABLE} {name} {{ {element} }}",
+                       f"add element {entry}"]  # fmt: skip
+    # The chain's rules, made anew in the same transaction: never a moment without them.
+    script.append(f"flush chain {TABLE} output")
+    script += [
+        f"add rule {TABLE} output meta skuid @uids {match} reject with tcp reset"
+        for match in (
+            "fib daddr type local tcp dport @local_ports",
+            "ip daddr . tcp dport @remote4",
+            "ip6 daddr . tcp dport @remote6",
+        )
+    ]
     try:
         if _without_timeouts(nft):  # an earlier version's (entries that never expire): made
             # anew in the same transaction; other live workers add theirs at their renewal
-            script.insert(0, f"delete table {TABLE}")
-        _nft(nft, "\n".join(script + renewal))
-        _renewal[:] = [nft, *renewal]
-        rules = _nft(nft, f"list chain {TABLE} output")
-        if "reject" not in rules:
-            _nft(nft, "\n".join(
-                f"add rule {TABLE} output meta skuid @uids {match} reject with tcp reset"
-                for match in ("fib daddr type local tcp dport @local_ports",
-                              "ip daddr . tcp dport @remote4", "ip6 daddr . tcp dport @remote6")
-            ))  # fmt: skip
+            _nft(nft, "\n".join([f"delete table {TABLE}", *script]))
+        else:
+            _nft(nft, "\n".join(script))
+        _renewal[:] = [nft, *script]  # the whole of it: a flushed ruleset comes back too
     except (OSError, subprocess.SubprocessError) as exc:
         return f"not enforced: nft failed: {exc}"
     where = ", ".join(f"{host}:{port}" for host, port in services)
@@ -107,8 +110,9 @@ def protect(isolation: Isolation, urls: Iterable[str]) -> str:
 
 
 def refresh() -> None:
-    """Renew this process's entries (a live worker's heartbeat thread calls it every
-    RENEW_S); a failure is logged and tried again at the next call."""
+    """Renew this process's entries, and make its table, sets and rules again where they
+    went (a live worker's heartbeat thread calls it every RENEW_S); a failure is logged and
+    tried again at the next call."""
     if not _renewal:
         return
     nft, *renewal = _renewal

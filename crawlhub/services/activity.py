@@ -132,7 +132,7 @@ def overview(context: Context, *, running_limit: int = 50, fires_limit: int = 10
         Attention(
             "dead_letter",
             d.spider,
-            uuid.UUID(d.message.task_id) if d.message.task_id else None,
+            d.task_id,
             d.message.dead_at,
             d.error or f"{d.message.actor} message",
         )

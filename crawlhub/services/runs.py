@@ -270,6 +270,7 @@ class DeadLetter:
     """A dead letter as people read it: a run's spider, its own error and its attempts."""
 
     message: queues.DeadMessage
+    task_id: uuid.UUID | None  # the run's, when it is a run's letter
     spider: str | None
     error: str | None  # the run's error when it is a run's letter, else the message's
     attempts: int  # how many times it was tried
@@ -278,20 +279,28 @@ class DeadLetter:
 def dead_letters(context: Context, queue: str, limit: int) -> tuple[list[DeadLetter], int]:
     """The newest dead letters of a queue, each run's told by its task."""
     found, total = queues.dead_letters(context.broker, queue, limit)
-    ids = [uuid.UUID(m.task_id) for m in found if m.task_id]
+    ids = {m.message_id: task_id for m in found if (task_id := _task_of(m)) is not None}
     with context.db.read() as session:
-        named = repo.with_spider_names(session, ids)
+        named = repo.with_spider_names(session, list(ids.values()))
+        made = {task_id: repo.attempts_made(session, task_id) for task_id in named}
     letters = []
     for m in found:
-        known = named.get(uuid.UUID(m.task_id)) if m.task_id else None
+        known = named.get(ids[m.message_id]) if m.message_id in ids else None
         if known is None:  # another actor's message, or a run deleted since
-            letters.append(DeadLetter(m, None, m.error, m.retries))
+            letters.append(DeadLetter(m, None, None, m.error, m.retries))
             continue
         task, spider = known
         error = task.error_message or task.reason or m.error
-        attempts = task.retry_count + (1 if task.started_at is not None else 0)
-        letters.append(DeadLetter(m, spider, error, attempts))
+        letters.append(DeadLetter(m, task.id, spider, error, made[task.id]))
     return letters, total
+
+
+def _task_of(message: queues.DeadMessage) -> uuid.UUID | None:
+    """The run a dead letter is of (None: another actor's, or arguments that are not an id)."""
+    try:
+        return uuid.UUID(message.task_id) if message.task_id else None
+    except ValueError:
+        return None
 
 
 def requeue_dead_letter(context: Context, queue: str, message_id: str) -> str | None:

@@ -124,7 +124,11 @@ def render(
     request: Request, session: Session | None, template: str, status: int = 200, **values: Any
 ) -> HTMLResponse:
     """A page rendered with the values, the navigation and the session's CSRF token."""
-    notice = urllib.parse.unquote(request.cookies.get(NOTICE, ""))[:NOTICE_CHARS]
+    # A fragment htmx fetches (a run's facts every second) leaves the notice to its page.
+    fragment = request.headers.get("HX-Request") == "true"
+    notice = (
+        "" if fragment else urllib.parse.unquote(request.cookies.get(NOTICE, ""))[:NOTICE_CHARS]
+    )
     html = ENV.get_template(template).render(
         request=request, path=request.url.path, csrf=session.csrf if session else "",
         notice=notice, **values,

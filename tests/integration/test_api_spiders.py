@@ -190,3 +190,5 @@ def test_env_values_are_write_only_and_a_hidden_value_sent_back_keeps_what_is_st
     assert stored == {"API_KEY": "sk-live-123", "REGION": "us"}
     listed = client.get("/api/spiders").text
     assert "sk-live-123" not in listed
+    renamed = client.patch("/api/spiders/books", json={"env": {"API_TOKEN": "********"}})
+    assert renamed.status_code == 422 and "has none" in renamed.text  # never stored as a value

@@ -272,7 +272,7 @@ class DeadLetter:
     message: queues.DeadMessage
     task_id: uuid.UUID | None  # the run's, when it is a run's letter
     spider: str | None
-    error: str | None  # the run's error when it is a run's letter, else the message's
+    error: str | None  # the last line of the run's error when it is a run's, else the message's
     attempts: int  # how many times it was tried
 
 
@@ -290,8 +290,10 @@ def dead_letters(context: Context, queue: str, limit: int) -> tuple[list[DeadLet
             letters.append(DeadLetter(m, None, None, m.error, m.retries))
             continue
         task, spider = known
-        error = task.error_message or task.reason or m.error
-        letters.append(DeadLetter(m, task.id, spider, error, made[task.id]))
+        # An error message ends with the stderr tail, whose last line is usually the exception.
+        lines = (task.error_message or task.reason or m.error or "").strip().splitlines()
+        letters.append(DeadLetter(m, task.id, spider, lines[-1] if lines else None,
+                                  made[task.id]))  # fmt: skip
     return letters, total
 
 

@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from crawlhub.data import items
-from crawlhub.repo.statuses import ACTIVE, FINISHED, STATUSES
+from crawlhub.repo.statuses import FINISHED, STATUSES
 from crawlhub.services import runs
 from crawlhub.ui.forms import utc_time, whole_number
 from crawlhub.ui.rendering import action, back, current_session, page, render, to_login
@@ -112,7 +112,9 @@ def show_run(request: Request, session: Session) -> Response:
         stream=stream,
         attempt=attempt,
         search=search or "",
-        live=task.status in ACTIVE and not filtered,
+        # Live until no line can come: a run cancelled while running writes its last lines
+        # for a few seconds after its status turned.
+        live=not runs.lines_over(task, stream_ended=False) and not filtered,
         newest=newest,
         finished=task.status in FINISHED,
         log_page=LOG_PAGE,

@@ -35,7 +35,10 @@ class DeadLetter(BaseModel):
     actor: str
     task_id: str | None
     spider: str | None = Field(description="the run's spider (null: not a run's message)")
-    error: str | None = Field(description="the run's own error, else the message's last one")
+    error: str | None = Field(
+        description="the last line of the run's own error (the whole is "
+        "the task's), else of the message's"
+    )
     attempts: int = Field(description="how many times it was tried")
     retries: int = Field(description="Dramatiq's count of the message's failures")
     dead_at: datetime

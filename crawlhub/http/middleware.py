@@ -6,7 +6,7 @@ import hmac
 import re
 from collections.abc import Iterable
 
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from crawlhub.errors import TooLarge
@@ -58,12 +58,14 @@ class BearerAuth:
         return matched
 
 
-def _unauthorized(scrapyd: bool) -> JSONResponse:
+def _unauthorized(scrapyd: bool) -> Response:
     if not scrapyd:
         return error_response(401, "unauthorized", "a valid bearer token is required")
-    message = "an API token is required: as the password of basic auth, or as a bearer token"
-    return JSONResponse({"status": "error", "message": message}, status_code=401,
-                        headers={"WWW-Authenticate": 'Basic realm="CrawlHub"'})  # fmt: skip
+    # Scrapyd's own answer, body and all (its clients and tests read it); the realm says
+    # what CrawlHub takes: an API token as the password (any user name), or as a bearer.
+    realm = 'Basic realm="CrawlHub: an API token as the password"'
+    return PlainTextResponse("Unauthorized", status_code=401,
+                             headers={"WWW-Authenticate": realm})  # fmt: skip
 
 
 class CollapseSlashes:

@@ -173,6 +173,12 @@ def answer(data: dict[str, Any]) -> Response:
 
 async def endpoint(request: Request) -> Response:
     method, handler = ENDPOINTS[request.path_params["name"]]
+    if request.method == "OPTIONS":  # as Scrapyd answers it: the methods, no body
+        return Response(status_code=204, headers={
+            "Allow": f"OPTIONS, HEAD, {method}", "Access-Control-Allow-Origin": "*",
+            "Access-Control-Allow-Methods": f"OPTIONS, HEAD, {method}",
+            "Access-Control-Allow-Headers": "X-Requested-With",
+        })  # fmt: skip
     allowed = {method, "HEAD"} if method == "GET" else {method}
     if request.method not in allowed:
         expected = ", ".join(sorted(allowed))
@@ -290,8 +296,12 @@ register_url_convertor("scrapyd_endpoint", EndpointConvertor())
 ROUTES = [
     Route(f"{PREFIX}", home, methods=["GET"]),
     Route(f"{PREFIX}/", home, methods=["GET"]),
-    Route(f"{PREFIX}/{{name:scrapyd_endpoint}}.json", endpoint, methods=["GET", "HEAD", "POST"]),
-    Route("/{name:scrapyd_endpoint}.json", endpoint, methods=["GET", "HEAD", "POST"]),
+    Route(
+        f"{PREFIX}/{{name:scrapyd_endpoint}}.json",
+        endpoint,
+        methods=["GET", "HEAD", "POST", "OPTIONS"],
+    ),
+    Route("/{name:scrapyd_endpoint}.json", endpoint, methods=["GET", "HEAD", "POST", "OPTIONS"]),
     Route(f"{PREFIX}/logs/{{project}}/{{spider}}/{{job}}.log", job_log, methods=["GET"]),
     Route(f"{PREFIX}/items/{{project}}/{{spider}}/{{job}}.jl", job_items, methods=["GET"]),
 ]

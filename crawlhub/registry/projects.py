@@ -90,6 +90,9 @@ def upload_version(context: Context, ref: str, filename: str, data: bytes) -> Pr
     return version
 
 
+PROJECT_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
 def deploy(
     context: Context, name: str, kind: str, filename: str, data: bytes, *,
     label: str | None = None,
@@ -100,6 +103,10 @@ def deploy(
     with context.db.session() as session:
         project = repo.find_project(session, name)
         if project is None:
+            if not re.fullmatch(PROJECT_NAME, name):
+                raise InvalidInput(f"project name '{name[:80]}' must be 1-64 letters, digits, "
+                                   "'_', '.' or '-', starting with a letter or digit",
+                                   details={"field": "name"})  # fmt: skip
             project = repo.create_project(session, {"name": name, "kind": kind})
         else:
             project = repo.get_project(session, str(project.id), for_update=True)

@@ -71,6 +71,7 @@ def list_projects(context: Context) -> list[str]:
 
 def list_versions(context: Context, project: str) -> list[str]:
     """The versions of a project as Scrapyd sorts them; none for an unknown project."""
+    _no_traversal(project)
     with context.db.read() as session:
         found = project_repo.find_project(session, project)
         if found is None:
@@ -92,6 +93,7 @@ def list_spiders(context: Context, project: str, label: str | None) -> list[str]
 
 def add_version(context: Context, project: str, label: str, egg: bytes) -> ProjectVersion:
     """Store an egg as the next version of the project (created when new), named `label`."""
+    _no_traversal(project)
     if not label or len(label) > 128:
         raise ScrapydError("version must be 1 to 128 characters")
     try:
@@ -202,10 +204,14 @@ def list_jobs(context: Context, project: str | None) -> dict[str, list[dict[str,
 
 
 def delete_version(context: Context, project: str, label: str) -> None:
-    """Delete the versions a client named `label`; refused while a job waits for one."""
+    """Delete the versions a client named `label` (Scrapyd's egg storage says the version
+    is not found, whether or not the project is); refused while a job waits for one."""
+    _no_traversal(project)
     with context.db.session() as session:
-        found = project_repo.get_project(session, str(_project(session, project).id),
-                                         for_update=True)  # fmt: skip
+        known = project_repo.find_project(session, _name(project))
+        if known is None:
+            raise ScrapydError(f"version '{label}' not found")
+        found = project_repo.get_project(session, str(known.id), for_update=True)
         numbers = [v.number for v in project_repo.versions_of(session, found.id)
                    if label_of(v) == label]  # fmt: skip
         if not numbers:
@@ -216,6 +222,7 @@ def delete_version(context: Context, project: str, label: str) -> None:
 
 
 def delete_project(context: Context, project: str) -> None:
+    _no_traversal(project)
     try:
         projects.delete_project(context.db, _name(project))
     except CrawlhubError as exc:
@@ -235,6 +242,12 @@ def job_task(context: Context, project: str, spider: str, job: str) -> Task:
         if target is None or spider not in (target.entry, target.name):
             raise NotFound(f"job '{job[:80]}' is not a run of spider '{spider[:80]}'")
         return task
+
+
+def _no_traversal(project: str) -> None:
+    """Scrapyd's answer to a project name that would leave its eggs directory."""
+    if "/" in project or "\\" in project or ".." in project:
+        raise ScrapydError(f"DirectoryTraversalError: {project[:80]}")
 
 
 def _name(project: str) -> str:

@@ -241,6 +241,17 @@ def test_answers_have_scrapyds_shapes_errors_are_http_200_and_logs_take_ranges(
         (http.post("/scrapyd/delproject.json", data={"project": "gone"}),
          "project 'gone' not found"),
         (http.get("/scrapyd/listspiders.json?project=gone"), "project 'gone' not found"),
+        # Scrapyd's own answers: its egg storage reports a missing version first, and a
+        # name that would leave its eggs directory is refused as such (and never stored).
+        (http.post("/scrapyd/delversion.json", data={"project": "gone", "version": "v"}),
+         "version 'v' not found"),
+        (http.post("/scrapyd/addversion.json", data={"project": "../p", "version": "v",
+                                                     "egg": "PK"}), "DirectoryTraversalError: ../p"),
+        (http.get("/scrapyd/listversions.json?project=../p"), "DirectoryTraversalError: ../p"),
+        (http.post("/scrapyd/delproject.json", data={"project": "a/b"}),
+         "DirectoryTraversalError: a/b"),
+        (http.post("/scrapyd/addversion.json", files={"egg": ("x.egg", b"PK")},
+                   data={"project": "-odd name", "version": "v"}), "must be 1-64 letters"),
     ]:  # fmt: skip
         assert answer.status_code == 200, answer.text
         assert answer.json()["status"] == "error" and message in answer.json()["message"]
@@ -249,6 +260,11 @@ def test_answers_have_scrapyds_shapes_errors_are_http_200_and_logs_take_ranges(
     # Auth: basic (any user, the token as password) or bearer; nothing else.
     bare = httpx.get(f"{url}/scrapyd/listprojects.json")
     assert bare.status_code == 401 and "Basic" in bare.headers["www-authenticate"]
+    assert bare.text == "Unauthorized"  # Scrapyd's body, which its clients read
+    options = http.options("/scrapyd/schedule.json")
+    assert (options.status_code, options.content) == (204, b"")
+    assert options.headers["allow"] == "OPTIONS, HEAD, POST"
+    assert http.options("/listjobs.json").headers["allow"] == "OPTIONS, HEAD, GET"
     wrong = base64.b64encode(b"ops:wrong").decode()
     assert httpx.get(f"{url}/listprojects.json",
                      headers={"Authorization": f"Basic {wrong}"}).status_code == 401  # fmt: skip

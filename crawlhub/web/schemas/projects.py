@@ -6,11 +6,11 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, Field, field_validator
 
+from crawlhub.registry.projects import PROJECT_NAME
 from crawlhub.web.schemas.common import Out, Page, PageQuery, Strict
 
 SLUG = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 # Projects may be named as Scrapy projects are (a module name), or as Scrapyd clients do.
-PROJECT_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 SUMMARY_LOG_LINES = 20
 
 SpiderKind = Literal["scrapy", "python"]

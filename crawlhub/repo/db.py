@@ -169,7 +169,8 @@ MAX_NAME = 64  # of a spider or a project
 def get_by_ref(
     session: Session, model: type[N], ref: str, what: str, *, for_update: bool = False
 ) -> N:
-    """The row with this id or this name; NotFound naming `what` otherwise."""
+    """The row with this id or this name, else the one whose id starts with `ref` (8 hex
+    digits at least); NotFound naming `what` otherwise."""
     try:
         where = model.id == uuid.UUID(ref)
     except ValueError:  # not an id: a name, else an id's first characters
@@ -177,15 +178,18 @@ def get_by_ref(
             # No stored name can match, and PostgreSQL rejects NUL in text parameters.
             raise NotFound(f"{what} '{ref[:80]}' not found") from None
         where = model.name == ref
-        if (digits := id_prefix(ref)) is not None and len(digits) >= SHORT_NAMED_MIN and \
-                find_by_name(session, model, ref) is None:  # fmt: skip
-            where = model.id == resolve_id(session, model, ref, what)
-    stmt = select(model).where(where)
-    if for_update:
-        stmt = stmt.with_for_update()
-    row = session.scalar(stmt)
+    row = _one(session, model, where, for_update)
+    digits = id_prefix(ref)
+    if row is None and digits is not None and len(digits) >= SHORT_NAMED_MIN:
+        row = _one(session, model, model.id == resolve_id(session, model, ref, what), for_update)
     if row is None:
         raise NotFound(f"{what} '{ref}' not found")
+    return row
+
+
+def _one(session: Session, model: type[N], where: Any, for_update: bool) -> N | None:
+    stmt = select(model).where(where)
+    row: N | None = session.scalar(stmt.with_for_update() if for_update else stmt)
     return row
 
 

@@ -36,6 +36,21 @@ def recorded(context: Context, task_id: uuid.UUID) -> Task:
         time.sleep(0.05)
 
 
+def recorded_at_next_start(context: Context, task_id: uuid.UUID, left: int) -> Task:
+    """A worker starting after the one that left `left` outcomes: the task once recorded."""
+    recorder = Recorder(context)
+    try:
+        assert recorder.resume() == left
+        task = recorded(context, task_id)
+        deadline = time.monotonic() + 10
+        while list(recorder.ledger.root.glob("*.json")):  # recorded, then dropped
+            assert time.monotonic() < deadline, list(recorder.ledger.root.iterdir())
+            time.sleep(0.05)
+        return task
+    finally:
+        recorder.stop()
+
+
 @pytest.mark.parametrize("flushed", [True, False])
 def test_an_outcome_left_in_the_ledger_is_recorded_at_the_next_start(
     context: Context, flushed: bool
@@ -56,22 +71,13 @@ def test_an_outcome_left_in_the_ledger_is_recorded_at_the_next_start(
     alive.ledger.write(Entry(RunRef(uuid.uuid4(), 1, 1, run.spider_id, "left", False),
                              Outcome("completed", None, 0), None))  # fmt: skip
     left.stop()  # its process is gone: its folder's lock is free
-    recorder = Recorder(context)
-    try:
-        assert recorder.resume() == 2
-        task = recorded(context, task_id)
-    finally:
-        recorder.stop()
+    task = recorded_at_next_start(context, task_id, 2)
     if flushed:  # its items were stored: it ended as it did
         assert (task.status, task.exit_code, task.stats, task.retry_count) == (
             "completed", 0, {"pages": 3}, 0)  # fmt: skip
     else:  # its last items died with that worker: it runs again, no retry counted
         assert (task.status, task.retry_count, task.reason) == ("pending", 0, "shutdown")
         assert task.fence == 3  # the next claim moves it
-    deadline = time.monotonic() + 10
-    while list(recorder.ledger.root.glob("*.json")):
-        assert time.monotonic() < deadline, list(recorder.ledger.root.iterdir())
-        time.sleep(0.05)
     assert not left.ledger.root.exists()  # taken over, then removed
     assert len(alive.ledger.entries()) == 1  # a live worker's entry is left to it
     alive.stop()
@@ -91,12 +97,7 @@ def test_a_failed_outcome_recorded_late_is_retried_after_its_spiders_backoff(
     left.ledger.write(Entry(run, Outcome("failed", "exit_code", 1, "exit code 1"), None,
                             flushed=True))  # fmt: skip
     left.stop()
-    recorder = Recorder(context)
-    try:
-        assert recorder.resume() == 1
-        task = recorded(context, task_id)
-    finally:
-        recorder.stop()
+    task = recorded_at_next_start(context, task_id, 1)
     assert (task.status, task.retry_count) == ("retrying", 1)
     delayed = context.broker.queues[dq_name(RUNS_QUEUE)]  # type: ignore[attr-defined]
     sent = [Message.decode(delayed.get_nowait()) for _ in range(delayed.qsize())]

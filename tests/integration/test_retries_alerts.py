@@ -85,9 +85,10 @@ FLAKY = """
     from pathlib import Path
 
     def run(params):
-        marker = Path(params["dir"]) / "attempts"
-        n = int(marker.read_text()) + 1 if marker.exists() else 1
-        marker.write_text(str(n))
+        # One new file per attempt: a retry may run in another slot, as another user, who
+        # could not rewrite the file of the first.
+        n = len(list(Path(params["dir"]).glob("attempt-*"))) + 1
+        (Path(params["dir"]) / f"attempt-{n}").write_text("")
         print(f"attempt number {n}")
         yield {"attempt": n}
         if n <= params["fail_times"] and not (Path(params["dir"]) / "fixed").exists():
@@ -177,7 +178,8 @@ def test_always_failing_spider_is_dead_lettered_alerted_and_signed_webhook_sent(
     assert abs(int(headers["X-CrawlHub-Timestamp"]) - time.time()) < 60
 
     # The same failure again within the fold window: one alert, counted twice, no new webhook.
-    (tmp_path / "attempts").unlink()
+    for marker in tmp_path.glob("attempt-*"):
+        marker.unlink()
     hub.client.patch("/api/spiders/doomed", json={"max_retries": 0})
     again = hub.wait(hub.run("doomed", dir=str(tmp_path), fail_times=99)["id"], timeout=30)
     assert again["status"] == "failed"

@@ -63,9 +63,20 @@ def list_lines(
 
 def text_bytes(session: Session, task_id: uuid.UUID) -> int:
     """The size of a task's log as text: each line's UTF-8 bytes and its newline."""
+    return text_bytes_of(session, [task_id]).get(task_id, 0)
+
+
+def text_bytes_of(session: Session, task_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """The size of some tasks' logs as text (tasks without lines are left out)."""
+    if not task_ids:
+        return {}
     if session.get_bind().dialect.name == "postgresql":
         size = func.octet_length(LogLine.text)
-    else:
+    else:  # SQLite: the length of a blob is in bytes
         size = func.length(cast(LogLine.text, LargeBinary))
-    total = session.scalar(select(func.sum(size + 1)).where(LogLine.task_id == task_id))
-    return int(total or 0)
+    stmt = (
+        select(LogLine.task_id, func.sum(size + 1))
+        .where(LogLine.task_id.in_(task_ids))
+        .group_by(LogLine.task_id)
+    )
+    return {task_id: int(total or 0) for task_id, total in session.execute(stmt).all()}

@@ -192,6 +192,8 @@ class Task(Base):
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(nullable=True)
     worker: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # The current (or last) attempt's spider process, in its worker's PID namespace.
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     message_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # The fencing token of the current attempt: bumped by every claim and every reap.
     fence: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

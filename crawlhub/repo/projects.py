@@ -172,6 +172,15 @@ def get_version(
     return version
 
 
+def version_label(session: Session, project_id: uuid.UUID, number: int | None) -> str | None:
+    """The label a Scrapyd client gave a version (None: none, or no such version)."""
+    if number is None:
+        return None
+    label: str | None = session.scalar(select(ProjectVersion.label).where(
+        ProjectVersion.project_id == project_id, ProjectVersion.number == number))  # fmt: skip
+    return label
+
+
 def current_versions(
     session: Session, project_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, ProjectVersion]:

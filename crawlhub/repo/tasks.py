@@ -196,12 +196,16 @@ def add_progress(
     log_lines: int = 0,
     item_keys: list[str] | None = None,
     keys_unknown: bool = False,
+    pid: int | None = None,
 ) -> None:
     """Add counts to a task (called per ingest batch, so the API shows progress), and record
-    its items' keys when they grew (none, when there were too many to keep)."""
+    its items' keys when they grew (none, when there were too many to keep) and the process
+    id of the attempt's spider when it started."""
     more: dict[str, Any] = {}
     if item_keys is not None:
         more["item_keys"] = None if keys_unknown else item_keys
+    if pid is not None:
+        more["pid"] = pid
     session.execute(
         update(Task)
         .where(Task.id == task_id)
@@ -411,6 +415,52 @@ def runs_with_names(
     if limit is not None:
         stmt = stmt.limit(limit)
     return [(t, n, s, label) for t, n, s, label in session.execute(stmt).all()]
+
+
+def touched_at() -> ColumnElement[datetime]:
+    """When a run last changed: its end, else its start, else its creation."""
+    return func.coalesce(Task.finished_at, Task.started_at, Task.created_at)
+
+
+def projects_with_runs(session: Session) -> list[tuple[str, datetime]]:
+    """Projects that have started runs, by name, with when their newest run last changed
+    (the folders of Scrapyd's logs/ and items/ listings)."""
+    stmt = (
+        select(Project.name, func.max(touched_at()))
+        .join(Spider, Spider.project_id == Project.id)
+        .join(Task, Task.spider_id == Spider.id)
+        .where(Task.started_at.is_not(None))
+        .group_by(Project.name)
+        .order_by(Project.name)
+    )
+    return [(name, moment) for name, moment in session.execute(stmt).all()]
+
+
+def spiders_with_runs(session: Session, project_id: uuid.UUID) -> list[tuple[Spider, datetime]]:
+    """A project's spiders that have started runs, with when their newest run last changed."""
+    newest = (
+        select(Task.spider_id, func.max(touched_at()).label("moment"))
+        .where(Task.started_at.is_not(None))
+        .group_by(Task.spider_id)
+        .subquery()
+    )
+    stmt = (
+        select(Spider, newest.c.moment)
+        .join(newest, newest.c.spider_id == Spider.id)
+        .where(Spider.project_id == project_id)
+    )
+    return [(spider, moment) for spider, moment in session.execute(stmt).all()]
+
+
+def newest_started(session: Session, spider_id: uuid.UUID, limit: int) -> list[Task]:
+    """A spider's newest runs that started, newest first."""
+    stmt = (
+        select(Task)
+        .where(Task.spider_id == spider_id, Task.started_at.is_not(None))
+        .order_by(Task.created_at.desc(), Task.id.desc())
+        .limit(limit)
+    )
+    return list(session.scalars(stmt))
 
 
 def count_by_status(session: Session) -> dict[str, int]:

@@ -18,6 +18,7 @@ from crawlhub.registry import projects
 from crawlhub.registry.spiders import check_scrapy_settings
 from crawlhub.repo import items as item_repo
 from crawlhub.repo import logs as log_repo
+from crawlhub.repo import projects as project_repo
 from crawlhub.repo import spiders as spider_repo
 from crawlhub.repo import tasks as repo
 from crawlhub.repo.db import Session
@@ -145,11 +146,14 @@ def spider_names(context: Context, spider_ids: set[uuid.UUID]) -> dict[uuid.UUID
         return spider_repo.names_by_id(session, sorted(spider_ids))
 
 
-def task_and_spider(context: Context, ref: str) -> tuple[Task, Spider]:
-    """A run and the spider it belongs to (its page shows the spider's name)."""
+def task_and_spider(context: Context, ref: str) -> tuple[Task, Spider, str | None]:
+    """A run, the spider it belongs to and the label of the version it runs (its page shows
+    the spider's name, the version's number and label)."""
     with context.db.read() as session:
         task = repo.get_task(session, ref)
-        return task, spider_repo.get_spider(session, str(task.spider_id))
+        spider = spider_repo.get_spider(session, str(task.spider_id))
+        label = project_repo.version_label(session, spider.project_id, task.version)
+        return task, spider, label
 
 
 def duration_s(task: Task) -> float:

@@ -19,7 +19,7 @@ from crawlhub.repo import projects as project_repo
 from crawlhub.repo import spiders as spider_repo
 from crawlhub.repo import tasks as task_repo
 from crawlhub.repo.db import MAX_NAME, Session
-from crawlhub.repo.models import Project, ProjectVersion, Task
+from crawlhub.repo.models import Project, ProjectVersion, Spider, Task
 from crawlhub.repo.statuses import ACTIVE, CLAIMABLE, FINISHED
 from crawlhub.repo.tasks import JOB_ID_CHARS
 from crawlhub.services import runs
@@ -111,6 +111,7 @@ def schedule(
     job_id = job_id or uuid.uuid1().hex
     if len(job_id) > JOB_ID_CHARS:
         raise ScrapydError(f"jobid must be at most {JOB_ID_CHARS} characters")
+    _no_traversal(job_id)  # it names the job's log and items files
     with context.db.read() as session:
         found = _project(session, project)
         number = None
@@ -171,7 +172,7 @@ class Job:
         return self.task.job_id or str(self.task.id)
 
     def url(self, kind: str, suffix: str) -> str:
-        return f"/scrapyd/{kind}/{self.project}/{self.spider}/{self.id}.{suffix}"
+        return f"/{kind}/{self.project}/{self.spider}/{self.id}.{suffix}"
 
 
 def list_jobs(context: Context, project: str | None) -> dict[str, list[dict[str, Any]]]:
@@ -188,7 +189,7 @@ def list_jobs(context: Context, project: str | None) -> dict[str, list[dict[str,
             for j in pending
         ],
         "running": [
-            {"id": j.id, "project": j.project, "spider": j.spider, "pid": None,
+            {"id": j.id, "project": j.project, "spider": j.spider, "pid": j.task.pid,
              "start_time": when(j.task.started_at or j.task.created_at),
              "log_url": j.url("logs", "log"), "items_url": j.url("items", "jl")}
             for j in running
@@ -201,6 +202,62 @@ def list_jobs(context: Context, project: str | None) -> dict[str, list[dict[str,
             for j in finished
         ],
     }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Jobs:
+    """Every project's jobs, as Scrapyd's jobs page shows them."""
+
+    pending: list[Job]
+    running: list[Job]
+    finished: list[Job]
+
+
+def all_jobs(context: Context) -> Jobs:
+    with context.db.read() as session:
+        return Jobs(_jobs(session, None, CLAIMABLE, "created"),
+                    _jobs(session, None, ("running",), "started"),
+                    _jobs(session, None, FINISHED, "finished", FINISHED_SHOWN))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A line of a logs/ or items/ folder: a folder (`size` None) or a job's file."""
+
+    name: str
+    modified: datetime
+    size: int | None = None  # a log's bytes (0 for items: their file is made on request)
+    items: int = 0
+
+
+FILES_SHOWN = 100  # a spider's folder lists its newest 100 jobs
+
+
+def folder(context: Context, kind: str, project: str | None = None,
+           spider: str | None = None) -> list[Entry]:  # fmt: skip
+    """What Scrapyd's logs/ (kind `log`) or items/ (`jl`) folder holds: its projects, a
+    project's spiders, or a spider's jobs' files, from the runs that started; NotFound for
+    a folder that is not there."""
+    with context.db.read() as session:
+        if project is None:
+            return [Entry(name, moment) for name, moment in task_repo.projects_with_runs(session)]
+        found = project_repo.find_project(session, project)
+        if found is None:
+            raise NotFound(f"no folder '{project[:80]}'")
+        if spider is None:
+            spiders = task_repo.spiders_with_runs(session, found.id)
+            return sorted((Entry(_scrapy_name(target), moment) for target, moment in spiders),
+                          key=lambda entry: entry.name)  # fmt: skip
+        target = spider_repo.spider_in_project(session, found.id, spider)
+        if target is None:
+            raise NotFound(f"no folder '{project[:80]}/{spider[:80]}'")
+        tasks = task_repo.newest_started(session, target.id, FILES_SHOWN)
+        sizes = log_repo.text_bytes_of(session, [t.id for t in tasks]) if kind == "log" else {}
+    return [
+        Entry(f"{t.job_id or t.id}.{kind}", t.finished_at or t.started_at or t.created_at,
+              size=sizes.get(t.id, 0), items=t.items_count)
+        for t in tasks
+    ]  # fmt: skip
 
 
 def delete_version(context: Context, project: str, label: str) -> None:
@@ -244,10 +301,11 @@ def job_task(context: Context, project: str, spider: str, job: str) -> Task:
         return task
 
 
-def _no_traversal(project: str) -> None:
-    """Scrapyd's answer to a project name that would leave its eggs directory."""
-    if "/" in project or "\\" in project or ".." in project:
-        raise ScrapydError(f"DirectoryTraversalError: {project[:80]}")
+def _no_traversal(name: str) -> None:
+    """Scrapyd's answer to a project name that would leave its eggs directory (and to a job
+    id that would leave its spider's logs/ folder)."""
+    if "/" in name or "\\" in name or ".." in name:
+        raise ScrapydError(f"DirectoryTraversalError: {name[:80]}")
 
 
 def _name(project: str) -> str:
@@ -293,9 +351,13 @@ def _jobs(session: Session, project: Project | None, statuses: Sequence[str], or
                                      project_id=project.id if project else None)  # fmt: skip
     for task, name, spider, label in rows:
         version = label if label is not None else (str(task.version) if task.version else None)
-        spider_name = spider.entry if spider.kind == "scrapy" else spider.name
-        jobs.append(Job(task, name, spider_name, version))
+        jobs.append(Job(task, name, _scrapy_name(spider), version))
     return jobs
+
+
+def _scrapy_name(spider: Spider) -> str:
+    """A spider's name as Scrapy and Scrapyd's clients know it."""
+    return spider.entry if spider.kind == "scrapy" else spider.name
 
 
 LOG_PAGE = 2000  # log lines read per query while a job's log is sent

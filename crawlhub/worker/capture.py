@@ -135,6 +135,7 @@ class LogSink:
         self.unsaved_count = 0
         self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL)
         self.capped = False
+        self.pid: int | None = None  # the spider's process id, recorded with the next flush
         self._buffer: list[LogEvent] = []
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
@@ -186,7 +187,8 @@ class LogSink:
             with self._lock:
                 batch, self._buffer = self._buffer, []
                 counted, self.unsaved_count = self.unsaved_count, 0
-            if self.fenced or (not batch and not counted):
+                pid, self.pid = self.pid, None
+            if self.fenced or (not batch and not counted and pid is None):
                 return
             rows = [
                 (e.attempt, e.seq, e.stream, datetime.fromtimestamp(e.ts, UTC), e.text)
@@ -196,7 +198,7 @@ class LogSink:
                 with self.db.session() as session:
                     task_repo.hold_attempt(session, self.task_id, self.fence)
                     log_repo.insert_lines(session, self.task_id, rows)
-                    task_repo.add_progress(session, self.task_id, log_lines=counted)
+                    task_repo.add_progress(session, self.task_id, log_lines=counted, pid=pid)
                     # Published while this transaction holds the task: no other attempt can
                     # take it meanwhile, so a fenced-out attempt's lines never reach live
                     # readers. Should the commit fail, the lines are published again with
@@ -208,6 +210,7 @@ class LogSink:
                 with self._lock:  # keep the lines for the next flush: none may be lost
                     self._buffer[:0] = batch
                     self.unsaved_count += counted
+                    self.pid = self.pid or pid
                 raise
 
     def _publish(self, batch: list[LogEvent]) -> None:

@@ -97,6 +97,7 @@ class Run:
             self.logs.system(f"the project's environment cannot be built: {exc.message}")
             return Outcome("failed", "environment", None, exc.message)
         proc, outputs, how = staging.start(staging.command())
+        self.logs.pid = proc.pid  # stored with the line below: Scrapyd's clients show it
         who = f" as uid {staging.slot.uid}" if staging.slot.uid is not None else ""
         self.logs.system(
             f"attempt {self.a.attempt}: {self.a.kind} spider {self.a.spider_name} "

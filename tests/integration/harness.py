@@ -226,15 +226,16 @@ def pid_alive(pid: int) -> bool:
 
 
 @contextmanager
-def served(hub: Hub) -> Iterator[str]:
-    """The hub's CrawlHub over real HTTP on a free loopback port (for clients that are
-    programs or use their own HTTP library), as a web process of its own: its own context
-    (async Redis clients belong to one event loop), the hub's database, broker and workers.
-    Its base URL."""
+def served(hub: Hub, port: int = 0) -> Iterator[str]:
+    """The hub's CrawlHub over real HTTP on a loopback port (a free one unless given), for
+    clients that are programs or use their own HTTP library, as a web process of its own:
+    its own context (async Redis clients belong to one event loop), the hub's database,
+    broker and workers. Its base URL."""
     context = Context.build(hub.context.settings) if hub.context.settings.redis_url else None
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    if not port:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
     app = create_app(context or hub.context)
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                             loop="asyncio", http="h11", timeout_graceful_shutdown=2)  # fmt: skip

@@ -74,7 +74,7 @@ def show_run(request: Request, session: Session) -> Response:
     """A run: status, timings, stats, its log a page at a time (live while it runs), items."""
     context = ctx(request)
     ref = request.path_params["id"]
-    task, spider = runs.task_and_spider(context, ref)
+    task, spider, label = runs.task_and_spider(context, ref)
     params = request.query_params
     stream = choice(params.get("stream"), STREAMS)
     attempt = whole_number(params.get("attempt"))
@@ -105,6 +105,7 @@ def show_run(request: Request, session: Session) -> Response:
         "run.html",
         task=task,
         spider=spider,
+        label=label,
         lines=lines,
         rows=rows,
         columns=columns,
@@ -126,8 +127,9 @@ def show_run(request: Request, session: Session) -> Response:
 def run_facts(request: Request, session: Session) -> Response:
     """A run's facts alone, which its page refreshes while the run is not over."""
     context = ctx(request)
-    task, spider = runs.task_and_spider(context, request.path_params["id"])
-    response = render(request, session, "_run_facts.html", task=task, spider=spider)
+    task, spider, label = runs.task_and_spider(context, request.path_params["id"])
+    response = render(request, session, "_run_facts.html", task=task, spider=spider,
+                      label=label)  # fmt: skip
     if task.status in FINISHED:
         response.status_code = 286  # htmx: stop polling
     return response

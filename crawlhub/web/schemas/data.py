@@ -6,6 +6,7 @@ from typing import Any, Self
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from crawlhub.repo.tasks import JOB_ID_CHARS
 from crawlhub.web.schemas.common import (
     MAX_BIGINT,
     MAX_OFFSET_ROWS,
@@ -27,7 +28,7 @@ def _aware(value: datetime | None) -> datetime | None:
 
 class DataFilter(Strict):
     spider_id: str | None = Field(None, max_length=64, description="spider id or name")
-    task_id: str | None = Field(None, max_length=64, description=RUN_REF)
+    task_id: str | None = Field(None, max_length=JOB_ID_CHARS, description=RUN_REF)
     since: datetime | None = Field(None, description="created at or after (ISO 8601 with offset)")
     until: datetime | None = Field(None, description="created before (ISO 8601 with offset)")
 
@@ -61,7 +62,7 @@ class ExportQuery(DataFilter):
 
 class DeleteQuery(Strict):
     spider_id: str | None = Field(None, max_length=64, description="spider id or name")
-    task_id: str | None = Field(None, max_length=64, description=RUN_REF)
+    task_id: str | None = Field(None, max_length=JOB_ID_CHARS, description=RUN_REF)
 
 
 class ItemOut(Out):

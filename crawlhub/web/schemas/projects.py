@@ -97,6 +97,10 @@ class EnvironmentOut(BaseModel):
 
 class VersionOut(BaseModel):
     number: int
+    label: str | None = Field(
+        description="the name a Scrapyd client gave it (`scrapyd-deploy "
+        "-v 1.0`); null for a version uploaded through this API"
+    )
     project_id: uuid.UUID
     format: str
     filename: str
@@ -110,7 +114,8 @@ class VersionOut(BaseModel):
     @classmethod
     def of(cls, version: Any) -> Self:
         return cls(
-            number=version.number, project_id=version.project_id, format=version.format,
+            number=version.number, label=version.label, project_id=version.project_id,
+            format=version.format,
             filename=version.filename, sha256=version.sha256, size=version.size,
             files=version.files, spiders=version.spiders,
             environment=EnvironmentOut.of(version, full=False), created_at=version.created_at,

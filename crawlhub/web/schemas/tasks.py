@@ -52,6 +52,9 @@ class TaskOut(Out):
     finished_at: datetime | None
     heartbeat_at: datetime | None
     worker: str | None
+    pid: int | None = Field(
+        description="the process id of its (last) attempt's spider, as its worker sees it"
+    )
     message_id: str | None
     created_at: datetime
 

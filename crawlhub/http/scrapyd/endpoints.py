@@ -1,6 +1,5 @@
-"""The Scrapyd-compatible API: Scrapyd 1.6's JSON endpoints under /scrapyd/ (and at the root,
-where python-scrapyd-api looks for them), so scrapyd-deploy, scrapyd-client,
-python-scrapyd-api, Gerapy and SpiderKeeper drive CrawlHub unchanged (docs/scrapyd.md).
+"""Scrapyd 1.6's JSON endpoints, so scrapyd-deploy, scrapyd-client, python-scrapyd-api,
+Gerapy, SpiderKeeper and ScrapydWeb drive CrawlHub unchanged (docs/scrapyd.md).
 
 Every answer carries `status` and `node_name`; an error is `{"status": "error", "message":
 …}` with HTTP 200, as Scrapyd's. Parameters come from the query string and the body
@@ -9,22 +8,19 @@ Every answer carries `status` and `node_name`; an error is `{"status": "error", 
 
 import asyncio
 import json
-import re
 import socket
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from starlette.concurrency import run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.responses import Response
 
 from crawlhub.context import Context
-from crawlhub.data import items
 from crawlhub.errors import CrawlhubError
 from crawlhub.registry import projects
 from crawlhub.services import scrapyd
@@ -184,6 +180,10 @@ async def endpoint(request: Request) -> Response:
         expected = ", ".join(sorted(allowed))
         return answer({"status": "error",
                        "message": f"UnsupportedMethod: expected one of {expected}"})  # fmt: skip
+    if request.method == "POST" and request.headers.get("sec-fetch-site") == "cross-site":
+        # A page of another site posting with the browser's stored basic credentials (the
+        # jobs page's Cancel forms post from this site; tools send no such header).
+        return answer({"status": "error", "message": "cross-site requests are refused"})
     context = ctx(request)
     try:
         params, egg = await _params(request)
@@ -225,58 +225,10 @@ async def _params(request: Request) -> tuple[Params, bytes | None]:
             params.setdefault(name, []).append(value.encode("latin-1").decode("utf-8", "replace"))
     if egg is None and "egg" in params:  # a multipart text field: its bytes are lost
         raise ScrapydError("send the egg as a file (multipart) or as an urlencoded field")
+    for name, values in params.items():  # no name, spider argument or setting holds a NUL
+        if any("\x00" in value for value in values):
+            raise ScrapydError(f"{name[:80]} is invalid: it contains a NUL character")
     return params, egg
-
-
-async def home(request: Request) -> Response:
-    """What Scrapyd serves at its root; clients use it as a health check."""
-    links = "".join(f'<li><a href="{PREFIX}/{name}.json">{name}.json</a></li>'
-                    for name, (method, _) in ENDPOINTS.items() if method == "GET")  # fmt: skip
-    return HTMLResponse(
-        "<html><head><title>CrawlHub: Scrapyd API</title></head><body>"
-        "<h1>CrawlHub: Scrapyd-compatible API</h1>"
-        f"<p>Point <code>scrapy.cfg</code> at <code>{PREFIX}/</code>.</p>"
-        f"<ul>{links}</ul></body></html>"
-    )
-
-
-RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
-
-
-async def job_log(request: Request) -> Response:
-    """A job's log as text (stdout, stderr and CrawlHub's lines, in order), streamed from
-    the database a page of lines at a time; `Range` honoured, as a static file server does."""
-    context, p = ctx(request), request.path_params
-    task = await run_in_threadpool(scrapyd.job_task, context, p["project"], p["spider"], p["job"])
-    size = await run_in_threadpool(scrapyd.log_size, context, task.id)
-    headers = {"Accept-Ranges": "bytes"}
-    media_type = "text/plain; charset=utf-8"
-    wanted = request.headers.get("range")
-    match = RANGE.match(wanted.strip()) if wanted else None
-    start, end, status = 0, size - 1, 200
-    if wanted is not None and match is not None and match.groups() != ("", ""):
-        first, last = match.groups()
-        if first == "":  # the last N bytes
-            start = max(size - int(last), 0)
-        else:
-            start, end = int(first), min(int(last), size - 1) if last else size - 1
-        if start >= size or start > end or (first == "" and int(last) == 0):
-            return Response(b"", status_code=416,
-                            headers={**headers, "Content-Range": f"bytes */{size}"})  # fmt: skip
-        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-        status = 206
-    headers["Content-Length"] = str(max(end - start + 1, 0))
-    body = iterate_in_threadpool(scrapyd.log_bytes(context, task.id, start, end))
-    return StreamingResponse(body, status_code=status, media_type=media_type, headers=headers)
-
-
-async def job_items(request: Request) -> Response:
-    """A job's items as JSON lines (the feed file Scrapyd keeps)."""
-    context, p = ctx(request), request.path_params
-    task = await run_in_threadpool(scrapyd.job_task, context, p["project"], p["spider"], p["job"])
-    selection = await run_in_threadpool(items.select, context.db, task=task.id)
-    body = items.export_stream(context.db, selection, "jsonl", fields=None, excel=False)
-    return StreamingResponse(body, media_type="text/plain; charset=utf-8")
 
 
 class EndpointConvertor(Convertor[str]):
@@ -292,24 +244,3 @@ class EndpointConvertor(Convertor[str]):
 
 
 register_url_convertor("scrapyd_endpoint", EndpointConvertor())
-
-ROUTES = [
-    Route(f"{PREFIX}", home, methods=["GET"]),
-    Route(f"{PREFIX}/", home, methods=["GET"]),
-    Route(
-        f"{PREFIX}/{{name:scrapyd_endpoint}}.json",
-        endpoint,
-        methods=["GET", "HEAD", "POST", "OPTIONS"],
-    ),
-    Route("/{name:scrapyd_endpoint}.json", endpoint, methods=["GET", "HEAD", "POST", "OPTIONS"]),
-    Route(f"{PREFIX}/logs/{{project}}/{{spider}}/{{job}}.log", job_log, methods=["GET"]),
-    Route(f"{PREFIX}/items/{{project}}/{{spider}}/{{job}}.jl", job_items, methods=["GET"]),
-]
-
-
-def is_scrapyd_path(path: str) -> bool:
-    """Whether a request path belongs to the Scrapyd API (and so needs a token)."""
-    if path == PREFIX or path.startswith(PREFIX + "/"):
-        return True
-    name = path[1:].removesuffix(".json")
-    return path.endswith(".json") and name in ENDPOINTS

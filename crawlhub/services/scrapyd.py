@@ -237,7 +237,7 @@ def folder(context: Context, kind: str, project: str | None = None,
            spider: str | None = None) -> list[Entry]:  # fmt: skip
     """What Scrapyd's logs/ (kind `log`) or items/ (`jl`) folder holds: its projects, a
     project's spiders, or a spider's jobs' files, from the runs that started; NotFound for
-    a folder that is not there."""
+    a folder that is not there (no such project or spider, or none of its runs started)."""
     with context.db.read() as session:
         if project is None:
             return [Entry(name, moment) for name, moment in task_repo.projects_with_runs(session)]
@@ -246,12 +246,16 @@ def folder(context: Context, kind: str, project: str | None = None,
             raise NotFound(f"no folder '{project[:80]}'")
         if spider is None:
             spiders = task_repo.spiders_with_runs(session, found.id)
+            if not spiders:
+                raise NotFound(f"no folder '{project[:80]}'")
             return sorted((Entry(_scrapy_name(target), moment) for target, moment in spiders),
                           key=lambda entry: entry.name)  # fmt: skip
         target = spider_repo.spider_in_project(session, found.id, spider)
         if target is None:
             raise NotFound(f"no folder '{project[:80]}/{spider[:80]}'")
         tasks = task_repo.newest_started(session, target.id, FILES_SHOWN)
+        if not tasks:
+            raise NotFound(f"no folder '{project[:80]}/{spider[:80]}'")
         sizes = log_repo.text_bytes_of(session, [t.id for t in tasks]) if kind == "log" else {}
     return [
         Entry(f"{t.job_id or t.id}.{kind}", t.finished_at or t.started_at or t.created_at,

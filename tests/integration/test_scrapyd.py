@@ -3,6 +3,7 @@ scrapyd-client of scrapyd-client 2.x, python-scrapyd-api 2.x), and its answers c
 against Scrapyd 1.6's shapes (SPEC §16)."""
 
 import base64
+import html
 import re
 import shutil
 import subprocess
@@ -203,8 +204,8 @@ def test_answers_have_scrapyds_shapes_errors_are_http_200_and_logs_take_ranges(
                             "start_time"]  # fmt: skip
     assert (done["id"], done["project"], done["spider"]) == ("golden", "news", "alpha")
     assert TIME.match(done["start_time"]) and TIME.match(done["end_time"]), done
-    assert done["log_url"] == "/scrapyd/logs/news/alpha/golden.log"
-    assert done["items_url"] == "/scrapyd/items/news/alpha/golden.jl"
+    assert done["log_url"] == "/logs/news/alpha/golden.log"  # as Scrapyd's: at the root
+    assert done["items_url"] == "/items/news/alpha/golden.jl"
     assert ok(http.get("/scrapyd/daemonstatus.json"))["finished"] == 1
 
     log = http.get(done["log_url"])
@@ -252,10 +253,21 @@ def test_answers_have_scrapyds_shapes_errors_are_http_200_and_logs_take_ranges(
          "DirectoryTraversalError: a/b"),
         (http.post("/scrapyd/addversion.json", files={"egg": ("x.egg", b"PK")},
                    data={"project": "-odd name", "version": "v"}), "must be 1-64 letters"),
+        # A job id names the job's files; no name, argument or setting holds a NUL.
+        (http.post("/schedule.json", data={"project": "news", "spider": "alpha",
+                                           "jobid": "../x"}), "DirectoryTraversalError: ../x"),
+        (http.post("/schedule.json", data={"project": "news", "spider": "al\x00pha"}),
+         "spider is invalid: it contains a NUL character"),
+        (http.post("/schedule.json", data={"project": "news", "spider": "alpha",
+                                           "arg": "a\x00b"}), "arg is invalid"),
+        (http.get("/listspiders.json", params={"project": "news", "_version": "\x00"}),
+         "_version is invalid"),
     ]:  # fmt: skip
         assert answer.status_code == 200, answer.text
         assert answer.json()["status"] == "error" and message in answer.json()["message"]
         assert answer.json()["node_name"] == node
+    assert ok(http.post("/cancel.json", data={"project": "news", "job": "x" * 5000})) == {
+        "prevstate": None}  # fmt: skip
 
     # Auth: basic (any user, the token as password) or bearer; nothing else.
     bare = httpx.get(f"{url}/scrapyd/listprojects.json")
@@ -328,3 +340,126 @@ def test_a_jobs_log_is_streamed_page_by_page_with_any_byte_range(context: Contex
                        (page * 2 + 1, len(whole) + 50)]:  # fmt: skip
         got = b"".join(scrapyd.log_bytes(context, task_id, start, end))
         assert got == whole[start : end + 1], (start, end)
+
+
+def sign_in(browser: httpx.Client) -> None:
+    """Sign a client in to the dashboard with the token."""
+    assert browser.post("/login", data={"token": TOKEN}).status_code == 303
+
+
+def test_scrapyds_pages_list_jobs_logs_and_items_escaped_and_cancel_with_their_forms(
+    pg_hub: Hub, url: str, http: httpx.Client, tmp_path: Path
+) -> None:
+    """/jobs, logs/ and items/ as Scrapyd serves them (ScrapydWeb parses them), at the root
+    and under /scrapyd/, built from the database: names are the client's, so escaped."""
+    project = project_dir(tmp_path, "news_scrapy", "news", url)
+    assert tool("scrapyd-deploy", "-v", "1.0", cwd=project).returncode == 0
+    job = "<i>&\"q'" + "j" * 100  # longer than a run id, with what HTML and URLs escape
+    shown, path = html.escape(job), urllib.parse.quote(job, safe="")
+    slow = Site(pages=4)
+    try:
+        scheduled = http.post("/schedule.json", data={
+            "project": "news", "spider": "alpha", "jobid": job, "start_url": slow.url,
+            "setting": "DOWNLOAD_DELAY=4"})  # fmt: skip
+        assert scheduled.json()["jobid"] == job
+        pg_hub.wait(job, {"running"})
+        deadline = time.monotonic() + 30
+        while (pid := pg_hub.task(job)["pid"]) is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert pid is not None and Path(f"/proc/{pid}").exists()  # the spider, as seen here
+        [running] = http.get("/listjobs.json").json()["running"]
+        assert (running["id"], running["pid"]) == (job, pid)
+
+        page = http.get("/jobs").text
+        assert "<h1>Jobs</h1>" in page and job not in page and "<i>" not in page
+        row = re.search(rf"<tr>\s*<td>news</td>\s*<td>alpha</td>\s*<td>{re.escape(shown)}"
+                        rf"</td>\s*<td>{pid}</td>.*?</tr>", page, re.S)  # fmt: skip
+        assert row is not None, page
+        assert f'<a href="/logs/news/alpha/{path}.log">Log</a>' in row.group(0)
+        assert f'<a href="/items/news/alpha/{path}.jl">Items</a>' in row.group(0)
+        under = http.get("/scrapyd/jobs").text
+        assert f'href="/scrapyd/logs/news/alpha/{path}.log"' in under
+        proxied = http.get("/jobs", headers={"X-Forwarded-Prefix": "/path/to"}).text
+        assert f'href="/path/to/logs/news/alpha/{path}.log"' in proxied
+        assert 'action="/path/to/cancel.json"' in proxied
+        hostile = http.get("/jobs", headers={"X-Forwarded-Prefix": "javascript:alert(1)"}).text
+        assert "javascript" not in hostile  # only a plain path is written into links
+
+        # The Cancel form, posted as a browser would (fields of the form, credentials).
+        form = re.search(r'<form method="post"[^>]*action="([^"]+)">(.*?)</form>',
+                         row.group(0), re.S)  # fmt: skip
+        assert form is not None
+        fields = dict(re.findall(r'name="(\w+)" value="([^"]*)"', form.group(2)))
+        fields = {name: html.unescape(value) for name, value in fields.items()}
+        assert fields == {"project": "news", "job": job}
+        cross = httpx.post(f"{url}{form.group(1)}", data=fields, auth=("ops", TOKEN),
+                           headers={"Sec-Fetch-Site": "cross-site"})  # fmt: skip
+        refused = cross.json()
+        assert (refused["status"], refused["message"]) == ("error",
+                                                           "cross-site requests are refused")  # fmt: skip
+        cancelled = httpx.post(f"{url}{form.group(1)}", data=fields, auth=("ops", TOKEN),
+                               headers={"Sec-Fetch-Site": "same-origin"})  # fmt: skip
+        assert cancelled.json()["prevstate"] == "running", cancelled.text
+        assert pg_hub.wait(job)["status"] == "cancelled"
+        deadline = time.monotonic() + 15  # its worker writes it once it noticed
+        while not any(line["text"] == "task is cancelled: stopping the spider"
+                      for line in pg_hub.logs(job, stream="system")):  # fmt: skip
+            assert time.monotonic() < deadline, pg_hub.logs(job, stream="system")
+            time.sleep(0.2)
+    finally:
+        slow.close()
+
+    finished = http.get("/jobs").text.split(">Finished</th>")[1]
+    assert re.search(rf"<td>{re.escape(shown)}</td>\s*<td></td>\s*<td>\d{{4}}-\d\d-\d\d "
+                     r"\d\d:\d\d:\d\d</td>\s*<td>\d+:\d\d:\d\d</td>", finished)  # fmt: skip
+
+    # The folders, down to the job's files, as Twisted lists a folder (Scrapyd's logs_dir).
+    for base in ("", "/scrapyd"):
+        for folder, kind in (("logs", "log"), ("items", "jl")):
+            top = http.get(f"{base}/{folder}/").text
+            assert f"Directory listing for {base}/{folder}/" in top and "Last modified" in top
+            assert '<td><a href="news/">news/</a></td>' in top
+            assert '<a href="alpha/">alpha/</a>' in http.get(f"{base}/{folder}/news/").text
+            listing = http.get(f"{base}/{folder}/news/alpha/").text
+            entry = re.search(rf'<tr class="odd">\n    <td><a href="([^"]+)">{re.escape(shown)}'
+                              rf'\.{kind}</a></td>\n    <td>([^<]*)</td>\n    <td>'
+                              r'\d{4}-\d\d-\d\d \d\d:\d\d</td>\n    <td>\[text/plain\]</td>',
+                              listing)  # fmt: skip
+            assert entry is not None, listing
+            assert entry.group(1) == f"{path}.{kind}"
+            file = http.get(f"{base}/{folder}/news/alpha/{entry.group(1)}")
+            assert file.status_code == 200
+            if kind == "log":
+                assert file.text.startswith("attempt 1: scrapy spider alpha version 1")
+                assert "task is cancelled: stopping the spider" in file.text
+                assert re.fullmatch(r"\d+[BK]", entry.group(2))
+            else:
+                count = pg_hub.task(job)["items_count"]
+                assert entry.group(2) == f"{count} items" and len(file.text.splitlines()) == count
+    folder = http.get("/logs", follow_redirects=True)  # to the folder, as Twisted does
+    assert folder.status_code == 200 and folder.url.path == "/logs/"
+    assert http.get("/logs/gone/").status_code == 404
+    assert http.get("/logs/news/beta/").status_code == 404  # a spider with no run
+
+    # Scrapyd's home page is at /scrapyd/ (the root is the dashboard), prefix and all.
+    home = http.get("/scrapyd/").text
+    assert '"/scrapyd/jobs"' in home and '"/scrapyd/logs/"' in home and "<li>news</li>" in home
+    moved = http.get("/scrapyd/", headers={"X-Forwarded-Prefix": "/path/to"}).text
+    assert '"/path/to/scrapyd/jobs"' in moved and '"/path/to/scrapyd/logs/"' in moved
+
+    # The version's label and the job id wherever a version or a run id is shown or taken.
+    [version] = http.get("/api/projects/news/versions").json()["items"]
+    assert version["label"] == "1.0"
+    data = http.get("/api/data", params={"task_id": job})
+    assert data.status_code == 200 and data.json()["total"] == pg_hub.task(job)["items_count"]
+    with httpx.Client(base_url=url, timeout=30) as browser:
+        sign_in(browser)
+        assert "1 “1.0” (current)" in browser.get("/projects/news").text
+        run = browser.get(f"/runs/{path}")
+        assert run.status_code == 200 and "version 1 “1.0”" in html.unescape(run.text)
+
+    # Every page asks for the token, as Scrapyd's do.
+    for page_path in ("/jobs", "/logs", "/logs/", "/logs/news/alpha/", f"/items/news/alpha/"
+                      f"{path}.jl", "/scrapyd/jobs", "/scrapyd/items/"):  # fmt: skip
+        bare = httpx.get(f"{url}{page_path}")
+        assert (bare.status_code, bare.text) == (401, "Unauthorized"), page_path

@@ -197,6 +197,14 @@ async def endpoint(request: Request) -> Response:
 
 async def _params(request: Request) -> tuple[Params, bytes | None]:
     """Query and body parameters (repeatable), and the egg when one was sent."""
+    params, egg = await _read_params(request)
+    for name, values in params.items():  # no name, spider argument or setting holds a NUL
+        if any("\x00" in value for value in values):
+            raise ScrapydError(f"{name[:80]} is invalid: it contains a NUL character")
+    return params, egg
+
+
+async def _read_params(request: Request) -> tuple[Params, bytes | None]:
     params: Params = {}
     for name, text in request.query_params.multi_items():
         params.setdefault(name, []).append(text)
@@ -225,9 +233,6 @@ async def _params(request: Request) -> tuple[Params, bytes | None]:
             params.setdefault(name, []).append(value.encode("latin-1").decode("utf-8", "replace"))
     if egg is None and "egg" in params:  # a multipart text field: its bytes are lost
         raise ScrapydError("send the egg as a file (multipart) or as an urlencoded field")
-    for name, values in params.items():  # no name, spider argument or setting holds a NUL
-        if any("\x00" in value for value in values):
-            raise ScrapydError(f"{name[:80]} is invalid: it contains a NUL character")
     return params, egg
 
 

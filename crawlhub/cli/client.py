@@ -65,6 +65,9 @@ class Client:
         query = urllib.parse.urlencode(
             [(k, v) for k, v in (params or {}).items() if v is not None], doseq=True
         )
+        # Names and ids given on the command line go into the path: each part is quoted (a
+        # Scrapyd job id may hold any character but `/`).
+        path = "/".join(urllib.parse.quote(part, safe="") for part in path.split("/"))
         url = f"{self.base_url}{path}{'?' + query if query else ''}"
         # An http(s) URL: checked in __init__.
         request = urllib.request.Request(url, data=body, method=method,  # noqa: S310

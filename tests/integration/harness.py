@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import uvicorn
 from starlette.testclient import TestClient
@@ -78,7 +79,7 @@ class Hub:
         return response.json()  # type: ignore[no-any-return]
 
     def task(self, task_id: str) -> dict[str, Any]:
-        response = self.client.get(f"/api/tasks/{task_id}")
+        response = self.client.get(f"/api/tasks/{quote(task_id, safe='')}")
         assert response.status_code == 200, response.text
         return response.json()  # type: ignore[no-any-return]
 
@@ -100,7 +101,8 @@ class Hub:
         after = 0
         while True:
             page = self.client.get(
-                f"/api/tasks/{task_id}/logs", params={"after_seq": after, "limit": 1000, **query}
+                f"/api/tasks/{quote(task_id, safe='')}/logs",
+                params={"after_seq": after, "limit": 1000, **query},
             ).json()
             lines += page["items"]
             if not page["items"]:

@@ -276,3 +276,19 @@ def test_deploy_with_a_project_and_a_name_puts_the_spider_in_that_project(cli: C
     elsewhere = cli("deploy", str(FIXTURES / "news_scrapy"), "--project", "other", "--name",
                     "pw_news", "--entry", "alpha", code=1)  # fmt: skip
     assert "spider pw_news is in project pwpy, not other" in elsewhere.stderr
+
+
+def test_a_scrapyd_job_id_of_any_characters_is_a_run_id_on_the_command_line(
+    cli: Cli, pg_hub: Hub
+) -> None:
+    pg_hub.deploy("shop", {"main.py": "def run(p):\n    return [{'n': 1}, {'n': 2}]\n"})
+    job = "nightly run #3?a=b&c=d <x> " + "j" * 90  # 117 characters, none of them `/`
+    scheduled = pg_hub.client.post("/scrapyd/schedule.json", data={
+        "project": "shop", "spider": "shop", "jobid": job})  # fmt: skip
+    assert scheduled.json()["jobid"] == job, scheduled.text
+    assert pg_hub.wait(job)["status"] == "completed"
+    assert "[crawlhub] completed after" in cli("logs", job).stdout
+    assert [json.loads(x)["n"] for x in cli("data", "query", "--run", job).stdout.splitlines()] == [
+        1, 2]  # fmt: skip
+    refused = cli("cancel", job, code=1)
+    assert "completed" in refused.stderr, refused.stderr

@@ -238,6 +238,7 @@ def folder(context: Context, kind: str, project: str | None = None,
     """What Scrapyd's logs/ (kind `log`) or items/ (`jl`) folder holds: its projects, a
     project's spiders, or a spider's jobs' files, from the runs that started; NotFound for
     a folder that is not there (no such project or spider, or none of its runs started)."""
+    _path_names(project, spider)
     with context.db.read() as session:
         if project is None:
             return [Entry(name, moment) for name, moment in task_repo.projects_with_runs(session)]
@@ -294,6 +295,7 @@ def delete_project(context: Context, project: str) -> None:
 
 def job_task(context: Context, project: str, spider: str, job: str) -> Task:
     """The task of a job's log or items URL; NotFound otherwise."""
+    _path_names(project, spider)
     with context.db.read() as session:
         found = project_repo.find_project(session, project)
         task = _job(session, found, job) if found is not None else None
@@ -303,6 +305,13 @@ def job_task(context: Context, project: str, spider: str, job: str) -> Task:
         if target is None or spider not in (target.entry, target.name):
             raise NotFound(f"job '{job[:80]}' is not a run of spider '{spider[:80]}'")
         return task
+
+
+def _path_names(*names: str | None) -> None:
+    """Names from a page's path that no project or spider can have: NotFound."""
+    for name in names:
+        if name is not None and (len(name) > MAX_NAME * 4 or "\x00" in name):
+            raise NotFound(f"no such folder or file: {name[:80]!r}")
 
 
 def _no_traversal(name: str) -> None:

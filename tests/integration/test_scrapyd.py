@@ -463,3 +463,43 @@ def test_scrapyds_pages_list_jobs_logs_and_items_escaped_and_cancel_with_their_f
                       f"{path}.jl", "/scrapyd/jobs", "/scrapyd/items/"):  # fmt: skip
         bare = httpx.get(f"{url}{page_path}")
         assert (bare.status_code, bare.text) == (401, "Unauthorized"), page_path
+
+
+HOSTILE = ["", "\x00", "a\x00b", "x" * 10_000, "../p", "a/b", "..", "<script>x</script>",
+           "é€😀", "' OR 1=1 --", "%00", "\\\\server\\share", " ", "\u202e", "-1", "1e999"]  # fmt: skip
+
+
+def test_every_scrapyd_parameter_and_page_path_takes_hostile_values_without_a_crash(
+    pg_hub: Hub,
+) -> None:
+    """Every endpoint, every parameter, hostile values: Scrapyd's envelope with HTTP 200 (an
+    answer, never a server error); every page path: a page or a 404."""
+    client = pg_hub.client
+    params = {"daemonstatus": [], "addversion": ["project", "version", "egg"],
+              "schedule": ["project", "spider", "_version", "jobid", "priority", "setting",
+                           "start_url"],
+              "cancel": ["project", "job", "signal"], "status": ["job", "project"],
+              "listprojects": [], "listversions": ["project"], "listspiders": ["project",
+                                                                             "_version"],
+              "listjobs": ["project"], "delversion": ["project", "version"],
+              "delproject": ["project"]}  # fmt: skip
+    base = {"project": "p", "spider": "s", "version": "v", "job": "j", "egg": "PK"}
+    for name, names in params.items():
+        for field in names or [""]:
+            for value in HOSTILE:
+                data = {k: v for k, v in base.items() if k in names}
+                if field:
+                    data[field] = value
+                answer = (client.post(f"/scrapyd/{name}.json", data=data)
+                          if name in ("addversion", "schedule", "cancel", "delversion",
+                                      "delproject")
+                          else client.get(f"/{name}.json", params=data))  # fmt: skip
+                assert answer.status_code == 200, (name, field, value[:20], answer.text)
+                assert answer.json()["status"] in ("ok", "error"), (name, field, value[:20])
+    assert client.get("/listprojects.json").json()["projects"] == []  # nothing was stored
+    for value in HOSTILE:
+        part = urllib.parse.quote(value, safe="") or "x"
+        for path in (f"/logs/{part}/", f"/logs/p/{part}/", f"/items/{part}/s/j.jl",
+                     f"/scrapyd/logs/p/s/{part}.log", f"/jobs?{part}"):  # fmt: skip
+            answer = client.get(path)
+            assert answer.status_code in (200, 404), (path, answer.status_code)

@@ -10,7 +10,8 @@ from starlette.middleware import Middleware
 from crawlhub import metrics
 from crawlhub.context import Context
 from crawlhub.http import demo, scrapyd
-from crawlhub.http.middleware import BearerAuth, BodyLimit, CollapseSlashes
+from crawlhub.http.access import Access
+from crawlhub.http.middleware import BodyLimit, CollapseSlashes
 from crawlhub.http.routes import (
     alerts,
     data,
@@ -20,6 +21,7 @@ from crawlhub.http.routes import (
     runs,
     schedules,
     spiders,
+    users,
 )
 from crawlhub.ui import routes as dashboard
 from crawlhub.web.responses import EXCEPTION_HANDLERS
@@ -41,6 +43,7 @@ ROUTES = [
     *alerts.ROUTES,
     *queues.ROUTES,
     *data.ROUTES,
+    *users.ROUTES,
     *scrapyd.ROUTES,
     *demo.ROUTES,
     *dashboard.ROUTES,
@@ -52,7 +55,7 @@ def create_app(context: Context) -> Starlette:
     settings = context.settings
     middleware = [
         Middleware(CollapseSlashes),
-        Middleware(BearerAuth, tokens=context.tokens),
+        Middleware(Access, context=context, routes=ROUTES),
         Middleware(
             BodyLimit,
             default=settings.max_request_bytes,

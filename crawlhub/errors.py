@@ -34,6 +34,12 @@ class Unauthorized(CrawlhubError):
     code = "unauthorized"
 
 
+class Forbidden(CrawlhubError):
+    """The caller is known but their role or token does not allow the action."""
+
+    code = "forbidden"
+
+
 class NotFound(CrawlhubError):
     """The named object does not exist."""
 

@@ -194,6 +194,8 @@ class Task(Base):
     worker: Mapped[str | None] = mapped_column(String(255), nullable=True)
     # The current (or last) attempt's spider process, in its worker's PID namespace.
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Who started it: a user or token for a manual or Scrapyd run (None: a schedule, a retry).
+    actor: Mapped[str | None] = mapped_column(String(200), nullable=True)
     message_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # The fencing token of the current attempt: bumped by every claim and every reap.
     fence: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
@@ -338,3 +340,69 @@ class WorkerProcess(Base):
     def last_heartbeat(self) -> datetime:
         """When it was last heard from (the API's name for it)."""
         return self.last_seen_at
+
+
+class User(Base):
+    """A person who signs in: by password (hashed with Argon2), or a personal token."""
+
+    __tablename__ = "app_user"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=_uuid)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    role: Mapped[str] = mapped_column(String(16))  # viewer, operator, developer, admin
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Bumped by a password change or a disable: the sessions signed before stop working.
+    session_version: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_sign_in_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class ApiToken(Base):
+    """A personal API token: shown once, stored as its SHA-256, with scopes no wider than
+    its owner's role."""
+
+    __tablename__ = "api_token"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=_uuid)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("app_user.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    hint: Mapped[str] = mapped_column(String(16))  # its first characters, to tell it apart
+    scopes: Mapped[list[str]] = mapped_column(JSONType)
+    expires_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (UniqueConstraint("user_id", "name"),)
+
+
+class SignInFailures(Base):
+    """Failed sign-ins counted per account name (known or not) and per address."""
+
+    __tablename__ = "sign_in_failures"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)  # user:<name>, addr:<ip>
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_failed_at: Mapped[datetime] = mapped_column()
+    locked_until: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class AuditEvent(Base):
+    """Who did what to which resource, when and from where; written in the transaction of
+    the change."""
+
+    __tablename__ = "audit_event"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(String(200))
+    user_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)  # kept once gone
+    action: Mapped[str] = mapped_column(String(64))
+    resource: Mapped[str] = mapped_column(String(300))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+    __table_args__ = (Index(None, "at"), Index(None, "actor", "at"), Index(None, "action", "at"))

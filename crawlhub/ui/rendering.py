@@ -21,8 +21,9 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from crawlhub.data.formats import cell
 from crawlhub.errors import CrawlhubError
 from crawlhub.registry.spiders import hidden_env
-from crawlhub.ui.sessions import COOKIE, CSRF_FIELD, CSRF_HEADER, Session, csrf_ok, verify
+from crawlhub.web.permissions import Action, identity_of, may
 from crawlhub.web.responses import status_of
+from crawlhub.web.sessions import COOKIE, CSRF_FIELD, CSRF_HEADER, Session, csrf_ok, verify
 from crawlhub.web.validation import ctx
 
 logger = logging.getLogger(__name__)
@@ -129,9 +130,10 @@ def render(
     notice = (
         "" if fragment else urllib.parse.unquote(request.cookies.get(NOTICE, ""))[:NOTICE_CHARS]
     )
+    me = identity_of(request) if session else None
     html = ENV.get_template(template).render(
         request=request, path=request.url.path, csrf=session.csrf if session else "",
-        notice=notice, **values,
+        notice=notice, me=me, may=lambda action: may(me, Action(action)), **values,
     )  # fmt: skip
     response = HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
     if notice:  # shown once
@@ -140,7 +142,10 @@ def render(
 
 
 def current_session(request: Request) -> Session | None:
-    """The signed-in session of a request, if any."""
+    """The signed-in session of a request, if any: its cookie, while the access check found
+    its user still allowed in (not disabled, no password change since)."""
+    if identity_of(request) is None:
+        return None
     return verify(ctx(request).tokens, request.cookies.get(COOKIE))
 
 

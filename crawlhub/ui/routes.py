@@ -6,6 +6,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from crawlhub.ui.pages import (
+    account,
     alerts,
     data,
     overview,
@@ -65,5 +66,12 @@ ROUTES = [
     Route("/queues/{name}/dead-letters/{message_id}/requeue", queues.requeue, methods=POST),
     Route("/queues/{name}/purge", queues.confirm_purge, methods=["GET"]),
     Route("/queues/{name}/purge", queues.purge, methods=POST),
+    Route("/account", account.show_account, methods=["GET"]),
+    Route("/account/password", account.change_password, methods=POST),
+    Route("/account/tokens", account.create_token, methods=POST),
+    Route("/account/tokens/{id}/revoke", account.revoke_token, methods=POST),
+    Route("/users", account.list_users, methods=["GET"]),
+    Route("/users", account.create_user, methods=POST),
+    Route("/users/{ref}", account.update_user, methods=POST),
     Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
 ]

@@ -14,6 +14,7 @@ from crawlhub.errors import (
     BadRequest,
     Conflict,
     CrawlhubError,
+    Forbidden,
     InvalidInput,
     NotFound,
     ServiceUnavailable,
@@ -27,6 +28,7 @@ RETRY_AFTER_S = 5  # what a 503 (database or Redis unreachable) asks clients to 
 STATUS = {
     BadRequest: 400,
     Unauthorized: 401,
+    Forbidden: 403,
     NotFound: 404,
     Conflict: 409,
     TooLarge: 413,

@@ -11,7 +11,7 @@ from starlette.testclient import TestClient
 from crawlhub.api import create_app
 from crawlhub.context import Context
 from crawlhub.ui import routes as dashboard
-from crawlhub.ui.sessions import COOKIE, issue, verify
+from crawlhub.web.sessions import COOKIE, issue, verify
 from tests.conftest import TOKEN
 
 OPEN = {"/login"}
@@ -78,13 +78,13 @@ def test_the_session_cookie_is_http_only_strict_and_expires(
     secure = TestClient(create_app(context), base_url="https://hub.example")
     assert "Secure" in secure.post("/login", data={"token": TOKEN},
                                    follow_redirects=False).headers["set-cookie"]  # fmt: skip
-    value = issue((TOKEN,), TOKEN, hours=-1 / 3600)  # expired a second ago
+    value = issue((TOKEN,), -1 / 3600, token=TOKEN)  # expired a second ago
     assert verify((TOKEN,), value) is None
-    assert verify((TOKEN,), issue((TOKEN,), TOKEN, hours=1)) is not None
+    assert verify((TOKEN,), issue((TOKEN,), 1, token=TOKEN)) is not None
 
 
 def test_removing_a_token_signs_out_its_sessions() -> None:
-    value = issue(("old-token", "other"), "old-token", hours=1)
+    value = issue(("old-token", "other"), 1, token="old-token")
     assert verify(("old-token", "other"), value) is not None
     assert verify(("other",), value) is None
     assert verify(("other", "old-token"), value) is not None  # order does not matter
@@ -122,7 +122,7 @@ def test_pages_carry_a_strict_csp_and_no_inline_script(browser: TestClient) -> N
 
 
 def test_a_session_survives_until_it_expires(browser: TestClient, context: Context) -> None:
-    browser.cookies.set(COOKIE, issue(context.tokens, TOKEN, hours=0.5 / 3600))
+    browser.cookies.set(COOKIE, issue(context.tokens, 0.5 / 3600, token=TOKEN))
     assert browser.get("/", follow_redirects=False).status_code == 200
     time.sleep(0.6)
     assert browser.get("/", follow_redirects=False).status_code == 303

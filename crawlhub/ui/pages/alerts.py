@@ -10,8 +10,8 @@ from crawlhub.alerting import alerts, channels
 from crawlhub.errors import InvalidInput
 from crawlhub.ui.forms import field, page_number, parse_form
 from crawlhub.ui.rendering import action, back, page, render
-from crawlhub.ui.sessions import Session
 from crawlhub.web.schemas.alerts import ChannelCreate, ChannelPatch
+from crawlhub.web.sessions import Session
 from crawlhub.web.validation import ctx
 
 PAGE_SIZE = 20

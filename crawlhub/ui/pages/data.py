@@ -7,7 +7,7 @@ from crawlhub.data import items
 from crawlhub.services import runs
 from crawlhub.ui.forms import utc_time, whole_number
 from crawlhub.ui.rendering import page, render
-from crawlhub.ui.sessions import Session
+from crawlhub.web.sessions import Session
 from crawlhub.web.validation import ctx
 
 PAGE_SIZE = 50

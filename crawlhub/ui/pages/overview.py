@@ -6,7 +6,7 @@ from starlette.responses import Response
 from crawlhub.services import activity
 from crawlhub.ui import charts
 from crawlhub.ui.rendering import page, render
-from crawlhub.ui.sessions import Session
+from crawlhub.web.sessions import Session
 from crawlhub.web.validation import ctx
 
 

@@ -11,8 +11,8 @@ from crawlhub.errors import Conflict, InvalidInput, TooLarge
 from crawlhub.registry import projects
 from crawlhub.ui.forms import field, page_number, parse_form
 from crawlhub.ui.rendering import action, back, page, render
-from crawlhub.ui.sessions import Session
 from crawlhub.web.schemas.projects import ProjectCreate
+from crawlhub.web.sessions import Session
 from crawlhub.web.validation import ctx
 
 PAGE_SIZE = 20

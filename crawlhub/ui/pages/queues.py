@@ -8,7 +8,7 @@ from crawlhub.messaging import queues
 from crawlhub.messaging.keys import QUEUES
 from crawlhub.services import activity, runs
 from crawlhub.ui.rendering import action, back, page, render
-from crawlhub.ui.sessions import Session
+from crawlhub.web.sessions import Session
 from crawlhub.web.validation import ctx
 
 DEAD_SHOWN = 100

@@ -11,10 +11,10 @@ from crawlhub.repo.statuses import FINISHED, STATUSES
 from crawlhub.services import runs
 from crawlhub.ui.forms import utc_time, whole_number
 from crawlhub.ui.rendering import action, back, current_session, page, render, to_login
-from crawlhub.ui.sessions import Session
 from crawlhub.web import sse
 from crawlhub.web.exports import export_response
 from crawlhub.web.schemas.tasks import format_cursor, parse_cursor
+from crawlhub.web.sessions import Session
 from crawlhub.web.validation import ctx
 
 PAGE_SIZE = 50

@@ -13,8 +13,8 @@ from crawlhub.registry import spiders
 from crawlhub.scheduling import schedules
 from crawlhub.ui.forms import field, page_number, parse_form
 from crawlhub.ui.rendering import action, back, page, render
-from crawlhub.ui.sessions import Session
 from crawlhub.web.schemas.schedules import ScheduleCreate, SchedulePatch
+from crawlhub.web.sessions import Session
 from crawlhub.web.validation import ctx
 
 PAGE_SIZE = 50

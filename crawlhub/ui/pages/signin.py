@@ -1,12 +1,15 @@
-"""Signing in with an API token, and out."""
+"""Signing in (a user name and password, or an API token), and out."""
 
 import urllib.parse
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from crawlhub.services import accounts
+from crawlhub.services.accounts import SignInRefused
 from crawlhub.ui.rendering import action, current_session, render
-from crawlhub.ui.sessions import COOKIE, Session, issue, matching_token
+from crawlhub.web.sessions import COOKIE, Session, issue, matching_token
 from crawlhub.web.validation import ctx
 
 
@@ -29,27 +32,33 @@ def login_form(request: Request) -> Response:
 
 
 async def login(request: Request) -> Response:
-    """Check the token; on success set the session cookie and go where the user was going."""
-    form = await request.form(max_files=0, max_fields=4)
-    given = form.get("token")
+    """Check a user name and password (or an API token); on success set the session cookie
+    and go where the user was going."""
+    form = await request.form(max_files=0, max_fields=6)
     target = safe_next(str(form.get("next") or "/"))
     context = ctx(request)
-    token = matching_token(context.tokens, given.strip()) if isinstance(given, str) else None
-    if token is None:
-        return render(
-            request, None, "login.html", 401, next=target, error="That token is not valid here."
-        )
-    response = RedirectResponse(target, 303)
+    given = {name: value for name in ("username", "password", "token")
+             if isinstance(value := form.get(name), str)}  # fmt: skip
     hours = context.settings.session_hours
-    response.set_cookie(
-        COOKIE,
-        issue(context.tokens, token, hours),
-        max_age=int(hours * 3600),
-        path="/",
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
-    )
+    if "token" in given:
+        token = matching_token(context.tokens, given["token"].strip())
+        if token is None:
+            return render(request, None, "login.html", 401, next=target, via_token=True,
+                          error="That token is not valid here.")  # fmt: skip
+        cookie = issue(context.tokens, hours, token=token)
+    else:
+        address = request.client.host if request.client else None
+        try:
+            user = await run_in_threadpool(accounts.sign_in, context,
+                                           given.get("username", "").strip(),
+                                           given.get("password", ""), address)  # fmt: skip
+        except SignInRefused as exc:
+            return render(request, None, "login.html", 401, next=target, error=exc.message,
+                          username=given.get("username", "")[:64])  # fmt: skip
+        cookie = issue(context.tokens, hours, user_id=str(user.id), version=user.session_version)
+    response = RedirectResponse(target, 303)
+    response.set_cookie(COOKIE, cookie, max_age=int(hours * 3600), path="/", httponly=True,
+                        samesite="strict", secure=request.url.scheme == "https")  # fmt: skip
     return response
 
 

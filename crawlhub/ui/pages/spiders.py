@@ -13,8 +13,8 @@ from crawlhub.services import activity, runs
 from crawlhub.ui import charts
 from crawlhub.ui.forms import field, page_number, parse_form
 from crawlhub.ui.rendering import action, back, page, render
-from crawlhub.ui.sessions import Session
 from crawlhub.web.schemas.spiders import SpiderCreate, SpiderPatch
+from crawlhub.web.sessions import Session
 from crawlhub.web.validation import ctx, parse_json
 
 PAGE_SIZE = 20

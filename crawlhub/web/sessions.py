@@ -1,9 +1,11 @@
 """Dashboard sign-in: a signed, expiring session cookie and the CSRF token it carries.
 
-The cookie holds `{"exp", "csrf", "tok"}` (expiry, a random CSRF token, a fingerprint of the
-API token used to sign in) and an HMAC-SHA256 of it under a key derived from the configured
-API tokens, so every web process verifies it without shared state, and removing a token
-signs out the sessions that used it. The API token itself is never stored in the cookie.
+The cookie holds `{"exp", "csrf"}` (expiry, a random CSRF token) and who signed in: `uid`
+and `ver` for a user (their id and session version: a password change or a disable bumps
+the version, which ends the sessions signed before), or `tok` for a configured API token
+(a fingerprint of it). It is signed with HMAC-SHA256 under a key derived from the
+configured API tokens, so every web process verifies it without shared state, and removing a
+token signs out every session. No password or token is ever stored in the cookie.
 """
 
 import base64
@@ -25,6 +27,8 @@ class Session:
 
     expires: float
     csrf: str
+    user_id: str | None = None  # None: signed in with a configured token
+    version: int = 0
 
 
 def fingerprint(token: str) -> str:
@@ -54,13 +58,19 @@ def matching_token(tokens: tuple[str, ...], given: str) -> str | None:
     return found
 
 
-def issue(tokens: tuple[str, ...], token: str, hours: float) -> str:
-    """A cookie value for a browser that signed in with `token` (one of `tokens`)."""
-    payload = {
+def issue(tokens: tuple[str, ...], hours: float, *, token: str | None = None,
+          user_id: str | None = None, version: int = 0) -> str:  # fmt: skip
+    """A cookie value for a browser that signed in as a user, or with `token` (one of
+    `tokens`)."""
+    payload: dict[str, object] = {
         "exp": time.time() + hours * 3600,
         "csrf": secrets.token_urlsafe(24),
-        "tok": fingerprint(token),
     }
+    if user_id is not None:
+        payload |= {"uid": user_id, "ver": version}
+    else:
+        assert token is not None
+        payload["tok"] = fingerprint(token)
     body = _b64(json.dumps(payload, separators=(",", ":")).encode())
     signature = _b64(hmac.new(_key(tokens), body.encode(), hashlib.sha256).digest())
     return f"{body}.{signature}"
@@ -77,12 +87,18 @@ def verify(tokens: tuple[str, ...], cookie: str | None) -> Session | None:
         return None
     try:
         payload = json.loads(_unb64(body))
-        expires, csrf, tok = float(payload["exp"]), str(payload["csrf"]), str(payload["tok"])
+        expires, csrf = float(payload["exp"]), str(payload["csrf"])
+        if "uid" in payload:
+            user_id, version = str(payload["uid"]), int(payload["ver"])
+        else:
+            user_id, version, tok = None, 0, str(payload["tok"])
     except (ValueError, KeyError, TypeError):
         return None
-    if expires < time.time() or tok not in {fingerprint(t) for t in tokens}:
+    if expires < time.time():
         return None
-    return Session(expires, csrf)
+    if user_id is None and tok not in {fingerprint(t) for t in tokens}:
+        return None
+    return Session(expires, csrf, user_id, version)
 
 
 def csrf_ok(session: Session, given: str | None) -> bool:

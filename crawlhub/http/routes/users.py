@@ -1,0 +1,170 @@
+"""Handlers of users, personal API tokens, sign-in for the CLI and the audit log."""
+
+import uuid
+
+from spectree import Response as Resp
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from crawlhub.errors import BadRequest
+from crawlhub.services import accounts
+from crawlhub.services.accounts import Identity
+from crawlhub.web.permissions import identity_of
+from crawlhub.web.responses import ModelResponse
+from crawlhub.web.schemas.users import (
+    AuditOut,
+    AuditPage,
+    AuditQuery,
+    Login,
+    Me,
+    PasswordChange,
+    TokenCreate,
+    TokenCreated,
+    TokenOut,
+    TokenPage,
+    UserCreate,
+    UserOut,
+    UserPage,
+    UserPatch,
+)
+from crawlhub.web.validation import body_of, ctx, errors, query_of, spec
+
+
+def _user_of(request: Request) -> uuid.UUID:
+    """The user behind the caller; a configured token has none."""
+    identity = identity_of(request)
+    if identity is None or identity.user_id is None:
+        raise BadRequest("a configured API token has no user: sign in as a user "
+                         "(crawlhub login --username NAME) to hold tokens of your own")  # fmt: skip
+    return identity.user_id
+
+
+def _is_admin(identity: Identity | None) -> bool:
+    return identity is not None and identity.role == "admin" and (
+        identity.scopes is None or "admin" in identity.scopes)  # fmt: skip
+
+
+@spec.validate(json=Login, resp=Resp(HTTP_201=TokenCreated, **errors(400, 401)), tags=["users"])
+def login(request: Request) -> Response:
+    """Exchange a user name and password for a personal token (what `crawlhub login` does);
+    failures are throttled and lock the account as the dashboard's sign-in does."""
+    body = body_of(request, Login)
+    context, address = ctx(request), request.client.host if request.client else None
+    user = accounts.sign_in(context, body.username, body.password, address)
+    widest = accounts.SCOPES[accounts.ROLES.index(user.role)]
+    scopes: list[str] = list(body.scopes) if body.scopes else [widest]
+    token, plain = accounts.create_token(context, user.id, body.token_name, scopes,
+                                         body.expires_at, replace=True)  # fmt: skip
+    return ModelResponse(TokenCreated(token=plain, **TokenOut.model_validate(token).model_dump()),
+                         201)  # fmt: skip
+
+
+@spec.validate(resp=Resp(HTTP_200=Me), tags=["users"])
+def me(request: Request) -> Response:
+    """Who the caller is: their name, role and (for a token) scopes."""
+    identity = identity_of(request)
+    assert identity is not None  # the access check let only the signed in through
+    user = accounts.get_user(ctx(request), str(identity.user_id)) if identity.user_id else None
+    return ModelResponse(Me(name=identity.name, kind=identity.kind, role=identity.role,
+                            scopes=list(identity.scopes) if identity.scopes is not None else None,
+                            user=UserOut.model_validate(user) if user else None))  # fmt: skip
+
+
+@spec.validate(json=PasswordChange, resp=Resp(HTTP_204=None, **errors(400)), tags=["users"])
+def change_password(request: Request) -> Response:
+    """Change your own password (the current one first); your other sessions end."""
+    body = body_of(request, PasswordChange)
+    accounts.change_password(ctx(request), _user_of(request), body.current, body.new)
+    return Response(status_code=204)
+
+
+@spec.validate(resp=Resp(HTTP_200=TokenPage), tags=["users"])
+def list_tokens(request: Request) -> Response:
+    """Your personal tokens, with when each was last used (never the tokens themselves)."""
+    found = accounts.list_tokens(ctx(request), _user_of(request))
+    return ModelResponse(TokenPage(items=[TokenOut.model_validate(t) for t in found]))
+
+
+@spec.validate(json=TokenCreate, resp=Resp(HTTP_201=TokenCreated, **errors(400, 409)),
+               tags=["users"])  # fmt: skip
+def create_token(request: Request) -> Response:
+    """A personal token with scopes no wider than your role, optionally expiring; the token
+    is in this answer only."""
+    body = body_of(request, TokenCreate)
+    token, plain = accounts.create_token(ctx(request), _user_of(request), body.name,
+                                         list(body.scopes), body.expires_at)  # fmt: skip
+    return ModelResponse(TokenCreated(token=plain, **TokenOut.model_validate(token).model_dump()),
+                         201)  # fmt: skip
+
+
+@spec.validate(resp=Resp(HTTP_200=TokenOut, **errors(404)), tags=["users"])
+def revoke_token(request: Request) -> Response:
+    """Revoke one of your tokens (an admin: anyone's); it stops working at once."""
+    identity = identity_of(request)
+    try:
+        token_id = uuid.UUID(request.path_params["id"])
+    except ValueError:
+        raise BadRequest("a token id is a UUID") from None
+    owner = None if _is_admin(identity) else _user_of(request)
+    return ModelResponse(TokenOut.model_validate(accounts.revoke_token(ctx(request), owner,
+                                                                       token_id)))  # fmt: skip
+
+
+@spec.validate(resp=Resp(HTTP_200=UserPage), tags=["users"])
+def list_users(request: Request) -> Response:
+    """Every user (instance admins only)."""
+    found = accounts.list_users(ctx(request))
+    return ModelResponse(UserPage(items=[UserOut.model_validate(u) for u in found]))
+
+
+@spec.validate(json=UserCreate, resp=Resp(HTTP_201=UserOut, **errors(400, 409)), tags=["users"])
+def create_user(request: Request) -> Response:
+    """Add a user with a role (instance admins only)."""
+    body = body_of(request, UserCreate)
+    user = accounts.create_user(ctx(request), body.username, body.password, body.role)
+    return ModelResponse(UserOut.model_validate(user), 201)
+
+
+@spec.validate(resp=Resp(HTTP_200=UserOut, **errors(404)), tags=["users"])
+def get_user(request: Request) -> Response:
+    """A user."""
+    user = accounts.get_user(ctx(request), request.path_params["ref"])
+    return ModelResponse(UserOut.model_validate(user))
+
+
+@spec.validate(json=UserPatch, resp=Resp(HTTP_200=UserOut, **errors(400, 404)), tags=["users"])
+def patch_user(request: Request) -> Response:
+    """Change a user's role, disable or enable them, or set a new password."""
+    body = body_of(request, UserPatch)
+    user = accounts.update_user(ctx(request), request.path_params["ref"], role=body.role,
+                                disabled=body.disabled, password=body.password)  # fmt: skip
+    return ModelResponse(UserOut.model_validate(user))
+
+
+@spec.validate(query=AuditQuery, resp=Resp(HTTP_200=AuditPage), tags=["users"])
+def list_audit(request: Request) -> Response:
+    """The audit log, newest first: filter by actor, action or resource; page with
+    `before_id`."""
+    q = query_of(request, AuditQuery)
+    found = accounts.audit_events(ctx(request), actor=q.actor, action=q.action,
+                                  resource=q.resource, before_id=q.before_id,
+                                  limit=q.limit)  # fmt: skip
+    items = [AuditOut.model_validate(e) for e in found]
+    more = len(items) == q.limit
+    return ModelResponse(AuditPage(items=items, next_before_id=items[-1].id if more else None))
+
+
+ROUTES = [
+    Route("/api/login", login, methods=["POST"]),
+    Route("/api/me", me, methods=["GET"]),
+    Route("/api/me/password", change_password, methods=["POST"]),
+    Route("/api/tokens", list_tokens, methods=["GET"]),
+    Route("/api/tokens", create_token, methods=["POST"]),
+    Route("/api/tokens/{id}", revoke_token, methods=["DELETE"]),
+    Route("/api/users", list_users, methods=["GET"]),
+    Route("/api/users", create_user, methods=["POST"]),
+    Route("/api/users/{ref}", get_user, methods=["GET"]),
+    Route("/api/users/{ref}", patch_user, methods=["PATCH"]),
+    Route("/api/audit", list_audit, methods=["GET"]),
+]

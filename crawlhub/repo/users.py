@@ -1,0 +1,164 @@
+"""Users, their personal API tokens, failed sign-ins, and the audit log."""
+
+import uuid
+from collections.abc import Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from crawlhub.errors import NotFound
+from crawlhub.repo.db import now_of
+from crawlhub.repo.models import ApiToken, AuditEvent, SignInFailures, User
+
+__all__ = ["AuditEvent", "NotFound", "SignInFailures"]
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who the current request acts as, for the audit log and a run's `actor`."""
+
+    name: str
+    user_id: uuid.UUID | None = None
+    address: str | None = None
+
+
+# Set per request by the HTTP layer's access check; read where a change is written.
+ACTOR: ContextVar[Actor | None] = ContextVar("crawlhub_actor", default=None)
+SYSTEM = Actor("system")
+
+
+def current_actor() -> Actor:
+    return ACTOR.get() or SYSTEM
+
+
+def find_user(session: Session, username: str) -> User | None:
+    return session.scalar(select(User).where(User.username == username))
+
+
+def get_user(session: Session, ref: str, *, for_update: bool = False) -> User:
+    """A user by name or id; NotFound otherwise."""
+    try:
+        stmt = select(User).where((User.username == ref) | (User.id == uuid.UUID(ref)))
+    except ValueError:
+        stmt = select(User).where(User.username == ref)
+    if for_update:
+        stmt = stmt.with_for_update()
+    user = session.scalar(stmt)
+    if user is None:
+        raise NotFound(f"user '{ref[:80]}' not found")
+    return user
+
+
+def list_users(session: Session) -> Sequence[User]:
+    return session.scalars(select(User).order_by(User.username)).all()
+
+
+def count_users(session: Session) -> int:
+    return int(session.scalar(select(func.count()).select_from(User)) or 0)
+
+
+def create_user(session: Session, fields: dict[str, Any]) -> User:
+    user = User(**fields)
+    session.add(user)
+    session.flush()
+    return user
+
+
+def token_by_digest(session: Session, digest: str) -> tuple[ApiToken, User] | None:
+    row = session.execute(
+        select(ApiToken, User).join(User, User.id == ApiToken.user_id)
+        .where(ApiToken.digest == digest)
+    ).first()  # fmt: skip
+    return (row[0], row[1]) if row is not None else None
+
+
+def tokens_of(session: Session, user_id: uuid.UUID) -> Sequence[ApiToken]:
+    return session.scalars(
+        select(ApiToken).where(ApiToken.user_id == user_id).order_by(ApiToken.created_at)
+    ).all()
+
+
+def get_token(session: Session, token_id: uuid.UUID) -> ApiToken:
+    token = session.get(ApiToken, token_id)
+    if token is None:
+        raise NotFound(f"token '{token_id}' not found")
+    return token
+
+
+def touch_token(session: Session, token_id: uuid.UUID, every: timedelta) -> None:
+    """Record a token's use (at most once per `every`, to spare a write per request)."""
+    now = now_of(session)
+    session.execute(
+        update(ApiToken)
+        .where(ApiToken.id == token_id,
+               (ApiToken.last_used_at.is_(None)) | (ApiToken.last_used_at < now - every))
+        .values(last_used_at=now)
+    )  # fmt: skip
+
+
+def failures(session: Session, keys: Sequence[str]) -> dict[str, SignInFailures]:
+    rows = session.scalars(select(SignInFailures).where(SignInFailures.key.in_(keys)))
+    return {row.key: row for row in rows}
+
+
+def count_failure(session: Session, key: str, now: datetime, forget_after: timedelta,
+                  lock_after: int, lock_for: timedelta) -> SignInFailures:  # fmt: skip
+    """Count a failed sign-in under a key; locked for `lock_for` once it reached
+    `lock_after` failures (failures older than `forget_after` are forgotten)."""
+    row = session.get(SignInFailures, key, with_for_update=True)
+    if row is None:
+        row = SignInFailures(key=key, failures=0, last_failed_at=now)
+        session.add(row)
+    elif row.last_failed_at < now - forget_after and (
+        row.locked_until is None or row.locked_until < now
+    ):
+        row.failures, row.locked_until = 0, None
+    row.failures += 1
+    row.last_failed_at = now
+    if row.failures >= lock_after and (row.locked_until is None or row.locked_until < now):
+        row.locked_until = now + lock_for
+    session.flush()
+    return row
+
+
+def forget_failures(session: Session, key: str) -> None:
+    row = session.get(SignInFailures, key)
+    if row is not None:
+        session.delete(row)
+
+
+def audit(session: Session, action: str, resource: str, *, before: dict[str, Any] | None = None,
+          after: dict[str, Any] | None = None, actor: Actor | None = None) -> None:  # fmt: skip
+    """Log a change in the transaction that makes it."""
+    who = actor or current_actor()
+    session.add(AuditEvent(actor=who.name, user_id=who.user_id, action=action,
+                           resource=resource[:300], before=before, after=after,
+                           address=who.address, at=now_of(session)))  # fmt: skip
+
+
+def audit_page(session: Session, *, actor: str | None, action: str | None,
+               resource: str | None, before_id: int | None, limit: int,
+               since: datetime | None = None) -> Sequence[AuditEvent]:  # fmt: skip
+    """Audit events newest first, after a cursor (the id of the last one seen)."""
+    stmt = select(AuditEvent)
+    if actor is not None:
+        stmt = stmt.where(AuditEvent.actor == actor)
+    if action is not None:
+        stmt = stmt.where(AuditEvent.action == action)
+    if resource is not None:
+        stmt = stmt.where(AuditEvent.resource == resource)
+    if since is not None:
+        stmt = stmt.where(AuditEvent.at >= since)
+    if before_id is not None:
+        stmt = stmt.where(AuditEvent.id < before_id)
+    return session.scalars(stmt.order_by(AuditEvent.id.desc()).limit(limit)).all()
+
+
+def delete_audit_before(session: Session, moment: datetime) -> int:
+    """Drop audit events older than a moment (the retention setting); how many."""
+    result = session.execute(delete(AuditEvent).where(AuditEvent.at < moment))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -1,0 +1,102 @@
+"""Your account (password, personal tokens) and, for instance admins, the users."""
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import Response
+
+from crawlhub.errors import BadRequest
+from crawlhub.services import accounts
+from crawlhub.ui.rendering import action, back, page, render
+from crawlhub.web.permissions import identity_of
+from crawlhub.web.sessions import Session
+from crawlhub.web.validation import ctx
+
+
+def _me(request: Request) -> uuid.UUID:
+    identity = identity_of(request)
+    if identity is None or identity.user_id is None:
+        raise BadRequest("you signed in with a configured API token, which has no account: "
+                         "sign in with a user name to have one")  # fmt: skip
+    return identity.user_id
+
+
+def _text(form: FormData, name: str) -> str:
+    value = form.get(name)
+    return value if isinstance(value, str) else ""
+
+
+@page
+def show_account(request: Request, session: Session) -> Response:
+    """Your role, a form to change your password, and your personal tokens."""
+    identity = identity_of(request)
+    tokens = (accounts.list_tokens(ctx(request), identity.user_id)
+              if identity is not None and identity.user_id else [])  # fmt: skip
+    return render(request, session, "account.html", identity=identity, tokens=tokens,
+                  scopes=accounts.SCOPES, created=None)  # fmt: skip
+
+
+@action
+def change_password(request: Request, session: Session, form: FormData) -> Response:
+    """Change your password; your other sessions end (this one is signed again)."""
+    if _text(form, "new") != _text(form, "again"):
+        raise BadRequest("the two new passwords differ")
+    accounts.change_password(ctx(request), _me(request), _text(form, "current"),
+                             _text(form, "new"))  # fmt: skip
+    return back("/login?next=/account", "Password changed: sign in with the new one.")
+
+
+@action
+def create_token(request: Request, session: Session, form: FormData) -> Response:
+    """A new personal token, shown on this page once."""
+    days = _text(form, "days").strip()
+    expires = None
+    if days:
+        if not days.isdigit() or not 1 <= int(days) <= 3650:
+            raise BadRequest("expires in: a number of days from 1 to 3650, or empty")
+        expires = datetime.now(UTC) + timedelta(days=int(days))
+    scopes = [scope for scope in accounts.SCOPES if form.get(f"scope-{scope}")]
+    token, plain = accounts.create_token(ctx(request), _me(request), _text(form, "name").strip(),
+                                         scopes, expires)  # fmt: skip
+    identity = identity_of(request)
+    tokens = accounts.list_tokens(ctx(request), _me(request))
+    return render(request, session, "account.html", identity=identity, tokens=tokens,
+                  scopes=accounts.SCOPES, created=(token, plain))  # fmt: skip
+
+
+@action
+def revoke_token(request: Request, session: Session, form: FormData) -> Response:
+    try:
+        token_id = uuid.UUID(request.path_params["id"])
+    except ValueError:
+        raise BadRequest("a token id is a UUID") from None
+    token = accounts.revoke_token(ctx(request), _me(request), token_id)
+    return back("/account", f"Token {token.name} revoked: it no longer works.")
+
+
+@page
+def list_users(request: Request, session: Session) -> Response:
+    """Every user, their role and state (instance admins only)."""
+    return render(request, session, "users.html", users=accounts.list_users(ctx(request)),
+                  roles=accounts.ROLES)  # fmt: skip
+
+
+@action
+def create_user(request: Request, session: Session, form: FormData) -> Response:
+    password = _text(form, "password") or None
+    user = accounts.create_user(ctx(request), _text(form, "username").strip(), password,
+                                _text(form, "role") or "viewer")  # fmt: skip
+    return back("/users", f"User {user.username} added ({user.role}).")
+
+
+@action
+def update_user(request: Request, session: Session, form: FormData) -> Response:
+    ref = request.path_params["ref"]
+    state = _text(form, "state")
+    disabled = {"enabled": False, "disabled": True}.get(state)
+    user = accounts.update_user(ctx(request), ref, role=_text(form, "role") or None,
+                                disabled=disabled)  # fmt: skip
+    said = "disabled: signed out on their next request" if user.disabled else "saved"
+    return back("/users", f"User {user.username} {said}.")

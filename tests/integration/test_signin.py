@@ -1,0 +1,92 @@
+"""Signing in by password: throttled per account name and per address, locked after ten
+failures, and nothing tells an account that exists from one that does not."""
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from crawlhub.api import create_app
+from crawlhub.context import Context
+from crawlhub.services import accounts
+from tests.conftest import TOKEN, make_settings
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def pg_context(pg_url: str, tmp_path: Path) -> Iterator[Context]:
+    ctx = Context.build(make_settings(tmp_path, database_url=pg_url))
+    accounts.create_user(ctx, "alice", PASSWORD, "operator")
+    yield ctx
+    ctx.close()
+
+
+def attempts(context: Context, username: str, address: str, count: int) -> list[tuple[int, str]]:
+    """`count` wrong passwords for a name from an address: each answer's status and message
+    (numbers of seconds written as N), through the API's sign-in."""
+    answers = []
+    with TestClient(create_app(context), client=(address, 1234)) as client:
+        for _ in range(count):
+            answer = client.post("/api/login", json={"username": username,
+                                                     "password": "wrong password!"})  # fmt: skip
+            message = re.sub(r"\d+", "N", answer.json()["error"]["message"])
+            answers.append((answer.status_code, message))
+    return answers
+
+
+def test_a_hundred_wrong_passwords_lock_the_account_and_tell_no_name_from_another(
+    pg_context: Context,
+) -> None:
+    known = attempts(pg_context, "alice", "10.0.0.1", 100)
+    unknown = attempts(pg_context, "mallory", "10.0.0.2", 100)
+    assert known == unknown  # the same answers, in the same order
+    assert {status for status, _ in known} == {401}
+    assert known[0] == (401, "wrong user name or password")
+    assert known[-1] == (401, "too many failed sign-ins: try again in N s")
+    with TestClient(create_app(pg_context), client=("10.0.0.3", 1)) as client:
+        locked = client.post("/api/login", json={"username": "alice", "password": PASSWORD})
+        assert locked.status_code == 401 and "try again in" in locked.text  # locked: 15 min
+        wait = int(re.findall(r"\d+", locked.json()["error"]["message"])[0])
+        assert 800 < wait <= 901
+        other = client.post("/api/login", json={"username": "bob", "password": PASSWORD})
+        assert other.json()["error"]["message"] == "wrong user name or password"
+    events = [e.action for e in accounts.audit_events(pg_context, actor=None, action=None,
+                                                      resource="user:alice", before_id=None,
+                                                      limit=500)]  # fmt: skip
+    assert "sign_in.locked" in events and events.count("sign_in.failed") >= 3
+
+
+def test_an_unknown_name_costs_about_the_time_of_a_wrong_password(pg_context: Context) -> None:
+    def took(username: str, address: str) -> float:
+        started = time.perf_counter()
+        attempts(pg_context, username, address, 2)  # before any backoff: two checks
+        return time.perf_counter() - started
+
+    for n in range(3):
+        accounts.create_user(pg_context, f"known{n}", PASSWORD, "viewer")
+    took("someone", "10.1.0.9")  # warm up
+    known = min(took(f"known{n}", f"10.1.0.{n}") for n in range(3))
+    unknown = min(took(f"nobody{n}", f"10.2.0.{n}") for n in range(3))
+    assert 0.5 < known / unknown < 2, (known, unknown)
+
+
+def test_an_address_is_locked_after_fifty_failures_whatever_the_names(
+    pg_context: Context,
+) -> None:
+    for n in range(17):  # three names' worth each, under their own backoff
+        attempts(pg_context, f"name{n}", "10.9.9.9", 3)
+    with TestClient(create_app(pg_context), client=("10.9.9.9", 1)) as client:
+        answer = client.post("/api/login", json={"username": "alice", "password": PASSWORD})
+        assert answer.status_code == 401 and "try again in" in answer.text
+    with TestClient(create_app(pg_context), client=("10.9.9.8", 1)) as client:
+        answer = client.post("/api/login", json={"username": "alice", "password": PASSWORD})
+        assert answer.status_code == 201, answer.text
+        token = answer.json()["token"]
+        me = client.get("/api/me", headers={"Authorization": f"Bearer {token}"}).json()
+        assert (me["name"], me["role"], me["scopes"]) == ("cli (alice)", "operator", ["run"])
+        assert client.get("/api/me", headers={"Authorization": f"Bearer {TOKEN}"}).json()[
+            "kind"] == "config"  # fmt: skip

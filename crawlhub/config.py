@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     retention_days: int | None = Field(None, ge=1)  # items and log lines (per spider too)
     task_retention_days: int = Field(180, ge=1)  # finished runs, with their items and logs
     alert_retention_days: int = Field(90, ge=1)  # alerts and their deliveries
+    audit_retention_days: int = Field(365, ge=1)  # the audit log
     keep_versions: int = Field(20, ge=1)  # newest versions per project that keep their package
     kill_grace_s: float = Field(10.0, ge=0.1, le=600)
     shutdown_grace_s: float = Field(15.0, ge=0, le=3600)  # runs may finish this long on SIGTERM
@@ -90,6 +91,7 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(10, ge=1)
     db_pool_timeout_s: float = Field(30.0, gt=0, le=3600)  # then GiveWay: an outage, retried
     session_hours: float = Field(12.0, gt=0, le=24 * 30)  # dashboard sign-ins last this long
+    admin_password: SecretStr | None = None  # `up`'s first admin's, else one is made and shown
     smtp_host: str | None = None
     smtp_port: int = Field(587, ge=1, le=65535)
     smtp_user: str | None = None

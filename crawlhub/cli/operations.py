@@ -171,10 +171,17 @@ def purge(api: Client, queue: str) -> None:
 
 @click.command()
 @click.argument("url")
+@click.option("--username", "-u", help="Sign in as this user (the password is asked) and "
+              "store a new personal token named `cli`, replacing the last one.")  # fmt: skip
 @click.option("--token", "login_token", envvar="CRAWLHUB_TOKEN",
-              help="An API token (asked for when not given).")  # fmt: skip
-def login(url: str, login_token: str | None) -> None:
+              help="An API token (asked for when neither it nor --username is given).")  # fmt: skip
+def login(url: str, username: str | None, login_token: str | None) -> None:
     """Remember a CrawlHub's URL and token for this user (checked first)."""
+    if username is not None:
+        password = click.prompt("Password", hide_input=True)
+        made = Client(url, "").request("POST", "/api/login", json={
+            "username": username, "password": password, "token_name": "cli"})  # fmt: skip
+        login_token = made["token"]
     token = login_token or click.prompt("API token", hide_input=True)
     try:
         Client(url, token).request("GET", "/api/spiders", params={"page_size": 1})

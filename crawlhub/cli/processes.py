@@ -23,6 +23,7 @@ from crawlhub.messaging.keys import QUEUES
 from crawlhub.repo import migrate as migrations
 from crawlhub.repo import tasks as task_repo
 from crawlhub.repo.db import accepts_any_password
+from crawlhub.services import accounts
 from crawlhub.ticker import Ticker
 from crawlhub.worker import launchers, preparation, sandboxes, supervisor
 
@@ -32,11 +33,14 @@ WORKER_POLL_MS = 100  # longest idle wait of a worker for a new message
 
 
 def migrate(settings: Settings) -> None:
-    """Bring the database schema to the newest migration."""
+    """Bring the database schema to the newest migration (and create the first user, admin,
+    with CRAWLHUB_ADMIN_PASSWORD when it is set and there is no user yet)."""
     context = Context.build(settings)
     try:
         migrations.upgrade(context.db.engine)
         logger.info("database migrated to %s", migrations.head_revision())
+        if settings.admin_password is not None:  # the production set-up's first admin
+            accounts.ensure_first_admin(context, settings.admin_password.get_secret_value())
     finally:
         context.close()
 
@@ -145,6 +149,11 @@ def up(settings: Settings) -> None:
             )
     context = Context.build(settings, runs_here=True)
     migrations.upgrade(context.db.engine)
+    given = settings.admin_password.get_secret_value() if settings.admin_password else None
+    made = accounts.ensure_first_admin(context, given)
+    if made is not None:
+        print(f"User '{accounts.FIRST_ADMIN}' created, password (shown only now; change it "
+              f"under Account):\n  {made}", flush=True)  # fmt: skip
     worker = _start_worker(context)
     if settings.redis_url is None:
         # This process is the only worker: what still runs was cut short when it last stopped.
@@ -160,8 +169,8 @@ def up(settings: Settings) -> None:
     logger.info("embedded CrawlHub on http://%s:%d (database %s)", host, settings.port,
                 "sqlite" if settings.is_sqlite else "postgresql")  # fmt: skip
     where = "CRAWLHUB_API_TOKENS" if settings.tokens else token_path(settings.data_dir)
-    print(f"Dashboard: http://{host}:{settings.port}/ (sign in with the API token in {where})",
-          flush=True)  # fmt: skip
+    print(f"Dashboard: http://{host}:{settings.port}/ (sign in as {accounts.FIRST_ADMIN}, or "
+          f"with the API token in {where})", flush=True)  # fmt: skip
     try:
         _serve(context, host)
     finally:

@@ -11,7 +11,9 @@ from crawlhub.repo.statuses import STATUSES
 STREAMS = click.Choice(["stdout", "stderr", "system"])
 RUN_COLUMNS = [
     ("RUN", field("id")), ("SPIDER", lambda t: t.get("spider")), ("STATUS", field("status")),
-    ("REASON", field("reason")), ("TRIGGER", field("trigger")), ("ITEMS", field("items_count")),
+    ("REASON", field("reason")),
+    ("TRIGGER", lambda t: t["trigger"] + (f" by {t['actor']}" if t.get("actor") else "")),
+    ("ITEMS", field("items_count")),
     ("CREATED (UTC)", moment("created_at")),
 ]  # fmt: skip
 

@@ -51,6 +51,8 @@ def expire_history(db: Database, settings: Settings, now: datetime) -> int:
             s, now - timedelta(days=settings.alert_retention_days), RETENTION_BATCH)),
         ("delivery(ies)", lambda s: expiry.old_deliveries(
             s, now - timedelta(days=settings.alert_retention_days), RETENTION_BATCH)),
+        ("audit event(s)", lambda s: expiry.old_audit_events(
+            s, now - timedelta(days=settings.audit_retention_days), RETENTION_BATCH)),
         ("old version package(s)", lambda s: expiry.prune_archives(
             s, expiry.prunable_versions(s, settings.keep_versions, VERSION_BATCH))),
     ]  # fmt: skip

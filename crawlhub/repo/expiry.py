@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, aliased
 
 from crawlhub.repo.models import (
     Alert,
+    AuditEvent,
     Delivery,
     Project,
     ProjectVersion,
@@ -35,6 +36,15 @@ def old_alerts(session: Session, cutoff: datetime, limit: int) -> int:
     """Delete up to `limit` alerts last seen before `cutoff` (their deliveries with them)."""
     ids = select(Alert.id).where(Alert.last_seen_at < cutoff).limit(limit)
     result: Any = session.execute(delete(Alert).where(Alert.id.in_(ids.scalar_subquery())))
+    return int(result.rowcount or 0)
+
+
+def old_audit_events(session: Session, cutoff: datetime, limit: int) -> int:
+    """Delete up to `limit` audit events older than `cutoff` (CRAWLHUB_AUDIT_RETENTION_DAYS)."""
+    ids = select(AuditEvent.id).where(AuditEvent.at < cutoff).limit(limit)
+    result: Any = session.execute(
+        delete(AuditEvent).where(AuditEvent.id.in_(ids.scalar_subquery()))
+    )
     return int(result.rowcount or 0)
 
 

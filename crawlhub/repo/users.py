@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from crawlhub.errors import NotFound
@@ -156,9 +156,3 @@ def audit_page(session: Session, *, actor: str | None, action: str | None,
     if before_id is not None:
         stmt = stmt.where(AuditEvent.id < before_id)
     return session.scalars(stmt.order_by(AuditEvent.id.desc()).limit(limit)).all()
-
-
-def delete_audit_before(session: Session, moment: datetime) -> int:
-    """Drop audit events older than a moment (the retention setting); how many."""
-    result = session.execute(delete(AuditEvent).where(AuditEvent.at < moment))
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -21,6 +21,7 @@ from crawlhub.repo import logs as log_repo
 from crawlhub.repo import projects as project_repo
 from crawlhub.repo import spiders as spider_repo
 from crawlhub.repo import tasks as repo
+from crawlhub.repo import users as user_repo
 from crawlhub.repo.db import Session
 from crawlhub.repo.models import LogLine, Spider, Task
 from crawlhub.repo.statuses import FINISHED
@@ -56,8 +57,11 @@ def create_run(
                 "settings": settings,
                 # A test run streams back to someone waiting: one attempt only.
                 "max_retries": 0 if trigger == "test" else spider.max_retries,
+                "actor": actor.name if (actor := user_repo.ACTOR.get()) else None,
             },
         )
+        user_repo.audit(session, "run.start", f"spider:{spider.name}",
+                        after={"run": str(task.id), "trigger": trigger})  # fmt: skip
     # Only after the commit: a worker must find the row the message points to.
     options = run_options(task.max_retries, spider)
     task.message_id = enqueue_many(context, [Send(task.id, 0, options)]).get(task.id)
@@ -235,6 +239,8 @@ def cancel(context: Context, ref: str) -> Task:
             status = repo.get_task(session, task_id).status
             raise Conflict(f"task is already {status}", details={"status": status})
         task = repo.get_task(session, task_id)
+        user_repo.audit(session, "run.cancel", f"run:{task_id}", before={"status": before},
+                        after={"status": task.status})  # fmt: skip
     logger.info("task %s cancelled by user (was %s)", task_id, before)
     return task
 

@@ -13,7 +13,7 @@ from crawlhub.http import demo, scrapyd
 from crawlhub.ui import routes as dashboard
 from tests.conftest import make_settings
 
-OPEN_PATHS = {"/healthz", "/readyz", "/metrics"}
+OPEN_PATHS = {"/healthz", "/readyz", "/metrics", "/api/login"}  # sign-in: test_signin.py
 
 
 def api_routes(client: TestClient, templates: bool = False) -> list[tuple[str, str]]:

@@ -33,6 +33,9 @@ class TaskOut(Out):
     version: int | None
     schedule_id: uuid.UUID | None
     trigger: Trigger
+    actor: str | None = Field(
+        description="who started it (a user, or a token and its owner); null for a schedule's run"
+    )
     job_id: str | None = Field(description="the job id a Scrapyd client gave it; usable as its id")
     scheduled_for: datetime | None
     params: dict[str, Any]

@@ -13,6 +13,7 @@ from crawlhub.repo import spiders as spider_repo
 from crawlhub.repo.db import Session
 from crawlhub.repo.models import Channel
 from crawlhub.repo.types import utcnow
+from crawlhub.repo.users import audit, audit_change, shown
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,10 @@ def create_channel(context: Context, fields: dict[str, Any]) -> Channel:
     check_destination(fields["kind"], fields["target"], context.settings)
     with context.db.session() as session:
         fields = _resolve_spider(session, fields)
-        return repo.create_channel(session, fields)
+        channel = repo.create_channel(session, fields)
+        audit(session, "channel.create", f"channel:{channel.id}",
+              after={name: shown(name, value) for name, value in fields.items()})  # fmt: skip
+        return channel
 
 
 def update_channel(context: Context, ref: str, changes: dict[str, Any]) -> Channel:
@@ -77,6 +81,7 @@ def update_channel(context: Context, ref: str, changes: dict[str, Any]) -> Chann
         if "kind" in changes or "target" in changes:
             kind = changes.get("kind", channel.kind)
             check_destination(kind, changes.get("target", channel.target), context.settings)
+        audit_change(session, "channel.update", f"channel:{channel.id}", channel, changes)
         return repo.update_channel(session, channel, changes)
 
 
@@ -84,6 +89,7 @@ def delete_channel(context: Context, ref: str) -> None:
     """Delete a channel and its delivery records."""
     with context.db.session() as session:
         repo.delete_channel(session, ref)
+        audit(session, "channel.delete", f"channel:{ref}")
 
 
 def test_channel(context: Context, ref: str) -> ChannelTestOutcome:

@@ -15,6 +15,7 @@ from crawlhub.repo import tasks as task_repo
 from crawlhub.repo.db import Database
 from crawlhub.repo.items import ItemFilter
 from crawlhub.repo.models import Item
+from crawlhub.repo.users import audit
 
 logger = logging.getLogger(__name__)
 
@@ -203,5 +204,7 @@ def delete(db: Database, selection: Selection) -> int:
             selection.where.spider_id if selection.where.task_id is None else None,
             selection.where.task_id,
         ))  # fmt: skip
+        audit(session, "items.delete", f"run:{selection.task_id}" if selection.task_id
+              else f"spider:{selection.spider_name}", after={"deleted": count})  # fmt: skip
     logger.info("deleted %d item(s) of %s", count, selection.task_id or selection.spider_name)
     return count

@@ -17,6 +17,7 @@ from crawlhub.repo import projects as repo
 from crawlhub.repo import spiders as spider_repo
 from crawlhub.repo.db import Database, Session
 from crawlhub.repo.models import Project, ProjectVersion, Spider
+from crawlhub.repo.users import audit, audit_change, shown
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,9 @@ class ProjectView:
 def create_project(db: Database, fields: dict[str, Any]) -> ProjectView:
     """Register an empty project (its versions are uploaded next)."""
     with db.session() as session:
-        return ProjectView(repo.create_project(session, fields), [])
+        project = repo.create_project(session, fields)
+        audit(session, "project.create", f"project:{project.name}", after=shown("", fields))
+        return ProjectView(project, [])
 
 
 def get_project(db: Database, ref: str) -> ProjectView:
@@ -70,6 +73,8 @@ def rename_project(db: Database, ref: str, name: str) -> ProjectView:
     """Give a project a new name (its spiders keep theirs)."""
     with db.session() as session:
         project = repo.get_project(session, ref, for_update=True)
+        audit_change(session, "project.rename", f"project:{project.name}", project,
+                     {"name": name})  # fmt: skip
         repo.rename_project(session, project, name)
         return ProjectView(project, repo.spider_names(session, [project.id])[project.id])
 
@@ -77,7 +82,9 @@ def rename_project(db: Database, ref: str, name: str) -> ProjectView:
 def delete_project(db: Database, ref: str) -> None:
     """Delete a project with its versions and spiders; Conflict while a run is active."""
     with db.session() as session:
-        repo.delete_project(session, repo.get_project(session, ref, for_update=True))
+        project = repo.get_project(session, ref, for_update=True)
+        repo.delete_project(session, project)
+        audit(session, "project.delete", f"project:{project.name}")
 
 
 def upload_version(context: Context, ref: str, filename: str, data: bytes) -> ProjectVersion:
@@ -108,6 +115,7 @@ def deploy(
                                    "'_', '.' or '-', starting with a letter or digit",
                                    details={"field": "name"})  # fmt: skip
             project = repo.create_project(session, {"name": name, "kind": kind})
+            audit(session, "project.create", f"project:{name}", after={"kind": kind})
         else:
             project = repo.get_project(session, str(project.id), for_update=True)
             if project.kind != kind:
@@ -140,7 +148,11 @@ def add_version(
         # Nothing to build or list: the platform's environment runs it as it is.
         "env_status": "building" if needs or project.kind == "scrapy" else "ready",
     }
-    return repo.add_version(session, project, fields)
+    version = repo.add_version(session, project, fields)
+    audit(session, "version.upload", f"project:{project.name}",
+          after={"version": version.number, "label": label, "filename": fields["filename"],
+                 "sha256": fields["sha256"]})  # fmt: skip
+    return version
 
 
 def after_upload(context: Context, version: ProjectVersion) -> None:

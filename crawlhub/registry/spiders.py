@@ -10,6 +10,7 @@ from crawlhub.repo import projects as project_repo
 from crawlhub.repo import spiders as repo
 from crawlhub.repo.db import Database
 from crawlhub.repo.models import ProjectVersion, Spider
+from crawlhub.repo.users import audit, audit_change, shown
 
 PYTHON_ENTRY = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$", re.ASCII)
 SCRAPY_ENTRY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -98,6 +99,8 @@ def create_spider(
             projects.check_entry_in(session, project, fields["kind"], fields["entry"],
                                     archives.Limits.of(context.settings))  # fmt: skip
         spider = repo.create_spider(session, {**fields, "project": project})
+        audit(session, "spider.create", f"spider:{spider.name}",
+              after={name: shown(name, value) for name, value in fields.items()})  # fmt: skip
         if package is not None:
             version = projects.add_version(session, context, project, *package)
     if version is not None:
@@ -157,6 +160,7 @@ def update_spider(context: Context, ref: str, changes: dict[str, Any]) -> Spider
                                     archives.Limits.of(context.settings))  # fmt: skip
         if changes.get("env") is not None:
             changes = {**changes, "env": kept_env(changes["env"], spider.env or {})}
+        audit_change(session, "spider.update", f"spider:{spider.name}", spider, changes)
         return repo.update_spider(session, spider, changes)
 
 
@@ -167,6 +171,7 @@ def delete_spider(db: Database, ref: str) -> None:
         spider = repo.get_spider(session, ref, for_update=True)
         project = spider.project
         repo.delete_spider(session, spider)
+        audit(session, "spider.delete", f"spider:{spider.name}")
         if project.name == spider.name and not project_repo.spiders_of(session, project.id):
             project_repo.delete_project(session, project)
 

@@ -1,5 +1,6 @@
 """Users, their personal API tokens, failed sign-ins, and the audit log."""
 
+import json
 import uuid
 from collections.abc import Sequence
 from contextvars import ContextVar
@@ -138,6 +139,26 @@ def audit(session: Session, action: str, resource: str, *, before: dict[str, Any
     session.add(AuditEvent(actor=who.name, user_id=who.user_id, action=action,
                            resource=resource[:300], before=before, after=after,
                            address=who.address, at=now_of(session)))  # fmt: skip
+
+
+SECRET = "********"  # noqa: S105 (what a hidden value reads as)
+
+
+def shown(name: str, value: Any) -> Any:
+    """A value as the audit log keeps it: secrets and env values hidden, the rest as JSON."""
+    if name in ("secret", "password", "archive"):
+        return SECRET if value else value
+    if name == "env" and isinstance(value, dict):
+        return dict.fromkeys(value, SECRET)
+    return json.loads(json.dumps(value, default=str))
+
+
+def audit_change(session: Session, action: str, resource: str, row: Any,
+                 changes: dict[str, Any]) -> None:  # fmt: skip
+    """Log a change of some fields of a row: each one's value before and after."""
+    before = {name: shown(name, getattr(row, name, None)) for name in changes}
+    after = {name: shown(name, value) for name, value in changes.items()}
+    audit(session, action, resource, before=before, after=after)
 
 
 def audit_page(session: Session, *, actor: str | None, action: str | None,

@@ -12,6 +12,7 @@ from crawlhub.repo import schedules as repo
 from crawlhub.repo import spiders as spider_repo
 from crawlhub.repo.db import Database, db_now
 from crawlhub.repo.models import Schedule, Task
+from crawlhub.repo.users import audit, audit_change, shown
 from crawlhub.scheduling.cron import Cron
 
 DEFAULTS: dict[str, Any] = {"timezone": "UTC", "params": {}, "settings": {}, "enabled": True,
@@ -30,6 +31,8 @@ def create_schedule(
         check_scrapy_settings(fields["settings"], spider.kind)
         fields["next_fire_at"] = cron.next_after(db_now(session))
         schedule = repo.create_schedule(session, {**fields, "spider_id": spider.id})
+        audit(session, "schedule.create", f"schedule:{schedule.id}",
+              after=shown("", {**given, "spider": spider.name}))  # fmt: skip
     wake.set()
     return schedule
 
@@ -53,6 +56,7 @@ def update_schedule(
         elif resumed or "cron" in changes or "timezone" in changes:
             # From now on: resuming does not replay the fires missed while paused.
             changes["next_fire_at"] = cron.next_after(db_now(session))
+        audit_change(session, "schedule.update", f"schedule:{schedule.id}", schedule, changes)
         repo.update_schedule(session, schedule, changes)
     wake.set()
     return schedule
@@ -99,7 +103,9 @@ def read_expression(
 def delete_schedule(db: Database, ref: str) -> None:
     """Delete a schedule (its past runs stay)."""
     with db.session() as session:
-        repo.delete_schedule(session, repo.get_schedule(session, ref, for_update=True))
+        schedule = repo.get_schedule(session, ref, for_update=True)
+        repo.delete_schedule(session, schedule)
+        audit(session, "schedule.delete", f"schedule:{schedule.id}")
 
 
 def preview(

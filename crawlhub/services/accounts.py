@@ -23,7 +23,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from crawlhub.context import Context
 from crawlhub.errors import BadRequest, Conflict, NotFound, Unauthorized
 from crawlhub.repo import users as repo
-from crawlhub.repo.db import db_now, now_of
+from crawlhub.repo.db import db_now
 from crawlhub.repo.models import ApiToken, User
 from crawlhub.repo.users import Actor
 
@@ -265,7 +265,7 @@ def create_token(context: Context, user_id: uuid.UUID, name: str, scopes: list[s
         if widest > ROLES.index(user.role):
             raise BadRequest(f"scope '{SCOPES[widest]}' is wider than {user.username}'s role "
                              f"({user.role})")  # fmt: skip
-        if expires_at is not None and expires_at <= now_of(session):
+        if expires_at is not None and expires_at <= db_now(session):
             raise BadRequest("expires_at is in the past")
         for existing in repo.tokens_of(session, user.id):
             if existing.name != name:
@@ -298,7 +298,7 @@ def revoke_token(context: Context, user_id: uuid.UUID | None, token_id: uuid.UUI
         if user_id is not None and token.user_id != user_id:
             raise NotFound(f"token '{token_id}' not found")
         if token.revoked_at is None:
-            token.revoked_at = now_of(session)
+            token.revoked_at = db_now(session)
             owner = repo.get_user(session, str(token.user_id))
             repo.audit(session, "token.revoke", f"token:{owner.username}/{token.name}")
         session.flush()

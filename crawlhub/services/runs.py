@@ -332,6 +332,8 @@ def requeue_dead_letter(context: Context, queue: str, message_id: str) -> str | 
         repo.requeue_task(session, task_id)
         item_repo.delete_task_items(session, task_id)
         repo.reset_item_counts(session, task_id)
+        user_repo.audit(session, "run.requeue", f"run:{task_id}",
+                        after={"queue": queue, "message": message_id})  # fmt: skip
     queues.remove(context.broker, queue, message_id)
     enqueue(context, task_id)
     logger.info("dead letter %s requeued: task %s is pending again", message_id, task_id)

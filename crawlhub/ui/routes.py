@@ -73,5 +73,6 @@ ROUTES = [
     Route("/users", account.list_users, methods=["GET"]),
     Route("/users", account.create_user, methods=POST),
     Route("/users/{ref}", account.update_user, methods=POST),
+    Route("/audit", account.list_audit, methods=["GET"]),
     Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
 ]

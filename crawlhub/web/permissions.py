@@ -146,6 +146,7 @@ TABLE: dict[tuple[str, str], Rule] = {
     ("GET", "/account"): R, ("POST", "/account/password"): R, ("POST", "/account/tokens"): R,
     ("POST", "/account/tokens/{id}/revoke"): R,
     ("GET", "/users"): A, ("POST", "/users"): A, ("POST", "/users/{ref}"): A,
+    ("GET", "/audit"): A,
     # The dashboard.
     ("GET", "/login"): P, ("POST", "/login"): P, ("POST", "/logout"): R,
     ("GET", "/"): R, ("GET", "/overview/running"): R,

@@ -173,11 +173,15 @@ def test_a_disabled_user_is_signed_out_on_the_next_request_and_their_tokens_stop
         assert browser.get("/runs", follow_redirects=False).status_code == 200
         assert browser.get("/api/me", headers={"Authorization": f"Bearer {plain}"}).json()[
             "name"] == "ci (carol)"  # fmt: skip
+        basic = base64.b64encode(f"carol:{plain}".encode()).decode()
+        scrapyd = {"Authorization": f"Basic {basic}"}
+        assert browser.get("/listprojects.json", headers=scrapyd).json()["status"] == "ok"
+        someone = base64.b64encode(f"mallory:{plain}".encode()).decode()  # not its owner
+        assert browser.get("/listprojects.json", headers={"Authorization": f"Basic {someone}"}
+                           ).status_code == 401  # fmt: skip
         accounts.update_user(pg_context, "carol", disabled=True)
         gone = browser.get("/runs", follow_redirects=False)
         assert gone.status_code == 303 and gone.headers["location"].startswith("/login")
         assert browser.get("/api/me", headers={"Authorization": f"Bearer {plain}"}
                            ).status_code == 401  # fmt: skip
-        basic = base64.b64encode(f"carol:{plain}".encode()).decode()
-        assert browser.get("/listprojects.json", headers={"Authorization": f"Basic {basic}"}
-                           ).status_code == 401  # fmt: skip
+        assert browser.get("/listprojects.json", headers=scrapyd).status_code == 401

@@ -90,3 +90,38 @@ def test_an_address_is_locked_after_fifty_failures_whatever_the_names(
         assert (me["name"], me["role"], me["scopes"]) == ("cli (alice)", "operator", ["run"])
         assert client.get("/api/me", headers={"Authorization": f"Bearer {TOKEN}"}).json()[
             "kind"] == "config"  # fmt: skip
+
+
+def test_personal_tokens_are_shown_once_no_wider_than_the_role_and_revocable(
+    pg_context: Context,
+) -> None:
+    with TestClient(create_app(pg_context), client=("10.3.0.1", 1)) as client:
+        signed = client.post("/api/login", json={"username": "alice", "password": PASSWORD,
+                                                 "token_name": "laptop"})  # fmt: skip
+        assert signed.status_code == 201, signed.text
+        alice = {"Authorization": f"Bearer {signed.json()['token']}"}
+        wider = client.post("/api/tokens", headers=alice, json={"name": "ci",
+                                                                "scopes": ["deploy"]})  # fmt: skip
+        assert wider.status_code == 400 and "wider than alice's role" in wider.text
+        past = client.post("/api/tokens", headers=alice, json={
+            "name": "old", "scopes": ["read"], "expires_at": "2020-01-01T00:00:00Z"})  # fmt: skip
+        assert past.status_code == 400
+        made = client.post("/api/tokens", headers=alice, json={"name": "ci", "scopes": ["read"]})
+        assert made.status_code == 201 and made.json()["token"].startswith("chp_")
+        ci = {"Authorization": f"Bearer {made.json()['token']}"}
+        assert client.get("/api/tasks", headers=ci).status_code == 200
+        refused = client.post("/api/spiders/x/run", headers=ci, json={})
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["error"]["message"] == (
+            "ci (alice) may not run here (role operator, scopes read)"
+        )
+        listed = {t["name"]: t for t in client.get("/api/tokens", headers=alice).json()["items"]}
+        assert set(listed) == {"laptop", "ci"} and "token" not in listed["ci"]
+        assert listed["ci"]["last_used_at"] is not None and listed["ci"]["hint"].startswith("chp_")
+        revoked = client.delete(f"/api/tokens/{listed['ci']['id']}", headers=alice)
+        assert revoked.status_code == 200 and revoked.json()["revoked_at"] is not None
+        assert client.get("/api/tasks", headers=ci).status_code == 401
+        assert client.get("/api/users", headers=alice).status_code == 403  # admins only
+        actions = [e["action"] for e in client.get(
+            "/api/audit", headers={"Authorization": f"Bearer {TOKEN}"}).json()["items"]]  # fmt: skip
+        assert actions[:3] == ["token.revoke", "token.create", "token.create"]

@@ -102,6 +102,24 @@ def test_the_readmes_tour_runs_as_written_from_a_fresh_clone() -> None:
         [alert] = cli("alerts", "list")["items"]
         assert alert["type"] == "zero_items" and "books" in alert["message"]
         assert not list(clone.glob("*.csv")) and not list(clone.glob("*.jsonl"))
+        # Every change the tour made is in the audit log, with who made it (the commands
+        # used the token `crawlhub up` made); `up` made the first user and said so.
+        token = (clone / "crawlhub-data" / "api-token").read_text().strip()
+        audit = httpx.get(f"http://127.0.0.1:{PORT}/api/audit", params={"limit": 500},
+                          headers={"Authorization": f"Bearer {token}"}).json()["items"]  # fmt: skip
+        changes = [(e["action"], e["resource"]) for e in reversed(audit)
+                   if e["actor"] == "config token"]  # fmt: skip
+        assert changes == [
+            ("project.create", "project:books"),
+            ("version.upload", "project:books"),
+            ("run.start", "spider:books"),
+            ("schedule.create", f"schedule:{schedule['id']}"),
+            ("run.start", "spider:books"),
+            ("run.cancel", f"run:{runs[1]['id']}"),
+            ("spider.update", "spider:books"),
+            ("run.start", "spider:books"),
+        ], changes
+        assert "User 'admin' created, password" in log.read_text()
         if os.geteuid() == 0:  # the spiders ran sandboxed, as slot users, not as root
             output = log.read_text()
             assert "sandbox: bubblewrap namespaces, as slot users" in output, output

@@ -1,5 +1,7 @@
-"""Your account (password, personal tokens) and, for instance admins, the users."""
+"""Your account (password, personal tokens) and, for instance admins, the users and the
+audit log."""
 
+import urllib.parse
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -100,3 +102,23 @@ def update_user(request: Request, session: Session, form: FormData) -> Response:
                                 disabled=disabled)  # fmt: skip
     said = "disabled: signed out on their next request" if user.disabled else "saved"
     return back("/users", f"User {user.username} {said}.")
+
+
+AUDIT_PAGE = 50
+
+
+@page
+def list_audit(request: Request, session: Session) -> Response:
+    """The audit log, newest first, filtered (instance admins only)."""
+    params = request.query_params
+    filters = {name: (params.get(name) or "").strip()[:300] or None
+               for name in ("actor", "action", "resource")}  # fmt: skip
+    before = params.get("before_id", "")
+    events = accounts.audit_events(ctx(request), **filters,
+                                   before_id=int(before) if before.isdigit() else None,
+                                   limit=AUDIT_PAGE)  # fmt: skip
+    next_before = events[-1].id if len(events) == AUDIT_PAGE else None
+    query = urllib.parse.urlencode({**{k: v for k, v in filters.items() if v},
+                                    "before_id": next_before or ""})  # fmt: skip
+    return render(request, session, "audit.html", events=events, filters=filters,
+                  next_before=next_before, next_query=query)  # fmt: skip

@@ -292,3 +292,32 @@ def test_a_scrapyd_job_id_of_any_characters_is_a_run_id_on_the_command_line(
         1, 2]  # fmt: skip
     refused = cli("cancel", job, code=1)
     assert "completed" in refused.stderr, refused.stderr
+
+
+def test_login_with_a_user_name_stores_a_personal_token_and_users_are_managed_on_the_server(
+    cli: Cli, url: str, pg_hub: Hub
+) -> None:
+    settings = pg_hub.context.settings
+    server = {"CRAWLHUB_DATABASE_URL": settings.database_url.get_secret_value(),
+              "CRAWLHUB_DATA_DIR": str(settings.data_dir)}  # fmt: skip
+    added = subprocess.run([sys.executable, "-m", "crawlhub", "users", "add", "dana", "--role",
+                            "developer", "--password-stdin"], input="a long password\n",
+                           env={**cli.env, **server}, capture_output=True, text=True,
+                           timeout=120, check=False)  # fmt: skip
+    assert added.returncode == 0 and "user dana added (developer)" in added.stderr, added.stderr
+    env = {"CRAWLHUB_URL": "", "CRAWLHUB_TOKEN": ""}
+    done = subprocess.run([sys.executable, "-m", "crawlhub", "login", url, "--username", "dana"],
+                          input="a long password\n", env={**cli.env, **env}, cwd=cli.cwd,
+                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    stored = json.loads((Path(cli.env["XDG_CONFIG_HOME"]) / "crawlhub" / "config.json")
+                        .read_text())  # fmt: skip
+    assert stored["url"] == url and stored["token"].startswith("chp_")
+    pg_hub.deploy("shop", {"main.py": "def run(p):\n    return [{'n': 1}]\n"})
+    run = cli.json("run", "shop", **env)
+    assert pg_hub.wait(run["id"])["actor"] == "cli (dana)"
+    assert "manual by cli (dana)" in cli("runs", **env).stdout
+    wrong = subprocess.run([sys.executable, "-m", "crawlhub", "login", url, "--username", "dana"],
+                           input="not the password\n", env={**cli.env, **env}, cwd=cli.cwd,
+                           capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert wrong.returncode == 1 and "wrong user name or password" in wrong.stderr

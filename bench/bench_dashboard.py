@@ -108,8 +108,8 @@ def main() -> None:
     from crawlhub.api import create_app
     from crawlhub.config import load_settings
     from crawlhub.context import Context
-    from crawlhub.ui.sessions import COOKIE, issue
     from crawlhub.web.schemas.tasks import format_cursor
+    from crawlhub.web.sessions import COOKIE, issue
 
     recreate_database(DB_NAME)
     with TemporaryDirectory() as tmp:
@@ -141,7 +141,7 @@ def main() -> None:
         rows: list[Row] = []
         try:
             with TestClient(create_app(context)) as client:
-                client.cookies.set(COOKIE, issue(context.tokens, TOKEN, hours=1))
+                client.cookies.set(COOKIE, issue(context.tokens, 1, token=TOKEN))
                 for label, path in pages.items():
                     times = []
                     for n in range(3 + args.samples):

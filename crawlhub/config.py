@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     db_pool_timeout_s: float = Field(30.0, gt=0, le=3600)  # then GiveWay: an outage, retried
     session_hours: float = Field(12.0, gt=0, le=24 * 30)  # dashboard sign-ins last this long
     admin_password: SecretStr | None = None  # `up`'s first admin's, else one is made and shown
+    oidc_issuer: str | None = None  # single sign-on: the OpenID Connect provider's issuer URL
+    oidc_client_id: str | None = None
+    oidc_client_secret: SecretStr | None = None
+    oidc_default_role: Literal["viewer", "operator", "developer", "admin"] = "viewer"
     smtp_host: str | None = None
     smtp_port: int = Field(587, ge=1, le=65535)
     smtp_user: str | None = None
@@ -157,6 +161,21 @@ class Settings(BaseSettings):
         if self.lease_s < 3 * self.heartbeat_s:
             raise ValueError("lease_s must be at least three heartbeats (3 x CRAWLHUB_HEARTBEAT_S)")
         return self
+
+    @model_validator(mode="after")
+    def _sso_whole(self) -> "Settings":
+        given = [self.oidc_issuer, self.oidc_client_id, self.oidc_client_secret]
+        if any(given) and not all(given):
+            raise ValueError("single sign-on needs CRAWLHUB_OIDC_ISSUER, CRAWLHUB_OIDC_CLIENT_ID "
+                             "and CRAWLHUB_OIDC_CLIENT_SECRET together")  # fmt: skip
+        if self.oidc_issuer and not self.oidc_issuer.startswith(("https://", "http://")):
+            raise ValueError("CRAWLHUB_OIDC_ISSUER must be an http(s) URL")
+        return self
+
+    @property
+    def sso(self) -> bool:
+        """Whether single sign-on (OpenID Connect) is configured."""
+        return self.oidc_issuer is not None
 
     @cached_property
     def tokens(self) -> tuple[str, ...]:

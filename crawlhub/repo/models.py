@@ -350,6 +350,8 @@ class User(Base):
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=_uuid)
     username: Mapped[str] = mapped_column(String(64), unique=True)
     password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # "<issuer> <sub>" of a user made by single sign-on (who they are at the provider).
+    sso_subject: Mapped[str | None] = mapped_column(String(512), nullable=True, unique=True)
     role: Mapped[str] = mapped_column(String(16))  # viewer, operator, developer, admin
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     # Bumped by a password change or a disable: the sessions signed before stop working.

@@ -40,6 +40,11 @@ def find_user(session: Session, username: str) -> User | None:
     return session.scalar(select(User).where(User.username == username))
 
 
+def find_sso_user(session: Session, subject: str) -> User | None:
+    """The user single sign-on made for a provider's subject (`<issuer> <sub>`)."""
+    return session.scalar(select(User).where(User.sso_subject == subject))
+
+
 def get_user(session: Session, ref: str, *, for_update: bool = False) -> User:
     """A user by name or id; NotFound otherwise."""
     try:

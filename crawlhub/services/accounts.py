@@ -332,3 +332,33 @@ def audit_events(context: Context, *, actor: str | None, action: str | None,
     with context.db.read() as session:
         return list(repo.audit_page(session, actor=actor, action=action, resource=resource,
                                     before_id=before_id, limit=limit))  # fmt: skip
+
+
+def sso_user(context: Context, issuer: str, subject: str, name_hint: str) -> User:
+    """The user a single sign-on provider vouched for: the one it made before, else a new
+    user with CRAWLHUB_OIDC_DEFAULT_ROLE and a name from the provider's (made unique);
+    SignInRefused when that user is disabled."""
+    key = f"{issuer} {subject}"[:512]
+    with context.db.session() as session:
+        user = repo.find_sso_user(session, key)
+        if user is None:
+            base = re.sub(r"[^A-Za-z0-9_.@-]", "-", name_hint)[:56].strip("-._@") or "user"
+            name, n = base, 1
+            while repo.find_user(session, name) is not None:
+                n += 1
+                name = f"{base}-{n}"
+            role = context.settings.oidc_default_role
+            user = repo.create_user(session, {"username": name, "password_hash": None,
+                                              "sso_subject": key, "role": role,
+                                              "disabled": False, "session_version": 0})  # fmt: skip
+            repo.audit(session, "user.create", f"user:{name}", after={"role": role, "sso": key},
+                       actor=Actor(name, user.id))  # fmt: skip
+        if user.disabled:
+            repo.audit(session, "sign_in.failed", f"user:{user.username}",
+                       actor=Actor(user.username, user.id), after={"sso": "disabled"})  # fmt: skip
+            raise SignInRefused(f"{user.username} is disabled")
+        user.last_sign_in_at = db_now(session)
+        repo.audit(session, "sign_in", f"user:{user.username}", after={"sso": issuer},
+                   actor=Actor(user.username, user.id))  # fmt: skip
+        session.flush()
+        return user

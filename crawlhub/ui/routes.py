@@ -16,6 +16,7 @@ from crawlhub.ui.pages import (
     schedules,
     signin,
     spiders,
+    sso,
 )
 
 STATIC = Path(__file__).parent / "static"
@@ -25,6 +26,8 @@ ROUTES = [
     Route("/login", signin.login_form, methods=["GET"]),
     Route("/login", signin.login, methods=POST),
     Route("/logout", signin.logout, methods=POST),
+    Route("/login/sso", sso.start, methods=["GET"]),
+    Route("/login/sso/callback", sso.callback, methods=["GET"], name="sso_callback"),
     Route("/", overview.overview, methods=["GET"]),
     Route("/overview/running", overview.running, methods=["GET"]),
     Route("/spiders", spiders.list_spiders, methods=["GET"]),

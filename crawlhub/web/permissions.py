@@ -148,7 +148,8 @@ TABLE: dict[tuple[str, str], Rule] = {
     ("GET", "/users"): A, ("POST", "/users"): A, ("POST", "/users/{ref}"): A,
     ("GET", "/audit"): A,
     # The dashboard.
-    ("GET", "/login"): P, ("POST", "/login"): P, ("POST", "/logout"): R,
+    ("GET", "/login"): P, ("POST", "/login"): P, ("GET", "/login/sso"): P,
+    ("GET", "/login/sso/callback"): P, ("POST", "/logout"): R,
     ("GET", "/"): R, ("GET", "/overview/running"): R,
     ("GET", "/spiders"): R, ("POST", "/spiders"): D, ("GET", "/spiders/{ref}"): R,
     ("POST", "/spiders/{ref}/settings"): D, ("POST", "/spiders/{ref}/versions"): D,

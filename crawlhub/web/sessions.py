@@ -104,3 +104,28 @@ def verify(tokens: tuple[str, ...], cookie: str | None) -> Session | None:
 def csrf_ok(session: Session, given: str | None) -> bool:
     """Whether a form (or htmx request) carried this session's CSRF token."""
     return bool(given) and hmac.compare_digest(session.csrf.encode(), str(given).encode())
+
+
+def seal(tokens: tuple[str, ...], data: dict[str, object], seconds: float) -> str:
+    """Data in a signed, expiring cookie value (what a sign-in through a provider keeps
+    between its two legs); readable by the browser, so nothing secret goes in."""
+    body = _b64(json.dumps({"exp": time.time() + seconds, "data": data},
+                           separators=(",", ":")).encode())  # fmt: skip
+    signature = _b64(hmac.new(_key(tokens), b"seal:" + body.encode(), hashlib.sha256).digest())
+    return f"{body}.{signature}"
+
+
+def unseal(tokens: tuple[str, ...], value: str | None) -> dict[str, object] | None:
+    """What `seal` kept, None when it is missing, forged or expired."""
+    if not value or not tokens or value.count(".") != 1:
+        return None
+    body, signature = value.split(".")
+    expected = _b64(hmac.new(_key(tokens), b"seal:" + body.encode(), hashlib.sha256).digest())
+    if not hmac.compare_digest(expected, signature):
+        return None
+    try:
+        payload = json.loads(_unb64(body))
+        expires, data = float(payload["exp"]), payload["data"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return data if expires >= time.time() and isinstance(data, dict) else None

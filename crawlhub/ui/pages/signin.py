@@ -28,7 +28,8 @@ def login_form(request: Request) -> Response:
     target = safe_next(request.query_params.get("next"))
     if current_session(request) is not None:
         return RedirectResponse(target, 303)
-    return render(request, None, "login.html", next=target, error=None)
+    return render(request, None, "login.html", next=target, error=None,
+                  sso=ctx(request).settings.sso)  # fmt: skip
 
 
 async def login(request: Request) -> Response:
@@ -57,9 +58,22 @@ async def login(request: Request) -> Response:
                           username=given.get("username", "")[:64])  # fmt: skip
         cookie = issue(context.tokens, hours, user_id=str(user.id), version=user.session_version)
     response = RedirectResponse(target, 303)
+    _set_cookie(request, response, cookie)
+    return response
+
+
+def set_session(request: Request, response: Response, *, user_id: str, version: int) -> None:
+    """Sign a browser in as a user (its session cookie on the response)."""
+    context = ctx(request)
+    cookie = issue(context.tokens, context.settings.session_hours, user_id=user_id,
+                   version=version)  # fmt: skip
+    _set_cookie(request, response, cookie)
+
+
+def _set_cookie(request: Request, response: Response, cookie: str) -> None:
+    hours = ctx(request).settings.session_hours
     response.set_cookie(COOKIE, cookie, max_age=int(hours * 3600), path="/", httponly=True,
                         samesite="strict", secure=request.url.scheme == "https")  # fmt: skip
-    return response
 
 
 @action

@@ -33,6 +33,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Uuid(), primary_key=True),
         sa.Column("username", sa.String(64), nullable=False),
         sa.Column("password_hash", sa.String(255), nullable=True),
+        sa.Column("sso_subject", sa.String(512), nullable=True),
         sa.Column("role", sa.String(16), nullable=False),
         sa.Column("disabled", sa.Boolean(), nullable=False),
         sa.Column("session_version", sa.Integer(), nullable=False),
@@ -40,6 +41,7 @@ def upgrade() -> None:
         sa.Column("last_sign_in_at", WHEN, nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_app_user"),
         sa.UniqueConstraint("username", name="uq_app_user_username"),
+        sa.UniqueConstraint("sso_subject", name="uq_app_user_sso_subject"),
     )
     op.create_table(
         "api_token",

@@ -4,12 +4,14 @@ streams, exports) the action it takes, and a role or a token's scopes the action
 no route can be added without a line here.
 """
 
+import uuid
 from collections.abc import Callable, Mapping
 from enum import StrEnum
 from typing import Any
 
 from starlette.requests import HTTPConnection
 
+from crawlhub.errors import BadRequest
 from crawlhub.services.accounts import Identity
 
 
@@ -48,6 +50,15 @@ def identity_of(conn: HTTPConnection) -> Identity | None:
     """Who a request comes from (set by the access check; None: no valid credentials)."""
     found: Identity | None = conn.scope.get("state", {}).get(STATE_KEY)
     return found
+
+
+def user_id_of(conn: HTTPConnection) -> uuid.UUID:
+    """The user behind the caller; BadRequest for a configured token, which has none."""
+    identity = identity_of(conn)
+    if identity is None or identity.user_id is None:
+        raise BadRequest("a configured API token has no user, password or tokens of its own: "
+                         "sign in as a user (crawlhub login URL --username NAME)")  # fmt: skip
+    return identity.user_id
 
 
 def may(identity: Identity | None, action: Action) -> bool:

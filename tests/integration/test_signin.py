@@ -125,3 +125,34 @@ def test_personal_tokens_are_shown_once_no_wider_than_the_role_and_revocable(
         actions = [e["action"] for e in client.get(
             "/api/audit", headers={"Authorization": f"Bearer {TOKEN}"}).json()["items"]]  # fmt: skip
         assert actions[:3] == ["token.revoke", "token.create", "token.create"]
+
+
+def test_the_account_page_changes_the_password_and_makes_and_revokes_tokens(
+    pg_context: Context,
+) -> None:
+    with TestClient(create_app(pg_context), client=("10.4.0.1", 1)) as browser:
+        signed = browser.post("/login", data={"username": "alice", "password": PASSWORD},
+                              follow_redirects=False)  # fmt: skip
+        assert signed.status_code == 303
+        page = browser.get("/account").text
+        assert "alice</strong>, role <strong>operator" in page
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+        made = browser.post("/account/tokens", data={"csrf": csrf, "name": "ci",
+                                                     "scope-read": "on", "days": "30"})  # fmt: skip
+        token = re.search(r'<code id="new-token">(chp_[^<]+)</code>', made.text)
+        assert token is not None and "Copy it now" in made.text
+        assert token.group(1) not in browser.get("/account").text  # shown once
+        ci = {"Authorization": f"Bearer {token.group(1)}"}
+        assert browser.get("/api/me", headers=ci).json()["scopes"] == ["read"]
+        [listed] = accounts.list_tokens(pg_context, accounts.get_user(pg_context, "alice").id)
+        browser.post(f"/account/tokens/{listed.id}/revoke", data={"csrf": csrf})
+        assert browser.get("/api/me", headers=ci).status_code == 401
+        changed = browser.post("/account/password", data={
+            "csrf": csrf, "current": PASSWORD, "new": "another long one", "again":
+            "another long one"}, follow_redirects=False)  # fmt: skip
+        assert changed.status_code == 303
+        assert browser.get("/runs", follow_redirects=False).status_code == 303  # signed out
+    with TestClient(create_app(pg_context), client=("10.4.0.2", 1)) as browser:
+        again = browser.post("/login", data={"username": "alice", "password": "another long one"},
+                             follow_redirects=False)  # fmt: skip
+        assert again.status_code == 303

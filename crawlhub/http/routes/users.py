@@ -10,7 +10,7 @@ from starlette.routing import Route
 from crawlhub.errors import BadRequest
 from crawlhub.services import accounts
 from crawlhub.services.accounts import Identity
-from crawlhub.web.permissions import identity_of
+from crawlhub.web.permissions import identity_of, user_id_of
 from crawlhub.web.responses import ModelResponse
 from crawlhub.web.schemas.users import (
     AuditOut,
@@ -29,15 +29,6 @@ from crawlhub.web.schemas.users import (
     UserPatch,
 )
 from crawlhub.web.validation import body_of, ctx, errors, query_of, spec
-
-
-def _user_of(request: Request) -> uuid.UUID:
-    """The user behind the caller; a configured token has none."""
-    identity = identity_of(request)
-    if identity is None or identity.user_id is None:
-        raise BadRequest("a configured API token has no user: sign in as a user "
-                         "(crawlhub login --username NAME) to hold tokens of your own")  # fmt: skip
-    return identity.user_id
 
 
 def _is_admin(identity: Identity | None) -> bool:
@@ -75,14 +66,14 @@ def me(request: Request) -> Response:
 def change_password(request: Request) -> Response:
     """Change your own password (the current one first); your other sessions end."""
     body = body_of(request, PasswordChange)
-    accounts.change_password(ctx(request), _user_of(request), body.current, body.new)
+    accounts.change_password(ctx(request), user_id_of(request), body.current, body.new)
     return Response(status_code=204)
 
 
 @spec.validate(resp=Resp(HTTP_200=TokenPage), tags=["users"])
 def list_tokens(request: Request) -> Response:
     """Your personal tokens, with when each was last used (never the tokens themselves)."""
-    found = accounts.list_tokens(ctx(request), _user_of(request))
+    found = accounts.list_tokens(ctx(request), user_id_of(request))
     return ModelResponse(TokenPage(items=[TokenOut.model_validate(t) for t in found]))
 
 
@@ -92,7 +83,7 @@ def create_token(request: Request) -> Response:
     """A personal token with scopes no wider than your role, optionally expiring; the token
     is in this answer only."""
     body = body_of(request, TokenCreate)
-    token, plain = accounts.create_token(ctx(request), _user_of(request), body.name,
+    token, plain = accounts.create_token(ctx(request), user_id_of(request), body.name,
                                          list(body.scopes), body.expires_at)  # fmt: skip
     return ModelResponse(TokenCreated(token=plain, **TokenOut.model_validate(token).model_dump()),
                          201)  # fmt: skip
@@ -106,7 +97,7 @@ def revoke_token(request: Request) -> Response:
         token_id = uuid.UUID(request.path_params["id"])
     except ValueError:
         raise BadRequest("a token id is a UUID") from None
-    owner = None if _is_admin(identity) else _user_of(request)
+    owner = None if _is_admin(identity) else user_id_of(request)
     return ModelResponse(TokenOut.model_validate(accounts.revoke_token(ctx(request), owner,
                                                                        token_id)))  # fmt: skip
 

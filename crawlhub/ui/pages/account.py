@@ -12,17 +12,9 @@ from starlette.responses import Response
 from crawlhub.errors import BadRequest
 from crawlhub.services import accounts
 from crawlhub.ui.rendering import action, back, page, render
-from crawlhub.web.permissions import identity_of
+from crawlhub.web.permissions import identity_of, user_id_of
 from crawlhub.web.sessions import Session
 from crawlhub.web.validation import ctx
-
-
-def _me(request: Request) -> uuid.UUID:
-    identity = identity_of(request)
-    if identity is None or identity.user_id is None:
-        raise BadRequest("you signed in with a configured API token, which has no account: "
-                         "sign in with a user name to have one")  # fmt: skip
-    return identity.user_id
 
 
 def _text(form: FormData, name: str) -> str:
@@ -45,7 +37,7 @@ def change_password(request: Request, session: Session, form: FormData) -> Respo
     """Change your password; your other sessions end (this one is signed again)."""
     if _text(form, "new") != _text(form, "again"):
         raise BadRequest("the two new passwords differ")
-    accounts.change_password(ctx(request), _me(request), _text(form, "current"),
+    accounts.change_password(ctx(request), user_id_of(request), _text(form, "current"),
                              _text(form, "new"))  # fmt: skip
     return back("/login?next=/account", "Password changed: sign in with the new one.")
 
@@ -60,12 +52,11 @@ def create_token(request: Request, session: Session, form: FormData) -> Response
             raise BadRequest("expires in: a number of days from 1 to 3650, or empty")
         expires = datetime.now(UTC) + timedelta(days=int(days))
     scopes = [scope for scope in accounts.SCOPES if form.get(f"scope-{scope}")]
-    token, plain = accounts.create_token(ctx(request), _me(request), _text(form, "name").strip(),
-                                         scopes, expires)  # fmt: skip
-    identity = identity_of(request)
-    tokens = accounts.list_tokens(ctx(request), _me(request))
-    return render(request, session, "account.html", identity=identity, tokens=tokens,
-                  scopes=accounts.SCOPES, created=(token, plain))  # fmt: skip
+    me, name = user_id_of(request), _text(form, "name").strip()
+    token, plain = accounts.create_token(ctx(request), me, name, scopes, expires)
+    return render(request, session, "account.html", identity=identity_of(request),
+                  tokens=accounts.list_tokens(ctx(request), me), scopes=accounts.SCOPES,
+                  created=(token, plain))  # fmt: skip
 
 
 @action
@@ -74,7 +65,7 @@ def revoke_token(request: Request, session: Session, form: FormData) -> Response
         token_id = uuid.UUID(request.path_params["id"])
     except ValueError:
         raise BadRequest("a token id is a UUID") from None
-    token = accounts.revoke_token(ctx(request), _me(request), token_id)
+    token = accounts.revoke_token(ctx(request), user_id_of(request), token_id)
     return back("/account", f"Token {token.name} revoked: it no longer works.")
 
 

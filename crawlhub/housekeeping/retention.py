@@ -12,6 +12,7 @@ from crawlhub.config import Settings
 from crawlhub.repo import expiry
 from crawlhub.repo import items as repo
 from crawlhub.repo.db import Database, Session
+from crawlhub.services import accounts
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,8 @@ def expire_history(db: Database, settings: Settings, now: datetime) -> int:
             s, now - timedelta(days=settings.alert_retention_days), RETENTION_BATCH)),
         ("delivery(ies)", lambda s: expiry.old_deliveries(
             s, now - timedelta(days=settings.alert_retention_days), RETENTION_BATCH)),
+        ("forgotten sign-in failure count(s)", lambda s: expiry.old_sign_in_failures(
+            s, now - accounts.FORGET_AFTER, RETENTION_BATCH)),
         ("audit event(s)", lambda s: expiry.old_audit_events(
             s, now - timedelta(days=settings.audit_retention_days), RETENTION_BATCH)),
         ("old version package(s)", lambda s: expiry.prune_archives(

@@ -15,6 +15,7 @@ from crawlhub.repo.models import (
     Delivery,
     Project,
     ProjectVersion,
+    SignInFailures,
     Spider,
     Task,
 )
@@ -44,6 +45,19 @@ def old_audit_events(session: Session, cutoff: datetime, limit: int) -> int:
     ids = select(AuditEvent.id).where(AuditEvent.at < cutoff).limit(limit)
     result: Any = session.execute(
         delete(AuditEvent).where(AuditEvent.id.in_(ids.scalar_subquery()))
+    )
+    return int(result.rowcount or 0)
+
+
+def old_sign_in_failures(session: Session, cutoff: datetime, limit: int) -> int:
+    """Forget up to `limit` counts of failed sign-ins last failed before `cutoff` and not
+    locked now (a name guessed once must not stay a row forever)."""
+    ids = (select(SignInFailures.key)
+           .where(SignInFailures.last_failed_at < cutoff,
+                  (SignInFailures.locked_until.is_(None)) | (SignInFailures.locked_until < cutoff))
+           .limit(limit))  # fmt: skip
+    result: Any = session.execute(
+        delete(SignInFailures).where(SignInFailures.key.in_(ids.scalar_subquery()))
     )
     return int(result.rowcount or 0)
 

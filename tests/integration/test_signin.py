@@ -4,13 +4,17 @@ failures, and nothing tells an account that exists from one that does not."""
 import re
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
 from crawlhub.api import create_app
 from crawlhub.context import Context
+from crawlhub.housekeeping import retention
+from crawlhub.repo.models import AuditEvent, SignInFailures
 from crawlhub.services import accounts
 from tests.conftest import TOKEN, make_settings
 
@@ -156,3 +160,14 @@ def test_the_account_page_changes_the_password_and_makes_and_revokes_tokens(
         again = browser.post("/login", data={"username": "alice", "password": "another long one"},
                              follow_redirects=False)  # fmt: skip
         assert again.status_code == 303
+
+
+def test_failure_counts_and_audit_events_are_forgotten_in_time(pg_context: Context) -> None:
+    attempts(pg_context, "someone", "10.5.0.1", 2)
+    with pg_context.db.read() as session:
+        assert session.scalar(select(func.count()).select_from(SignInFailures)) == 2
+    later = datetime.now(UTC) + timedelta(days=400)  # past the hour and the 365 days
+    retention.expire_history(pg_context.db, pg_context.settings, later)
+    with pg_context.db.read() as session:
+        assert session.scalar(select(func.count()).select_from(SignInFailures)) == 0
+        assert session.scalar(select(func.count()).select_from(AuditEvent)) == 0

@@ -12,7 +12,6 @@ code that writes changes, in `crawlhub.repo.users.ACTOR`.
 
 import base64
 import binascii
-import hmac
 import html
 from collections.abc import Sequence
 
@@ -119,7 +118,7 @@ class Access:
                 return None
             if not token:
                 return None
-            if self._configured(token):
+            if sessions.matching_token(self.context.tokens, token) is not None:
                 return accounts.CONFIG
             return accounts.token_identity(self.context, token, username)
         if face != "ui":
@@ -130,13 +129,6 @@ class Access:
         if cookie.user_id is None:
             return accounts.CONFIG  # signed in with a configured token
         return accounts.session_identity(self.context, cookie.user_id, cookie.version)
-
-    def _configured(self, token: str) -> bool:
-        """Whether a token is one of CRAWLHUB_API_TOKENS (each compared in constant time)."""
-        matched = False
-        for candidate in self.context.tokens:
-            matched |= hmac.compare_digest(candidate.encode(), token.encode())
-        return matched
 
 
 def _unauthorized(face: str) -> Response:

@@ -31,7 +31,8 @@ ROLES = ("viewer", "operator", "developer", "admin")
 SCOPES = ("read", "run", "deploy", "admin")  # a scope is as wide as the role of its rank
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 MIN_PASSWORD, MAX_PASSWORD = 10, 1024
-TOKEN_PREFIX = "chp_"  # noqa: S105 (a prefix, not a secret): a personal token: chp_ and 43 URL-safe characters
+# A personal token: chp_ and 43 URL-safe characters (a prefix, not a secret).
+TOKEN_PREFIX = "chp_"  # noqa: S105
 FIRST_ADMIN = "admin"
 
 BACKOFF_FROM = 3  # failures in a row before an account name waits between tries
@@ -45,10 +46,6 @@ WRONG = "wrong user name or password"
 
 class SignInRefused(Unauthorized):
     """A sign-in that failed: a wrong name or password, or too many failures."""
-
-    def __init__(self, message: str, retry_after_s: int | None = None) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
 
 
 @dataclass(frozen=True)
@@ -207,7 +204,7 @@ def sign_in(context: Context, username: str, password: str, address: str | None)
                        after={"until": account.locked_until.isoformat()})  # fmt: skip
     if wait is None:
         raise SignInRefused(WRONG)
-    raise SignInRefused(f"too many failed sign-ins: try again in {wait} s", wait)
+    raise SignInRefused(f"too many failed sign-ins: try again in {wait} s")
 
 
 def _wait(found: Mapping[str, repo.SignInFailures], keys: list[str],

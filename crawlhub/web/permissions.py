@@ -24,7 +24,6 @@ class Action(StrEnum):
     INSTANCE = "instance"  # users, notification channels, queues' purges
 
 
-ROLES = ("viewer", "operator", "developer", "admin")
 _LADDER = (Action.READ, Action.RUN, Action.DEPLOY, Action.MANAGE)
 ROLE_ACTIONS: dict[str, frozenset[Action]] = {
     "viewer": frozenset(_LADDER[:1]),
@@ -32,15 +31,12 @@ ROLE_ACTIONS: dict[str, frozenset[Action]] = {
     "developer": frozenset(_LADDER[:3]),
     "admin": frozenset((*_LADDER, Action.INSTANCE)),
 }
-SCOPES = ("read", "run", "deploy", "admin")
 SCOPE_ACTIONS: dict[str, frozenset[Action]] = {
     "read": ROLE_ACTIONS["viewer"],
     "run": ROLE_ACTIONS["operator"],
     "deploy": ROLE_ACTIONS["developer"],
     "admin": ROLE_ACTIONS["admin"],
 }
-NEEDED_ROLE = {action: next(r for r in ROLES if action in ROLE_ACTIONS[r]) for action in _LADDER}
-NEEDED_ROLE[Action.INSTANCE] = "admin"
 
 
 STATE_KEY = "identity"  # where the access check keeps the caller in a request's state

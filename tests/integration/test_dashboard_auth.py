@@ -14,7 +14,7 @@ from crawlhub.ui import routes as dashboard
 from crawlhub.web.sessions import COOKIE, issue, verify
 from tests.conftest import TOKEN
 
-OPEN = {"/login"}
+OPEN = {"/login", "/login/sso", "/login/sso/callback"}  # sign-in itself: test_sso.py
 
 
 def dashboard_routes() -> list[tuple[str, str]]:

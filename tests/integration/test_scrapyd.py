@@ -503,3 +503,35 @@ def test_every_scrapyd_parameter_and_page_path_takes_hostile_values_without_a_cr
                      f"/scrapyd/logs/p/s/{part}.log", f"/jobs?{part}"):  # fmt: skip
             answer = client.get(path)
             assert answer.status_code in (200, 404), (path, answer.status_code)
+
+
+def test_scrapyd_deploy_with_a_personal_token_and_its_owners_name_as_its_scopes_allow(
+    pg_hub: Hub, url: str, tmp_path: Path
+) -> None:
+    """A developer's token with `deploy` deploys with scrapyd-deploy and schedules; one with
+    `read` only is refused the upload (Scrapyd's envelope, 403); another name is a 401."""
+    from crawlhub.services import accounts
+
+    dev = accounts.create_user(pg_hub.context, "dev", "a long password", "developer")
+    _, deploy_token = accounts.create_token(pg_hub.context, dev.id, "deploy", ["deploy"], None)
+    _, read_token = accounts.create_token(pg_hub.context, dev.id, "read", ["read"], None)
+    project = project_dir(tmp_path, "news_scrapy", "news", url)
+    config = (project / "scrapy.cfg").read_text().replace(f"password = {TOKEN}", "password = X")
+    for name, token, user in (("deploy", deploy_token, "dev"), ("read", read_token, "dev"),
+                              ("other", deploy_token, "mallory")):  # fmt: skip
+        config += (f"\n[deploy:{name}]\nurl = {url}/scrapyd/\nproject = news\n"
+                   f"username = {user}\npassword = {token}\n")  # fmt: skip
+    (project / "scrapy.cfg").write_text(config)
+    refused = tool("scrapyd-deploy", "read", "-v", "0.9", cwd=project)
+    assert refused.returncode != 0 and "Forbidden: read (dev) may not deploy" in (
+        refused.stdout + refused.stderr), (refused.stdout, refused.stderr)  # fmt: skip
+    stranger = tool("scrapyd-deploy", "other", "-v", "0.9", cwd=project)
+    assert stranger.returncode != 0 and "401" in stranger.stdout + stranger.stderr
+    deployed = tool("scrapyd-deploy", "deploy", "-v", "1.0", cwd=project)
+    assert deployed.returncode == 0, (deployed.stdout, deployed.stderr)
+    scheduled = httpx.post(f"{url}/schedule.json", auth=("dev", deploy_token),
+                           data={"project": "news", "spider": "alpha", "start_url": url})  # fmt: skip
+    job = scheduled.json()["jobid"]
+    assert pg_hub.task(job)["actor"] == "deploy (dev)"
+    assert pg_hub.client.get("/api/audit", params={"action": "version.upload"}).json()[
+        "items"][0]["actor"] == "deploy (dev)"  # fmt: skip

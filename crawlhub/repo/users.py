@@ -63,6 +63,12 @@ def list_users(session: Session) -> Sequence[User]:
     return session.scalars(select(User).order_by(User.username)).all()
 
 
+def other_admins(session: Session, user_id: uuid.UUID) -> int:
+    """How many enabled admins there are besides this user."""
+    return int(session.scalar(select(func.count()).select_from(User).where(
+        User.role == "admin", User.disabled.is_(False), User.id != user_id)) or 0)  # fmt: skip
+
+
 def count_users(session: Session) -> int:
     return int(session.scalar(select(func.count()).select_from(User)) or 0)
 

@@ -133,6 +133,10 @@ def update_user(context: Context, ref: str, *, role: str | None = None,
     with context.db.session() as session:
         user = repo.get_user(session, ref, for_update=True)
         before = {"role": user.role, "disabled": user.disabled}
+        demoted = (role is not None and role != "admin") or disabled is True
+        if user.role == "admin" and demoted and not repo.other_admins(session, user.id):
+            raise Conflict(f"{user.username} is the last enabled admin: make another admin "
+                           "first")  # fmt: skip
         if role is not None:
             user.role = check_role(role)
         if disabled is not None and disabled != user.disabled:

@@ -13,6 +13,7 @@ from starlette.testclient import TestClient
 
 from crawlhub.api import create_app
 from crawlhub.context import Context
+from crawlhub.errors import Conflict
 from crawlhub.housekeeping import retention
 from crawlhub.repo.models import AuditEvent, SignInFailures
 from crawlhub.services import accounts
@@ -171,3 +172,14 @@ def test_failure_counts_and_audit_events_are_forgotten_in_time(pg_context: Conte
     with pg_context.db.read() as session:
         assert session.scalar(select(func.count()).select_from(SignInFailures)) == 0
         assert session.scalar(select(func.count()).select_from(AuditEvent)) == 0
+
+
+def test_the_last_enabled_admin_cannot_be_disabled_or_demoted(pg_context: Context) -> None:
+    accounts.create_user(pg_context, "root", PASSWORD, "admin")
+    for change in ({"disabled": True}, {"role": "developer"}):
+        with pytest.raises(Conflict, match="last enabled admin"):
+            accounts.update_user(pg_context, "root", **change)  # type: ignore[arg-type]
+    accounts.create_user(pg_context, "second", PASSWORD, "admin")
+    assert accounts.update_user(pg_context, "root", disabled=True).disabled
+    with pytest.raises(Conflict):
+        accounts.update_user(pg_context, "second", role="viewer")

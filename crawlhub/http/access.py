@@ -31,6 +31,8 @@ from crawlhub.web import sessions
 from crawlhub.web.permissions import STATE_KEY, Action, action_of, may
 from crawlhub.web.responses import error_response
 
+STATIC = "/static"  # the dashboard's files: open, and nobody is looked up for them
+
 
 def is_api_path(path: str) -> bool:
     """Whether a request path is under /api."""
@@ -59,7 +61,8 @@ class Access:
         face = face_of(scope["path"])
         matched = self._match(scope)
         action = action_of(scope["method"], *matched) if matched is not None else None
-        if action is Action.OPEN:
+        if action is Action.OPEN and (face != "ui" or (matched and matched[0] == STATIC)):
+            # Open to all; the dashboard's open pages (sign-in) still learn who is signed in.
             await self.app(scope, receive, send)
             return
         conn = HTTPConnection(scope)
@@ -124,6 +127,7 @@ class Access:
         if face != "ui":
             return None
         cookie = sessions.verify(self.context.tokens, conn.cookies.get(sessions.COOKIE))
+        conn.scope.setdefault("state", {})[sessions.STATE_KEY] = cookie  # for its CSRF token
         if cookie is None:
             return None
         if cookie.user_id is None:

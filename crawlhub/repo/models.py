@@ -16,7 +16,7 @@ from sqlalchemy import (
     UniqueConstraint,
     Uuid,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, synonym
 
 from crawlhub.repo.types import BigIntPK, JSONType, UTCDateTime, utcnow
 
@@ -349,6 +349,7 @@ class User(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=_uuid)
     username: Mapped[str] = mapped_column(String(64), unique=True)
+    name = synonym("username")  # what the lookups by id or name (repo.db.get_by_ref) read
     password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
     # "<issuer> <sub>" of a user made by single sign-on (who they are at the provider).
     sso_subject: Mapped[str | None] = mapped_column(String(512), nullable=True, unique=True)

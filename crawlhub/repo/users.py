@@ -12,7 +12,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from crawlhub.errors import NotFound
-from crawlhub.repo.db import now_of
+from crawlhub.repo.db import get_by_ref, now_of
 from crawlhub.repo.models import ApiToken, AuditEvent, SignInFailures, User
 
 __all__ = ["AuditEvent", "NotFound", "SignInFailures"]
@@ -46,17 +46,8 @@ def find_sso_user(session: Session, subject: str) -> User | None:
 
 
 def get_user(session: Session, ref: str, *, for_update: bool = False) -> User:
-    """A user by name or id; NotFound otherwise."""
-    try:
-        stmt = select(User).where((User.username == ref) | (User.id == uuid.UUID(ref)))
-    except ValueError:
-        stmt = select(User).where(User.username == ref)
-    if for_update:
-        stmt = stmt.with_for_update()
-    user = session.scalar(stmt)
-    if user is None:
-        raise NotFound(f"user '{ref[:80]}' not found")
-    return user
+    """A user by name or id (or its first characters); NotFound otherwise."""
+    return get_by_ref(session, User, ref, "user", for_update=for_update)
 
 
 def list_users(session: Session) -> Sequence[User]:

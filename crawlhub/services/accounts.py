@@ -287,6 +287,16 @@ def create_token(context: Context, user_id: uuid.UUID, name: str, scopes: list[s
         return token, plain
 
 
+def sign_in_for_token(context: Context, username: str, password: str, address: str | None,
+                      name: str, scopes: list[str] | None,
+                      expires_at: datetime | None) -> tuple[ApiToken, str]:  # fmt: skip
+    """A sign-in that yields a personal token (`crawlhub login`): as wide as the user's role
+    unless scopes are given; one of the same name is replaced."""
+    user = sign_in(context, username, password, address)
+    chosen = scopes or [SCOPES[ROLES.index(user.role)]]
+    return create_token(context, user.id, name, chosen, expires_at, replace=True)
+
+
 def list_tokens(context: Context, user_id: uuid.UUID) -> list[ApiToken]:
     with context.db.read() as session:
         return list(repo.tokens_of(session, user_id))

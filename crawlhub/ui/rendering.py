@@ -23,8 +23,7 @@ from crawlhub.errors import CrawlhubError
 from crawlhub.registry.spiders import hidden_env
 from crawlhub.web.permissions import Action, identity_of, may
 from crawlhub.web.responses import status_of
-from crawlhub.web.sessions import COOKIE, CSRF_FIELD, CSRF_HEADER, Session, csrf_ok, verify
-from crawlhub.web.validation import ctx
+from crawlhub.web.sessions import CSRF_FIELD, CSRF_HEADER, Session, csrf_ok, session_of
 
 logger = logging.getLogger(__name__)
 
@@ -144,9 +143,7 @@ def render(
 def current_session(request: Request) -> Session | None:
     """The signed-in session of a request, if any: its cookie, while the access check found
     its user still allowed in (not disabled, no password change since)."""
-    if identity_of(request) is None:
-        return None
-    return verify(ctx(request).tokens, request.cookies.get(COOKIE))
+    return session_of(request) if identity_of(request) is not None else None
 
 
 def to_login(request: Request) -> RedirectResponse:

@@ -16,7 +16,10 @@ import secrets
 import time
 from dataclasses import dataclass
 
+from starlette.requests import HTTPConnection
+
 COOKIE = "crawlhub_session"
+STATE_KEY = "session"  # where the access check keeps a request's verified session
 CSRF_FIELD = "csrf"  # the hidden form field; htmx requests send the X-CSRF-Token header
 CSRF_HEADER = "x-csrf-token"
 
@@ -99,6 +102,12 @@ def verify(tokens: tuple[str, ...], cookie: str | None) -> Session | None:
     if user_id is None and tok not in {fingerprint(t) for t in tokens}:
         return None
     return Session(expires, csrf, user_id, version)
+
+
+def session_of(conn: HTTPConnection) -> Session | None:
+    """The session the access check verified for a dashboard request, if any."""
+    found: Session | None = conn.scope.get("state", {}).get(STATE_KEY)
+    return found
 
 
 def csrf_ok(session: Session, given: str | None) -> bool:

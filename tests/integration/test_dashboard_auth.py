@@ -126,3 +126,9 @@ def test_a_session_survives_until_it_expires(browser: TestClient, context: Conte
     assert browser.get("/", follow_redirects=False).status_code == 200
     time.sleep(0.6)
     assert browser.get("/", follow_redirects=False).status_code == 303
+
+
+def test_a_signed_in_visitor_of_the_sign_in_page_goes_straight_on(browser: TestClient) -> None:
+    sign_in(browser)
+    answer = browser.get("/login?next=/runs", follow_redirects=False)
+    assert (answer.status_code, answer.headers["location"]) == (303, "/runs")

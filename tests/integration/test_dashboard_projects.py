@@ -15,7 +15,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from crawlhub.cli.client import zip_directory
 from tests.integration.test_dashboard import TOKEN, browser, new_page, sign_in
-from tests.integration.test_processes import Process, base_env, free_port
+from tests.integration.test_processes import embedded_hub
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "spiders"
 READY_TIMEOUT_MS = 60_000  # a worker runs `scrapy list` on the new version
@@ -33,16 +33,8 @@ __all__ = ["browser"]  # the Chromium fixture of test_dashboard, shared
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One `crawlhub up` (SQLite, its own worker) for this module's tests: its address."""
-    workdir = tmp_path_factory.mktemp("hub")
-    port = free_port()
-    env = base_env(workdir, PORT=str(port), CRAWLHUB_API_TOKENS=TOKEN,
-                   DATABASE_URL=f"sqlite:///{workdir / 'hub.db'}")  # fmt: skip
-    up = Process(["up"], env, workdir)
-    try:
-        up.wait_for(f"http://127.0.0.1:{port}/readyz")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        assert up.stop() == 0, up.output()
+    with embedded_hub(tmp_path_factory.mktemp("hub"), TOKEN) as base:
+        yield base
 
 
 def api(base: str, path: str) -> httpx.Response:

@@ -12,7 +12,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.integration.test_dashboard import TOKEN, browser, new_page
-from tests.integration.test_processes import Process, base_env, free_port
+from tests.integration.test_processes import embedded_hub
 
 PASSWORD = "correct horse battery"
 
@@ -22,15 +22,9 @@ __all__ = ["browser"]  # the Chromium fixture of test_dashboard, shared
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One `crawlhub up` with a spider, and a viewer, an operator and carol (operator)."""
-    workdir = tmp_path_factory.mktemp("hub")
-    port = free_port()
-    env = base_env(workdir, PORT=str(port), CRAWLHUB_API_TOKENS=TOKEN,
-                   CRAWLHUB_ADMIN_PASSWORD=PASSWORD,
-                   DATABASE_URL=f"sqlite:///{workdir / 'hub.db'}")  # fmt: skip
-    up = Process(["up"], env, workdir)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        up.wait_for(f"{base}/readyz")
+    with embedded_hub(
+        tmp_path_factory.mktemp("hub"), TOKEN, CRAWLHUB_ADMIN_PASSWORD=PASSWORD
+    ) as base:
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {TOKEN}"}) as api:
             for name, role in (("vera", "viewer"), ("otto", "operator"), ("carol", "operator")):
                 made = api.post("/api/users", json={"username": name, "password": PASSWORD,
@@ -47,8 +41,6 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                                 files={"file": ("slow.zip", buffer.getvalue())})  # fmt: skip
             assert uploaded.status_code == 201, uploaded.text
         yield base
-    finally:
-        assert up.stop() == 0, up.output()
 
 
 def sign_in(page: Page, username: str) -> None:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,21 @@ class Process:
                 self.proc.wait()
             self.out.close()
         return code
+
+
+@contextmanager
+def embedded_hub(workdir: Path, token: str, **env: str) -> Iterator[str]:
+    """`crawlhub up` (SQLite, its own worker, this API token) in a work dir, with more
+    settings: its address while it runs; it must stop cleanly."""
+    port = free_port()
+    up = Process(["up"], base_env(workdir, PORT=str(port), CRAWLHUB_API_TOKENS=token,
+                                  DATABASE_URL=f"sqlite:///{workdir / 'hub.db'}", **env),
+                 workdir)  # fmt: skip
+    try:
+        up.wait_for(f"http://127.0.0.1:{port}/readyz")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        assert up.stop() == 0, up.output()
 
 
 @pytest.fixture

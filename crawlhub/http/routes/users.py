@@ -9,8 +9,7 @@ from starlette.routing import Route
 
 from crawlhub.errors import BadRequest
 from crawlhub.services import accounts
-from crawlhub.services.accounts import Identity
-from crawlhub.web.permissions import identity_of, user_id_of
+from crawlhub.web.permissions import Action, identity_of, may, user_id_of
 from crawlhub.web.responses import ModelResponse
 from crawlhub.web.schemas.users import (
     AuditOut,
@@ -31,9 +30,10 @@ from crawlhub.web.schemas.users import (
 from crawlhub.web.validation import body_of, ctx, errors, query_of, spec
 
 
-def _is_admin(identity: Identity | None) -> bool:
-    return identity is not None and identity.role == "admin" and (
-        identity.scopes is None or "admin" in identity.scopes)  # fmt: skip
+def _created(token: object, plain: str) -> Response:
+    """A new token's answer: its record and, this once, the token itself."""
+    return ModelResponse(TokenCreated(token=plain, **TokenOut.model_validate(token).model_dump()),
+                         201)  # fmt: skip
 
 
 @spec.validate(json=Login, resp=Resp(HTTP_201=TokenCreated, **errors(400, 401)), tags=["users"])
@@ -42,13 +42,10 @@ def login(request: Request) -> Response:
     failures are throttled and lock the account as the dashboard's sign-in does."""
     body = body_of(request, Login)
     context, address = ctx(request), request.client.host if request.client else None
-    user = accounts.sign_in(context, body.username, body.password, address)
-    widest = accounts.SCOPES[accounts.ROLES.index(user.role)]
-    scopes: list[str] = list(body.scopes) if body.scopes else [widest]
-    token, plain = accounts.create_token(context, user.id, body.token_name, scopes,
-                                         body.expires_at, replace=True)  # fmt: skip
-    return ModelResponse(TokenCreated(token=plain, **TokenOut.model_validate(token).model_dump()),
-                         201)  # fmt: skip
+    scopes: list[str] | None = list(body.scopes) if body.scopes else None
+    made = accounts.sign_in_for_token(context, body.username, body.password, address,
+                                      body.token_name, scopes, body.expires_at)  # fmt: skip
+    return _created(*made)
 
 
 @spec.validate(resp=Resp(HTTP_200=Me), tags=["users"])
@@ -83,10 +80,8 @@ def create_token(request: Request) -> Response:
     """A personal token with scopes no wider than your role, optionally expiring; the token
     is in this answer only."""
     body = body_of(request, TokenCreate)
-    token, plain = accounts.create_token(ctx(request), user_id_of(request), body.name,
-                                         list(body.scopes), body.expires_at)  # fmt: skip
-    return ModelResponse(TokenCreated(token=plain, **TokenOut.model_validate(token).model_dump()),
-                         201)  # fmt: skip
+    return _created(*accounts.create_token(ctx(request), user_id_of(request), body.name,
+                                           list(body.scopes), body.expires_at))  # fmt: skip
 
 
 @spec.validate(resp=Resp(HTTP_200=TokenOut, **errors(404)), tags=["users"])
@@ -97,7 +92,7 @@ def revoke_token(request: Request) -> Response:
         token_id = uuid.UUID(request.path_params["id"])
     except ValueError:
         raise BadRequest("a token id is a UUID") from None
-    owner = None if _is_admin(identity) else user_id_of(request)
+    owner = None if may(identity, Action.INSTANCE) else user_id_of(request)
     return ModelResponse(TokenOut.model_validate(accounts.revoke_token(ctx(request), owner,
                                                                        token_id)))  # fmt: skip
 

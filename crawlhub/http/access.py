@@ -105,6 +105,10 @@ class Access:
                                 f"{identity.role}{scopes})")  # fmt: skip
 
     def _identify(self, conn: HTTPConnection, face: str) -> Identity | None:
+        cookie = None
+        if face == "ui":  # the dashboard's forms need its session (CSRF), whoever signs
+            cookie = sessions.verify(self.context.tokens, conn.cookies.get(sessions.COOKIE))
+            conn.scope.setdefault("state", {})[sessions.STATE_KEY] = cookie
         header = conn.headers.get("authorization", "")
         if header:
             scheme, _, value = header.partition(" ")
@@ -124,10 +128,6 @@ class Access:
             if sessions.matching_token(self.context.tokens, token) is not None:
                 return accounts.CONFIG
             return accounts.token_identity(self.context, token, username)
-        if face != "ui":
-            return None
-        cookie = sessions.verify(self.context.tokens, conn.cookies.get(sessions.COOKIE))
-        conn.scope.setdefault("state", {})[sessions.STATE_KEY] = cookie  # for its CSRF token
         if cookie is None:
             return None
         if cookie.user_id is None:

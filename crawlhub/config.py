@@ -95,7 +95,7 @@ class Settings(BaseSettings):
     oidc_issuer: str | None = None  # single sign-on: the OpenID Connect provider's issuer URL
     oidc_client_id: str | None = None
     oidc_client_secret: SecretStr | None = None
-    oidc_default_role: Literal["viewer", "operator", "developer", "admin"] = "viewer"
+    oidc_default_role: Literal["none", "viewer", "operator", "developer", "admin"] = "viewer"
     smtp_host: str | None = None
     smtp_port: int = Field(587, ge=1, le=65535)
     smtp_user: str | None = None

@@ -12,7 +12,7 @@ from crawlhub.cli import output
 if TYPE_CHECKING:
     from crawlhub.context import Context
 
-ROLES = click.Choice(["viewer", "operator", "developer", "admin"])
+ROLES = click.Choice(["none", "viewer", "operator", "developer", "admin"])
 
 
 def _context() -> "Context":
@@ -71,6 +71,30 @@ def set_user(username: str, role: str | None, disabled: bool | None, new_passwor
         context.close()
     state = "disabled" if user.disabled else "enabled"
     output.note(f"user {user.username}: {user.role}, {state}")
+
+
+@users.command("member")
+@click.argument("username")
+@click.argument("project")
+@click.option("--role", type=click.Choice(["viewer", "operator", "developer", "admin"]),
+              help="Its role on this project (above its role on every project).")  # fmt: skip
+@click.option("--remove", is_flag=True, help="Take its membership of the project away.")
+def member(username: str, project: str, role: str | None, remove: bool) -> None:
+    """Make a user a member of a project with a role there, or remove it."""
+    from crawlhub.services import accounts
+
+    if remove == (role is not None):
+        raise click.UsageError("give --role ROLE or --remove")
+    context = _context()
+    try:
+        if role is not None:
+            accounts.set_member(context, project, username, role)
+        else:
+            accounts.remove_member(context, project, username)
+    finally:
+        context.close()
+    output.note(f"{username}: {role} of {project}" if role else f"{username}: not a member "
+                f"of {project}")  # fmt: skip
 
 
 @users.command("list")

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from crawlhub.data import formats
 from crawlhub.errors import BadRequest, InvalidInput
 from crawlhub.repo import items as repo
+from crawlhub.repo import reach
 from crawlhub.repo import spiders as spider_repo
 from crawlhub.repo import tasks as task_repo
 from crawlhub.repo.db import Database
@@ -59,7 +60,8 @@ def select(
             task = task_row.id
             if spider_row is None:
                 spider_row = task_repo.spider_of(session, task_row)
-    where = ItemFilter(spider_row.id if spider_row else None, task, since, until)
+    where = ItemFilter(spider_row.id if spider_row else None, task, since, until,
+                       reach.readable_projects())  # fmt: skip
     return Selection(where, spider_row.name if spider_row else None, task)
 
 

@@ -24,11 +24,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from crawlhub.context import Context
 from crawlhub.http.scrapyd import is_scrapyd_path
 from crawlhub.http.scrapyd.endpoints import NODE_NAME
+from crawlhub.repo.reach import REACH
 from crawlhub.repo.users import ACTOR
 from crawlhub.services import accounts
 from crawlhub.services.accounts import Identity
 from crawlhub.web import sessions
-from crawlhub.web.permissions import STATE_KEY, Action, action_of, may
+from crawlhub.web.permissions import STATE_KEY, Action, action_of, may, reach_of
 from crawlhub.web.responses import error_response
 
 STATIC = "/static"  # the dashboard's files: open, and nobody is looked up for them
@@ -74,9 +75,11 @@ class Access:
         scope.setdefault("state", {})[STATE_KEY] = identity
         address = conn.client.host if conn.client else None
         reset = ACTOR.set(identity.actor(address) if identity is not None else None)
+        limits = REACH.set(reach_of(identity, action) if identity and action else None)
         try:
             await self.app(scope, receive, send)
         finally:
+            REACH.reset(limits)
             ACTOR.reset(reset)
 
     def _match(self, scope: Scope) -> tuple[str, dict[str, object]] | None:

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.orm import Session
 
+from crawlhub.repo import reach
 from crawlhub.repo.db import get_or_404
 from crawlhub.repo.models import Alert, Channel, Delivery
 from crawlhub.repo.pages import paginate
@@ -85,7 +86,7 @@ def list_alerts(
     spider_id: uuid.UUID | None = None,
 ) -> tuple[Sequence[Alert], int]:
     """A page of alerts, most recently seen first."""
-    stmt = select(Alert).order_by(Alert.last_seen_at.desc(), Alert.id)
+    stmt = reach.narrow(select(Alert), Alert).order_by(Alert.last_seen_at.desc(), Alert.id)
     if level is not None:
         stmt = stmt.where(Alert.level == level)
     if is_read is not None:
@@ -98,13 +99,18 @@ def list_alerts(
 def unread_count(session: Session) -> int:
     """How many alerts are unread."""
     return (
-        session.scalar(select(func.count()).select_from(Alert).where(Alert.is_read.is_(False))) or 0
+        session.scalar(
+            reach.narrow(select(func.count()).select_from(Alert), Alert).where(
+                Alert.is_read.is_(False)
+            )
+        )
+        or 0
     )
 
 
 def mark_all_read(session: Session) -> int:
-    """Mark every unread alert read; returns how many changed."""
-    stmt = update(Alert).where(Alert.is_read.is_(False)).values(is_read=True)
+    """Mark every unread alert read (of those the caller sees); returns how many changed."""
+    stmt = update(Alert).where(Alert.is_read.is_(False), reach.visible(Alert)).values(is_read=True)
     return session.execute(stmt).rowcount or 0  # type: ignore[attr-defined]
 
 

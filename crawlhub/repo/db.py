@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session as Session  # re-exported for type hints outs
 from sqlalchemy.orm import sessionmaker
 
 from crawlhub.errors import Ambiguous, GiveWay, NotFound, ServiceUnavailable
+from crawlhub.repo import reach
 from crawlhub.repo.types import utcnow
 
 T = TypeVar("T")
@@ -184,18 +185,23 @@ def get_by_ref(
         row = _one(session, model, model.id == resolve_id(session, model, ref, what), for_update)
     if row is None:
         raise NotFound(f"{what} '{ref}' not found")
+    reach.require(session, row)
     return row
 
 
 def _one(session: Session, model: type[N], where: Any, for_update: bool) -> N | None:
-    stmt = select(model).where(where)
+    """The row meeting `where` among those the caller may see."""
+    stmt = reach.narrow(select(model).where(where), model)
     row: N | None = session.scalar(stmt.with_for_update() if for_update else stmt)
     return row
 
 
 def find_by_name(session: Session, model: type[N], name: str) -> N | None:
-    """The row of this name, if any."""
-    row: N | None = session.scalar(select(model).where(model.name == name))
+    """The row of this name, if any (among those the caller may see; Forbidden when the
+    request's action is not allowed on it)."""
+    row = _one(session, model, model.name == name, False)
+    if row is not None:
+        reach.require(session, row)
     return row
 
 
@@ -204,6 +210,8 @@ def get_or_404(session: Session, model: type[T], ref: uuid.UUID | str, what: str
     other id starts with them); NotFound naming `what` otherwise."""
     key = resolve_id(session, model, ref, what)
     row = session.get(model, key)
+    if row is not None and reach.limited():  # the caller may not see every project's rows
+        reach.check(session, row, what, key)
     if row is None:
         raise NotFound(f"{what} '{key}' not found")
     return row
@@ -238,9 +246,9 @@ def resolve_id(session: Session, model: Any, ref: uuid.UUID | str, what: str) ->
     if digits is None:
         raise NotFound(f"{what} '{ref[:80]}' not found")
     low, high = (uuid.UUID(digits.ljust(32, fill)) for fill in "0f")
-    found = session.scalars(
+    found = session.scalars(reach.narrow(
         select(model.id).where(model.id >= low, model.id <= high).order_by(model.id)
-        .limit(SHOWN_MATCHES + 1)
+        .limit(SHOWN_MATCHES + 1), model)
     ).all()  # fmt: skip
     if not found:
         raise NotFound(f"{what} '{ref}' not found")

@@ -27,6 +27,8 @@ class ItemFilter:
     task_id: uuid.UUID | None = None
     since: datetime | None = None
     until: datetime | None = None
+    # Items of these projects' spiders only (None: any): what a caller may read.
+    projects: frozenset[uuid.UUID] | None = None
 
 
 def insert_items(
@@ -78,6 +80,9 @@ def delete_task_items(session: Session, task_id: uuid.UUID, attempt: int | None 
 
 
 def _filtered(stmt: Select[Any], where: ItemFilter) -> Select[Any]:
+    if where.projects is not None:
+        stmt = stmt.where(Item.spider_id.in_(
+            select(Spider.id).where(Spider.project_id.in_(where.projects))))  # fmt: skip
     if where.spider_id is not None:
         stmt = stmt.where(Item.spider_id == where.spider_id)
     if where.task_id is not None:
@@ -166,6 +171,10 @@ def copy_export(
     ):
         if value is not None:
             conditions.append(sql.SQL(f"{name} {operator} {{}}").format(sql.Literal(value)))
+    if where.projects is not None:
+        conditions.append(sql.SQL(
+            "spider_id IN (SELECT id FROM spider WHERE project_id = ANY({}::uuid[]))"
+        ).format(sql.Literal([str(p) for p in where.projects])))  # fmt: skip
     statement = sql.SQL("COPY (SELECT {} FROM item WHERE {} ORDER BY id) TO STDOUT ({})").format(
         cells, sql.SQL(" AND ").join(conditions), options
     )

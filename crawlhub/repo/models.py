@@ -353,7 +353,9 @@ class User(Base):
     password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
     # "<issuer> <sub>" of a user made by single sign-on (who they are at the provider).
     sso_subject: Mapped[str | None] = mapped_column(String(512), nullable=True, unique=True)
-    role: Mapped[str] = mapped_column(String(16))  # viewer, operator, developer, admin
+    # Its role on every project: none, viewer, operator, developer, or admin (an instance
+    # admin: users, channels, queues and every project). Memberships raise it per project.
+    role: Mapped[str] = mapped_column(String(16))
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     # Bumped by a password change or a disable: the sessions signed before stop working.
     session_version: Mapped[int] = mapped_column(Integer, default=0)
@@ -373,12 +375,32 @@ class ApiToken(Base):
     digest: Mapped[str] = mapped_column(String(64), unique=True)
     hint: Mapped[str] = mapped_column(String(16))  # its first characters, to tell it apart
     scopes: Mapped[list[str]] = mapped_column(JSONType)
+    # The projects it may reach (ids, as text); None: every project its owner may.
+    project_ids: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
     expires_at: Mapped[datetime | None] = mapped_column(nullable=True)
     last_used_at: Mapped[datetime | None] = mapped_column(nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (UniqueConstraint("user_id", "name"),)
+
+
+class ProjectMember(Base):
+    """A user's role on one project (viewer, operator, developer, admin: a project admin,
+    who deletes and manages members), above the role it has on every project."""
+
+    __tablename__ = "project_member"
+
+    project_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("project.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("app_user.id", ondelete="CASCADE"), primary_key=True
+    )
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index(None, "user_id"),)
 
 
 class SignInFailures(Base):

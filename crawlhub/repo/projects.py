@@ -1,7 +1,7 @@
 """Projects and their immutable, numbered versions."""
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import delete, func, select
@@ -9,6 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, undefer
 
 from crawlhub.errors import Conflict, NotFound
+from crawlhub.repo import reach
 from crawlhub.repo.db import find_by_name, get_by_ref
 from crawlhub.repo.models import Project, ProjectVersion, Spider, Task
 from crawlhub.repo.pages import paginate
@@ -25,9 +26,18 @@ def find_project(session: Session, name: str) -> Project | None:
     return find_by_name(session, Project, name)
 
 
+def names_by_id(session: Session, ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """The names of these projects (those that exist)."""
+    chosen = list(ids)
+    if not chosen:
+        return {}
+    rows = session.execute(select(Project.id, Project.name).where(Project.id.in_(chosen)))
+    return {project_id: name for project_id, name in rows}
+
+
 def project_names(session: Session) -> list[str]:
     """Every project's name, sorted."""
-    return list(session.scalars(select(Project.name).order_by(Project.name)))
+    return list(session.scalars(reach.narrow(select(Project.name), Project).order_by(Project.name)))
 
 
 def list_projects(
@@ -35,7 +45,7 @@ def list_projects(
     name_contains: str | None = None,
 ) -> tuple[Sequence[Project], int]:  # fmt: skip
     """A page of projects, newest first."""
-    stmt = select(Project).order_by(Project.created_at.desc(), Project.id)
+    stmt = reach.narrow(select(Project), Project).order_by(Project.created_at.desc(), Project.id)
     if name_contains:
         stmt = stmt.where(Project.name.icontains(name_contains, autoescape=True))
     if kind is not None:
@@ -44,7 +54,9 @@ def list_projects(
 
 
 def create_project(session: Session, fields: dict[str, Any]) -> Project:
-    """Insert a project; Conflict when the name is taken."""
+    """Insert a project; Conflict when the name is taken, Forbidden for a caller without a
+    role on every project (a member of some)."""
+    reach.require_everywhere("create a project")
     project = Project(**fields)
     session.add(project)
     try:

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from crawlhub.repo import reach
 from crawlhub.repo.models import LogLine, Schedule, Spider, Task
 from crawlhub.repo.statuses import FINISHED
 
@@ -18,7 +19,9 @@ RECENT_RUNS = 20  # a spider's success rate is over its last this many finished 
 def status_counts(session: Session, since: datetime) -> dict[str, int]:
     """Runs created since a time, by status."""
     rows = session.execute(
-        select(Task.status, func.count()).where(Task.created_at >= since).group_by(Task.status)
+        select(Task.status, func.count())
+        .where(Task.created_at >= since, reach.visible(Task))
+        .group_by(Task.status)
     ).all()
     return {status: count for status, count in rows}
 
@@ -27,7 +30,9 @@ def items_since(session: Session, since: datetime) -> int:
     """Items stored by the runs created since a time."""
     return int(
         session.scalar(
-            select(func.coalesce(func.sum(Task.items_count), 0)).where(Task.created_at >= since)
+            select(func.coalesce(func.sum(Task.items_count), 0)).where(
+                Task.created_at >= since, reach.visible(Task)
+            )
         )
         or 0
     )
@@ -39,14 +44,14 @@ def hourly_outcomes(session: Session, since: datetime) -> list[tuple[datetime, s
         hour = func.date_trunc("hour", func.timezone("UTC", Task.created_at))
         rows = session.execute(
             select(hour, Task.status, func.count())
-            .where(Task.created_at >= since)
+            .where(Task.created_at >= since, reach.visible(Task))
             .group_by(hour, Task.status)
         ).all()
         return [(h.replace(tzinfo=since.tzinfo), s, c) for h, s, c in rows]
     # SQLite (one machine's runs): bucket in Python.
     counts: dict[tuple[datetime, str], int] = {}
     for created, status in session.execute(
-        select(Task.created_at, Task.status).where(Task.created_at >= since)
+        select(Task.created_at, Task.status).where(Task.created_at >= since, reach.visible(Task))
     ):
         key = (created.replace(minute=0, second=0, microsecond=0), status)
         counts[key] = counts.get(key, 0) + 1
@@ -58,7 +63,7 @@ def running(session: Session, limit: int) -> list[tuple[Any, str]]:
     rows = session.execute(
         select(Task, Spider.name)
         .join(Spider, Spider.id == Task.spider_id)
-        .where(Task.status == "running")
+        .where(Task.status == "running", reach.visible_projects(Spider.project_id))
         .order_by(Task.started_at)
         .limit(limit)
     ).all()
@@ -79,7 +84,11 @@ def recent(
     stmt = (
         select(Task, Spider.name)
         .join(Spider, Spider.id == Task.spider_id)
-        .where(Task.status == status, Task.created_at >= since)
+        .where(
+            Task.status == status,
+            Task.created_at >= since,
+            reach.visible_projects(Spider.project_id),
+        )
     )
     if reason is not None:
         stmt = stmt.where(Task.reason == reason)
@@ -109,7 +118,11 @@ def next_fires(session: Session, limit: int) -> list[tuple[Any, str]]:
     rows = session.execute(
         select(Schedule, Spider.name)
         .join(Spider, Spider.id == Schedule.spider_id)
-        .where(Schedule.enabled.is_(True), Schedule.next_fire_at.is_not(None))
+        .where(
+            Schedule.enabled.is_(True),
+            Schedule.next_fire_at.is_not(None),
+            reach.visible_projects(Spider.project_id),
+        )
         .order_by(Schedule.next_fire_at)
         .limit(limit)
     ).all()

@@ -10,6 +10,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from crawlhub.errors import NotFound
+from crawlhub.repo import reach
 from crawlhub.repo.db import resolve_id
 from crawlhub.repo.models import Schedule, Spider, Task
 from crawlhub.repo.pages import paginate
@@ -26,6 +27,7 @@ def get_schedule(session: Session, ref: str, *, for_update: bool = False) -> Sch
     schedule = session.scalar(stmt)
     if schedule is None:
         raise NotFound(f"schedule '{schedule_id}' not found")
+    reach.check(session, schedule, "schedule", schedule_id)
     return schedule
 
 
@@ -48,9 +50,10 @@ def list_all(
     stmt = (
         select(Schedule, Spider.name)
         .join(Spider, Spider.id == Schedule.spider_id)
+        .where(reach.visible_projects(Spider.project_id))
         .order_by(Schedule.next_fire_at.asc().nulls_last(), Schedule.id)
     )
-    total = session.scalar(select(func.count()).select_from(Schedule)) or 0
+    total = session.scalar(reach.narrow(select(func.count()).select_from(Schedule), Schedule)) or 0
     rows = session.execute(stmt.limit(page_size).offset((page - 1) * page_size)).all()
     return [(schedule, name) for schedule, name in rows], total
 

@@ -9,6 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from crawlhub.errors import Conflict
+from crawlhub.repo import reach
 from crawlhub.repo.db import find_by_name, get_by_ref
 from crawlhub.repo.models import Spider, Task
 from crawlhub.repo.pages import paginate
@@ -25,7 +26,7 @@ def names_by_id(session: Session, spider_ids: Sequence[uuid.UUID]) -> dict[uuid.
 
 def all_names(session: Session) -> list[str]:
     """Every spider's name, in order."""
-    return list(session.scalars(select(Spider.name).order_by(Spider.name)))
+    return list(session.scalars(reach.narrow(select(Spider.name), Spider).order_by(Spider.name)))
 
 
 def get_spider(session: Session, ref: str, *, for_update: bool = False) -> Spider:
@@ -72,7 +73,7 @@ def list_spiders(
     project_id: uuid.UUID | None = None,
 ) -> tuple[Sequence[Spider], int]:
     """A page of spiders, newest first."""
-    stmt = select(Spider).order_by(Spider.created_at.desc(), Spider.id)
+    stmt = reach.narrow(select(Spider), Spider).order_by(Spider.created_at.desc(), Spider.id)
     if project_id is not None:
         stmt = stmt.where(Spider.project_id == project_id)
     if name_contains:

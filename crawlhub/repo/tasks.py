@@ -10,6 +10,7 @@ from sqlalchemy import ColumnElement, Select, Table, bindparam, func, select, tu
 from sqlalchemy.orm import Session
 
 from crawlhub.errors import Conflict, Fenced, NotFound
+from crawlhub.repo import reach
 from crawlhub.repo.db import get_or_404, id_prefix, now_of
 from crawlhub.repo.lifecycle import (
     CANCEL,
@@ -53,6 +54,7 @@ def get_task(session: Session, ref: uuid.UUID | str) -> Task:
         return get_or_404(session, Task, ref, "task")
     if task is None:
         raise NotFound(f"task '{ref[:80]}' not found")
+    reach.check(session, task, "task", ref)
     return task
 
 
@@ -68,12 +70,12 @@ def attempts_made(session: Session, task_id: uuid.UUID) -> int:
 def with_spider_names(
     session: Session, task_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, tuple[Task, str]]:
-    """Tasks by id with their spider's name (the ones that exist)."""
+    """Tasks by id with their spider's name (the ones that exist and the caller may see)."""
     if not task_ids:
         return {}
     rows = session.execute(
         select(Task, Spider.name).join(Spider, Spider.id == Task.spider_id)
-        .where(Task.id.in_(task_ids))
+        .where(Task.id.in_(task_ids), reach.visible_projects(Spider.project_id))
     ).all()  # fmt: skip
     return {task.id: (task, name) for task, name in rows}
 
@@ -96,7 +98,7 @@ class TaskFilter:
 
 
 def _filtered(where: TaskFilter) -> Select[Any]:
-    stmt = select(Task).order_by(Task.created_at.desc(), Task.id.desc())
+    stmt = reach.narrow(select(Task), Task).order_by(Task.created_at.desc(), Task.id.desc())
     if where.spider_id is not None:
         stmt = stmt.where(Task.spider_id == where.spider_id)
     if where.status is not None:
@@ -379,7 +381,7 @@ def stale_running(session: Session, heartbeat_before: datetime, limit: int) -> S
 
 def count_in(session: Session, statuses: Sequence[str], cap: int | None = None) -> int:
     """How many tasks are in these statuses (counting stops at `cap`)."""
-    ids = select(Task.id).where(Task.status.in_(statuses))
+    ids = reach.narrow(select(Task.id), Task).where(Task.status.in_(statuses))
     if cap is not None:
         ids = ids.limit(cap)
     count: int = session.scalar(select(func.count()).select_from(ids.subquery())) or 0
@@ -407,7 +409,7 @@ def runs_with_names(
         .join(Project, Project.id == Spider.project_id)
         .outerjoin(ProjectVersion, (ProjectVersion.project_id == Project.id)
                    & (ProjectVersion.number == Task.version))
-        .where(Task.status.in_(statuses))
+        .where(Task.status.in_(statuses), reach.visible_projects(Project.id))
         .order_by(RUN_ORDERS[order])
     )  # fmt: skip
     if project_id is not None:
@@ -429,7 +431,7 @@ def projects_with_runs(session: Session) -> list[tuple[str, datetime]]:
         select(Project.name, func.max(touched_at()))
         .join(Spider, Spider.project_id == Project.id)
         .join(Task, Task.spider_id == Spider.id)
-        .where(Task.started_at.is_not(None))
+        .where(Task.started_at.is_not(None), reach.visible_projects(Project.id))
         .group_by(Project.name)
         .order_by(Project.name)
     )
@@ -465,7 +467,8 @@ def newest_started(session: Session, spider_id: uuid.UUID, limit: int) -> list[T
 
 def count_by_status(session: Session) -> dict[str, int]:
     """How many tasks are in each status."""
-    rows = session.execute(select(Task.status, func.count()).group_by(Task.status)).all()
+    stmt = reach.narrow(select(Task.status, func.count()), Task).group_by(Task.status)
+    rows = session.execute(stmt).all()
     return {status: count for status, count in rows}
 
 

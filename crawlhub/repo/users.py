@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from crawlhub.errors import NotFound
 from crawlhub.repo.db import get_by_ref, now_of
-from crawlhub.repo.models import ApiToken, AuditEvent, SignInFailures, User
+from crawlhub.repo.models import ApiToken, AuditEvent, ProjectMember, SignInFailures, User
 
 __all__ = ["AuditEvent", "NotFound", "SignInFailures"]
 
@@ -58,6 +58,22 @@ def other_admins(session: Session, user_id: uuid.UUID) -> int:
     """How many enabled admins there are besides this user."""
     return int(session.scalar(select(func.count()).select_from(User).where(
         User.role == "admin", User.disabled.is_(False), User.id != user_id)) or 0)  # fmt: skip
+
+
+def memberships_of(session: Session, user_id: uuid.UUID) -> dict[uuid.UUID, str]:
+    """A user's roles on single projects, by project id."""
+    rows = session.execute(select(ProjectMember.project_id, ProjectMember.role)
+                           .where(ProjectMember.user_id == user_id))  # fmt: skip
+    return {project_id: role for project_id, role in rows}
+
+
+def members_of(session: Session, project_id: uuid.UUID) -> list[tuple[ProjectMember, User]]:
+    """A project's members with their users, by name."""
+    rows = session.execute(
+        select(ProjectMember, User).join(User, User.id == ProjectMember.user_id)
+        .where(ProjectMember.project_id == project_id).order_by(User.username)
+    ).all()  # fmt: skip
+    return [(member, user) for member, user in rows]
 
 
 def count_users(session: Session) -> int:

@@ -13,21 +13,26 @@ import re
 import secrets
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy.orm import Session
 
 from crawlhub.context import Context
 from crawlhub.errors import BadRequest, Conflict, NotFound, Unauthorized
+from crawlhub.repo import projects as project_repo
 from crawlhub.repo import users as repo
 from crawlhub.repo.db import db_now
-from crawlhub.repo.models import ApiToken, User
+from crawlhub.repo.models import ApiToken, ProjectMember, User
 from crawlhub.repo.users import Actor
 
-ROLES = ("viewer", "operator", "developer", "admin")
+ROLES = ("viewer", "operator", "developer", "admin")  # on a project, lowest first
+# A user's role on every project: `none` (only the projects it is a member of), or one of
+# ROLES, where admin is an instance admin (users, channels, queues, every project).
+USER_ROLES = ("none", *ROLES)
 SCOPES = ("read", "run", "deploy", "admin")  # a scope is as wide as the role of its rank
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 MIN_PASSWORD, MAX_PASSWORD = 10, 1024
@@ -57,6 +62,9 @@ class Identity:
     role: str
     user_id: uuid.UUID | None = None
     scopes: tuple[str, ...] | None = None  # a token's; None: a session or a config token
+    # Its roles on single projects (memberships), above `role`, which is on every project.
+    projects: Mapping[uuid.UUID, str] = field(default_factory=dict)
+    limit: frozenset[uuid.UUID] | None = None  # a token limited to these projects
 
     def actor(self, address: str | None) -> Actor:
         return Actor(self.name, self.user_id, address)
@@ -89,10 +97,15 @@ def check_password(password: str) -> str:
     return password
 
 
-def check_role(role: str) -> str:
-    if role not in ROLES:
-        raise BadRequest(f"role must be one of {', '.join(ROLES)}")
+def check_role(role: str, roles: tuple[str, ...] = USER_ROLES) -> str:
+    if role not in roles:
+        raise BadRequest(f"role must be one of {', '.join(roles)}")
     return role
+
+
+def rank(role: str) -> int:
+    """A role's rank among ROLES (-1: none)."""
+    return ROLES.index(role) if role in ROLES else -1
 
 
 def create_user(context: Context, username: str, password: str | None, role: str) -> User:
@@ -243,7 +256,8 @@ def session_identity(context: Context, user_id: str, version: int) -> Identity |
         user = session.get(User, uid)
         if user is None or user.disabled or user.session_version != version:
             return None
-        return Identity(user.username, "user", user.role, user.id)
+        return Identity(user.username, "user", user.role, user.id,
+                        projects=repo.memberships_of(session, user.id))  # fmt: skip
 
 
 def digest_of(token: str) -> str:
@@ -251,10 +265,11 @@ def digest_of(token: str) -> str:
 
 
 def create_token(context: Context, user_id: uuid.UUID, name: str, scopes: list[str],
-                 expires_at: datetime | None, *,
+                 expires_at: datetime | None, *, projects: list[str] | None = None,
                  replace: bool = False) -> tuple[ApiToken, str]:  # fmt: skip
     """A personal token (and its text, shown this once) with scopes no wider than its
-    owner's role; `replace`: one of the same name is deleted (a new `crawlhub login`)."""
+    owner's widest role, limited to some projects (names or ids, among those the owner may
+    read) when given; `replace`: one of the same name is deleted (a new `crawlhub login`)."""
     if not 1 <= len(name) <= 64 or "\x00" in name:
         raise BadRequest("a token's name is 1 to 64 characters")
     if not scopes or any(scope not in SCOPES for scope in scopes):
@@ -263,9 +278,14 @@ def create_token(context: Context, user_id: uuid.UUID, name: str, scopes: list[s
     with context.db.session() as session:
         user = repo.get_user(session, str(user_id))
         widest = max(SCOPES.index(scope) for scope in scopes)
-        if widest > ROLES.index(user.role):
-            raise BadRequest(f"scope '{SCOPES[widest]}' is wider than {user.username}'s role "
-                             f"({user.role})")  # fmt: skip
+        if widest > widest_rank(session, user):
+            raise BadRequest(f"scope '{SCOPES[widest]}' is wider than {user.username}'s roles")
+        project_ids = None
+        if projects is not None:
+            if not projects:
+                raise BadRequest("projects: name one at least, or leave it out for all")
+            project_ids = sorted({str(project_repo.get_project(session, ref).id)
+                                  for ref in projects})  # fmt: skip
         if expires_at is not None and expires_at <= db_now(session):
             raise BadRequest("expires_at is in the past")
         for existing in repo.tokens_of(session, user.id):
@@ -278,12 +298,13 @@ def create_token(context: Context, user_id: uuid.UUID, name: str, scopes: list[s
             repo.audit(session, "token.revoke", f"token:{user.username}/{name}")
         token = ApiToken(user_id=user.id, name=name, digest=digest_of(plain),
                          hint=plain[: len(TOKEN_PREFIX) + 4], scopes=sorted(set(scopes)),
-                         expires_at=expires_at)  # fmt: skip
+                         project_ids=project_ids, expires_at=expires_at)  # fmt: skip
         session.add(token)
         session.flush()
+        expiry = expires_at.isoformat() if expires_at else None
         repo.audit(session, "token.create", f"token:{user.username}/{name}",
-                   after={"scopes": token.scopes, "expires_at": expires_at.isoformat()
-                          if expires_at else None})  # fmt: skip
+                   after={"scopes": token.scopes, "projects": project_ids,
+                          "expires_at": expiry})  # fmt: skip
         return token, plain
 
 
@@ -293,8 +314,61 @@ def sign_in_for_token(context: Context, username: str, password: str, address: s
     """A sign-in that yields a personal token (`crawlhub login`): as wide as the user's role
     unless scopes are given; one of the same name is replaced."""
     user = sign_in(context, username, password, address)
-    chosen = scopes or [SCOPES[ROLES.index(user.role)]]
+    with context.db.read() as session:
+        widest = widest_rank(session, user)
+    chosen = scopes or [SCOPES[max(widest, 0)]]
     return create_token(context, user.id, name, chosen, expires_at, replace=True)
+
+
+def widest_rank(session: Session, user: User) -> int:
+    """The rank of a user's widest role, on every project or as a member of one."""
+    roles = [user.role, *repo.memberships_of(session, user.id).values()]
+    return max(rank(role) for role in roles)
+
+
+def list_members(context: Context, project_ref: str) -> list[tuple[ProjectMember, User]]:
+    """A project's members, by name."""
+    with context.db.read() as session:
+        project = project_repo.get_project(session, project_ref)
+        return repo.members_of(session, project.id)
+
+
+def set_member(context: Context, project_ref: str, username: str,
+               role: str) -> tuple[ProjectMember, User]:  # fmt: skip
+    """Give a user a role on a project (a project admin's or an instance admin's change)."""
+    with context.db.session() as session:
+        project = project_repo.get_project(session, project_ref, for_update=True)
+        check_role(role, ROLES)
+        user = repo.get_user(session, username)
+        member = session.get(ProjectMember, (project.id, user.id))
+        before = {"role": member.role} if member is not None else None
+        if member is None:
+            member = ProjectMember(project_id=project.id, user_id=user.id, role=role)
+            session.add(member)
+        member.role = role
+        session.flush()
+        repo.audit(session, "member.set", f"project:{project.name}/{user.username}",
+                   before=before, after={"role": role})  # fmt: skip
+        return member, user
+
+
+def remove_member(context: Context, project_ref: str, username: str) -> None:
+    """Take a user's membership of a project away (its role everywhere stays)."""
+    with context.db.session() as session:
+        project = project_repo.get_project(session, project_ref, for_update=True)
+        user = repo.get_user(session, username)
+        member = session.get(ProjectMember, (project.id, user.id))
+        if member is None:
+            raise NotFound(f"{user.username} is not a member of project '{project.name}'")
+        repo.audit(session, "member.remove", f"project:{project.name}/{user.username}",
+                   before={"role": member.role})  # fmt: skip
+        session.delete(member)
+
+
+def project_names(context: Context, ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """The names of these projects (those that exist)."""
+    with context.db.read() as session:
+        return project_repo.names_by_id(session, ids)
 
 
 def list_tokens(context: Context, user_id: uuid.UUID) -> list[ApiToken]:
@@ -332,8 +406,11 @@ def token_identity(context: Context, plain: str, username: str | None = None) ->
                 or (username is not None and username != user.username)):  # fmt: skip
             return None
         repo.touch_token(session, token.id, TOKEN_TOUCH_EVERY)
+        limit = (frozenset(uuid.UUID(p) for p in token.project_ids)
+                 if token.project_ids is not None else None)  # fmt: skip
         return Identity(f"{token.name} ({user.username})", "token", user.role, user.id,
-                        tuple(token.scopes))  # fmt: skip
+                        tuple(token.scopes), repo.memberships_of(session, user.id),
+                        limit)  # fmt: skip
 
 
 def audit_events(context: Context, *, actor: str | None, action: str | None,

@@ -19,6 +19,7 @@ from crawlhub.registry.spiders import check_scrapy_settings
 from crawlhub.repo import items as item_repo
 from crawlhub.repo import logs as log_repo
 from crawlhub.repo import projects as project_repo
+from crawlhub.repo import reach
 from crawlhub.repo import spiders as spider_repo
 from crawlhub.repo import tasks as repo
 from crawlhub.repo import users as user_repo
@@ -296,6 +297,9 @@ def dead_letters(context: Context, queue: str, limit: int) -> tuple[list[DeadLet
     letters = []
     for m in found:
         known = named.get(ids[m.message_id]) if m.message_id in ids else None
+        if known is None and reach.limited():  # not one of the caller's projects' runs
+            total -= 1
+            continue
         if known is None:  # another actor's message, or a run deleted since
             letters.append(DeadLetter(m, None, None, m.error, m.retries))
             continue
@@ -324,6 +328,7 @@ def requeue_dead_letter(context: Context, queue: str, message_id: str) -> str | 
     run was requeued meanwhile) or an outage leaves the dead letter where it was."""
     message = queues.find(context.broker, queue, message_id)
     if message.actor != RUN_ACTOR or not message.task_id:
+        reach.require_everywhere("requeue another actor's message")
         queues.resend(context.broker, queue, message)
         queues.remove(context.broker, queue, message_id)
         return None

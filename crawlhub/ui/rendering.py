@@ -132,7 +132,8 @@ def render(
     me = identity_of(request) if session else None
     html = ENV.get_template(template).render(
         request=request, path=request.url.path, csrf=session.csrf if session else "",
-        notice=notice, me=me, may=lambda action: may(me, Action(action)), **values,
+        notice=notice, me=me, may=lambda action, project=None: may(me, Action(action), project),
+        **values,
     )  # fmt: skip
     response = HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
     if notice:  # shown once

@@ -12,6 +12,7 @@ from typing import Any
 from starlette.requests import HTTPConnection
 
 from crawlhub.errors import BadRequest
+from crawlhub.repo.reach import Reach
 from crawlhub.services.accounts import Identity
 
 
@@ -26,11 +27,14 @@ class Action(StrEnum):
 
 _LADDER = (Action.READ, Action.RUN, Action.DEPLOY, Action.MANAGE)
 ROLE_ACTIONS: dict[str, frozenset[Action]] = {
+    "none": frozenset(),
     "viewer": frozenset(_LADDER[:1]),
     "operator": frozenset(_LADDER[:2]),
     "developer": frozenset(_LADDER[:3]),
     "admin": frozenset((*_LADDER, Action.INSTANCE)),
 }
+# A member's role on one project: its admin deletes and manages members, not the instance.
+MEMBER_ACTIONS = {role: actions - {Action.INSTANCE} for role, actions in ROLE_ACTIONS.items()}
 SCOPE_ACTIONS: dict[str, frozenset[Action]] = {
     "read": ROLE_ACTIONS["viewer"],
     "run": ROLE_ACTIONS["operator"],
@@ -57,25 +61,69 @@ def user_id_of(conn: HTTPConnection) -> uuid.UUID:
     return identity.user_id
 
 
-def may(identity: Identity | None, action: Action) -> bool:
-    """Whether a caller may take an action (the dashboard hides what they may not)."""
+def _scoped(identity: Identity, actions: frozenset[Action]) -> frozenset[Action]:
+    """Actions narrowed to a token's scopes (a session's and a configured token's are not)."""
+    if identity.scopes is None:
+        return actions
+    granted: frozenset[Action] = frozenset()
+    for scope in identity.scopes:
+        granted |= SCOPE_ACTIONS.get(scope, frozenset())
+    return actions & granted
+
+
+def everywhere(identity: Identity) -> frozenset[Action]:
+    """What a caller may do on every project (and, for an instance admin, the instance)."""
+    if identity.limit is not None:
+        return frozenset()
+    return _scoped(identity, ROLE_ACTIONS.get(identity.role, frozenset()))
+
+
+def on_project(identity: Identity, project_id: uuid.UUID) -> frozenset[Action]:
+    """What a caller may do on one project: its role everywhere and its membership there,
+    within a token's projects and scopes."""
+    if identity.limit is not None and project_id not in identity.limit:
+        return frozenset()
+    actions = MEMBER_ACTIONS.get(identity.role, frozenset())
+    if project_id in identity.projects:
+        actions |= MEMBER_ACTIONS.get(identity.projects[project_id], frozenset())
+    return _scoped(identity, actions)
+
+
+def anywhere(identity: Identity) -> frozenset[Action]:
+    """What a caller may do somewhere: on every project or one of them. Reading is
+    everyone's who signs in (lists show what they may see, perhaps nothing)."""
+    actions = everywhere(identity) | {Action.READ}
+    for project_id in {*identity.projects, *(identity.limit or ())}:
+        actions |= on_project(identity, project_id)
+    return actions
+
+
+def may(identity: Identity | None, action: Action, project_id: uuid.UUID | None = None) -> bool:
+    """Whether a caller may take an action, on a project or somewhere (the dashboard hides
+    the controls they may not use)."""
     if action is Action.OPEN:
         return True
     if identity is None:
         return False
-    scopes = list(identity.scopes) if identity.scopes is not None else None
-    return action in allowed(identity.role, scopes)
+    if project_id is not None:
+        return action in on_project(identity, project_id)
+    return action in anywhere(identity)
 
 
-def allowed(role: str, scopes: list[str] | None) -> frozenset[Action]:
-    """What a role allows, narrowed to a token's scopes (None: a session, no narrowing)."""
-    actions = ROLE_ACTIONS.get(role, frozenset())
-    if scopes is None:
-        return actions
-    granted: frozenset[Action] = frozenset()
-    for scope in scopes:
-        granted |= SCOPE_ACTIONS.get(scope, frozenset())
-    return actions & granted
+def reach_of(identity: Identity, action: Action) -> Reach | None:
+    """The projects a request of this caller may read and act on (None: every project)."""
+    every = everywhere(identity)
+    if action is Action.OPEN or (Action.READ in every and action in every):
+        return None
+    projects = {*identity.projects, *(identity.limit or ())}
+    readable = (
+        None
+        if Action.READ in every
+        else frozenset(p for p in projects if Action.READ in on_project(identity, p))
+    )
+    acting = None if action in every else frozenset(
+        p for p in projects if action in on_project(identity, p))  # fmt: skip
+    return Reach(readable, acting, action.value, identity.name)
 
 
 Rule = Action | Callable[[Mapping[str, Any]], Action]
@@ -148,6 +196,8 @@ TABLE: dict[tuple[str, str], Rule] = {
     # Users, tokens, the audit log: your own account needs only to be signed in.
     ("POST", "/api/login"): P, ("GET", "/api/me"): R, ("POST", "/api/me/password"): R,
     ("GET", "/api/tokens"): R, ("POST", "/api/tokens"): R, ("DELETE", "/api/tokens/{id}"): R,
+    ("GET", "/api/projects/{ref}/members"): R, ("PUT", "/api/projects/{ref}/members/{user}"): M,
+    ("DELETE", "/api/projects/{ref}/members/{user}"): M,
     ("GET", "/api/users"): A, ("POST", "/api/users"): A, ("GET", "/api/users/{ref}"): A,
     ("PATCH", "/api/users/{ref}"): A, ("GET", "/api/audit"): A,
     ("GET", "/account"): R, ("POST", "/account/password"): R, ("POST", "/account/tokens"): R,
@@ -163,6 +213,7 @@ TABLE: dict[tuple[str, str], Rule] = {
     ("POST", "/spiders/{ref}/run"): X,
     ("GET", "/projects"): R, ("POST", "/projects"): D, ("GET", "/projects/{ref}"): R,
     ("GET", "/projects/{ref}/state"): R, ("POST", "/projects/{ref}/versions"): D,
+    ("POST", "/projects/{ref}/members"): M, ("POST", "/projects/{ref}/members/{user}/remove"): M,
     ("GET", "/projects/{ref}/delete"): M, ("POST", "/projects/{ref}/delete"): M,
     ("GET", "/runs"): R, ("GET", "/runs/{id}"): R, ("GET", "/runs/{id}/facts"): R,
     ("POST", "/runs/{id}/cancel"): X, ("POST", "/runs/{id}/again"): X,

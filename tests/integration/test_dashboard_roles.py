@@ -11,7 +11,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.integration.test_dashboard import TOKEN, browser, new_page
+from tests.integration.test_dashboard import TOKEN, browser, new_page, shot
 from tests.integration.test_processes import embedded_hub
 
 PASSWORD = "correct horse battery"
@@ -102,3 +102,37 @@ def test_a_disabled_user_is_signed_out_on_their_next_click(browser: Browser, hub
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in", exact=True).click()
     expect(page.get_by_role("alert")).to_have_text("wrong user name or password")
+
+
+def test_a_project_admin_manages_its_members_and_sees_no_other_project(
+    browser: Browser, hub: str
+) -> None:
+    with httpx.Client(base_url=hub, headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+        for name in ("pam", "nina"):
+            made = api.post("/api/users", json={"username": name, "password": PASSWORD,
+                                                "role": "none"})  # fmt: skip
+            assert made.status_code == 201, made.text
+        assert api.put("/api/projects/slow/members/pam", json={"role": "admin"}).status_code == 200
+        assert api.post("/api/spiders", json={"name": "hidden"}).status_code == 201
+    page = new_page(browser, hub)
+    sign_in(page, "pam")
+    page.get_by_role("link", name="Spiders", exact=True).click()
+    expect(page.get_by_role("link", name="slow")).to_be_visible()
+    expect(page.get_by_role("link", name="hidden")).to_have_count(0)
+    page.get_by_role("link", name="Projects", exact=True).click()
+    expect(page.get_by_role("link", name="hidden")).to_have_count(0)
+    page.get_by_role("link", name="slow").first.click()
+    members = page.get_by_role("region", name="Members")
+    expect(members.get_by_role("cell", name="pam", exact=True)).to_be_visible()
+    members.get_by_label("User name").fill("nina")
+    members.get_by_label("Role here").select_option("operator")
+    members.get_by_role("button", name="Add or change member").click()
+    expect(page.get_by_role("status")).to_have_text("nina is operator of this project.")
+    expect(members.get_by_role("row", name=re.compile("nina operator none"))).to_be_visible()
+    expect(page.get_by_role("button", name="Delete project")).to_be_visible()
+    shot(page, "project-members", keep=True)
+    members.get_by_role("button", name="Remove nina").click()
+    expect(page.get_by_role("status")).to_have_text("nina is no longer a member of this project.")
+    # Another project's page is not found, as if it did not exist.
+    answer = page.goto(f"{hub}/projects/hidden")
+    assert answer is not None and answer.status == 404

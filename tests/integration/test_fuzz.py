@@ -97,6 +97,8 @@ def existing_objects(
     objects = make_objects(client, context)
     if names == {"ref", "number"}:  # a version of a project
         return [{"ref": objects["projects"], "number": "1"}]
+    if names == {"ref", "user"}:  # a member of a project
+        return [{"ref": objects["projects"], "user": objects["users"]}]
     (name,) = names
     return [{name: objects[collection]}]
 

@@ -8,6 +8,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from crawlhub.errors import BadRequest
+from crawlhub.repo.models import ProjectMember, User
 from crawlhub.services import accounts
 from crawlhub.web.permissions import Action, identity_of, may, user_id_of
 from crawlhub.web.responses import ModelResponse
@@ -17,6 +18,9 @@ from crawlhub.web.schemas.users import (
     AuditQuery,
     Login,
     Me,
+    MemberOut,
+    MemberPage,
+    MemberSet,
     PasswordChange,
     TokenCreate,
     TokenCreated,
@@ -56,6 +60,9 @@ def me(request: Request) -> Response:
     user = accounts.get_user(ctx(request), str(identity.user_id)) if identity.user_id else None
     return ModelResponse(Me(name=identity.name, kind=identity.kind, role=identity.role,
                             scopes=list(identity.scopes) if identity.scopes is not None else None,
+                            projects=dict(identity.projects),
+                            project_ids=sorted(identity.limit) if identity.limit is not None
+                            else None,
                             user=UserOut.model_validate(user) if user else None))  # fmt: skip
 
 
@@ -81,7 +88,8 @@ def create_token(request: Request) -> Response:
     is in this answer only."""
     body = body_of(request, TokenCreate)
     return _created(*accounts.create_token(ctx(request), user_id_of(request), body.name,
-                                           list(body.scopes), body.expires_at))  # fmt: skip
+                                           list(body.scopes), body.expires_at,
+                                           projects=body.projects))  # fmt: skip
 
 
 @spec.validate(resp=Resp(HTTP_200=TokenOut, **errors(404)), tags=["users"])
@@ -128,6 +136,35 @@ def patch_user(request: Request) -> Response:
     return ModelResponse(UserOut.model_validate(user))
 
 
+def _member(member: ProjectMember, user: User) -> MemberOut:
+    return MemberOut(username=user.username, user_id=user.id, role=member.role,
+                     role_everywhere=user.role, created_at=member.created_at)  # fmt: skip
+
+
+@spec.validate(resp=Resp(HTTP_200=MemberPage, **errors(404)), tags=["users"])
+def list_members(request: Request) -> Response:
+    """A project's members and their roles there."""
+    found = accounts.list_members(ctx(request), request.path_params["ref"])
+    return ModelResponse(MemberPage(items=[_member(m, u) for m, u in found]))
+
+
+@spec.validate(json=MemberSet, resp=Resp(HTTP_200=MemberOut, **errors(400, 403, 404)),
+               tags=["users"])  # fmt: skip
+def set_member(request: Request) -> Response:
+    """Give a user a role on this project (its admins and instance admins)."""
+    body = body_of(request, MemberSet)
+    made = accounts.set_member(ctx(request), request.path_params["ref"],
+                               request.path_params["user"], body.role)  # fmt: skip
+    return ModelResponse(_member(*made))
+
+
+@spec.validate(resp=Resp(HTTP_204=None, **errors(403, 404)), tags=["users"])
+def remove_member(request: Request) -> Response:
+    """Take a user's role on this project away (its role everywhere stays)."""
+    accounts.remove_member(ctx(request), request.path_params["ref"], request.path_params["user"])
+    return Response(status_code=204)
+
+
 @spec.validate(query=AuditQuery, resp=Resp(HTTP_200=AuditPage), tags=["users"])
 def list_audit(request: Request) -> Response:
     """The audit log, newest first: filter by actor, action or resource; page with
@@ -153,4 +190,7 @@ ROUTES = [
     Route("/api/users/{ref}", get_user, methods=["GET"]),
     Route("/api/users/{ref}", patch_user, methods=["PATCH"]),
     Route("/api/audit", list_audit, methods=["GET"]),
+    Route("/api/projects/{ref}/members", list_members, methods=["GET"]),
+    Route("/api/projects/{ref}/members/{user}", set_member, methods=["PUT"]),
+    Route("/api/projects/{ref}/members/{user}", remove_member, methods=["DELETE"]),
 ]

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from crawlhub.errors import BadRequest
+from crawlhub.repo.models import ApiToken
 from crawlhub.services import accounts
 from crawlhub.ui.rendering import action, back, page, render
 from crawlhub.web.permissions import identity_of, user_id_of
@@ -22,14 +23,27 @@ def _text(form: FormData, name: str) -> str:
     return value if isinstance(value, str) else ""
 
 
+def account_page(request: Request, session: Session,
+                 created: tuple[ApiToken, str] | None = None) -> Response:  # fmt: skip
+    """Your roles, a form to change your password, your personal tokens (a new one's text
+    this once)."""
+    identity, context = identity_of(request), ctx(request)
+    tokens = (accounts.list_tokens(context, identity.user_id)
+              if identity is not None and identity.user_id else [])  # fmt: skip
+    ids = {*(identity.projects if identity else ())}
+    ids |= {uuid.UUID(p) for t in tokens for p in t.project_ids or ()}
+    by_id = accounts.project_names(context, ids)
+    names: dict[object, str] = {}
+    for key, name in by_id.items():  # by id (memberships) and by its text (tokens)
+        names[key] = names[str(key)] = name
+    return render(request, session, "account.html", identity=identity, tokens=tokens,
+                  scopes=accounts.SCOPES, created=created, project_names=names)  # fmt: skip
+
+
 @page
 def show_account(request: Request, session: Session) -> Response:
     """Your role, a form to change your password, and your personal tokens."""
-    identity = identity_of(request)
-    tokens = (accounts.list_tokens(ctx(request), identity.user_id)
-              if identity is not None and identity.user_id else [])  # fmt: skip
-    return render(request, session, "account.html", identity=identity, tokens=tokens,
-                  scopes=accounts.SCOPES, created=None)  # fmt: skip
+    return account_page(request, session)
 
 
 @action
@@ -53,10 +67,10 @@ def create_token(request: Request, session: Session, form: FormData) -> Response
         expires = datetime.now(UTC) + timedelta(days=int(days))
     scopes = [scope for scope in accounts.SCOPES if form.get(f"scope-{scope}")]
     me, name = user_id_of(request), _text(form, "name").strip()
-    token, plain = accounts.create_token(ctx(request), me, name, scopes, expires)
-    return render(request, session, "account.html", identity=identity_of(request),
-                  tokens=accounts.list_tokens(ctx(request), me), scopes=accounts.SCOPES,
-                  created=(token, plain))  # fmt: skip
+    named = [p.strip() for p in _text(form, "projects").split(",") if p.strip()]
+    made = accounts.create_token(ctx(request), me, name, scopes, expires,
+                                 projects=named or None)  # fmt: skip
+    return account_page(request, session, made)
 
 
 @action
@@ -73,7 +87,7 @@ def revoke_token(request: Request, session: Session, form: FormData) -> Response
 def list_users(request: Request, session: Session) -> Response:
     """Every user, their role and state (instance admins only)."""
     return render(request, session, "users.html", users=accounts.list_users(ctx(request)),
-                  roles=accounts.ROLES)  # fmt: skip
+                  roles=accounts.USER_ROLES)  # fmt: skip
 
 
 @action

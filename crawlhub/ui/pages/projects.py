@@ -9,6 +9,7 @@ from starlette.responses import Response
 
 from crawlhub.errors import Conflict, InvalidInput, TooLarge
 from crawlhub.registry import projects
+from crawlhub.services import accounts
 from crawlhub.ui.forms import field, page_number, parse_form
 from crawlhub.ui.rendering import action, back, page, render
 from crawlhub.web.schemas.projects import ProjectCreate
@@ -93,6 +94,8 @@ def project_values(request: Request, ref: str) -> dict[str, Any]:
     )
     return {
         "project": project,
+        "members": accounts.list_members(context, str(project.id)),
+        "member_roles": accounts.ROLES,
         "versions": versions,
         "page": number,
         "pages": -(-total // VERSIONS_SHOWN),
@@ -139,6 +142,23 @@ def upload_version(request: Request, session: Session, form: FormData) -> Respon
     except (InvalidInput, TooLarge) as exc:
         return project_page(request, session, ref, 422, {"file": exc.message})
     return back(f"/projects/{ref}", "New version uploaded: a worker now prepares it.")
+
+
+@action
+def set_member(request: Request, session: Session, form: FormData) -> Response:
+    """Give a user a role on this project (its admins and instance admins)."""
+    ref = request.path_params["ref"]
+    username, role = field(form, "username").strip(), field(form, "role")
+    member, user = accounts.set_member(ctx(request), ref, username, role)
+    return back(f"/projects/{ref}", f"{user.username} is {member.role} of this project.")
+
+
+@action
+def remove_member(request: Request, session: Session, form: FormData) -> Response:
+    """Take a user's role on this project away."""
+    ref, username = request.path_params["ref"], request.path_params["user"]
+    accounts.remove_member(ctx(request), ref, username)
+    return back(f"/projects/{ref}", f"{username} is no longer a member of this project.")
 
 
 def delete_page(

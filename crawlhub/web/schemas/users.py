@@ -8,7 +8,11 @@ from pydantic import BaseModel, Field
 
 from crawlhub.web.schemas.common import Out, Strict
 
-Role = Literal["viewer", "operator", "developer", "admin"]
+# A user's role on every project: none (only the projects it is a member of), ..., admin
+# (an instance admin).
+Role = Literal["none", "viewer", "operator", "developer", "admin"]
+# A member's role on one project (admin: deletes, manages members).
+MemberRole = Literal["viewer", "operator", "developer", "admin"]
 Scope = Literal["read", "run", "deploy", "admin"]
 
 
@@ -47,6 +51,10 @@ class PasswordChange(Strict):
 class TokenCreate(Strict):
     name: str = Field(min_length=1, max_length=64)
     scopes: list[Scope] = Field(min_length=1, max_length=4)
+    projects: list[str] | None = Field(
+        None, max_length=100, description="names or ids of the only projects it may reach; "
+        "null: every project its owner may"
+    )  # fmt: skip
     expires_at: datetime | None = None
 
 
@@ -55,6 +63,7 @@ class TokenOut(Out):
     name: str
     hint: str = Field(description="its first characters, to tell it apart")
     scopes: list[Scope]
+    project_ids: list[uuid.UUID] | None = Field(description="null: every project")
     expires_at: datetime | None
     last_used_at: datetime | None
     revoked_at: datetime | None
@@ -89,9 +98,31 @@ class Login(Strict):
 class Me(BaseModel):
     name: str
     kind: Literal["user", "token", "config"]
-    role: Role
+    role: Role = Field(description="the role on every project")
     scopes: list[Scope] | None
+    projects: dict[uuid.UUID, MemberRole] = Field(
+        description="roles on single projects (memberships), by project id"
+    )
+    project_ids: list[uuid.UUID] | None = Field(
+        description="a token's projects (null: not limited)"
+    )
     user: UserOut | None
+
+
+class MemberSet(Strict):
+    role: MemberRole
+
+
+class MemberOut(BaseModel):
+    username: str
+    user_id: uuid.UUID
+    role: MemberRole
+    role_everywhere: Role = Field(description="the user's role on every project")
+    created_at: datetime
+
+
+class MemberPage(BaseModel):
+    items: list[MemberOut]
 
 
 class AuditQuery(Strict):

@@ -69,8 +69,9 @@ def main() -> None:
             "GET /api/tasks/{id}": f"/api/tasks/{task['id']}",
         }
         clients = {
-            name: httpx.Client(base_url=hub.base_url, timeout=30,
-                               headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+            name: httpx.Client(
+                base_url=hub.base_url, timeout=30, headers={"Authorization": f"Bearer {token}"}
+            )
             for name, token in tokens.items()
         }
         times: dict[tuple[str, str], list[float]] = {}

@@ -99,11 +99,12 @@ def fill(path: str, beta: Project) -> list[str]:
         ident = {"tasks": beta.task, "runs": beta.task, "schedules": beta.schedule,
                  "alerts": beta.alert}[key]  # fmt: skip
         names["id"] = [ident, ident[:8]]
-    if "{fmt}" in path or "{ref}" not in path and "{id}" not in path and "{project}" not in path:
+    if "{fmt}" in path or not any(f"{{{k}}}" in path for k in ("ref", "id", "project")):
         return []  # exports are asked with parameters (below)
     found = [path]
     for param, values in names.items():
-        found = [re.sub(r"{%s(:[a-z]+)?}" % param, value, p) for p in found for value in values]
+        pattern = "{" + param + "(:[a-z]+)?}"
+        found = [re.sub(pattern, value, p) for p in found for value in values]
     return [p for p in found if "{" not in p]
 
 

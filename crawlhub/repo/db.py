@@ -101,6 +101,11 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         readers = self.engine.execution_options(**{READ_ONLY: True})
         self._reads = sessionmaker(readers, expire_on_commit=False)
+        # One query outside a transaction (no BEGIN, no COMMIT): the per-request credential
+        # look-ups. SQLite reads in its read-only transactions.
+        lookups = (readers if self.dialect == "sqlite"
+                   else self.engine.execution_options(isolation_level="AUTOCOMMIT"))  # fmt: skip
+        self._lookups = sessionmaker(lookups, expire_on_commit=False)
 
     @property
     def dialect(self) -> str:
@@ -119,6 +124,12 @@ class Database:
     def read(self) -> Iterator[Session]:
         """A session that only reads: on SQLite it does not take the write lock."""
         with self._transaction(self._reads) as session:
+            yield session
+
+    @contextmanager
+    def lookup(self) -> Iterator[Session]:
+        """A session for a single read outside a transaction (PostgreSQL autocommit)."""
+        with self._transaction(self._lookups) as session:
             yield session
 
     @contextmanager

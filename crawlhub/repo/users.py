@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from crawlhub.errors import NotFound
 from crawlhub.repo.db import get_by_ref, now_of
 from crawlhub.repo.models import ApiToken, AuditEvent, ProjectMember, SignInFailures, User
+from crawlhub.repo.types import utcnow
 
 __all__ = ["AuditEvent", "NotFound", "SignInFailures"]
 
@@ -87,12 +88,44 @@ def create_user(session: Session, fields: dict[str, Any]) -> User:
     return user
 
 
-def token_by_digest(session: Session, digest: str) -> tuple[ApiToken, User] | None:
-    row = session.execute(
-        select(ApiToken, User).join(User, User.id == ApiToken.user_id)
-        .where(ApiToken.digest == digest)
-    ).first()  # fmt: skip
-    return (row[0], row[1]) if row is not None else None
+@dataclass(frozen=True)
+class Credential:
+    """What a request's credential proves, read in one query: the user, its memberships,
+    the token (if one), and the database's clock."""
+
+    user: User
+    memberships: dict[uuid.UUID, str]
+    token: ApiToken | None
+    now: datetime
+
+
+def _credential(session: Session, stmt: Any) -> Credential | None:
+    """The rows of a user (or token and user) joined with its memberships, one per project."""
+    postgres = session.get_bind().dialect.name == "postgresql"
+    stmt = stmt.add_columns(ProjectMember.project_id, ProjectMember.role)
+    stmt = stmt.outerjoin(ProjectMember, ProjectMember.user_id == User.id)
+    if postgres:
+        stmt = stmt.add_columns(func.clock_timestamp())
+    rows = session.execute(stmt).all()
+    if not rows:
+        return None
+    first = rows[0]
+    token = first[0] if isinstance(first[0], ApiToken) else None
+    user = first[1] if token is not None else first[0]
+    at = 2 if token is not None else 1
+    memberships = {row[at]: row[at + 1] for row in rows if row[at] is not None}
+    return Credential(user, memberships, token, first[-1] if postgres else utcnow())
+
+
+def credential_of_token(session: Session, digest: str) -> Credential | None:
+    """A personal token by its digest, with its owner and the owner's memberships."""
+    return _credential(session, select(ApiToken, User).join(User, User.id == ApiToken.user_id)
+                       .where(ApiToken.digest == digest))  # fmt: skip
+
+
+def credential_of_user(session: Session, user_id: uuid.UUID) -> Credential | None:
+    """A user by id with its memberships."""
+    return _credential(session, select(User).where(User.id == user_id))
 
 
 def tokens_of(session: Session, user_id: uuid.UUID) -> Sequence[ApiToken]:

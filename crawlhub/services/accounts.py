@@ -252,12 +252,12 @@ def session_identity(context: Context, user_id: str, version: int) -> Identity |
         uid = uuid.UUID(user_id)
     except ValueError:
         return None
-    with context.db.read() as session:
-        user = session.get(User, uid)
-        if user is None or user.disabled or user.session_version != version:
-            return None
-        return Identity(user.username, "user", user.role, user.id,
-                        projects=repo.memberships_of(session, user.id))  # fmt: skip
+    with context.db.lookup() as session:
+        found = repo.credential_of_user(session, uid)
+    if found is None or found.user.disabled or found.user.session_version != version:
+        return None
+    user = found.user
+    return Identity(user.username, "user", user.role, user.id, projects=found.memberships)
 
 
 def digest_of(token: str) -> str:
@@ -395,22 +395,22 @@ def token_identity(context: Context, plain: str, username: str | None = None) ->
     for an unknown, revoked or expired token, or a disabled owner."""
     if not plain.startswith(TOKEN_PREFIX) or len(plain) > 100:
         return None
-    with context.db.session() as session:
-        found = repo.token_by_digest(session, digest_of(plain))
-        if found is None:
-            return None
-        token, user = found
-        now = db_now(session)
-        if (token.revoked_at is not None or user.disabled
-                or (token.expires_at is not None and token.expires_at <= now)
-                or (username is not None and username != user.username)):  # fmt: skip
-            return None
-        repo.touch_token(session, token.id, TOKEN_TOUCH_EVERY)
-        limit = (frozenset(uuid.UUID(p) for p in token.project_ids)
-                 if token.project_ids is not None else None)  # fmt: skip
-        return Identity(f"{token.name} ({user.username})", "token", user.role, user.id,
-                        tuple(token.scopes), repo.memberships_of(session, user.id),
-                        limit)  # fmt: skip
+    with context.db.lookup() as session:  # one query, outside a transaction
+        found = repo.credential_of_token(session, digest_of(plain))
+    if found is None or found.token is None:
+        return None
+    token, user, now = found.token, found.user, found.now
+    if (token.revoked_at is not None or user.disabled
+            or (token.expires_at is not None and token.expires_at <= now)
+            or (username is not None and username != user.username)):  # fmt: skip
+        return None
+    if token.last_used_at is None or token.last_used_at < now - TOKEN_TOUCH_EVERY:
+        with context.db.session() as session:  # at most once a minute
+            repo.touch_token(session, token.id, TOKEN_TOUCH_EVERY)
+    limit = (frozenset(uuid.UUID(p) for p in token.project_ids)
+             if token.project_ids is not None else None)  # fmt: skip
+    return Identity(f"{token.name} ({user.username})", "token", user.role, user.id,
+                    tuple(token.scopes), found.memberships, limit)  # fmt: skip
 
 
 def audit_events(context: Context, *, actor: str | None, action: str | None,

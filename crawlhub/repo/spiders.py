@@ -24,6 +24,14 @@ def names_by_id(session: Session, spider_ids: Sequence[uuid.UUID]) -> dict[uuid.
     return {spider_id: name for spider_id, name in rows}
 
 
+def projects_by_id(session: Session, spider_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
+    """The project of each of these spiders (those that exist)."""
+    if not spider_ids:
+        return {}
+    rows = session.execute(select(Spider.id, Spider.project_id).where(Spider.id.in_(spider_ids)))
+    return {spider_id: project_id for spider_id, project_id in rows}
+
+
 def all_names(session: Session) -> list[str]:
     """Every spider's name, in order."""
     return list(session.scalars(reach.narrow(select(Spider.name), Spider).order_by(Spider.name)))

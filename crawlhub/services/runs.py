@@ -145,6 +145,12 @@ def get_task(context: Context, ref: uuid.UUID | str) -> Task:
         return repo.get_task(session, ref)
 
 
+def spider_projects(context: Context, spider_ids: set[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
+    """The project of each spider rows refer to, for lists whose buttons go by its role."""
+    with context.db.read() as session:
+        return spider_repo.projects_by_id(session, sorted(spider_ids))
+
+
 def spider_names(context: Context, spider_ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
     """The names of the spiders rows refer to, for lists that show them."""
     with context.db.read() as session:

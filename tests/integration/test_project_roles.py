@@ -209,6 +209,12 @@ def test_a_members_role_on_its_project_decides_what_it_may_do_there(
         accounts.set_member(pg_context, "alpha", "dora", "operator")
         _, plain = accounts.create_token(pg_context, dora.id, "ci", ["run"], None)
         headers = bearer(plain)
+        # The dashboard's run list offers Cancel where dora may cancel only.
+        sign_in(client, "dora")
+        listed = client.get("/runs").text
+        assert f"Cancel run {alpha.task}" in listed and beta.task in listed
+        assert f"Cancel run {beta.task}" not in listed
+        client.cookies.clear()
         # Reads everything; runs alpha's spider, not beta's; deploys nothing.
         assert client.get(f"/api/spiders/{beta.spider}", headers=headers).status_code == 200
         assert client.post(f"/api/spiders/{alpha.spider}/run", json={},

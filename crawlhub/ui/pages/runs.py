@@ -61,6 +61,7 @@ def list_runs(request: Request, session: Session) -> Response:
         "runs.html",
         rows=rows,
         names=runs.spider_names(ctx(request), {t.spider_id for t in rows}),
+        projects=runs.spider_projects(ctx(request), {t.spider_id for t in rows}),
         query=query,
         older=older,
         filters=dict(params),

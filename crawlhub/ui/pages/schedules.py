@@ -11,6 +11,7 @@ from starlette.responses import Response
 from crawlhub.errors import InvalidInput
 from crawlhub.registry import spiders
 from crawlhub.scheduling import schedules
+from crawlhub.services import runs
 from crawlhub.ui.forms import field, page_number, parse_form
 from crawlhub.ui.rendering import action, back, page, render
 from crawlhub.web.schemas.schedules import ScheduleCreate, SchedulePatch
@@ -32,6 +33,7 @@ def list_schedules(request: Request, session: Session) -> Response:
         session,
         "schedules.html",
         rows=rows,
+        projects=runs.spider_projects(ctx(request), {s.spider_id for s, _, _ in rows}),
         total=total,
         page=number,
         pages=-(-total // PAGE_SIZE),

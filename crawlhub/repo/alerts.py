@@ -109,8 +109,13 @@ def unread_count(session: Session) -> int:
 
 
 def mark_all_read(session: Session) -> int:
-    """Mark every unread alert read (of those the caller sees); returns how many changed."""
-    stmt = update(Alert).where(Alert.is_read.is_(False), reach.visible(Alert)).values(is_read=True)
+    """Mark every unread alert read (of the projects where the caller may); returns how many
+    changed."""
+    stmt = (
+        update(Alert)
+        .where(Alert.is_read.is_(False), reach.visible(Alert, acting=True))
+        .values(is_read=True)
+    )
     return session.execute(stmt).rowcount or 0  # type: ignore[attr-defined]
 
 

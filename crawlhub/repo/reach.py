@@ -43,42 +43,51 @@ def readable_projects() -> frozenset[uuid.UUID] | None:
     return None if reach is None else reach.readable
 
 
-def visible_projects(column: Any) -> ColumnElement[bool]:
-    """A condition on a project id column: a project the caller may read."""
+def _projects(acting: bool) -> frozenset[uuid.UUID] | None:
     reach = REACH.get()
-    if reach is None or reach.readable is None:
+    if reach is None:
+        return None
+    return reach.acting if acting else reach.readable
+
+
+def visible_projects(column: Any, *, acting: bool = False) -> ColumnElement[bool]:
+    """A condition on a project id column: a project the caller may read (`acting`: where
+    it may take the request's action)."""
+    projects = _projects(acting)
+    if projects is None:
         return true()
-    condition: ColumnElement[bool] = column.in_(reach.readable)
+    condition: ColumnElement[bool] = column.in_(projects)
     return condition
 
 
-def visible_spiders(column: Any) -> ColumnElement[bool]:
-    """A condition on a spider id column: a spider of a project the caller may read."""
-    reach = REACH.get()
-    if reach is None or reach.readable is None:
+def visible_spiders(column: Any, *, acting: bool = False) -> ColumnElement[bool]:
+    """A condition on a spider id column: a spider of a project the caller may read
+    (`acting`: where it may take the request's action)."""
+    projects = _projects(acting)
+    if projects is None:
         return true()
     condition: ColumnElement[bool] = column.in_(
-        select(Spider.id).where(Spider.project_id.in_(reach.readable))
+        select(Spider.id).where(Spider.project_id.in_(projects))
     )
     return condition
 
 
-def visible(model: Any) -> ColumnElement[bool]:
-    """The condition a row of `model` must meet to be seen by the caller (`true()` for
-    rows that belong to no project: users, channels)."""
+def visible(model: Any, *, acting: bool = False) -> ColumnElement[bool]:
+    """The condition a row of `model` must meet to be seen by the caller (`acting`: to be
+    changed by the request's action); `true()` for rows of no project (users, channels)."""
     if REACH.get() is None:
         return true()
     if model is Project:
-        return visible_projects(Project.id)
+        return visible_projects(Project.id, acting=acting)
     if model in (Spider, ProjectVersion):
-        return visible_projects(model.project_id)
+        return visible_projects(model.project_id, acting=acting)
     if model in (Task, Schedule, Item):
-        return visible_spiders(model.spider_id)
+        return visible_spiders(model.spider_id, acting=acting)
     if model is Alert:  # one about no spider and no run (no worker online) is everyone's
-        by_task = select(Task.id).where(visible_spiders(Task.spider_id))
+        by_task = select(Task.id).where(visible_spiders(Task.spider_id, acting=acting))
         return or_(
             and_(Alert.spider_id.is_(None), Alert.task_id.is_(None)),
-            visible_spiders(Alert.spider_id),
+            visible_spiders(Alert.spider_id, acting=acting),
             and_(Alert.spider_id.is_(None), Alert.task_id.in_(by_task)),
         )
     return true()

@@ -227,6 +227,11 @@ def test_a_members_role_on_its_project_decides_what_it_may_do_there(
         package = {"file": ("main.py", b"def run(params):\n    pass\n")}
         assert client.post(f"/api/spiders/{alpha.spider}/versions", files=package,
                            headers=headers).status_code == 403  # fmt: skip
+        # "Mark all read" marks the alerts of the projects where dora may.
+        assert client.post("/api/alerts/read-all", headers=headers).status_code == 200
+        read = {a["id"]: a["is_read"] for a in client.get(
+            "/api/alerts", headers=bearer(TOKEN)).json()["items"]}  # fmt: skip
+        assert read[alpha.alert] is True and read[beta.alert] is False
         # A scope wider than dora's widest role is refused.
         with pytest.raises(accounts.BadRequest):
             accounts.create_token(pg_context, dora.id, "wide", ["deploy"], None)

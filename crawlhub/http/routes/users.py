@@ -1,6 +1,7 @@
 """Handlers of users, personal API tokens, sign-in for the CLI and the audit log."""
 
 import uuid
+from typing import Any
 
 from spectree import Response as Resp
 from starlette.requests import Request
@@ -8,7 +9,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from crawlhub.errors import BadRequest
-from crawlhub.repo.models import ProjectMember, User
 from crawlhub.services import accounts
 from crawlhub.web.permissions import Action, identity_of, may, user_id_of
 from crawlhub.web.responses import ModelResponse
@@ -136,7 +136,8 @@ def patch_user(request: Request) -> Response:
     return ModelResponse(UserOut.model_validate(user))
 
 
-def _member(member: ProjectMember, user: User) -> MemberOut:
+def _member(member: Any, user: Any) -> MemberOut:
+    """A membership and its user as the API shows them."""
     return MemberOut(username=user.username, user_id=user.id, role=member.role,
                      role_everywhere=user.role, created_at=member.created_at)  # fmt: skip
 

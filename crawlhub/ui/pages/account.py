@@ -4,13 +4,13 @@ audit log."""
 import urllib.parse
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import Response
 
 from crawlhub.errors import BadRequest
-from crawlhub.repo.models import ApiToken
 from crawlhub.services import accounts
 from crawlhub.ui.rendering import action, back, page, render
 from crawlhub.web.permissions import identity_of, user_id_of
@@ -24,7 +24,7 @@ def _text(form: FormData, name: str) -> str:
 
 
 def account_page(request: Request, session: Session,
-                 created: tuple[ApiToken, str] | None = None) -> Response:  # fmt: skip
+                 created: tuple[Any, str] | None = None) -> Response:  # fmt: skip
     """Your roles, a form to change your password, your personal tokens (a new one's text
     this once)."""
     identity, context = identity_of(request), ctx(request)

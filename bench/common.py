@@ -124,8 +124,9 @@ class Hub:
 
     def __init__(
         self, *, worker_threads: int = 2, worker_timeout_ms: int = 100, warm_start: bool = True,
-        processes: bool = False,
+        processes: bool = False, env: dict[str, str] | None = None,
     ) -> None:  # fmt: skip
+        self.env = env or {}  # more settings of the processes (CRAWLHUB_*)
         self.worker_threads = worker_threads
         self.warm_start = warm_start
         self.processes = processes
@@ -193,6 +194,7 @@ class Hub:
             "CRAWLHUB_API_TOKENS": TOKEN, "CRAWLHUB_DATA_DIR": str(self.data_dir),
             "CRAWLHUB_WORKER_CONCURRENCY": str(self.worker_threads), "PORT": str(port),
             "CRAWLHUB_WARM_START": str(self.warm_start).lower(), "CRAWLHUB_LOG_LEVEL": "INFO",
+            **self.env,
         }  # fmt: skip
         logs = self.data_dir.parent / f"{self.data_dir.name}-logs"
         logs.mkdir()

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     max_log_line_bytes: int = Field(8192, ge=256)
     max_log_lines: int = Field(100_000, ge=100)
     max_item_bytes: int = Field(16 * MiB, ge=1024)
+    # Per-field statistics of every run's items, and its data quality verdict (false: none;
+    # what the ingest benchmark compares against).
+    item_statistics: bool = True
     # Per run, unless a spider sets its own (sandbox/limits.py): memory it uses (its cgroup),
     # tasks (processes and threads), open files per process, disk and files in its work dir.
     memory_limit_mb: int = Field(2048, ge=64)

@@ -78,9 +78,9 @@ _server("migrate", "Apply the database migrations.")
 
 
 def _register() -> None:
-    from crawlhub.cli import catalog, operations, planning, running, store, users
+    from crawlhub.cli import catalog, operations, planning, quality, running, store, users
 
-    for module in (catalog, running, planning, store, operations, users):
+    for module in (catalog, running, planning, store, operations, quality, users):
         for command in module.COMMANDS:
             cli.add_command(command)
 

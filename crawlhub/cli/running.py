@@ -11,7 +11,7 @@ from crawlhub.repo.statuses import STATUSES
 STREAMS = click.Choice(["stdout", "stderr", "system"])
 RUN_COLUMNS = [
     ("RUN", field("id")), ("SPIDER", lambda t: t.get("spider")), ("STATUS", field("status")),
-    ("REASON", field("reason")),
+    ("REASON", field("reason")), ("VERDICT", field("verdict")),
     ("TRIGGER", lambda t: t["trigger"] + (f" by {t['actor']}" if t.get("actor") else "")),
     ("ITEMS", field("items_count")),
     ("CREATED (UTC)", moment("created_at")),
@@ -60,14 +60,17 @@ def cancel(api: Client, run_id: str, as_json: bool) -> None:
 @click.command()
 @click.option("--spider", help="Only this spider's (name or id).")
 @click.option("--status", type=click.Choice(STATUSES))
-@click.option("--trigger", type=click.Choice(["manual", "schedule", "test", "scrapyd"]))
+@click.option("--trigger", type=click.Choice(["manual", "schedule", "test", "scrapyd", "retry"]))
+@click.option("--verdict", type=click.Choice(["pass", "warn", "fail"]),
+              help="Only runs with this data quality verdict.")  # fmt: skip
 @click.option("-n", "--limit", type=click.IntRange(1, 100), default=20, show_default=True)
 @JSON_OPTION
 @pass_api
-def runs(api: Client, spider: str | None, status: str | None, trigger: str | None, limit: int,
-         as_json: bool) -> None:  # fmt: skip
+def runs(api: Client, spider: str | None, status: str | None, trigger: str | None,
+         verdict: str | None, limit: int, as_json: bool) -> None:  # fmt: skip
     """List recent runs, newest first."""
-    params = {"page_size": limit, "spider_id": spider, "status": status, "trigger": trigger}
+    params = {"page_size": limit, "spider_id": spider, "status": status, "trigger": trigger,
+              "verdict": verdict}  # fmt: skip
     page = api.request("GET", "/api/tasks", params=params)
     rows = page["items"]
     if not as_json and rows:

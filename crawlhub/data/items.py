@@ -190,11 +190,24 @@ def parse_fields(raw: str | None) -> list[str] | None:
     return list(dict.fromkeys(fields))
 
 
-def filename(selection: Selection, fmt: str) -> str:
-    """`<spider>-<task or date>.<ext>`."""
+def filename(selection: Selection, fmt: str, *, suspect: bool = False) -> str:
+    """`<spider>-<task or date>.<ext>` (`-SUSPECT` before the extension when some of the
+    data failed its quality checks)."""
     spider = selection.spider_name or "items"
     tail = str(selection.task_id) if selection.task_id else datetime.now(UTC).strftime("%Y-%m-%d")
-    return f"{spider}-{tail}.{fmt}"
+    return f"{spider}-{tail}{'-SUSPECT' if suspect else ''}.{fmt}"
+
+
+SUSPECT_SHOWN = 5
+
+
+def suspect_runs(db: Database, selection: Selection) -> list[uuid.UUID]:
+    """The runs of a selection whose data is marked suspect (their quality verdict failed and
+    their spider's rules say so), up to SUSPECT_SHOWN + 1."""
+    where = selection.where
+    with db.read() as session:
+        return task_repo.suspect_runs(session, where.spider_id, where.task_id, where.projects,
+                                      SUSPECT_SHOWN + 1)  # fmt: skip
 
 
 def delete(db: Database, selection: Selection) -> int:

@@ -12,6 +12,7 @@ from typing import Any
 from crawlhub.context import Context
 from crawlhub.errors import Conflict, InvalidArchive, InvalidInput
 from crawlhub.messaging import messages
+from crawlhub.quality import rules
 from crawlhub.registry import archives, requirements
 from crawlhub.repo import projects as repo
 from crawlhub.repo import spiders as spider_repo
@@ -136,6 +137,7 @@ def add_version(
     spiders = repo.spiders_of(session, project.id)
     entries = [s.entry for s in spiders if s.kind == "python"]
     info, needs = check_package(context, data, filename, project.kind, entries)
+    shipped = archives.read_member(data, info, rules.CONFIG_FILE, requirements.MAX_FILE_BYTES)
     fields = {
         "archive": data,
         "format": info.format.value,
@@ -144,6 +146,7 @@ def add_version(
         "size": len(data),
         "files": len(info.files),
         "requirements": needs,
+        "quality": rules.from_project_file(shipped) if shipped is not None else None,
         "label": label,
         # Nothing to build or list: the platform's environment runs it as it is.
         "env_status": "building" if needs or project.kind == "scrapy" else "ready",

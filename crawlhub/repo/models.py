@@ -79,6 +79,8 @@ class Spider(Base):
     retention_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # Its runs' own limits (memory_mb, processes, open_files, disk_mb, files), over the defaults.
     limits: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Its data quality rules (crawlhub.quality.rules), over those its version ships.
+    quality: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -121,6 +123,8 @@ class ProjectVersion(Base):
     spiders: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
     # Its requirements, normalised, one per line (None: the platform's environment).
     requirements: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The data quality rules its crawlhub.toml gives, by spider name.
+    quality: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     env_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
     env_status: Mapped[str] = mapped_column(String(16), default="ready")
     env_log: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -188,6 +192,10 @@ class Task(Base):
     # The top-level keys of its stored items, in the order they first came (recorded with the
     # items, so a CSV export knows its columns without reading them; None: not recorded).
     item_keys: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
+    # Its data quality verdict (pass, warn, fail; None: no rules) and what it rests on: the
+    # reasons, the per-field statistics of its items, whether its data is suspect.
+    verdict: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    quality: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(nullable=True)
@@ -207,6 +215,7 @@ class Task(Base):
         Index(None, "spider_id", "created_at"),
         Index(None, "status", "created_at"),
         Index(None, "trigger", "created_at"),
+        Index(None, "verdict", "created_at"),
         Index(None, "schedule_id", "created_at"),
         # The reaper scans running tasks by heartbeat age.
         Index(None, "status", "heartbeat_at"),

@@ -95,6 +95,7 @@ class TaskFilter:
     schedule_id: uuid.UUID | None = None
     since: datetime | None = None  # created at or after
     until: datetime | None = None  # created before
+    verdict: str | None = None
 
 
 def _filtered(where: TaskFilter) -> Select[Any]:
@@ -105,6 +106,8 @@ def _filtered(where: TaskFilter) -> Select[Any]:
         stmt = stmt.where(Task.status == where.status)
     if where.trigger is not None:
         stmt = stmt.where(Task.trigger == where.trigger)
+    if where.verdict is not None:
+        stmt = stmt.where(Task.verdict == where.verdict)
     if where.schedule_id is not None:
         stmt = stmt.where(Task.schedule_id == where.schedule_id)
     if where.since is not None:
@@ -463,6 +466,70 @@ def newest_started(session: Session, spider_id: uuid.UUID, limit: int) -> list[T
         .limit(limit)
     )
     return list(session.scalars(stmt))
+
+
+def set_quality(
+    session: Session, task_id: uuid.UUID, verdict: str | None, quality: dict[str, Any]
+) -> None:
+    """Store a run's data quality verdict and what it rests on."""
+    session.execute(update(Task).where(Task.id == task_id).values(verdict=verdict,
+                                                                  quality=quality))  # fmt: skip
+
+
+def retry_once(session: Session, task_id: uuid.UUID, trigger: str) -> uuid.UUID | None:
+    """A new pending run like this one, with `trigger`, unless it is itself such a run (once
+    only); its message is sent by the outbox (housekeeping sends pending runs with none)."""
+    task = session.get(Task, task_id)
+    if task is None or task.trigger == trigger:
+        return None
+    again = create_task(session, {
+        "spider_id": task.spider_id, "version": task.version, "trigger": trigger,
+        "params": dict(task.params or {}), "settings": dict(task.settings or {}),
+        "max_retries": task.max_retries, "actor": f"quality check of {task.id}",
+    })  # fmt: skip
+    return again.id
+
+
+def suspect_runs(
+    session: Session, spider_id: uuid.UUID | None, task_id: uuid.UUID | None,
+    projects: frozenset[uuid.UUID] | None, limit: int,
+) -> list[uuid.UUID]:  # fmt: skip
+    """Runs (of a spider, or one run, or those of some projects) whose data is suspect."""
+    stmt = select(Task.id).where(Task.verdict == "fail",
+                                 Task.quality["suspect"].as_boolean().is_(True))  # fmt: skip
+    if task_id is not None:
+        stmt = stmt.where(Task.id == task_id)
+    elif spider_id is not None:
+        stmt = stmt.where(Task.spider_id == spider_id)
+    if projects is not None:
+        stmt = stmt.where(Task.spider_id.in_(
+            select(Spider.id).where(Spider.project_id.in_(projects))))  # fmt: skip
+    return list(session.scalars(stmt.order_by(Task.created_at.desc()).limit(limit)))
+
+
+def with_quality(session: Session, spider_id: uuid.UUID, limit: int) -> Sequence[Task]:
+    """A spider's newest finished runs that recorded item statistics, newest first."""
+    return session.scalars(
+        select(Task)
+        .where(Task.spider_id == spider_id, Task.status.in_(("completed", "failed")),
+               Task.quality.is_not(None))
+        .order_by(Task.created_at.desc(), Task.id.desc())
+        .limit(limit)
+    ).all()  # fmt: skip
+
+
+def recent_item_counts(
+    session: Session, spider_id: uuid.UUID, params: dict[str, Any], before: uuid.UUID, limit: int
+) -> list[int]:
+    """The item counts of a spider's last completed runs with these params (not `before`)."""
+    stmt = (
+        select(Task.items_count, Task.params)
+        .where(Task.spider_id == spider_id, Task.status == "completed", Task.id != before)
+        .order_by(Task.created_at.desc())
+        .limit(limit * 4)  # params are compared here: JSON equality differs by dialect
+    )
+    counts = [count for count, given in session.execute(stmt) if (given or {}) == params]
+    return counts[:limit]
 
 
 def count_by_status(session: Session) -> dict[str, int]:

@@ -196,12 +196,13 @@ class RunQuery:
     schedule_id: uuid.UUID | None = None
     since: datetime | None = None
     until: datetime | None = None
+    verdict: str | None = None
 
 
 def _filter(session: Session, query: RunQuery) -> repo.TaskFilter:
     spider_id = spider_repo.get_spider(session, query.spider).id if query.spider else None
     return repo.TaskFilter(spider_id, query.status, query.trigger, query.schedule_id,
-                           query.since, query.until)  # fmt: skip
+                           query.since, query.until, query.verdict)  # fmt: skip
 
 
 def list_tasks(

@@ -3,7 +3,7 @@ their scale and their time axis as text beside them."""
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from crawlhub.services.activity import OUTCOMES, Hour
@@ -36,6 +36,8 @@ class Chart:
     unit: str
     start: str
     end: str
+    # A rule's thresholds drawn across the chart: (y in SVG units, level, title).
+    bands: list[tuple[float, str, str]] = field(default_factory=list)
 
     @property
     def top_label(self) -> str:
@@ -87,10 +89,12 @@ def stacked(hours: Sequence[Hour], label: str, width: float = 720) -> Chart:
 
 def simple(
     values: Sequence[tuple[datetime, str, float]], series: str, label: str, unit: str,
-    width: float = 360,
+    width: float = 360, *, top: float | None = None,
+    bands: Sequence[tuple[float, str]] = (),
 ) -> Chart:  # fmt: skip
-    """One bar per (time, tooltip, value), oldest left."""
-    top = nice_top(max((v for _, _, v in values), default=0))
+    """One bar per (time, tooltip, value), oldest left; `series` a series name or, per bar,
+    one per value (`series` of each run: its verdict); `bands`: (value, level) lines."""
+    top = top or nice_top(max((v for _, _, v in values), default=0))
     step = width / max(len(values), 1)
     bars = [
         Bar(i * step, HEIGHT - HEIGHT * v / top, max(step - 2, 1), HEIGHT * v / top, series, title)
@@ -98,4 +102,6 @@ def simple(
     ]
     start = _when(values[0][0], False) + " UTC" if values else ""
     end = _when(values[-1][0], False) + " UTC" if values else ""
-    return Chart(bars, width, HEIGHT, top, label, unit, start, end)
+    lines = [(HEIGHT - HEIGHT * min(v, top) / top, level, f"{level} below {v:g}")
+             for v, level in bands]  # fmt: skip
+    return Chart(bars, width, HEIGHT, top, label, unit, start, end, lines)

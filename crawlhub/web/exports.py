@@ -18,7 +18,13 @@ def export_response(db: Database, fmt: str, params: dict[str, str]) -> Streaming
     fields = items.parse_fields(q.fields)
     selection = items.select(db, spider=q.spider_id, task=q.task_id, since=q.since, until=q.until)
     body = items.export_stream(db, selection, fmt, fields=fields, excel=q.excel)
-    disposition = f'attachment; filename="{items.filename(selection, fmt)}"'
-    return StreamingResponse(
-        body, media_type=formats.FORMATS[fmt], headers={"Content-Disposition": disposition}
-    )
+    suspect = items.suspect_runs(db, selection)
+    name = items.filename(selection, fmt, suspect=bool(suspect))
+    headers = {"Content-Disposition": f'attachment; filename="{name}"'}
+    if suspect:  # runs whose data failed their quality checks, with on_fail = suspect
+        shown = ", ".join(str(task_id) for task_id in suspect[: items.SUSPECT_SHOWN])
+        more = " and more" if len(suspect) > items.SUSPECT_SHOWN else ""
+        headers["X-CrawlHub-Suspect"] = (
+            f"data of runs that failed their quality checks: {shown}{more}"
+        )
+    return StreamingResponse(body, media_type=formats.FORMATS[fmt], headers=headers)

@@ -163,6 +163,8 @@ TABLE: dict[tuple[str, str], Rule] = {
     ("DELETE", "/api/spiders/{ref}"): M,
     ("GET", "/api/spiders/{ref}/versions"): R, ("POST", "/api/spiders/{ref}/versions"): D,
     ("POST", "/api/spiders/{ref}/run"): X, ("POST", "/api/spiders/{ref}/test-run"): X,
+    ("GET", "/api/spiders/{ref}/quality"): R, ("PUT", "/api/spiders/{ref}/quality"): D,
+    ("POST", "/api/spiders/{ref}/quality/learn"): R,
     # Runs and their logs.
     ("GET", "/api/tasks"): R, ("GET", "/api/tasks/{id}"): R,
     ("POST", "/api/tasks/{id}/cancel"): X, ("GET", "/api/tasks/{id}/logs"): R,
@@ -210,7 +212,8 @@ TABLE: dict[tuple[str, str], Rule] = {
     ("GET", "/"): R, ("GET", "/overview/running"): R,
     ("GET", "/spiders"): R, ("POST", "/spiders"): D, ("GET", "/spiders/{ref}"): R,
     ("POST", "/spiders/{ref}/settings"): D, ("POST", "/spiders/{ref}/versions"): D,
-    ("POST", "/spiders/{ref}/run"): X,
+    ("POST", "/spiders/{ref}/run"): X, ("GET", "/spiders/{ref}/quality"): R,
+    ("POST", "/spiders/{ref}/quality"): D, ("POST", "/spiders/{ref}/quality/learn"): R,
     ("GET", "/projects"): R, ("POST", "/projects"): D, ("GET", "/projects/{ref}"): R,
     ("GET", "/projects/{ref}/state"): R, ("POST", "/projects/{ref}/versions"): D,
     ("POST", "/projects/{ref}/members"): M, ("POST", "/projects/{ref}/members/{user}/remove"): M,

@@ -10,10 +10,16 @@ from typing import Any
 
 from crawlhub.alerting import alerts
 from crawlhub.context import Context
+from crawlhub.errors import InvalidInput
+from crawlhub.quality import rules as quality_rules
+from crawlhub.quality.rules import QualityRules
 from crawlhub.repo import items as item_repo
 from crawlhub.repo import logs as log_repo
 from crawlhub.repo import tasks as task_repo
 from crawlhub.repo.db import Database
+from crawlhub.repo.statuses import FINISHED as FINAL
+from crawlhub.worker import verdicts
+from crawlhub.worker.verdicts import Checks
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +88,7 @@ class Attempt:
     version_id: uuid.UUID  # its package is read only where it is not extracted yet
     requirements: str | None  # None: the platform's environment
     limits: dict[str, int]  # the spider's own, over the defaults
+    rules: QualityRules | None = None  # its data quality rules (the spider's, or its version's)
 
     @property
     def ref(self) -> RunRef:
@@ -133,20 +140,46 @@ def claim(db: Database, task_id: uuid.UUID) -> Attempt | None:
             version_id=version.id,
             requirements=version.requirements,
             limits=dict(spider.limits or {}),
+            rules=rules_of(spider.quality, version.quality, spider.name, spider.entry),
         )
 
 
+def rules_of(own: dict[str, Any] | None, shipped: dict[str, Any] | None, name: str,
+             entry: str) -> QualityRules | None:  # fmt: skip
+    """A spider's rules: its own, else those its version's crawlhub.toml gives it (by its
+    name, or its Scrapy name); rules stored invalid (an older release's) are ignored."""
+    found = own if own is not None else (shipped or {}).get(name, (shipped or {}).get(entry))
+    if not found:
+        return None
+    try:
+        return quality_rules.parse(found)
+    except InvalidInput as exc:
+        logger.warning("spider %s: its quality rules are ignored: %s", name, exc.message)
+        return None
+
+
 def record(
-    context: Context, a: RunRef, outcome: Outcome, stats: dict[str, Any] | None, items: int
-) -> tuple[str, uuid.UUID | None]:
-    """End the attempt and, in the same transaction, raise the alert it calls for; FENCED (and
-    nothing written) when the task belongs to another attempt now."""
+    context: Context,
+    a: RunRef,
+    outcome: Outcome,
+    stats: dict[str, Any] | None,
+    items: int,
+    checks: Checks | None = None,
+) -> tuple[str, list[uuid.UUID]]:
+    """End the attempt and, in the same transaction, store its data quality (`checks`) and
+    raise the alerts it calls for; FENCED (and nothing written) when the task belongs to
+    another attempt now."""
     with context.db.session() as session:
         status = task_repo.end_attempt(
             session, a.task_id, a.fence, status=outcome.status, reason=outcome.reason,
             exit_code=outcome.exit_code, error_message=outcome.error_message, stats=stats,
             retry=outcome.retryable,
         )  # fmt: skip
+        raised = []
+        if checks is not None and status in FINAL:
+            raised.append(verdicts.conclude(session, context, a.task_id, a.spider_id,
+                                            a.spider_name, status, items, stats,
+                                            checks))  # fmt: skip
         alert_id = None
         if status == "failed":
             alert_id = alerts.raise_alert(
@@ -159,7 +192,7 @@ def record(
                 f"{a.spider_name}: run {a.task_id} completed with no items",
                 spider_id=a.spider_id, task_id=a.task_id,
             )  # fmt: skip
-    return status, alert_id
+    return status, [found for found in (alert_id, *raised) if found is not None]
 
 
 def failure_message(a: RunRef, outcome: Outcome) -> str:

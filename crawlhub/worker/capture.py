@@ -21,6 +21,7 @@ from typing import IO, Any
 from crawlhub import outages
 from crawlhub.errors import Fenced
 from crawlhub.messaging.livelog import LiveLog, LogEvent
+from crawlhub.quality.stats import ItemStats
 from crawlhub.repo import items as item_repo
 from crawlhub.repo import logs as log_repo
 from crawlhub.repo import tasks as task_repo
@@ -137,6 +138,7 @@ class LogSink:
         self.capped = False
         self.pid: int | None = None  # the spider's process id, recorded with the next flush
         self._buffer: list[LogEvent] = []
+        self.stderr_lines = 0  # printed on stderr (a data quality rule may bound them)
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
 
@@ -147,6 +149,7 @@ class LogSink:
             text += f" …[line truncated: {dropped} more bytes]"
         if stream == "stderr":
             self.stderr_tail.append(text)
+            self.stderr_lines += 1
         self._add(stream, text, counted=True)
 
     def system(self, text: str) -> None:
@@ -233,8 +236,12 @@ class ItemSink:
         dedup_keys: list[str] | None = None,
         *,
         fence: int,
+        stats: ItemStats | None = None,
     ) -> None:
         self.db = db
+        # Per-field statistics (and schema checks) of every item read, as it is read (None:
+        # CRAWLHUB_ITEM_STATISTICS is off).
+        self.stats = stats
         self.fence = fence
         self.fenced = False  # set when the task turns out to belong to another attempt
         self.dedup_keys = dedup_keys
@@ -277,6 +284,8 @@ class ItemSink:
             value = _clean_json(value)
             text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
         digest = dedup_hash(value, self.dedup_keys) if self.dedup_keys else None
+        if self.stats is not None:  # only this reader thread adds; read once it has ended
+            self.stats.add(value)
         with self._lock:
             self._buffer.append((text, value, digest))
             self._buffered_bytes += len(text)

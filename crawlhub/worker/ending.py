@@ -6,6 +6,7 @@ import logging
 import os
 import stat
 import time
+import uuid
 from typing import Any
 
 from crawlhub import metrics, outages
@@ -21,6 +22,7 @@ from crawlhub.worker.capture import LogSink
 from crawlhub.worker.outcomes import Entry, Recorder, send_again
 from crawlhub.worker.output import Output
 from crawlhub.worker.staging import STATS_FILE, Process, Staging
+from crawlhub.worker.verdicts import Checks
 
 logger = logging.getLogger(__name__)
 
@@ -123,12 +125,18 @@ class Ending:
             entry.items, entry.flushed = self.items.count, True
             self.recorder.ledger.write(entry)
         if outcome.status == FENCED:
-            status, alert_id = FENCED, None
+            status, raised = FENCED, list[uuid.UUID]()
         else:
-            status, alert_id = outages.patiently(
-                lambda: record(self.context, self.a.ref, outcome, entry.stats, entry.items),
-                "recording the outcome", task_id, patience_s,
-            )  # fmt: skip
+            stats = self.items.stats
+            checks = None if stats is None else Checks(
+                self.a.rules, stats.snapshot(), self.items.duplicates, self.logs.stderr_lines,
+                duration, self.a.params, self.a.kind == "scrapy")  # fmt: skip
+
+            def recorded() -> tuple[str, list[uuid.UUID]]:
+                return record(self.context, self.a.ref, outcome, entry.stats, entry.items, checks)
+
+            status, raised = outages.patiently(recorded, "recording the outcome", task_id,
+                                               patience_s)  # fmt: skip
         entry.recorded_as = status
         if adopted:
             send_again(self.context, task_id, status)
@@ -149,7 +157,8 @@ class Ending:
                 self.context.live.finish(str(self.a.task_id))
             except Exception as exc:  # Redis down: readers fall back on the database
                 logger.warning("task %s: could not end its live log: %s", self.a.task_id, exc)
-        alerts.notify_channels(self.context, alert_id)
+        for alert_id in raised:
+            alerts.notify_channels(self.context, alert_id)
         # The console's one line per attempt (the run's own lines are there at DEBUG).
         ended = "failed, to be retried" if status == "retrying" else status
         why = "" if outcome.reason is None else f" ({outcome.reason}, exit {outcome.exit_code})"

@@ -247,8 +247,8 @@ class Recorder:
         """Record an entry an earlier process left: as it ended when its items were stored,
         else hand the run back to the queue (its last items are gone with that process)."""
         if entry.flushed:
-            status, alert_id = record(self.context, entry.run, entry.outcome, entry.stats,
-                                      entry.items)  # fmt: skip
+            status, raised = record(self.context, entry.run, entry.outcome, entry.stats,
+                                    entry.items)  # fmt: skip
         else:
             back = Outcome(
                 "interrupted",
@@ -256,9 +256,10 @@ class Recorder:
                 entry.outcome.exit_code,
                 "the worker stopped before this run's last items were stored",
             )
-            status, alert_id = record(self.context, entry.run, back, entry.stats, entry.items)
+            status, raised = record(self.context, entry.run, back, entry.stats, entry.items)
         send_again(self.context, entry.run.task_id, status)
         if status == FENCED:
             logger.warning("task %s: its outcome came too late (another attempt owns it)",
                            entry.run.task_id)  # fmt: skip
-        alerts.notify_channels(self.context, alert_id)
+        for alert_id in raised:
+            alerts.notify_channels(self.context, alert_id)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from crawlhub.context import Context
+from crawlhub.quality.stats import ItemStats
 from crawlhub.worker.attempts import Attempt
 from crawlhub.worker.capture import ItemSink, LogSink, read_lines
 
@@ -33,6 +34,7 @@ class Output:
         self.items = ItemSink(
             context.db, self.logs, attempt.spider_id, attempt.task_id, attempt.attempt,
             attempt.dedup_keys, fence=attempt.fence,
+            stats=ItemStats(attempt.rules) if settings.item_statistics else None,
         )  # fmt: skip
         self._next_items_flush = 0.0
 

@@ -116,6 +116,8 @@ BODIES = {
     ("POST", "/api/spiders/{ref}/schedules"): {"cron": "0 * * * *"},
     ("PATCH", "/api/schedules/{id}"): {"enabled": False},
     ("PUT", "/api/projects/{ref}/members/{user}"): {"role": "viewer"},
+    ("PUT", "/api/spiders/{ref}/quality"): {"rules": None},
+    ("POST", "/api/spiders/{ref}/quality/learn"): {"task_id": "x"},
 }  # fmt: skip
 
 

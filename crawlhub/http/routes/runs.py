@@ -60,11 +60,12 @@ async def test_run(request: Request) -> Response:
 
 @spec.validate(query=TaskListQuery, resp=Resp(HTTP_200=TaskPage, **errors(404)), tags=["tasks"])
 def list_tasks(request: Request) -> Response:
-    """List runs, newest first (filters: spider_id (id or name), status, trigger, schedule_id):
+    """List runs, newest first (filters: spider_id (id or name), status, trigger, verdict,
+    schedule_id):
     by page, or after a cursor (`before`: keyset, fast at any depth)."""
     query = query_of(request, TaskListQuery)
     selection = runs.RunQuery(spider=query.spider_id, status=query.status, trigger=query.trigger,
-                              schedule_id=query.schedule_id)  # fmt: skip
+                              schedule_id=query.schedule_id, verdict=query.verdict)  # fmt: skip
     if query.cursor is not None:
         rows, following = runs.runs_before(ctx(request), selection, query.cursor, query.page_size)
         found = [TaskOut.model_validate(t) for t in rows]

@@ -20,7 +20,8 @@ from crawlhub.web.validation import ctx
 PAGE_SIZE = 50
 LOG_PAGE = 500  # lines per log page: a 100 000-line log is read a page at a time
 ITEM_ROWS = 50
-TRIGGERS = ("manual", "schedule", "test", "scrapyd")
+TRIGGERS = ("manual", "schedule", "test", "scrapyd", "retry")
+VERDICTS = ("pass", "warn", "fail")
 STREAMS = ("stdout", "stderr", "system")
 
 
@@ -45,6 +46,7 @@ def list_runs(request: Request, session: Session) -> Response:
         spider=params.get("spider", "").strip()[:64] or None,
         status=choice(params.get("status"), STATUSES),
         trigger=choice(params.get("trigger"), TRIGGERS),
+        verdict=choice(params.get("verdict"), VERDICTS),
         since=utc_time(params.get("since", ""), "since"),
         until=utc_time(params.get("until", ""), "until"),
     )
@@ -67,6 +69,7 @@ def list_runs(request: Request, session: Session) -> Response:
         filters=dict(params),
         statuses=STATUSES,
         triggers=TRIGGERS,
+        verdicts=VERDICTS,
     )
 
 

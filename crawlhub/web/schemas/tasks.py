@@ -13,7 +13,8 @@ from crawlhub.web.schemas.common import MAX_INT, Out, PageQuery, Strict, in_rang
 TaskStatus = Literal[
     "pending", "running", "retrying", "completed", "failed", "cancelled", "skipped"
 ]
-Trigger = Literal["manual", "schedule", "test", "scrapyd"]
+Trigger = Literal["manual", "schedule", "test", "scrapyd", "retry"]
+Verdict = Literal["pass", "warn", "fail"]
 LogStream = Literal["stdout", "stderr", "system"]
 
 
@@ -51,6 +52,15 @@ class TaskOut(Out):
     items_invalid: int
     log_lines: int
     stats: dict[str, Any] | None
+    verdict: Verdict | None = Field(
+        description="its data quality verdict (null: its spider has no rules, or it did not "
+        "complete)"
+    )
+    quality: dict[str, Any] | None = Field(
+        description="what the verdict rests on: `reasons` (rule, observed, expected, level), "
+        "`suspect`, per-field statistics of its items (`items`, `fields`) and the schema's "
+        "findings (`schema`)"
+    )
     started_at: datetime | None
     finished_at: datetime | None
     heartbeat_at: datetime | None
@@ -89,6 +99,7 @@ class TaskListQuery(PageQuery):
     spider_id: str | None = Field(None, max_length=64, description="spider id or name")
     status: TaskStatus | None = None
     trigger: Trigger | None = None
+    verdict: Verdict | None = None
     schedule_id: uuid.UUID | None = None
     before: str | None = Field(
         None,

@@ -1,0 +1,1 @@
+"""Data quality: rules per spider, per-field statistics of each run, and its verdict."""

@@ -18,6 +18,7 @@ from crawlhub.repo import logs as log_repo
 from crawlhub.repo import tasks as task_repo
 from crawlhub.repo.db import Database
 from crawlhub.repo.statuses import FINISHED as FINAL
+from crawlhub.services import runs
 from crawlhub.worker import verdicts
 from crawlhub.worker.verdicts import Checks
 
@@ -158,6 +159,16 @@ def rules_of(own: dict[str, Any] | None, shipped: dict[str, Any] | None, name: s
         return None
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """An attempt's end as recorded: the task's status, the new alerts to notify, and a run
+    its data quality started again (to send)."""
+
+    status: str
+    alerts: list[uuid.UUID]
+    again: uuid.UUID | None = None
+
+
 def record(
     context: Context,
     a: RunRef,
@@ -165,7 +176,7 @@ def record(
     stats: dict[str, Any] | None,
     items: int,
     checks: Checks | None = None,
-) -> tuple[str, list[uuid.UUID]]:
+) -> Recorded:
     """End the attempt and, in the same transaction, store its data quality (`checks`) and
     raise the alerts it calls for; FENCED (and nothing written) when the task belongs to
     another attempt now."""
@@ -175,11 +186,11 @@ def record(
             exit_code=outcome.exit_code, error_message=outcome.error_message, stats=stats,
             retry=outcome.retryable,
         )  # fmt: skip
-        raised = []
+        quality_alert, again = None, None
         if checks is not None and status in FINAL:
-            raised.append(verdicts.conclude(session, context, a.task_id, a.spider_id,
-                                            a.spider_name, status, items, stats,
-                                            checks))  # fmt: skip
+            quality_alert, again = verdicts.conclude(
+                session, context, a.task_id, a.spider_id, a.spider_name, status, items, stats,
+                checks)  # fmt: skip
         alert_id = None
         if status == "failed":
             alert_id = alerts.raise_alert(
@@ -192,7 +203,16 @@ def record(
                 f"{a.spider_name}: run {a.task_id} completed with no items",
                 spider_id=a.spider_id, task_id=a.task_id,
             )  # fmt: skip
-    return status, [found for found in (alert_id, *raised) if found is not None]
+    raised = [found for found in (alert_id, quality_alert) if found is not None]
+    return Recorded(status, raised, again)
+
+
+def notify(context: Context, done: Recorded) -> None:
+    """After the commit: hand the new alerts to the alert actor, send the run started again."""
+    for alert_id in done.alerts:
+        alerts.notify_channels(context, alert_id)
+    if done.again is not None:
+        runs.enqueue(context, done.again)
 
 
 def failure_message(a: RunRef, outcome: Outcome) -> str:

@@ -6,18 +6,16 @@ import logging
 import os
 import stat
 import time
-import uuid
 from typing import Any
 
 from crawlhub import metrics, outages
-from crawlhub.alerting import alerts
 from crawlhub.context import Context
 from crawlhub.errors import ServiceUnavailable
 from crawlhub.repo.tasks import FENCED
 from crawlhub.sandbox import limits as run_limits
 from crawlhub.sandbox.limits import Limits
 from crawlhub.sandbox.slots import Slot
-from crawlhub.worker.attempts import Attempt, Outcome, record
+from crawlhub.worker.attempts import Attempt, Outcome, Recorded, notify, record
 from crawlhub.worker.capture import LogSink
 from crawlhub.worker.outcomes import Entry, Recorder, send_again
 from crawlhub.worker.output import Output
@@ -125,19 +123,18 @@ class Ending:
             entry.items, entry.flushed = self.items.count, True
             self.recorder.ledger.write(entry)
         if outcome.status == FENCED:
-            status, raised = FENCED, list[uuid.UUID]()
+            done = Recorded(FENCED, [])
         else:
             stats = self.items.stats
             checks = None if stats is None else Checks(
                 self.a.rules, stats.snapshot(), self.items.duplicates, self.logs.stderr_lines,
                 duration, self.a.params, self.a.kind == "scrapy")  # fmt: skip
 
-            def recorded() -> tuple[str, list[uuid.UUID]]:
+            def recorded() -> Recorded:
                 return record(self.context, self.a.ref, outcome, entry.stats, entry.items, checks)
 
-            status, raised = outages.patiently(recorded, "recording the outcome", task_id,
-                                               patience_s)  # fmt: skip
-        entry.recorded_as = status
+            done = outages.patiently(recorded, "recording the outcome", task_id, patience_s)
+        entry.recorded_as = status = done.status
         if adopted:
             send_again(self.context, task_id, status)
         metrics.RUNS.labels(status).inc()
@@ -157,8 +154,7 @@ class Ending:
                 self.context.live.finish(str(self.a.task_id))
             except Exception as exc:  # Redis down: readers fall back on the database
                 logger.warning("task %s: could not end its live log: %s", self.a.task_id, exc)
-        for alert_id in raised:
-            alerts.notify_channels(self.context, alert_id)
+        notify(self.context, done)
         # The console's one line per attempt (the run's own lines are there at DEBUG).
         ended = "failed, to be retried" if status == "retrying" else status
         why = "" if outcome.reason is None else f" ({outcome.reason}, exit {outcome.exit_code})"

@@ -30,11 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from crawlhub import outages
-from crawlhub.alerting import alerts
 from crawlhub.context import Context
 from crawlhub.repo.tasks import FENCED
 from crawlhub.services import runs
-from crawlhub.worker.attempts import Outcome, RunRef, record
+from crawlhub.worker.attempts import Outcome, RunRef, notify, record
 
 logger = logging.getLogger(__name__)
 
@@ -247,8 +246,7 @@ class Recorder:
         """Record an entry an earlier process left: as it ended when its items were stored,
         else hand the run back to the queue (its last items are gone with that process)."""
         if entry.flushed:
-            status, raised = record(self.context, entry.run, entry.outcome, entry.stats,
-                                    entry.items)  # fmt: skip
+            done = record(self.context, entry.run, entry.outcome, entry.stats, entry.items)
         else:
             back = Outcome(
                 "interrupted",
@@ -256,10 +254,10 @@ class Recorder:
                 entry.outcome.exit_code,
                 "the worker stopped before this run's last items were stored",
             )
-            status, raised = record(self.context, entry.run, back, entry.stats, entry.items)
+            done = record(self.context, entry.run, back, entry.stats, entry.items)
+        status = done.status
         send_again(self.context, entry.run.task_id, status)
         if status == FENCED:
             logger.warning("task %s: its outcome came too late (another attempt owns it)",
                            entry.run.task_id)  # fmt: skip
-        for alert_id in raised:
-            alerts.notify_channels(self.context, alert_id)
+        notify(self.context, done)

@@ -35,15 +35,15 @@ def conclude(
     session: Session, context: Context, task_id: uuid.UUID, spider_id: uuid.UUID,
     spider_name: str, status: str, items: int, scrapy_stats: dict[str, Any] | None,
     checks: Checks,
-) -> uuid.UUID | None:  # fmt: skip
+) -> tuple[uuid.UUID | None, uuid.UUID | None]:  # fmt: skip
     """In the caller's transaction: store the statistics, judge a completed run with rules,
-    raise its alert (its id is returned, to be notified after the commit) and, for a failing
-    verdict, act as the rules say."""
+    raise its alert and, for a failing verdict, act as the rules say. Returns the new alert
+    (to notify) and the run started again (to send), each after the commit."""
     quality: dict[str, Any] = dict(checks.stats)
     rules = checks.rules
     if status != "completed" or rules is None:
         task_repo.set_quality(session, task_id, None, quality)
-        return None
+        return None, None
     median, runs = None, 0
     if rules.items is not None and (rules.items.warn_below or rules.items.fail_below):
         counts = task_repo.recent_item_counts(session, spider_id, checks.params, task_id,
@@ -60,7 +60,8 @@ def conclude(
     quality["suspect"] = failing and rules.on_fail == "suspect"
     task_repo.set_quality(session, task_id, verdict.level, quality)
     if verdict.level == "pass":
-        return None
+        return None, None
+    again = None
     if failing and rules.on_fail == "retry":
         again = task_repo.retry_once(session, task_id, RETRY_TRIGGER)
         if again is not None:
@@ -70,8 +71,9 @@ def conclude(
                      for r in verdict.reasons[:REASONS_IN_ALERT])  # fmt: skip
     more = len(verdict.reasons) - REASONS_IN_ALERT
     said += f"; and {more} more" if more > 0 else ""
-    return alerts.raise_alert(
+    alert = alerts.raise_alert(
         session, context, f"quality_{verdict.level}", "error" if failing else "warning",
         f"{spider_name}: run {task_id} data quality {verdict.level}: {said}",
         spider_id=spider_id, task_id=task_id,
     )  # fmt: skip
+    return alert, again

@@ -240,3 +240,24 @@ def test_a_spider_without_rules_gets_statistics_and_no_verdict(pg_hub: Hub) -> N
     assert fields["tag"]["coverage"] == 0.5 and fields["tag"]["empty_share"] == 0.5
     assert fields["n"]["mean"] == 4.5 and "reasons" not in task["quality"]
     assert not alerts_of(pg_hub, task["id"])
+
+
+def test_a_failing_verdict_runs_the_spider_again_once_when_its_rules_say_retry(
+    pg_hub: Hub,
+) -> None:
+    pg_hub.deploy("thin", {"main.py": """
+        def run(params):
+            return [{"n": 1}]
+    """})  # fmt: skip
+    saved = pg_hub.client.put("/api/spiders/thin/quality",
+                              json={"rules": {"items": {"min": 5}, "on_fail": "retry"}})  # fmt: skip
+    assert saved.status_code == 200, saved.text
+    first = pg_hub.wait(pg_hub.run("thin")["id"])
+    assert first["verdict"] == "fail" and reasons(first) == {"items.min": ("fail", 1)}
+    again_id = first["quality"]["retried_as"]
+    again = pg_hub.wait(again_id)
+    assert (again["trigger"], again["verdict"]) == ("retry", "fail")
+    assert again["actor"] == f"quality check of {first['id']}"
+    assert "retried_as" not in again["quality"]  # once only
+    runs = pg_hub.client.get("/api/tasks", params={"spider_id": "thin"}).json()["items"]
+    assert len(runs) == 2

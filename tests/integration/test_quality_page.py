@@ -1,0 +1,100 @@
+"""A spider's Quality page in a real Chromium against a real `crawlhub up`: learn rules from a
+good run, edit and save them, see the next run fail them with its reasons, the field's
+coverage chart with the rule's thresholds, and the schema drift. Used as a person would: by
+role and label; its screenshot is docs/screenshots/quality.png."""
+
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, expect
+
+from tests.integration.test_dashboard import TOKEN, browser, new_page, shot
+from tests.integration.test_dashboard_roles import PASSWORD, sign_in
+from tests.integration.test_processes import embedded_hub
+
+__all__ = ["browser"]  # the Chromium fixture of test_dashboard, shared
+
+SHOP = """
+def run(params):
+    for n in range(int(params.get("n", 20))):
+        item = {"name": f"Product {n}", "url": f"http://shop.test/p/{n}"}
+        if not params.get("no_price"):
+            item["price"] = round(n * 1.5, 2)
+        yield item
+"""
+
+
+def finished(api: httpx.Client, task_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        task = api.get(f"/api/tasks/{task_id}").json()
+        if task["status"] in ("completed", "failed", "cancelled"):
+            return task  # type: ignore[no-any-return]
+        time.sleep(0.1)
+    raise AssertionError(f"run {task_id} did not finish")
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with embedded_hub(
+        tmp_path_factory.mktemp("hub"), TOKEN, CRAWLHUB_ADMIN_PASSWORD=PASSWORD
+    ) as base:
+        yield base
+
+
+def test_rules_learnt_on_the_quality_page_catch_a_run_that_breaks_them(
+    browser: Browser, hub: str
+) -> None:
+    with httpx.Client(base_url=hub, headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+        assert api.post("/api/spiders", json={"name": "shop"}).status_code == 201
+        sent = api.post("/api/spiders/shop/versions", files={"file": ("main.py", SHOP.encode())})
+        assert sent.status_code == 201, sent.text
+        for _ in range(3):
+            good = finished(api, api.post("/api/spiders/shop/run", json={}).json()["id"])
+            assert good["status"] == "completed" and good["verdict"] is None
+        page = new_page(browser, hub)
+        sign_in(page, "admin")
+        page.goto("/spiders/shop")
+        page.get_by_role("link", name="Quality: rules, verdicts, field statistics").click()
+        expect(page.get_by_role("heading", name="Quality of shop")).to_be_visible()
+        expect(page.get_by_text("no rules: runs get statistics, no verdict")).to_be_visible()
+        fields = page.get_by_role("region", name="Fields")
+        expect(fields.get_by_role("row", name=re.compile(r"^price 100\.0%"))).to_be_visible()
+        # Learn from the last good run, make coverage strict, save.
+        page.get_by_label("Learn from a good run").select_option(index=0)
+        page.get_by_role("button", name="Learn rules").click()
+        expect(page.get_by_role("status")).to_contain_text("Learnt from run")
+        editor = page.get_by_label("Rules (JSON; empty: none of its own)")
+        expect(editor).to_have_value(re.compile(r'"price": 0\.95'))
+        editor.fill(editor.input_value().replace('"price": 0.95', '"price": 0.99'))
+        page.get_by_role("button", name="Save rules").click()
+        expect(page.get_by_role("status")).to_have_text(
+            "Rules saved: they apply from the next run.")  # fmt: skip
+        expect(page.get_by_text("rules set for this spider")).to_be_visible()
+        # A run without prices fails them.
+        broken = finished(api, api.post("/api/spiders/shop/run",
+                                        json={"params": {"no_price": True}}).json()["id"])  # fmt: skip
+        assert broken["verdict"] == "fail", broken["quality"]
+    page.reload()
+    runs = page.get_by_role("region", name="Runs")
+    expect(runs.get_by_role("row").nth(1)).to_contain_text("fail")
+    expect(runs.get_by_role("row").nth(1)).to_contain_text("coverage.price 0.0 (expected ≥ 0.99)")
+    expect(page.get_by_role("img", name=re.compile(r"^price: coverage: 4 bars"))).to_be_visible()
+    drift = page.get_by_role("region", name="Schema drift")
+    expect(drift.get_by_role("listitem")).to_contain_text("disappeared price")
+    shot(page, "quality", keep=True)
+    # The run's page says why; the runs list filters by verdict.
+    runs.get_by_role("link").first.click()
+    expect(page.get_by_role("heading", name="Data quality: fail")).to_be_visible()
+    expect(page.get_by_role("cell", name="coverage.price")).to_be_visible()
+    expect(page.locator("#run-verdict")).to_contain_text("fail")
+    page.goto("/runs")
+    page.get_by_label("Verdict").select_option("fail")
+    page.get_by_role("button", name="Filter").click()
+    rows = page.get_by_role("table").get_by_role("row")
+    expect(rows).to_have_count(2)  # the header and the failing run
+    assert page.errors == []  # type: ignore[attr-defined]

@@ -145,6 +145,17 @@ def parse(value: Any, where: str = "quality") -> QualityRules:
         raise InvalidInput("; ".join(problems)[:2000], details=problems) from None
 
 
+def in_force(own: dict[str, Any] | None, shipped: dict[str, Any] | None, name: str,
+             entry: str) -> tuple[dict[str, Any] | None, str | None]:  # fmt: skip
+    """A spider's rules in force and where they come from: its own ("spider"), else those
+    its version's crawlhub.toml gives it by its name or its Scrapy name ("version")."""
+    if own is not None:
+        return own, "spider"
+    given = shipped or {}
+    found = given.get(name, given.get(entry))
+    return (found, "version") if found else (None, None)
+
+
 CONFIG_FILE = "crawlhub.toml"
 
 

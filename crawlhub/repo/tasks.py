@@ -478,7 +478,7 @@ def set_quality(
 
 def retry_once(session: Session, task_id: uuid.UUID, trigger: str) -> uuid.UUID | None:
     """A new pending run like this one, with `trigger`, unless it is itself such a run (once
-    only); its message is sent by the outbox (housekeeping sends pending runs with none)."""
+    only); its caller sends its message after the commit (else housekeeping sends it)."""
     task = session.get(Task, task_id)
     if task is None or task.trigger == trigger:
         return None

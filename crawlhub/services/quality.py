@@ -38,13 +38,12 @@ def rules_of(context: Context, ref: str) -> Rules:
         if spider.current_version is not None:
             project = project_repo.get_project(session, str(spider.project_id))
             version = project_repo.get_version(session, project, spider.current_version)
-        given = (version.quality or {}) if version is not None else {}
-        shipped = given.get(spider.name, given.get(spider.entry))
-        if spider.quality is not None:
-            return Rules(spider.name, spider.project_id, spider.quality, "spider", spider.quality,
-                         shipped)  # fmt: skip
-        source = f"version {version.number}" if shipped and version is not None else None
-        return Rules(spider.name, spider.project_id, shipped, source, None, shipped)
+        given = version.quality if version is not None else None
+        shipped = quality_rules.in_force(None, given, spider.name, spider.entry)[0]
+        rules, source = quality_rules.in_force(spider.quality, given, spider.name, spider.entry)
+        if source == "version" and version is not None:
+            source = f"version {version.number}"
+        return Rules(spider.name, spider.project_id, rules, source, spider.quality, shipped)
 
 
 def set_rules(context: Context, ref: str, rules: Any) -> Rules:

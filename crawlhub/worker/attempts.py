@@ -147,9 +147,9 @@ def claim(db: Database, task_id: uuid.UUID) -> Attempt | None:
 
 def rules_of(own: dict[str, Any] | None, shipped: dict[str, Any] | None, name: str,
              entry: str) -> QualityRules | None:  # fmt: skip
-    """A spider's rules: its own, else those its version's crawlhub.toml gives it (by its
-    name, or its Scrapy name); rules stored invalid (an older release's) are ignored."""
-    found = own if own is not None else (shipped or {}).get(name, (shipped or {}).get(entry))
+    """A spider's rules in force, parsed (rules stored invalid, by an older release, are
+    ignored with a warning)."""
+    found, _ = quality_rules.in_force(own, shipped, name, entry)
     if not found:
         return None
     try:

@@ -5,6 +5,7 @@ spider without rules is unaffected."""
 
 import io
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
@@ -123,8 +124,6 @@ def deploy(hub: Hub) -> None:
         version = hub.client.get("/api/projects/shop/versions/1").json()
         if version["environment"]["status"] != "building":
             break
-        import time
-
         time.sleep(0.1)
     assert version["spiders"] == ["products"], version
 

@@ -19,6 +19,7 @@ MAX_FIELDS = 200  # top-level fields followed per run; more are counted as one "
 K = 256  # the distinct-values sketch's size
 HASH_SPACE = 2**64
 MIX = 0x9E3779B97F4A7C15
+MASK = HASH_SPACE - 1
 EXAMPLES = 5  # invalid items kept as examples
 EXAMPLE_CHARS = 500
 MAX_ERROR_KINDS = 50
@@ -72,15 +73,17 @@ class FieldStats:
         self.present += 1
         kind = type(value)
         if kind is str:
-            self.types.add("string")
             size = len(value)
+            if self.text:
+                if size < self.len_min:
+                    self.len_min = size
+                elif size > self.len_max:
+                    self.len_max = size
+            else:
+                self.types.add("string")
+                self.len_min = self.len_max = size
             if not size:
                 self.empty += 1
-            if self.text:
-                self.len_min = min(self.len_min, size)
-                self.len_max = max(self.len_max, size)
-            else:
-                self.len_min = self.len_max = size
             self.text += 1
             self.len_sum += size
         elif kind is int or kind is float:
@@ -99,9 +102,7 @@ class FieldStats:
             if kind is list or kind is dict:
                 return  # no distinct count of nested values
         # Python's hash of a small int is the int: mixed (Fibonacci hashing) to spread it.
-        self._distinct((hash(value) * MIX) % HASH_SPACE)
-
-    def _distinct(self, h: int) -> None:
+        h = (hash(value) * MIX) & MASK
         sketch = self._sketch
         if len(sketch) < K:
             if h not in self._seen:

@@ -92,8 +92,8 @@ def simple(
     width: float = 360, *, top: float | None = None,
     bands: Sequence[tuple[float, str]] = (),
 ) -> Chart:  # fmt: skip
-    """One bar per (time, tooltip, value), oldest left; `series` a series name or, per bar,
-    one per value (`series` of each run: its verdict); `bands`: (value, level) lines."""
+    """One bar per (time, tooltip, value), oldest left, against `top` (default: a round
+    number above the highest); `bands`: a rule's (threshold, level) drawn as lines."""
     top = top or nice_top(max((v for _, _, v in values), default=0))
     step = width / max(len(values), 1)
     bars = [

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from crawlhub.errors import InvalidInput
-from crawlhub.quality.rules import levels, parse
+from crawlhub.quality.rules import QualityRules, levels, parse
 from crawlhub.services import quality
 from crawlhub.services.quality import RunQuality
 from crawlhub.ui import charts
@@ -21,17 +21,17 @@ from crawlhub.web.validation import ctx
 FIELDS_CHARTED = 30
 
 
-def _coverage_chart(name: str, runs: list[RunQuality], rules: dict[str, Any] | None) -> Any:
+def _coverage_chart(name: str, runs: list[RunQuality], rules: QualityRules | None) -> Any:
+    """A field's coverage per run, each bar coloured by its run's verdict, with the field's
+    coverage rule as lines."""
     values = []
     for run in runs:
         stats = run.quality.get("fields", {}).get(name)
         share = stats["coverage"] if stats else 0.0
         title = f"{run.created_at:%Y-%m-%d %H:%M} UTC: {share:.1%} ({run.verdict or 'no verdict'})"
         values.append((run.created_at, title, share))
-    bands: list[tuple[float, str]] = []
-    if rules:
-        bound = parse(rules).coverage.get(name)
-        bands = [(v, level) for level, v in levels(bound)] if bound is not None else []
+    bound = rules.coverage.get(name) if rules is not None else None
+    bands = [(v, level) for level, v in levels(bound)] if bound is not None else []
     chart = charts.simple(values, "items", f"{name}: coverage", "", top=1.0, bands=bands)
     for bar, run in zip(chart.bars, runs, strict=True):
         bar.series = run.verdict or "none"
@@ -49,10 +49,14 @@ def quality_page(request: Request, session: Session, status: int = 200, *,
     named = list((found.rules or {}).get("coverage", {}))
     charted = [*named, *(k for k in latest if k not in named)][:FIELDS_CHARTED]
     shown = json.dumps(found.rules, indent=2, ensure_ascii=False) if found.rules else ""
+    try:
+        rules = parse(found.rules) if found.rules else None
+    except InvalidInput:  # stored by an older release: shown, not charted
+        rules = None
     return render(
         request, session, "quality.html", status,
         spider=found.spider, found=found, runs=runs, latest=latest,
-        charts=[_coverage_chart(name, runs, found.rules) for name in charted],
+        charts=[_coverage_chart(name, runs, rules) for name in charted],
         drift=quality.drift(runs), draft=shown if draft is None else draft,
         errors=errors or {}, learnt_from=learnt_from,
         learnable=[r for r in reversed(runs) if r.status == "completed" and r.items],

@@ -1,6 +1,7 @@
 """Settings read from the environment and validated once at start-up."""
 
 import os
+import re
 import secrets
 from functools import cached_property
 from pathlib import Path
@@ -25,6 +26,9 @@ MiB = 1024 * 1024
 TOKEN_FILE = "api-token"  # noqa: S105 - a file name, not a secret
 
 
+LABEL = re.compile(r"^[A-Za-z0-9_.-]{1,64}(=[A-Za-z0-9_.-]{1,64})?$")
+
+
 class Settings(BaseSettings):
     """Every knob of CrawlHub; see docs/guide/configuration.md."""
 
@@ -43,6 +47,8 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./crawlhub-data")
     log_level: str = "INFO"
     worker_concurrency: int = Field(4, ge=1, le=256)
+    # What a worker's machine offers, comma-separated: `browser,region=eu` (docs: fleet).
+    worker_labels: str = ""
     default_timeout_s: int = Field(3600, ge=1)
     max_upload_bytes: int = Field(50 * MiB, ge=1024)
     max_unpacked_bytes: int = Field(500 * MiB, ge=1024)
@@ -140,6 +146,21 @@ class Settings(BaseSettings):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return level
+
+    @field_validator("worker_labels")
+    @classmethod
+    def _check_worker_labels(cls, value: str) -> str:
+        labels = [label.strip() for label in value.split(",") if label.strip()]
+        for label in labels:
+            if not LABEL.match(label):
+                raise ValueError(f"{label!r} is not a label: name or name=value, of letters, "
+                                 "digits, '.', '_' and '-'")  # fmt: skip
+        return ",".join(labels)
+
+    @property
+    def labels(self) -> list[str]:
+        """This worker's labels."""
+        return [label for label in self.worker_labels.split(",") if label]
 
     @field_validator("spider_uids")
     @classmethod

@@ -37,6 +37,8 @@ class Context:
     # Set when this process's worker starts shutting down: runs get the shutdown grace to
     # finish, then are handed back to the queue (not failed, no retry counted).
     stopping: threading.Event = field(default_factory=threading.Event)
+    # Set while this worker's node is drained: its runs go on, new ones are handed back.
+    draining: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
     def build(cls, settings: Settings, *, runs_here: bool = False) -> "Context":

@@ -15,6 +15,7 @@ from crawlhub.worker.outcomes import Recorder
 # Dramatiq's TimeLimit cannot interrupt the supervisor's blocking waits; the runner enforces
 # each spider's own timeout instead, so the actor's limit is effectively off.
 NO_TIME_LIMIT_MS = 10 * 365 * 24 * 3600 * 1000
+DRAINED_HAND_BACK_MS = 500  # a drained node's message goes back to the queue this late
 
 
 def declare(context: Context, recorder: Recorder) -> "dramatiq.Actor[[str], None]":
@@ -22,6 +23,9 @@ def declare(context: Context, recorder: Recorder) -> "dramatiq.Actor[[str], None
     process's recorder of outcomes an outage keeps from the database."""
 
     def run(task_id: str) -> None:
+        if context.draining.is_set():  # another node takes it (this one may again later)
+            runs.enqueue(context, uuid.UUID(task_id), delay_ms=DRAINED_HAND_BACK_MS)
+            return
         try:
             ended = supervisor.execute(context, uuid.UUID(task_id), recorder)
         except ServiceUnavailable as exc:  # nothing ran: no retry of the task is counted

@@ -78,9 +78,18 @@ _server("migrate", "Apply the database migrations.")
 
 
 def _register() -> None:
-    from crawlhub.cli import catalog, operations, planning, quality, running, store, users
+    from crawlhub.cli import (
+        catalog,
+        nodes,
+        operations,
+        planning,
+        quality,
+        running,
+        store,
+        users,
+    )  # fmt: skip
 
-    for module in (catalog, running, planning, store, operations, quality, users):
+    for module in (catalog, running, planning, store, operations, quality, nodes, users):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, synonym
 
@@ -342,6 +343,12 @@ class WorkerProcess(Base):
     started_at: Mapped[datetime] = mapped_column()
     last_seen_at: Mapped[datetime] = mapped_column()
     stopped_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # Its labels (CRAWLHUB_WORKER_LABELS: `browser`, `region=eu`), as given.
+    labels: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
+    # What its heartbeat last read of its machine: load, cpus, memory, disk, environments.
+    machine: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    # Draining: it finishes its runs and takes no new ones (for a rolling upgrade).
+    draining: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     __table_args__ = (Index(None, "last_seen_at"),)
 

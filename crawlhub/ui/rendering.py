@@ -37,6 +37,7 @@ NAVIGATION = (
     ("Data", "/data"),
     ("Alerts", "/alerts"),
     ("Queues", "/queues"),
+    ("Nodes", "/nodes"),
 )
 # No inline script or style anywhere: everything the pages run or wear is a file of ours.
 SECURITY_HEADERS = {

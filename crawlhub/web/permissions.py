@@ -184,6 +184,10 @@ TABLE: dict[tuple[str, str], Rule] = {
     ("GET", "/api/queues"): R, ("GET", "/api/queues/{name}/dead-letters"): R,
     ("DELETE", "/api/queues/{name}/dead-letters"): A,
     ("POST", "/api/queues/{name}/dead-letters/{message_id}/requeue"): X,
+    # Nodes (worker processes): read by all, drained by instance admins.
+    ("GET", "/api/nodes"): R, ("POST", "/api/nodes/{id}/drain"): A,
+    ("POST", "/api/nodes/{id}/resume"): A,
+    ("GET", "/nodes"): R, ("POST", "/nodes/{id}/drain"): A, ("POST", "/nodes/{id}/resume"): A,
     # Items and exports.
     ("GET", "/api/data"): R, ("DELETE", "/api/data"): M, ("GET", "/api/data/export/{fmt}"): R,
     # The Scrapyd API (by endpoint) and its pages, under /scrapyd/ and at the root.

@@ -369,6 +369,14 @@ def _touch(path: Path) -> None:
         path.touch()
 
 
+def held(settings: Settings) -> list[str]:
+    """The keys of the environments this machine holds (built ones)."""
+    root = settings.data_dir / "envs"
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
 def collect(settings: Settings, keep: set[str]) -> list[str]:
     """Delete environments not in `keep` that no run used for CRAWLHUB_ENV_TTL_DAYS; their
     keys. Taken under each one's lock, so a build or start in progress is never cut."""

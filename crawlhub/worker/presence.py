@@ -6,18 +6,24 @@ starts shutting down, marked stopped at the end.
 touches Dramatiq's own heartbeat set too, but never registers.
 """
 
+import contextlib
 import logging
 import os
+import shutil
 import socket
 import threading
 import time
+from pathlib import Path
+from typing import Any
 
 import dramatiq
 
 from crawlhub import __version__
+from crawlhub.config import Settings
 from crawlhub.context import Context
 from crawlhub.repo import workers as worker_repo
 from crawlhub.sandbox import firewall
+from crawlhub.worker import environments
 from crawlhub.worker.outcomes import Recorder
 
 logger = logging.getLogger(__name__)
@@ -26,6 +32,24 @@ logger = logging.getLogger(__name__)
 def worker_id() -> str:
     """This process's name among the workers: host:pid (a run's `worker` adds its thread)."""
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def machine(settings: Settings) -> dict[str, Any]:
+    """What a node's heartbeat tells of its machine: its load, cpus, memory, the disk of its
+    data dir, and the environments it holds (what it could not read is left out)."""
+    found: dict[str, Any] = {"cpus": os.cpu_count() or 1}
+    with contextlib.suppress(OSError):
+        found["load"] = round(os.getloadavg()[0], 2)
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+        found["memory_mb"] = int(info["MemTotal"].split()[0]) // 1024
+        found["memory_free_mb"] = int(info["MemAvailable"].split()[0]) // 1024
+    with contextlib.suppress(OSError):
+        disk = shutil.disk_usage(settings.data_dir)
+        found["disk_mb"], found["disk_free_mb"] = disk.total // 2**20, disk.free // 2**20
+    with contextlib.suppress(OSError):
+        found["environments"] = environments.held(settings)
+    return found
 
 
 class WorkerLife(dramatiq.Middleware):
@@ -62,14 +86,25 @@ class WorkerLife(dramatiq.Middleware):
 
     def _register(self, threads: int) -> bool:
         try:
+            settings = self.context.settings
             with self.context.db.session() as session:
                 worker_repo.register(session, self.id, host=socket.gethostname(),
-                                     pid=os.getpid(), version=__version__,
-                                     threads=threads)  # fmt: skip
+                                     pid=os.getpid(), version=__version__, threads=threads,
+                                     labels=settings.labels,
+                                     machine=machine(settings))  # fmt: skip
         except Exception as exc:  # the heartbeat thread tries again
             logger.warning("worker %s: could not register: %s", self.id, exc)
             return False
         return True
+
+    def _drain(self, draining: bool) -> None:
+        """Take no new runs while the node is drained (its running ones go on)."""
+        if draining and not self.context.draining.is_set():
+            logger.info("worker %s: draining: it takes no new runs", self.id)
+            self.context.draining.set()
+        elif not draining and self.context.draining.is_set():
+            logger.info("worker %s: resumed: it takes runs again", self.id)
+            self.context.draining.clear()
 
     def _beat(self, threads: int) -> None:
         failing = False
@@ -79,10 +114,11 @@ class WorkerLife(dramatiq.Middleware):
                 firewall.refresh()
                 renew_at = time.monotonic() + firewall.RENEW_S
             try:
+                read = machine(self.context.settings)
                 with self.context.db.session() as session:
-                    known = worker_repo.beat(session, self.id)
-                if not known:
-                    known = self._register(threads)
+                    draining = worker_repo.beat(session, self.id, read)
+                known = draining is not None or self._register(threads)
+                self._drain(bool(draining))
                 if failing and known:
                     logger.info("worker %s: heartbeating again", self.id)
                 failing = not known

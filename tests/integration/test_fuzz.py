@@ -31,6 +31,7 @@ from crawlhub.api import create_app
 from crawlhub.context import Context
 from crawlhub.data.formats import FORMATS
 from crawlhub.messaging.keys import RUNS_QUEUE
+from crawlhub.repo import workers
 from crawlhub.services import accounts
 from crawlhub.web import sse
 from tests.conftest import TOKEN
@@ -121,6 +122,10 @@ def make_objects(client: TestClient, context: Context) -> dict[str, str]:
             task_id=uuid.UUID(task),
         )  # fmt: skip
     assert alert is not None  # a type of its own: not folded into an earlier alert
+    node = f"fuzz-{uuid.uuid4().hex[:8]}:1"  # a worker's row, as its registration writes it
+    with context.db.session() as session:
+        workers.register(session, node, host="fuzz", pid=1, version="0", threads=1,
+                         labels=["browser"], machine={"cpus": 1})  # fmt: skip
     project = client.get(f"/api/spiders/{spider}").json()["project_id"]
     user = post(client, "/api/users", key="username", json={
         "username": f"u{uuid.uuid4().hex[:8]}", "password": "a password!", "role": "viewer"})  # fmt: skip
@@ -128,7 +133,7 @@ def make_objects(client: TestClient, context: Context) -> dict[str, str]:
                                      ["read"], None)  # fmt: skip
     return {"spiders": spider, "bare": bare, "schedules": schedule, "channels": channel,
             "tasks": task, "alerts": str(alert), "projects": project, "users": user,
-            "tokens": str(token.id)}  # fmt: skip
+            "tokens": str(token.id), "nodes": node}  # fmt: skip
 
 
 def post(client: TestClient, path: str, key: str = "id", **request: Any) -> str:

@@ -1,7 +1,8 @@
-"""A spider's Quality page in a real Chromium against a real `crawlhub up`: learn rules from a
-good run, edit and save them, see the next run fail them with its reasons, the field's
-coverage chart with the rule's thresholds, and the schema drift. Used as a person would: by
-role and label; its screenshot is docs/screenshots/quality.png."""
+"""The Quality page and the Nodes page in a real Chromium against a real `crawlhub up`,
+used as a person would (by role and label): learn rules from a good run, edit and save them,
+see the next run fail them with its reasons, the field's coverage chart with the rule's
+thresholds and the schema drift; the worker as a node, drained and resumed. Screenshots:
+docs/screenshots/quality.png and nodes.png."""
 
 import re
 import time
@@ -97,4 +98,24 @@ def test_rules_learnt_on_the_quality_page_catch_a_run_that_breaks_them(
     page.get_by_role("button", name="Filter").click()
     rows = page.get_by_role("table").get_by_role("row")
     expect(rows).to_have_count(2)  # the header and the failing run
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
+def test_the_nodes_page_shows_the_worker_and_drains_and_resumes_it(
+    browser: Browser, hub: str
+) -> None:
+    page = new_page(browser, hub)
+    sign_in(page, "admin")
+    page.get_by_role("link", name="Nodes", exact=True).click()
+    expect(page.get_by_role("heading", name="Nodes")).to_be_visible()
+    row = page.get_by_role("row").nth(1)
+    expect(row).to_contain_text("online")
+    expect(row).to_contain_text(" / 4")  # its runs and its slots
+    page.get_by_role("button", name=re.compile(r"^Drain ")).click()
+    expect(page.get_by_role("status")).to_contain_text("is draining")
+    expect(page.get_by_role("row").nth(1)).to_contain_text("draining")
+    shot(page, "nodes", keep=True)
+    page.get_by_role("button", name=re.compile(r"^Resume ")).click()
+    expect(page.get_by_role("status")).to_contain_text("takes runs again")
+    expect(page.get_by_role("row").nth(1)).to_contain_text("online")
     assert page.errors == []  # type: ignore[attr-defined]

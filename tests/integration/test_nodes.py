@@ -1,0 +1,98 @@
+"""The fleet with real processes: three `crawlhub worker`s with different labels register as
+nodes with their machine; a drained node finishes its run and takes no new ones, the others
+take them; resumed, it takes runs again; a killed node shows as lost. The API, the CLI and
+the audit log agree."""
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.conftest import TOKEN
+from tests.integration.test_processes import FIXTURES, Process, base_env, crawlhub, free_port
+
+HEARTBEAT_S = 0.5
+
+
+def eventually(check: Callable[[], Any], what: str, timeout: float = 20) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        assert time.monotonic() < deadline, f"{what}: not after {timeout} s"
+        time.sleep(0.2)
+
+
+def test_nodes_register_with_labels_drain_resume_and_get_lost(
+    tmp_path: Path, postgres_url: str, redis_url: str
+) -> None:
+    port = free_port()
+    env = base_env(tmp_path, PORT=str(port), REDIS_URL=redis_url, CRAWLHUB_API_TOKENS=TOKEN,
+                   DATABASE_URL=postgres_url.replace("postgresql+psycopg://", "postgres://"),
+                   CRAWLHUB_HEARTBEAT_S=str(HEARTBEAT_S), CRAWLHUB_LEASE_S="5",
+                   CRAWLHUB_WORKER_CONCURRENCY="2")  # fmt: skip
+    assert crawlhub("migrate", env=env, cwd=tmp_path).returncode == 0
+    base = f"http://127.0.0.1:{port}"
+    api = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+    web = Process(["web"], env, tmp_path)
+    labels = ["browser", "region=eu", "browser,region=us"]
+    workers = [Process(["worker"], {**env, "CRAWLHUB_WORKER_LABELS": given}, tmp_path)
+               for given in labels]  # fmt: skip
+    cli = {**env, "CRAWLHUB_URL": base, "CRAWLHUB_TOKEN": TOKEN}
+    try:
+        web.wait_for(f"{base}/readyz")
+        for worker in workers:
+            worker.wait_output("worker ready")
+
+        def nodes() -> dict[int, dict[str, Any]]:
+            return {n["pid"]: n for n in api.get("/api/nodes").json()["items"]}
+
+        found = eventually(lambda: len(nodes()) == 3 and nodes(), "three nodes")
+        for worker, given in zip(workers, labels, strict=True):
+            node = found[worker.proc.pid]
+            assert node["labels"] == given.split(",") and node["state"] == "online", node
+            assert node["slots"] == 2 and node["machine"]["cpus"] >= 1
+            assert node["machine"]["memory_mb"] > node["machine"]["memory_free_mb"] > 0
+            assert node["machine"]["disk_free_mb"] > 0 and "environments" in node["machine"]
+        listed = crawlhub("nodes", env=cli, cwd=tmp_path)
+        assert listed.returncode == 0 and "region=eu" in listed.stdout, listed.stderr
+
+        deployed = crawlhub("deploy", str(FIXTURES / "hello.py"), "--name", "hello", env=cli,
+                            cwd=tmp_path)  # fmt: skip
+        assert deployed.returncode == 0, deployed.stderr
+        drained, others = workers[0], workers[1:]
+        node_id = found[drained.proc.pid]["id"]
+        done = crawlhub("nodes", "drain", node_id, env=cli, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert nodes()[drained.proc.pid]["state"] == "draining"
+        time.sleep(3 * HEARTBEAT_S)  # the node reads it with its next heartbeat
+        started = [api.post("/api/spiders/hello/run", json={}).json()["id"] for _ in range(8)]
+
+        def ended() -> list[dict[str, Any]] | None:
+            tasks = [api.get(f"/api/tasks/{t}").json() for t in started]
+            return tasks if all(t["status"] == "completed" for t in tasks) else None
+
+        tasks = eventually(ended, "eight runs completed", timeout=60)
+        ran_on = {int(t["worker"].split(":")[1]) for t in tasks}
+        assert drained.proc.pid not in ran_on and ran_on <= {w.proc.pid for w in others}
+
+        assert crawlhub("nodes", "resume", node_id, env=cli, cwd=tmp_path).returncode == 0
+        assert nodes()[drained.proc.pid]["state"] == "online"
+        audit = api.get("/api/audit", params={"resource": f"node:{node_id}"}).json()["items"]
+        assert [e["action"] for e in audit] == ["node.resume", "node.drain"]
+
+        others[0].proc.kill()
+        others[0].proc.wait()
+        eventually(lambda: nodes()[others[0].proc.pid]["state"] == "lost", "a lost node")
+        assert others[1].stop() == 0
+        eventually(lambda: nodes()[others[1].proc.pid]["state"] == "stopped", "a stopped node")
+        refused = api.post("/api/nodes/nowhere:1/drain")
+        assert refused.status_code == 404
+    finally:
+        api.close()
+        for proc in (web, *workers):
+            if proc.proc.poll() is None:
+                proc.stop()

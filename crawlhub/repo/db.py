@@ -196,7 +196,7 @@ def get_by_ref(
         row = _one(session, model, model.id == resolve_id(session, model, ref, what), for_update)
     if row is None:
         raise NotFound(f"{what} '{ref}' not found")
-    reach.require(session, row)
+    reach.check(session, row, what, ref)
     return row
 
 
@@ -212,7 +212,7 @@ def find_by_name(session: Session, model: type[N], name: str) -> N | None:
     request's action is not allowed on it)."""
     row = _one(session, model, model.name == name, False)
     if row is not None:
-        reach.require(session, row)
+        reach.check(session, row, model.__name__.lower(), name)
     return row
 
 

@@ -5,7 +5,7 @@ between projects (None: every project, as for the workers, the ticker, an instan
 anyone with a role on every project). The getters of rows that belong to a project
 (projects, versions, spiders, runs, schedules, alerts) look only among the projects the
 caller may read, so one it may not see is NotFound (and a short id does not tell it exists
-by being ambiguous); `require` then refuses, Forbidden, an action the caller's role on the
+by being ambiguous); `check` then refuses, Forbidden, an action the caller's role on the
 row's project does not allow. Every list narrows the same way (`narrow`, `visible`).
 """
 
@@ -107,20 +107,9 @@ def limited() -> bool:
     return REACH.get() is not None
 
 
-def require(session: Session, row: Any) -> None:
-    """Forbidden when the request's action is not allowed on the project `row` belongs to
-    (the row was found, so the caller may read it)."""
-    reach = REACH.get()
-    if reach is None or reach.acting is None:
-        return
-    project_id = project_of(session, row)
-    if project_id is not None and project_id not in reach.acting:
-        raise Forbidden(f"{reach.who} may not {reach.action} in this project")
-
-
 def check(session: Session, row: Any, what: str, ref: object) -> None:
-    """For a row found without narrowing: NotFound when the caller may not see its project,
-    Forbidden when it may not take the request's action there."""
+    """NotFound when the caller may not see the project of a row (one found without
+    narrowing), Forbidden when it may not take the request's action there."""
     reach = REACH.get()
     if reach is None:
         return

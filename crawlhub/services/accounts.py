@@ -316,14 +316,15 @@ def sign_in_for_token(context: Context, username: str, password: str, address: s
     user = sign_in(context, username, password, address)
     with context.db.read() as session:
         widest = widest_rank(session, user)
-    chosen = scopes or [SCOPES[max(widest, 0)]]
+    chosen = scopes or [SCOPES[widest]]
     return create_token(context, user.id, name, chosen, expires_at, replace=True)
 
 
 def widest_rank(session: Session, user: User) -> int:
-    """The rank of a user's widest role, on every project or as a member of one."""
+    """The rank of a user's widest role, on every project or as a member of one (reading
+    is everyone's who signs in: a `read` token is open to all)."""
     roles = [user.role, *repo.memberships_of(session, user.id).values()]
-    return max(rank(role) for role in roles)
+    return max(0, *(rank(role) for role in roles))
 
 
 def list_members(context: Context, project_ref: str) -> list[tuple[ProjectMember, User]]:

@@ -117,7 +117,9 @@ def _follow(api: Client, run_id: str, stream: str | None) -> None:
             print_line(data["stream"], data["line"])
         elif kind == "status":
             reason = f" ({data['reason']})" if data.get("reason") else ""
-            output.note(f"run {run_id} {data['status']}{reason}: {data['items_count']} items")
+            verdict = f", data quality {data['verdict']}" if data.get("verdict") else ""
+            output.note(f"run {run_id} {data['status']}{reason}: {data['items_count']} items"
+                        f"{verdict}")  # fmt: skip
             if data["status"] != "completed":
                 raise click.exceptions.Exit(1)
             return

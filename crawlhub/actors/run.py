@@ -8,14 +8,18 @@ from crawlhub import outages
 from crawlhub.context import Context
 from crawlhub.errors import Reported, ServiceUnavailable
 from crawlhub.messaging.keys import ALERT_ACTOR, RUN_ACTOR, RUNS_QUEUE
-from crawlhub.services import runs
+from crawlhub.services import nodes, runs
 from crawlhub.worker import supervisor
+from crawlhub.worker.attempts import Elsewhere
 from crawlhub.worker.outcomes import Recorder
 
 # Dramatiq's TimeLimit cannot interrupt the supervisor's blocking waits; the runner enforces
 # each spider's own timeout instead, so the actor's limit is effectively off.
 NO_TIME_LIMIT_MS = 10 * 365 * 24 * 3600 * 1000
-DRAINED_HAND_BACK_MS = 500  # a drained node's message goes back to the queue this late
+# A run message a node does not take (drained, or lacking the run's labels) goes back to the
+# queue this late; later when no live node has the labels (the run's page says so).
+HAND_BACK_MS = 500
+UNPLACEABLE_MS = 5000
 
 
 def declare(context: Context, recorder: Recorder) -> "dramatiq.Actor[[str], None]":
@@ -24,10 +28,15 @@ def declare(context: Context, recorder: Recorder) -> "dramatiq.Actor[[str], None
 
     def run(task_id: str) -> None:
         if context.draining.is_set():  # another node takes it (this one may again later)
-            runs.enqueue(context, uuid.UUID(task_id), delay_ms=DRAINED_HAND_BACK_MS)
+            runs.enqueue(context, uuid.UUID(task_id), delay_ms=HAND_BACK_MS)
             return
         try:
             ended = supervisor.execute(context, uuid.UUID(task_id), recorder)
+        except Elsewhere as exc:  # a node with its labels takes it; none yet: ask again later
+            placeable = nodes.some_node_has(context, exc.labels)
+            runs.enqueue(context, uuid.UUID(task_id),
+                         delay_ms=HAND_BACK_MS if placeable else UNPLACEABLE_MS)  # fmt: skip
+            return
         except ServiceUnavailable as exc:  # nothing ran: no retry of the task is counted
             raise dramatiq.Retry(
                 f"task {task_id}: {exc.message}", delay=int(outages.CLAIM_RETRY_S * 1000)

@@ -213,6 +213,7 @@ def spiders_show(api: Client, spider: str, as_json: bool) -> None:
 @click.option("-e", "--env", "env", multiple=True, metavar="NAME=VALUE",
               help="Replace its environment variables (repeat).")  # fmt: skip
 @click.option("--dedup-keys", help="Comma-separated item fields that identify an item; '' off.")
+@click.option("--labels", help="Comma-separated labels a node must have to run it; '' any node.")
 @click.option("--alert-on-zero-items/--no-alert-on-zero-items", default=None)
 @click.option("--retention-days", type=int)
 @click.option("-l", "--limit", "limits", multiple=True, metavar="NAME=VALUE",
@@ -222,8 +223,8 @@ def spiders_show(api: Client, spider: str, as_json: bool) -> None:
 @JSON_OPTION
 @pass_api
 def spiders_set(api: Client, spider: str, as_json: bool, params: tuple[str, ...],
-                env: tuple[str, ...], dedup_keys: str | None, limits: tuple[str, ...],
-                **changes: Any) -> None:  # fmt: skip
+                env: tuple[str, ...], dedup_keys: str | None, labels: str | None,
+                limits: tuple[str, ...], **changes: Any) -> None:  # fmt: skip
     """Change a spider's settings (only those given)."""
     body = {k: v for k, v in changes.items() if v is not None}
     if params:
@@ -234,8 +235,9 @@ def spiders_set(api: Client, spider: str, as_json: bool, params: tuple[str, ...]
         body["limits"] = None
     elif limits:
         body["limits"] = pairs(limits, "--limit")
-    if dedup_keys is not None:
-        body["dedup_keys"] = [k.strip() for k in dedup_keys.split(",") if k.strip()] or None
+    for name, given in (("dedup_keys", dedup_keys), ("labels", labels)):
+        if given is not None:
+            body[name] = [k.strip() for k in given.split(",") if k.strip()] or None
     if not body:
         raise click.UsageError("nothing to change: give at least one option")
     changed = api.request("PATCH", f"/api/spiders/{spider}", json=body)

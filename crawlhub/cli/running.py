@@ -1,5 +1,7 @@
 """`crawlhub run`, `cancel`, `runs` and `logs`."""
 
+from typing import Any
+
 import click
 
 from crawlhub.cli import output
@@ -24,21 +26,27 @@ RUN_COLUMNS = [
               help="A param of this run (repeat; VALUE read as JSON when it parses).")  # fmt: skip
 @click.option("-s", "--setting", "settings", multiple=True, metavar="NAME=VALUE",
               help="A Scrapy setting of this run (repeat).")  # fmt: skip
+@click.option("--label", "labels", multiple=True,
+              help="A label its node must have (repeat; default: the spider's).")  # fmt: skip
 @click.option("-f", "--follow", is_flag=True,
               help="Print its log live; exit 0 only if it completes.")  # fmt: skip
 @JSON_OPTION
 @pass_api
 def run(api: Client, spider: str, params: tuple[str, ...], settings: tuple[str, ...],
-        follow: bool, as_json: bool) -> None:  # fmt: skip
+        labels: tuple[str, ...], follow: bool, as_json: bool) -> None:  # fmt: skip
     """Start a run of a spider."""
-    body = {"params": pairs(params, "--param"), "settings": pairs(settings, "--setting")}
+    body: dict[str, Any] = {"params": pairs(params, "--param"),
+                            "settings": pairs(settings, "--setting")}  # fmt: skip
+    if labels:
+        body["labels"] = list(labels)
     task = api.request("POST", f"/api/spiders/{spider}/run", json=body)
     if as_json and not follow:
         output.emit_json(task)
         return
+    waiting = f" (waiting: {task['waiting']})" if task.get("waiting") else ""
     if not follow:
         print(task["id"])
-        output.note(f"run {task['id']} of {spider} is {task['status']}")
+        output.note(f"run {task['id']} of {spider} is {task['status']}{waiting}")
         return
     output.note(f"run {task['id']} of {spider} is {task['status']}")
     _follow(api, task["id"], None)

@@ -82,6 +82,8 @@ class Spider(Base):
     limits: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # Its data quality rules (crawlhub.quality.rules), over those its version ships.
     quality: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    # The labels a node must have to run it (None: any node).
+    labels: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -153,6 +155,8 @@ class Schedule(Base):
     catchup: Mapped[str] = mapped_column(String(16), default="latest")
     starting_deadline_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
     jitter_s: Mapped[int] = mapped_column(Integer, default=0)
+    # The labels a node must have to run its runs (None: its spider's).
+    labels: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
     next_fire_at: Mapped[datetime | None] = mapped_column(nullable=True)
     last_fire_at: Mapped[datetime | None] = mapped_column(nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -197,6 +201,8 @@ class Task(Base):
     # reasons, the per-field statistics of its items, whether its data is suspect.
     verdict: Mapped[str | None] = mapped_column(String(8), nullable=True)
     quality: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    # The labels a node must have to run it: its own, its schedule's or its spider's.
+    labels: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(nullable=True)
@@ -209,6 +215,16 @@ class Task(Base):
     # The fencing token of the current attempt: bumped by every claim and every reap.
     fence: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    @property
+    def waiting(self) -> str | None:
+        """Why a pending run waits, when no node can take it (told when read: not stored)."""
+        found: str | None = getattr(self, "_waiting", None)
+        return found
+
+    @waiting.setter
+    def waiting(self, reason: str | None) -> None:
+        self._waiting = reason
 
     __table_args__ = (
         UniqueConstraint("schedule_id", "scheduled_for"),

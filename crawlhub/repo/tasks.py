@@ -146,6 +146,12 @@ def set_message_ids(session: Session, message_ids: dict[uuid.UUID, str]) -> None
     )
 
 
+def labels_of(session: Session, task_id: uuid.UUID) -> list[str] | None:
+    """The labels a node must have to run a task."""
+    found: list[str] | None = session.scalar(select(Task.labels).where(Task.id == task_id))
+    return found
+
+
 def claim_task(session: Session, task_id: uuid.UUID, worker: str) -> Task | None:
     """Move a pending or retrying task to running (compare-and-set); None when not claimable."""
     now = now_of(session)
@@ -485,7 +491,8 @@ def retry_once(session: Session, task_id: uuid.UUID, trigger: str) -> uuid.UUID 
     again = create_task(session, {
         "spider_id": task.spider_id, "version": task.version, "trigger": trigger,
         "params": dict(task.params or {}), "settings": dict(task.settings or {}),
-        "max_retries": task.max_retries, "actor": f"quality check of {task.id}",
+        "labels": task.labels, "max_retries": task.max_retries,
+        "actor": f"quality check of {task.id}",
     })  # fmt: skip
     return again.id
 

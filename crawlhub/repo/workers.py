@@ -86,3 +86,8 @@ def online(session: Session, heartbeat_s: float) -> Sequence[WorkerProcess]:
                WorkerProcess.last_seen_at >= db_now(session) - silent_for)
         .order_by(WorkerProcess.started_at)
     ).all()  # fmt: skip
+
+
+def takers(session: Session, heartbeat_s: float) -> list[set[str]]:
+    """The labels of each live node that takes runs (online, not drained)."""
+    return [set(n.labels or []) for n in online(session, heartbeat_s) if not n.draining]

@@ -129,6 +129,7 @@ def _fire_one(session: Session, schedule: Schedule, spider: Spider, now: datetim
     base = {"spider_id": spider.id, "version": spider.current_version, "schedule_id": schedule.id,
             "trigger": "schedule", "params": {**(spider.params or {}), **(schedule.params or {})},
             "settings": dict(schedule.settings or {}),
+            "labels": schedule.labels if schedule.labels is not None else spider.labels,
             "max_retries": spider.max_retries}  # fmt: skip
     for when, reason in [
         *((f, "missed") for f in decided.missed),

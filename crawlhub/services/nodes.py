@@ -59,3 +59,10 @@ def set_draining(context: Context, node_id: str, draining: bool) -> Node:
         worker_repo.set_draining(session, node_id, draining)
         audit(session, "node.drain" if draining else "node.resume", f"node:{node_id}")
     return next(n for n in nodes(context) if n.id == node_id)
+
+
+def some_node_has(context: Context, labels: list[str]) -> bool:
+    """Whether a live node that takes runs (online, not drained) has all these labels."""
+    with context.db.read() as session:
+        takers = worker_repo.takers(session, context.settings.heartbeat_s)
+    return any(set(labels) <= offered for offered in takers)

@@ -23,6 +23,7 @@ from crawlhub.repo import reach
 from crawlhub.repo import spiders as spider_repo
 from crawlhub.repo import tasks as repo
 from crawlhub.repo import users as user_repo
+from crawlhub.repo import workers as worker_repo
 from crawlhub.repo.db import Session
 from crawlhub.repo.models import LogLine, Spider, Task
 from crawlhub.repo.statuses import FINISHED
@@ -35,11 +36,12 @@ CANCEL_SETTLE_S = 5.0  # how long a log stream waits for a cancelled run's last 
 def create_run(
     context: Context, ref: str, params: dict[str, Any], trigger: str = "manual",
     settings: dict[str, Any] | None = None, *, version: int | None = None,
-    job_id: str | None = None,
+    job_id: str | None = None, labels: list[str] | None = None,
 ) -> Task:  # fmt: skip
     """Insert a pending task for the spider's current version (or `version`), then enqueue
     its message. ``settings`` are Scrapy settings of this run alone; ``job_id`` a client's
-    own name for the run (Scrapyd's jobid), unique."""
+    own name for the run (Scrapyd's jobid), unique; ``labels`` those a node must have to
+    run it (default: the spider's)."""
     with context.db.session() as session:
         spider = spider_repo.get_spider(session, ref)
         settings = check_scrapy_settings(settings or {}, spider.kind)
@@ -56,6 +58,7 @@ def create_run(
                 "job_id": job_id,
                 "params": {**(spider.params or {}), **params},
                 "settings": settings,
+                "labels": labels if labels is not None else spider.labels,
                 # A test run streams back to someone waiting: one attempt only.
                 "max_retries": 0 if trigger == "test" else spider.max_retries,
                 "actor": actor.name if (actor := user_repo.ACTOR.get()) else None,
@@ -140,9 +143,34 @@ def enqueue_many(context: Context, sends: Sequence[Send]) -> dict[uuid.UUID, str
 
 
 def get_task(context: Context, ref: uuid.UUID | str) -> Task:
-    """One task by id."""
+    """One task by id (a pending one says why it waits, if it does)."""
     with context.db.read() as session:
-        return repo.get_task(session, ref)
+        task = repo.get_task(session, ref)
+        return with_waiting(context, session, [task])[0]
+
+
+def told_why_waiting(context: Context, task: Task) -> Task:
+    """A task just made, told why it waits if no node can take it."""
+    with context.db.read() as session:
+        return with_waiting(context, session, [task])[0]
+
+
+def with_waiting(context: Context, session: Session, tasks: list[Task]) -> list[Task]:
+    """The tasks, each pending one told why no node takes it, when none can (`waiting`): no
+    live node takes runs, or none has the labels it needs. Nothing is asked for other
+    tasks."""
+    pending = [t for t in tasks if t.status == "pending"]
+    if not pending:
+        return tasks
+    takers = worker_repo.takers(session, context.settings.heartbeat_s)
+    for task in pending:
+        needed = set(task.labels or [])
+        if not takers:
+            task.waiting = "no live node takes runs (none is online, or every one is drained)"
+        elif not any(needed <= offered for offered in takers):
+            missing = ", ".join(sorted(needed))
+            task.waiting = f"no live node has the labels it needs: {missing}"
+    return tasks
 
 
 def spider_projects(context: Context, spider_ids: set[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
@@ -161,7 +189,7 @@ def task_and_spider(context: Context, ref: str) -> tuple[Task, Spider, str | Non
     """A run, the spider it belongs to and the label of the version it runs (its page shows
     the spider's name, the version's number and label)."""
     with context.db.read() as session:
-        task = repo.get_task(session, ref)
+        task = with_waiting(context, session, [repo.get_task(session, ref)])[0]
         spider = spider_repo.get_spider(session, str(task.spider_id))
         label = project_repo.version_label(session, spider.project_id, task.version)
         return task, spider, label
@@ -213,7 +241,7 @@ def list_tasks(
         rows, total, exact = repo.list_tasks(
             session, _filter(session, query), page=page, page_size=page_size
         )
-        return list(rows), total, exact
+        return with_waiting(context, session, list(rows)), total, exact
 
 
 Cursor = tuple[datetime, uuid.UUID]
@@ -226,6 +254,7 @@ def runs_before(
     (None on the last)."""
     with context.db.read() as session:
         rows = list(repo.tasks_before(session, _filter(session, query), before, limit + 1))
+        with_waiting(context, session, rows[:limit])
     more = len(rows) > limit
     rows = rows[:limit]
     return rows, (rows[-1].created_at, rows[-1].id) if more and rows else None
@@ -235,7 +264,7 @@ def run_again(context: Context, ref: str) -> Task:
     """A new manual run of a run's spider with the same params and settings."""
     task = get_task(context, ref)
     return create_run(context, str(task.spider_id), dict(task.params or {}),
-                      settings=dict(task.settings or {}))  # fmt: skip
+                      settings=dict(task.settings or {}), labels=task.labels)  # fmt: skip
 
 
 def cancel(context: Context, ref: str) -> Task:

@@ -105,9 +105,21 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.current_thread().name}"
 
 
-def claim(db: Database, task_id: uuid.UUID) -> Attempt | None:
-    """Compare-and-set the task to running and gather what the attempt needs."""
+class Elsewhere(Exception):
+    """The task needs labels this node does not have: another node is to take it."""
+
+    def __init__(self, labels: list[str]) -> None:
+        super().__init__(f"the run needs labels {', '.join(labels)}")
+        self.labels = labels
+
+
+def claim(db: Database, task_id: uuid.UUID, labels: frozenset[str] = frozenset()) -> Attempt | None:
+    """Compare-and-set the task to running and gather what the attempt needs; Elsewhere when
+    it needs labels this node (`labels`) lacks."""
     with db.session() as session:
+        needed = task_repo.labels_of(session, task_id)
+        if needed and not labels.issuperset(needed):
+            raise Elsewhere(needed)
         task = task_repo.claim_task(session, task_id, worker_name())
         if task is None:
             return None

@@ -34,8 +34,10 @@ SHUTDOWN_KILL_GRACE_S = 3.0
 
 def execute(context: Context, task_id: uuid.UUID, recorder: Recorder) -> Ended | None:
     """Run a task if it can be claimed; None when it could not (duplicate delivery, cancelled).
-    ServiceUnavailable when the database stayed unreachable for the claim: nothing ran."""
-    attempt = outages.patiently(lambda: claim(context.db, task_id), "claim", task_id,
+    ServiceUnavailable when the database stayed unreachable for the claim, Elsewhere when it
+    needs labels this node lacks: nothing ran."""
+    labels = frozenset(context.settings.labels)
+    attempt = outages.patiently(lambda: claim(context.db, task_id, labels), "claim", task_id,
                                 CLAIM_PATIENCE_S)  # fmt: skip
     if attempt is None:
         logger.info("task %s is not claimable; message acknowledged and ignored", task_id)

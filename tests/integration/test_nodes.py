@@ -1,7 +1,8 @@
 """The fleet with real processes: three `crawlhub worker`s with different labels register as
-nodes with their machine; a drained node finishes its run and takes no new ones, the others
-take them; resumed, it takes runs again; a killed node shows as lost. The API, the CLI and
-the audit log agree."""
+nodes with their machine; a spider pinned to a label runs only on the node that has it, a run
+no node can take says so; a drained node takes no new runs, the others take them; resumed,
+it takes runs again; a killed node shows as lost. The API, the CLI and the audit log
+agree."""
 
 import time
 from collections.abc import Callable
@@ -63,6 +64,23 @@ def test_nodes_register_with_labels_drain_resume_and_get_lost(
         deployed = crawlhub("deploy", str(FIXTURES / "hello.py"), "--name", "hello", env=cli,
                             cwd=tmp_path)  # fmt: skip
         assert deployed.returncode == 0, deployed.stderr
+        # Placement: a spider pinned to region=us runs on the one node that has it; a run
+        # needing a label no node has says so and waits; a run's own labels.
+        pinned = api.patch("/api/spiders/hello", json={"labels": ["region=us"]})
+        assert pinned.status_code == 200 and pinned.json()["labels"] == ["region=us"]
+        placed = [api.post("/api/spiders/hello/run", json={}).json()["id"] for _ in range(4)]
+        gpu = crawlhub("run", "hello", "--label", "gpu", env=cli, cwd=tmp_path)
+        assert gpu.returncode == 0 and "no live node has the labels it needs: gpu" in gpu.stderr
+        gpu_id = gpu.stdout.strip()
+        ran = [eventually(lambda t=t: (found := api.get(f"/api/tasks/{t}").json())["status"]
+                          == "completed" and found, "a placed run", 60) for t in placed]  # fmt: skip
+        assert {int(t["worker"].split(":")[1]) for t in ran} == {workers[2].proc.pid}
+        waiting = api.get(f"/api/tasks/{gpu_id}").json()
+        assert waiting["status"] == "pending" and waiting["labels"] == ["gpu"]
+        assert waiting["waiting"] == "no live node has the labels it needs: gpu"
+        assert api.post(f"/api/tasks/{gpu_id}/cancel").status_code == 200
+        assert api.patch("/api/spiders/hello", json={"labels": None}).json()["labels"] is None
+
         drained, others = workers[0], workers[1:]
         node_id = found[drained.proc.pid]["id"]
         done = crawlhub("nodes", "drain", node_id, env=cli, cwd=tmp_path)

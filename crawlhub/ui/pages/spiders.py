@@ -59,6 +59,8 @@ def settings_values(form: FormData) -> dict[str, Any]:
         values[name] = None if raw == "" and name == "retention_days" else raw
     keys = [k.strip() for k in field(form, "dedup_keys").split(",") if k.strip()]
     values["dedup_keys"] = keys or None
+    labels = [k.strip() for k in field(form, "labels").split(",") if k.strip()]
+    values["labels"] = labels or None
     values["alert_on_zero_items"] = form.get("alert_on_zero_items") == "on"
     values["enabled"] = form.get("enabled") == "on"
     return values

@@ -1,10 +1,11 @@
 """Models every resource shares: strict requests, pages, the error envelope, health."""
 
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Generic, Literal, Self, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, Literal, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from crawlhub.config import LABEL
 from crawlhub.errors import InvalidInput
 
 # A page by number is an OFFSET: the database reads and drops every row before it. Pages
@@ -111,3 +112,8 @@ class Health(BaseModel):
 
 class Count(BaseModel):
     count: int
+
+
+# Labels a node must have to run something: `browser`, `region=eu` (CRAWLHUB_WORKER_LABELS).
+Label = Annotated[str, StringConstraints(pattern=LABEL.pattern)]
+Labels = Annotated[list[Label], Field(max_length=20)]

@@ -6,7 +6,7 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from crawlhub.web.schemas.common import Out, Page, Strict, in_range
+from crawlhub.web.schemas.common import Labels, Out, Page, Strict, in_range
 
 Overlap = Literal["forbid", "allow", "replace"]
 Catchup = Literal["latest", "all", "none"]
@@ -25,11 +25,14 @@ class ScheduleFields(Strict):
     catchup: Catchup | None = None
     starting_deadline_s: int | None = Field(None, ge=1, le=366 * 86_400)
     jitter_s: int | None = Field(None, ge=0, le=MAX_JITTER_S)
+    labels: Labels | None = Field(
+        None, description="labels a node must have to run its runs; null: its spider's"
+    )
 
     @model_validator(mode="after")
     def _no_explicit_nulls(self) -> Self:
         for name in self.model_fields_set:
-            if getattr(self, name) is None and name != "starting_deadline_s":
+            if getattr(self, name) is None and name not in ("starting_deadline_s", "labels"):
                 raise ValueError(f"{name} must not be null")
         return self
 
@@ -56,6 +59,7 @@ class ScheduleOut(Out):
     catchup: Catchup
     starting_deadline_s: int | None
     jitter_s: int
+    labels: list[str] | None
     next_fire_at: datetime | None
     last_fire_at: datetime | None
     created_at: datetime

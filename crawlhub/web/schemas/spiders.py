@@ -8,13 +8,13 @@ from pydantic import Field, field_validator, model_validator
 
 from crawlhub.registry.spiders import HIDDEN, check_dedup_keys, check_entry, check_env, hidden_env
 from crawlhub.sandbox import limits as run_limits
-from crawlhub.web.schemas.common import Out, Page, PageQuery, Strict
+from crawlhub.web.schemas.common import Labels, Out, Page, PageQuery, Strict
 from crawlhub.web.schemas.projects import SLUG, SpiderKind, not_an_id
 
 MAX_TIMEOUT_S = 7 * 24 * 3600
 
 # The spider fields a client may set to null (null turns dedup off, limits to the defaults).
-NULLABLE_FIELDS = frozenset({"dedup_keys", "retention_days", "limits"})
+NULLABLE_FIELDS = frozenset({"dedup_keys", "retention_days", "limits", "labels"})
 
 
 class SpiderFields(Strict):
@@ -34,6 +34,9 @@ class SpiderFields(Strict):
         None, description="its runs' own limits over the defaults: memory_mb, processes "
         "(tasks), open_files (per process), disk_mb and files (work dir); null: the defaults",
     )  # fmt: skip
+    labels: Labels | None = Field(
+        None, description="labels a node must have to run it (`browser`, `region=eu`); null: any"
+    )
 
     @field_validator("limits")
     @classmethod
@@ -114,6 +117,7 @@ class SpiderOut(Out):
     retry_backoff_min_s: int
     retry_backoff_max_s: int
     dedup_keys: list[str] | None
+    labels: list[str] | None
     alert_on_zero_items: bool
     enabled: bool
     retention_days: int | None

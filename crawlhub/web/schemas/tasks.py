@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from crawlhub.errors import InvalidInput
 from crawlhub.services.runs import Cursor
-from crawlhub.web.schemas.common import MAX_INT, Out, PageQuery, Strict, in_range
+from crawlhub.web.schemas.common import MAX_INT, Labels, Out, PageQuery, Strict, in_range
 
 TaskStatus = Literal[
     "pending", "running", "retrying", "completed", "failed", "cancelled", "skipped"
@@ -25,6 +25,9 @@ class RunRequest(Strict):
     settings: dict[str, Any] = Field(
         default_factory=dict,
         description="Scrapy settings of this run alone (`-s NAME=VALUE`), Scrapy spiders only",
+    )
+    labels: Labels | None = Field(
+        None, description="labels a node must have to run it; default: its spider's"
     )
 
 
@@ -52,6 +55,10 @@ class TaskOut(Out):
     items_invalid: int
     log_lines: int
     stats: dict[str, Any] | None
+    labels: list[str] | None = Field(description="labels a node must have to run it")
+    waiting: str | None = Field(
+        None, description="why a pending run does not start: no live node has its labels"
+    )
     verdict: Verdict | None = Field(
         description="its data quality verdict (null: its spider has no rules, or it did not "
         "complete)"

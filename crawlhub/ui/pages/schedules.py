@@ -88,6 +88,8 @@ def form_values(form: FormData) -> dict[str, Any]:
     }
     deadline = field(form, "starting_deadline_s")
     values["starting_deadline_s"] = deadline or None
+    labels = [k.strip() for k in field(form, "labels").split(",") if k.strip()]
+    values["labels"] = labels or None
     values["enabled"] = form.get("enabled", "on") == "on"
     return values
 
@@ -121,6 +123,7 @@ def edit_schedule(request: Request, session: Session) -> Response:
         "overlap": schedule.overlap,
         "catchup": schedule.catchup,
         "jitter_s": str(schedule.jitter_s),
+        "labels": ", ".join(schedule.labels or []),
         "starting_deadline_s": str(schedule.starting_deadline_s or ""),
         "params": json.dumps(schedule.params),
         "settings": json.dumps(schedule.settings),

@@ -6,6 +6,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
 
+from crawlhub.config import LABEL
 from crawlhub.errors import CrawlhubError, InvalidInput, TooLarge
 from crawlhub.registry import spiders
 from crawlhub.scheduling import schedules
@@ -188,5 +189,9 @@ def run_now(request: Request, session: Session, form: FormData) -> Response:
         return spider_page(request, session, ref, 422, {"run_params": exc.message})
     if not isinstance(params, dict):
         return spider_page(request, session, ref, 422, {"run_params": "give a JSON object"})
-    task = runs.create_run(ctx(request), ref, params)
+    labels = [k.strip() for k in field(form, "labels").split(",") if k.strip()]
+    if any(not LABEL.match(label) for label in labels):
+        return spider_page(request, session, ref, 422, {"run_params": "a node label is a name "
+                           "or name=value of letters, digits, '.', '_' and '-'"})  # fmt: skip
+    task = runs.create_run(ctx(request), ref, params, labels=labels or None)
     return back(f"/runs/{task.id}", "Run started.")

@@ -44,7 +44,9 @@ def beat(session: Session, worker_id: str, machine: dict[str, Any]) -> bool | No
 
 def set_draining(session: Session, worker_id: str, draining: bool) -> WorkerProcess:
     """Drain a worker (it finishes its runs, takes no new ones) or resume it; NotFound."""
-    node = session.get(WorkerProcess, worker_id, with_for_update=True)
+    node = None
+    if len(worker_id) <= 200 and "\x00" not in worker_id:  # else no row can have it
+        node = session.get(WorkerProcess, worker_id, with_for_update=True)
     if node is None:
         raise NotFound(f"node '{worker_id[:200]}' not found")
     node.draining = draining

@@ -8,7 +8,7 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import Response
 
-from crawlhub.errors import InvalidInput
+from crawlhub.errors import BadRequest, InvalidInput
 from crawlhub.quality.rules import QualityRules, levels, parse
 from crawlhub.services import quality
 from crawlhub.services.quality import RunQuality
@@ -16,7 +16,7 @@ from crawlhub.ui import charts
 from crawlhub.ui.forms import field
 from crawlhub.ui.rendering import action, back, page, render
 from crawlhub.web.sessions import Session
-from crawlhub.web.validation import ctx
+from crawlhub.web.validation import ctx, parse_json
 
 FIELDS_CHARTED = 30
 
@@ -74,13 +74,9 @@ def save_rules(request: Request, session: Session, form: FormData) -> Response:
     """Save the spider's own rules from the editor (empty: none of its own)."""
     ref, text = request.path_params["ref"], field(form, "rules").strip()
     try:
-        rules = json.loads(text) if text else None
-    except ValueError as exc:
-        return quality_page(request, session, 422, draft=text,
-                            errors={"rules": f"not JSON: {exc}"})  # fmt: skip
-    try:
+        rules = parse_json(text, "rules") if text else None
         quality.set_rules(ctx(request), ref, rules)
-    except InvalidInput as exc:
+    except (BadRequest, InvalidInput) as exc:
         return quality_page(request, session, 422, draft=text, errors={"rules": exc.message})
     said = "Rules saved: they apply from the next run." if rules else "The spider's own rules " \
         "are cleared: its version's apply, if it has any."  # fmt: skip

@@ -124,12 +124,19 @@ class QualityRules(Rule):
         return self.model_dump(by_alias=True, exclude_none=True, exclude_defaults=True)
 
 
+def _no_retrieval(uri: str) -> Any:
+    raise ValueError(f"a $ref to another document ({uri[:200]}) is not followed: put what it "
+                     "refers to in the schema's $defs")  # fmt: skip
+
+
 def compile_schema(schema: dict[str, Any]) -> Any:
-    """A validator for a JSON Schema (jsonschema-rs); ValueError for a schema that is not one."""
+    """A validator for a JSON Schema (jsonschema-rs); ValueError for a schema that is not one.
+    A `$ref` to another document is refused, never fetched: the web and worker processes
+    fetch nothing a rule names."""
     import jsonschema_rs
 
     try:
-        return jsonschema_rs.validator_for(schema)
+        return jsonschema_rs.validator_for(schema, retriever=_no_retrieval)
     except (jsonschema_rs.ValidationError, ValueError, TypeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ValueError(f"not a valid JSON Schema: {first[:300]}") from None

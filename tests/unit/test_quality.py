@@ -127,6 +127,7 @@ def test_rules_learnt_from_statistics_are_a_schema_and_coverage_with_a_margin() 
     [
         ({"coverage": {"a": -0.1}}, "quality.coverage.a"),
         ({"schema": {"type": "nonsense"}}, "not a valid JSON Schema"),
+        ({"schema": {"$ref": "http://127.0.0.1:9/x.json"}}, "is not followed"),
         ({"health": {"max_status_share": {"999": 0.1}}}, "is not an HTTP status"),
         ({"items": {"runs": 0}}, "quality.items.runs"),
         ({"on_fail": "explode"}, "quality.on_fail"),

@@ -22,6 +22,11 @@ def field(form: FormData, name: str) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
+def listed(form: FormData, name: str) -> list[str] | None:
+    """A comma-separated field as its items (None when it names none)."""
+    return [part.strip() for part in field(form, name).split(",") if part.strip()] or None
+
+
 def whole_number(raw: str | None, maximum: int = 2**31 - 1) -> int | None:
     """A query parameter as a number from 0 to ``maximum``; None for anything else (ASCII
     digits only: `str.isdigit` also takes "²", which `int` refuses)."""

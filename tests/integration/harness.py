@@ -147,24 +147,33 @@ class Site:
                 number = int(self.path.strip("/").split("/")[-1] or 0) if self.path != "/" else 0
                 links = "".join(f'<a href="/page/{n}">{n}</a>' for n in range(1, site.pages))
                 body = f"<html><head><title>page {number}</title></head><body>{links}</body></html>"
-                data = body.encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                html_answer(self, 200, body)
 
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = serve_to_spiders(Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.server, self.url = serve_in_thread(Handler)
 
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def html_answer(handler: BaseHTTPRequestHandler, status: int, body: str) -> None:
+    """Answer a test site's request with an HTML page."""
+    data = body.encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "text/html; charset=utf-8")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
+def serve_in_thread(handler: Any) -> tuple[ThreadingHTTPServer, str]:
+    """A test site spiders can reach, served from a thread: its server and its URL."""
+    server = serve_to_spiders(handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/"
 
 
 def protected_ports() -> set[int]:

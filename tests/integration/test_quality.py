@@ -4,7 +4,6 @@ verdict, reasons and alert; rules learnt from a good run catch a run that breaks
 spider without rules is unaffected."""
 
 import io
-import threading
 import time
 import zipfile
 from collections.abc import Iterator
@@ -13,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.harness import Hub, serve_to_spiders
+from tests.integration.harness import Hub, html_answer, serve_in_thread
 
 SPIDER = """
 import scrapy
@@ -84,19 +83,12 @@ class Shop:
                 self.answer(200, f"<html><body><h1>Product {number}</h1>{price}</body></html>")
 
             def answer(self, status: int, body: str) -> None:
-                data = body.encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                html_answer(self, status, body)
 
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = serve_to_spiders(Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, self.url = serve_in_thread(Handler)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from crawlhub.errors import BadRequest
 from crawlhub.services import accounts
+from crawlhub.ui.forms import listed
 from crawlhub.ui.rendering import action, back, page, render
 from crawlhub.web.permissions import identity_of, user_id_of
 from crawlhub.web.sessions import Session
@@ -67,9 +68,8 @@ def create_token(request: Request, session: Session, form: FormData) -> Response
         expires = datetime.now(UTC) + timedelta(days=int(days))
     scopes = [scope for scope in accounts.SCOPES if form.get(f"scope-{scope}")]
     me, name = user_id_of(request), _text(form, "name").strip()
-    named = [p.strip() for p in _text(form, "projects").split(",") if p.strip()]
     made = accounts.create_token(ctx(request), me, name, scopes, expires,
-                                 projects=named or None)  # fmt: skip
+                                 projects=listed(form, "projects"))  # fmt: skip
     return account_page(request, session, made)
 
 

@@ -12,7 +12,7 @@ from crawlhub.errors import InvalidInput
 from crawlhub.registry import spiders
 from crawlhub.scheduling import schedules
 from crawlhub.services import runs
-from crawlhub.ui.forms import field, page_number, parse_form
+from crawlhub.ui.forms import field, listed, page_number, parse_form
 from crawlhub.ui.rendering import action, back, page, render
 from crawlhub.web.schemas.schedules import ScheduleCreate, SchedulePatch
 from crawlhub.web.sessions import Session
@@ -88,8 +88,7 @@ def form_values(form: FormData) -> dict[str, Any]:
     }
     deadline = field(form, "starting_deadline_s")
     values["starting_deadline_s"] = deadline or None
-    labels = [k.strip() for k in field(form, "labels").split(",") if k.strip()]
-    values["labels"] = labels or None
+    values["labels"] = listed(form, "labels")
     values["enabled"] = form.get("enabled", "on") == "on"
     return values
 

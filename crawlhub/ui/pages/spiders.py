@@ -12,7 +12,7 @@ from crawlhub.registry import spiders
 from crawlhub.scheduling import schedules
 from crawlhub.services import activity, runs
 from crawlhub.ui import charts
-from crawlhub.ui.forms import field, page_number, parse_form
+from crawlhub.ui.forms import field, listed, page_number, parse_form
 from crawlhub.ui.rendering import action, back, page, render
 from crawlhub.web.schemas.spiders import SpiderCreate, SpiderPatch
 from crawlhub.web.sessions import Session
@@ -58,10 +58,8 @@ def settings_values(form: FormData) -> dict[str, Any]:
     for name in INT_FIELDS:
         raw = field(form, name)
         values[name] = None if raw == "" and name == "retention_days" else raw
-    keys = [k.strip() for k in field(form, "dedup_keys").split(",") if k.strip()]
-    values["dedup_keys"] = keys or None
-    labels = [k.strip() for k in field(form, "labels").split(",") if k.strip()]
-    values["labels"] = labels or None
+    values["dedup_keys"] = listed(form, "dedup_keys")
+    values["labels"] = listed(form, "labels")
     values["alert_on_zero_items"] = form.get("alert_on_zero_items") == "on"
     values["enabled"] = form.get("enabled") == "on"
     return values
@@ -189,9 +187,9 @@ def run_now(request: Request, session: Session, form: FormData) -> Response:
         return spider_page(request, session, ref, 422, {"run_params": exc.message})
     if not isinstance(params, dict):
         return spider_page(request, session, ref, 422, {"run_params": "give a JSON object"})
-    labels = [k.strip() for k in field(form, "labels").split(",") if k.strip()]
-    if any(not LABEL.match(label) for label in labels):
+    labels = listed(form, "labels")
+    if any(not LABEL.match(label) for label in labels or ()):
         return spider_page(request, session, ref, 422, {"run_params": "a node label is a name "
                            "or name=value of letters, digits, '.', '_' and '-'"})  # fmt: skip
-    task = runs.create_run(ctx(request), ref, params, labels=labels or None)
+    task = runs.create_run(ctx(request), ref, params, labels=labels)
     return back(f"/runs/{task.id}", "Run started.")

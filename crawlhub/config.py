@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     # Per-field statistics of every run's items, and its data quality verdict (false: none;
     # what the ingest benchmark compares against).
     item_statistics: bool = True
+    # Which held run a free slot takes: fair (the project with the fewest runs under way, then
+    # priority, then age) or fifo (the oldest).
+    dispatch_order: Literal["fair", "fifo"] = "fair"
     # Per run, unless a spider sets its own (sandbox/limits.py): memory it uses (its cgroup),
     # tasks (processes and threads), open files per process, disk and files in its work dir.
     memory_limit_mb: int = Field(2048, ge=64)

@@ -8,7 +8,7 @@ from crawlhub import outages
 from crawlhub.context import Context
 from crawlhub.errors import Reported, ServiceUnavailable
 from crawlhub.messaging.keys import ALERT_ACTOR, RUN_ACTOR, RUNS_QUEUE
-from crawlhub.services import nodes, runs
+from crawlhub.services import dispatch, nodes, runs
 from crawlhub.worker import supervisor
 from crawlhub.worker.attempts import Elsewhere
 from crawlhub.worker.outcomes import Recorder
@@ -41,9 +41,8 @@ def declare(context: Context, recorder: Recorder) -> "dramatiq.Actor[[str], None
             raise dramatiq.Retry(
                 f"task {task_id}: {exc.message}", delay=int(outages.CLAIM_RETRY_S * 1000)
             ) from exc
-        if ended is not None and ended.status == "pending":  # handed back: shutdown, outage
-            runs.enqueue(context, uuid.UUID(task_id))  # if this fails, the sweep resends it
-            return
+        if ended is not None:  # a slot is free (a run handed back is held again): fill it
+            dispatch.quietly(context)
         if ended is not None and (
             ended.status == "retrying" or (ended.status == "failed" and ended.retryable)
         ):

@@ -139,15 +139,31 @@ def projects_log(api: Client, project: str, number: int | None) -> None:
         raise click.exceptions.Exit(1)
 
 
+MAX_RUNS_OPTION = click.option(
+    "--max-concurrent-runs", type=click.IntRange(min=0),
+    help="How many of its runs may run at once; 0: no limit.",
+)  # fmt: skip
+
+
+def _max_runs(given: int | None) -> dict[str, Any]:
+    """The PATCH field of --max-concurrent-runs (0: no limit)."""
+    return {} if given is None else {"max_concurrent_runs": given or None}
+
+
 @projects.command("set")
 @click.argument("project")
-@click.option("--name", required=True, help="Its new name (its spiders keep theirs).")
+@click.option("--name", help="Its new name (its spiders keep theirs).")
+@MAX_RUNS_OPTION
 @JSON_OPTION
 @pass_api
-def projects_set(api: Client, project: str, name: str, as_json: bool) -> None:
-    """Rename a project."""
-    changed = api.request("PATCH", f"/api/projects/{project}", json={"name": name})
-    output.emit_json(changed) if as_json else output.note(f"project {project} is now {name}")
+def projects_set(api: Client, project: str, name: str | None, max_concurrent_runs: int | None,
+                 as_json: bool) -> None:  # fmt: skip
+    """Rename a project or limit how many of its runs run at once."""
+    body = {**({"name": name} if name else {}), **_max_runs(max_concurrent_runs)}
+    if not body:
+        raise click.UsageError("nothing to change: give --name or --max-concurrent-runs")
+    changed = api.request("PATCH", f"/api/projects/{project}", json=body)
+    output.emit_json(changed) if as_json else output.facts(changed, ["name", *body])
 
 
 @projects.command("rm")
@@ -213,20 +229,24 @@ def spiders_show(api: Client, spider: str, as_json: bool) -> None:
 @click.option("-e", "--env", "env", multiple=True, metavar="NAME=VALUE",
               help="Replace its environment variables (repeat).")  # fmt: skip
 @click.option("--dedup-keys", help="Comma-separated item fields that identify an item; '' off.")
-@click.option("--labels", help="Comma-separated labels a node must have to run it; '' any node.")
+@click.option(
+    "--requires", "labels", help="Comma-separated labels a node must have to run it; '' any node."
+)
 @click.option("--alert-on-zero-items/--no-alert-on-zero-items", default=None)
 @click.option("--retention-days", type=int)
 @click.option("-l", "--limit", "limits", multiple=True, metavar="NAME=VALUE",
               help="Replace its run limits (repeat): memory_mb, processes, open_files, disk_mb, "
               "files; '--limit default' goes back to the defaults.")  # fmt: skip
+@MAX_RUNS_OPTION
 @click.option("--name", help="A new name.")
 @JSON_OPTION
 @pass_api
 def spiders_set(api: Client, spider: str, as_json: bool, params: tuple[str, ...],
                 env: tuple[str, ...], dedup_keys: str | None, labels: str | None,
-                limits: tuple[str, ...], **changes: Any) -> None:  # fmt: skip
+                limits: tuple[str, ...], max_concurrent_runs: int | None,
+                **changes: Any) -> None:  # fmt: skip
     """Change a spider's settings (only those given)."""
-    body = {k: v for k, v in changes.items() if v is not None}
+    body = {k: v for k, v in changes.items() if v is not None} | _max_runs(max_concurrent_runs)
     if params:
         body["params"] = pairs(params, "--param")
     if env:
@@ -235,7 +255,7 @@ def spiders_set(api: Client, spider: str, as_json: bool, params: tuple[str, ...]
         body["limits"] = None
     elif limits:
         body["limits"] = pairs(limits, "--limit")
-    for name, given in (("dedup_keys", dedup_keys), ("labels", labels)):
+    for name, given in (("dedup_keys", dedup_keys), ("requires", labels)):
         if given is not None:
             body[name] = [k.strip() for k in given.split(",") if k.strip()] or None
     if not body:

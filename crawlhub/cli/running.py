@@ -26,24 +26,29 @@ RUN_COLUMNS = [
               help="A param of this run (repeat; VALUE read as JSON when it parses).")  # fmt: skip
 @click.option("-s", "--setting", "settings", multiple=True, metavar="NAME=VALUE",
               help="A Scrapy setting of this run (repeat).")  # fmt: skip
-@click.option("--label", "labels", multiple=True,
+@click.option("--requires", "--label", "labels", multiple=True, metavar="LABEL",
               help="A label its node must have (repeat; default: the spider's).")  # fmt: skip
+@click.option("--priority", type=int, default=None,
+              help="Higher first among waiting runs (default 10; scheduled: 0).")  # fmt: skip
 @click.option("-f", "--follow", is_flag=True,
               help="Print its log live; exit 0 only if it completes.")  # fmt: skip
 @JSON_OPTION
 @pass_api
 def run(api: Client, spider: str, params: tuple[str, ...], settings: tuple[str, ...],
-        labels: tuple[str, ...], follow: bool, as_json: bool) -> None:  # fmt: skip
+        labels: tuple[str, ...], priority: int | None, follow: bool,
+        as_json: bool) -> None:  # fmt: skip
     """Start a run of a spider."""
     body: dict[str, Any] = {"params": pairs(params, "--param"),
                             "settings": pairs(settings, "--setting")}  # fmt: skip
     if labels:
-        body["labels"] = list(labels)
+        body["requires"] = list(labels)
+    if priority is not None:
+        body["priority"] = priority
     task = api.request("POST", f"/api/spiders/{spider}/run", json=body)
     if as_json and not follow:
         output.emit_json(task)
         return
-    waiting = f" (waiting: {task['waiting']})" if task.get("waiting") else ""
+    waiting = f" (waiting: {task['waiting_reason']})" if task.get("waiting_reason") else ""
     if not follow:
         print(task["id"])
         output.note(f"run {task['id']} of {spider} is {task['status']}{waiting}")

@@ -17,11 +17,10 @@ from crawlhub.messaging.broker import WakingRedisBroker
 from crawlhub.messaging.keys import QUEUES
 from crawlhub.repo import tasks as task_repo
 from crawlhub.repo.db import db_now
-from crawlhub.services import runs
+from crawlhub.services import dispatch, runs
 
 logger = logging.getLogger(__name__)
 
-UNSENT_AFTER_S = 5  # a pending task without a message this old was lost between commit and send
 LOST_MESSAGE_AFTER_S = 60  # a pending task this old is checked against the broker
 SWEEP_BATCH = 200
 RETRY_GRACE = timedelta(minutes=2)  # a retry's delayed message is in the broker long before
@@ -30,17 +29,15 @@ REAP_BATCH = 100
 
 
 def sweep(context: Context) -> bool:
-    """Send the runs whose message was never sent, or that the broker no longer holds.
+    """Dispatch the held runs that may start, and send again the runs the broker lost.
 
-    A pending run waiting over a minute, or a retrying one whose last attempt ended over
+    A pending run sent over a minute ago, or a retrying one whose last attempt ended over
     RETRY_GRACE ago, is looked up in the broker by its task id (the id of its message
     changes when a delayed retry becomes due); missing, it is sent again. A duplicate is
     harmless: a run message for a task that is not claimable is acknowledged and ignored.
     """
     with context.db.session() as session:
         now = db_now(session)
-        unsent = [t.id for t in task_repo.unsent(session, now - timedelta(seconds=UNSENT_AFTER_S),
-                                                 SWEEP_BATCH)]  # fmt: skip
         waiting = [t.id for t in task_repo.waiting(
             session, now - timedelta(seconds=LOST_MESSAGE_AFTER_S), SWEEP_BATCH)]  # fmt: skip
         retrying_rows = task_repo.stale_retrying(session, now - RETRY_GRACE, SWEEP_BATCH)
@@ -58,11 +55,10 @@ def sweep(context: Context) -> bool:
             lost = long_retrying
         else:
             lost = [task_id for task_id in waiting + retrying if str(task_id) not in queued]
-    for task_id in unsent + lost:
-        logger.warning("task %s: re-sending its run message (%s)", task_id,
-                       "never sent" if task_id in unsent else "not in the broker")  # fmt: skip
-    runs.enqueue_many(context, [runs.Send(task_id) for task_id in unsent + lost])
-    return len(unsent) == SWEEP_BATCH
+    for task_id in lost:
+        logger.warning("task %s: re-sending its run message (not in the broker)", task_id)
+    runs.enqueue_many(context, [runs.Send(task_id) for task_id in lost])
+    return len(dispatch.dispatch(context)) == dispatch.ROUND_LIMIT
 
 
 def reap(context: Context) -> bool:
@@ -140,8 +136,11 @@ def hand_back_interrupted(context: Context) -> int:
 
 
 def resend_pending(context: Context) -> int:
-    """Send every pending task again (after the in-process broker lost its queue on restart)."""
+    """After the in-process broker lost its queue on restart: pending runs are held again
+    and dispatched, retrying ones sent again."""
     with context.db.session() as session:
-        ids = list(task_repo.pending_ids(session))
-    runs.enqueue_many(context, [runs.Send(task_id) for task_id in ids])
-    return len(ids)
+        held = task_repo.hold_pending(session)
+        retrying = list(task_repo.retrying_ids(session))
+    runs.enqueue_many(context, [runs.Send(task_id) for task_id in retrying])
+    dispatch.dispatch(context)
+    return held + len(retrying)

@@ -70,13 +70,16 @@ def current_versions(db: Database, views: list[ProjectView]) -> dict[uuid.UUID, 
         return repo.current_versions(session, [v.project.id for v in views])
 
 
-def rename_project(db: Database, ref: str, name: str) -> ProjectView:
-    """Give a project a new name (its spiders keep theirs)."""
+def update_project(db: Database, ref: str, changes: dict[str, Any]) -> ProjectView:
+    """Rename a project (its spiders keep their names) or change its `max_concurrent_runs`."""
     with db.session() as session:
         project = repo.get_project(session, ref, for_update=True)
-        audit_change(session, "project.rename", f"project:{project.name}", project,
-                     {"name": name})  # fmt: skip
-        repo.rename_project(session, project, name)
+        audit_change(session, "project.rename" if "name" in changes else "project.update",
+                     f"project:{project.name}", project, changes)  # fmt: skip
+        if "name" in changes:
+            repo.rename_project(session, project, changes["name"])
+        if "max_concurrent_runs" in changes:
+            project.max_concurrent_runs = changes["max_concurrent_runs"]
         return ProjectView(project, repo.spider_names(session, [project.id])[project.id])
 
 

@@ -16,10 +16,14 @@ from sqlalchemy import (
     UniqueConstraint,
     Uuid,
     false,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, synonym
 
 from crawlhub.repo.types import BigIntPK, JSONType, UTCDateTime, utcnow
+
+# A run the dispatcher has not sent yet: pending, no message (crawlhub.scheduling.dispatch).
+HELD = text("status = 'pending' AND message_id IS NULL")
 
 # Deterministic constraint names so migrations can address them on both dialects.
 NAMING = {
@@ -51,6 +55,8 @@ class Project(Base):
     name: Mapped[str] = mapped_column(String(64), unique=True)
     kind: Mapped[str] = mapped_column(String(16))
     current_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # How many of its runs may run at once, its spiders' together (None: no limit).
+    max_concurrent_runs: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -83,7 +89,9 @@ class Spider(Base):
     # Its data quality rules (crawlhub.quality.rules), over those its version ships.
     quality: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     # The labels a node must have to run it (None: any node).
-    labels: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
+    requires: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
+    # How many of its runs may run at once (None: no limit).
+    max_concurrent_runs: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -156,7 +164,7 @@ class Schedule(Base):
     starting_deadline_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
     jitter_s: Mapped[int] = mapped_column(Integer, default=0)
     # The labels a node must have to run its runs (None: its spider's).
-    labels: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
+    requires: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
     next_fire_at: Mapped[datetime | None] = mapped_column(nullable=True)
     last_fire_at: Mapped[datetime | None] = mapped_column(nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -202,7 +210,9 @@ class Task(Base):
     verdict: Mapped[str | None] = mapped_column(String(8), nullable=True)
     quality: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     # The labels a node must have to run it: its own, its schedule's or its spider's.
-    labels: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
+    requires: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
+    # Higher first among held runs (manual 10, scheduled 0 by default; Scrapyd's priority).
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     started_at: Mapped[datetime | None] = mapped_column(nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(nullable=True)
@@ -217,14 +227,20 @@ class Task(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     @property
-    def waiting(self) -> str | None:
-        """Why a pending run waits, when no node can take it (told when read: not stored)."""
-        found: str | None = getattr(self, "_waiting", None)
+    def waiting_reason(self) -> str | None:
+        """Why a pending run does not start (told when read by the dispatcher's rules: not
+        stored)."""
+        found: str | None = getattr(self, "_waiting_reason", None)
         return found
 
-    @waiting.setter
-    def waiting(self, reason: str | None) -> None:
-        self._waiting = reason
+    @waiting_reason.setter
+    def waiting_reason(self, reason: str | None) -> None:
+        self._waiting_reason = reason
+
+    @property
+    def node_id(self) -> str | None:
+        """The node (worker process, host:pid) that ran its last attempt."""
+        return self.worker.rsplit(":", 1)[0] if self.worker else None
 
     __table_args__ = (
         UniqueConstraint("schedule_id", "scheduled_for"),
@@ -236,6 +252,15 @@ class Task(Base):
         Index(None, "schedule_id", "created_at"),
         # The reaper scans running tasks by heartbeat age.
         Index(None, "status", "heartbeat_at"),
+        # The dispatcher reads held runs (pending, not sent) per spider, best first.
+        Index(
+            "ix_task_held",
+            "spider_id",
+            "priority",
+            "created_at",
+            postgresql_where=HELD,
+            sqlite_where=HELD,
+        ),
     )
 
 

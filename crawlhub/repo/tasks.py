@@ -26,7 +26,6 @@ from crawlhub.repo.lifecycle import (
 )
 from crawlhub.repo.models import LogLine, Project, ProjectVersion, Spider, Task
 from crawlhub.repo.pages import count_rows, page_of
-from crawlhub.repo.statuses import CLAIMABLE
 
 JOB_ID_CHARS = 128  # Task.job_id's length
 
@@ -146,9 +145,9 @@ def set_message_ids(session: Session, message_ids: dict[uuid.UUID, str]) -> None
     )
 
 
-def labels_of(session: Session, task_id: uuid.UUID) -> list[str] | None:
+def requires_of(session: Session, task_id: uuid.UUID) -> list[str] | None:
     """The labels a node must have to run a task."""
-    found: list[str] | None = session.scalar(select(Task.labels).where(Task.id == task_id))
+    found: list[str] | None = session.scalar(select(Task.requires).where(Task.id == task_id))
     return found
 
 
@@ -359,12 +358,6 @@ def _lock_oldest(
     ).all()
 
 
-def unsent(session: Session, created_before: datetime, limit: int) -> Sequence[Task]:
-    """Pending tasks whose message was never sent, locked."""
-    return _lock_oldest(session, limit, Task.created_at, Task.status == "pending",
-                        Task.message_id.is_(None), Task.created_at < created_before)  # fmt: skip
-
-
 def waiting(session: Session, created_before: datetime, limit: int) -> Sequence[Task]:
     """The oldest pending tasks that were sent a message (to check the broker still has it)."""
     return _lock_oldest(session, limit, Task.created_at, Task.status == "pending",
@@ -377,9 +370,15 @@ def stale_retrying(session: Session, ended_before: datetime, limit: int) -> Sequ
                         Task.heartbeat_at < ended_before)  # fmt: skip
 
 
-def pending_ids(session: Session) -> Sequence[uuid.UUID]:
-    """Every pending or retrying task (to re-send after the in-process broker restarted)."""
-    return session.scalars(select(Task.id).where(Task.status.in_(CLAIMABLE))).all()
+def hold_pending(session: Session) -> int:
+    """Make every pending task held again (its message is gone); how many."""
+    moved = session.execute(update(Task).where(Task.status == "pending").values(message_id=None))
+    return cast(int, getattr(moved, "rowcount", 0))
+
+
+def retrying_ids(session: Session) -> Sequence[uuid.UUID]:
+    """Every retrying task (to re-send after the in-process broker restarted)."""
+    return session.scalars(select(Task.id).where(Task.status == "retrying")).all()
 
 
 def stale_running(session: Session, heartbeat_before: datetime, limit: int) -> Sequence[Task]:
@@ -484,14 +483,14 @@ def set_quality(
 
 def retry_once(session: Session, task_id: uuid.UUID, trigger: str) -> uuid.UUID | None:
     """A new pending run like this one, with `trigger`, unless it is itself such a run (once
-    only); its caller sends its message after the commit (else housekeeping sends it)."""
+    only), held for the dispatcher."""
     task = session.get(Task, task_id)
     if task is None or task.trigger == trigger:
         return None
     again = create_task(session, {
         "spider_id": task.spider_id, "version": task.version, "trigger": trigger,
         "params": dict(task.params or {}), "settings": dict(task.settings or {}),
-        "labels": task.labels, "max_retries": task.max_retries,
+        "requires": task.requires, "priority": task.priority, "max_retries": task.max_retries,
         "actor": f"quality check of {task.id}",
     })  # fmt: skip
     return again.id

@@ -20,7 +20,7 @@ from crawlhub.repo import tasks as task_repo
 from crawlhub.repo.db import Session, db_now
 from crawlhub.repo.models import Schedule, Spider
 from crawlhub.scheduling.cron import Cron
-from crawlhub.services import runs
+from crawlhub.services import dispatch, runs
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class Fires:
     run: list[datetime]
     missed: list[datetime]
     overlap: list[datetime]
-    sends: list["runs.Send"] = field(default_factory=list)  # the new runs to enqueue
+    sends: list["runs.Send"] = field(default_factory=list)  # fires sent after their jitter
 
 
 def recent_fires(cron: Cron, first: datetime, now: datetime, n: int) -> list[datetime]:
@@ -109,6 +109,8 @@ def fire(context: Context, now: datetime | None = None) -> bool:
                     spider_id=spider.id,
                 ))  # fmt: skip
     runs.enqueue_many(context, sends)
+    if due:
+        dispatch.dispatch(context)
     for alert_id in new_alerts:
         alerts.notify_channels(context, alert_id)
     return len(due) == FIRE_BATCH
@@ -129,7 +131,7 @@ def _fire_one(session: Session, schedule: Schedule, spider: Spider, now: datetim
     base = {"spider_id": spider.id, "version": spider.current_version, "schedule_id": schedule.id,
             "trigger": "schedule", "params": {**(spider.params or {}), **(schedule.params or {})},
             "settings": dict(schedule.settings or {}),
-            "labels": schedule.labels if schedule.labels is not None else spider.labels,
+            "requires": schedule.requires if schedule.requires is not None else spider.requires,
             "max_retries": spider.max_retries}  # fmt: skip
     for when, reason in [
         *((f, "missed") for f in decided.missed),
@@ -149,10 +151,12 @@ def _fire_one(session: Session, schedule: Schedule, spider: Spider, now: datetim
             task_repo.cancel_task(session, task.id, reason="overlap")
     for when in decided.run:
         task_id = repo.insert_fire(session, {**base, "scheduled_for": when, "status": "pending"})
-        if task_id is not None:
+        if task_id is None:
+            continue
+        if jitter := _jitter_ms(schedule, when):  # sent now, delayed; else the dispatcher's
             options = runs.run_options(spider.max_retries, spider)
-            decided.sends.append(runs.Send(task_id, _jitter_ms(schedule, when), options))
-            metrics.LATENESS.observe(max((now - when).total_seconds(), 0.0))
+            decided.sends.append(runs.Send(task_id, jitter, options))
+        metrics.LATENESS.observe(max((now - when).total_seconds(), 0.0))
     logger.info("schedule %s fired: %d run, %d missed, %d overlap; next at %s", schedule.id,
                 len(decided.run), len(decided.missed), len(decided.overlap),
                 schedule.next_fire_at.isoformat())  # fmt: skip

@@ -9,6 +9,7 @@ from crawlhub.context import Context
 from crawlhub.repo import workers as worker_repo
 from crawlhub.repo.db import db_now
 from crawlhub.repo.users import audit
+from crawlhub.services import dispatch
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,8 @@ def set_draining(context: Context, node_id: str, draining: bool) -> Node:
     with context.db.session() as session:
         worker_repo.set_draining(session, node_id, draining)
         audit(session, "node.drain" if draining else "node.resume", f"node:{node_id}")
+    if not draining:
+        dispatch.quietly(context)
     return next(n for n in nodes(context) if n.id == node_id)
 
 

@@ -23,10 +23,10 @@ from crawlhub.repo import reach
 from crawlhub.repo import spiders as spider_repo
 from crawlhub.repo import tasks as repo
 from crawlhub.repo import users as user_repo
-from crawlhub.repo import workers as worker_repo
 from crawlhub.repo.db import Session
 from crawlhub.repo.models import LogLine, Spider, Task
 from crawlhub.repo.statuses import FINISHED
+from crawlhub.services import dispatch
 
 logger = logging.getLogger(__name__)
 
@@ -36,12 +36,14 @@ CANCEL_SETTLE_S = 5.0  # how long a log stream waits for a cancelled run's last 
 def create_run(
     context: Context, ref: str, params: dict[str, Any], trigger: str = "manual",
     settings: dict[str, Any] | None = None, *, version: int | None = None,
-    job_id: str | None = None, labels: list[str] | None = None,
+    job_id: str | None = None, requires: list[str] | None = None,
+    priority: int = dispatch.MANUAL_PRIORITY,
 ) -> Task:  # fmt: skip
-    """Insert a pending task for the spider's current version (or `version`), then enqueue
-    its message. ``settings`` are Scrapy settings of this run alone; ``job_id`` a client's
-    own name for the run (Scrapyd's jobid), unique; ``labels`` those a node must have to
-    run it (default: the spider's)."""
+    """Insert a pending task for the spider's current version (or `version`), then let the
+    dispatcher send it when a slot is free. ``settings`` are Scrapy settings of this run
+    alone; ``job_id`` a client's own name for the run (Scrapyd's jobid), unique;
+    ``requires`` the labels a node must have to run it (default: the spider's); ``priority``
+    higher first among waiting runs."""
     with context.db.session() as session:
         spider = spider_repo.get_spider(session, ref)
         settings = check_scrapy_settings(settings or {}, spider.kind)
@@ -58,7 +60,8 @@ def create_run(
                 "job_id": job_id,
                 "params": {**(spider.params or {}), **params},
                 "settings": settings,
-                "labels": labels if labels is not None else spider.labels,
+                "requires": requires if requires is not None else spider.requires,
+                "priority": priority,
                 # A test run streams back to someone waiting: one attempt only.
                 "max_retries": 0 if trigger == "test" else spider.max_retries,
                 "actor": actor.name if (actor := user_repo.ACTOR.get()) else None,
@@ -67,8 +70,7 @@ def create_run(
         user_repo.audit(session, "run.start", f"spider:{spider.name}",
                         after={"run": str(task.id), "trigger": trigger})  # fmt: skip
     # Only after the commit: a worker must find the row the message points to.
-    options = run_options(task.max_retries, spider)
-    task.message_id = enqueue_many(context, [Send(task.id, 0, options)]).get(task.id)
+    task.message_id = dispatch.dispatch(context).get(task.id)
     return task
 
 
@@ -82,12 +84,9 @@ class Send:
 
 
 def run_options(max_retries_left: int, spider: Spider) -> dict[str, Any]:
-    """The Retries options of a run message: retries left and the spider's backoff (ms)."""
-    return {
-        "max_retries": max(max_retries_left, 0),
-        "min_backoff": spider.retry_backoff_min_s * 1000,
-        "max_backoff": spider.retry_backoff_max_s * 1000,
-    }
+    """The Retries options of a spider's run message with this many retries left."""
+    return dispatch.run_options(max_retries_left, spider.retry_backoff_min_s,
+                                spider.retry_backoff_max_s)  # fmt: skip
 
 
 def enqueue(context: Context, task_id: uuid.UUID, delay_ms: int = 0) -> str | None:
@@ -146,31 +145,13 @@ def get_task(context: Context, ref: uuid.UUID | str) -> Task:
     """One task by id (a pending one says why it waits, if it does)."""
     with context.db.read() as session:
         task = repo.get_task(session, ref)
-        return with_waiting(context, session, [task])[0]
+        return dispatch.tell_waiting(context, session, [task])[0]
 
 
 def told_why_waiting(context: Context, task: Task) -> Task:
-    """A task just made, told why it waits if no node can take it."""
+    """A task just made, told why it waits if it does."""
     with context.db.read() as session:
-        return with_waiting(context, session, [task])[0]
-
-
-def with_waiting(context: Context, session: Session, tasks: list[Task]) -> list[Task]:
-    """The tasks, each pending one told why no node takes it, when none can (`waiting`): no
-    live node takes runs, or none has the labels it needs. Nothing is asked for other
-    tasks."""
-    pending = [t for t in tasks if t.status == "pending"]
-    if not pending:
-        return tasks
-    takers = worker_repo.takers(session, context.settings.heartbeat_s)
-    for task in pending:
-        needed = set(task.labels or [])
-        if not takers:
-            task.waiting = "no live node takes runs (none is online, or every one is drained)"
-        elif not any(needed <= offered for offered in takers):
-            missing = ", ".join(sorted(needed))
-            task.waiting = f"no live node has the labels it needs: {missing}"
-    return tasks
+        return dispatch.tell_waiting(context, session, [task])[0]
 
 
 def spider_projects(context: Context, spider_ids: set[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
@@ -189,7 +170,7 @@ def task_and_spider(context: Context, ref: str) -> tuple[Task, Spider, str | Non
     """A run, the spider it belongs to and the label of the version it runs (its page shows
     the spider's name, the version's number and label)."""
     with context.db.read() as session:
-        task = with_waiting(context, session, [repo.get_task(session, ref)])[0]
+        task = dispatch.tell_waiting(context, session, [repo.get_task(session, ref)])[0]
         spider = spider_repo.get_spider(session, str(task.spider_id))
         label = project_repo.version_label(session, spider.project_id, task.version)
         return task, spider, label
@@ -241,7 +222,7 @@ def list_tasks(
         rows, total, exact = repo.list_tasks(
             session, _filter(session, query), page=page, page_size=page_size
         )
-        return with_waiting(context, session, list(rows)), total, exact
+        return dispatch.tell_waiting(context, session, list(rows)), total, exact
 
 
 Cursor = tuple[datetime, uuid.UUID]
@@ -254,7 +235,7 @@ def runs_before(
     (None on the last)."""
     with context.db.read() as session:
         rows = list(repo.tasks_before(session, _filter(session, query), before, limit + 1))
-        with_waiting(context, session, rows[:limit])
+        dispatch.tell_waiting(context, session, rows[:limit])
     more = len(rows) > limit
     rows = rows[:limit]
     return rows, (rows[-1].created_at, rows[-1].id) if more and rows else None
@@ -264,7 +245,7 @@ def run_again(context: Context, ref: str) -> Task:
     """A new manual run of a run's spider with the same params and settings."""
     task = get_task(context, ref)
     return create_run(context, str(task.spider_id), dict(task.params or {}),
-                      settings=dict(task.settings or {}), labels=task.labels)  # fmt: skip
+                      settings=dict(task.settings or {}), requires=task.requires)  # fmt: skip
 
 
 def cancel(context: Context, ref: str) -> Task:
@@ -376,6 +357,6 @@ def requeue_dead_letter(context: Context, queue: str, message_id: str) -> str | 
         user_repo.audit(session, "run.requeue", f"run:{task_id}",
                         after={"queue": queue, "message": message_id})  # fmt: skip
     queues.remove(context.broker, queue, message_id)
-    enqueue(context, task_id)
+    dispatch.dispatch(context)
     logger.info("dead letter %s requeued: task %s is pending again", message_id, task_id)
     return message.task_id

@@ -105,9 +105,10 @@ def add_version(context: Context, project: str, label: str, egg: bytes) -> Proje
 
 def schedule(
     context: Context, project: str, spider: str, *, label: str | None, job_id: str | None,
-    settings: dict[str, str], args: dict[str, str],
+    settings: dict[str, str], args: dict[str, str], priority: int = 0,
 ) -> str:  # fmt: skip
-    """Start a run of a project's spider as Scrapyd's schedule.json does; its job id."""
+    """Start a run of a project's spider as Scrapyd's schedule.json does (its priority
+    among waiting runs as given, 0 by default as Scrapyd's); its job id."""
     job_id = job_id or uuid.uuid1().hex
     if len(job_id) > JOB_ID_CHARS:
         raise ScrapydError(f"jobid must be at most {JOB_ID_CHARS} characters")
@@ -127,7 +128,7 @@ def schedule(
             raise ScrapydError(f"a job with id '{job_id}' exists already")
     try:
         runs.create_run(context, str(target.id), dict(args), TRIGGER, dict(settings),
-                        version=number, job_id=job_id)  # fmt: skip
+                        version=number, job_id=job_id, priority=priority)  # fmt: skip
     except CrawlhubError as exc:
         raise ScrapydError(exc.message) from None
     return job_id

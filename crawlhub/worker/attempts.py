@@ -18,7 +18,6 @@ from crawlhub.repo import logs as log_repo
 from crawlhub.repo import tasks as task_repo
 from crawlhub.repo.db import Database
 from crawlhub.repo.statuses import FINISHED as FINAL
-from crawlhub.services import runs
 from crawlhub.worker import verdicts
 from crawlhub.worker.verdicts import Checks
 
@@ -117,7 +116,7 @@ def claim(db: Database, task_id: uuid.UUID, labels: frozenset[str] = frozenset()
     """Compare-and-set the task to running and gather what the attempt needs; Elsewhere when
     it needs labels this node (`labels`) lacks."""
     with db.session() as session:
-        needed = task_repo.labels_of(session, task_id)
+        needed = task_repo.requires_of(session, task_id)
         if needed and not labels.issuperset(needed):
             raise Elsewhere(needed)
         task = task_repo.claim_task(session, task_id, worker_name())
@@ -220,11 +219,11 @@ def record(
 
 
 def notify(context: Context, done: Recorded) -> None:
-    """After the commit: hand the new alerts to the alert actor, send the run started again."""
+    """After the commit: hand the new alerts to the alert actor."""
     for alert_id in done.alerts:
         alerts.notify_channels(context, alert_id)
-    if done.again is not None:
-        runs.enqueue(context, done.again)
+    # A run started again (`done.again`) is held: the run actor dispatches once its run ends
+    # (the ticker's sweep, when the end was recorded late).
 
 
 def failure_message(a: RunRef, outcome: Outcome) -> str:

@@ -32,7 +32,7 @@ from typing import Any
 from crawlhub import outages
 from crawlhub.context import Context
 from crawlhub.repo.tasks import FENCED
-from crawlhub.services import runs
+from crawlhub.services import dispatch, runs
 from crawlhub.worker.attempts import Outcome, RunRef, notify, record
 
 logger = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ def send_again(context: Context, task_id: uuid.UUID, status: str) -> None:
     task is to run again: at once when handed back, after its spider's backoff when
     retrying. If this fails, the ticker's sweep sends it."""
     if status == "pending":
-        runs.enqueue(context, task_id)
+        dispatch.quietly(context)
     elif status == "retrying":
         runs.enqueue_retry(context, task_id)
 

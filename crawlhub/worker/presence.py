@@ -23,6 +23,7 @@ from crawlhub.config import Settings
 from crawlhub.context import Context
 from crawlhub.repo import workers as worker_repo
 from crawlhub.sandbox import firewall
+from crawlhub.services import dispatch
 from crawlhub.worker import environments
 from crawlhub.worker.outcomes import Recorder
 
@@ -95,6 +96,7 @@ class WorkerLife(dramatiq.Middleware):
         except Exception as exc:  # the heartbeat thread tries again
             logger.warning("worker %s: could not register: %s", self.id, exc)
             return False
+        dispatch.quietly(self.context)  # its slots are free: runs held for one start now
         return True
 
     def _drain(self, draining: bool) -> None:

@@ -119,3 +119,45 @@ def test_the_nodes_page_shows_the_worker_and_drains_and_resumes_it(
     expect(page.get_by_role("status")).to_contain_text("takes runs again")
     expect(page.get_by_role("row").nth(1)).to_contain_text("online")
     assert page.errors == []  # type: ignore[attr-defined]
+
+
+NAP = """
+import time
+
+
+def run(params):
+    time.sleep(float(params.get("sleep", 0)))
+"""
+
+
+def test_a_spider_limited_from_its_page_makes_a_second_run_wait_and_say_why(
+    browser: Browser, hub: str
+) -> None:
+    with httpx.Client(base_url=hub, headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+        assert api.post("/api/spiders", json={"name": "nap"}).status_code == 201
+        sent = api.post("/api/spiders/nap/versions", files={"file": ("main.py", NAP.encode())})
+        assert sent.status_code == 201, sent.text
+        page = new_page(browser, hub)
+        sign_in(page, "admin")
+        page.goto(f"{hub}/spiders/nap")
+        page.get_by_label("Max concurrent runs").fill("1")
+        page.get_by_role("button", name="Save settings").click()
+        expect(page.get_by_role("status")).to_contain_text("Settings saved")
+        assert api.get("/api/spiders/nap").json()["max_concurrent_runs"] == 1
+
+        page.get_by_label("Params (JSON)").fill('{"sleep": 4}')
+        page.get_by_label("Priority").fill("20")
+        page.get_by_role("button", name="Run now").click()
+        expect(page.locator("#run-status")).to_contain_text("running", timeout=15_000)
+        first = page.url.rsplit("/", 1)[1]
+        facts = page.locator("dl.facts")
+        expect(facts).to_contain_text("Priority20")
+        expect(facts).to_contain_text("Node")
+        page.goto(f"{hub}/spiders/nap")
+        page.get_by_role("button", name="Run now").click()
+        expect(page.locator("#run-waiting")).to_have_text("waiting: spider limit 1")
+        shot(page, "run-waiting", keep=True)
+        second = page.url.rsplit("/", 1)[1]
+        assert finished(api, first)["status"] == "completed"
+        assert finished(api, second)["status"] == "completed"  # it started once a slot freed
+        assert page.errors == []  # type: ignore[attr-defined]

@@ -30,27 +30,27 @@ def test_labels_from_the_forms_and_the_api_and_why_a_run_waits(pg_context: Conte
         package = {"file": ("main.py", b"def run(params):\n    pass\n")}
         assert client.post("/api/spiders/shop/versions", files=package,
                            headers=admin).status_code == 201  # fmt: skip
-        refused = client.patch("/api/spiders/shop", json={"labels": ["a b"]}, headers=admin)
+        refused = client.patch("/api/spiders/shop", json={"requires": ["a b"]}, headers=admin)
         assert refused.status_code == 422
         csrf = sign_in(client, "ops")
         made = client.post("/schedules", data={
             "csrf": csrf, "spider": "shop", "cron": "0 * * * *", "timezone": "UTC",
             "overlap": "forbid", "catchup": "latest", "jitter_s": "0", "params": "{}",
-            "settings": "{}", "labels": "browser, region=eu"}, follow_redirects=False)  # fmt: skip
+            "settings": "{}", "requires": "browser, region=eu"}, follow_redirects=False)  # fmt: skip
         assert made.status_code == 303, made.text
         (schedule,) = client.get("/api/spiders/shop/schedules", headers=admin).json()["items"]
-        assert schedule["labels"] == ["browser", "region=eu"]
+        assert schedule["requires"] == ["browser", "region=eu"]
         bad = client.post(f"/schedules/{schedule['id']}", data={
             "csrf": csrf, "cron": "0 * * * *", "timezone": "UTC", "overlap": "forbid",
             "catchup": "latest", "jitter_s": "0", "params": "{}", "settings": "{}",
-            "labels": "no spaces allowed"})  # fmt: skip
-        assert bad.status_code == 422 and 'id="error-labels"' in bad.text
+            "requires": "no spaces allowed"})  # fmt: skip
+        assert bad.status_code == 422 and 'id="error-requires"' in bad.text
         ran = client.post("/spiders/shop/run", data={"csrf": csrf, "params": "{}",
-                                                     "labels": "gpu"}, follow_redirects=False)  # fmt: skip
+                                                     "requires": "gpu"}, follow_redirects=False)  # fmt: skip
         assert ran.status_code == 303
         run_id = re.sub(r"^/runs/", "", ran.headers["location"])
         task = client.get(f"/api/tasks/{run_id}", headers=admin).json()
-        assert task["labels"] == ["gpu"]
+        assert task["requires"] == ["gpu"]
         # No worker here: the run says why it waits, in the API and on its page.
-        assert task["waiting"].startswith("no live node takes runs")
-        assert "waiting: no live node takes runs" in client.get(f"/runs/{run_id}").text
+        assert task["waiting_reason"].startswith("no node has labels gpu")
+        assert "waiting: no node has labels gpu" in client.get(f"/runs/{run_id}").text

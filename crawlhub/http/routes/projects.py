@@ -9,6 +9,7 @@ from starlette.routing import Route
 from crawlhub.errors import BadRequest
 from crawlhub.http.routes.spiders import read_upload
 from crawlhub.registry import projects
+from crawlhub.services import dispatch
 from crawlhub.web.responses import ModelResponse
 from crawlhub.web.schemas.common import PageQuery
 from crawlhub.web.schemas.projects import (
@@ -56,9 +57,13 @@ def get_project(request: Request) -> Response:
 @spec.validate(json=ProjectPatch, resp=Resp(HTTP_200=ProjectOut, **errors(400, 404, 409)),
                tags=TAGS)  # fmt: skip
 def patch_project(request: Request) -> Response:
-    """Rename a project (its spiders keep their names)."""
-    name = body_of(request, ProjectPatch).name
-    project = projects.rename_project(ctx(request).db, request.path_params["ref"], name)
+    """Rename a project (its spiders keep their names) or change how many of its runs may run
+    at once (`max_concurrent_runs`, null: no limit); absent fields stay as they are."""
+    context = ctx(request)
+    changes = body_of(request, ProjectPatch).model_dump(exclude_unset=True)
+    project = projects.update_project(context.db, request.path_params["ref"], changes)
+    if "max_concurrent_runs" in changes:
+        dispatch.quietly(context)  # a limit raised lets held runs start
     return ModelResponse(ProjectOut.model_validate(project))
 
 

@@ -34,7 +34,8 @@ def run_spider(request: Request) -> Response:
     """Create a pending run of the spider's current version and enqueue it."""
     body = body_of(request, RunRequest)
     task = runs.create_run(ctx(request), request.path_params["ref"], body.params,
-                           settings=body.settings, labels=body.labels)  # fmt: skip
+                           settings=body.settings, requires=body.requires,
+                           priority=body.priority)  # fmt: skip
     task = runs.told_why_waiting(ctx(request), task)
     return ModelResponse(TaskOut.model_validate(task), 202)
 

@@ -11,6 +11,7 @@ from starlette.routing import Route
 
 from crawlhub.errors import BadRequest, TooLarge
 from crawlhub.registry import spiders
+from crawlhub.services import dispatch
 from crawlhub.web.responses import ModelResponse
 from crawlhub.web.schemas.common import PageQuery
 from crawlhub.web.schemas.projects import VersionOut, VersionPage, VersionUpload
@@ -65,6 +66,8 @@ def patch_spider(request: Request) -> Response:
     context = ctx(request)
     changes = body_of(request, SpiderPatch).model_dump(exclude_unset=True)
     spider = spiders.update_spider(context, request.path_params["ref"], changes)
+    if "max_concurrent_runs" in changes:
+        dispatch.quietly(context)  # a limit raised lets held runs start
     return ModelResponse(SpiderOut.model_validate(spider))
 
 

@@ -24,6 +24,7 @@ from crawlhub.context import Context
 from crawlhub.errors import CrawlhubError
 from crawlhub.registry import projects
 from crawlhub.services import scrapyd
+from crawlhub.services.dispatch import PRIORITY_BOUND
 from crawlhub.services.scrapyd import ScrapydError
 from crawlhub.web.validation import ctx
 
@@ -113,16 +114,18 @@ async def schedule(context: Context, params: Params, egg: bytes | None) -> dict[
         if not sep:
             raise ScrapydError(f"setting '{setting[:80]}' is not NAME=VALUE")
         settings[name] = value
-    try:
-        float(one(params, "priority", "0"))
-    except ValueError:
+    try:  # Scrapyd's: higher first, 0 when not given; CrawlHub's priorities are integers
+        priority = round(float(one(params, "priority", "0")))
+        if abs(priority) > PRIORITY_BOUND:
+            raise ValueError
+    except (ValueError, OverflowError):
         raise ScrapydError(f"priority is invalid: {one(params, 'priority')[:40]!r}") from None
     reserved = {"project", "spider", "_version", "jobid", "priority", "setting"}
     args = {name: values[0] for name, values in params.items() if name not in reserved}
     job = await run_in_threadpool(
         lambda: scrapyd.schedule(
             context, project, spider, label=optional(params, "_version"),
-            job_id=optional(params, "jobid"), settings=settings, args=args,
+            job_id=optional(params, "jobid"), settings=settings, args=args, priority=priority,
         )
     )  # fmt: skip
     return {"jobid": job}

@@ -88,7 +88,7 @@ def form_values(form: FormData) -> dict[str, Any]:
     }
     deadline = field(form, "starting_deadline_s")
     values["starting_deadline_s"] = deadline or None
-    values["labels"] = listed(form, "labels")
+    values["requires"] = listed(form, "requires")
     values["enabled"] = form.get("enabled", "on") == "on"
     return values
 
@@ -122,7 +122,7 @@ def edit_schedule(request: Request, session: Session) -> Response:
         "overlap": schedule.overlap,
         "catchup": schedule.catchup,
         "jitter_s": str(schedule.jitter_s),
-        "labels": ", ".join(schedule.labels or []),
+        "requires": ", ".join(schedule.requires or []),
         "starting_deadline_s": str(schedule.starting_deadline_s or ""),
         "params": json.dumps(schedule.params),
         "settings": json.dumps(schedule.settings),

@@ -10,7 +10,7 @@ from crawlhub.config import LABEL
 from crawlhub.errors import CrawlhubError, InvalidInput, TooLarge
 from crawlhub.registry import spiders
 from crawlhub.scheduling import schedules
-from crawlhub.services import activity, runs
+from crawlhub.services import activity, dispatch, runs
 from crawlhub.ui import charts
 from crawlhub.ui.forms import field, listed, page_number, parse_form
 from crawlhub.ui.rendering import action, back, page, render
@@ -25,7 +25,9 @@ INT_FIELDS = (
     "retry_backoff_min_s",
     "retry_backoff_max_s",
     "retention_days",
+    "max_concurrent_runs",
 )
+OPTIONAL_INT_FIELDS = ("retention_days", "max_concurrent_runs")  # empty: none
 
 
 @page
@@ -57,9 +59,9 @@ def settings_values(form: FormData) -> dict[str, Any]:
     }
     for name in INT_FIELDS:
         raw = field(form, name)
-        values[name] = None if raw == "" and name == "retention_days" else raw
+        values[name] = None if raw == "" and name in OPTIONAL_INT_FIELDS else raw
     values["dedup_keys"] = listed(form, "dedup_keys")
-    values["labels"] = listed(form, "labels")
+    values["requires"] = listed(form, "requires")
     values["alert_on_zero_items"] = form.get("alert_on_zero_items") == "on"
     values["enabled"] = form.get("enabled") == "on"
     return values
@@ -158,6 +160,7 @@ def update_spider(request: Request, session: Session, form: FormData) -> Respons
         spider = spiders.update_spider(context, ref, body.model_dump(exclude_unset=True))
     except (InvalidInput, TooLarge) as exc:
         return spider_page(request, session, ref, 422, {"": exc.message})
+    dispatch.quietly(context)  # its limit may be higher now
     return back(f"/spiders/{spider.name}", "Settings saved.")
 
 
@@ -187,9 +190,16 @@ def run_now(request: Request, session: Session, form: FormData) -> Response:
         return spider_page(request, session, ref, 422, {"run_params": exc.message})
     if not isinstance(params, dict):
         return spider_page(request, session, ref, 422, {"run_params": "give a JSON object"})
-    labels = listed(form, "labels")
+    labels = listed(form, "requires")
     if any(not LABEL.match(label) for label in labels or ()):
         return spider_page(request, session, ref, 422, {"run_params": "a node label is a name "
                            "or name=value of letters, digits, '.', '_' and '-'"})  # fmt: skip
-    task = runs.create_run(ctx(request), ref, params, labels=labels)
+    try:
+        priority = int(field(form, "priority") or dispatch.MANUAL_PRIORITY)
+        if abs(priority) > dispatch.PRIORITY_BOUND:
+            raise ValueError
+    except ValueError:
+        return spider_page(request, session, ref, 422, {"run_params": "the priority is a whole "
+                           f"number within ±{dispatch.PRIORITY_BOUND}"})  # fmt: skip
+    task = runs.create_run(ctx(request), ref, params, requires=labels, priority=priority)
     return back(f"/runs/{task.id}", "Run started.")

@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from crawlhub.registry.projects import PROJECT_NAME
 from crawlhub.web.schemas.common import Out, Page, PageQuery, Strict
@@ -38,7 +38,17 @@ class ProjectCreate(Strict):
 class ProjectPatch(Strict):
     """Body of PATCH /api/projects/{id}."""
 
-    name: str = Field(pattern=PROJECT_NAME)
+    name: str | None = Field(None, pattern=PROJECT_NAME)
+    max_concurrent_runs: int | None = Field(
+        None, ge=1, le=10_000, description="how many of its runs may run at once, its spiders' "
+        "together; null: no limit",
+    )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _name_not_null(self) -> Self:
+        if "name" in self.model_fields_set and self.name is None:
+            raise ValueError("name cannot be null")
+        return self
 
     name_not_an_id = field_validator("name")(not_an_id)
 
@@ -48,6 +58,9 @@ class ProjectOut(Out):
     name: str
     kind: SpiderKind
     current_version: int | None
+    max_concurrent_runs: int | None = Field(
+        description="how many of its runs may run at once; null: no limit"
+    )
     spiders: list[str] = Field(description="the names of its spiders")
     created_at: datetime
     updated_at: datetime

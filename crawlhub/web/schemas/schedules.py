@@ -25,14 +25,14 @@ class ScheduleFields(Strict):
     catchup: Catchup | None = None
     starting_deadline_s: int | None = Field(None, ge=1, le=366 * 86_400)
     jitter_s: int | None = Field(None, ge=0, le=MAX_JITTER_S)
-    labels: Labels | None = Field(
+    requires: Labels | None = Field(
         None, description="labels a node must have to run its runs; null: its spider's"
     )
 
     @model_validator(mode="after")
     def _no_explicit_nulls(self) -> Self:
         for name in self.model_fields_set:
-            if getattr(self, name) is None and name not in ("starting_deadline_s", "labels"):
+            if getattr(self, name) is None and name not in ("starting_deadline_s", "requires"):
                 raise ValueError(f"{name} must not be null")
         return self
 
@@ -59,7 +59,7 @@ class ScheduleOut(Out):
     catchup: Catchup
     starting_deadline_s: int | None
     jitter_s: int
-    labels: list[str] | None
+    requires: list[str] | None
     next_fire_at: datetime | None
     last_fire_at: datetime | None
     created_at: datetime

@@ -14,7 +14,9 @@ from crawlhub.web.schemas.projects import SLUG, SpiderKind, not_an_id
 MAX_TIMEOUT_S = 7 * 24 * 3600
 
 # The spider fields a client may set to null (null turns dedup off, limits to the defaults).
-NULLABLE_FIELDS = frozenset({"dedup_keys", "retention_days", "limits", "labels"})
+NULLABLE_FIELDS = frozenset(
+    {"dedup_keys", "retention_days", "limits", "requires", "max_concurrent_runs"}
+)
 
 
 class SpiderFields(Strict):
@@ -34,8 +36,11 @@ class SpiderFields(Strict):
         None, description="its runs' own limits over the defaults: memory_mb, processes "
         "(tasks), open_files (per process), disk_mb and files (work dir); null: the defaults",
     )  # fmt: skip
-    labels: Labels | None = Field(
+    requires: Labels | None = Field(
         None, description="labels a node must have to run it (`browser`, `region=eu`); null: any"
+    )
+    max_concurrent_runs: int | None = Field(
+        None, ge=1, le=10_000, description="how many of its runs may run at once; null: no limit"
     )
 
     @field_validator("limits")
@@ -117,7 +122,8 @@ class SpiderOut(Out):
     retry_backoff_min_s: int
     retry_backoff_max_s: int
     dedup_keys: list[str] | None
-    labels: list[str] | None
+    requires: list[str] | None
+    max_concurrent_runs: int | None
     alert_on_zero_items: bool
     enabled: bool
     retention_days: int | None

@@ -7,6 +7,7 @@ from typing import Any, ClassVar, Literal, Self
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from crawlhub.errors import InvalidInput
+from crawlhub.services.dispatch import MANUAL_PRIORITY, PRIORITY_BOUND
 from crawlhub.services.runs import Cursor
 from crawlhub.web.schemas.common import MAX_INT, Labels, Out, PageQuery, Strict, in_range
 
@@ -26,9 +27,13 @@ class RunRequest(Strict):
         default_factory=dict,
         description="Scrapy settings of this run alone (`-s NAME=VALUE`), Scrapy spiders only",
     )
-    labels: Labels | None = Field(
+    requires: Labels | None = Field(
         None, description="labels a node must have to run it; default: its spider's"
     )
+    priority: int = Field(
+        MANUAL_PRIORITY, ge=-PRIORITY_BOUND, le=PRIORITY_BOUND,
+        description="higher first among waiting runs of a project (a schedule's runs: 0)",
+    )  # fmt: skip
 
 
 class TaskOut(Out):
@@ -55,10 +60,13 @@ class TaskOut(Out):
     items_invalid: int
     log_lines: int
     stats: dict[str, Any] | None
-    labels: list[str] | None = Field(description="labels a node must have to run it")
-    waiting: str | None = Field(
-        None, description="why a pending run does not start: no live node has its labels"
-    )
+    requires: list[str] | None = Field(description="labels a node must have to run it")
+    priority: int = Field(description="higher first among waiting runs (manual 10, scheduled 0)")
+    node_id: str | None = Field(description="the node (host:pid) that ran its last attempt")
+    waiting_reason: str | None = Field(
+        None, description="why a pending run does not start: `no node has labels …`, "
+        "`spider limit 2`, `project limit 5`, `every slot is taken`, `no node takes runs …`",
+    )  # fmt: skip
     verdict: Verdict | None = Field(
         description="its data quality verdict (null: its spider has no rules, or it did not "
         "complete)"

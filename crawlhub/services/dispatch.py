@@ -1,0 +1,210 @@
+"""The dispatcher: which waiting runs go to the queue now, and why the others wait.
+
+A run is created *held*: pending, with no message. The dispatcher sends held runs to the
+run queue only while a live node has a free slot for them (its slots, less the runs it
+runs, less the runs sent and not claimed yet), their spider and project are under their
+`max_concurrent_runs`, and a node has the labels they require. Which run a free slot takes:
+the run of the project with the fewest runs under way, then the highest priority, then the
+oldest (fair share; `CRAWLHUB_DISPATCH_ORDER=fifo`: the oldest, as a plain queue). So the
+queue in Redis holds about as many runs as there are free slots: a project's burst of 500
+runs waits in PostgreSQL, and another project's run takes the next slot that frees.
+
+It runs when something may let a run start: a run is created or a schedule fires, a run
+ends, a node registers or is resumed, a limit is raised, and every few seconds in the
+ticker's sweep. One dispatcher decides at a time (an advisory lock); the claim's
+compare-and-set still makes a run start once, whatever is sent twice. Retries keep their
+message (Dramatiq's backoff) and count under the limits while they wait.
+"""
+
+import logging
+import threading
+import uuid
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from crawlhub.context import Context
+from crawlhub.messaging import messages
+from crawlhub.repo import dispatch as repo
+from crawlhub.repo import tasks as task_repo
+from crawlhub.repo import workers as worker_repo
+from crawlhub.repo.db import Session
+from crawlhub.repo.dispatch import Active, Caps, Held
+from crawlhub.repo.models import Task
+
+logger = logging.getLogger(__name__)
+
+ROUND_LIMIT = 64  # the most runs one round sends (the next round sends more)
+MANUAL_PRIORITY = 10  # a run started by someone, above a schedule's (0)
+PRIORITY_BOUND = 1_000_000  # priorities lie within ± this
+_LOCK = threading.Lock()  # SQLite has no advisory lock: one dispatcher per process
+
+
+@dataclass
+class Node:
+    """A live node that takes runs, and its free slots."""
+
+    id: str
+    labels: frozenset[str]
+    free: int
+
+
+@dataclass
+class Fleet:
+    """The live nodes that take runs; `free`: slots free across them, None when no node is
+    known (then only the limits hold runs back)."""
+
+    nodes: list[Node]
+    free: int | None
+
+    def can_place(self, requires: frozenset[str]) -> bool:
+        """Whether a node with these labels has a free slot (any run, when no node is known
+        and it requires nothing)."""
+        if self.free is None:
+            return not requires
+        return any(requires <= n.labels and n.free > 0 for n in self.nodes)
+
+    def take(self, requires: frozenset[str]) -> None:
+        """Count a slot of the freest node with these labels as taken."""
+        if self.free is None:
+            return
+        matching = [n for n in self.nodes if requires <= n.labels and n.free > 0]
+        max(matching, key=lambda n: n.free).free -= 1
+        self.free -= 1
+
+
+def fleet_of(session: Session, heartbeat_s: float) -> Fleet:
+    """The live nodes that take runs, with their free slots."""
+    live = [n for n in worker_repo.online(session, heartbeat_s) if not n.draining]
+    if not live:
+        return Fleet([], None)
+    running = worker_repo.running_by_worker(session)
+    nodes = [Node(n.id, frozenset(n.labels or ()), max(n.threads - running.get(n.id, 0), 0))
+             for n in live]  # fmt: skip
+    return Fleet(nodes, sum(n.free for n in nodes) - repo.sent_unclaimed(session))
+
+
+def over_limit(spider_id: uuid.UUID, project_id: uuid.UUID, caps: Caps, active: Active
+               ) -> str | None:  # fmt: skip
+    """Why a spider's run may not start now for its limits ("spider limit 2"), or None."""
+    if caps.spider is not None and active.spiders.get(spider_id, 0) >= caps.spider:
+        return f"spider limit {caps.spider}"
+    if caps.project is not None and active.projects.get(project_id, 0) >= caps.project:
+        return f"project limit {caps.project}"
+    return None
+
+
+def plan(held: Iterable[Held], caps: dict[uuid.UUID, Caps], active: Active, fleet: Fleet,
+         *, fifo: bool = False) -> list[Held]:  # fmt: skip
+    """The held runs to send now, in order (`held` is best first within each spider)."""
+    queues: dict[uuid.UUID, deque[Held]] = {}
+    for run in held:
+        queues.setdefault(run.spider_id, deque()).append(run)
+
+    def rank(run: Held) -> tuple[Any, ...]:
+        if fifo:
+            return (run.created_at,)
+        return (active.projects.get(run.project_id, 0), -run.priority, run.created_at)
+
+    chosen: list[Held] = []
+    while queues and (fleet.free is None or fleet.free > 0):
+        best = min((q[0] for q in queues.values()), key=rank)
+        line = queues[best.spider_id]
+        if over_limit(best.spider_id, best.project_id, caps[best.spider_id], active):
+            del queues[best.spider_id]  # none of this spider's runs starts this round
+            continue
+        line.popleft()
+        if not line:
+            del queues[best.spider_id]
+        if not fleet.can_place(best.requires):
+            continue  # its spider's next run may require other labels
+        fleet.take(best.requires)
+        active.spiders[best.spider_id] = active.spiders.get(best.spider_id, 0) + 1
+        active.projects[best.project_id] = active.projects.get(best.project_id, 0) + 1
+        chosen.append(best)
+    return chosen
+
+
+def run_options(retries_left: int, backoff_min_s: int, backoff_max_s: int) -> dict[str, Any]:
+    """The Retries options of a run message: retries left and the spider's backoff (ms)."""
+    return {
+        "max_retries": max(retries_left, 0),
+        "min_backoff": backoff_min_s * 1000,
+        "max_backoff": backoff_max_s * 1000,
+    }
+
+
+def dispatch(context: Context) -> dict[uuid.UUID, str]:
+    """Send the held runs that may start now; their message ids. A run whose message could
+    not be sent stays held (the next round sends it)."""
+    sent: dict[uuid.UUID, str] = {}
+    with _LOCK, context.db.session() as session:
+        repo.lock(session)
+        fleet = fleet_of(session, context.settings.heartbeat_s)
+        if fleet.free is not None and fleet.free <= 0:
+            return sent
+        per_spider = min(fleet.free, ROUND_LIMIT) if fleet.free is not None else ROUND_LIMIT
+        held, caps = repo.held(session, per_spider)
+        if not held:
+            return sent
+        chosen = plan(held, caps, repo.active(session), fleet,
+                      fifo=context.settings.dispatch_order == "fifo")  # fmt: skip
+        for run in chosen[:ROUND_LIMIT]:
+            options = run_options(run.retries_left, run.backoff_min_s, run.backoff_max_s)
+            try:
+                sent[run.id] = messages.send_run(context.broker, run.id, **options)
+            except Exception as exc:  # the broker being down must not lose the run: held
+                logger.error("task %s: could not be sent (%s); it stays held", run.id, exc)
+                break
+        if sent:
+            task_repo.set_message_ids(session, sent)
+    return sent
+
+
+def quietly(context: Context) -> None:
+    """Dispatch where a failure must not stop the caller (the ticker's sweep dispatches
+    again)."""
+    try:
+        dispatch(context)
+    except Exception as exc:
+        logger.warning("dispatch failed: %s", exc)
+
+
+def tell_waiting(context: Context, session: Session, tasks: list[Task]) -> list[Task]:
+    """The tasks, each pending one told why it does not start (`waiting_reason`), by the
+    dispatcher's rules: no node takes runs, none has the labels it requires, its spider's
+    or project's limit, or every slot is taken. Nothing is asked when none is pending."""
+    pending = [t for t in tasks if t.status == "pending"]
+    if not pending:
+        return tasks
+    fleet = fleet_of(session, context.settings.heartbeat_s)
+    held = [t for t in pending if t.message_id is None]
+    caps = repo.caps_of(session, {t.spider_id for t in held}) if held else {}
+    active = repo.active(session) if held else Active({}, {})
+    for task in pending:
+        task.waiting_reason = reason(task, fleet, caps, active)
+    return tasks
+
+
+def reason(task: Task, fleet: Fleet, caps: dict[uuid.UUID, tuple[uuid.UUID, Caps]],
+           active: Active) -> str | None:  # fmt: skip
+    """Why one pending task does not start, or None (it is about to)."""
+    requires = frozenset(task.requires or ())
+    if fleet.free is not None and not any(requires <= n.labels for n in fleet.nodes):
+        return f"no node has labels {', '.join(sorted(requires))}"
+    if fleet.free is None:
+        if requires:
+            return f"no node has labels {', '.join(sorted(requires))}"
+        return "no node takes runs (none is online, or every one is drained)"
+    if task.message_id is not None:
+        return None  # sent: the next free slot with its labels takes it
+    if task.spider_id in caps:
+        project_id, limits = caps[task.spider_id]
+        limited = over_limit(task.spider_id, project_id, limits, active)
+        if limited is not None:
+            return limited
+    if not fleet.can_place(requires):
+        return "every slot is taken" + (f" on nodes with labels {', '.join(sorted(requires))}"
+                                        if requires else "")  # fmt: skip
+    return None

@@ -71,7 +71,7 @@ def main() -> None:
         Row("B's start delay, FIFO (before)", f"{fifo * 1000:.0f} ms", "", "", "", None),
         Row("B's start delay, fair share", f"{fair * 1000:.0f} ms", f"{fifo * 1000:.0f} ms",
             f"{fair / fifo:.4f}x", f"<= one run ({bound * 1000:.0f} ms)", fair <= bound),
-        Row("A's runs still waiting when B started", f"{fair_still} (fair)", f"{fifo_still} (FIFO)",
+        Row("A's runs still waiting when B's run ended", f"{fair_still} (fair)", f"{fifo_still} (FIFO)",
             "", "", None),
     ]  # fmt: skip
     report(f"Fair share: project A queues {args.runs} runs, then B's schedule fires", rows,

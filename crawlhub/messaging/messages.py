@@ -42,6 +42,12 @@ def send_run(
     return send(broker, RUNS_QUEUE, RUN_ACTOR, (str(task_id),), delay_ms=delay_ms, **options)
 
 
+def run_message(task_id: uuid.UUID, **options: Any) -> "dramatiq.Message[Any]":
+    """A task's run message, not sent yet (its `message_id` known before it is)."""
+    return dramatiq.Message(queue_name=RUNS_QUEUE, actor_name=RUN_ACTOR, args=(str(task_id),),
+                            kwargs={}, options=options)  # fmt: skip
+
+
 def send_alert(broker: dramatiq.Broker, payload: dict[str, Any], *, delay_ms: int = 0) -> str:
     """Send an alert-delivery message (`{"alert_id"}`, optionally with `"channel_id"`)."""
     return send(broker, ALERTS_QUEUE, ALERT_ACTOR, (payload,), delay_ms=delay_ms)

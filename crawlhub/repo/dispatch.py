@@ -4,7 +4,7 @@ many runs each spider has under way, and the lock that makes one dispatcher deci
 
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, func, or_, select, text
@@ -31,31 +31,31 @@ def under_way() -> ColumnElement[bool]:
 
 @dataclass
 class Active:
-    """How many runs are under way, per spider and per project."""
+    """The runs under way: per spider and per project, running per node (a run's `worker`
+    is host:pid:thread, its node host:pid), and how many are sent and not claimed yet."""
 
-    spiders: dict[uuid.UUID, int]
-    projects: dict[uuid.UUID, int]
+    spiders: dict[uuid.UUID, int] = field(default_factory=dict)
+    projects: dict[uuid.UUID, int] = field(default_factory=dict)
+    nodes: dict[str, int] = field(default_factory=dict)
+    unclaimed: int = 0
 
 
 def active(session: Session) -> Active:
-    """How many runs of each spider and project are under way."""
-    found = Active({}, {})
-    for spider_id, project_id, count in session.execute(
-        select(Task.spider_id, Spider.project_id, func.count())
+    """The runs under way, counted in one query."""
+    found = Active()
+    for spider_id, project_id, status, worker, count in session.execute(
+        select(Task.spider_id, Spider.project_id, Task.status, Task.worker, func.count())
         .join(Spider, Spider.id == Task.spider_id)
         .where(under_way())
-        .group_by(Task.spider_id, Spider.project_id)
+        .group_by(Task.spider_id, Spider.project_id, Task.status, Task.worker)
     ):  # fmt: skip
-        found.spiders[spider_id] = count
+        found.spiders[spider_id] = found.spiders.get(spider_id, 0) + count
         found.projects[project_id] = found.projects.get(project_id, 0) + count
-    return found
-
-
-def sent_unclaimed(session: Session) -> int:
-    """Runs sent to the queue and not claimed yet (each will take a slot)."""
-    found: int = session.scalar(
-        select(func.count()).where(Task.status == "pending", Task.message_id.is_not(None))
-    ) or 0  # fmt: skip
+        if status == "pending":  # sent (held runs are not under way)
+            found.unclaimed += count
+        elif status == "running" and worker:
+            node = worker.rsplit(":", 1)[0]
+            found.nodes[node] = found.nodes.get(node, 0) + count
     return found
 
 

@@ -1,7 +1,7 @@
 """Tasks (runs): creation, the claim compare-and-set, progress, completion, cancel."""
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -136,8 +136,8 @@ def tasks_before(
     return session.scalars(stmt.limit(limit)).all()
 
 
-def set_message_ids(session: Session, message_ids: dict[uuid.UUID, str]) -> None:
-    """Record the broker messages that carry tasks (one executemany UPDATE)."""
+def set_message_ids(session: Session, message_ids: Mapping[uuid.UUID, str | None]) -> None:
+    """Record the broker messages that carry tasks, or None: held (one executemany UPDATE)."""
     table = cast(Table, Task.__table__)
     session.connection().execute(
         update(table).where(table.c.id == bindparam("task_id")),

@@ -1,6 +1,7 @@
 """Worker processes: their registration, heartbeat and who is online."""
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -90,6 +91,22 @@ def online(session: Session, heartbeat_s: float) -> Sequence[WorkerProcess]:
     ).all()  # fmt: skip
 
 
-def takers(session: Session, heartbeat_s: float) -> list[set[str]]:
-    """The labels of each live node that takes runs (online, not drained)."""
-    return [set(n.labels or []) for n in online(session, heartbeat_s) if not n.draining]
+@dataclass(frozen=True)
+class Taker:
+    """A live node that takes runs: its id, labels and slots."""
+
+    id: str
+    labels: frozenset[str]
+    slots: int
+
+
+def takers(session: Session, heartbeat_s: float) -> list[Taker]:
+    """The nodes that take runs: online (heard from within MISSED_BEATS heartbeats), not
+    drained."""
+    silent_for = timedelta(seconds=MISSED_BEATS * heartbeat_s)
+    rows = session.execute(
+        select(WorkerProcess.id, WorkerProcess.labels, WorkerProcess.threads)
+        .where(WorkerProcess.stopped_at.is_(None), WorkerProcess.draining.is_(False),
+               WorkerProcess.last_seen_at >= now_of(session) - silent_for)
+    )  # fmt: skip
+    return [Taker(node_id, frozenset(labels or ()), slots) for node_id, labels, slots in rows]

@@ -24,6 +24,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import dramatiq
+
 from crawlhub.context import Context
 from crawlhub.messaging import messages
 from crawlhub.repo import dispatch as repo
@@ -52,37 +54,29 @@ class Node:
 
 @dataclass
 class Fleet:
-    """The live nodes that take runs; `free`: slots free across them, None when no node is
-    known (then only the limits hold runs back)."""
+    """The live nodes that take runs; `free`: slots free across them (none when no node is
+    live: runs wait for one to register)."""
 
     nodes: list[Node]
-    free: int | None
+    free: int
 
     def can_place(self, requires: frozenset[str]) -> bool:
-        """Whether a node with these labels has a free slot (any run, when no node is known
-        and it requires nothing)."""
-        if self.free is None:
-            return not requires
-        return any(requires <= n.labels and n.free > 0 for n in self.nodes)
+        """Whether a node with these labels has a free slot."""
+        return self.free > 0 and any(requires <= n.labels and n.free > 0 for n in self.nodes)
 
     def take(self, requires: frozenset[str]) -> None:
         """Count a slot of the freest node with these labels as taken."""
-        if self.free is None:
-            return
         matching = [n for n in self.nodes if requires <= n.labels and n.free > 0]
         max(matching, key=lambda n: n.free).free -= 1
         self.free -= 1
 
 
-def fleet_of(session: Session, heartbeat_s: float) -> Fleet:
-    """The live nodes that take runs, with their free slots."""
-    live = [n for n in worker_repo.online(session, heartbeat_s) if not n.draining]
-    if not live:
-        return Fleet([], None)
-    running = worker_repo.running_by_worker(session)
-    nodes = [Node(n.id, frozenset(n.labels or ()), max(n.threads - running.get(n.id, 0), 0))
-             for n in live]  # fmt: skip
-    return Fleet(nodes, sum(n.free for n in nodes) - repo.sent_unclaimed(session))
+def fleet_of(session: Session, heartbeat_s: float, active: Active) -> Fleet:
+    """The live nodes that take runs, with their free slots (their slots, less the runs
+    they run, less the runs sent and not claimed yet across them)."""
+    live = worker_repo.takers(session, heartbeat_s)
+    nodes = [Node(n.id, n.labels, max(n.slots - active.nodes.get(n.id, 0), 0)) for n in live]
+    return Fleet(nodes, sum(n.free for n in nodes) - active.unclaimed)
 
 
 def over_limit(spider_id: uuid.UUID, project_id: uuid.UUID, caps: Caps, active: Active
@@ -108,7 +102,7 @@ def plan(held: Iterable[Held], caps: dict[uuid.UUID, Caps], active: Active, flee
         return (active.projects.get(run.project_id, 0), -run.priority, run.created_at)
 
     chosen: list[Held] = []
-    while queues and (fleet.free is None or fleet.free > 0):
+    while queues and fleet.free > 0:
         best = min((q[0] for q in queues.values()), key=rank)
         line = queues[best.spider_id]
         if over_limit(best.spider_id, best.project_id, caps[best.spider_id], active):
@@ -136,30 +130,37 @@ def run_options(retries_left: int, backoff_min_s: int, backoff_max_s: int) -> di
 
 
 def dispatch(context: Context) -> dict[uuid.UUID, str]:
-    """Send the held runs that may start now; their message ids. A run whose message could
-    not be sent stays held (the next round sends it)."""
-    sent: dict[uuid.UUID, str] = {}
+    """Send the held runs that may start now; their message ids.
+
+    The runs are marked sent (their message id) in the deciding transaction and sent after
+    its commit, so a worker that takes a message at once finds its run free to claim; a run
+    whose message the broker refused is held again (or, should that fail too, sent again by
+    the ticker's sweep, which finds it missing from the broker)."""
+    out: dict[uuid.UUID, dramatiq.Message[Any]] = {}
     with _LOCK, context.db.session() as session:
         repo.lock(session)
-        fleet = fleet_of(session, context.settings.heartbeat_s)
-        if fleet.free is not None and fleet.free <= 0:
-            return sent
-        per_spider = min(fleet.free, ROUND_LIMIT) if fleet.free is not None else ROUND_LIMIT
-        held, caps = repo.held(session, per_spider)
+        held, caps = repo.held(session, ROUND_LIMIT)
         if not held:
-            return sent
-        chosen = plan(held, caps, repo.active(session), fleet,
-                      fifo=context.settings.dispatch_order == "fifo")  # fmt: skip
+            return {}
+        active = repo.active(session)
+        fleet = fleet_of(session, context.settings.heartbeat_s, active)
+        chosen = plan(held, caps, active, fleet, fifo=context.settings.dispatch_order == "fifo")
         for run in chosen[:ROUND_LIMIT]:
             options = run_options(run.retries_left, run.backoff_min_s, run.backoff_max_s)
-            try:
-                sent[run.id] = messages.send_run(context.broker, run.id, **options)
-            except Exception as exc:  # the broker being down must not lose the run: held
-                logger.error("task %s: could not be sent (%s); it stays held", run.id, exc)
-                break
-        if sent:
-            task_repo.set_message_ids(session, sent)
-    return sent
+            out[run.id] = messages.run_message(run.id, **options)
+        if out:
+            task_repo.set_message_ids(session, {t: m.message_id for t, m in out.items()})
+    refused = []
+    for task_id, message in out.items():
+        try:
+            context.broker.enqueue(message)
+        except Exception as exc:
+            logger.error("task %s: could not be sent (%s); it is held again", task_id, exc)
+            refused.append(task_id)
+    if refused:
+        with context.db.session() as session:
+            task_repo.set_message_ids(session, dict.fromkeys(refused))
+    return {t: m.message_id for t, m in out.items() if t not in refused}
 
 
 def quietly(context: Context) -> None:
@@ -178,10 +179,10 @@ def tell_waiting(context: Context, session: Session, tasks: list[Task]) -> list[
     pending = [t for t in tasks if t.status == "pending"]
     if not pending:
         return tasks
-    fleet = fleet_of(session, context.settings.heartbeat_s)
+    active = repo.active(session)
+    fleet = fleet_of(session, context.settings.heartbeat_s, active)
     held = [t for t in pending if t.message_id is None]
     caps = repo.caps_of(session, {t.spider_id for t in held}) if held else {}
-    active = repo.active(session) if held else Active({}, {})
     for task in pending:
         task.waiting_reason = reason(task, fleet, caps, active)
     return tasks
@@ -191,12 +192,10 @@ def reason(task: Task, fleet: Fleet, caps: dict[uuid.UUID, tuple[uuid.UUID, Caps
            active: Active) -> str | None:  # fmt: skip
     """Why one pending task does not start, or None (it is about to)."""
     requires = frozenset(task.requires or ())
-    if fleet.free is not None and not any(requires <= n.labels for n in fleet.nodes):
-        return f"no node has labels {', '.join(sorted(requires))}"
-    if fleet.free is None:
-        if requires:
-            return f"no node has labels {', '.join(sorted(requires))}"
+    if not fleet.nodes:
         return "no node takes runs (none is online, or every one is drained)"
+    if not any(requires <= n.labels for n in fleet.nodes):
+        return f"no node has labels {', '.join(sorted(requires))}"
     if task.message_id is not None:
         return None  # sent: the next free slot with its labels takes it
     if task.spider_id in caps:

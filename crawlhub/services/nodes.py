@@ -68,4 +68,4 @@ def some_node_has(context: Context, labels: list[str]) -> bool:
     """Whether a live node that takes runs (online, not drained) has all these labels."""
     with context.db.read() as session:
         takers = worker_repo.takers(session, context.settings.heartbeat_s)
-    return any(set(labels) <= offered for offered in takers)
+    return any(set(labels) <= node.labels for node in takers)

@@ -145,8 +145,8 @@ def test_a_spider_limited_from_its_page_makes_a_second_run_wait_and_say_why(
         expect(page.get_by_role("status")).to_contain_text("Settings saved")
         assert api.get("/api/spiders/nap").json()["max_concurrent_runs"] == 1
 
-        page.get_by_label("Params (JSON)").fill('{"sleep": 4}')
-        page.get_by_label("Priority").fill("20")
+        page.get_by_label("Params (JSON)", exact=True).fill('{"sleep": 4}')
+        page.get_by_label("Priority", exact=True).fill("20")
         page.get_by_role("button", name="Run now").click()
         expect(page.locator("#run-status")).to_contain_text("running", timeout=15_000)
         first = page.url.rsplit("/", 1)[1]

@@ -52,5 +52,5 @@ def test_labels_from_the_forms_and_the_api_and_why_a_run_waits(pg_context: Conte
         task = client.get(f"/api/tasks/{run_id}", headers=admin).json()
         assert task["requires"] == ["gpu"]
         # No worker here: the run says why it waits, in the API and on its page.
-        assert task["waiting_reason"].startswith("no node has labels gpu")
-        assert "waiting: no node has labels gpu" in client.get(f"/runs/{run_id}").text
+        assert task["waiting_reason"].startswith("no node takes runs")
+        assert "waiting: no node takes runs" in client.get(f"/runs/{run_id}").text

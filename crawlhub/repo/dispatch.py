@@ -10,6 +10,7 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, func, or_, select, text
 from sqlalchemy.orm import Session
 
+from crawlhub.repo.db import now_of
 from crawlhub.repo.models import Project, Spider, Task
 
 DISPATCH_LOCK = 7_341_204_129  # pg_advisory_xact_lock key: one dispatcher decides at a time
@@ -97,7 +98,11 @@ def held(session: Session, per_spider: int) -> tuple[list[Held], dict[uuid.UUID,
             .over(partition_by=Task.spider_id, order_by=(Task.priority.desc(), Task.created_at))
             .label("rank"),
         )
-        .where(Task.status == "pending", Task.message_id.is_(None))
+        .where(
+            Task.status == "pending",
+            Task.message_id.is_(None),
+            or_(Task.due_at.is_(None), Task.due_at <= now_of(session)),
+        )
         .subquery()
     )
     rows = session.execute(

@@ -213,6 +213,8 @@ class Task(Base):
     requires: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
     # Higher first among held runs (manual 10, scheduled 0 by default; Scrapyd's priority).
     priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Not dispatched before this (a schedule's fire, its jitter later; None: at once).
+    due_at: Mapped[datetime | None] = mapped_column(nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(nullable=True)

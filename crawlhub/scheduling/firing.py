@@ -7,7 +7,7 @@ tickers can run at once; the new runs' messages are sent only after the commit.
 import hashlib
 import logging
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 
@@ -20,7 +20,7 @@ from crawlhub.repo import tasks as task_repo
 from crawlhub.repo.db import Session, db_now
 from crawlhub.repo.models import Schedule, Spider
 from crawlhub.scheduling.cron import Cron
-from crawlhub.services import dispatch, runs
+from crawlhub.services import dispatch
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,6 @@ class Fires:
     run: list[datetime]
     missed: list[datetime]
     overlap: list[datetime]
-    sends: list["runs.Send"] = field(default_factory=list)  # fires sent after their jitter
 
 
 def recent_fires(cron: Cron, first: datetime, now: datetime, n: int) -> list[datetime]:
@@ -88,7 +87,6 @@ def fire(context: Context, now: datetime | None = None) -> bool:
 
     `now` is the database clock; tests pass a time to replay downtime deterministically.
     """
-    sends: list[runs.Send] = []
     new_alerts: list[uuid.UUID | None] = []
     with context.db.session() as session:
         now = now or db_now(session)
@@ -99,7 +97,6 @@ def fire(context: Context, now: datetime | None = None) -> bool:
                 spiders[schedule.spider_id] = repo.spider_of(session, schedule)
             spider = spiders[schedule.spider_id]
             decided = _fire_one(session, schedule, spider, now)
-            sends += decided.sends
             skipped = len(decided.missed) + len(decided.overlap)
             if skipped:
                 new_alerts.append(alerts.raise_alert(
@@ -108,7 +105,6 @@ def fire(context: Context, now: datetime | None = None) -> bool:
                     f"({len(decided.missed)} missed, {len(decided.overlap)} overlapping)",
                     spider_id=spider.id,
                 ))  # fmt: skip
-    runs.enqueue_many(context, sends)
     if due:
         dispatch.dispatch(context)
     for alert_id in new_alerts:
@@ -150,13 +146,14 @@ def _fire_one(session: Session, schedule: Schedule, spider: Spider, now: datetim
         for task in active:
             task_repo.cancel_task(session, task.id, reason="overlap")
     for when in decided.run:
-        task_id = repo.insert_fire(session, {**base, "scheduled_for": when, "status": "pending"})
-        if task_id is None:
-            continue
-        if jitter := _jitter_ms(schedule, when):  # sent now, delayed; else the dispatcher's
-            options = runs.run_options(spider.max_retries, spider)
-            decided.sends.append(runs.Send(task_id, jitter, options))
-        metrics.LATENESS.observe(max((now - when).total_seconds(), 0.0))
+        # Held for the dispatcher; a jittered fire is due its jitter later (the ticker's
+        # sweep dispatches it then, within its period).
+        jitter = _jitter_ms(schedule, when)
+        due = {"due_at": now + timedelta(milliseconds=jitter)} if jitter else {}
+        task_id = repo.insert_fire(session, {**base, "scheduled_for": when, "status": "pending",
+                                             **due})  # fmt: skip
+        if task_id is not None:
+            metrics.LATENESS.observe(max((now - when).total_seconds(), 0.0))
     logger.info("schedule %s fired: %d run, %d missed, %d overlap; next at %s", schedule.id,
                 len(decided.run), len(decided.missed), len(decided.overlap),
                 schedule.next_fire_at.isoformat())  # fmt: skip

@@ -22,6 +22,7 @@ import uuid
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import dramatiq
@@ -198,6 +199,8 @@ def reason(task: Task, fleet: Fleet, caps: dict[uuid.UUID, tuple[uuid.UUID, Caps
         return f"no node has labels {', '.join(sorted(requires))}"
     if task.message_id is not None:
         return None  # sent: the next free slot with its labels takes it
+    if task.due_at is not None and task.due_at > datetime.now(UTC):
+        return f"due at {task.due_at:%H:%M:%S} UTC (its schedule's jitter)"
     if task.spider_id in caps:
         project_id, limits = caps[task.spider_id]
         limited = over_limit(task.spider_id, project_id, limits, active)

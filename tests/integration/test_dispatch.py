@@ -15,6 +15,7 @@ from starlette.testclient import TestClient
 
 from crawlhub.api import create_app
 from crawlhub.context import Context
+from crawlhub.housekeeping import steps as housekeeping
 from crawlhub.repo import tasks as task_repo
 from crawlhub.repo import workers as worker_repo
 from crawlhub.repo.models import Task
@@ -216,3 +217,20 @@ def test_priorities_are_checked_and_scrapyd_s_is_honoured(pg_context: Context,
         assert job["status"] == "error" and "priority is invalid" in job["message"], bad
     assert api.patch("/api/spiders/shop", json={"max_concurrent_runs": 0}).status_code == 422
     assert api.patch("/api/projects/shop", json={"name": None}).status_code == 422
+
+
+def test_a_jittered_fire_waits_out_its_jitter_held(pg_context: Context, api: TestClient) -> None:
+    node(pg_context, "n1:1", 2)
+    spider(api, "daily")
+    made = api.post("/api/spiders/daily/schedules", json={"cron": "* * * * *", "jitter_s": 3600})
+    with pg_context.db.session() as session:
+        session.execute(text("UPDATE schedule SET next_fire_at = now() - interval '1 second' "
+                             "WHERE id = :id"), {"id": made.json()["id"]})  # fmt: skip
+    firing.fire(pg_context)
+    (fired,) = api.get("/api/tasks", params={"spider_id": "daily"}).json()["items"]
+    assert fired["message_id"] is None and fired["waiting_reason"].startswith("due at ")
+    assert fired["waiting_reason"].endswith("UTC (its schedule's jitter)")
+    with pg_context.db.session() as session:  # its jitter has passed: the sweep sends it
+        session.execute(text("UPDATE task SET due_at = now() - interval '1 second'"))
+    housekeeping.sweep(pg_context)
+    assert sent(pg_context, [fired["id"]]) == [fired["id"]]

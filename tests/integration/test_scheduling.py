@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
 from crawlhub.context import Context
 from crawlhub.housekeeping import steps as housekeeping
+from crawlhub.repo import workers as worker_repo
 from crawlhub.repo.models import ProjectVersion, Schedule, Spider, Task
 from crawlhub.scheduling import firing
 from tests.conftest import make_settings
@@ -254,6 +255,9 @@ def test_sweep_sends_runs_whose_enqueue_failed(
 ) -> None:
     spider_id = add_spider(context)
     schedule_id = add_schedule(context, spider_id, "0 * * * *", T0)
+    with context.db.session() as session:  # a node that takes runs: the fire is sent to it
+        worker_repo.register(session, "host:1", host="host", pid=1, version="t", threads=2,
+                             labels=[], machine={})  # fmt: skip
 
     def broker_down(*args: Any, **kwargs: Any) -> None:
         raise ConnectionError("broker unreachable")
@@ -261,11 +265,9 @@ def test_sweep_sends_runs_whose_enqueue_failed(
     monkeypatch.setattr(context.broker, "enqueue", broker_down)
     firing.fire(context, now=T0 + timedelta(seconds=1))  # committed, but the send fails
     [task] = tasks_of(context, schedule_id)
-    assert task.status == "pending" and task.message_id is None
+    assert task.status == "pending" and task.message_id is None  # held again
     monkeypatch.undo()
-    with context.db.session() as session:  # age it past the sweep's grace period
-        session.execute(update(Task).values(created_at=datetime.now(UTC) - timedelta(minutes=1)))
-    housekeeping.sweep(context)
+    housekeeping.sweep(context)  # the sweep dispatches
     [task] = tasks_of(context, schedule_id)
     assert task.message_id is not None
     queued = context.broker.queues  # type: ignore[attr-defined]

@@ -65,7 +65,8 @@ class TaskOut(Out):
     node_id: str | None = Field(description="the node (host:pid) that ran its last attempt")
     waiting_reason: str | None = Field(
         None, description="why a pending run does not start: `no node has labels …`, "
-        "`spider limit 2`, `project limit 5`, `every slot is taken`, `no node takes runs …`",
+        "`spider limit 2`, `project limit 5`, `every slot is taken`, `no node takes runs …`, "
+        "`due at …` (a schedule's jitter)",
     )  # fmt: skip
     verdict: Verdict | None = Field(
         description="its data quality verdict (null: its spider has no rules, or it did not "

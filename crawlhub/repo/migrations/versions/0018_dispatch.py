@@ -1,5 +1,6 @@
-"""dispatch: what a run requires of its node, its priority, concurrency limits per spider and
-project, and the index the dispatcher reads held runs by
+"""dispatch: what a run requires of its node, its priority and when it is due (a fire's
+jitter), concurrency limits per spider and project, and the index the dispatcher reads held
+runs by
 
 Revision ID: 0018
 Revises: 0017
@@ -26,6 +27,7 @@ def upgrade() -> None:
             batch.alter_column("labels", new_column_name="requires")
     with op.batch_alter_table("task") as batch:
         batch.add_column(sa.Column("priority", sa.Integer(), nullable=False, server_default="0"))
+        batch.add_column(sa.Column("due_at", sa.DateTime(timezone=True), nullable=True))
     for table in ("spider", "project"):
         with op.batch_alter_table(table) as batch:
             batch.add_column(sa.Column("max_concurrent_runs", sa.Integer(), nullable=True))
@@ -40,6 +42,7 @@ def downgrade() -> None:
         with op.batch_alter_table(table) as batch:
             batch.drop_column("max_concurrent_runs")
     with op.batch_alter_table("task") as batch:
+        batch.drop_column("due_at")
         batch.drop_column("priority")
     for table in ("task", "schedule", "spider"):
         with op.batch_alter_table(table) as batch:

@@ -6,12 +6,14 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
+from typing import Any
 
-from sqlalchemy import ColumnElement, func, or_, select, text
+from sqlalchemy import ColumnElement, Select, bindparam, func, or_, select, text
 from sqlalchemy.orm import Session
 
-from crawlhub.repo.db import now_of
 from crawlhub.repo.models import Project, Spider, Task
+from crawlhub.repo.types import utcnow
 
 DISPATCH_LOCK = 7_341_204_129  # pg_advisory_xact_lock key: one dispatcher decides at a time
 
@@ -41,15 +43,20 @@ class Active:
     unclaimed: int = 0
 
 
-def active(session: Session) -> Active:
-    """The runs under way, counted in one query."""
-    found = Active()
-    for spider_id, project_id, status, worker, count in session.execute(
+@lru_cache(maxsize=1)
+def _active_query() -> "Select[uuid.UUID, uuid.UUID, str, str | None, int]":
+    return (
         select(Task.spider_id, Spider.project_id, Task.status, Task.worker, func.count())
         .join(Spider, Spider.id == Task.spider_id)
         .where(under_way())
         .group_by(Task.spider_id, Spider.project_id, Task.status, Task.worker)
-    ):  # fmt: skip
+    )
+
+
+def active(session: Session) -> Active:
+    """The runs under way, counted in one query."""
+    found = Active()
+    for spider_id, project_id, status, worker, count in session.execute(_active_query()):
         found.spiders[spider_id] = found.spiders.get(spider_id, 0) + count
         found.projects[project_id] = found.projects.get(project_id, 0) + count
         if status == "pending":  # sent (held runs are not under way)
@@ -83,9 +90,11 @@ class Caps:
     project: int | None
 
 
-def held(session: Session, per_spider: int) -> tuple[list[Held], dict[uuid.UUID, Caps]]:
-    """The best `per_spider` held runs of each spider (priority, then age), and the limits of
-    those spiders and their projects."""
+@lru_cache(maxsize=4)
+def _held_query(dialect: str) -> Select[Any]:
+    """The held-runs query of a dialect, built once (it is on every run's start path)."""
+    now = (func.clock_timestamp() if dialect == "postgresql"
+           else bindparam("now", type_=Task.due_at.type))  # fmt: skip
     ranked = (
         select(
             Task.id,
@@ -101,19 +110,29 @@ def held(session: Session, per_spider: int) -> tuple[list[Held], dict[uuid.UUID,
         .where(
             Task.status == "pending",
             Task.message_id.is_(None),
-            or_(Task.due_at.is_(None), Task.due_at <= now_of(session)),
+            or_(Task.due_at.is_(None), Task.due_at <= now),
         )
         .subquery()
     )
-    rows = session.execute(
+    return (
         select(ranked, Spider.project_id, Spider.max_concurrent_runs.label("spider_cap"),
                Spider.retry_backoff_min_s, Spider.retry_backoff_max_s,
                Project.max_concurrent_runs.label("project_cap"))
         .join(Spider, Spider.id == ranked.c.spider_id)
         .join(Project, Project.id == Spider.project_id)
-        .where(ranked.c.rank <= per_spider)
+        .where(ranked.c.rank <= bindparam("per_spider"))
         .order_by(ranked.c.spider_id, ranked.c.rank)
-    ).all()  # fmt: skip
+    )  # fmt: skip
+
+
+def held(session: Session, per_spider: int) -> tuple[list[Held], dict[uuid.UUID, Caps]]:
+    """The best `per_spider` held runs of each spider (priority, then age), and the limits of
+    those spiders and their projects."""
+    dialect = session.get_bind().dialect.name
+    params: dict[str, Any] = {"per_spider": per_spider}
+    if dialect != "postgresql":
+        params["now"] = utcnow()
+    rows = session.execute(_held_query(dialect), params).all()
     found, caps = [], {}
     for row in rows:
         found.append(Held(row.id, row.spider_id, row.project_id, row.priority, row.created_at,

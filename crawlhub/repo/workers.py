@@ -3,14 +3,16 @@
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Interval, Select, bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from crawlhub.errors import NotFound
 from crawlhub.repo.db import db_now, now_of
 from crawlhub.repo.models import Task, WorkerProcess
+from crawlhub.repo.types import utcnow
 
 FORGET_AFTER = timedelta(days=7)  # a stopped or lost worker's row is kept this long
 MISSED_BEATS = 3  # a worker silent for this many heartbeats is no longer online
@@ -100,13 +102,23 @@ class Taker:
     slots: int
 
 
+@lru_cache(maxsize=4)
+def _takers_query(dialect: str) -> "Select[str, list[str] | None, int]":
+    """Built once per dialect: it is on every run's start path."""
+    seen = WorkerProcess.last_seen_at
+    since = (func.clock_timestamp() - bindparam("silent_for", type_=Interval())
+             if dialect == "postgresql" else bindparam("since", type_=seen.type))  # fmt: skip
+    return select(WorkerProcess.id, WorkerProcess.labels, WorkerProcess.threads).where(
+        WorkerProcess.stopped_at.is_(None), WorkerProcess.draining.is_(False),
+        seen >= since)  # fmt: skip
+
+
 def takers(session: Session, heartbeat_s: float) -> list[Taker]:
     """The nodes that take runs: online (heard from within MISSED_BEATS heartbeats), not
     drained."""
     silent_for = timedelta(seconds=MISSED_BEATS * heartbeat_s)
-    rows = session.execute(
-        select(WorkerProcess.id, WorkerProcess.labels, WorkerProcess.threads)
-        .where(WorkerProcess.stopped_at.is_(None), WorkerProcess.draining.is_(False),
-               WorkerProcess.last_seen_at >= now_of(session) - silent_for)
-    )  # fmt: skip
+    dialect = session.get_bind().dialect.name
+    since = {"silent_for": silent_for} if dialect == "postgresql" else {
+        "since": utcnow() - silent_for}  # fmt: skip
+    rows = session.execute(_takers_query(dialect), since)
     return [Taker(node_id, frozenset(labels or ()), slots) for node_id, labels, slots in rows]

@@ -32,7 +32,7 @@ def seconds(start: str, end: str) -> float:
 
 def measure(order: str, runs: int, sleep: float) -> tuple[float, float, int]:
     """B's start delay (s), the p50 of A's runs' length (s), and how many of A's runs were
-    still waiting when B started."""
+    still waiting when B's run ended."""
     from crawlhub.scheduling import firing
 
     with Hub(processes=True, worker_threads=2, env={"CRAWLHUB_DISPATCH_ORDER": order}) as hub:
@@ -71,8 +71,8 @@ def main() -> None:
         Row("B's start delay, FIFO (before)", f"{fifo * 1000:.0f} ms", "", "", "", None),
         Row("B's start delay, fair share", f"{fair * 1000:.0f} ms", f"{fifo * 1000:.0f} ms",
             f"{fair / fifo:.4f}x", f"<= one run ({bound * 1000:.0f} ms)", fair <= bound),
-        Row("A's runs still waiting when B's run ended", f"{fair_still} (fair)", f"{fifo_still} (FIFO)",
-            "", "", None),
+        Row("A's runs still waiting when B's run ended", f"{fair_still} (fair)",
+            f"{fifo_still} (FIFO)", "", "", None),
     ]  # fmt: skip
     report(f"Fair share: project A queues {args.runs} runs, then B's schedule fires", rows,
            [f"A's runs sleep {args.sleep} s (p50 start-to-end {run_length * 1000:.0f} ms); one "

@@ -172,12 +172,10 @@ def rules_of(own: dict[str, Any] | None, shipped: dict[str, Any] | None, name: s
 
 @dataclass(frozen=True)
 class Recorded:
-    """An attempt's end as recorded: the task's status, the new alerts to notify, and a run
-    its data quality started again (to send)."""
+    """An attempt's end as recorded: the task's status and the new alerts to notify."""
 
     status: str
     alerts: list[uuid.UUID]
-    again: uuid.UUID | None = None
 
 
 def record(
@@ -197,9 +195,9 @@ def record(
             exit_code=outcome.exit_code, error_message=outcome.error_message, stats=stats,
             retry=outcome.retryable,
         )  # fmt: skip
-        quality_alert, again = None, None
+        quality_alert = None
         if checks is not None and status in FINAL:
-            quality_alert, again = verdicts.conclude(
+            quality_alert = verdicts.conclude(
                 session, context, a.task_id, a.spider_id, a.spider_name, status, items, stats,
                 checks)  # fmt: skip
         alert_id = None
@@ -215,15 +213,13 @@ def record(
                 spider_id=a.spider_id, task_id=a.task_id,
             )  # fmt: skip
     raised = [found for found in (alert_id, quality_alert) if found is not None]
-    return Recorded(status, raised, again)
+    return Recorded(status, raised)
 
 
 def notify(context: Context, done: Recorded) -> None:
     """After the commit: hand the new alerts to the alert actor."""
     for alert_id in done.alerts:
         alerts.notify_channels(context, alert_id)
-    # A run started again (`done.again`) is held: the run actor dispatches once its run ends
-    # (the ticker's sweep, when the end was recorded late).
 
 
 def failure_message(a: RunRef, outcome: Outcome) -> str:

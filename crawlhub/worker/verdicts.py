@@ -35,15 +35,15 @@ def conclude(
     session: Session, context: Context, task_id: uuid.UUID, spider_id: uuid.UUID,
     spider_name: str, status: str, items: int, scrapy_stats: dict[str, Any] | None,
     checks: Checks,
-) -> tuple[uuid.UUID | None, uuid.UUID | None]:  # fmt: skip
+) -> uuid.UUID | None:  # fmt: skip
     """In the caller's transaction: store the statistics, judge a completed run with rules,
-    raise its alert and, for a failing verdict, act as the rules say. Returns the new alert
-    (to notify) and the run started again (to send), each after the commit."""
+    raise its alert and, for a failing verdict, act as the rules say (a run started again is
+    held, for the dispatcher). Returns the new alert, to notify after the commit."""
     quality: dict[str, Any] = dict(checks.stats)
     rules = checks.rules
     if status != "completed" or rules is None:
         task_repo.set_quality(session, task_id, None, quality)
-        return None, None
+        return None
     median, runs = None, 0
     if rules.items is not None and (rules.items.warn_below or rules.items.fail_below):
         counts = task_repo.recent_item_counts(session, spider_id, checks.params, task_id,
@@ -60,8 +60,7 @@ def conclude(
     quality["suspect"] = failing and rules.on_fail == "suspect"
     task_repo.set_quality(session, task_id, verdict.level, quality)
     if verdict.level == "pass":
-        return None, None
-    again = None
+        return None
     if failing and rules.on_fail == "retry":
         again = task_repo.retry_once(session, task_id, RETRY_TRIGGER)
         if again is not None:
@@ -76,4 +75,4 @@ def conclude(
         f"{spider_name}: run {task_id} data quality {verdict.level}: {said}",
         spider_id=spider_id, task_id=task_id,
     )  # fmt: skip
-    return alert, again
+    return alert

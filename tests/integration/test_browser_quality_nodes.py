@@ -39,6 +39,13 @@ def finished(api: httpx.Client, task_id: str) -> dict[str, Any]:
     raise AssertionError(f"run {task_id} did not finish")
 
 
+def deploy(api: httpx.Client, name: str, source: str) -> None:
+    """A python spider of one module, through the API."""
+    assert api.post("/api/spiders", json={"name": name}).status_code == 201
+    sent = api.post(f"/api/spiders/{name}/versions", files={"file": ("main.py", source.encode())})
+    assert sent.status_code == 201, sent.text
+
+
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with embedded_hub(
@@ -51,9 +58,7 @@ def test_rules_learnt_on_the_quality_page_catch_a_run_that_breaks_them(
     browser: Browser, hub: str
 ) -> None:
     with httpx.Client(base_url=hub, headers={"Authorization": f"Bearer {TOKEN}"}) as api:
-        assert api.post("/api/spiders", json={"name": "shop"}).status_code == 201
-        sent = api.post("/api/spiders/shop/versions", files={"file": ("main.py", SHOP.encode())})
-        assert sent.status_code == 201, sent.text
+        deploy(api, "shop", SHOP)
         for _ in range(3):
             good = finished(api, api.post("/api/spiders/shop/run", json={}).json()["id"])
             assert good["status"] == "completed" and good["verdict"] is None
@@ -134,9 +139,7 @@ def test_a_spider_limited_from_its_page_makes_a_second_run_wait_and_say_why(
     browser: Browser, hub: str
 ) -> None:
     with httpx.Client(base_url=hub, headers={"Authorization": f"Bearer {TOKEN}"}) as api:
-        assert api.post("/api/spiders", json={"name": "nap"}).status_code == 201
-        sent = api.post("/api/spiders/nap/versions", files={"file": ("main.py", NAP.encode())})
-        assert sent.status_code == 201, sent.text
+        deploy(api, "nap", NAP)
         page = new_page(browser, hub)
         sign_in(page, "admin")
         page.goto(f"{hub}/spiders/nap")

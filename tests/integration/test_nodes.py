@@ -28,17 +28,25 @@ def eventually(check: Callable[[], Any], what: str, timeout: float = 20) -> Any:
         time.sleep(0.2)
 
 
-def test_nodes_register_with_labels_drain_resume_and_get_lost(
-    tmp_path: Path, postgres_url: str, redis_url: str
-) -> None:
+def fleet(tmp_path: Path, postgres_url: str, redis_url: str,
+          **extra: str) -> tuple[dict[str, str], str, httpx.Client]:  # fmt: skip
+    """The environment of a distributed instance's processes (migrated), its address and an
+    API client."""
     port = free_port()
     env = base_env(tmp_path, PORT=str(port), REDIS_URL=redis_url, CRAWLHUB_API_TOKENS=TOKEN,
                    DATABASE_URL=postgres_url.replace("postgresql+psycopg://", "postgres://"),
-                   CRAWLHUB_HEARTBEAT_S=str(HEARTBEAT_S), CRAWLHUB_LEASE_S="5",
-                   CRAWLHUB_WORKER_CONCURRENCY="2")  # fmt: skip
+                   CRAWLHUB_HEARTBEAT_S=str(HEARTBEAT_S), CRAWLHUB_WORKER_CONCURRENCY="2",
+                   **extra)  # fmt: skip
     assert crawlhub("migrate", env=env, cwd=tmp_path).returncode == 0
     base = f"http://127.0.0.1:{port}"
     api = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+    return env, base, api
+
+
+def test_nodes_register_with_labels_drain_resume_and_get_lost(
+    tmp_path: Path, postgres_url: str, redis_url: str
+) -> None:
+    env, base, api = fleet(tmp_path, postgres_url, redis_url, CRAWLHUB_LEASE_S="5")
     web = Process(["web"], env, tmp_path)
     labels = ["browser", "region=eu", "browser,region=us"]
     workers = [Process(["worker"], {**env, "CRAWLHUB_WORKER_LABELS": given}, tmp_path)
@@ -136,13 +144,7 @@ def most_at_once(tasks: list[dict[str, Any]]) -> int:
 def test_limits_hold_with_200_queued_runs_and_slots_are_shared_fairly(
     tmp_path: Path, postgres_url: str, redis_url: str
 ) -> None:
-    port = free_port()
-    env = base_env(tmp_path, PORT=str(port), REDIS_URL=redis_url, CRAWLHUB_API_TOKENS=TOKEN,
-                   DATABASE_URL=postgres_url.replace("postgresql+psycopg://", "postgres://"),
-                   CRAWLHUB_HEARTBEAT_S=str(HEARTBEAT_S), CRAWLHUB_WORKER_CONCURRENCY="2")  # fmt: skip
-    assert crawlhub("migrate", env=env, cwd=tmp_path).returncode == 0
-    base = f"http://127.0.0.1:{port}"
-    api = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+    env, base, api = fleet(tmp_path, postgres_url, redis_url)
     web = Process(["web"], env, tmp_path)
     workers = [Process(["worker"], {**env, "CRAWLHUB_WORKER_LABELS": f"n{i}"}, tmp_path)
                for i in range(3)]  # fmt: skip

@@ -231,7 +231,7 @@ def pid_alive(pid: int) -> bool:
     """Whether a process exists and is not a zombie."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone; or going while it is read (ESRCH)
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 

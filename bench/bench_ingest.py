@@ -1,4 +1,4 @@
-"""SPEC §11: item ingest, spider → database: ≥ 100 000 items/s and ≥ 0.33 x raw COPY.
+"""SPEC §11 and issue 30: item ingest, spider → database: ≥ 100 000 items/s and ≥ 0.9 x COPY.
 
 A python spider yields N small items like issue 17's ({"i", "square", "label": "第i条",
 "nested": {"even"}}); CrawlHub reads them from the item pipe, parses them and stores
@@ -6,14 +6,16 @@ them with COPY. The figure is N / (task finished_at - started_at): from the run'
 to its end, as a user sees it (issue 17's goal, ≥ 100 000 items/s). The same from the
 spider's first log line (printed before its first item) is shown too.
 
-Baseline, in the same run, into the same `item` table (same indexes and foreign keys):
+Baseline, in the same run, into the same `item` table (its columns and indexes; it has no
+foreign key since migration 0019):
 psycopg 3 `COPY item (spider_id, task_id, attempt, data, created_at) FROM STDIN` of the
 same N rows as JSON text, in one transaction, rows given with `write_row` as CrawlHub
 does (the rows' JSON is built before the clock starts). A second variant writing
 pre-formatted COPY text blocks is shown for reference. The table is truncated and a
-CHECKPOINT taken before each measurement, so both start from an empty table.
+CHECKPOINT taken before each measurement, so both start from an empty table. Three rounds,
+alternating, the best of each reported.
 
-    .venv/bin/python bench/bench_ingest.py [--items 200000]
+    .venv/bin/python bench/bench_ingest.py [--items 200000] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import psycopg
 from common import Hub, Row, db_url, parse_ts, report
 
 TARGET_RATE = 100_000
-TARGET_RATIO = 0.33
+TARGET_RATIO = 0.9
 BATCH = 1000  # crawlhub.worker.capture.BATCH
 COPY_SQL = "COPY item (spider_id, task_id, attempt, data, created_at) FROM STDIN"
 
@@ -122,6 +124,7 @@ def stored(conn: psycopg.Connection[Any], task: str | uuid.UUID) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--items", type=int, default=200_000)
+    parser.add_argument("--rounds", type=int, default=3, help="best of this many, each")
     args = parser.parse_args()
     count = args.items
 
@@ -132,22 +135,32 @@ def main() -> None:
         hub.expect_completed(throwaway)
         spider_id, task_id = uuid.UUID(throwaway["spider_id"]), uuid.UUID(throwaway["id"])
 
-        reset_table(conn)
-        baseline_s = copy_write_row(conn, spider_id, task_id, count)
-        assert stored(conn, task_id) == count
-        reset_table(conn)
-        text_s = copy_text(conn, spider_id, task_id, count)
-        assert stored(conn, task_id) == count
-        reset_table(conn)
-        batched_s = copy_batched(conn, spider_id, task_id, count)
-        assert stored(conn, task_id) == count
-        reset_table(conn)
-
-        task = hub.wait(hub.run("ingest", {"count": count})["id"], timeout=110, poll=0.05)
-        hub.expect_completed(task)
-        if task["items_count"] != count or stored(conn, task["id"]) != count:
-            raise RuntimeError(f"{task['items_count']} items counted, {count} expected")
-        lines = hub.logs(task["id"])
+        # Alternating, best of `rounds` each: the machine's noise hits both alike.
+        baseline_s = text_s = batched_s = float("inf")
+        best: tuple[float, dict[str, Any], list[dict[str, Any]]] | None = None
+        for _ in range(args.rounds):
+            for measure in (copy_write_row, copy_text, copy_batched):
+                reset_table(conn)
+                seconds = measure(conn, spider_id, task_id, count)
+                assert stored(conn, task_id) == count
+                if measure is copy_write_row:
+                    row_s, baseline_s = seconds, min(baseline_s, seconds)
+                elif measure is copy_text:
+                    text_s = min(text_s, seconds)
+                else:
+                    batched_s = min(batched_s, seconds)
+            reset_table(conn)
+            # Polled twice a second: how often it is asked does not change its timestamps.
+            task = hub.wait(hub.run("ingest", {"count": count})["id"], timeout=110, poll=0.5)
+            hub.expect_completed(task)
+            if task["items_count"] != count or stored(conn, task["id"]) != count:
+                raise RuntimeError(f"{task['items_count']} items counted, {count} expected")
+            took = parse_ts(task["finished_at"]) - parse_ts(task["started_at"])
+            print(f"round: CrawlHub {count / took:,.0f} items/s; COPY {count / row_s:,.0f} rows/s")
+            if best is None or took < best[0]:
+                best = (took, task, hub.logs(task["id"]))
+        assert best is not None
+        _, task, lines = best
 
     first_line = next(line for line in lines if line["stream"] == "stdout")
     produced = next(line for line in lines if line["text"].startswith("produced "))

@@ -11,6 +11,7 @@ values, within about 1/sqrt(K) above).
 import heapq
 import math
 from collections import Counter
+from itertools import chain, repeat
 from typing import Any
 
 from crawlhub.quality.rules import QualityRules, compile_schema
@@ -18,32 +19,23 @@ from crawlhub.quality.rules import QualityRules, compile_schema
 MAX_FIELDS = 200  # top-level fields followed per run; more are counted as one "other"
 K = 256  # the distinct-values sketch's size
 HASH_SPACE = 2**64
-MIX = 0x9E3779B97F4A7C15
+SALT = 0x9E3779B97F4A7C15  # hashed with each value
 MASK = HASH_SPACE - 1
 EXAMPLES = 5  # invalid items kept as examples
 EXAMPLE_CHARS = 500
 MAX_ERROR_KINDS = 50
 
 
-def _type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return "array" if isinstance(value, list) else "object"
+_TYPE_NAMES = {type(None): "null", bool: "boolean", int: "integer", float: "number",
+               str: "string", list: "array", dict: "object"}  # fmt: skip
+_MISSING = object()
 
 
 class FieldStats:
-    """What one field's values looked like."""
+    """What one field's values looked like, fed a batch of values at a time: each pass over a
+    batch is one of Python's builtins (map, len, min, max, sum, set), not a call per value."""
 
     __slots__ = (
-        "_seen",
         "_sketch",
         "empty",
         "len_max",
@@ -66,56 +58,57 @@ class FieldStats:
         self.num_max = -math.inf
         self.num_sum = 0.0
         self.text = self.len_min = self.len_max = self.len_sum = 0
-        self._sketch: list[int] = []  # the K smallest hashes, negated (a max-heap)
-        self._seen: set[int] = set()
+        self._sketch: set[int] = set()  # the K smallest hashes of the values seen
 
     def add(self, value: Any) -> None:
-        self.present += 1
-        kind = type(value)
-        if kind is str:
-            size = len(value)
-            if self.text:
-                if size < self.len_min:
-                    self.len_min = size
-                elif size > self.len_max:
-                    self.len_max = size
-            else:
-                self.types.add("string")
-                self.len_min = self.len_max = size
-            if not size:
-                self.empty += 1
-            self.text += 1
-            self.len_sum += size
-        elif kind is int or kind is float:
-            self.types.add("integer" if kind is int else "number")
-            if value == value and value not in (math.inf, -math.inf):  # not NaN or infinite
-                self.num += 1
-                self.num_sum += value
-                if value < self.num_min:
-                    self.num_min = value
-                if value > self.num_max:
-                    self.num_max = value
-        else:
-            self.types.add(_type(value))
-            if value is None or (kind in (list, dict) and not value):
-                self.empty += 1
-            if kind is list or kind is dict:
-                return  # no distinct count of nested values
-        # Python's hash of a small int is the int: mixed (Fibonacci hashing) to spread it.
-        h = (hash(value) * MIX) & MASK
-        sketch = self._sketch
-        if len(sketch) < K:
-            if h not in self._seen:
-                self._seen.add(h)
-                heapq.heappush(sketch, -h)
-        elif h < -sketch[0] and h not in self._seen:
-            self._seen.discard(-heapq.heappushpop(sketch, -h))
-            self._seen.add(h)
+        self.add_many([value])
+
+    def add_many(self, values: list[Any]) -> None:
+        self.present += len(values)
+        kinds = set(map(type, values))
+        for kind in kinds:
+            same: list[Any] = values if len(kinds) == 1 else [v for v in values if type(v) is kind]
+            self.types.add(_TYPE_NAMES.get(kind, "object"))
+            if kind is str:
+                self._strings(same)
+            elif kind is int or kind is float:
+                self._numbers(same if kind is int else [v for v in same if v - v == 0])
+            elif kind is type(None):
+                self.empty += len(same)
+            elif kind is list or kind is dict:
+                self.empty += len(same) - sum(map(bool, same))
+                continue  # no distinct count of nested values
+            self._distinct(same)
+
+    def _strings(self, values: list[str]) -> None:
+        sizes = list(map(len, values))
+        low, high = min(sizes), max(sizes)
+        if not self.text or low < self.len_min:
+            self.len_min = low
+        if not self.text or high > self.len_max:
+            self.len_max = high
+        self.text += len(sizes)
+        self.len_sum += sum(sizes)
+        self.empty += sizes.count(0)
+
+    def _numbers(self, values: list[int | float]) -> None:  # finite ones (no NaN, no infinity)
+        if values:
+            self.num += len(values)
+            self.num_sum += sum(values)
+            self.num_min = min(self.num_min, min(values))
+            self.num_max = max(self.num_max, max(values))
+
+    def _distinct(self, values: list[Any]) -> None:
+        # A tuple's hash mixes its parts' (a small int's own hash is the int): spread over
+        # 64 bits, the k-minimum-values sketch keeps the K smallest.
+        hashes = set(map(MASK.__and__, map(hash, zip(values, repeat(SALT)))))
+        merged = self._sketch | hashes
+        self._sketch = merged if len(merged) <= K else set(heapq.nsmallest(K, merged))
 
     def distinct(self) -> int:
         if len(self._sketch) < K:
             return len(self._sketch)
-        return round((K - 1) * HASH_SPACE / -self._sketch[0])
+        return round((K - 1) * HASH_SPACE / max(self._sketch))
 
     def snapshot(self, items: int) -> dict[str, Any]:
         """As stored on the run: shares of all the run's items."""
@@ -135,14 +128,14 @@ class FieldStats:
         return found
 
 
-def _at(item: dict[str, Any], path: list[str]) -> tuple[bool, Any]:
-    """The value at a dotted path of an item (found, value)."""
+def _at(item: dict[str, Any], path: list[str]) -> Any:
+    """The value at a dotted path of an item (_MISSING when it has none)."""
     value: Any = item
     for part in path:
         if not isinstance(value, dict) or part not in value:
-            return False, None
+            return _MISSING
         value = value[part]
-    return True, value
+    return value
 
 
 class ItemStats:
@@ -160,25 +153,32 @@ class ItemStats:
         self.examples: list[dict[str, Any]] = []
 
     def add(self, item: dict[str, Any]) -> None:
-        self.items += 1
+        self.add_many([item])
+
+    def add_many(self, items: list[dict[str, Any]]) -> None:
+        """Take a batch of items (the reader's, as they arrive)."""
+        self.items += len(items)
         fields = self.fields
-        for key, value in item.items():
+        for key in dict.fromkeys(chain.from_iterable(items)):  # first seen first
             stats = fields.get(key)
             if stats is None:
                 if len(fields) >= MAX_FIELDS:
-                    self.other_fields += 1
+                    self.other_fields += sum(key in item for item in items)
                     continue
                 stats = fields[key] = FieldStats()
-            stats.add(value)
+            values = [v for item in items if (v := item.get(key, _MISSING)) is not _MISSING]
+            stats.add_many(values)
         for path, parts in self.paths.items():
-            found, value = _at(item, parts)
-            if found:
+            values = [v for item in items if (v := _at(item, parts)) is not _MISSING]
+            if values:
                 stats = fields.get(path)
                 if stats is None:
                     stats = fields[path] = FieldStats()
-                stats.add(value)
-        if self.validator is not None and not self.validator.is_valid(item):
-            self._invalid(item)
+                stats.add_many(values)
+        if self.validator is not None:
+            for item in items:
+                if not self.validator.is_valid(item):
+                    self._invalid(item)
 
     def _invalid(self, item: dict[str, Any]) -> None:
         self.invalid += 1

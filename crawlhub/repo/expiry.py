@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
+from crawlhub.repo import items
 from crawlhub.repo.models import (
     Alert,
     AuditEvent,
@@ -28,8 +29,13 @@ def old_tasks(session: Session, cutoff: datetime, limit: int) -> int:
     """Delete up to `limit` finished runs that ended (or were made) before `cutoff`, with
     their items and log lines; how many went."""
     ended = func.coalesce(Task.finished_at, Task.created_at)
-    ids = select(Task.id).where(Task.status.in_(FINISHED), ended < cutoff).limit(limit)
-    result: Any = session.execute(delete(Task).where(Task.id.in_(ids.scalar_subquery())))
+    ids = session.scalars(
+        select(Task.id).where(Task.status.in_(FINISHED), ended < cutoff).limit(limit)
+    ).all()
+    if not ids:
+        return 0
+    result: Any = session.execute(delete(Task).where(Task.id.in_(ids)))
+    items.delete_for_tasks(session, ids)
     return int(result.rowcount or 0)
 
 

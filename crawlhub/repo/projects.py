@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, undefer
 
 from crawlhub.errors import Conflict, NotFound
-from crawlhub.repo import reach
+from crawlhub.repo import items, reach
 from crawlhub.repo.db import find_by_name, get_by_ref
 from crawlhub.repo.models import Project, ProjectVersion, Spider, Task
 from crawlhub.repo.pages import paginate
@@ -109,10 +109,13 @@ def delete_project(session: Session, project: Project) -> None:
             f"project '{project.name}' has {active} active task(s); cancel them first",
             details={"active_tasks": active},
         )
-    for spider in spiders_of(session, project.id):
+    spiders = spiders_of(session, project.id)
+    for spider in spiders:
         session.delete(spider)
     session.delete(project)
-    session.flush()
+    session.flush()  # the runs first (cascade), then their items: see items.delete_for_tasks
+    for spider in spiders:
+        items.delete_items(session, items.ItemFilter(spider_id=spider.id))
 
 
 def add_version(session: Session, project: Project, fields: dict[str, Any]) -> ProjectVersion:

@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from crawlhub.errors import Conflict
-from crawlhub.repo import reach
+from crawlhub.repo import items, reach
 from crawlhub.repo.db import find_by_name, get_by_ref
 from crawlhub.repo.models import Spider, Task
 from crawlhub.repo.pages import paginate
@@ -129,4 +129,5 @@ def delete_spider(session: Session, spider: Spider) -> None:
             details={"active_tasks": active},
         )
     session.delete(spider)
-    session.flush()
+    session.flush()  # its runs first (cascade), then their items: see items.delete_for_tasks
+    items.delete_items(session, items.ItemFilter(spider_id=spider.id))

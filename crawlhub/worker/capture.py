@@ -16,7 +16,10 @@ import uuid
 from collections import deque
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from itertools import repeat
 from typing import IO, Any
+
+import orjson
 
 from crawlhub import outages
 from crawlhub.errors import Fenced
@@ -25,6 +28,7 @@ from crawlhub.quality.stats import ItemStats
 from crawlhub.repo import items as item_repo
 from crawlhub.repo import logs as log_repo
 from crawlhub.repo import tasks as task_repo
+from crawlhub.repo.bulk import commit_without_waiting
 from crawlhub.repo.db import Database
 
 logger = logging.getLogger(__name__)
@@ -77,6 +81,42 @@ def read_lines(pipe: IO[bytes], max_bytes: int) -> Iterator[tuple[bytes, int]]:
         yield kept, dropped
 
 
+def read_batches(pipe: IO[bytes], max_bytes: int) -> Iterator[list[tuple[bytes, int]]]:
+    """The lines of a pipe as they arrive, in batches (the lines ended by one read of up to
+    the pipe's buffer), without their newline, cut at max_bytes with the byte count cut off
+    (as read_lines). Lines pass through C (split, zip), not a Python step each."""
+    pieces: list[bytes] = []  # the line not ended yet: its pieces kept (≤ max_bytes in all)
+    kept = cut = 0  # its bytes kept, and dropped
+
+    def extend(piece: bytes) -> None:
+        nonlocal kept, cut
+        room = max_bytes - kept
+        pieces.append(piece[:room])
+        kept += min(len(piece), room)
+        cut += max(len(piece) - room, 0)
+
+    while True:
+        chunk = pipe.read1()  # type: ignore[attr-defined]
+        if not chunk:
+            if kept or cut:  # the last line, with no newline at EOF
+                yield [(b"".join(pieces), cut)]
+            return
+        parts = chunk.split(b"\n")
+        if len(parts) == 1:
+            extend(chunk)
+            continue
+        extend(parts[0])
+        batch = [(b"".join(pieces), cut)]
+        pieces, kept, cut = [], 0, 0
+        middle = parts[1:-1]
+        if max(map(len, middle), default=0) <= max_bytes:
+            batch.extend(zip(middle, repeat(0)))
+        else:
+            batch.extend((m[:max_bytes], max(len(m) - max_bytes, 0)) for m in middle)
+        extend(parts[-1])
+        yield batch
+
+
 def clean_text(raw: bytes) -> str:
     """Bytes as text: invalid UTF-8 replaced, NUL removed (PostgreSQL rejects it in text)."""
     text = raw.decode("utf-8", "replace")
@@ -86,7 +126,7 @@ def clean_text(raw: bytes) -> str:
 
 
 # JSON that Python parses but PostgreSQL's jsonb rejects: \u0000, lone surrogates, NaN/Infinity.
-NEEDS_CLEANING = re.compile(r"\\u0000|\\u[dD][89abAB]|\\u[dD][c-fC-F]|NaN|Infinity")
+NEEDS_CLEANING = re.compile(rb"\\u0000|\\u[dD][89abAB]|\\u[dD][c-fC-F]|NaN|Infinity")
 
 
 def _no_constant(_name: str) -> None:
@@ -252,7 +292,7 @@ class ItemSink:
         self.attempt = attempt
         self.count = 0
         self.invalid = 0
-        self._buffer: list[tuple[str, dict[str, Any], str | None]] = []
+        self._buffer: list[tuple[bytes, dict[str, Any], str | None]] = []
         self._buffered_bytes = 0
         # Top-level keys of the items, first-seen order, recorded on the task with the items.
         self._keys: dict[str, None] = {}
@@ -263,43 +303,74 @@ class ItemSink:
         self._flush_lock = threading.Lock()
 
     def line(self, raw: bytes, dropped: int = 0) -> None:
-        """Take one JSON line from the item channel (called by the reader thread)."""
-        if dropped:
-            self._reject(f"item line of {len(raw) + dropped} bytes is over the size limit")
+        """Take one JSON line from the item channel."""
+        self.lines([(raw, dropped)])
+
+    def lines(self, batch: list[tuple[bytes, int]]) -> None:
+        """Take a batch of JSON lines from the item channel (called by the reader thread)."""
+        # One search of the whole batch: most batches need no line looked at again.
+        suspect = NEEDS_CLEANING.search(b"\n".join(raw for raw, _ in batch)) is not None
+        texts: list[bytes] = []
+        values: list[dict[str, Any]] = []
+        for raw, dropped in batch:
+            if dropped:
+                self._reject(f"item line of {len(raw) + dropped} bytes is over the size limit")
+                continue
+            try:  # orjson: strict UTF-8 and RFC 8259, no NUL byte; 4x json's speed
+                value = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                value = None  # the thorough path below says what is wrong, or mends it
+            if type(value) is dict and not (suspect and NEEDS_CLEANING.search(raw)):
+                texts.append(raw)  # a valid JSON object PostgreSQL accepts: stored as it came
+                values.append(value)
+                continue
+            item = self._thorough(raw)
+            if item is not None:
+                texts.append(item[0])
+                values.append(item[1])
+        if not values:
             return
-        if not raw.strip():
-            return
-        decoded = raw.decode("utf-8", "replace").replace("\x00", "")
-        try:
-            value = _decode(decoded)
-        except (ValueError, RecursionError) as exc:
-            self._reject(f"malformed item line ({exc}): {decoded[:200]}")
-            return
-        text: str | None = None
-        if not isinstance(value, dict):
-            value = {"value": value}
-        elif not NEEDS_CLEANING.search(decoded):
-            text = decoded  # a valid JSON object PostgreSQL accepts: store its text as it came
-        if text is None:
-            value = _clean_json(value)
-            text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-        digest = dedup_hash(value, self.dedup_keys) if self.dedup_keys else None
+        keys = self.dedup_keys
+        digests = [dedup_hash(v, keys) for v in values] if keys else repeat(None)
         if self.stats is not None:  # only this reader thread adds; read once it has ended
-            self.stats.add(value)
+            self.stats.add_many(values)
         with self._lock:
-            self._buffer.append((text, value, digest))
-            self._buffered_bytes += len(text)
-            if not self._too_many_keys and not self._keys.keys() >= value.keys():
-                self._keys.update(dict.fromkeys(value))
-                self._keys_grew = True
-                if len(self._keys) > MAX_ITEM_KEYS:
-                    self._too_many_keys = True
-                    self._keys.clear()
+            self._buffer.extend(zip(texts, values, digests, strict=False))  # digests may repeat
+            self._buffered_bytes += sum(map(len, texts))
+            if not self._too_many_keys:
+                known = self._keys.keys()
+                for value in values:
+                    if not known >= value.keys():
+                        self._keys.update(dict.fromkeys(value))
+                        self._keys_grew = True
+                        if len(self._keys) > MAX_ITEM_KEYS:
+                            self._too_many_keys = True
+                            self._keys.clear()
+                            break
             behind = (
                 len(self._buffer) >= ITEMS_BUFFERED or self._buffered_bytes >= ITEM_BYTES_BUFFERED
             )
         if behind:  # the supervisor's flushes do not keep up: write here, slowing the spider
             outages.pause(self.flush, self.task_id)
+
+    def _thorough(self, raw: bytes) -> tuple[bytes, dict[str, Any]] | None:
+        """A line orjson did not take as it is: parsed by json, mended (NUL, lone surrogates,
+        NaN and infinity; a non-object wrapped), or rejected; None for a blank line too."""
+        if not raw.strip():
+            return None
+        decoded = raw.decode("utf-8", "replace").replace("\x00", "")
+        try:
+            value = _decode(decoded)
+        except (ValueError, RecursionError) as exc:
+            self._reject(f"malformed item line ({exc}): {decoded[:200]}")
+            return None
+        value = _clean_json(value if isinstance(value, dict) else {"value": value})
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode(), value
+
+    @property
+    def waiting(self) -> int:
+        """Items read and not stored yet."""
+        return len(self._buffer)
 
     def _reject(self, message: str) -> None:
         with self._lock:
@@ -327,6 +398,7 @@ class ItemSink:
                 return
             try:
                 with self.db.session() as session:
+                    commit_without_waiting(session)
                     task_repo.hold_attempt(session, self.task_id, self.fence)
                     stored = item_repo.insert_items(
                         session, self.spider_id, self.task_id, self.attempt, batch

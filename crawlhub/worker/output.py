@@ -13,11 +13,14 @@ from typing import IO, Any
 from crawlhub.context import Context
 from crawlhub.quality.stats import ItemStats
 from crawlhub.worker.attempts import Attempt
-from crawlhub.worker.capture import ItemSink, LogSink, read_lines
+from crawlhub.worker.capture import ItemSink, LogSink, read_batches, read_lines
 
 logger = logging.getLogger(__name__)
 
 ITEMS_EVERY_S = 0.25  # how often the supervisor stores the items read meanwhile
+# ... or at once when this many are waiting: the database then writes one batch while the
+# reader parses the next (at the pace of a busy spider, a batch every ~50 ms).
+ITEMS_AT_ONCE = 5000
 READER_GRACE_S = 1.0  # output readers get this long to finish before pipe holders are killed
 
 
@@ -55,8 +58,8 @@ class Output:
 
         def pump_items() -> None:
             with items:
-                for raw, dropped in read_lines(items, item_cap):
-                    self.items.line(raw, dropped)
+                for batch in read_batches(items, item_cap):
+                    self.items.lines(batch)
 
         threads = [
             threading.Thread(target=self._guard(pump_log), args=("stdout", stdout)),
@@ -110,11 +113,15 @@ class Output:
             for reader in readers:
                 reader.join(0.05)
 
+    def busy(self) -> bool:
+        """Whether a batch of items is ready to store now."""
+        return self.items.waiting >= ITEMS_AT_ONCE
+
     def flush_quietly(self) -> None:
         try:
             self.logs.flush()
             now = time.monotonic()
-            if now >= self._next_items_flush:  # a few large batches: a commit each
+            if now >= self._next_items_flush or self.busy():  # large batches: a commit each
                 self._next_items_flush = now + ITEMS_EVERY_S
                 self.items.flush()
         except Exception as exc:

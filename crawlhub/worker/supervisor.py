@@ -128,7 +128,8 @@ class Run:
         while True:
             # Waiting first: a run shorter than a tick is flushed once, when it has ended.
             with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=TICK_S)  # returns as soon as the spider exits
+                # Returns as soon as the spider exits; no wait while items are ready to store.
+                proc.wait(timeout=0 if self.output.busy() else TICK_S)
             code = proc.poll()
             if code is not None:
                 break

@@ -235,6 +235,15 @@ def test_deleting_a_spider_deletes_its_items_tasks_and_logs(
         assert session.scalar(select(func.count()).select_from(LogLine)) == 0
 
 
+def test_deleting_a_project_deletes_its_spiders_items(client: TestClient, context: Context) -> None:
+    seed(context, [{"n": n} for n in range(3)])
+    seed(context, [{"n": 1}], name="other")
+    assert client.delete("/api/projects/shop").status_code == 204
+    with context.db.session() as session:
+        assert session.scalar(select(func.count()).select_from(Item)) == 1  # the other's
+        assert session.scalar(select(func.count()).select_from(Task)) == 1
+
+
 def test_retention_deletes_old_items_and_logs_in_batches(
     context: Context, monkeypatch: pytest.MonkeyPatch
 ) -> None:

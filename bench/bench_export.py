@@ -1,4 +1,5 @@
-"""SPEC §9 / §11: data export. CSV ≥ 150 000 rows/s, JSONL ≥ 300 000 rows/s (baseline in the
+"""SPEC §9 / §11, issue 30: data export. CSV ≥ 150 000 rows/s, JSONL ≥ 300 000 rows/s, each ≥ 0.7x
+of COPY of the same rows, first byte ≤ 20 ms (baselines in the
 same run: `COPY (SELECT data FROM item WHERE spider_id = …) TO STDOUT`), and constant memory
 ("a million items must not grow the web process by more than tens of MB").
 
@@ -87,6 +88,8 @@ SPIDER = "shop"
 CSV_TARGET = 150_000
 JSONL_TARGET = 300_000
 RSS_LIMIT_MB = 100.0  # "tens of MB"
+RATIO_TARGET = 0.7  # issue 30: of COPY … TO STDOUT of the same rows
+TTFB_TARGET_S = 0.020  # issue 30
 BASE_TIME = datetime(2026, 1, 1, tzinfo=UTC)
 FILL_BLOCK = 50_000
 WARM_ITEMS = 1000
@@ -184,13 +187,26 @@ def fill(spider: uuid.UUID, task: uuid.UUID, count: int) -> float:
     return elapsed
 
 
-def copy_out(spider: uuid.UUID) -> tuple[int, int, float]:
-    """The baseline: COPY (SELECT data …) TO STDOUT, every byte read; (rows, bytes, seconds)."""
+FIELDS = ["n", "title", "price", "url", "tags"]  # the items' keys: the CSV export's columns
+
+
+def copy_out(spider: uuid.UUID, csv: bool = False) -> tuple[int, int, float]:
+    """The baseline: COPY (SELECT data …) TO STDOUT, or with `csv` COPY of the CSV export's
+    cells (each key's text, "" when missing) in CSV; every byte read; (rows, bytes, seconds)."""
+    if csv:
+        cells = sql.SQL(", ").join(
+            sql.SQL("coalesce(data->>{}, '')").format(sql.Literal(k)) for k in FIELDS
+        )
+        query = sql.SQL("COPY (SELECT {} FROM item WHERE spider_id = {}) TO STDOUT (FORMAT csv)")
+        query = query.format(cells, sql.Literal(spider))
+    else:
+        query = sql.SQL("COPY (SELECT data FROM item WHERE spider_id = {}) TO STDOUT").format(
+            sql.Literal(spider)
+        )
     with psycopg.connect(BENCH_URL) as conn:
         rows = nbytes = 0
         start = time.perf_counter()
-        query = sql.SQL("COPY (SELECT data FROM item WHERE spider_id = {}) TO STDOUT")
-        with conn.cursor() as cur, cur.copy(query.format(sql.Literal(spider))) as copy:
+        with conn.cursor() as cur, cur.copy(query) as copy:
             for block in copy:
                 nbytes += len(block)
                 rows += bytes(block).count(b"\n")
@@ -615,16 +631,20 @@ def main() -> None:
             size = conn.execute("SELECT pg_size_pretty(pg_total_relation_size('item'))").fetchone()
         print(f"item ids {low}..{high}, table with indexes {size[0] if size else '?'}")
 
-        # Baseline: COPY (SELECT data …) TO STDOUT; one warm-up, then --repeat.
+        # Baselines: COPY (SELECT data …) TO STDOUT, and COPY of the CSV's cells in CSV; one
+        # warm-up, then --repeat of each.
         copy_out(spider)
-        copies = []
+        copies, csv_copies = [], []
         for _ in range(args.repeat):
-            rows, nbytes, seconds = copy_out(spider)
-            assert rows == n, f"COPY gave {rows} rows"
-            copies.append(rows / seconds)
-            print(f"baseline COPY: {rows} rows, {nbytes / 1e6:.1f} MB in {seconds:.2f} s "
-                  f"({fmt_rate(rows / seconds)})", flush=True)  # fmt: skip
+            for csv, into in ((False, copies), (True, csv_copies)):
+                rows, nbytes, seconds = copy_out(spider, csv)
+                assert rows == n, f"COPY gave {rows} rows"
+                into.append(rows / seconds)
+                print(f"baseline COPY{' csv' if csv else ''}: {rows} rows, {nbytes / 1e6:.1f} MB"
+                      f" in {seconds:.2f} s ({fmt_rate(rows / seconds)})", flush=True)  # fmt: skip
         baseline = statistics.median(copies)
+        baselines = {"csv": statistics.median(csv_copies)}
+        by_run: dict[str, Export] = {}
 
         warm_since = (BASE_TIME + timedelta(milliseconds=n - WARM_ITEMS)).isoformat()
         exports: dict[str, list[Export]] = {}
@@ -658,6 +678,7 @@ def main() -> None:
                 if fmt in ("csv", "jsonl"):  # the same items, selected by their run (task_id)
                     by_task = http_export(web, admin, fmt, {"task_id": str(task)}, False)
                     assert by_task.rows == n, f"{fmt} by task gave {by_task.rows} rows"
+                    by_run[fmt] = by_task
                     print(f"{fmt} by task_id: {by_task.rows} rows in {by_task.wall_s:.2f} s "
                           f"({fmt_rate(by_task.rate)}); first byte after "
                           f"{by_task.ttfb_s:.3f} s", flush=True)  # fmt: skip
@@ -725,15 +746,28 @@ def main() -> None:
     for fmt in formats:
         rate = statistics.median(r.rate for r in exports[fmt])
         target = targets.get(fmt)
+        base = baselines.get(fmt, baseline)
+        both = fmt in ("csv", "jsonl")  # issue 30: ≥ 0.7x COPY of the same rows
         rows_out.append(Row(
-            f"{fmt.upper()} export over HTTP, {n} items (median of {len(exports[fmt])})",
-            fmt_rate(rate), f"COPY {fmt_rate(baseline)}", f"{rate / baseline:.2f}x",
-            f"≥ {fmt_rate(target)}" if target else "—", rate >= target if target else None,
+            f"{fmt.upper()} export over HTTP, spider's history, {n} items (median of "
+            f"{len(exports[fmt])})", fmt_rate(rate),
+            f"COPY{' csv' if fmt == 'csv' else ''} {fmt_rate(base)}", f"{rate / base:.2f}x",
+            f"≥ {fmt_rate(target)}" + (" and ≥ 0.7x" if both else "") if target else "—",
+            (rate >= target and (not both or rate / base >= RATIO_TARGET)) if target else None,
         ))  # fmt: skip
+        if fmt in by_run:
+            run_rate = by_run[fmt].rate
+            rows_out.append(Row(
+                f"{fmt.upper()} export over HTTP, one run (task_id), {n} items", fmt_rate(run_rate),
+                f"COPY{' csv' if fmt == 'csv' else ''} {fmt_rate(base)}",
+                f"{run_rate / base:.2f}x", "≥ 0.7x", run_rate / base >= RATIO_TARGET,
+            ))  # fmt: skip
+    ttfb = [r.ttfb_s for f in formats for r in exports[f]] + [r.ttfb_s for r in by_run.values()]
     rows_out.append(Row(
-        "time to first byte, " + " / ".join(f.upper() for f in formats),
-        " / ".join(f"{statistics.median(r.ttfb_s for r in exports[f]):.2f}" for f in formats)
-        + " s", "—", "—", "—", None,
+        "time to first byte, " + " / ".join(f.upper() for f in formats) + " (median; worst)",
+        " / ".join(f"{statistics.median(r.ttfb_s for r in exports[f]) * 1000:.0f}"
+                   for f in formats) + f" ms; {max(ttfb) * 1000:.0f} ms", "—", "—",
+        f"≤ {TTFB_TARGET_S * 1000:.0f} ms", max(ttfb) <= TTFB_TARGET_S,
     ))  # fmt: skip
     for fmt in formats:
         base_kb, peak_kb, _ = memory[fmt]

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from crawlhub.config import Settings
-from crawlhub.repo import expiry
+from crawlhub.repo import expiry, rollup
 from crawlhub.repo import items as repo
 from crawlhub.repo.db import Database, Session
 from crawlhub.services import accounts
@@ -20,6 +20,7 @@ RETENTION_BATCH = 5000  # rows per delete transaction
 RETENTION_ROUNDS = 20  # batches per retention step, so one step stays short
 TASK_BATCH = 100  # finished runs per delete (their items and log lines go with them)
 VERSION_BATCH = 20  # packages dropped per transaction
+ROLLUP_MIN_DAYS = 8  # run counts per hour kept at least this long (the week chart)
 
 
 def expire(db: Database, default_days: int | None, now: datetime) -> int:
@@ -52,6 +53,9 @@ def expire_history(db: Database, settings: Settings, now: datetime) -> int:
             s, now - timedelta(days=settings.alert_retention_days), RETENTION_BATCH)),
         ("delivery(ies)", lambda s: expiry.old_deliveries(
             s, now - timedelta(days=settings.alert_retention_days), RETENTION_BATCH)),
+        ("hour(s) of run counts", lambda s: rollup.prune(
+            s, now - timedelta(days=max(settings.task_retention_days, ROLLUP_MIN_DAYS)),
+            RETENTION_ROUNDS)),
         ("forgotten sign-in failure count(s)", lambda s: expiry.old_sign_in_failures(
             s, now - accounts.FORGET_AFTER, RETENTION_BATCH)),
         ("audit event(s)", lambda s: expiry.old_audit_events(

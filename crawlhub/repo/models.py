@@ -5,6 +5,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     ForeignKey,
     Index,
@@ -468,6 +469,22 @@ class ProjectMember(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (Index(None, "user_id"),)
+
+
+class RunHour(Base):
+    """Finished runs counted per hour of their creation (UTC), spider and final status, with
+    their items: the overview's charts and 24-hour figures, read without a scan of `task`.
+    Kept in the transaction that ends a run (repo/rollup.py)."""
+
+    __tablename__ = "run_hour"
+
+    hour: Mapped[datetime] = mapped_column(primary_key=True)
+    spider_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("spider.id", ondelete="CASCADE"), primary_key=True
+    )
+    status: Mapped[str] = mapped_column(String(16), primary_key=True)
+    runs: Mapped[int] = mapped_column(Integer, default=0)
+    items: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class SignInFailures(Base):

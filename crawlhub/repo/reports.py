@@ -16,48 +16,6 @@ from crawlhub.repo.statuses import FINISHED
 RECENT_RUNS = 20  # a spider's success rate is over its last this many finished runs
 
 
-def status_counts(session: Session, since: datetime) -> dict[str, int]:
-    """Runs created since a time, by status."""
-    rows = session.execute(
-        select(Task.status, func.count())
-        .where(Task.created_at >= since, reach.visible(Task))
-        .group_by(Task.status)
-    ).all()
-    return {status: count for status, count in rows}
-
-
-def items_since(session: Session, since: datetime) -> int:
-    """Items stored by the runs created since a time."""
-    return int(
-        session.scalar(
-            select(func.coalesce(func.sum(Task.items_count), 0)).where(
-                Task.created_at >= since, reach.visible(Task)
-            )
-        )
-        or 0
-    )
-
-
-def hourly_outcomes(session: Session, since: datetime) -> list[tuple[datetime, str, int]]:
-    """Runs created since a time by hour (UTC) and status: (hour, status, count)."""
-    if session.get_bind().dialect.name == "postgresql":
-        hour = func.date_trunc("hour", func.timezone("UTC", Task.created_at))
-        rows = session.execute(
-            select(hour, Task.status, func.count())
-            .where(Task.created_at >= since, reach.visible(Task))
-            .group_by(hour, Task.status)
-        ).all()
-        return [(h.replace(tzinfo=since.tzinfo), s, c) for h, s, c in rows]
-    # SQLite (one machine's runs): bucket in Python.
-    counts: dict[tuple[datetime, str], int] = {}
-    for created, status in session.execute(
-        select(Task.created_at, Task.status).where(Task.created_at >= since, reach.visible(Task))
-    ):
-        key = (created.replace(minute=0, second=0, microsecond=0), status)
-        counts[key] = counts.get(key, 0) + 1
-    return [(h, s, c) for (h, s), c in counts.items()]
-
-
 def running(session: Session, limit: int) -> list[tuple[Any, str]]:
     """Running tasks, oldest first, with their spider's name: (task, spider name)."""
     rows = session.execute(

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 from crawlhub.context import Context
 from crawlhub.messaging import queues
 from crawlhub.messaging.keys import RUNS_QUEUE
-from crawlhub.repo import reports
+from crawlhub.repo import reports, rollup
 from crawlhub.repo import workers as worker_repo
 from crawlhub.repo.db import db_now
 from crawlhub.repo.models import Schedule, Spider, Task, WorkerProcess
@@ -89,11 +89,11 @@ def overview(context: Context, *, running_limit: int = 50, fires_limit: int = 10
     with context.db.read() as session:
         now = db_now(session)
         workers = worker_repo.online(session, context.settings.heartbeat_s)
-        by_status = reports.status_counts(session, now - DAY)
-        items = reports.items_since(session, now - DAY)
+        # Runs by the hour of their creation: the finished ones from the rollup kept as runs
+        # end, the few not over from `task`. "24 h" is the day chart's 24 hours.
+        hourly = rollup.by_hour(session, now - WEEK)
         running = reports.running(session, running_limit)
         fires = reports.next_fires(session, fires_limit)
-        hourly = reports.hourly_outcomes(session, now - WEEK)
         problems = [
             *_attention(
                 reports.recent(session, now - DAY, ATTENTION_LIMIT, status="failed"), "failed"
@@ -110,6 +110,13 @@ def overview(context: Context, *, running_limit: int = 50, fires_limit: int = 10
             ),
         ]
         last_output = reports.last_output_at(session, [task.id for task, _ in running])
+    day_start = rollup.hour_of(now) - DAY + timedelta(hours=1)
+    by_status: dict[str, int] = {}
+    items = 0
+    for hour, status, runs_n, items_n in hourly:
+        if hour >= day_start:
+            by_status[status] = by_status.get(status, 0) + runs_n
+            items += items_n
     finished = sum(by_status.get(s, 0) for s in ("completed", "failed", "cancelled"))
     health = Health(
         workers=len(workers),
@@ -169,12 +176,14 @@ def _attention(rows: list[tuple[Task, str]], kind: str) -> list[Attention]:
     return found
 
 
-def _hours(hourly: list[tuple[datetime, str, int]], now: datetime, span: timedelta) -> list[Hour]:
+def _hours(
+    hourly: list[tuple[datetime, str, int, int]], now: datetime, span: timedelta
+) -> list[Hour]:
     """Hourly buckets covering `span` up to now, oldest first, with every outcome counted."""
     last = now.replace(minute=0, second=0, microsecond=0)
     count = int(span / timedelta(hours=1))
     buckets = {last - timedelta(hours=i): Hour(last - timedelta(hours=i)) for i in range(count)}
-    for start, status, n in hourly:
+    for start, status, n, _ in hourly:
         bucket = buckets.get(start)
         if bucket is not None:
             outcome = status if status in OUTCOMES else "active"

@@ -96,3 +96,49 @@ def test_spider_records_have_their_last_run_next_fire_and_success_rate(context: 
         None,
         None,
     )
+
+
+def test_the_hourly_rollup_follows_every_run_through_its_ends_and_requeues(
+    context: Context,
+) -> None:
+    """The overview's counts come from `run_hour`, kept by the database as runs change: after
+    runs end (born finished, by transitions), are requeued, end again and have items counted
+    or removed, it holds exactly what a scan of `task` finds."""
+    from sqlalchemy import func, select, update
+
+    from crawlhub.repo import lifecycle, rollup
+    from crawlhub.repo import tasks as task_repo
+
+    now = datetime.now(UTC)
+    spider, other = add_spider(context, "news"), add_spider(context, "shop")
+    made = [add_task(context, s, status, now - timedelta(hours=h), items_count=n)
+            for s, status, h, n in ((spider, "pending", 0, 0), (spider, "running", 1, 5),
+                                    (spider, "completed", 2, 7), (other, "skipped", 0, 0),
+                                    (other, "failed", 30, 3), (other, "running", 0, 2))]  # fmt: skip
+    pending, running, completed, _, failed, running_other = made
+    with context.db.session() as session:
+        assert lifecycle.transition(session, running, lifecycle.COMPLETE, items_count=9)
+        task_repo.requeue_task(session, completed)  # taken out of "completed"
+        task_repo.reset_item_counts(session, completed)
+        assert lifecycle.transition(session, running_other, lifecycle.FAIL)
+        assert lifecycle.transition(session, pending, lifecycle.CANCEL)
+        session.execute(update(Task).where(Task.id == failed).values(items_count=1))
+
+    def scanned() -> dict[tuple[datetime, str], tuple[int, int]]:
+        found: dict[tuple[datetime, str], tuple[int, int]] = {}
+        with context.db.read() as session:
+            for created, status, items in session.execute(
+                select(Task.created_at, Task.status, Task.items_count)
+            ):
+                key = (rollup.hour_of(created), status)
+                runs_n, items_n = found.get(key, (0, 0))
+                found[key] = (runs_n + 1, items_n + items)
+        return found
+
+    with context.db.read() as session:
+        kept = {(h, s): (r, i) for h, s, r, i in rollup.by_hour(session, now - timedelta(days=3))}
+        finished = session.scalar(select(func.sum(rollup.RunHour.runs)))
+    assert kept == scanned()
+    assert finished == 5  # one completed (9 items), two failed, one cancelled, one skipped
+    assert kept[(rollup.hour_of(now - timedelta(hours=1)), "completed")] == (1, 9)
+    assert kept[(rollup.hour_of(now - timedelta(hours=30)), "failed")] == (1, 1)

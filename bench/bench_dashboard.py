@@ -1,16 +1,20 @@
-"""SPEC §11: every dashboard page in ≤ 300 ms of server time with 1 M runs and 1 M items.
+"""Issue 30 (SPEC §11 asked ≤ 300 ms at 1 M runs and 1 M items): every dashboard page p95
+≤ 100 ms of server time with 5 M runs and 20 M items.
 
 Set-up: a fresh database `crawlhub_bench_dashboard`, the migrations, 100 spiders, N runs
-(default 1 000 000, the statuses and 30-day spread of bench_tasks_list.py), M items (default
-1 000 000: 100 per run of the newest runs), 100 schedules, 1 000 alerts, and one run with a
-100 000-line log; then VACUUM ANALYZE. Redis db 14 carries the broker (for the Queues page).
+(default 5 000 000, the statuses and 30-day spread of bench_tasks_list.py), M items (default
+20 000 000: 100 per run of the newest runs), 100 schedules, 1 000 alerts, and one run with a
+100 000-line log; then VACUUM ANALYZE. The runs are inserted with the database's triggers
+off (session_replication_role = replica), then `run_hour` is filled from them by the same
+statement migration 0020 fills it with on an existing install (the overview's rollup).
+Redis db 14 carries the broker (for the Queues page).
 
 Each page is requested in-process through the real app (Starlette's TestClient: routing,
 session check, domain calls, SQL, Jinja2 rendering; no network), signed in with a session
 cookie: 3 warm-up requests, then `--samples` timed ones. The figure is p95 server time per
 page. Baseline: none in SPEC §11.
 
-    .venv/bin/python bench/bench_dashboard.py [--runs 1000000] [--items 1000000] [--samples 20]
+    .venv/bin/python bench/bench_dashboard.py [--runs 5000000] [--items 20000000] [--samples 20]
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ DB_NAME = "crawlhub_bench_dashboard"
 BENCH_URL = f"{PG_HOST_URL}/{DB_NAME}"
 SA_URL = BENCH_URL.replace("postgresql", "postgresql+psycopg", 1)
 SPIDERS = 100
-TARGET_MS = 300.0
+TARGET_MS = 100.0
 LOG_LINES = 100_000
 
 ITEMS = """
@@ -41,6 +45,13 @@ SELECT t.spider_id, t.id, 1,
        t.created_at
 FROM (SELECT id, spider_id, created_at FROM task ORDER BY created_at DESC LIMIT %(runs)s) AS t,
      generate_series(1, 100) AS g
+"""
+# Migration 0020's fill of the rollup from the runs already finished.
+ROLLUP = """
+INSERT INTO run_hour (hour, spider_id, status, runs, items)
+SELECT date_trunc('hour', created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', spider_id, status,
+       count(*), coalesce(sum(items_count), 0)
+FROM task WHERE status IN ('completed', 'failed', 'cancelled', 'skipped') GROUP BY 1, 2, 3
 """
 SCHEDULES = """
 INSERT INTO schedule (id, spider_id, cron, timezone, params, enabled, overlap, catchup, jitter_s,
@@ -82,7 +93,10 @@ def fill(data_dir: Path, runs: int, items: int) -> tuple[uuid.UUID, float]:
         context.close()
     start = time.perf_counter()
     with psycopg.connect(BENCH_URL) as conn:
+        conn.execute("SET session_replication_role = replica")  # no trigger per row: see below
         conn.execute(FILL, {"spiders": SPIDERS, "count": runs})  # type: ignore[arg-type]
+        conn.execute("SET session_replication_role = DEFAULT")
+        conn.execute(ROLLUP)
         conn.execute(ITEMS, {"runs": max(items // 100, 1)})  # type: ignore[arg-type]
         conn.execute(SCHEDULES)
         conn.execute(ALERTS, {})
@@ -100,8 +114,8 @@ def fill(data_dir: Path, runs: int, items: int) -> tuple[uuid.UUID, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=1_000_000)
-    parser.add_argument("--items", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=5_000_000)
+    parser.add_argument("--items", type=int, default=20_000_000)
     parser.add_argument("--samples", type=int, default=20)
     args = parser.parse_args()
 

@@ -26,6 +26,7 @@ from crawlhub.repo.types import BigIntPK, JSONType, UTCDateTime, utcnow
 # A run the dispatcher has not sent yet: pending, no message (crawlhub.scheduling.dispatch).
 HELD = text("status = 'pending' AND message_id IS NULL")
 DEDUPED = text("dedup_hash IS NOT NULL")
+RUNNING = text("status = 'running'")
 
 # Deterministic constraint names so migrations can address them on both dialects.
 NAMING = {
@@ -256,6 +257,8 @@ class Task(Base):
         Index(None, "schedule_id", "created_at"),
         # The reaper scans running tasks by heartbeat age.
         Index(None, "status", "heartbeat_at"),
+        # The overview's "Running now", oldest first.
+        Index("ix_task_running", "started_at", postgresql_where=RUNNING, sqlite_where=RUNNING),
         # The dispatcher reads held runs (pending, not sent) per spider, best first.
         Index(
             "ix_task_held",

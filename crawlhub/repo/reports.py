@@ -14,6 +14,7 @@ from crawlhub.repo.models import LogLine, Schedule, Spider, Task
 from crawlhub.repo.statuses import FINISHED
 
 RECENT_RUNS = 20  # a spider's success rate is over its last this many finished runs
+RECENT_SCAN = 200  # ... found among its last this many runs
 
 
 def running(session: Session, limit: int) -> list[tuple[Any, str]]:
@@ -108,13 +109,22 @@ def _newest(
 
 
 def success_rates(session: Session, spider_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, float]:
-    """The share of completed runs among each spider's last RECENT_RUNS finished ones."""
+    """The share of completed runs among each spider's last RECENT_RUNS finished ones (among
+    its last RECENT_SCAN runs: a spider whose newest thousands of runs are skipped fires, or
+    not over, costs one short index walk, not all of them)."""
     rates: dict[uuid.UUID, float] = {}
     for spider_id in spider_ids:
-        statuses = session.scalars(
-            select(Task.status)
-            .where(Task.spider_id == spider_id, Task.status.in_(FINISHED), Task.status != "skipped")
+        newest = (
+            select(Task.status, Task.created_at)
+            .where(Task.spider_id == spider_id)
             .order_by(Task.created_at.desc())
+            .limit(RECENT_SCAN)
+            .subquery()
+        )
+        statuses = session.scalars(
+            select(newest.c.status)
+            .where(newest.c.status.in_(FINISHED), newest.c.status != "skipped")
+            .order_by(newest.c.created_at.desc())
             .limit(RECENT_RUNS)
         ).all()
         if statuses:

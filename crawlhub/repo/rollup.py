@@ -36,10 +36,15 @@ def finished_by_hour(session: Session, since: datetime) -> list[tuple[datetime, 
 
 
 def active_by_hour(session: Session, since: datetime) -> list[tuple[datetime, str, int, int]]:
-    """Runs not over created from the hour of `since` on: (hour, status, 1, items) each."""
-    stmt = select(Task.created_at, Task.status, Task.items_count).where(
-        Task.status.in_(ACTIVE), Task.created_at >= hour_of(since), reach.visible(Task)
-    )
+    """Runs not over created from the hour of `since` on: (hour, status, runs, items)."""
+    where = (Task.status.in_(ACTIVE), Task.created_at >= hour_of(since), reach.visible(Task))
+    if session.get_bind().dialect.name == "postgresql":
+        hour = func.date_trunc("hour", func.timezone("UTC", Task.created_at))
+        stmt = select(hour, Task.status, func.count(), func.sum(Task.items_count))
+        rows = session.execute(stmt.where(*where).group_by(hour, Task.status))
+        return [(h.replace(tzinfo=since.tzinfo), status, int(n), int(items or 0))
+                for h, status, n, items in rows]  # fmt: skip
+    stmt = select(Task.created_at, Task.status, Task.items_count).where(*where)
     return [(hour_of(created), status, 1, items or 0)
             for created, status, items in session.execute(stmt)]  # fmt: skip
 

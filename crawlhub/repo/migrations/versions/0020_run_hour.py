@@ -1,6 +1,7 @@
 """run_hour: finished runs per hour of their creation, spider and status, with their items,
 kept by triggers on task as runs end (the overview reads it, not a scan of every run);
-filled from the runs already finished
+filled from the runs already finished; and an index of running runs by start (the overview's
+"Running now", oldest first)
 
 Revision ID: 0020
 Revises: 0019
@@ -18,6 +19,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 FINISHED = "('completed', 'failed', 'cancelled', 'skipped')"
+RUNNING = sa.text("status = 'running'")
 
 
 def upgrade() -> None:
@@ -33,6 +35,8 @@ def upgrade() -> None:
                                 name=op.f("fk_run_hour_spider_id_spider"), ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("hour", "spider_id", "status", name=op.f("pk_run_hour")),
     )  # fmt: skip
+    op.create_index("ix_task_running", "task", ["started_at"],
+                    postgresql_where=RUNNING, sqlite_where=RUNNING)  # fmt: skip
     postgres = op.get_bind().dialect.name == "postgresql"
     for statement in POSTGRES if postgres else SQLITE:
         op.execute(statement.replace("{add}", _SQLITE_ADD).replace("{finished}", FINISHED))
@@ -112,6 +116,7 @@ def downgrade() -> None:
     if _pg():
         op.execute("DROP FUNCTION run_hour_count()")
     op.drop_table("run_hour")
+    op.drop_index("ix_task_running", table_name="task")
 
 
 def _pg() -> bool:

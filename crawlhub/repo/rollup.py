@@ -10,7 +10,7 @@ taken out when it leaves it (a requeue), and its items follow its count. Runs no
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from crawlhub.repo import reach
@@ -57,7 +57,5 @@ def by_hour(session: Session, since: datetime) -> list[tuple[datetime, str, int,
 def prune(session: Session, before: datetime, limit: int) -> int:
     """Forget up to `limit` hours' rows older than `before` (far past any chart)."""
     hours = select(RunHour.hour).where(RunHour.hour < before).distinct().limit(limit)
-    result: Any = session.execute(
-        RunHour.__table__.delete().where(RunHour.hour.in_(hours.scalar_subquery()))
-    )
+    result: Any = session.execute(delete(RunHour).where(RunHour.hour.in_(hours.scalar_subquery())))
     return int(result.rowcount or 0)

@@ -4,7 +4,7 @@ alerts and deliveries, old versions' packages go; nothing current ever does."""
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from crawlhub.context import Context
 from crawlhub.housekeeping import retention
@@ -15,6 +15,7 @@ from crawlhub.repo.models import (
     Item,
     LogLine,
     ProjectVersion,
+    RunHour,
     Spider,
     Task,
 )
@@ -80,6 +81,8 @@ def test_retention_removes_old_runs_alerts_deliveries_and_packages_never_what_is
         assert set(session.scalars(select(Alert.id))) == {kept_alert, pending_alert}
         assert old_alert not in set(session.scalars(select(Alert.id)))
         assert [d.alert_id for d in session.scalars(select(Delivery))] == [pending_alert]
+        # The overview's counts of runs made long ago (all of these) are past retention too.
+        assert session.scalar(select(func.count()).select_from(RunHour)) == 0
         packages = {v.number: v.archive for v in session.scalars(
             select(ProjectVersion).execution_options(populate_existing=True))}  # fmt: skip
     # Versions 4 and 5 are the newest two (5 the current); 1 waits for a run; 2 and 3 go.

@@ -54,7 +54,10 @@ def list_lines(
     if attempt is not None:
         stmt = stmt.where(LogLine.attempt == attempt)
     if search:
-        stmt = stmt.where(LogLine.text.icontains(search, autoescape=True))
+        if session.get_bind().dialect.name == "postgresql":  # twice ILIKE's speed, no escaping
+            stmt = stmt.where(func.strpos(func.lower(LogLine.text), func.lower(search)) > 0)
+        else:
+            stmt = stmt.where(LogLine.text.icontains(search, autoescape=True))
     if before_seq is not None:
         newest = stmt.where(LogLine.seq < before_seq).order_by(LogLine.seq.desc()).limit(limit)
         return list(reversed(session.scalars(newest).all()))

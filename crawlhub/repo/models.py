@@ -27,6 +27,9 @@ from crawlhub.repo.types import BigIntPK, JSONType, UTCDateTime, utcnow
 HELD = text("status = 'pending' AND message_id IS NULL")
 DEDUPED = text("dedup_hash IS NOT NULL")
 RUNNING = text("status = 'running'")
+UNDER_WAY = text(
+    "status IN ('running', 'retrying') OR (status = 'pending' AND message_id IS NOT NULL)"
+)
 
 # Deterministic constraint names so migrations can address them on both dialects.
 NAMING = {
@@ -259,6 +262,15 @@ class Task(Base):
         Index(None, "status", "heartbeat_at"),
         # The overview's "Running now", oldest first.
         Index("ix_task_running", "started_at", postgresql_where=RUNNING, sqlite_where=RUNNING),
+        # The dispatcher counts the runs under way (repo/dispatch.py, under_way()).
+        Index(
+            "ix_task_under_way",
+            "spider_id",
+            "status",
+            "worker",
+            postgresql_where=UNDER_WAY,
+            sqlite_where=UNDER_WAY,
+        ),
         # The dispatcher reads held runs (pending, not sent) per spider, best first.
         Index(
             "ix_task_held",

@@ -58,18 +58,19 @@ def recent(
 
 
 def last_output_at(session: Session, task_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, datetime]:
-    """When each task last printed a line (its newest line, by the primary key)."""
-    found: dict[uuid.UUID, datetime] = {}
-    for task_id in task_ids:
-        ts = session.scalar(
-            select(LogLine.ts)
-            .where(LogLine.task_id == task_id)
-            .order_by(LogLine.seq.desc())
-            .limit(1)
-        )
-        if ts is not None:
-            found[task_id] = ts
-    return found
+    """When each task last printed a line (its newest line, by the primary key): one query,
+    one index probe per task."""
+    if not task_ids:
+        return {}
+    newest = (
+        select(LogLine.ts)
+        .where(LogLine.task_id == Task.id)
+        .order_by(LogLine.seq.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    rows = session.execute(select(Task.id, newest).where(Task.id.in_(task_ids)))
+    return {task_id: ts for task_id, ts in rows if ts is not None}
 
 
 def next_fires(session: Session, limit: int) -> list[tuple[Any, str]]:

@@ -378,3 +378,24 @@ def test_exporting_50_items_of_8_mib_keeps_memory_bounded(heavy: Hub, fmt: str) 
     assert size > 50 * 8 * 1024 * 1024
     assert lines >= 50
     assert growth_mb < 150, f"{fmt} export grew the process by {growth_mb:.0f} MB"
+
+
+def test_log_search_ignores_case_and_takes_wildcards_literally(context: Context) -> None:
+    from crawlhub.repo.logs import list_lines
+
+    _, task_id = seed(context, [])
+    texts = ["Error: disk 100% FULL", "a_b ok", "axb ok", "Ünïcode Straße"]
+    with context.db.session() as session:
+        session.add_all(LogLine(task_id=task_id, attempt=1, seq=n, stream="stdout",
+                                ts=datetime.now(UTC), text=text)
+                        for n, text in enumerate(texts, 1))  # fmt: skip
+    with context.db.read() as session:
+
+        def found(search: str) -> list[str]:
+            return [line.text for line in list_lines(session, task_id, search=search)]
+
+        assert found("DISK 100% full") == [texts[0]]
+        assert found("100%") == [texts[0]]
+        assert found("a_b") == [texts[1]]  # "_" is no wildcard
+        assert found("straße") == [texts[3]]
+        assert found("nothing") == []

@@ -1,7 +1,8 @@
 """run_hour: finished runs per hour of their creation, spider and status, with their items,
 kept by triggers on task as runs end (the overview reads it, not a scan of every run);
 filled from the runs already finished; and an index of running runs by start (the overview's
-"Running now", oldest first)
+"Running now", oldest first) and one of runs under way (the dispatcher counts them at
+every start)
 
 Revision ID: 0020
 Revises: 0019
@@ -20,6 +21,9 @@ depends_on: str | Sequence[str] | None = None
 
 FINISHED = "('completed', 'failed', 'cancelled', 'skipped')"
 RUNNING = sa.text("status = 'running'")
+UNDER_WAY = sa.text(
+    "status IN ('running', 'retrying') OR (status = 'pending' AND message_id IS NOT NULL)"
+)
 
 
 def upgrade() -> None:
@@ -37,6 +41,8 @@ def upgrade() -> None:
     )  # fmt: skip
     op.create_index("ix_task_running", "task", ["started_at"],
                     postgresql_where=RUNNING, sqlite_where=RUNNING)  # fmt: skip
+    op.create_index("ix_task_under_way", "task", ["spider_id", "status", "worker"],
+                    postgresql_where=UNDER_WAY, sqlite_where=UNDER_WAY)  # fmt: skip
     postgres = op.get_bind().dialect.name == "postgresql"
     for statement in POSTGRES if postgres else SQLITE:
         op.execute(statement.replace("{add}", _SQLITE_ADD).replace("{finished}", FINISHED))
@@ -116,6 +122,7 @@ def downgrade() -> None:
     if _pg():
         op.execute("DROP FUNCTION run_hour_count()")
     op.drop_table("run_hour")
+    op.drop_index("ix_task_under_way", table_name="task")
     op.drop_index("ix_task_running", table_name="task")
 
 

@@ -27,6 +27,7 @@ from crawlhub.repo.types import BigIntPK, JSONType, UTCDateTime, utcnow
 HELD = text("status = 'pending' AND message_id IS NULL")
 DEDUPED = text("dedup_hash IS NOT NULL")
 RUNNING = text("status = 'running'")
+NOT_OVER = text("status IN ('pending', 'running', 'retrying')")
 UNDER_WAY = text(
     "status IN ('running', 'retrying') OR (status = 'pending' AND message_id IS NOT NULL)"
 )
@@ -260,6 +261,14 @@ class Task(Base):
         Index(None, "schedule_id", "created_at"),
         # The reaper scans running tasks by heartbeat age.
         Index(None, "status", "heartbeat_at"),
+        # The overview's runs not over, by hour, read from the index alone.
+        Index(
+            "ix_task_not_over",
+            "created_at",
+            postgresql_include=["status", "items_count"],
+            postgresql_where=NOT_OVER,
+            sqlite_where=NOT_OVER,
+        ),
         # The overview's "Running now", oldest first.
         Index("ix_task_running", "started_at", postgresql_where=RUNNING, sqlite_where=RUNNING),
         # The dispatcher counts the runs under way (repo/dispatch.py, under_way()).
@@ -500,6 +509,11 @@ class RunHour(Base):
     status: Mapped[str] = mapped_column(String(16), primary_key=True)
     runs: Mapped[int] = mapped_column(Integer, default=0)
     items: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    __table_args__ = (
+        # The week's hours read from the index alone.
+        Index(None, "hour", "status", postgresql_include=["spider_id", "runs", "items"]),
+    )
 
 
 class SignInFailures(Base):

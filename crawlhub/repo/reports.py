@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from crawlhub.repo import reach
@@ -14,7 +14,7 @@ from crawlhub.repo.models import LogLine, Schedule, Spider, Task
 from crawlhub.repo.statuses import FINISHED
 
 RECENT_RUNS = 20  # a spider's success rate is over its last this many finished runs
-RECENT_SCAN = 200  # ... found among its last this many runs
+RECENT_SCAN = 200  # ... found among its last this many runs (and attention among as many)
 
 
 def running(session: Session, limit: int) -> list[tuple[Any, str]]:
@@ -39,15 +39,17 @@ def recent(
     items: int | None = None,
 ) -> list[tuple[Any, str]]:
     """Recent runs of one status (optionally one reason, or one item count), newest first,
-    with their spider's name: (task, spider name)."""
+    with their spider's name: (task, spider name). With a reason or an item count, looked for
+    among the newest RECENT_SCAN runs of the status only (a bounded walk, whatever a day
+    holds)."""
+    of_status: tuple[ColumnElement[bool], ...] = (Task.status == status, Task.created_at >= since)
+    if reason is not None or items is not None:
+        newest = select(Task.id).where(*of_status).order_by(Task.created_at.desc())
+        of_status = (Task.id.in_(newest.limit(RECENT_SCAN).scalar_subquery()),)
     stmt = (
         select(Task, Spider.name)
         .join(Spider, Spider.id == Task.spider_id)
-        .where(
-            Task.status == status,
-            Task.created_at >= since,
-            reach.visible_projects(Spider.project_id),
-        )
+        .where(*of_status, reach.visible_projects(Spider.project_id))
     )
     if reason is not None:
         stmt = stmt.where(Task.reason == reason)

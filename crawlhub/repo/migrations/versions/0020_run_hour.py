@@ -21,6 +21,7 @@ depends_on: str | Sequence[str] | None = None
 
 FINISHED = "('completed', 'failed', 'cancelled', 'skipped')"
 RUNNING = sa.text("status = 'running'")
+NOT_OVER = sa.text("status IN ('pending', 'running', 'retrying')")
 UNDER_WAY = sa.text(
     "status IN ('running', 'retrying') OR (status = 'pending' AND message_id IS NOT NULL)"
 )
@@ -39,6 +40,11 @@ def upgrade() -> None:
                                 name=op.f("fk_run_hour_spider_id_spider"), ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("hour", "spider_id", "status", name=op.f("pk_run_hour")),
     )  # fmt: skip
+    # Index-only reads of the overview: the week's hours, the runs not over.
+    op.create_index("ix_run_hour_hour_status", "run_hour", ["hour", "status"],
+                    postgresql_include=["spider_id", "runs", "items"])  # fmt: skip
+    op.create_index("ix_task_not_over", "task", ["created_at"], postgresql_include=[
+        "status", "items_count"], postgresql_where=NOT_OVER, sqlite_where=NOT_OVER)  # fmt: skip
     op.create_index("ix_task_running", "task", ["started_at"],
                     postgresql_where=RUNNING, sqlite_where=RUNNING)  # fmt: skip
     op.create_index("ix_task_under_way", "task", ["spider_id", "status", "worker"],
@@ -122,6 +128,7 @@ def downgrade() -> None:
     if _pg():
         op.execute("DROP FUNCTION run_hour_count()")
     op.drop_table("run_hour")
+    op.drop_index("ix_task_not_over", table_name="task")
     op.drop_index("ix_task_under_way", table_name="task")
     op.drop_index("ix_task_running", table_name="task")
 

@@ -120,6 +120,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from crawlhub.api import create_app
+    from crawlhub.cli.processes import tune_collector
     from crawlhub.config import load_settings
     from crawlhub.context import Context
     from crawlhub.web.schemas.tasks import format_cursor
@@ -154,7 +155,9 @@ def main() -> None:
         }
         rows: list[Row] = []
         try:
-            with TestClient(create_app(context)) as client:
+            app = create_app(context)
+            tune_collector()  # as `crawlhub web` does before it serves
+            with TestClient(app) as client:
                 client.cookies.set(COOKIE, issue(context.tokens, 1, token=TOKEN))
                 for label, path in pages.items():
                     times = []

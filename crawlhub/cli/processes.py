@@ -31,7 +31,7 @@ from crawlhub.worker import launchers, preparation, sandboxes, supervisor
 logger = logging.getLogger(__name__)
 
 WORKER_POLL_MS = 100  # longest idle wait of a worker for a new message
-GC_THRESHOLDS = (50_000, 20, 20)  # see _tune_collector
+GC_THRESHOLDS = (50_000, 20, 20)  # see tune_collector
 
 
 def migrate(settings: Settings) -> None:
@@ -94,17 +94,19 @@ def _start_worker(context: Context) -> Worker:
     # Dramatiq's Redis consumer polls with a backoff up to worker_timeout; its default (1 s)
     # would add up to a second between "run" and the spider starting.
     consumer = build_worker(context.broker, context.settings.worker_concurrency, WORKER_POLL_MS)
-    _tune_collector()
+    tune_collector()
     consumer.start()
     return consumer
 
 
-def _tune_collector() -> None:
-    """An item reader makes tens of thousands of short-lived dicts a second: at Python's
-    default thresholds (700 new objects, then every 10th and 100th pass) the cyclic collector
-    walks each batch still held again and again, half the reader's time. Collected less often
-    (memory stays bounded: the reader holds at most ITEMS_BUFFERED items); what start-up
-    made is frozen out of its walks."""
+def tune_collector() -> None:
+    """What start-up made (modules, the app, the ORM's mappers) is frozen out of the cyclic
+    collector's walks, and it runs less often: at Python's default thresholds (700 new
+    objects, then every 10th and 100th pass) a worker's item reader, which makes tens of
+    thousands of short-lived dicts a second, spent half its time in it walking each batch
+    still held, and a web request now and then paid a full pass over every object (the
+    dashboard's slowest requests). Memory stays bounded: the reader holds at most
+    ITEMS_BUFFERED items, and 50 000 new objects are a few MB."""
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
 
@@ -226,6 +228,7 @@ def _serve(context: Context, host: str) -> None:
         proxy_headers=True,
         timeout_graceful_shutdown=20,
     )
+    tune_collector()
     uvicorn.Server(config).run()
 
 

@@ -9,6 +9,7 @@ spider and one task, then N items (default 1 000 000) COPYed straight into `item
 for the fill, indexes maintained), then VACUUM ANALYZE. No Redis.
 
 The web process is a child process (`python -c`: load_settings, Context.build, create_app,
+the collector tuned,
 uvicorn with its defaults, as `crawlhub web` serves it) on a free loopback port; a fresh one
 per format, so its memory starts from the same point each time. Before measuring, each child
 answers /healthz, one `GET /api/data` and one small export of the same format (the newest
@@ -108,6 +109,7 @@ SERVE = """\
 import logging, sys
 import uvicorn
 from crawlhub.api import create_app
+from crawlhub.cli.processes import tune_collector
 from crawlhub.config import load_settings
 from crawlhub.context import Context
 port, data_dir, url, token = sys.argv[1:5]
@@ -116,6 +118,7 @@ settings = load_settings(database_url=url, api_tokens=token, data_dir=data_dir)
 context = Context.build(settings)
 config = uvicorn.Config(create_app(context), host="127.0.0.1", port=int(port),
                         log_level="warning", proxy_headers=True)
+tune_collector()  # as crawlhub web does
 uvicorn.Server(config).run()
 """
 

@@ -55,6 +55,9 @@ def list_lines(
         stmt = stmt.where(LogLine.attempt == attempt)
     if search:
         if session.get_bind().dialect.name == "postgresql":  # twice ILIKE's speed, no escaping
+            caseless = _caseless_run(search)
+            if len(caseless) >= 3:  # a line that matches holds it as it is: lower() fewer lines
+                stmt = stmt.where(func.strpos(LogLine.text, caseless) > 0)
             stmt = stmt.where(func.strpos(func.lower(LogLine.text), func.lower(search)) > 0)
         else:
             stmt = stmt.where(LogLine.text.icontains(search, autoescape=True))
@@ -62,6 +65,14 @@ def list_lines(
         newest = stmt.where(LogLine.seq < before_seq).order_by(LogLine.seq.desc()).limit(limit)
         return list(reversed(session.scalars(newest).all()))
     return session.scalars(stmt.order_by(LogLine.seq).limit(limit)).all()
+
+
+def _caseless_run(text: str) -> str:
+    """The longest run of ASCII characters other than letters (digits, spaces, punctuation) in
+    text: no character lowers into one of them, so a line that matches text ignoring case
+    holds the run as it is."""
+    runs = "".join(c if c.isascii() and not c.isalpha() else "\n" for c in text).split("\n")
+    return max(runs, key=len)
 
 
 def text_bytes(session: Session, task_id: uuid.UUID) -> int:

@@ -295,9 +295,11 @@ class Hub:
         _expect(response, 200)
         return dict(response.json())
 
-    def wait(self, task_id: str, timeout: float = 60, poll: float = 0.05) -> dict[str, Any]:
-        """Poll a task until it has finished."""
+    def wait(self, task_id: str, timeout: float = 60, poll: float = 0.05, first: float = 0.0
+             ) -> dict[str, Any]:  # fmt: skip
+        """Poll a task until it has finished (the first poll after `first` seconds)."""
         deadline = time.monotonic() + timeout
+        time.sleep(first)
         while True:
             task = self.task(task_id)
             if task["status"] in FINISHED:

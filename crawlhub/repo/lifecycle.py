@@ -6,12 +6,13 @@ never both win; the loser sees False and leaves the task as the winner made it.
 """
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Update, update
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Row, Update, update
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from crawlhub.repo.models import Task
 from crawlhub.repo.statuses import ACTIVE, CLAIMABLE
@@ -53,14 +54,13 @@ def transition(
     return session.execute(stmt, execution_options=sync_options(session)).first() is not None
 
 
-def transition_task(
-    session: Session, task_id: uuid.UUID, move: Transition, **values: Any
-) -> Task | None:
-    """`transition`, returning the task as it is after the move (None when it did not move),
-    in the same statement."""
-    stmt = _move(task_id, move, (), values).returning(Task)
-    options = {**sync_options(session), "populate_existing": True}
-    return session.scalars(stmt, execution_options=options).first()
+def transition_returning(session: Session, task_id: uuid.UUID, move: Transition,
+                         columns: Sequence[InstrumentedAttribute[Any]], **values: Any
+                         ) -> Row[Any] | None:  # fmt: skip
+    """`transition`, returning these columns of the task as it is after the move (None when it
+    did not move), in the same statement."""
+    stmt = _move(task_id, move, (), values).returning(*columns)
+    return session.execute(stmt, execution_options=sync_options(session)).first()
 
 
 def sync_options(session: Session) -> dict[str, Any]:

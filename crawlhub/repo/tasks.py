@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, Table, bindparam, func, select, tuple_, update
+from sqlalchemy import ColumnElement, Row, Select, Table, bindparam, func, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from crawlhub.errors import Conflict, Fenced, NotFound
@@ -22,7 +22,7 @@ from crawlhub.repo.lifecycle import (
     fail_attempt,
     sync_options,
     transition,
-    transition_task,
+    transition_returning,
 )
 from crawlhub.repo.models import LogLine, Project, ProjectVersion, Spider, Task
 from crawlhub.repo.pages import count_rows, page_of
@@ -145,17 +145,17 @@ def set_message_ids(session: Session, message_ids: Mapping[uuid.UUID, str | None
     )
 
 
-def requires_of(session: Session, task_id: uuid.UUID) -> list[str] | None:
-    """The labels a node must have to run a task."""
-    found: list[str] | None = session.scalar(select(Task.requires).where(Task.id == task_id))
-    return found
+CLAIMED = (Task.id, Task.spider_id, Task.version, Task.params, Task.settings, Task.requires,
+           Task.retry_count, Task.fence, Task.items_count, Task.items_invalid,
+           Task.items_duplicate)  # fmt: skip
 
 
-def claim_task(session: Session, task_id: uuid.UUID, worker: str) -> Task | None:
-    """Move a pending or retrying task to running (compare-and-set); None when not claimable."""
+def claim_task(session: Session, task_id: uuid.UUID, worker: str) -> Row[Any] | None:
+    """Move a pending or retrying task to running (compare-and-set): its CLAIMED columns as
+    they are then, None when it was not claimable."""
     now = now_of(session)
-    return transition_task(
-        session, task_id, CLAIM, started_at=now, heartbeat_at=now, worker=worker,
+    return transition_returning(
+        session, task_id, CLAIM, CLAIMED, started_at=now, heartbeat_at=now, worker=worker,
         finished_at=None, fence=Task.fence + 1,
     )  # fmt: skip
 
@@ -545,17 +545,25 @@ def count_by_status(session: Session) -> dict[str, int]:
     return {status: count for status, count in rows}
 
 
-def spider_and_version(session: Session, task: Task) -> tuple[Spider, ProjectVersion]:
-    """The spider a task runs and the version it runs (without its archive), in one query."""
+def run_of(session: Session, spider_id: uuid.UUID, number: int) -> Row[Any]:
+    """What an attempt needs of the spider it runs and of the version (`number`) it runs, in
+    one query: the spider's columns by their names, the version's as `version_*`."""
     row = session.execute(
-        select(Spider, ProjectVersion)
+        select(Spider.id, Spider.name, Spider.kind, Spider.entry, Spider.env, Spider.timeout_s,
+               Spider.alert_on_zero_items, Spider.dedup_keys, Spider.limits, Spider.quality,
+               ProjectVersion.id.label("version_id"), ProjectVersion.sha256.label("sha256"),
+               ProjectVersion.filename.label("filename"),
+               ProjectVersion.requirements.label("requirements"),
+               ProjectVersion.quality.label("version_quality"))
         .join(ProjectVersion, ProjectVersion.project_id == Spider.project_id)
-        .where(Spider.id == task.spider_id, ProjectVersion.number == task.version)
-    ).first()
+        .where(Spider.id == spider_id, ProjectVersion.number == number)
+    ).first()  # fmt: skip
     if row is None:  # say which is missing
-        spider = spider_of(session, task)
-        raise NotFound(f"project '{spider.project.name}' has no version {task.version}")
-    return row[0], row[1]
+        spider = session.get(Spider, spider_id)
+        if spider is None:
+            raise NotFound(f"spider '{spider_id}' not found")
+        raise NotFound(f"project '{spider.project.name}' has no version {number}")
+    return row
 
 
 def spider_of(session: Session, task: Task) -> Spider:

@@ -16,12 +16,13 @@ compare-and-set still makes a run start once, whatever is sent twice. Retries ke
 message (Dramatiq's backoff) and count under the limits while they wait.
 """
 
+import contextlib
 import logging
 import threading
 import uuid
 from collections import deque
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -130,27 +131,56 @@ def run_options(retries_left: int, backoff_min_s: int, backoff_max_s: int) -> di
     }
 
 
+@dataclass
+class Round:
+    """One round of the dispatcher: the message ids of the runs it sent (once they are), and
+    what it decided on, which tells a run it left held why it waits."""
+
+    sent: dict[uuid.UUID, str] = field(default_factory=dict)
+    fleet: Fleet | None = None  # None: no run was held
+    active: Active = field(default_factory=Active)
+    caps: dict[uuid.UUID, tuple[uuid.UUID, Caps]] = field(default_factory=dict)
+
+    def tell(self, task: Task) -> Task:
+        """A task of this round told why it waits (`waiting_reason`), if it does."""
+        if task.status == "pending" and task.id not in self.sent and self.fleet is not None:
+            task.waiting_reason = reason(task, self.fleet, self.caps, self.active)
+        return task
+
+
 def dispatch(context: Context) -> dict[uuid.UUID, str]:
-    """Send the held runs that may start now; their message ids.
+    """Send the held runs that may start now; their message ids."""
+    with deciding(context) as (_, done):
+        pass
+    return done.sent
+
+
+@contextlib.contextmanager
+def deciding(context: Context) -> Iterator[tuple[Session, Round]]:
+    """A transaction the dispatcher decides in before it commits: what the caller writes in
+    it first (a run created) is sent in the same round. Yields the session and the round,
+    whose `sent` is filled once the block has committed and the messages are sent.
 
     The runs are marked sent (their message id) in the deciding transaction and sent after
     its commit, so a worker that takes a message at once finds its run free to claim; a run
     whose message the broker refused is held again (or, should that fail too, sent again by
     the ticker's sweep, which finds it missing from the broker)."""
+    done = Round()
     out: dict[uuid.UUID, dramatiq.Message[Any]] = {}
     with _LOCK, context.db.session() as session:
+        yield session, done
         repo.lock(session)
         held, caps = repo.held(session, ROUND_LIMIT)
-        if not held:
-            return {}
-        active = repo.active(session)
-        fleet = fleet_of(session, context.settings.heartbeat_s, active)
-        chosen = plan(held, caps, active, fleet, fifo=context.settings.dispatch_order == "fifo")
-        for run in chosen[:ROUND_LIMIT]:
-            options = run_options(run.retries_left, run.backoff_min_s, run.backoff_max_s)
-            out[run.id] = messages.run_message(run.id, **options)
-        if out:
-            task_repo.set_message_ids(session, {t: m.message_id for t, m in out.items()})
+        if held:
+            active = done.active = repo.active(session)
+            fleet = done.fleet = fleet_of(session, context.settings.heartbeat_s, active)
+            done.caps = {run.spider_id: (run.project_id, caps[run.spider_id]) for run in held}
+            fifo = context.settings.dispatch_order == "fifo"
+            for run in plan(held, caps, active, fleet, fifo=fifo)[:ROUND_LIMIT]:
+                options = run_options(run.retries_left, run.backoff_min_s, run.backoff_max_s)
+                out[run.id] = messages.run_message(run.id, **options)
+            if out:
+                task_repo.set_message_ids(session, {t: m.message_id for t, m in out.items()})
     refused = []
     for task_id, message in out.items():
         try:
@@ -161,7 +191,7 @@ def dispatch(context: Context) -> dict[uuid.UUID, str]:
     if refused:
         with context.db.session() as session:
             task_repo.set_message_ids(session, dict.fromkeys(refused))
-    return {t: m.message_id for t, m in out.items() if t not in refused}
+    done.sent.update((t, m.message_id) for t, m in out.items() if t not in refused)
 
 
 def quietly(context: Context) -> None:

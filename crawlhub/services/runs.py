@@ -43,8 +43,9 @@ def create_run(
     dispatcher send it when a slot is free. ``settings`` are Scrapy settings of this run
     alone; ``job_id`` a client's own name for the run (Scrapyd's jobid), unique;
     ``requires`` the labels a node must have to run it (default: the spider's); ``priority``
-    higher first among waiting runs."""
-    with context.db.session() as session:
+    higher first among waiting runs. The task comes back told why it waits, if it does."""
+    # Created and sent in one transaction: a worker that takes the message finds it.
+    with dispatch.deciding(context) as (session, done):
         spider = spider_repo.get_spider(session, ref)
         settings = check_scrapy_settings(settings or {}, spider.kind)
         if (refused := projects.refusal(session, spider, version)) is not None:
@@ -69,9 +70,8 @@ def create_run(
         )
         user_repo.audit(session, "run.start", f"spider:{spider.name}",
                         after={"run": str(task.id), "trigger": trigger})  # fmt: skip
-    # Only after the commit: a worker must find the row the message points to.
-    task.message_id = dispatch.dispatch(context).get(task.id)
-    return task
+    task.message_id = done.sent.get(task.id)
+    return done.tell(task)
 
 
 @dataclass(frozen=True)
@@ -145,12 +145,6 @@ def get_task(context: Context, ref: uuid.UUID | str) -> Task:
     """One task by id (a pending one says why it waits, if it does)."""
     with context.db.read() as session:
         task = repo.get_task(session, ref)
-        return dispatch.tell_waiting(context, session, [task])[0]
-
-
-def told_why_waiting(context: Context, task: Task) -> Task:
-    """A task just made, told why it waits if it does."""
-    with context.db.read() as session:
         return dispatch.tell_waiting(context, session, [task])[0]
 
 

@@ -116,12 +116,11 @@ def claim(db: Database, task_id: uuid.UUID, labels: frozenset[str] = frozenset()
     """Compare-and-set the task to running and gather what the attempt needs; Elsewhere when
     it needs labels this node (`labels`) lacks."""
     with db.session() as session:
-        needed = task_repo.requires_of(session, task_id)
-        if needed and not labels.issuperset(needed):
-            raise Elsewhere(needed)
         task = task_repo.claim_task(session, task_id, worker_name())
         if task is None:
             return None
+        if task.requires and not labels.issuperset(task.requires):
+            raise Elsewhere(task.requires)  # the claim is rolled back with the transaction
         if task.items_count or task.items_invalid or task.items_duplicate:
             # A task that ran before (a failed or interrupted attempt) starts clean:
             # that attempt's items go, its log lines stay.
@@ -129,7 +128,7 @@ def claim(db: Database, task_id: uuid.UUID, labels: frozenset[str] = frozenset()
             task_repo.reset_item_counts(session, task.id)
         if task.version is None:
             raise RuntimeError("task has no spider version")  # guarded at creation
-        spider, version = task_repo.spider_and_version(session, task)
+        spider = task_repo.run_of(session, task.spider_id, task.version)
         return Attempt(
             task_id=task.id,
             spider_id=spider.id,
@@ -146,13 +145,13 @@ def claim(db: Database, task_id: uuid.UUID, labels: frozenset[str] = frozenset()
             # Log lines are only ever written by attempts: none before the first claim.
             first_seq=log_repo.last_seq(session, task.id) + 1 if task.fence > 1 else 1,
             fence=task.fence,
-            version=version.number,
-            sha256=version.sha256,
-            filename=version.filename,
-            version_id=version.id,
-            requirements=version.requirements,
+            version=task.version,
+            sha256=spider.sha256,
+            filename=spider.filename,
+            version_id=spider.version_id,
+            requirements=spider.requirements,
             limits=dict(spider.limits or {}),
-            rules=rules_of(spider.quality, version.quality, spider.name, spider.entry),
+            rules=rules_of(spider.quality, spider.version_quality, spider.name, spider.entry),
         )
 
 

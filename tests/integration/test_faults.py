@@ -457,6 +457,30 @@ def status_of(context: Context, task_id: Any) -> str | None:
         return task_repo.task_status(session, task_id)
 
 
+def test_pooled_connections_the_server_ended_are_replaced_as_they_are_taken(pg_url: str) -> None:
+    """No ping per transaction: a pooled connection whose backend PostgreSQL ended (a restart,
+    pg_terminate_backend) is noticed as it is taken, without a round trip, and replaced; the
+    transaction that takes it does not fail."""
+    from crawlhub.repo.db import Database
+
+    db = Database(pg_url, pool_size=2)
+    try:
+        backends = []
+        with db.session() as first, db.session() as second:  # two connections in the pool
+            for session in (first, second):
+                backends.append(session.execute(text("SELECT pg_backend_pid()")).scalar())
+        with psycopg.connect(pg_url.replace("+psycopg", ""), autocommit=True) as admin:
+            for pid in backends:
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        time.sleep(0.2)  # the backends' ends reach the pooled sockets
+        for _ in range(3):
+            with db.session() as session:
+                pid = session.execute(text("SELECT pg_backend_pid()")).scalar()
+            assert pid not in backends
+    finally:
+        db.dispose()
+
+
 def test_sqlite_reads_do_not_wait_for_the_write_lock(migrated_sqlite: str) -> None:
     """Embedded mode: a page view or a log poll reads beside a writer instead of queueing on
     SQLite's write lock; writers still take turns."""

@@ -36,7 +36,6 @@ def run_spider(request: Request) -> Response:
     task = runs.create_run(ctx(request), request.path_params["ref"], body.params,
                            settings=body.settings, requires=body.requires,
                            priority=body.priority)  # fmt: skip
-    task = runs.told_why_waiting(ctx(request), task)
     return ModelResponse(TaskOut.model_validate(task), 202)
 
 

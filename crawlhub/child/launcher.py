@@ -38,6 +38,7 @@ import atexit
 import contextlib
 import ctypes
 import fcntl
+import gc
 import importlib
 import json
 import os
@@ -111,6 +112,9 @@ def main(argv: list[str]) -> list[str] | None:
     control.send(json.dumps(greeting).encode())
     if "error" in greeting:
         return None
+    # What is loaded now is never collected: a run's collections then leave the pages it
+    # shares with the launcher alone, instead of copying them to mark their objects.
+    gc.freeze()
     return Launcher(control, clean=clean).serve()
 
 

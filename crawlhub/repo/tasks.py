@@ -255,20 +255,24 @@ def end_attempt(
     now = now_of(session)
     recorded: dict[str, Any] = {"exit_code": exit_code, "stats": stats, "heartbeat_at": now}
     ending = {**recorded, "reason": reason, "error_message": error_message}
+    moved: str | None = None  # the status it moved to
     if status == "interrupted":  # its worker is shutting down: back to the queue as it was
-        moved = transition(session, task_id, INTERRUPT, message_id=None, worker=None, **ending)
+        if transition(session, task_id, INTERRUPT, message_id=None, worker=None, **ending):
+            moved = INTERRUPT.target
     elif status == "failed":
-        moved = fail_attempt(session, task_id, retry=retry, now=now, **ending) is not None
+        moved = fail_attempt(session, task_id, retry=retry, now=now, **ending)
     else:
         move = COMPLETE if status == "completed" else CANCEL
-        moved = transition(session, task_id, move, finished_at=now, **ending)
+        if transition(session, task_id, move, finished_at=now, **ending):
+            moved = move.target
+    if moved is not None:
+        return moved
     current = task_status(session, task_id)
     if current is None:
         raise NotFound(f"task '{task_id}' not found")
-    if not moved:
-        if current == "cancelled":  # cancelled while it ran: it ended only now
-            recorded["finished_at"] = now
-        session.execute(update(Task).where(Task.id == task_id).values(**recorded))
+    if current == "cancelled":  # cancelled while it ran: it ended only now
+        recorded["finished_at"] = now
+    session.execute(update(Task).where(Task.id == task_id).values(**recorded))
     return current
 
 

@@ -137,7 +137,7 @@ class Round:
     what it decided on, which tells a run it left held why it waits."""
 
     sent: dict[uuid.UUID, str] = field(default_factory=dict)
-    fleet: Fleet | None = None  # None: no run was held
+    fleet: Fleet | None = None
     active: Active = field(default_factory=Active)
     caps: dict[uuid.UUID, tuple[uuid.UUID, Caps]] = field(default_factory=dict)
 
@@ -170,10 +170,12 @@ def deciding(context: Context) -> Iterator[tuple[Session, Round]]:
     with _LOCK, context.db.session() as session:
         yield session, done
         repo.lock(session)
-        held, caps = repo.held(session, ROUND_LIMIT)
+        active = done.active = repo.active(session)
+        fleet = done.fleet = fleet_of(session, context.settings.heartbeat_s, active)
+        # No slot free: no run can be sent, none is read (a burst queued while every slot is
+        # taken costs each of its runs no look at the others).
+        held, caps = repo.held(session, ROUND_LIMIT) if fleet.free > 0 else ([], {})
         if held:
-            active = done.active = repo.active(session)
-            fleet = done.fleet = fleet_of(session, context.settings.heartbeat_s, active)
             done.caps = {run.spider_id: (run.project_id, caps[run.spider_id]) for run in held}
             fifo = context.settings.dispatch_order == "fifo"
             for run in plan(held, caps, active, fleet, fifo=fifo)[:ROUND_LIMIT]:

@@ -86,15 +86,17 @@ def fail_attempt(
     *,
     retry: bool,
     now: ColumnElement[datetime] | datetime,
+    when: tuple[ColumnElement[bool], ...] = (),
     **values: Any,
 ) -> str | None:
     """End a running attempt as a failure: `retrying` (its retry counted) while retries remain
-    and `retry` allows it, else `failed` at `now`; the new status, None when it was not running."""
+    and `retry` allows it, else `failed` at `now`; the new status, None when it was not running
+    (or `when` did not hold)."""
     if retry and transition(
-        session, task_id, RETRY, when=(Task.retry_count < Task.max_retries,),
+        session, task_id, RETRY, when=(Task.retry_count < Task.max_retries, *when),
         retry_count=Task.retry_count + 1, **values,
     ):  # fmt: skip
         return RETRY.target
-    if transition(session, task_id, FAIL, finished_at=now, **values):
+    if transition(session, task_id, FAIL, when=when, finished_at=now, **values):
         return FAIL.target
     return None

@@ -179,17 +179,6 @@ def heartbeat(session: Session, task_id: uuid.UUID, fence: int, *, beat: bool) -
     return row.status if row.fence == fence else FENCED
 
 
-def hold_attempt(session: Session, task_id: uuid.UUID, fence: int) -> None:
-    """Lock the task for this transaction's writes of an attempt; Fenced when the attempt no
-    longer owns it (a claim or a reap that commits first makes every later write of the old
-    attempt fail here, and one that waits for this lock sees these writes)."""
-    owned = session.scalar(
-        select(Task.id).where(Task.id == task_id, Task.fence == fence).with_for_update()
-    )
-    if owned is None:
-        raise Fenced(f"task {task_id}: attempt with fence {fence} no longer owns it")
-
-
 def task_status(session: Session, task_id: uuid.UUID) -> str | None:
     """A task's status, None when it is gone."""
     status: str | None = session.scalar(select(Task.status).where(Task.id == task_id))
@@ -199,6 +188,7 @@ def task_status(session: Session, task_id: uuid.UUID) -> str | None:
 def add_progress(
     session: Session,
     task_id: uuid.UUID,
+    fence: int,
     *,
     items: int = 0,
     duplicates: int = 0,
@@ -208,26 +198,35 @@ def add_progress(
     keys_unknown: bool = False,
     pid: int | None = None,
 ) -> None:
-    """Add counts to a task (called per ingest batch, so the API shows progress), and record
-    its items' keys when they grew (none, when there were too many to keep) and the process
-    id of the attempt's spider when it started."""
+    """Add an attempt's counts to its task (called per ingest batch, so the API shows
+    progress), and record its items' keys when they grew (none, when there were too many to
+    keep) and the process id of the attempt's spider when it started.
+
+    It holds the task until the transaction ends; Fenced when the attempt no longer owns it:
+    a claim or a reap that commits first makes it fail (and the transaction with it), one that
+    waits for it sees the transaction's writes. Log lines are written after it (their numbers
+    would clash with the next attempt's); items may be written before it, their counts coming
+    from their insert (a duplicate key is skipped, never refused, so nothing clashes)."""
     more: dict[str, Any] = {}
     if item_keys is not None:
         more["item_keys"] = None if keys_unknown else item_keys
     if pid is not None:
         more["pid"] = pid
-    session.execute(
+    owned = session.execute(
         update(Task)
-        .where(Task.id == task_id)
+        .where(Task.id == task_id, Task.fence == fence)
         .values(
             **more,
             items_count=Task.items_count + items,
             items_duplicate=Task.items_duplicate + duplicates,
             items_invalid=Task.items_invalid + invalid,
             log_lines=Task.log_lines + log_lines,
-        ),
+        )
+        .returning(Task.id),
         execution_options=sync_options(session),
-    )
+    ).first()
+    if owned is None:
+        raise Fenced(f"task {task_id}: attempt with fence {fence} no longer owns it")
 
 
 def end_attempt(
@@ -248,32 +247,33 @@ def end_attempt(
     meanwhile) keeps its status and only gets the exit code and stats recorded. An attempt
     that no longer owns its task (reaped, claimed again) writes nothing and gets FENCED.
     """
-    try:
-        hold_attempt(session, task_id, fence)
-    except Fenced:
-        return FENCED
     now = now_of(session)
     recorded: dict[str, Any] = {"exit_code": exit_code, "stats": stats, "heartbeat_at": now}
     ending = {**recorded, "reason": reason, "error_message": error_message}
+    mine = (Task.fence == fence,)  # the move holds the task: a claim or a reap waits for it
     moved: str | None = None  # the status it moved to
     if status == "interrupted":  # its worker is shutting down: back to the queue as it was
-        if transition(session, task_id, INTERRUPT, message_id=None, worker=None, **ending):
+        if transition(session, task_id, INTERRUPT, when=mine, message_id=None, worker=None,
+                      **ending):  # fmt: skip
             moved = INTERRUPT.target
     elif status == "failed":
-        moved = fail_attempt(session, task_id, retry=retry, now=now, **ending)
+        moved = fail_attempt(session, task_id, retry=retry, now=now, when=mine, **ending)
     else:
         move = COMPLETE if status == "completed" else CANCEL
-        if transition(session, task_id, move, finished_at=now, **ending):
+        if transition(session, task_id, move, when=mine, finished_at=now, **ending):
             moved = move.target
     if moved is not None:
         return moved
-    current = task_status(session, task_id)
-    if current is None:
-        raise NotFound(f"task '{task_id}' not found")
-    if current == "cancelled":  # cancelled while it ran: it ended only now
+    # Not moved: another attempt owns the task now, or it is no longer running (cancelled).
+    row = session.execute(
+        select(Task.status, Task.fence).where(Task.id == task_id).with_for_update()
+    ).first()
+    if row is None or row.fence != fence:  # a task gone has no attempt of this one's
+        return FENCED
+    if row.status == "cancelled":  # cancelled while it ran: it ended only now
         recorded["finished_at"] = now
     session.execute(update(Task).where(Task.id == task_id).values(**recorded))
-    return current
+    return str(row.status)
 
 
 def hand_back_running(session: Session, message: str) -> list[uuid.UUID]:

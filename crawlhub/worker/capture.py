@@ -44,6 +44,9 @@ STDERR_TAIL = 20  # stderr lines kept for a failed task's error_message
 # pass over the items). Past this many, the run records none and exports find the columns by
 # reading the items: no unbounded list in memory or on the task.
 MAX_ITEM_KEYS = 1000
+# A batch of items at least this large commits without waiting for the WAL flush (the
+# run's end waits for all of it); a smaller one saves the statement that says so instead.
+LARGE_BATCH = 1000
 
 
 def dedup_hash(item: dict[str, Any], keys: list[str]) -> str | None:
@@ -239,9 +242,9 @@ class LogSink:
             ]
             try:
                 with self.db.session() as session:
-                    task_repo.hold_attempt(session, self.task_id, self.fence)
+                    task_repo.add_progress(session, self.task_id, self.fence,
+                                           log_lines=counted, pid=pid)  # fmt: skip
                     log_repo.insert_lines(session, self.task_id, rows)
-                    task_repo.add_progress(session, self.task_id, log_lines=counted, pid=pid)
                     # Published while this transaction holds the task: no other attempt can
                     # take it meanwhile, so a fenced-out attempt's lines never reach live
                     # readers. Should the commit fail, the lines are published again with
@@ -398,13 +401,14 @@ class ItemSink:
                 return
             try:
                 with self.db.session() as session:
-                    commit_without_waiting(session)
-                    task_repo.hold_attempt(session, self.task_id, self.fence)
+                    if len(batch) >= LARGE_BATCH:  # the next batch is stored sooner
+                        commit_without_waiting(session)
                     stored = item_repo.insert_items(
                         session, self.spider_id, self.task_id, self.attempt, batch
                     )
                     task_repo.add_progress(
-                        session, self.task_id, items=stored, duplicates=len(batch) - stored,
+                        session, self.task_id, self.fence, items=stored,
+                        duplicates=len(batch) - stored,
                         invalid=invalid, item_keys=keys, keys_unknown=self._too_many_keys,
                     )  # fmt: skip
             except Fenced:

@@ -119,6 +119,29 @@ def test_sinks_of_an_attempt_that_lost_its_task_write_nothing(context: Context) 
     assert stored(context, task_id) == (1, 1, 1)
 
 
+def test_a_fenced_out_attempt_whose_line_numbers_the_next_one_took_is_fenced_not_failed(
+    context: Context,
+) -> None:
+    """A stalled attempt that wakes after the next attempt stored lines with the numbers it
+    would use (both count from the last line stored before the claim): its flush finds
+    itself fenced out, it does not fail on the taken numbers."""
+    logs, _, task_id = sinks(context)
+    logs.line("stdout", b"first")
+    logs.flush()
+    with context.db.session() as session:  # claimed again: the next attempt's fence
+        task = session.get(Task, task_id)
+        assert task is not None
+        task.fence += 1
+    current = LogSink(context.db, context.live, task_id, 2, fence=1, first_seq=2,
+                      max_lines=10_000)  # fmt: skip
+    current.line("stdout", b"second attempt")
+    current.flush()
+    logs.line("stdout", b"stale")  # number 2, which the next attempt took
+    logs.flush()
+    assert logs.fenced and not current.fenced
+    assert stored(context, task_id) == (0, 2, 0)
+
+
 @pytest.mark.parametrize("kind", ["memory", "redis"])
 def test_a_fenced_out_attempts_lines_never_reach_live_readers(
     context: Context, kind: str, request: pytest.FixtureRequest

@@ -88,7 +88,8 @@ LOCKED = """
 import time
 
 def run(params):
-    yield {"n": 1}
+    yield {"n": 2}
+    yield {"n": 1}  # written with the first: one batch, stored in this order
     time.sleep(params["sleep"])
 """
 
@@ -112,9 +113,9 @@ def waiting_on_a_lock(conn: psycopg.Connection[Any], timeout: float = 30) -> Non
 
 
 def test_a_real_deadlock_during_a_run_is_an_outage_not_a_retry(pg_url: str, tmp_path: Path) -> None:
-    """PostgreSQL picks the run's write of its item as a deadlock's victim (a transaction of
-    ours holds the same dedup key and then asks for the run's task): the write is tried
-    again, the run completes on its first attempt with its item, and nothing is dead."""
+    """PostgreSQL picks the run's write of its items as a deadlock's victim (a transaction of
+    ours holds the dedup key of the run's second item, then asks for its first's): the write
+    is tried again, the run completes on its first attempt with its items, nothing is dead."""
     plain = pg_url.replace("postgresql+psycopg://", "postgresql://")
     watch = psycopg.connect(plain, autocommit=True)
     with running_hub(pg_url, tmp_path) as hub:
@@ -130,21 +131,20 @@ def test_a_real_deadlock_during_a_run_is_an_outage_not_a_retry(pg_url: str, tmp_
         ours = psycopg.connect(plain)
         try:
             ours.execute("SET deadlock_timeout = '60s'")  # the run's side finds the deadlock
-            ours.execute(
-                "INSERT INTO item (spider_id, task_id, attempt, data, dedup_hash, created_at) "
-                "VALUES (%s, %s, 1, '{\"n\": 1}', %s, now())",
-                (spider_id, other_id, dedup_hash({"n": 1}, ["n"])),
-            )  # uncommitted: the run's insert of the same key waits for us
+            insert = ("INSERT INTO item (spider_id, task_id, attempt, data, dedup_hash, "
+                      "created_at) VALUES (%s, %s, 1, %s, %s, now())")  # fmt: skip
+            # Uncommitted: the run's insert of the same key waits for us, holding its first.
+            ours.execute(insert, (spider_id, other_id, '{"n": 1}', dedup_hash({"n": 1}, ["n"])))
             task_id = hub.run("locked", sleep=4)["id"]
             waiting_on_a_lock(watch)
-            # The run's transaction holds its task (fenced writes): asking for it closes the
-            # cycle; PostgreSQL aborts the run's side within its 1 s deadlock_timeout.
-            ours.execute("SELECT 1 FROM task WHERE id = %s FOR UPDATE", (task_id,))
+            # Asking for the run's first key closes the cycle; PostgreSQL aborts the run's side
+            # within its 1 s deadlock_timeout.
+            ours.execute(insert, (spider_id, other_id, '{"n": 2}', dedup_hash({"n": 2}, ["n"])))
         finally:
             ours.rollback()
             ours.close()
         task = hub.wait(task_id, timeout=60)
-        assert (task["status"], task["retry_count"], task["items_count"]) == ("completed", 0, 1)
+        assert (task["status"], task["retry_count"], task["items_count"]) == ("completed", 0, 2)
         assert deadlocks(watch) > before  # a real one, detected by PostgreSQL
         dead = hub.client.get("/api/queues/crawlhub.runs/dead-letters").json()
         assert dead["total"] == 0

@@ -110,7 +110,7 @@ def test_an_attempt_that_lost_its_fence_writes_nothing(context: Context) -> None
         assert task_repo.heartbeat(session, task_id, 6, beat=True) == task_repo.FENCED
         assert task_repo.heartbeat(session, task_id, 7, beat=True) == "running"
     with pytest.raises(Fenced), context.db.session() as session:
-        task_repo.hold_attempt(session, task_id, 6)
+        task_repo.add_progress(session, task_id, 6, items=1)
     with context.db.session() as session:
         ended = task_repo.end_attempt(session, task_id, 6, status="failed", reason="exit_code",
                                       exit_code=1, error_message="old", stats={"x": 1},

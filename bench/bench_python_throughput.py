@@ -1,5 +1,5 @@
-"""SPEC §11 / issue 17: trivial `python` spiders, many queued: ≥ 0.6 x the bare `python`
-subprocess rate (SPEC asks 0.5).
+"""SPEC §11 / issue 30: trivial `python` spiders, many queued: ≥ 0.8 x the bare `python`
+subprocess rate (issue 17 asked 0.6, SPEC 0.5).
 
 N runs of a trivial python spider are queued at once (N POSTs back to back) on a CrawlHub
 with 2 worker threads; the rate is N / (last task's finished_at - the time just before
@@ -22,7 +22,7 @@ from typing import Any
 
 from common import PYTHON, Hub, Row, line_ts, median, ms, parse_ts, report
 
-TARGET_RATIO = 0.6  # issue 17 (SPEC §11 asks 0.5)
+TARGET_RATIO = 0.8  # issue 30 (issue 17 asked 0.6, SPEC §11 0.5)
 CONCURRENCY = 2
 POLL_S = 0.2
 

@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 EXPORT_BATCH = 5000  # rows per keyset query while exporting (fewer when rows are large)
 FIRST_EXPORT_BATCH = 16  # the first query's rows, before their size is known
-COPY_BATCH = 20_000  # rows per COPY (and per transaction, read whole before it is sent)
+COPY_BATCH = 100_000  # rows per COPY (and per transaction, read whole before it is sent)
 FIRST_COPY_BATCH = 200  # the first batch: its rows reach the client within milliseconds
 # An export holds at most about this much of a batch at once, whatever its items weigh
 # (up to CRAWLHUB_MAX_ITEM_BYTES each): later batches take as many rows as fit.

@@ -30,8 +30,9 @@ BATCH_BYTES = 16 * 1024 * 1024
 
 
 def _rows_that_fit(largest: int, most: int) -> int:
-    """How many rows of about `largest` bytes a batch may take."""
-    return max(1, min(most, BATCH_BYTES // max(largest, 1)))
+    """How many rows of about `largest` bytes a batch may take: half of BATCH_BYTES' worth, so
+    that rows somewhat larger than the last batch's largest still fit in a batch held whole."""
+    return max(1, min(most, BATCH_BYTES // 2 // max(largest, 1)))
 
 
 @dataclass
@@ -94,7 +95,7 @@ def page(
 
 def _batches(db: Database, where: ItemFilter, upto: int) -> Iterator[formats.Batch]:
     """The selection up to an id in keyset batches, each read in its own short transaction;
-    a batch takes as many rows as BATCH_BYTES holds of the largest row of the last one."""
+    a batch takes as many rows as half of BATCH_BYTES holds of the largest row of the last one."""
     after, size = 0, FIRST_EXPORT_BATCH
     while True:
         with db.read() as session:

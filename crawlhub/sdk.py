@@ -1,8 +1,10 @@
 """Save items from a spider into CrawlHub's item channel, or to stdout when run by hand.
 
 Each item becomes one line of compact UTF-8 JSON on the file descriptor named by
-``CRAWLHUB_ITEMS_FD``: sets are written as lists, other values JSON has no form for
-as their ``str()``, NaN and infinities as ``null``. Writes are buffered, thread-safe
+``CRAWLHUB_ITEMS_FD``: sets are written as lists, enum members as their value, other
+values JSON has no form for as their ``str()``, NaN and infinities as ``null``. Items are
+encoded by orjson where the spider's environment has it (about five times faster), by
+json otherwise, with the same result. Writes are buffered, thread-safe
 and flushed at exit (by CrawlHub's bootstrap, and by ``atexit`` for scripts run on
 their own). A non-dict item is stored by CrawlHub as ``{"value": item}``.
 """
@@ -10,6 +12,8 @@ their own). A non-dict item is stored by CrawlHub as ``{"value": item}``.
 from __future__ import annotations
 
 import atexit
+import enum
+import functools
 import json
 import os
 import sys
@@ -38,6 +42,8 @@ _lock = threading.Lock()
 _channel: IO[bytes] | None = None
 _channel_closed = False
 _last_flush = 0.0
+# orjson's encoder once the first item asked for it, False where orjson is not installed.
+_fast: Callable[[Any], bytes] | bool | None = None
 
 
 def dumps(value: Any, default: Callable[[Any], Any] | None = None) -> str:
@@ -58,8 +64,7 @@ def save_item(item: Any) -> None:
     """Write one item to the item channel."""
     if type(item) is not dict and isinstance(item, Mapping):
         item = dict(item)
-    # Lone surrogates (from surrogateescape'd bytes) cannot be UTF-8: they become "?".
-    line = (dumps(item) + "\n").encode("utf-8", "replace")
+    line = _line(item)
     with _lock:
         _write(line)
 
@@ -97,6 +102,38 @@ def _write(line: bytes) -> None:
     if now - _last_flush >= FLUSH_INTERVAL:
         _last_flush = now
         _flush_channel(channel, exiting=False)
+
+
+def _line(item: Any) -> bytes:
+    """One item as a line of JSON, by orjson when it can, by ``dumps`` when it cannot."""
+    global _fast
+    if _fast is None:  # on the first item: a run that saves none does not import orjson
+        _fast = _orjson_encoder()
+    if _fast:
+        try:
+            return _fast(item)  # type: ignore[operator]
+        except TypeError:  # orjson.JSONEncodeError: a key that is not a str, an integer
+            pass  # beyond 64 bits, a lone surrogate, nesting past 254: dumps takes those
+    # Lone surrogates (from surrogateescape'd bytes) cannot be UTF-8: they become "?".
+    return (dumps(item) + "\n").encode("utf-8", "replace")
+
+
+def _orjson_encoder() -> Callable[[Any], bytes] | bool:
+    try:
+        import orjson
+    except ImportError:
+        return False
+    # Datetimes and dataclasses reach the default (their str()), as with json.
+    options = (
+        orjson.OPT_APPEND_NEWLINE | orjson.OPT_PASSTHROUGH_DATETIME
+        | orjson.OPT_PASSTHROUGH_DATACLASS
+    )  # fmt: skip
+    return functools.partial(orjson.dumps, default=_orjson_default, option=options)
+
+
+def _orjson_default(value: Any) -> Any:
+    # json writes float subclasses (numpy.float64) as numbers; orjson hands them here.
+    return float(value) if isinstance(value, float) else _default(value)
 
 
 def _open_channel() -> IO[bytes] | None:
@@ -165,6 +202,8 @@ def _make_encoder(default: Callable[[Any], Any]) -> Callable[[Any], str]:
 def _default(value: Any) -> Any:
     if isinstance(value, set | frozenset):
         return list(value)
+    if isinstance(value, enum.Enum):  # as orjson writes them
+        return value.value
     return str(value)
 
 

@@ -75,7 +75,9 @@ NUMBER = struct.Struct("!q")
 KINDS = ("python", "scrapy")
 
 # Imported by every launcher, beyond the bootstrap: what python spiders commonly use.
-PYTHON_PRELOAD = ("asyncio", "traceback", "typing", "urllib.request", "datetime", "re")
+PYTHON_PRELOAD = (
+    "asyncio", "traceback", "typing", "urllib.request", "datetime", "re", "orjson",
+)  # fmt: skip
 # Scrapy's own entry points; the classes its default settings name are imported too.
 SCRAPY_PRELOAD = (
     "scrapy", "scrapy.cmdline", "scrapy.crawler", "scrapy.utils.project", "scrapy.utils.reactor",

@@ -249,6 +249,79 @@ def run(params):
     ]
 
 
+SDK_EDGES = r"""
+import dataclasses, datetime, enum, uuid
+
+class Colour(enum.Enum):
+    RED = "red"
+    PAIR = (1, 2)
+
+class Level(enum.IntEnum):
+    HIGH = 3
+
+class Price(float):
+    pass
+
+@dataclasses.dataclass
+class Point:
+    x: int
+
+def edges():
+    deep = []
+    for _ in range(300):
+        deep = [deep]
+    return [
+        {"colour": Colour.RED, "pair": Colour.PAIR, "level": Level.HIGH, "price": Price(2.5)},
+        {"day": datetime.date(2024, 5, 6), "at": datetime.time(7, 8), "point": Point(1)},
+        {"id": uuid.UUID(int=1), "big": 2**70, "neg": -(2**64)},
+        {"broken": "a\udcffb", "nul": "a\x00b", "tuple": (1, "two")},
+        {1: "int key", Colour.RED: "enum key"},
+        {"deep": deep},
+        {"nan": float("nan"), "float": 0.1, "tiny": 5e-324, "huge": 1e300},
+    ]
+"""
+
+
+def _sdk_edges() -> list[Any]:
+    namespace: dict[str, Any] = {}
+    exec(SDK_EDGES, namespace)  # noqa: S102 - the test's own source
+    return namespace["edges"]()  # type: ignore[no-any-return]
+
+
+def test_orjson_and_json_write_every_kind_of_value_the_same_way(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from crawlhub import sdk
+
+    items = _sdk_edges()
+    fast = [sdk._line(item) for item in items]
+    assert sdk._fast  # orjson is installed with CrawlHub: the fast path was taken
+    monkeypatch.setattr(sdk, "_fast", False)
+    slow = [sdk._line(item) for item in items]
+    # The same values (float formatting may differ: 1e+300 against 1e300).
+    assert [json.loads(line) for line in fast] == [json.loads(line) for line in slow]
+    assert all(line.endswith(b"\n") and line.count(b"\n") == 1 for line in fast + slow)
+
+
+def test_enums_floats_big_integers_and_lone_surrogates_arrive_as_documented(
+    tmp_path: Path,
+) -> None:
+    run = run_python(tmp_path, SDK_EDGES + "\ndef run(params):\n    return edges()\n")
+
+    assert run.returncode == 0, run.stderr
+    items = run.items
+    assert items[0] == {"colour": "red", "pair": [1, 2], "level": 3, "price": 2.5}
+    assert items[1] == {"day": "2024-05-06", "at": "07:08:00", "point": "Point(x=1)"}
+    assert items[2] == {"id": "00000000-0000-0000-0000-000000000001", "big": 2**70, "neg": -(2**64)}
+    assert items[3] == {"broken": "a?b", "nul": "a\x00b", "tuple": [1, "two"]}
+    assert items[4] == {"1": "int key", "Colour.RED": "enum key"}
+    depth, value = 0, items[5]["deep"]
+    while value:
+        depth, value = depth + 1, value[0]
+    assert depth == 300
+    assert items[6] == {"nan": None, "float": 0.1, "tiny": 5e-324, "huge": 1e300}
+
+
 def test_unicode_and_emoji_arrive_as_utf8_one_line_per_item(tmp_path: Path) -> None:
     source = (
         "def run(params):\n"

@@ -8,6 +8,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from crawlhub.alerting import alerts
 from crawlhub.context import Context
 from crawlhub.errors import InvalidInput
@@ -189,28 +191,41 @@ def record(
     raise the alerts it calls for; FENCED (and nothing written) when the task belongs to
     another attempt now."""
     with context.db.session() as session:
-        status = task_repo.end_attempt(
-            session, a.task_id, a.fence, status=outcome.status, reason=outcome.reason,
-            exit_code=outcome.exit_code, error_message=outcome.error_message, stats=stats,
-            retry=outcome.retryable,
+        return record_in(session, context, a, outcome, stats, items, checks)
+
+
+def record_in(
+    session: Session,
+    context: Context,
+    a: RunRef,
+    outcome: Outcome,
+    stats: dict[str, Any] | None,
+    items: int,
+    checks: Checks | None = None,
+) -> Recorded:
+    """`record` in the caller's transaction (which stores the attempt's last output)."""
+    status = task_repo.end_attempt(
+        session, a.task_id, a.fence, status=outcome.status, reason=outcome.reason,
+        exit_code=outcome.exit_code, error_message=outcome.error_message, stats=stats,
+        retry=outcome.retryable,
+    )  # fmt: skip
+    quality_alert = None
+    if checks is not None and status in FINAL:
+        quality_alert = verdicts.conclude(
+            session, context, a.task_id, a.spider_id, a.spider_name, status, items, stats,
+            checks)  # fmt: skip
+    alert_id = None
+    if status == "failed":
+        alert_id = alerts.raise_alert(
+            session, context, "task_failed", "error", failure_message(a, outcome),
+            spider_id=a.spider_id, task_id=a.task_id,
         )  # fmt: skip
-        quality_alert = None
-        if checks is not None and status in FINAL:
-            quality_alert = verdicts.conclude(
-                session, context, a.task_id, a.spider_id, a.spider_name, status, items, stats,
-                checks)  # fmt: skip
-        alert_id = None
-        if status == "failed":
-            alert_id = alerts.raise_alert(
-                session, context, "task_failed", "error", failure_message(a, outcome),
-                spider_id=a.spider_id, task_id=a.task_id,
-            )  # fmt: skip
-        elif status == "completed" and a.alert_on_zero_items and items == 0:
-            alert_id = alerts.raise_alert(
-                session, context, "zero_items", "warning",
-                f"{a.spider_name}: run {a.task_id} completed with no items",
-                spider_id=a.spider_id, task_id=a.task_id,
-            )  # fmt: skip
+    elif status == "completed" and a.alert_on_zero_items and items == 0:
+        alert_id = alerts.raise_alert(
+            session, context, "zero_items", "warning",
+            f"{a.spider_name}: run {a.task_id} completed with no items",
+            spider_id=a.spider_id, task_id=a.task_id,
+        )  # fmt: skip
     raised = [found for found in (alert_id, quality_alert) if found is not None]
     return Recorded(status, raised)
 

@@ -14,12 +14,14 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import repeat
-from typing import IO, Any
+from typing import IO, Any, NamedTuple, TypeVar
 
 import orjson
+from sqlalchemy.orm import Session
 
 from crawlhub import outages
 from crawlhub.errors import Fenced
@@ -32,6 +34,7 @@ from crawlhub.repo.bulk import commit_without_waiting
 from crawlhub.repo.db import Database
 
 logger = logging.getLogger(__name__)
+R = TypeVar("R")
 
 BATCH = 1000  # log lines per database write
 # Items: the run's supervisor writes what is buffered every tick while the reader thread goes
@@ -195,13 +198,15 @@ class LogSink:
             self.stderr_lines += 1
         self._add(stream, text, counted=True)
 
-    def system(self, text: str) -> None:
+    def system(self, text: str, *, flush: bool = True) -> None:
         """Add a line of CrawlHub's own about the run (never capped; on the console at DEBUG:
-        it shows one line per attempt, from `worker.ending`)."""
+        it shows one line per attempt, from `worker.ending`). `flush=False`: never written
+        from here, even when the buffer is full (its writer holds the sink)."""
         logger.debug("task %s: %s", self.task_id, text)
-        self._add("system", text, counted=False, force=True)
+        self._add("system", text, counted=False, force=True, flush=flush)
 
-    def _add(self, stream: str, text: str, *, counted: bool, force: bool = False) -> None:
+    def _add(self, stream: str, text: str, *, counted: bool, force: bool = False,
+             flush: bool = True) -> None:  # fmt: skip
         full = False
         with self._lock:
             if counted:
@@ -217,7 +222,7 @@ class LogSink:
                     self._append("system", cap_text)
                 return
             self._append(stream, text)
-            full = len(self._buffer) >= BATCH
+            full = flush and len(self._buffer) >= BATCH
         if full:
             outages.pause(self.flush, self.task_id)
 
@@ -230,34 +235,49 @@ class LogSink:
         """Persist and publish what is buffered (thread-safe, order-preserving); nothing once
         the attempt is fenced out."""
         with self._flush_lock:
-            with self._lock:
-                batch, self._buffer = self._buffer, []
-                counted, self.unsaved_count = self.unsaved_count, 0
-                pid, self.pid = self.pid, None
-            if self.fenced or (not batch and not counted and pid is None):
+            taken = self.take()
+            if taken is None:
                 return
-            rows = [
-                (e.attempt, e.seq, e.stream, datetime.fromtimestamp(e.ts, UTC), e.text)
-                for e in batch
-            ]
             try:
                 with self.db.session() as session:
                     task_repo.add_progress(session, self.task_id, self.fence,
-                                           log_lines=counted, pid=pid)  # fmt: skip
-                    log_repo.insert_lines(session, self.task_id, rows)
-                    # Published while this transaction holds the task: no other attempt can
-                    # take it meanwhile, so a fenced-out attempt's lines never reach live
-                    # readers. Should the commit fail, the lines are published again with
-                    # their numbers, which readers have already passed.
-                    self._publish(batch)
+                                           **taken.progress())  # fmt: skip
+                    self.write(session, taken)
             except Fenced:
                 self.fenced = True  # these lines belong to an attempt that no longer counts
             except Exception:
-                with self._lock:  # keep the lines for the next flush: none may be lost
-                    self._buffer[:0] = batch
-                    self.unsaved_count += counted
-                    self.pid = self.pid or pid
+                self.give_back(taken)
                 raise
+
+    def take(self) -> "TakenLines | None":
+        """The buffered lines and counts, for one write (the caller holds `_flush_lock`);
+        None when there is nothing to write."""
+        with self._lock:
+            taken = TakenLines(self._buffer, self.unsaved_count, self.pid)
+            self._buffer, self.unsaved_count, self.pid = [], 0, None
+        if self.fenced or (not taken.lines and not taken.counted and taken.pid is None):
+            return None
+        return taken
+
+    def write(self, session: Session, taken: "TakenLines") -> None:
+        """Insert the lines taken, after the task's progress (the fence check) is written."""
+        rows = [
+            (e.attempt, e.seq, e.stream, datetime.fromtimestamp(e.ts, UTC), e.text)
+            for e in taken.lines
+        ]
+        log_repo.insert_lines(session, self.task_id, rows)
+        # Published while this transaction holds the task: no other attempt can take it
+        # meanwhile, so a fenced-out attempt's lines never reach live readers. Should the
+        # commit fail, the lines are published again with their numbers, which readers have
+        # already passed.
+        self._publish(taken.lines)
+
+    def give_back(self, taken: "TakenLines") -> None:
+        """Keep lines whose write failed for the next flush: none may be lost."""
+        with self._lock:
+            self._buffer[:0] = taken.lines
+            self.unsaved_count += taken.counted
+            self.pid = self.pid or taken.pid
 
     def _publish(self, batch: list[LogEvent]) -> None:
         try:
@@ -389,38 +409,143 @@ class ItemSink:
         """Store what is buffered and add it to the task's counts; nothing once the attempt is
         fenced out."""
         with self._flush_lock:
-            with self._lock:
-                batch, self._buffer = self._buffer, []
-                invalid, self._invalid_unsaved = self._invalid_unsaved, 0
-                self._buffered_bytes = 0
-                keys: list[str] | None = None
-                if self._keys_grew:
-                    keys = [] if self._too_many_keys else list(self._keys)
-                self._keys_grew = False
-            if self.fenced or (not batch and not invalid):
+            taken = self.take()
+            if taken is None:
                 return
             try:
                 with self.db.session() as session:
-                    if len(batch) >= LARGE_BATCH:  # the next batch is stored sooner
+                    if len(taken.items) >= LARGE_BATCH:  # the next batch is stored sooner
                         commit_without_waiting(session)
-                    stored = item_repo.insert_items(
-                        session, self.spider_id, self.task_id, self.attempt, batch
-                    )
-                    task_repo.add_progress(
-                        session, self.task_id, self.fence, items=stored,
-                        duplicates=len(batch) - stored,
-                        invalid=invalid, item_keys=keys, keys_unknown=self._too_many_keys,
-                    )  # fmt: skip
+                    self.write(session, taken)
+                    task_repo.add_progress(session, self.task_id, self.fence,
+                                           **taken.progress())  # fmt: skip
             except Fenced:
                 self.fenced = True  # these items belong to an attempt that no longer counts
                 return
             except Exception:
-                with self._lock:  # keep the items for the next flush: none may be lost
-                    self._buffer[:0] = batch
-                    self._invalid_unsaved += invalid
-                    self._buffered_bytes += sum(len(text) for text, _, _ in batch)
-                    self._keys_grew = self._keys_grew or keys is not None
+                self.give_back(taken)
                 raise
-            with self._lock:
-                self.count += stored
-                self.duplicates += len(batch) - stored
+            self.kept(taken)
+
+    def take(self) -> "TakenItems | None":
+        """The buffered items, for one write (the caller holds `_flush_lock`); None when there
+        is nothing to write."""
+        with self._lock:
+            keys: list[str] | None = None
+            if self._keys_grew:
+                keys = [] if self._too_many_keys else list(self._keys)
+            taken = TakenItems(self._buffer, self._invalid_unsaved, keys, self._too_many_keys)
+            self._buffer, self._invalid_unsaved = [], 0
+            self._buffered_bytes = 0
+            self._keys_grew = False
+        if self.fenced or (not taken.items and not taken.invalid):
+            return None
+        return taken
+
+    def write(self, session: Session, taken: "TakenItems") -> None:
+        """Insert the items taken (before the task's progress: their counts come from it)."""
+        taken.stored = item_repo.insert_items(
+            session, self.spider_id, self.task_id, self.attempt, taken.items
+        )
+
+    def give_back(self, taken: "TakenItems") -> None:
+        """Keep items whose write failed for the next flush: none may be lost."""
+        with self._lock:
+            self._buffer[:0] = taken.items
+            self._invalid_unsaved += taken.invalid
+            self._buffered_bytes += sum(len(text) for text, _, _ in taken.items)
+            self._keys_grew = self._keys_grew or taken.keys is not None
+
+    def kept(self, taken: "TakenItems") -> None:
+        """Count what a committed write stored."""
+        stored, skipped = taken.counts()
+        with self._lock:
+            self.count += stored
+            self.duplicates += skipped
+
+
+class Totals(NamedTuple):
+    """A run's items once its last batch is stored."""
+
+    items: int
+    duplicates: int
+
+
+def store_last(
+    db: Database,
+    items: ItemSink,
+    logs: LogSink,
+    summary: Callable[[Totals], str | None],
+    then: Callable[[Session, Totals], R],
+) -> R | None:
+    """Store an attempt's last items and log lines and, in the same transaction, what `then`
+    writes with the run's totals (its outcome): one commit at a run's end where there were
+    three. `summary` gives the run's last log line (None: it was added by an earlier try).
+    Nothing is lost to a failure (what was taken is given back for the next try); None, with
+    nothing written, when the attempt turns out to be fenced out."""
+    with items._flush_lock, logs._flush_lock:
+        if items.fenced or logs.fenced:
+            return None
+        kept_items, kept_lines = items.take(), None
+        try:
+            with db.session() as session:
+                if kept_items is not None:
+                    items.write(session, kept_items)
+                stored, skipped = (0, 0) if kept_items is None else kept_items.counts()
+                totals = Totals(items.count + stored, items.duplicates + skipped)
+                last_line = summary(totals)
+                if last_line is not None:
+                    logs.system(last_line, flush=False)
+                kept_lines = logs.take()
+                progress = {**(kept_items.progress() if kept_items else {}),
+                            **(kept_lines.progress() if kept_lines else {})}  # fmt: skip
+                if progress:  # the fence check, before the lines (their numbers could clash)
+                    task_repo.add_progress(session, items.task_id, items.fence, **progress)
+                if kept_lines is not None:
+                    logs.write(session, kept_lines)
+                done = then(session, totals)
+        except Fenced:
+            items.fenced = logs.fenced = True
+            return None
+        except Exception:
+            if kept_items is not None:
+                items.give_back(kept_items)
+            if kept_lines is not None:
+                logs.give_back(kept_lines)
+            raise
+        if kept_items is not None:
+            items.kept(kept_items)
+        return done
+
+
+@dataclass
+class TakenLines:
+    """Log lines taken from a sink for one write, with the lines counted meanwhile."""
+
+    lines: list[LogEvent]
+    counted: int
+    pid: int | None
+
+    def progress(self) -> dict[str, Any]:
+        return {"log_lines": self.counted, "pid": self.pid}
+
+
+@dataclass
+class TakenItems:
+    """Items taken from a sink for one write; `stored` once written (duplicates skipped)."""
+
+    items: list[tuple[bytes, dict[str, Any], str | None]]
+    invalid: int
+    keys: list[str] | None  # the run's item keys when they grew since the last write
+    keys_unknown: bool
+    stored: int = 0
+
+    def counts(self) -> tuple[int, int]:
+        """How many were stored, and how many skipped as duplicates."""
+        return self.stored, len(self.items) - self.stored
+
+    def progress(self) -> dict[str, Any]:
+        return {
+            "items": self.stored, "duplicates": len(self.items) - self.stored,
+            "invalid": self.invalid, "item_keys": self.keys, "keys_unknown": self.keys_unknown,
+        }  # fmt: skip

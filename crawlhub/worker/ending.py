@@ -8,6 +8,8 @@ import stat
 import time
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from crawlhub import metrics, outages
 from crawlhub.context import Context
 from crawlhub.errors import ServiceUnavailable
@@ -15,8 +17,8 @@ from crawlhub.repo.tasks import FENCED
 from crawlhub.sandbox import limits as run_limits
 from crawlhub.sandbox.limits import Limits
 from crawlhub.sandbox.slots import Slot
-from crawlhub.worker.attempts import Attempt, Outcome, Recorded, notify, record
-from crawlhub.worker.capture import LogSink
+from crawlhub.worker.attempts import Attempt, Outcome, Recorded, notify, record, record_in
+from crawlhub.worker.capture import LogSink, Totals, store_last
 from crawlhub.worker.outcomes import Entry, Recorder, send_again
 from crawlhub.worker.output import Output
 from crawlhub.worker.staging import STATS_FILE, Process, Staging
@@ -110,30 +112,39 @@ class Ending:
         trying for `patience_s` while an outage blocks it; then ServiceUnavailable. A run
         the recorder `adopted` (its message is gone) is sent again when it is to run again."""
         task_id, outcome = self.a.task_id, entry.outcome
-        if not entry.flushed:
-            outages.patiently(self.items.flush, "storing the last items", task_id, patience_s)
-            if not self._summarized:
-                self._summarized = True
-                self.logs.system(
-                    f"{outcome.status} after {duration:.2f} s: {self.items.count} items, "
-                    f"{self.items.duplicates} duplicates, {self.items.invalid} invalid, "
-                    f"{self.logs.produced} log lines"
-                )
-            outages.patiently(self.logs.flush, "storing the last log lines", task_id, patience_s)
-            entry.items, entry.flushed = self.items.count, True
-            self.recorder.ledger.write(entry)
         if outcome.status == FENCED:
             done = Recorded(FENCED, [])
+        elif entry.flushed:  # stored and recorded by an earlier try: recorded again, unchanged
+            done = outages.patiently(
+                lambda: record(self.context, self.a.ref, outcome, entry.stats, entry.items),
+                "recording the outcome", task_id, patience_s,
+            )  # fmt: skip
         else:
-            stats = self.items.stats
-            checks = None if stats is None else Checks(
-                self.a.rules, stats.snapshot(), self.items.duplicates, self.logs.stderr_lines,
-                duration, self.a.params, self.a.kind == "scrapy")  # fmt: skip
 
-            def recorded() -> Recorded:
-                return record(self.context, self.a.ref, outcome, entry.stats, entry.items, checks)
+            def summary(totals: Totals) -> str | None:
+                if self._summarized:  # added by a try that failed: given back with its lines
+                    return None
+                self._summarized = True
+                return (f"{outcome.status} after {duration:.2f} s: {totals.items} items, "
+                        f"{totals.duplicates} duplicates, {self.items.invalid} invalid, "
+                        f"{self.logs.produced} log lines")  # fmt: skip
 
-            done = outages.patiently(recorded, "recording the outcome", task_id, patience_s)
+            def recorded(session: Session, totals: Totals) -> Recorded:
+                stats = self.items.stats
+                checks = None if stats is None else Checks(
+                    self.a.rules, stats.snapshot(), totals.duplicates, self.logs.stderr_lines,
+                    duration, self.a.params, self.a.kind == "scrapy")  # fmt: skip
+                entry.items = totals.items
+                return record_in(session, self.context, self.a.ref, outcome, entry.stats,
+                                 totals.items, checks)  # fmt: skip
+
+            def store() -> Recorded:  # the last items, log lines and the outcome: one commit
+                done = store_last(self.context.db, self.items, self.logs, summary, recorded)
+                return Recorded(FENCED, []) if done is None else done
+
+            done = outages.patiently(store, "storing the last output and the outcome",
+                                     task_id, patience_s)  # fmt: skip
+            entry.flushed = True
         entry.recorded_as = status = done.status
         if adopted:
             send_again(self.context, task_id, status)

@@ -12,6 +12,7 @@ from sqlalchemy.exc import OperationalError
 
 from crawlhub import outages
 from crawlhub.context import Context
+from crawlhub.errors import ServiceUnavailable
 from crawlhub.messaging.livelog import START, LiveLog, LiveRead, RedisLiveLog
 from crawlhub.repo.models import Item, LogLine, Spider, Task
 from crawlhub.worker import capture
@@ -140,6 +141,71 @@ def test_a_fenced_out_attempt_whose_line_numbers_the_next_one_took_is_fenced_not
     logs.flush()
     assert logs.fenced and not current.fenced
     assert stored(context, task_id) == (0, 2, 0)
+
+
+def ending(task_id: uuid.UUID) -> Any:
+    """What a run's record does in store_last's transaction: here, end the task."""
+
+    def end(session: Any, totals: capture.Totals) -> capture.Totals:
+        session.get(Task, task_id).status = "completed"
+        return totals
+
+    return end
+
+
+def test_the_last_items_lines_and_outcome_are_one_transaction_that_loses_nothing(
+    context: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logs, items, task_id = sinks(context)
+    items.line(b'{"n": 1}')
+    items.flush()
+    for n in (2, 3, 4):
+        items.line(json.dumps({"n": n}).encode())
+    logs.line("stdout", b"last line")
+    said: list[capture.Totals] = []
+
+    def summary(totals: capture.Totals) -> str | None:
+        said.append(totals)
+        return f"completed: {totals.items} items" if len(said) == 1 else None
+
+    # The outcome's write fails (the connection drops): nothing of the transaction is kept,
+    # and everything it took is given back for the next try.
+    def failing(session: Any, totals: capture.Totals) -> capture.Totals:
+        raise OperationalError("end_attempt", {}, Exception("server closed the connection"))
+
+    with pytest.raises(ServiceUnavailable):
+        capture.store_last(context.db, items, logs, summary, failing)
+    assert stored(context, task_id) == (1, 0, 1)
+    with context.db.session() as session:
+        assert session.get(Task, task_id).status == "running"  # type: ignore[union-attr]
+    assert items.count == 1 and items.waiting == 3
+
+    totals = capture.store_last(context.db, items, logs, summary, ending(task_id))
+    assert totals == capture.Totals(4, 0)
+    assert stored(context, task_id) == (4, 2, 4)  # the spider's line and the summary, once
+    with context.db.session() as session:
+        task = session.get(Task, task_id)
+        assert task is not None and task.status == "completed" and task.log_lines == 1
+        texts = session.scalars(select(LogLine.text).order_by(LogLine.seq)).all()
+    assert texts == ["last line", "completed: 4 items"]
+    assert items.count == 4 and items.waiting == 0
+
+
+def test_the_last_write_of_a_fenced_out_attempt_writes_nothing_and_says_so(
+    context: Context,
+) -> None:
+    logs, items, task_id = sinks(context)
+    items.line(b'{"n": 1}')
+    logs.line("stdout", b"stale")
+    with context.db.session() as session:  # reaped: another attempt's fence
+        task = session.get(Task, task_id)
+        assert task is not None
+        task.fence += 1
+    done = capture.store_last(context.db, items, logs, lambda _: "the end", ending(task_id))
+    assert done is None and items.fenced and logs.fenced
+    assert stored(context, task_id) == (0, 0, 0)
+    with context.db.session() as session:
+        assert session.get(Task, task_id).status == "running"  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("kind", ["memory", "redis"])

@@ -14,7 +14,6 @@ from dramatiq import Worker
 
 from crawlhub import metrics
 from crawlhub.actors.registry import declare_actors
-from crawlhub.api import create_app
 from crawlhub.config import Settings, ensure_token_file, token_path
 from crawlhub.context import SESSIONS_PER_RUN, Context, sessions_needed
 from crawlhub.errors import ConfigError
@@ -217,6 +216,10 @@ def _stop_embedded(context: Context, loop: Ticker, ticker: threading.Thread,
 
 
 def _serve(context: Context, host: str) -> None:
+    # Imported here: a worker or a ticker starts without the HTTP app (its routes' schemas
+    # took a second and more of every process's start).
+    from crawlhub.api import create_app
+
     # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal; ours turns it into a
     # normal exit so the caller's clean-up (worker, ticker, connections) still runs.
     signal.signal(signal.SIGTERM, _exit_cleanly)

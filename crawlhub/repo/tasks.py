@@ -185,10 +185,28 @@ def task_status(session: Session, task_id: uuid.UUID) -> str | None:
     return status
 
 
-def add_progress(
-    session: Session,
-    task_id: uuid.UUID,
-    fence: int,
+def add_progress(session: Session, task_id: uuid.UUID, fence: int, **counts: Any) -> None:
+    """Add an attempt's counts (`progress_values`' arguments) to its task (called per ingest
+    batch, so the API shows progress), and record its items' keys when they grew (none, when
+    there were too many to keep) and the process id of the attempt's spider when it started.
+
+    It holds the task until the transaction ends; Fenced when the attempt no longer owns it:
+    a claim or a reap that commits first makes it fail (and the transaction with it), one that
+    waits for it sees the transaction's writes. Log lines are written after it (their numbers
+    would clash with the next attempt's); items may be written before it, their counts coming
+    from their insert (a duplicate key is skipped, never refused, so nothing clashes)."""
+    owned = session.execute(
+        update(Task)
+        .where(Task.id == task_id, Task.fence == fence)
+        .values(**progress_values(**counts))
+        .returning(Task.id),
+        execution_options=sync_options(session),
+    ).first()
+    if owned is None:
+        raise Fenced(f"task {task_id}: attempt with fence {fence} no longer owns it")
+
+
+def progress_values(
     *,
     items: int = 0,
     duplicates: int = 0,
@@ -197,36 +215,21 @@ def add_progress(
     item_keys: list[str] | None = None,
     keys_unknown: bool = False,
     pid: int | None = None,
-) -> None:
-    """Add an attempt's counts to its task (called per ingest batch, so the API shows
-    progress), and record its items' keys when they grew (none, when there were too many to
-    keep) and the process id of the attempt's spider when it started.
-
-    It holds the task until the transaction ends; Fenced when the attempt no longer owns it:
-    a claim or a reap that commits first makes it fail (and the transaction with it), one that
-    waits for it sees the transaction's writes. Log lines are written after it (their numbers
-    would clash with the next attempt's); items may be written before it, their counts coming
-    from their insert (a duplicate key is skipped, never refused, so nothing clashes)."""
+) -> dict[str, Any]:
+    """The task's columns that `add_progress` (and `end_attempt`'s `progress`) set: the
+    counts added, the items' keys when they grew, the spider's process id once known."""
     more: dict[str, Any] = {}
     if item_keys is not None:
         more["item_keys"] = None if keys_unknown else item_keys
     if pid is not None:
         more["pid"] = pid
-    owned = session.execute(
-        update(Task)
-        .where(Task.id == task_id, Task.fence == fence)
-        .values(
-            **more,
-            items_count=Task.items_count + items,
-            items_duplicate=Task.items_duplicate + duplicates,
-            items_invalid=Task.items_invalid + invalid,
-            log_lines=Task.log_lines + log_lines,
-        )
-        .returning(Task.id),
-        execution_options=sync_options(session),
-    ).first()
-    if owned is None:
-        raise Fenced(f"task {task_id}: attempt with fence {fence} no longer owns it")
+    return {
+        **more,
+        "items_count": Task.items_count + items,
+        "items_duplicate": Task.items_duplicate + duplicates,
+        "items_invalid": Task.items_invalid + invalid,
+        "log_lines": Task.log_lines + log_lines,
+    }
 
 
 def end_attempt(
@@ -240,15 +243,19 @@ def end_attempt(
     error_message: str | None,
     stats: dict[str, Any] | None,
     retry: bool,
+    progress: dict[str, Any] | None = None,
 ) -> str:
-    """End a running attempt: completed, failed, or retrying while retries remain.
+    """End a running attempt: completed, failed, or retrying while retries remain; with
+    `progress` (`add_progress`'s arguments), the attempt's last counts added in the same
+    statement.
 
     Returns the task's status afterwards; a task that is no longer running (cancelled
-    meanwhile) keeps its status and only gets the exit code and stats recorded. An attempt
-    that no longer owns its task (reaped, claimed again) writes nothing and gets FENCED.
-    """
+    meanwhile) keeps its status and only gets the exit code, stats and counts recorded. An
+    attempt that no longer owns its task (reaped, claimed again) writes nothing and gets
+    FENCED. Like `add_progress`, it holds the task until the transaction ends."""
     now = now_of(session)
-    recorded: dict[str, Any] = {"exit_code": exit_code, "stats": stats, "heartbeat_at": now}
+    recorded: dict[str, Any] = {"exit_code": exit_code, "stats": stats, "heartbeat_at": now,
+                                **(progress_values(**progress) if progress else {})}  # fmt: skip
     ending = {**recorded, "reason": reason, "error_message": error_message}
     mine = (Task.fence == fence,)  # the move holds the task: a claim or a reap waits for it
     moved: str | None = None  # the status it moved to

@@ -202,12 +202,14 @@ def record_in(
     stats: dict[str, Any] | None,
     items: int,
     checks: Checks | None = None,
+    progress: dict[str, Any] | None = None,
 ) -> Recorded:
-    """`record` in the caller's transaction (which stores the attempt's last output)."""
+    """`record` in the caller's transaction (which stores the attempt's last output), adding
+    `progress` (`add_progress`'s arguments) to the task with its end."""
     status = task_repo.end_attempt(
         session, a.task_id, a.fence, status=outcome.status, reason=outcome.reason,
         exit_code=outcome.exit_code, error_message=outcome.error_message, stats=stats,
-        retry=outcome.retryable,
+        retry=outcome.retryable, progress=progress,
     )  # fmt: skip
     quality_alert = None
     if checks is not None and status in FINAL:

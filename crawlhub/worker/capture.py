@@ -476,13 +476,15 @@ def store_last(
     items: ItemSink,
     logs: LogSink,
     summary: Callable[[Totals], str | None],
-    then: Callable[[Session, Totals], R],
+    then: Callable[[Session, Totals, dict[str, Any]], R],
 ) -> R | None:
     """Store an attempt's last items and log lines and, in the same transaction, what `then`
-    writes with the run's totals (its outcome): one commit at a run's end where there were
-    three. `summary` gives the run's last log line (None: it was added by an earlier try).
-    Nothing is lost to a failure (what was taken is given back for the next try); None, with
-    nothing written, when the attempt turns out to be fenced out."""
+    writes with the run's totals and the counts still to add to its task (`add_progress`'s
+    arguments): its outcome, one commit at a run's end where there were three. `then` checks
+    the fence (raising Fenced) before the lines are written, as `add_progress` does. `summary`
+    gives the run's last log line (None: it was added by an earlier try). Nothing is lost to a
+    failure (what was taken is given back for the next try); None, with nothing written, when
+    the attempt turns out to be fenced out."""
     with items._flush_lock, logs._flush_lock:
         if items.fenced or logs.fenced:
             return None
@@ -499,11 +501,9 @@ def store_last(
                 kept_lines = logs.take()
                 progress = {**(kept_items.progress() if kept_items else {}),
                             **(kept_lines.progress() if kept_lines else {})}  # fmt: skip
-                if progress:  # the fence check, before the lines (their numbers could clash)
-                    task_repo.add_progress(session, items.task_id, items.fence, **progress)
-                if kept_lines is not None:
+                done = then(session, totals, progress)
+                if kept_lines is not None:  # after the fence check: their numbers could clash
                     logs.write(session, kept_lines)
-                done = then(session, totals)
         except Fenced:
             items.fenced = logs.fenced = True
             return None

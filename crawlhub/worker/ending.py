@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from crawlhub import metrics, outages
 from crawlhub.context import Context
-from crawlhub.errors import ServiceUnavailable
+from crawlhub.errors import Fenced, ServiceUnavailable
 from crawlhub.repo.tasks import FENCED
 from crawlhub.sandbox import limits as run_limits
 from crawlhub.sandbox.limits import Limits
@@ -129,14 +129,17 @@ class Ending:
                         f"{totals.duplicates} duplicates, {self.items.invalid} invalid, "
                         f"{self.logs.produced} log lines")  # fmt: skip
 
-            def recorded(session: Session, totals: Totals) -> Recorded:
+            def recorded(session: Session, totals: Totals, progress: dict[str, Any]) -> Recorded:
                 stats = self.items.stats
                 checks = None if stats is None else Checks(
                     self.a.rules, stats.snapshot(), totals.duplicates, self.logs.stderr_lines,
                     duration, self.a.params, self.a.kind == "scrapy")  # fmt: skip
                 entry.items = totals.items
-                return record_in(session, self.context, self.a.ref, outcome, entry.stats,
-                                 totals.items, checks)  # fmt: skip
+                done = record_in(session, self.context, self.a.ref, outcome, entry.stats,
+                                 totals.items, checks, progress)  # fmt: skip
+                if done.status == FENCED:  # nothing of this attempt is kept
+                    raise Fenced(f"task {task_id}: attempt {self.a.attempt} was fenced out")
+                return done
 
             def store() -> Recorded:  # the last items, log lines and the outcome: one commit
                 done = store_last(self.context.db, self.items, self.logs, summary, recorded)

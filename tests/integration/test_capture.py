@@ -14,6 +14,7 @@ from crawlhub import outages
 from crawlhub.context import Context
 from crawlhub.errors import ServiceUnavailable
 from crawlhub.messaging.livelog import START, LiveLog, LiveRead, RedisLiveLog
+from crawlhub.repo import tasks as task_repo
 from crawlhub.repo.models import Item, LogLine, Spider, Task
 from crawlhub.worker import capture
 from crawlhub.worker.capture import ItemSink, LogSink
@@ -144,9 +145,11 @@ def test_a_fenced_out_attempt_whose_line_numbers_the_next_one_took_is_fenced_not
 
 
 def ending(task_id: uuid.UUID) -> Any:
-    """What a run's record does in store_last's transaction: here, end the task."""
+    """What a run's record does in store_last's transaction: check the fence and add the
+    last counts (Fenced), then end the task."""
 
-    def end(session: Any, totals: capture.Totals) -> capture.Totals:
+    def end(session: Any, totals: capture.Totals, progress: dict[str, Any]) -> capture.Totals:
+        task_repo.add_progress(session, task_id, 0, **progress)
         session.get(Task, task_id).status = "completed"
         return totals
 
@@ -170,7 +173,7 @@ def test_the_last_items_lines_and_outcome_are_one_transaction_that_loses_nothing
 
     # The outcome's write fails (the connection drops): nothing of the transaction is kept,
     # and everything it took is given back for the next try.
-    def failing(session: Any, totals: capture.Totals) -> capture.Totals:
+    def failing(session: Any, totals: capture.Totals, progress: Any) -> capture.Totals:
         raise OperationalError("end_attempt", {}, Exception("server closed the connection"))
 
     with pytest.raises(ServiceUnavailable):

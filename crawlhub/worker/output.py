@@ -4,6 +4,7 @@
 import contextlib
 import logging
 import os
+import queue
 import signal
 import threading
 import time
@@ -22,6 +23,57 @@ ITEMS_EVERY_S = 0.25  # how often the supervisor stores the items read meanwhile
 # reader parses the next (at the pace of a busy spider, a batch every ~50 ms).
 ITEMS_AT_ONCE = 5000
 READER_GRACE_S = 1.0  # output readers get this long to finish before pipe holders are killed
+
+
+class Reading:
+    """A pipe being read by a thread of the pool: alive until its reader returns."""
+
+    def __init__(self, target: Callable[..., None], args: tuple[Any, ...]) -> None:
+        self.target, self.args = target, args
+        self.done = threading.Event()
+
+    def is_alive(self) -> bool:
+        return not self.done.is_set()
+
+    def join(self, timeout: float | None = None) -> None:
+        self.done.wait(timeout)
+
+
+class ReaderPool:
+    """The threads that read runs' pipes, each kept for the next pipe once its own ends: a
+    run's start used to wait for three new threads to start. A pipe someone still holds
+    open keeps its thread (as it kept its own before); the pool grows by what is busy."""
+
+    def __init__(self) -> None:
+        self._pipes: queue.SimpleQueue[Reading] = queue.SimpleQueue()
+        self._idle = 0  # threads waiting for a pipe, less the pipes already given to them
+        self._lock = threading.Lock()
+
+    def start(self, target: Callable[..., None], *args: Any) -> Reading:
+        """Read a pipe with `target(*args)` on an idle thread, or on a new one."""
+        reading = Reading(target, args)
+        with self._lock:
+            new = self._idle == 0
+            if not new:
+                self._idle -= 1  # that thread's next pipe is this one
+        self._pipes.put(reading)
+        if new:
+            threading.Thread(target=self._serve, name="output-reader", daemon=True).start()
+        return reading
+
+    def _serve(self) -> None:
+        while True:
+            reading = self._pipes.get()
+            try:
+                reading.target(*reading.args)
+            except BaseException:  # the thread lives on: a pipe may already be counted on it
+                logger.exception("output reader failed")
+            with self._lock:
+                self._idle += 1
+            reading.done.set()
+
+
+READERS = ReaderPool()
 
 
 class Output:
@@ -48,7 +100,7 @@ class Output:
 
     def start_readers(
         self, stdout: IO[bytes], stderr: IO[bytes], items: IO[bytes]
-    ) -> list[threading.Thread]:
+    ) -> list[Reading]:
         line_cap, item_cap = self.settings.max_log_line_bytes, self.settings.max_item_bytes
 
         def pump_log(stream: str, pipe: IO[bytes]) -> None:
@@ -61,15 +113,11 @@ class Output:
                 for batch in read_batches(items, item_cap):
                     self.items.lines(batch)
 
-        threads = [
-            threading.Thread(target=self._guard(pump_log), args=("stdout", stdout)),
-            threading.Thread(target=self._guard(pump_log), args=("stderr", stderr)),
-            threading.Thread(target=self._guard(pump_items)),
+        return [
+            READERS.start(self._guard(pump_log), "stdout", stdout),
+            READERS.start(self._guard(pump_log), "stderr", stderr),
+            READERS.start(self._guard(pump_items)),
         ]
-        for thread in threads:
-            thread.daemon = True
-            thread.start()
-        return threads
 
     def _guard(self, target: Any) -> Any:
         def guarded(*args: Any) -> None:
@@ -80,9 +128,7 @@ class Output:
 
         return guarded
 
-    def drain(
-        self, readers: list[threading.Thread], pipes: set[int], beat: Callable[[], None]
-    ) -> None:
+    def drain(self, readers: list["Reading"], pipes: set[int], beat: Callable[[], None]) -> None:
         """Let the output readers reach the end of the pipes. A process the spider started
         that escaped its group (setsid, a double fork) may still hold them open: after a
         moment it is found by its open pipes and killed, so the worker never waits on it,

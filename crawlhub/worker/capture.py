@@ -2,8 +2,9 @@
 
 Reader threads (one per pipe, from a pool kept across runs) feed a sink, and the run's
 supervisor flushes what is buffered every tick, so lines show up live whether the spider
-prints a million lines or one line a minute. A log sink also flushes a full batch from its reader; an item sink
-lets its reader parse on while the supervisor writes, until too much is waiting.
+prints a million lines or one line a minute. A log sink also flushes a full batch from its
+reader; an item sink lets its reader parse on while the supervisor writes, until too much is
+waiting.
 """
 
 import hashlib

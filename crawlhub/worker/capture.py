@@ -546,7 +546,8 @@ class TakenItems:
         return self.stored, len(self.items) - self.stored
 
     def progress(self) -> dict[str, Any]:
+        stored, skipped = self.counts()
         return {
-            "items": self.stored, "duplicates": len(self.items) - self.stored,
+            "items": stored, "duplicates": skipped,
             "invalid": self.invalid, "item_keys": self.keys, "keys_unknown": self.keys_unknown,
         }  # fmt: skip

@@ -46,7 +46,7 @@ class Entry:
     outcome: Outcome
     stats: dict[str, Any] | None
     items: int = 0
-    flushed: bool = False  # its last items and log lines are stored
+    flushed: bool = False  # its last items, log lines and outcome are stored (one commit)
     recorded_as: str = ""  # the task's status once recorded
 
     @property

@@ -8,10 +8,11 @@ an estimate of the distinct values (a k-minimum-values sketch: exact below K dis
 values, within about 1/sqrt(K) above).
 """
 
-import heapq
 import math
 from collections import Counter
+from collections.abc import Iterable
 from itertools import chain, repeat
+from operator import itemgetter
 from typing import Any
 
 from crawlhub.quality.rules import QualityRules, compile_schema
@@ -101,9 +102,11 @@ class FieldStats:
     def _distinct(self, values: list[Any]) -> None:
         # A tuple's hash mixes its parts' (a small int's own hash is the int): spread over
         # 64 bits, the k-minimum-values sketch keeps the K smallest.
-        hashes = set(map(MASK.__and__, map(hash, zip(values, repeat(SALT)))))
-        merged = self._sketch | hashes
-        self._sketch = merged if len(merged) <= K else set(heapq.nsmallest(K, merged))
+        hashes: Iterable[int] = map(MASK.__and__, map(hash, zip(values, repeat(SALT))))
+        if len(self._sketch) >= K:  # full: only a hash below its largest can enter it
+            hashes = filter(max(self._sketch).__gt__, hashes)
+        merged = self._sketch.union(hashes)
+        self._sketch = merged if len(merged) <= K else set(sorted(merged)[:K])
 
     def distinct(self) -> int:
         if len(self._sketch) < K:
@@ -166,7 +169,10 @@ class ItemStats:
                     self.other_fields += sum(key in item for item in items)
                     continue
                 stats = fields[key] = FieldStats()
-            values = [v for item in items if (v := item.get(key, _MISSING)) is not _MISSING]
+            try:  # most batches' items all have each key: one C pass
+                values = list(map(itemgetter(key), items))
+            except KeyError:
+                values = [v for item in items if (v := item.get(key, _MISSING)) is not _MISSING]
             stats.add_many(values)
         for path, parts in self.paths.items():
             values = [v for item in items if (v := _at(item, parts)) is not _MISSING]

@@ -6,7 +6,7 @@ import pytest
 
 from crawlhub.errors import InvalidInput
 from crawlhub.quality.rules import from_project_file, parse
-from crawlhub.quality.stats import ItemStats, K
+from crawlhub.quality.stats import MASK, SALT, ItemStats, K
 from crawlhub.quality.verdict import Observed, judge, learn
 
 
@@ -43,6 +43,18 @@ def test_distinct_estimates_are_close_above_the_sketch_size(count: int) -> None:
     for name in ("n", "s"):
         estimate = stats.snapshot()["fields"][name]["distinct"]
         assert abs(estimate - count) / count < 0.2, (name, estimate)
+
+
+def test_batches_keep_exactly_the_k_smallest_hashes_and_skip_items_without_the_key() -> None:
+    values = random.Random(3).sample(range(10**9), 5000)
+    items = [{"n": v} if i % 3 else {"other": v} for i, v in enumerate(values)]
+    stats = ItemStats(None)
+    for start in range(0, len(items), 700):
+        stats.add_many(items[start : start + 700])
+    having = [v for i, v in enumerate(values) if i % 3]
+    field = stats.fields["n"]
+    assert field.present == len(having)
+    assert field._sketch == set(sorted({hash((v, SALT)) & MASK for v in having})[:K])
 
 
 def test_nan_and_infinity_are_no_numbers_and_odd_values_do_not_break_it() -> None:

@@ -186,26 +186,17 @@ def record(
     stats: dict[str, Any] | None,
     items: int,
     checks: Checks | None = None,
+    progress: dict[str, Any] | None = None,
+    *,
+    session: Session | None = None,
 ) -> Recorded:
     """End the attempt and, in the same transaction, store its data quality (`checks`) and
     raise the alerts it calls for; FENCED (and nothing written) when the task belongs to
-    another attempt now."""
-    with context.db.session() as session:
-        return record_in(session, context, a, outcome, stats, items, checks)
-
-
-def record_in(
-    session: Session,
-    context: Context,
-    a: RunRef,
-    outcome: Outcome,
-    stats: dict[str, Any] | None,
-    items: int,
-    checks: Checks | None = None,
-    progress: dict[str, Any] | None = None,
-) -> Recorded:
-    """`record` in the caller's transaction (which stores the attempt's last output), adding
-    `progress` (`add_progress`'s arguments) to the task with its end."""
+    another attempt now. In the caller's `session` when given (which stores the attempt's
+    last output), adding `progress` (`add_progress`'s arguments) to the task with its end."""
+    if session is None:
+        with context.db.session() as own:
+            return record(context, a, outcome, stats, items, checks, progress, session=own)
     status = task_repo.end_attempt(
         session, a.task_id, a.fence, status=outcome.status, reason=outcome.reason,
         exit_code=outcome.exit_code, error_message=outcome.error_message, stats=stats,

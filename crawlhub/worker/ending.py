@@ -17,7 +17,7 @@ from crawlhub.repo.tasks import FENCED
 from crawlhub.sandbox import limits as run_limits
 from crawlhub.sandbox.limits import Limits
 from crawlhub.sandbox.slots import Slot
-from crawlhub.worker.attempts import Attempt, Outcome, Recorded, notify, record, record_in
+from crawlhub.worker.attempts import Attempt, Outcome, Recorded, notify, record
 from crawlhub.worker.capture import LogSink, Totals, store_last
 from crawlhub.worker.outcomes import Entry, Recorder, send_again
 from crawlhub.worker.output import Output
@@ -135,8 +135,8 @@ class Ending:
                     self.a.rules, stats.snapshot(), totals.duplicates, self.logs.stderr_lines,
                     duration, self.a.params, self.a.kind == "scrapy")  # fmt: skip
                 entry.items = totals.items
-                done = record_in(session, self.context, self.a.ref, outcome, entry.stats,
-                                 totals.items, checks, progress)  # fmt: skip
+                done = record(self.context, self.a.ref, outcome, entry.stats, totals.items,
+                              checks, progress, session=session)  # fmt: skip
                 if done.status == FENCED:  # nothing of this attempt is kept
                     raise Fenced(f"task {task_id}: attempt {self.a.attempt} was fenced out")
                 return done

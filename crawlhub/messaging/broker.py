@@ -83,13 +83,20 @@ class WakingRedisBroker(RedisBroker):
             self._maintainer.do_qsize(name)
 
     def enqueue(self, message: dramatiq.Message[Any], *, delay: int | None = None) -> Any:
+        """Dramatiq's enqueue, then in one round trip: the run counted in `QUEUED_RUNS` (see
+        `QueuedRuns`) and, unless it is delayed, a wake token for the queue's idle consumers."""
         message = super().enqueue(message, delay=delay)
-        if delay is None:
-            key = QUEUE_WAKE_LIST.format(queue=message.queue_name)
-            with self.client.pipeline(transaction=False) as pipe:
+        task_id = _run_task(message)
+        if task_id is None and delay is not None:
+            return message
+        with self.client.pipeline(transaction=False) as pipe:
+            if task_id is not None:
+                pipe.hincrby(QUEUED_RUNS, task_id, 1)
+            if delay is None:
+                key = QUEUE_WAKE_LIST.format(queue=message.queue_name)
                 pipe.lpush(key, 1)
                 pipe.ltrim(key, 0, WAKE_TOKENS - 1)
-                pipe.execute()
+            pipe.execute()
         return message
 
 
@@ -197,10 +204,10 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
 
 class QueuedRuns(Middleware):
     """Counts the run messages the Redis broker holds per task, in one hash beside its
-    queues (`keys.QUEUED_RUNS`): +1 when one is enqueued (a retry, or a delayed message
-    becoming due, is a new one), -1 when one is acknowledged or dead-lettered. The sweep
-    looks up the tasks it checks there (`queues.queued_tasks`) instead of reading every
-    message of the queues."""
+    queues (`keys.QUEUED_RUNS`): +1 when one is enqueued (`WakingRedisBroker.enqueue`, with
+    its wake token; a retry, or a delayed message becoming due, is a new one), -1 when one is
+    acknowledged or dead-lettered (here). The sweep looks up the tasks it checks there
+    (`queues.queued_tasks`) instead of reading every message of the queues."""
 
     # Decrement, dropping the field at zero: no entry is left behind for a finished task.
     _RELEASE = """
@@ -208,11 +215,6 @@ class QueuedRuns(Middleware):
     if left <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
     return left
     """
-
-    def after_enqueue(self, broker: dramatiq.Broker, message: Any, delay: int | None) -> None:
-        task_id = _run_task(message)
-        if task_id is not None:
-            broker.client.hincrby(QUEUED_RUNS, task_id, 1)  # type: ignore[attr-defined]
 
     def after_ack(self, broker: dramatiq.Broker, message: Any) -> None:
         self._release(broker, message)

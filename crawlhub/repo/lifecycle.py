@@ -59,8 +59,14 @@ def transition_returning(session: Session, task_id: uuid.UUID, move: Transition,
                          ) -> Row[Any] | None:  # fmt: skip
     """`transition`, returning these columns of the task as it is after the move (None when it
     did not move), in the same statement."""
-    stmt = _move(task_id, move, (), values).returning(*columns)
+    stmt = moving(task_id, move, columns, **values)
     return session.execute(stmt, execution_options=sync_options(session)).first()
+
+
+def moving(task_id: uuid.UUID, move: Transition, columns: Sequence[InstrumentedAttribute[Any]],
+           **values: Any) -> Update:  # fmt: skip
+    """The statement of `transition_returning`, to be run within another (a CTE)."""
+    return _move(task_id, move, (), values).returning(*columns)
 
 
 def sync_options(session: Session) -> dict[str, Any]:

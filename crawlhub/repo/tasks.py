@@ -4,7 +4,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 from sqlalchemy import ColumnElement, Row, Select, Table, bindparam, func, select, tuple_, update
 from sqlalchemy.orm import Session
@@ -20,6 +20,7 @@ from crawlhub.repo.lifecycle import (
     INTERRUPT,
     REQUEUE,
     fail_attempt,
+    moving,
     sync_options,
     transition,
     transition_returning,
@@ -153,11 +154,45 @@ CLAIMED = (Task.id, Task.spider_id, Task.version, Task.params, Task.settings, Ta
 def claim_task(session: Session, task_id: uuid.UUID, worker: str) -> Row[Any] | None:
     """Move a pending or retrying task to running (compare-and-set): its CLAIMED columns as
     they are then, None when it was not claimable."""
+    return transition_returning(session, task_id, CLAIM, CLAIMED, **_claim_values(session, worker))
+
+
+def _claim_values(session: Session, worker: str) -> dict[str, Any]:
     now = now_of(session)
-    return transition_returning(
-        session, task_id, CLAIM, CLAIMED, started_at=now, heartbeat_at=now, worker=worker,
-        finished_at=None, fence=Task.fence + 1,
-    )  # fmt: skip
+    return {"started_at": now, "heartbeat_at": now, "worker": worker, "finished_at": None,
+            "fence": Task.fence + 1}  # fmt: skip
+
+
+def claim_run(session: Session, task_id: uuid.UUID, worker: str) -> dict[str, Any] | None:
+    """`claim_task`, with what the attempt needs of the spider and version it runs (`run_of`'s
+    columns) beside the CLAIMED ones; None when the task was not claimable. PostgreSQL does
+    it in one statement (the claim's UPDATE in a CTE, joined); SQLite in two (its RETURNING
+    cannot name another table)."""
+    if session.get_bind().dialect.name != "postgresql":
+        task = claim_task(session, task_id, worker)
+        if task is None:
+            return None
+        _versioned(task.version)
+        return {**task._asdict(), **run_of(session, task.spider_id, task.version)._asdict()}
+    claimed = moving(task_id, CLAIM, CLAIMED, **_claim_values(session, worker)).cte("claimed")
+    row = session.execute(
+        select(claimed, *RUN_OF)
+        .select_from(claimed)
+        .outerjoin(Spider, Spider.id == claimed.c.spider_id)
+        .outerjoin(ProjectVersion, (ProjectVersion.project_id == Spider.project_id)
+                   & (ProjectVersion.number == claimed.c.version))
+    ).first()  # fmt: skip
+    if row is None:
+        return None
+    _versioned(row.version)
+    if row.version_id is None:
+        _missing(session, row.spider_id, row.version)
+    return row._asdict()
+
+
+def _versioned(version: int | None) -> None:
+    if version is None:
+        raise RuntimeError("task has no spider version")  # guarded at creation
 
 
 FENCED = "fenced"  # what an attempt reads when its task belongs to another attempt now
@@ -556,25 +591,34 @@ def count_by_status(session: Session) -> dict[str, int]:
     return {status: count for status, count in rows}
 
 
+# What an attempt needs of the spider it runs (its id is the task's spider_id) and of the
+# version it runs: the spider's columns by their names, the version's `version_id`, ….
+RUN_OF = (Spider.name, Spider.kind, Spider.entry, Spider.env, Spider.timeout_s,
+          Spider.alert_on_zero_items, Spider.dedup_keys, Spider.limits, Spider.quality,
+          ProjectVersion.id.label("version_id"), ProjectVersion.sha256.label("sha256"),
+          ProjectVersion.filename.label("filename"),
+          ProjectVersion.requirements.label("requirements"),
+          ProjectVersion.quality.label("version_quality"))  # fmt: skip
+
+
 def run_of(session: Session, spider_id: uuid.UUID, number: int) -> Row[Any]:
-    """What an attempt needs of the spider it runs and of the version (`number`) it runs, in
-    one query: the spider's columns by their names, the version's as `version_*`."""
+    """RUN_OF of a spider and its version `number`, in one query."""
     row = session.execute(
-        select(Spider.id, Spider.name, Spider.kind, Spider.entry, Spider.env, Spider.timeout_s,
-               Spider.alert_on_zero_items, Spider.dedup_keys, Spider.limits, Spider.quality,
-               ProjectVersion.id.label("version_id"), ProjectVersion.sha256.label("sha256"),
-               ProjectVersion.filename.label("filename"),
-               ProjectVersion.requirements.label("requirements"),
-               ProjectVersion.quality.label("version_quality"))
+        select(*RUN_OF)
         .join(ProjectVersion, ProjectVersion.project_id == Spider.project_id)
         .where(Spider.id == spider_id, ProjectVersion.number == number)
     ).first()  # fmt: skip
-    if row is None:  # say which is missing
-        spider = session.get(Spider, spider_id)
-        if spider is None:
-            raise NotFound(f"spider '{spider_id}' not found")
-        raise NotFound(f"project '{spider.project.name}' has no version {number}")
+    if row is None:
+        _missing(session, spider_id, number)
     return row
+
+
+def _missing(session: Session, spider_id: uuid.UUID, number: int) -> NoReturn:
+    """NotFound saying which of a spider and its version `number` is missing."""
+    spider = session.get(Spider, spider_id)
+    if spider is None:
+        raise NotFound(f"spider '{spider_id}' not found")
+    raise NotFound(f"project '{spider.project.name}' has no version {number}")
 
 
 def spider_of(session: Session, task: Task) -> Spider:

@@ -118,42 +118,39 @@ def claim(db: Database, task_id: uuid.UUID, labels: frozenset[str] = frozenset()
     """Compare-and-set the task to running and gather what the attempt needs; Elsewhere when
     it needs labels this node (`labels`) lacks."""
     with db.session() as session:
-        task = task_repo.claim_task(session, task_id, worker_name())
-        if task is None:
+        run = task_repo.claim_run(session, task_id, worker_name())
+        if run is None:
             return None
-        if task.requires and not labels.issuperset(task.requires):
-            raise Elsewhere(task.requires)  # the claim is rolled back with the transaction
-        if task.items_count or task.items_invalid or task.items_duplicate:
+        if run["requires"] and not labels.issuperset(run["requires"]):
+            raise Elsewhere(run["requires"])  # the claim is rolled back with the transaction
+        if run["items_count"] or run["items_invalid"] or run["items_duplicate"]:
             # A task that ran before (a failed or interrupted attempt) starts clean:
             # that attempt's items go, its log lines stay.
-            item_repo.delete_task_items(session, task.id)
-            task_repo.reset_item_counts(session, task.id)
-        if task.version is None:
-            raise RuntimeError("task has no spider version")  # guarded at creation
-        spider = task_repo.run_of(session, task.spider_id, task.version)
+            item_repo.delete_task_items(session, task_id)
+            task_repo.reset_item_counts(session, task_id)
         return Attempt(
-            task_id=task.id,
-            spider_id=spider.id,
-            spider_name=spider.name,
-            kind=spider.kind,
-            entry=spider.entry,
-            params=dict(task.params or {}),
-            settings=dict(task.settings or {}),
-            env=dict(spider.env or {}),
-            timeout_s=spider.timeout_s,
-            alert_on_zero_items=spider.alert_on_zero_items,
-            dedup_keys=list(spider.dedup_keys) if spider.dedup_keys else None,
-            attempt=task.retry_count + 1,
+            task_id=task_id,
+            spider_id=run["spider_id"],
+            spider_name=run["name"],
+            kind=run["kind"],
+            entry=run["entry"],
+            params=dict(run["params"] or {}),
+            settings=dict(run["settings"] or {}),
+            env=dict(run["env"] or {}),
+            timeout_s=run["timeout_s"],
+            alert_on_zero_items=run["alert_on_zero_items"],
+            dedup_keys=list(run["dedup_keys"]) if run["dedup_keys"] else None,
+            attempt=run["retry_count"] + 1,
             # Log lines are only ever written by attempts: none before the first claim.
-            first_seq=log_repo.last_seq(session, task.id) + 1 if task.fence > 1 else 1,
-            fence=task.fence,
-            version=task.version,
-            sha256=spider.sha256,
-            filename=spider.filename,
-            version_id=spider.version_id,
-            requirements=spider.requirements,
-            limits=dict(spider.limits or {}),
-            rules=rules_of(spider.quality, spider.version_quality, spider.name, spider.entry),
+            first_seq=log_repo.last_seq(session, task_id) + 1 if run["fence"] > 1 else 1,
+            fence=run["fence"],
+            version=run["version"],
+            sha256=run["sha256"],
+            filename=run["filename"],
+            version_id=run["version_id"],
+            requirements=run["requirements"],
+            limits=dict(run["limits"] or {}),
+            rules=rules_of(run["quality"], run["version_quality"], run["name"], run["entry"]),
         )
 
 

@@ -66,7 +66,7 @@ QUICK = {"main.py": "def run(params):\n    print('ran', flush=True)\n    return 
 
 
 @pytest.mark.parametrize("how", list(FAILURES))
-@pytest.mark.parametrize("step", ["claim_task", "end_attempt"])
+@pytest.mark.parametrize("step", ["claim_run", "end_attempt"])
 def test_a_database_blip_at_claim_or_record_costs_no_retry(
     step: str, how: str, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

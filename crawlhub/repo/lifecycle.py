@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, Update, update
+from sqlalchemy import BindParameter, ColumnElement, Row, Update, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from crawlhub.repo.models import Task
@@ -63,9 +63,10 @@ def transition_returning(session: Session, task_id: uuid.UUID, move: Transition,
     return session.execute(stmt, execution_options=sync_options(session)).first()
 
 
-def moving(task_id: uuid.UUID, move: Transition, columns: Sequence[InstrumentedAttribute[Any]],
-           **values: Any) -> Update:  # fmt: skip
-    """The statement of `transition_returning`, to be run within another (a CTE)."""
+def moving(task_id: "uuid.UUID | BindParameter[uuid.UUID]", move: Transition,
+           columns: Sequence[InstrumentedAttribute[Any]], **values: Any) -> Update:  # fmt: skip
+    """The statement of `transition_returning`, to be run within another (a CTE); the task's
+    id may be a bound parameter, for a statement built once."""
     return _move(task_id, move, (), values).returning(*columns)
 
 
@@ -77,8 +78,8 @@ def sync_options(session: Session) -> dict[str, Any]:
     return {} if held else {"synchronize_session": False}
 
 
-def _move(task_id: uuid.UUID, move: Transition, when: tuple[ColumnElement[bool], ...],
-          values: dict[str, Any]) -> Update:  # fmt: skip
+def _move(task_id: "uuid.UUID | BindParameter[uuid.UUID]", move: Transition,
+          when: tuple[ColumnElement[bool], ...], values: dict[str, Any]) -> Update:  # fmt: skip
     return (
         update(Task)
         .where(Task.id == task_id, Task.status.in_(move.sources), *when)

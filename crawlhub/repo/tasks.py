@@ -1,12 +1,25 @@
 """Tasks (runs): creation, the claim compare-and-set, progress, completion, cancel."""
 
+import functools
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NoReturn, cast
 
-from sqlalchemy import ColumnElement, Row, Select, Table, bindparam, func, select, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    Select,
+    String,
+    Table,
+    Uuid,
+    bindparam,
+    func,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from crawlhub.errors import Conflict, Fenced, NotFound
@@ -158,7 +171,10 @@ def claim_task(session: Session, task_id: uuid.UUID, worker: str) -> Row[Any] | 
 
 
 def _claim_values(session: Session, worker: str) -> dict[str, Any]:
-    now = now_of(session)
+    return _claim_values_of(now_of(session), worker)
+
+
+def _claim_values_of(now: Any, worker: Any) -> dict[str, Any]:
     return {"started_at": now, "heartbeat_at": now, "worker": worker, "finished_at": None,
             "fence": Task.fence + 1}  # fmt: skip
 
@@ -174,20 +190,28 @@ def claim_run(session: Session, task_id: uuid.UUID, worker: str) -> dict[str, An
             return None
         _versioned(task.version)
         return {**task._asdict(), **run_of(session, task.spider_id, task.version)._asdict()}
-    claimed = moving(task_id, CLAIM, CLAIMED, **_claim_values(session, worker)).cte("claimed")
-    row = session.execute(
-        select(claimed, *RUN_OF)
-        .select_from(claimed)
-        .outerjoin(Spider, Spider.id == claimed.c.spider_id)
-        .outerjoin(ProjectVersion, (ProjectVersion.project_id == Spider.project_id)
-                   & (ProjectVersion.number == claimed.c.version))
-    ).first()  # fmt: skip
+    row = session.execute(_claim_run(), {"task_id": task_id, "worker": worker}).first()
     if row is None:
         return None
     _versioned(row.version)
     if row.version_id is None:
         _missing(session, row.spider_id, row.version)
     return row._asdict()
+
+
+@functools.cache
+def _claim_run() -> Select[Any]:
+    """claim_run's statement on PostgreSQL, built once (building it took half a millisecond)."""
+    values = _claim_values_of(func.clock_timestamp(), bindparam("worker", type_=String))
+    task_id = bindparam("task_id", type_=Uuid[uuid.UUID]())
+    claimed = moving(task_id, CLAIM, CLAIMED, **values).cte("claimed")
+    return (
+        select(claimed, *RUN_OF)
+        .select_from(claimed)
+        .outerjoin(Spider, Spider.id == claimed.c.spider_id)
+        .outerjoin(ProjectVersion, (ProjectVersion.project_id == Spider.project_id)
+                   & (ProjectVersion.number == claimed.c.version))
+    )  # fmt: skip
 
 
 def _versioned(version: int | None) -> None:

@@ -11,7 +11,7 @@ from dramatiq import Middleware, Worker
 from dramatiq.broker import Consumer
 from dramatiq.brokers.redis import MAINTENANCE_SCALE, RedisBroker
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.common import compute_backoff, dq_name
+from dramatiq.common import compute_backoff, dq_name, q_name
 from dramatiq.errors import ConnectionClosed
 
 from crawlhub.config import Settings
@@ -33,8 +33,13 @@ class WakingRedisBroker(RedisBroker):
     looks again, so a run sent to an idle worker waited 50-100 ms. Here `enqueue` also
     pushes a token on the queue's wake list (`keys.QUEUE_WAKE_LIST`) and an idle consumer
     waits on that list with BLPOP for at most the same timeout: it takes the message at
-    once, and an idle worker costs no more Redis round trips than before. Delay queues
-    have no tokens (their messages become due by time) and keep polling at the timeout.
+    once, and an idle worker costs no more Redis round trips than before. As every message
+    sent brings a token, a consumer that found its queue empty waits for one at once for the
+    whole timeout, where Dramatiq's backoff polled again after 2.5-5 ms, 5-10 ms, … (each
+    poll a Lua call in Redis and a turn of the worker's GIL, in the middle of the run just
+    taken); only a message Redis' maintenance puts back (its worker died) comes without a
+    token, and is found within the timeout. Delay queues have no tokens (their messages
+    become due by time) and keep Dramatiq's backoff.
 
     Only Dramatiq's public surface is used: `consume` wraps the consumer Dramatiq builds
     (asked never to sleep) in `_WakingConsumer`, and commands go through its `do_*`
@@ -114,6 +119,7 @@ class _WakingConsumer(Consumer):
         self.prefetch = prefetch
         self.wait_ms = timeout
         self.wake_key = QUEUE_WAKE_LIST.format(queue=queue_name)
+        self.tokens = q_name(queue_name) == queue_name  # not a delay queue: sends bring tokens
         self.misses = 0  # empty fetches in a row: the wait grows with them, as Dramatiq's
         # Ids of the messages handed out and not yet acked or nacked through this consumer
         # (after a restart, Dramatiq acks the earlier consumer's messages through this one).
@@ -136,11 +142,13 @@ class _WakingConsumer(Consumer):
         # The wait Dramatiq would have slept (its backoff: short while messages keep
         # coming, up to the timeout when idle), cut short by what can end it: a run ending
         # when every prefetch slot is taken (a backlog waits in Redis for it), else a wake
-        # token.
+        # token (the whole timeout: the next message sent brings one).
         self.misses, wait_ms = compute_backoff(self.misses, max_backoff=self.wait_ms)
         if full:
             self.freed.wait(max(wait_ms, 1) / 1000)
             return None
+        if self.tokens:
+            wait_ms = self.wait_ms
         try:
             self.broker.client.blpop([self.wake_key], timeout=max(wait_ms, 1) / 1000)
         except redis.ConnectionError as exc:

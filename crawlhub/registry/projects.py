@@ -227,7 +227,7 @@ def refusal(session: Session, spider: Spider, number: int | None = None) -> str 
     project = spider.project
     if number is None and project.current_version is None:
         return f"spider '{spider.name}' has no version yet: upload one first"
-    version = repo.get_version(session, project, number or project.current_version or 0)
+    version = repo.version_state(session, project, number or project.current_version or 0)
     where = f"version {version.number} of project '{project.name}'"
     if version.env_status == "failed":
         log = f"/api/projects/{project.name}/versions/{version.number}/environment"

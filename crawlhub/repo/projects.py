@@ -4,7 +4,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Row, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, undefer
 
@@ -185,6 +185,21 @@ def get_version(
     if version is None:
         raise NotFound(f"project '{project.name}' has no version {number}")
     return version
+
+
+def version_state(
+    session: Session, project: Project, number: int
+) -> Row[int, str, str | None, list[str] | None]:
+    """What a run's start asks of a version: its `number`, `env_status`, `env_error` and
+    `spiders`, in one query of those columns (not its build log nor its rules)."""
+    row = session.execute(
+        select(ProjectVersion.number, ProjectVersion.env_status, ProjectVersion.env_error,
+               ProjectVersion.spiders)
+        .where(ProjectVersion.project_id == project.id, ProjectVersion.number == number)
+    ).first()  # fmt: skip
+    if row is None:
+        raise NotFound(f"project '{project.name}' has no version {number}")
+    return row
 
 
 def version_label(session: Session, project_id: uuid.UUID, number: int | None) -> str | None:

@@ -17,11 +17,13 @@ the run (a length-prefixed JSON object: ``argv``, ``env``, ``cwd``); the launche
 and the forked child, once it has taken the run's descriptors and environment, says
 ``R`` with its credentials (so the worker learns its pid as the worker's PID namespace
 numbers it, from the kernel) and waits for ``g``: meanwhile the worker sets the run's
-limits on the cgroup it counts in. When the child has ended, the launcher kills whatever the run
-left in its PID namespace, empties /tmp and /dev/shm, and answers ``S`` and the wait
-status (an 8-byte integer). The launcher serves one run at a time (its slot's), is the
-child's parent, and exits when the worker closes the socket pair (or dies: the launcher
-dies with it, and its run with the launcher).
+limits on the cgroup it counts in (when that is the launcher's, holding them already, the
+``g`` comes with the run, and a worker that then gives up on the run kills the launcher).
+When the child has ended, the launcher kills whatever the run left in its PID namespace,
+empties /tmp and /dev/shm, and answers ``S`` and the wait status (an 8-byte integer).
+The launcher serves one run at a time (its slot's), is the child's parent, and exits when
+the worker closes the socket pair (or dies: the launcher dies with it, and its run with
+the launcher).
 
 The forked child becomes what ``python -m crawlhub.child.bootstrap ARGV`` would have been
 in that work dir with that environment: its own session and process group, the pipes on

@@ -259,20 +259,31 @@ class Launcher:
         with self.lock:
             self.active += 1
             self.last_used = time.monotonic()
-        group = None
+        # Nothing to do between the fork and the run going when it counts in the launcher's
+        # cgroup and that holds its limits already (the last run's): GO goes with the run,
+        # and the forked child does not wait for a round trip to the worker.
+        own, group = self.proc.group, None
+        if own is not None and _counted(limits) == _counted(self.run_limits):
+            group = RunGroup(own, own.counters(), self.own)
+        early = group is not None
         try:
             try:
                 socket.send_fds(self.control, [b"run"], [*fds, theirs.fileno()])
                 # read by the forked child, as the launcher does not wait for it
-                answers.sendall(child.NUMBER.pack(len(spec)) + spec)
+                answers.sendall(child.NUMBER.pack(len(spec)) + spec + (child.GO if early else b""))
             except OSError as exc:
                 raise Unavailable(f"the launcher is gone ({exc})") from exc
             finally:
                 theirs.close()
             pid = self._ready(answers)
-            group = self._cgroup(cgroup, limits, pid)
-            answers.sendall(child.GO)
+            if not early:
+                group = self._cgroup(cgroup, limits, pid)
+                answers.sendall(child.GO)
         except BaseException:
+            if early:  # its run may be going, and the worker gives up on it: kill both
+                self.proc.kill_tree()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(timeout=5)
             answers.close()
             if group is not None and group.own:
                 group.group.remove()
@@ -282,7 +293,7 @@ class Launcher:
 
     def _cgroup(self, name: str, limits: Limits, pid: int) -> RunGroup | None:
         """The cgroup the run counts in, with its limits: the launcher's, else one of its
-        own (None without cgroups)."""
+        own (None without cgroups); the forked run waits for it (unless GO went early)."""
         own = self.proc.group
         if own is None:
             return None
@@ -482,7 +493,14 @@ def launch(key: Key, start: Start, argv: Sequence[str], env: dict[str, str], cwd
     """Start a run through its warm launcher; Unavailable says why it cannot."""
     if not _cleaning(start.isolation):
         raise Unavailable("runs share the worker's user and namespaces (CRAWLHUB_SANDBOX=off)")
-    return POOL.get(key, start, wait=True).launch(argv, env, cwd, fds, cgroup, limits)
+    launcher = POOL.get(key, start, wait=True)
+    try:
+        return launcher.launch(argv, env, cwd, fds, cgroup, limits)
+    except Unavailable:
+        if not launcher.alive():  # killed by `launch`, or dead: its successor starts now
+            with contextlib.suppress(Unavailable):
+                POOL.get(key, start, wait=False)
+        raise
 
 
 def warm_up(starts: Sequence[tuple[Key, Start]]) -> None:

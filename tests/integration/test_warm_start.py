@@ -264,6 +264,30 @@ def test_a_launcher_killed_between_runs_means_one_cold_run_then_a_new_launcher(
     assert third["status"] == "completed" and attempt_line(hub, third["id"]).endswith("warm start")
 
 
+def test_a_launcher_that_does_not_answer_is_killed_and_its_run_starts_cold_once(
+    warm_hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run's GO goes with the run when its launcher's cgroup holds its limits already:
+    a launcher that then says nothing (its run may be going all the same) is killed with all
+    it forked, and the run starts cold, once; a new launcher takes its place."""
+    monkeypatch.setattr(launchers, "ANSWER_TIMEOUT_S", 1.0)
+    hub = warm_hub
+    hub.deploy("quick", {"main.py": "def run(p):\n    print('ran', flush=True)\n"
+                                    "    return {'ok': p.get('n')}\n"})  # fmt: skip
+    first = hub.wait(hub.run("quick", n=1)["id"])
+    assert first["status"] == "completed" and attempt_line(hub, first["id"]).endswith("warm start")
+    old = launcher_of()
+    for pid in old.own:  # bubblewrap, its init and the launcher: none can answer
+        os.kill(pid, signal.SIGSTOP)
+    second = hub.wait(hub.run("quick", n=2)["id"])
+    assert (second["status"], second["items_count"]) == ("completed", 1), second
+    line = attempt_line(hub, second["id"])
+    assert "cold start (no warm start: the launcher did not answer)" in line, line
+    assert [x["text"] for x in hub.logs(second["id"])].count("ran") == 1
+    assert not any(pid_alive(pid) for pid in old.own)
+    wait_for_new_launcher(old)
+
+
 def test_a_launcher_that_dies_during_a_run_is_crawlhubs_failure_not_the_spiders(
     warm_hub: Hub, tmp_path: Path
 ) -> None:

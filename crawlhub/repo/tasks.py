@@ -167,14 +167,11 @@ CLAIMED = (Task.id, Task.spider_id, Task.version, Task.params, Task.settings, Ta
 def claim_task(session: Session, task_id: uuid.UUID, worker: str) -> Row[Any] | None:
     """Move a pending or retrying task to running (compare-and-set): its CLAIMED columns as
     they are then, None when it was not claimable."""
-    return transition_returning(session, task_id, CLAIM, CLAIMED, **_claim_values(session, worker))
+    values = _claim_values(now_of(session), worker)
+    return transition_returning(session, task_id, CLAIM, CLAIMED, **values)
 
 
-def _claim_values(session: Session, worker: str) -> dict[str, Any]:
-    return _claim_values_of(now_of(session), worker)
-
-
-def _claim_values_of(now: Any, worker: Any) -> dict[str, Any]:
+def _claim_values(now: Any, worker: Any) -> dict[str, Any]:
     return {"started_at": now, "heartbeat_at": now, "worker": worker, "finished_at": None,
             "fence": Task.fence + 1}  # fmt: skip
 
@@ -202,7 +199,7 @@ def claim_run(session: Session, task_id: uuid.UUID, worker: str) -> dict[str, An
 @functools.cache
 def _claim_run() -> Select[Any]:
     """claim_run's statement on PostgreSQL, built once (building it took half a millisecond)."""
-    values = _claim_values_of(func.clock_timestamp(), bindparam("worker", type_=String))
+    values = _claim_values(func.clock_timestamp(), bindparam("worker", type_=String))
     task_id = bindparam("task_id", type_=Uuid[uuid.UUID]())
     claimed = moving(task_id, CLAIM, CLAIMED, **values).cte("claimed")
     return (

@@ -292,16 +292,16 @@ class Launcher:
         return Launched(pid, answers, self, group)
 
     def _cgroup(self, name: str, limits: Limits, pid: int) -> RunGroup | None:
-        """The cgroup the run counts in, with its limits: the launcher's, else one of its
-        own (None without cgroups); the forked run waits for it (unless GO went early)."""
+        """The cgroup the run counts in, with its limits, when the launcher's did not hold them
+        already (`launch` sent GO with the run then): the launcher's, its limits changed, else
+        one of its own (None without cgroups). The forked run waits for it."""
         own = self.proc.group
         if own is None:
             return None
         try:
-            if _counted(limits) != _counted(self.run_limits):  # else set for the last run
-                self.run_limits = None
-                own.limit(limits)
-                self.run_limits = limits
+            self.run_limits = None
+            own.limit(limits)
+            self.run_limits = limits
             return RunGroup(own, own.counters(), self.own)
         except OSError:  # its memory limit is below what the launcher uses already
             own.limit(self.limits)

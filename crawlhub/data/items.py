@@ -151,6 +151,7 @@ def _copied(
         held = largest = 0
         buffer = bytearray()
         chunk = formats.CHUNK  # a local: this loop runs once per row
+        as_sent = repo.json_lines if columns is None else bytes
         with db.read() as session:
             end = repo.batch_end(session, where, after, upto, size)
             rows = repo.copy_export(session, where, after, end, columns, defuse)
@@ -161,14 +162,14 @@ def _copied(
                     largest = length
                 buffer += row
                 if len(buffer) >= chunk:
-                    chunks.append(bytes(buffer))
+                    chunks.append(as_sent(buffer))
                     held += len(buffer)
                     buffer.clear()
                     if held >= BATCH_BYTES:  # too large to hold: send it as it comes
                         yield from chunks
                         chunks.clear()
         if buffer:
-            chunks.append(bytes(buffer))
+            chunks.append(as_sent(buffer))
         yield from chunks  # after the commit: the connection is back in the pool
         after = end
         size = _rows_that_fit(largest, COPY_BATCH)

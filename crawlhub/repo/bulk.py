@@ -1,8 +1,12 @@
-"""The PostgreSQL COPY fast paths for bulk inserts: rows one by one, or a block of COPY text."""
+"""The PostgreSQL COPY fast paths: bulk inserts (rows one by one, or a block of COPY text)
+and COPY … TO STDOUT read at libpq's pace."""
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+import psycopg
+from psycopg import errors, generators, pq, sql
+from psycopg.abc import PQGen
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
@@ -31,6 +35,38 @@ def copy_text(session: Session, table: str, columns: Sequence[str], block: bytes
     statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
     with driver.cursor() as cursor, cursor.copy(statement) as copy:
         copy.write(block)
+
+
+def copy_out(driver: psycopg.Connection[Any], statement: sql.Composed) -> Iterator[memoryview]:
+    """The rows of a COPY … TO STDOUT, each as libpq hands it over.
+
+    psycopg's own iteration runs two generators and a wait for every row, which cost an
+    export twice the CPU of everything else it does in Python; here a row that has already
+    arrived is one call, and a wait runs only when none has. psycopg's Copy still starts the
+    COPY and, when the reader stops early (a client gone), cancels it and drains it.
+    """
+    pgconn = driver.pgconn
+    with driver.cursor() as cursor, cursor.copy(statement) as copy:
+        while True:
+            size, row = pgconn.get_copy_data(1)  # a row; 0: none has arrived yet; -1: the end
+            if size > 0:
+                yield row
+            elif size == 0:
+                driver.wait(_readable(pgconn))
+            else:
+                break
+        # The COPY is over: its result, read as psycopg's Copy would have (which is told so,
+        # or its exit would ask libpq for rows of a COPY no longer in progress).
+        result = driver.wait(generators.fetch_many(pgconn))[0]
+        copy._finished = True
+        if result.status != pq.ExecStatus.COMMAND_OK:
+            raise errors.error_from_result(result, encoding=driver.info.encoding)
+
+
+def _readable(pgconn: pq.abc.PGconn) -> PQGen[None]:
+    while not (yield generators.WAIT_R):
+        continue
+    pgconn.consume_input()
 
 
 def commit_without_waiting(session: Session) -> None:

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import openpyxl
+import psycopg
 import pytest
+from psycopg import sql
 from sqlalchemy import func, select, text, update
 from starlette.testclient import TestClient
 
@@ -18,6 +20,8 @@ from crawlhub.context import Context
 from crawlhub.data import items as data
 from crawlhub.data.formats import cell
 from crawlhub.housekeeping import retention
+from crawlhub.repo import bulk
+from crawlhub.repo.db import make_engine
 from crawlhub.repo.items import insert_items
 from crawlhub.repo.models import Item, LogLine, Spider, Task
 from tests.integration.harness import Hub, running_hub
@@ -32,6 +36,7 @@ ITEMS: list[dict[str, Any]] = [
     {"title": '=HYPERLINK("http://evil")', "price": -3, "extra": None},
     {"url": "https://example.com/a?b=1", "price": 0.1, "title": "+plus @at -minus"},
     {"title": 'line\nbreak, "quoted"', "nested": {"a": [1, {"b": None}]}},
+    {"path": "C:\\new\\table\t\\\\x", "\\key": "\\"},  # backslashes, as COPY escapes them
 ]
 
 
@@ -168,6 +173,30 @@ def test_exports_in_many_batches_keep_order_filters_and_every_row(
     body, _ = export(client, "csv", spider_id="shop", fields="n")
     expected = [""] * len(ITEMS) + [str(n) for n in range(5)]
     assert [row["n"] for row in csv.DictReader(io.StringIO(body.decode()))] == expected
+
+
+def test_copy_reader_cancels_a_copy_left_early_and_raises_what_fails_mid_way(pg_url: str) -> None:
+    engine = make_engine(pg_url)
+    try:
+        with engine.connect() as conn:
+            driver = conn.connection.driver_connection
+
+            def copy(query: str) -> Iterator[memoryview]:
+                return bulk.copy_out(driver, sql.SQL(query))  # type: ignore[arg-type]
+
+            rows = copy("COPY (SELECT g FROM generate_series(1, 1000000) g) TO STDOUT")
+            assert bytes(next(rows)) == b"1\n"
+            rows.close()  # a client gone mid-export: the COPY is cancelled, not left running
+            driver.rollback()
+            assert conn.execute(text("SELECT 2")).scalar() == 2
+            whole = copy("COPY (SELECT g FROM generate_series(1, 3) g) TO STDOUT")
+            assert b"".join(whole) == b"1\n2\n3\n"
+            with pytest.raises(psycopg.errors.DivisionByZero):
+                list(copy("COPY (SELECT 1 / (300 - g) FROM generate_series(1, 500) g) TO STDOUT"))
+            driver.rollback()
+            assert conn.execute(text("SELECT 3")).scalar() == 3
+    finally:
+        engine.dispose()
 
 
 def test_csv_columns_named_like_sql_are_only_keys(client: TestClient, context: Context) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from crawlhub.data import formats
-from crawlhub.errors import BadRequest, InvalidInput
+from crawlhub.errors import BadRequest, InvalidInput, NotFound
 from crawlhub.repo import items as repo
 from crawlhub.repo import reach
 from crawlhub.repo import spiders as spider_repo
@@ -53,7 +53,10 @@ def select(
     until: datetime | None = None,
 ) -> Selection:
     """Resolve a spider (id or name) and a run (id, its first characters, or its Scrapyd job
-    id) into an item filter; 404 when either is unknown."""
+    id) into an item filter; 404 when either is unknown, or the run is not the spider's.
+
+    A run's items are all its spider's: with a run, the filter names the run alone (the
+    spider's condition besides it cost PostgreSQL its index of a run's items)."""
     with db.read() as session:
         spider_row = spider_repo.get_spider(session, spider) if spider else None
         if task is not None:
@@ -61,8 +64,10 @@ def select(
             task = task_row.id
             if spider_row is None:
                 spider_row = task_repo.spider_of(session, task_row)
-    where = ItemFilter(spider_row.id if spider_row else None, task, since, until,
-                       reach.readable_projects())  # fmt: skip
+            elif spider_row.id != task_row.spider_id:
+                raise NotFound(f"run {task} is not a run of spider '{spider_row.name}'")
+    spider_id = spider_row.id if spider_row is not None and task is None else None
+    where = ItemFilter(spider_id, task, since, until, reach.readable_projects())
     return Selection(where, spider_row.name if spider_row else None, task)
 
 
@@ -220,10 +225,8 @@ def delete(db: Database, selection: Selection) -> int:
     if selection.where.spider_id is None and selection.where.task_id is None:
         raise BadRequest("give task_id or spider_id: deleting every item at once is not offered")
     with db.session() as session:
-        count = repo.delete_items(session, ItemFilter(
-            selection.where.spider_id if selection.where.task_id is None else None,
-            selection.where.task_id,
-        ))  # fmt: skip
+        count = repo.delete_items(session, ItemFilter(selection.where.spider_id,
+                                                      selection.where.task_id))  # fmt: skip
         audit(session, "items.delete", f"run:{selection.task_id}" if selection.task_id
               else f"spider:{selection.spider_name}", after={"deleted": count})  # fmt: skip
     logger.info("deleted %d item(s) of %s", count, selection.task_id or selection.spider_name)

@@ -244,6 +244,18 @@ def test_delete_needs_a_task_or_spider_and_returns_the_count(
     seed(context, [{"n": 1}], name="other")
     response = client.delete("/api/data")
     assert response.status_code == 400
+    # A run named with a spider it does not belong to: a clear 404, nothing deleted or sent.
+    mismatch = {"spider_id": "other", "task_id": str(task_id)}
+    response = client.delete("/api/data", params=mismatch)
+    assert response.status_code == 404 and "is not a run of spider 'other'" in response.text
+    assert client.get("/api/data/export/jsonl", params=mismatch).status_code == 404
+    assert client.get("/api/data", params=mismatch).status_code == 404
+    assert (
+        client.get("/api/data", params={"spider_id": "shop", "task_id": str(task_id)}).json()[
+            "total"
+        ]
+        == 7
+    )
     assert client.delete("/api/data", params={"task_id": str(task_id)}).json() == {"count": 7}
     assert client.delete("/api/data", params={"spider_id": "other"}).json() == {"count": 1}
     assert client.get("/api/data").json()["total"] == 0

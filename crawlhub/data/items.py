@@ -149,19 +149,29 @@ def _copied(
     and only then yielded, in chunks of whole lines: a client that reads slowly never holds a
     pooled connection or an open transaction. Memory stays within about BATCH_BYTES: a batch
     that turns out larger is sent as it is read (its transaction held meanwhile), and the
-    next take as many rows as fit, by the largest row of the last."""
+    next take as many rows as fit, by the largest row of the last.
+
+    Where the selection's ids are packed (the last batch had rows for at least half of its
+    ids, as a run's items and most spiders' are), the next batch is the next `size` ids,
+    which hold at most `size` rows: no query for where it ends (one a batch, before its
+    COPY, on the way to the client)."""
     after, size = 0, FIRST_COPY_BATCH  # a small first batch: the first byte goes out at once
+    packed = False
     while after < upto:
         chunks: list[bytes] = []
-        held = largest = 0
+        held = largest = count = 0
         buffer = bytearray()
         chunk = formats.CHUNK  # a local: this loop runs once per row
         as_sent = repo.json_lines if columns is None else bytes
         with db.read() as session:
-            end = repo.batch_end(session, where, after, upto, size)
+            if packed:
+                end = min(upto, after + size)
+            else:
+                end = repo.batch_end(session, where, after, upto, size)
             rows = repo.copy_export(session, where, after, end, columns, defuse)
             assert rows is not None
             for row in rows:
+                count += 1
                 length = len(row)
                 if length > largest:  # not max(): a call per row cost the export 7 %
                     largest = length
@@ -176,8 +186,10 @@ def _copied(
         if buffer:
             chunks.append(as_sent(buffer))
         yield from chunks  # after the commit: the connection is back in the pool
+        packed = count * 2 >= end - after
         after = end
-        size = _rows_that_fit(largest, COPY_BATCH)
+        if count:  # an empty range of ids says nothing of the rows' size
+            size = _rows_that_fit(largest, COPY_BATCH)
 
 
 def _columns(db: Database, where: ItemFilter, upto: int) -> list[str]:

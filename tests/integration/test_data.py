@@ -157,21 +157,24 @@ def test_exports_in_many_batches_keep_order_filters_and_every_row(
     client: TestClient, context: Context, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(data, "COPY_BATCH", 2)
+    monkeypatch.setattr(data, "FIRST_COPY_BATCH", 2)
     monkeypatch.setattr(data, "EXPORT_BATCH", 2)
     seed(context, [{"n": n} for n in range(3)], name="other")  # interleaved ids of another spider
-    _, task_id = seed(context, ITEMS + [{"n": n} for n in range(5)])
+    spider_id, task_id = seed(context, ITEMS + [{"n": n} for n in range(5)])
     seed(context, [{"n": n} for n in range(3, 6)], name="third")
+    with context.db.session() as session:  # the run's last items after the third spider's
+        insert_items(session, spider_id, task_id, 1,
+                     [(json.dumps({"n": n}), {"n": n}, None) for n in range(5, 8)])  # fmt: skip
+    ours = ITEMS + [{"n": n} for n in range(8)]
     body, _ = export(client, "jsonl", spider_id="shop")
-    assert [json.loads(line) for line in body.decode().splitlines()] == ITEMS + [
-        {"n": n} for n in range(5)
-    ]
-    assert json.loads(export(client, "json", task_id=str(task_id))[0])[-1] == {"n": 4}
+    assert [json.loads(line) for line in body.decode().splitlines()] == ours
+    assert json.loads(export(client, "json", task_id=str(task_id))[0]) == ours
     future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     assert json.loads(export(client, "json", since=future)[0]) == []
-    assert len(export(client, "jsonl", until=future)[0].splitlines()) == len(ITEMS) + 11
+    assert len(export(client, "jsonl", until=future)[0].splitlines()) == len(ours) + 6
     # One column, missing from most items: every item is still a row, none a blank line.
     body, _ = export(client, "csv", spider_id="shop", fields="n")
-    expected = [""] * len(ITEMS) + [str(n) for n in range(5)]
+    expected = [""] * len(ITEMS) + [str(n) for n in range(8)]
     assert [row["n"] for row in csv.DictReader(io.StringIO(body.decode()))] == expected
 
 

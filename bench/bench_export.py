@@ -623,7 +623,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--items", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3, help="CSV/JSONL exports and COPYs")
-    parser.add_argument("--pages", type=int, default=300, help="keyset page requests")
+    parser.add_argument("--pages", type=int, default=300, help="keyset page requests (≥ 1)")
     parser.add_argument("--formats", default="csv,jsonl,json,xlsx")
     parser.add_argument("--skip-reference", action="store_true", help="no in-process pieces")
     parser.add_argument(
@@ -631,6 +631,8 @@ def main() -> None:
     )
     parser.add_argument("--profile", type=Path, default=None, help="py-spy output directory")
     args = parser.parse_args()
+    if args.pages < 1:
+        parser.error("--pages must be at least 1 (the paging figures need a request)")
     formats = [f for f in args.formats.split(",") if f]
     n = args.items
     rng = random.Random(20261130)

@@ -1,5 +1,6 @@
 """Scraped items: select, page, export as a stream, delete."""
 
+import contextlib
 import itertools
 import logging
 import uuid
@@ -170,19 +171,23 @@ def _copied(
                 end = repo.batch_end(session, where, after, upto, size)
             rows = repo.copy_export(session, where, after, end, columns, defuse)
             assert rows is not None
-            for row in rows:
-                count += 1
-                length = len(row)
-                if length > largest:  # not max(): a call per row cost the export 7 %
-                    largest = length
-                buffer += row
-                if len(buffer) >= chunk:
-                    chunks.append(as_sent(buffer))
-                    held += len(buffer)
-                    buffer.clear()
-                    if held >= BATCH_BYTES:  # too large to hold: send it as it comes
-                        yield from chunks
-                        chunks.clear()
+            # Closed here, should the client go mid-batch: the COPY is cancelled on its own
+            # connection before the session hands that back to the pool (a connection given
+            # back mid-COPY hung the next rollback on it).
+            with contextlib.closing(rows):
+                for row in rows:
+                    count += 1
+                    length = len(row)
+                    if length > largest:  # not max(): a call per row cost the export 7 %
+                        largest = length
+                    buffer += row
+                    if len(buffer) >= chunk:
+                        chunks.append(as_sent(buffer))
+                        held += len(buffer)
+                        buffer.clear()
+                        if held >= BATCH_BYTES:  # too large to hold: send it as it comes
+                            yield from chunks
+                            chunks.clear()
         if buffer:
             chunks.append(as_sent(buffer))
         yield from chunks  # after the commit: the connection is back in the pool

@@ -24,6 +24,7 @@ from crawlhub.repo import bulk
 from crawlhub.repo.db import make_engine
 from crawlhub.repo.items import insert_items
 from crawlhub.repo.models import Item, LogLine, Spider, Task
+from tests.conftest import make_settings
 from tests.integration.harness import Hub, running_hub
 
 ITEMS: list[dict[str, Any]] = [
@@ -200,6 +201,34 @@ def test_copy_reader_cancels_a_copy_left_early_and_raises_what_fails_mid_way(pg_
             assert conn.execute(text("SELECT 3")).scalar() == 3
     finally:
         engine.dispose()
+
+
+def test_an_export_left_mid_copy_leaves_no_copy_running(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client gone while a batch too large to hold is sent as it is read: the COPY is
+    ended on its own connection before that goes back to the pool."""
+    monkeypatch.setattr(data, "BATCH_BYTES", 1)  # every chunk sent as it is read
+    monkeypatch.setattr(data.formats, "CHUNK", 1)
+    ctx = Context.build(make_settings(tmp_path, database_url=pg_url))
+    try:
+        seed(ctx, [{"n": n, "pad": "x" * 100} for n in range(5000)])
+        for _ in range(3):  # more than once: a connection left mid-COPY would be taken again
+            stream = data.export_stream(ctx.db, data.select(ctx.db, spider="shop"), "jsonl",
+                                        fields=None, excel=False)  # fmt: skip
+            assert json.loads(next(iter(stream))) == {"n": 0, "pad": "x" * 100}
+            stream.close()  # type: ignore[attr-defined]
+            with ctx.db.read() as session:
+                copies = session.scalar(text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY%'"
+                    " AND state <> 'idle' AND pid <> pg_backend_pid()"
+                ))  # fmt: skip
+            assert copies == 0
+        stream = data.export_stream(ctx.db, data.select(ctx.db, spider="shop"), "jsonl",
+                                    fields=None, excel=False)  # fmt: skip
+        assert sum(chunk.count(b"\n") for chunk in stream) == 5000
+    finally:
+        ctx.close()
 
 
 def test_csv_columns_named_like_sql_are_only_keys(client: TestClient, context: Context) -> None:

@@ -1,7 +1,7 @@
 """The PostgreSQL COPY fast paths: bulk inserts (rows one by one, or a block of COPY text)
 and COPY … TO STDOUT read at libpq's pace."""
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from typing import Any
 
 import psycopg
@@ -37,7 +37,9 @@ def copy_text(session: Session, table: str, columns: Sequence[str], block: bytes
         copy.write(block)
 
 
-def copy_out(driver: psycopg.Connection[Any], statement: sql.Composed) -> Iterator[memoryview]:
+def copy_out(
+    driver: psycopg.Connection[Any], statement: sql.Composed
+) -> Generator[memoryview, None, None]:
     """The rows of a COPY … TO STDOUT, each as libpq hands it over.
 
     psycopg's own iteration runs two generators and a wait for every row, which cost an

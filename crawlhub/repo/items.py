@@ -1,7 +1,7 @@
 """Scraped items: batch ingest (with dedup), queries, keyset export batches, deletion."""
 
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -166,7 +166,7 @@ def copy_export(
     upto: int,
     columns: list[str] | None,
     defuse: tuple[str, ...] = (),
-) -> Iterator[memoryview] | None:
+) -> Generator[memoryview, None, None] | None:
     """Items in (after_id, upto] as PostgreSQL itself writes them, one chunk per row; None
     when not on PostgreSQL.
 

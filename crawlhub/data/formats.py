@@ -5,8 +5,12 @@ import io
 import json
 import re
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from typing import IO, Any
+
+# A file as it is streamed: chunks of bytes, from a generator its reader closes when it stops
+# early (a client gone), so that what it holds (a COPY, a pooled connection) goes at once.
+Chunks = Generator[bytes, None, None]
 
 FORMATS = {"csv": "text/csv; charset=utf-8", "json": "application/json",
            "jsonl": "application/x-ndjson",
@@ -43,13 +47,13 @@ def neutralise(text: str) -> str:
     return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
-def jsonl(batches: Iterable[Batch]) -> Iterator[bytes]:
+def jsonl(batches: Iterable[Batch]) -> Chunks:
     """One JSON object per line."""
     for batch in batches:
         yield "".join(text + "\n" for _, text in batch).encode()
 
 
-def json_array(chunks: Iterable[bytes]) -> Iterator[bytes]:
+def json_array(chunks: Iterable[bytes]) -> Chunks:
     """JSON lines (in chunks of whole lines) as one JSON array, streamed."""
     yield b"["
     first = True
@@ -73,7 +77,7 @@ def csv_header(columns: list[str], *, excel: bool) -> bytes:
     return (BOM if excel else b"") + buffer.getvalue().encode()
 
 
-def csv_rows(batches: Iterable[Batch], columns: list[str], *, excel: bool) -> Iterator[bytes]:
+def csv_rows(batches: Iterable[Batch], columns: list[str], *, excel: bool) -> Chunks:
     """A header of `columns`, then one row per item; Excel mode adds a BOM and defuses formulas."""
     yield csv_header(columns, excel=excel)
     buffer = io.StringIO()
@@ -92,7 +96,7 @@ def csv_rows(batches: Iterable[Batch], columns: list[str], *, excel: bool) -> It
         yield buffer.getvalue().encode()
 
 
-def xlsx(batches: Iterable[Batch], columns: list[str]) -> Iterator[bytes]:
+def xlsx(batches: Iterable[Batch], columns: list[str]) -> Chunks:
     """An XLSX workbook, streamed as it is written: a zip whose entries carry their sizes
     after their data (zipfile's way with a stream it cannot seek). The content types come
     first (every `.xml` part but the workbook is a worksheet, so sheets need no listing),

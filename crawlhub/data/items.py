@@ -1,7 +1,6 @@
 """Scraped items: select, page, export as a stream, delete."""
 
 import contextlib
-import itertools
 import logging
 import uuid
 from collections.abc import Iterator
@@ -115,8 +114,9 @@ def _batches(db: Database, where: ItemFilter, upto: int) -> Iterator[formats.Bat
 
 def export_stream(
     db: Database, selection: Selection, fmt: str, *, fields: list[str] | None, excel: bool
-) -> Iterator[bytes]:
-    """The export file of a selection, as a stream of byte chunks.
+) -> formats.Chunks:
+    """The export file of a selection, as a stream of byte chunks (close it when stopping
+    early: it may hold a COPY and a pooled connection meanwhile).
 
     The selection is fixed at its highest id when the export starts, so items a running
     spider adds meanwhile neither lengthen the export nor miss their CSV column.
@@ -138,13 +138,18 @@ def export_stream(
     else:
         lines = formats.jsonl(_batches(db, where, upto))
     if columns is not None:
-        return itertools.chain([formats.csv_header(columns, excel=excel)], lines)
+        return _headed(formats.csv_header(columns, excel=excel), lines)
     return formats.json_array(lines) if fmt == "json" else lines
+
+
+def _headed(header: bytes, rest: formats.Chunks) -> formats.Chunks:
+    yield header
+    yield from rest  # closed with this generator
 
 
 def _copied(
     db: Database, where: ItemFilter, upto: int, columns: list[str] | None, defuse: tuple[str, ...]
-) -> Iterator[bytes]:
+) -> formats.Chunks:
     """The selection up to an id as COPY writes it (JSON lines, or CSV rows of columns), in
     batches of up to COPY_BATCH rows. Each batch is read whole in its own short transaction
     and only then yielded, in chunks of whole lines: a client that reads slowly never holds a

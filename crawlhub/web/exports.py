@@ -1,15 +1,14 @@
 """Streamed exports of scraped items: the API's and the dashboard's downloads."""
 
-from starlette.responses import StreamingResponse
-
 from crawlhub.data import formats, items
 from crawlhub.errors import NotFound
 from crawlhub.repo.db import Database
+from crawlhub.web.responses import ClosingStream
 from crawlhub.web.schemas.data import ExportQuery
 from crawlhub.web.validation import parse
 
 
-def export_response(db: Database, fmt: str, params: dict[str, str]) -> StreamingResponse:
+def export_response(db: Database, fmt: str, params: dict[str, str]) -> ClosingStream:
     """The streamed export file of the items a query string selects (the API's and the
     dashboard's downloads)."""
     if fmt not in formats.FORMATS:
@@ -27,4 +26,4 @@ def export_response(db: Database, fmt: str, params: dict[str, str]) -> Streaming
         headers["X-CrawlHub-Suspect"] = (
             f"data of runs that failed their quality checks: {shown}{more}"
         )
-    return StreamingResponse(body, media_type=formats.FORMATS[fmt], headers=headers)
+    return ClosingStream(body, media_type=formats.FORMATS[fmt], headers=headers)

@@ -3,12 +3,15 @@ JSON rendered straight from pydantic models."""
 
 import json
 import logging
+from collections.abc import Generator
 from typing import Any
 
+import anyio
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from crawlhub.errors import (
     BadRequest,
@@ -92,3 +95,25 @@ class ModelResponse(JSONResponse):
 def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
     """Pydantic errors as JSON-safe dicts without documentation links."""
     return json.loads(exc.json(include_url=False, include_input=False))  # type: ignore[no-any-return]
+
+
+class ClosingStream(StreamingResponse):
+    """A response streamed from a generator (run in the thread pool) that is closed as the
+    response ends, however it ends. A client gone mid-way otherwise left the generator
+    suspended, with what it held (an export's COPY and its pooled connection), until the
+    garbage collector came to it: a few dropped downloads could take the pool."""
+
+    def __init__(self, content: Generator[bytes, None, None], **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._content = content
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # Not running meanwhile: a cancelled response waits for the chunk being made.
+            with anyio.CancelScope(shield=True):
+                try:
+                    await anyio.to_thread.run_sync(self._content.close)
+                except Exception as exc:  # what closing it raised must not hide the rest
+                    logger.warning("closing a streamed response failed: %s", exc)

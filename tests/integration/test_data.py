@@ -3,12 +3,14 @@
 import csv
 import io
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openpyxl
 import psycopg
 import pytest
@@ -24,8 +26,8 @@ from crawlhub.repo import bulk
 from crawlhub.repo.db import make_engine
 from crawlhub.repo.items import insert_items
 from crawlhub.repo.models import Item, LogLine, Spider, Task
-from tests.conftest import make_settings
-from tests.integration.harness import Hub, running_hub
+from tests.conftest import TOKEN, make_settings
+from tests.integration.harness import Hub, running_hub, served
 
 ITEMS: list[dict[str, Any]] = [
     {
@@ -451,6 +453,41 @@ def test_exporting_50_items_of_8_mib_keeps_memory_bounded(heavy: Hub, fmt: str) 
     assert size > 50 * 8 * 1024 * 1024
     assert lines >= 50
     assert growth_mb < 150, f"{fmt} export grew the process by {growth_mb:.0f} MB"
+
+
+def _copies_running(hub: Hub) -> int:
+    with hub.context.db.read() as session:
+        return int(session.scalar(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY%'"
+            " AND state <> 'idle' AND pid <> pg_backend_pid()"
+        )))  # fmt: skip
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "json"])
+def test_a_download_dropped_mid_way_ends_its_copy(heavy: Hub, fmt: str) -> None:
+    """Over real HTTP: a client that reads the first bytes of a large export and goes away
+    leaves no COPY running and no pooled connection taken (they stayed until the garbage
+    collector came, and a few dropped downloads could take the web's pool)."""
+    with served(heavy) as base:
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        for _ in range(3):
+            with (
+                httpx.Client(base_url=base, headers=headers, timeout=30) as client,
+                client.stream(
+                    "GET", f"/api/data/export/{fmt}", params={"spider_id": "heavy"}
+                ) as response,
+            ):
+                assert response.status_code == 200
+                assert next(response.iter_raw())
+            # The server finds the client gone at its next send, a chunk later at most.
+            time.sleep(0.5)
+            deadline = time.monotonic() + 10
+            while _copies_running(heavy) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert _copies_running(heavy) == 0
+        with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
+            whole = client.get("/api/data/export/jsonl", params={"spider_id": "heavy"})
+        assert whole.status_code == 200 and whole.content.count(b"\n") == 50
 
 
 def test_log_search_ignores_case_and_takes_wildcards_literally(context: Context) -> None:

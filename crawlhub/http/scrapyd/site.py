@@ -20,6 +20,7 @@ from crawlhub.errors import NotFound
 from crawlhub.http.scrapyd.endpoints import ENDPOINTS, PREFIX
 from crawlhub.services import scrapyd
 from crawlhub.services.scrapyd import Entry, Job
+from crawlhub.web.responses import ClosingStream
 from crawlhub.web.validation import ctx
 
 FOLDERS = {"logs": "log", "items": "jl"}  # a folder of Scrapyd's and its files' extension
@@ -261,7 +262,7 @@ async def job_items(request: Request) -> Response:
     task = await run_in_threadpool(scrapyd.job_task, context, p["project"], p["spider"], p["job"])
     selection = await run_in_threadpool(items.select, context.db, task=task.id)
     body = items.export_stream(context.db, selection, "jsonl", fields=None, excel=False)
-    return StreamingResponse(body, media_type="text/plain; charset=utf-8")
+    return ClosingStream(body, media_type="text/plain; charset=utf-8")
 
 
 def _routes(base: str) -> list[Route]:

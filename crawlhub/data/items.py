@@ -3,7 +3,7 @@
 import contextlib
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -164,42 +164,53 @@ def _copied(
     after, size = 0, FIRST_COPY_BATCH  # a small first batch: the first byte goes out at once
     packed = False
     while after < upto:
-        chunks: list[bytes] = []
-        held = largest = count = 0
-        buffer = bytearray()
-        chunk = formats.CHUNK  # a local: this loop runs once per row
-        as_sent = repo.json_lines if columns is None else bytes
-        with db.read() as session:
-            if packed:
-                end = min(upto, after + size)
-            else:
-                end = repo.batch_end(session, where, after, upto, size)
-            rows = repo.copy_export(session, where, after, end, columns, defuse)
-            assert rows is not None
-            # Closed here, should the client go mid-batch: the COPY is cancelled on its own
-            # connection before the session hands that back to the pool (a connection given
-            # back mid-COPY hung the next rollback on it).
-            with contextlib.closing(rows):
-                for row in rows:
-                    count += 1
-                    length = len(row)
-                    if length > largest:  # not max(): a call per row cost the export 7 %
-                        largest = length
-                    buffer += row
-                    if len(buffer) >= chunk:
-                        chunks.append(as_sent(buffer))
-                        held += len(buffer)
-                        buffer.clear()
-                        if held >= BATCH_BYTES:  # too large to hold: send it as it comes
-                            yield from chunks
-                            chunks.clear()
-        if buffer:
-            chunks.append(as_sent(buffer))
-        yield from chunks  # after the commit: the connection is back in the pool
+        end = min(upto, after + size) if packed else None
+        end, count, largest = yield from _copy_batch(db, where, after, end, upto, size,
+                                                     columns, defuse)  # fmt: skip
         packed = count * 2 >= end - after
         after = end
         if count:  # an empty range of ids says nothing of the rows' size
             size = _rows_that_fit(largest, COPY_BATCH)
+
+
+def _copy_batch(
+    db: Database, where: ItemFilter, after: int, end: int | None, upto: int, size: int,
+    columns: list[str] | None, defuse: tuple[str, ...],
+) -> Generator[bytes, None, tuple[int, int, int]]:  # fmt: skip
+    """One batch of `_copied`: the rows in (after, end] (end: where `size` rows end, when not
+    given), yielded in chunks of whole lines once its transaction is over (or as they are
+    read, past BATCH_BYTES); returns its end, its row count and its largest row."""
+    chunks: list[bytes] = []
+    held = largest = count = 0
+    buffer = bytearray()
+    chunk = formats.CHUNK  # a local: the loop below runs once per row
+    as_sent = repo.json_lines if columns is None else bytes
+    with db.read() as session:
+        if end is None:
+            end = repo.batch_end(session, where, after, upto, size)
+        rows = repo.copy_export(session, where, after, end, columns, defuse)
+        assert rows is not None
+        # Closed here, should the client go mid-batch: the COPY is cancelled on its own
+        # connection before the session hands that back to the pool (a connection given back
+        # mid-COPY hung the next rollback on it).
+        with contextlib.closing(rows):
+            for row in rows:
+                count += 1
+                length = len(row)
+                if length > largest:  # not max(): a call per row cost the export 7 %
+                    largest = length
+                buffer += row
+                if len(buffer) >= chunk:
+                    chunks.append(as_sent(buffer))
+                    held += len(buffer)
+                    buffer.clear()
+                    if held >= BATCH_BYTES:  # too large to hold: send it as it comes
+                        yield from chunks
+                        chunks.clear()
+    if buffer:
+        chunks.append(as_sent(buffer))
+    yield from chunks  # after the commit: the connection is back in the pool
+    return end, count, largest
 
 
 def _columns(db: Database, where: ItemFilter, upto: int) -> list[str]:
